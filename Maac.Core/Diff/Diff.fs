@@ -1,0 +1,79 @@
+namespace Maac
+
+open System.Collections.Generic
+open Maac.Tensors
+
+/// Reverse-mode differentiation with a functional API in the style of DiffSharp and JAX.
+/// Each call differentiates a function at a point by evaluating it on fresh leaf variables and
+/// walking the recorded operations backwards. Nothing is global: calls may be nested (an inner
+/// call's results are constants to the enclosing one) and may run on several threads at once.
+/// Only first-order gradients are supported.
+module Diff =
+    /// Gradients of the scalar y with respect to the leaf variables vars (zeros where y does not depend on one).
+    let private backward (op: string) (y: Tensor) (vars: Tensor[]) : Tensor[] =
+        if y.Numel <> 1 then
+            raise (ShapeException(sprintf "%s: the function must return a single number, but returned shape %s" op (Shape.show y.Primal.Shape)))
+        let grads = Dictionary<Node, RawTensor>(HashIdentity.Reference)
+        if y.IsTracked then
+            let leaves = HashSet<Node>(vars |> Seq.map (fun v -> v.Node), HashIdentity.Reference)
+            // Post-order walk over tracked nodes; depends[n] says whether n reaches one of our variables.
+            let depends = Dictionary<Node, bool>(HashIdentity.Reference)
+            let order = List<Node>()
+            let stack = Stack<struct (Node * int)>()
+            stack.Push(struct (y.Node, 0))
+            while stack.Count > 0 do
+                let struct (n, i) = stack.Pop()
+                if i < n.Inputs.Length then
+                    stack.Push(struct (n, i + 1))
+                    let child = n.Inputs.[i]
+                    if child.IsTracked && not (depends.ContainsKey child.Node) then
+                        depends.[child.Node] <- false
+                        stack.Push(struct (child.Node, 0))
+                else
+                    depends.[n] <- leaves.Contains n || (n.Inputs |> Array.exists (fun t -> t.IsTracked && depends.[t.Node]))
+                    order.Add n
+            grads.[y.Node] <- y.Primal.Backend.Full(y.Primal.Shape, 1.0f)
+            for idx in order.Count - 1 .. -1 .. 0 do
+                let n = order.[idx]
+                match grads.TryGetValue n with
+                | true, g when n.Inputs.Length > 0 && depends.[n] ->
+                    let need = n.Inputs |> Array.map (fun t -> t.IsTracked && depends.[t.Node])
+                    let gs = n.Backward g need
+                    for j in 0 .. n.Inputs.Length - 1 do
+                        if need.[j] then
+                            let target = n.Inputs.[j].Node
+                            let gj = gs.[j]
+                            match grads.TryGetValue target with
+                            | true, acc -> grads.[target] <- acc.Backend.Binary(Add, acc, gj)
+                            | _ -> grads.[target] <- gj
+                    if not (leaves.Contains n) then grads.Remove n |> ignore
+                | _ -> ()
+        vars |> Array.map (fun v ->
+            match grads.TryGetValue v.Node with
+            | true, g -> Tensor.ofRaw g
+            | _ -> Tensor.zerosLike v)
+
+    /// Value and gradients of a scalar function of several tensors.
+    let valueAndGrads (f: Tensor[] -> Tensor) (xs: Tensor[]) : Tensor * Tensor[] =
+        let vars = xs |> Array.map Tensor.variable
+        let y = f vars
+        Tensor.stopGradient y, backward "valueAndGrads" y vars
+
+    /// Gradients of a scalar function of several tensors.
+    let grads (f: Tensor[] -> Tensor) (xs: Tensor[]) = valueAndGrads f xs |> snd
+
+    /// Value and gradient of a scalar function of one tensor.
+    let valueAndGrad (f: Tensor -> Tensor) (x: Tensor) : Tensor * Tensor =
+        let v, gs = valueAndGrads (fun xs -> f xs.[0]) [| x |]
+        v, gs.[0]
+
+    /// Gradient of a scalar function of one tensor.
+    let grad (f: Tensor -> Tensor) (x: Tensor) = valueAndGrad f x |> snd
+
+    /// Value and gradient of a scalar function of a parameter collection; the gradient has the same structure.
+    let valueAndGradParams (f: 'P -> Tensor) (p: 'P when 'P :> IParameters<'P>) : Tensor * 'P =
+        let v, gs = valueAndGrads (fun ts -> f (Parameters.rebuild p ts)) (Parameters.tensors p)
+        v, Parameters.rebuild p gs
+
+    /// Gradient of a scalar function of a parameter collection.
+    let gradParams (f: 'P -> Tensor) (p: 'P when 'P :> IParameters<'P>) : 'P = valueAndGradParams f p |> snd

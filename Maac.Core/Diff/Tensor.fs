@@ -1,0 +1,421 @@
+namespace Maac.Tensors
+
+open System
+
+/// A recorded operation: its inputs and how a gradient of its output is sent back to them.
+/// backward receives the output gradient and, for each input, whether that input needs a gradient;
+/// it returns one raw gradient per input (null where not needed).
+[<Sealed; AllowNullLiteral>]
+type internal Node(inputs: Tensor[], backward: RawTensor -> bool[] -> RawTensor[]) =
+    member _.Inputs = inputs
+    member _.Backward = backward
+
+/// An immutable float32 tensor that can take part in reverse-mode differentiation.
+/// A tensor is tracked only while it depends on a variable of a running gradient computation
+/// (see Maac.Diff); everything else, such as acting or computing targets, records nothing.
+and [<Sealed>] Tensor internal (primal: RawTensor, node: Node) =
+    /// The raw values (for backend authors and interop).
+    member _.Primal = primal
+    member internal _.Node = node
+    /// The dimensions, outermost first (a copy).
+    member _.Shape = Array.copy primal.Shape
+    /// The number of dimensions.
+    member _.Rank = primal.Shape.Length
+    /// The number of elements.
+    member _.Numel = primal.Numel
+    /// The device holding the values.
+    member _.Device = primal.Backend.Device
+    /// Whether this tensor is part of a gradient computation in progress.
+    member _.IsTracked = not (isNull node)
+    /// Copies the values to a host array (row-major).
+    member _.ToArray() = primal.ToArray()
+    override t.ToString() =
+        let v = primal.ToArray()
+        let shown = v |> Seq.truncate 8 |> Seq.map (fun x -> x.ToString("G5")) |> String.concat ", "
+        sprintf "Tensor(%s, %O%s: [%s%s])" (Shape.show primal.Shape) primal.Backend.Device (if isNull node then "" else ", tracked") shown (if v.Length > 8 then ", ..." else "")
+
+/// Differentiable tensor operations (the library's primitive vocabulary).
+/// Shapes follow NumPy broadcasting; a mismatch raises ShapeException naming the operation and shapes.
+[<RequireQualifiedAccess; CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
+module Tensor =
+    let inline private raws (ts: Tensor[]) = ts |> Array.map (fun t -> t.Primal)
+
+    /// Wraps raw values as an untracked tensor.
+    let ofRaw (raw: RawTensor) = Tensor(raw, null)
+
+    /// A tensor recording an operation when any input is tracked, or a plain value otherwise.
+    let internal record (value: RawTensor) (inputs: Tensor[]) (backward: RawTensor -> bool[] -> RawTensor[]) =
+        if inputs |> Array.exists (fun t -> t.IsTracked) then Tensor(value, Node(inputs, backward))
+        else Tensor(value, null)
+
+    /// A fresh leaf variable with the same values (used by Diff to start a gradient computation).
+    let internal variable (t: Tensor) = Tensor(t.Primal, Node([||], (fun _ _ -> [||])))
+
+    let private backendOf (op: string) (ts: Tensor[]) =
+        let b = ts.[0].Primal.Backend
+        for t in ts do
+            if not (obj.ReferenceEquals(t.Primal.Backend, b)) then
+                Shape.fail op (sprintf "tensors are on different devices (%O and %O)" b.Device t.Device)
+        b
+
+    /// Sums a broadcast gradient back to the shape of the operand it came from.
+    let internal sumTo (shape: int[]) (g: RawTensor) =
+        if g.Shape = shape then g
+        else
+            let be = g.Backend
+            let mutable r = g
+            while r.Shape.Length > shape.Length do r <- be.SumAxis(r, 0, false)
+            for i in 0 .. shape.Length - 1 do
+                if shape.[i] = 1 && r.Shape.[i] <> 1 then r <- be.SumAxis(r, i, true)
+            if r.Shape <> shape then be.Reshape(r, shape) else r
+
+    // ---------------------------------------------------------------- creation
+
+    /// A tensor of the given shape holding a copy of values (row-major), on the default device.
+    let ofArray (shape: int[]) (values: float32[]) = ofRaw (Backends.Default.OfArray(values, shape))
+    /// A tensor from a 2-D array.
+    let ofArray2D (values: float32[,]) =
+        let r, c = Array2D.length1 values, Array2D.length2 values
+        ofArray [| r; c |] (Array.init (r * c) (fun i -> values.[i / c, i % c]))
+    /// A vector from a sequence of values.
+    let ofSeq (values: seq<float32>) = let a = Seq.toArray values in ofArray [| a.Length |] a
+    /// A scalar (shape [||]).
+    let scalar (v: float32) = ofRaw (Backends.Default.Full([||], v))
+    /// A tensor filled with one value.
+    let full (shape: int[]) (v: float32) = ofRaw (Backends.Default.Full(shape, v))
+    /// Zeros.
+    let zeros (shape: int[]) = full shape 0.0f
+    /// Ones.
+    let ones (shape: int[]) = full shape 1.0f
+    /// A tensor of the same shape and device filled with one value.
+    let fullLike (t: Tensor) (v: float32) = ofRaw (t.Primal.Backend.Full(t.Primal.Shape, v))
+    /// Zeros of the same shape and device.
+    let zerosLike (t: Tensor) = fullLike t 0.0f
+    /// Standard normal values, a pure function of key and shape.
+    let randn (key: RandomKey) (shape: int[]) = ofRaw (Backends.Default.Random(Normal, key, shape))
+    /// Uniform values in [0, 1), a pure function of key and shape.
+    let rand (key: RandomKey) (shape: int[]) = ofRaw (Backends.Default.Random(Uniform, key, shape))
+    /// Normal values with the shape and device of t.
+    let randnLike (key: RandomKey) (t: Tensor) = ofRaw (t.Primal.Backend.Random(Normal, key, t.Primal.Shape))
+    /// The same values on another device.
+    let toDevice (device: Device) (t: Tensor) =
+        if t.Device = device then t else ofRaw ((Backends.Get device).OfArray(t.Primal.ToArray(), t.Primal.Shape))
+
+    // ---------------------------------------------------------------- reading
+
+    /// The value of a one-element tensor.
+    let toScalar (t: Tensor) =
+        if t.Numel <> 1 then Shape.fail "toScalar" (sprintf "a tensor of shape %s has %d elements, not 1" (Shape.show t.Primal.Shape) t.Numel)
+        t.Primal.ToArray().[0]
+    /// True when every element is finite.
+    let allFinite (t: Tensor) = t.Primal.Backend.AllFinite t.Primal
+    /// Raises NonFiniteException naming `where` when t holds a NaN or infinity; returns t otherwise.
+    let checkFinite (where: string) (t: Tensor) =
+        if not (allFinite t) then
+            raise (NonFiniteException(sprintf "NaN or infinity in %s (shape %s)" where (Shape.show t.Primal.Shape)))
+        t
+
+    /// The same values, cut off from differentiation (a constant to every gradient computation).
+    let stopGradient (t: Tensor) = if t.IsTracked then ofRaw t.Primal else t
+
+    // ---------------------------------------------------------------- element-wise
+
+    /// y = op(x), with op's fused derivative kernel.
+    let unary (op: UnaryOp) (x: Tensor) =
+        let be = x.Primal.Backend
+        let y = be.Unary(op, x.Primal)
+        record y [| x |] (fun g _ -> [| be.UnaryGrad(op, x.Primal, y, g) |])
+
+    let private scalarOp (op: ScalarOp) (x: Tensor) =
+        let be = x.Primal.Backend
+        record (be.Scalar(op, x.Primal)) [| x |] (fun g _ -> [| be.ScalarGrad(op, x.Primal, g) |])
+
+    let neg x = unary Neg x
+    let exp x = unary Exp x
+    let log x = unary Log x
+    let sqrt x = unary Sqrt x
+    let abs x = unary Abs x
+    let sign x = unary Sign x
+    let square x = unary Square x
+    let reciprocal x = unary Reciprocal x
+    let relu x = unary Relu x
+    /// x·sigmoid(x), also called swish.
+    let silu x = unary Silu x
+    let tanh x = unary Tanh x
+    let sigmoid x = unary Sigmoid x
+    /// log(1 + eˣ), computed stably.
+    let softplus x = unary Softplus x
+    let sin x = unary Sin x
+    let cos x = unary Cos x
+    /// x + c.
+    let addScalar (c: float32) x = scalarOp (AddScalar c) x
+    /// x · c.
+    let mulScalar (c: float32) x = scalarOp (MulScalar c) x
+    /// xᶜ.
+    let powScalar (c: float32) x = scalarOp (PowScalar c) x
+    /// x limited to [lo, hi] (gradient 1 inside, 0 outside).
+    let clamp (lo: float32) (hi: float32) x =
+        if lo > hi then invalidArg "lo" (sprintf "clamp: lower bound %g is above upper bound %g" lo hi)
+        scalarOp (Clamp(lo, hi)) x
+
+    let private binary (op: BinaryOp) (a: Tensor) (b: Tensor) (grads: RawTensor -> RawTensor -> bool[] -> RawTensor[]) =
+        let be = backendOf (sprintf "%A" op) [| a; b |]
+        let y = be.Binary(op, a.Primal, b.Primal)
+        record y [| a; b |] (grads y)
+
+    let add (a: Tensor) (b: Tensor) =
+        binary Add a b (fun _ g need -> [| (if need.[0] then sumTo a.Primal.Shape g else null); (if need.[1] then sumTo b.Primal.Shape g else null) |])
+
+    let sub (a: Tensor) (b: Tensor) =
+        binary Sub a b (fun _ g need ->
+            [| (if need.[0] then sumTo a.Primal.Shape g else null)
+               (if need.[1] then sumTo b.Primal.Shape (g.Backend.Unary(Neg, g)) else null) |])
+
+    let mul (a: Tensor) (b: Tensor) =
+        binary Mul a b (fun _ g need ->
+            let be = g.Backend
+            [| (if need.[0] then sumTo a.Primal.Shape (be.Binary(Mul, g, b.Primal)) else null)
+               (if need.[1] then sumTo b.Primal.Shape (be.Binary(Mul, g, a.Primal)) else null) |])
+
+    let div (a: Tensor) (b: Tensor) =
+        binary Div a b (fun y g need ->
+            let be = g.Backend
+            [| (if need.[0] then sumTo a.Primal.Shape (be.Binary(Div, g, b.Primal)) else null)
+               (if need.[1] then sumTo b.Primal.Shape (be.Unary(Neg, be.Binary(Div, be.Binary(Mul, g, y), b.Primal))) else null) |])
+
+    /// aᵇ element-wise (the gradient in b needs a > 0).
+    let pow (a: Tensor) (b: Tensor) =
+        binary Pow a b (fun y g need ->
+            let be = g.Backend
+            [| (if need.[0] then
+                    let d = be.Binary(Mul, b.Primal, be.Binary(Pow, a.Primal, be.Scalar(AddScalar -1.0f, b.Primal)))
+                    sumTo a.Primal.Shape (be.Binary(Mul, g, d))
+                else null)
+               (if need.[1] then sumTo b.Primal.Shape (be.Binary(Mul, be.Binary(Mul, g, y), be.Unary(Log, a.Primal))) else null) |])
+
+    /// Element-wise maximum (ties send the gradient to a).
+    let maximum (a: Tensor) (b: Tensor) =
+        binary Maximum a b (fun _ g need ->
+            let be = g.Backend
+            [| (if need.[0] then sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, a.Primal, b.Primal))) else null)
+               (if need.[1] then sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, b.Primal, a.Primal))) else null) |])
+
+    /// Element-wise minimum (ties send the gradient to a).
+    let minimum (a: Tensor) (b: Tensor) =
+        binary Minimum a b (fun _ g need ->
+            let be = g.Backend
+            [| (if need.[0] then sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, b.Primal, a.Primal))) else null)
+               (if need.[1] then sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, a.Primal, b.Primal))) else null) |])
+
+    /// 1 where a > b, else 0 (a constant: comparisons have no gradient).
+    let greater (a: Tensor) (b: Tensor) = ofRaw ((backendOf "greater" [| a; b |]).Binary(Greater, a.Primal, b.Primal))
+
+    // ---------------------------------------------------------------- shape
+
+    /// The same values under another shape; one dimension may be -1 (inferred).
+    let reshape (shape: int[]) (x: Tensor) =
+        let resolved =
+            match shape |> Array.filter (fun d -> d = -1) |> Array.length with
+            | 0 -> shape
+            | 1 ->
+                let known = shape |> Array.filter (fun d -> d <> -1) |> Array.fold (*) 1
+                if known = 0 || x.Numel % known <> 0 then
+                    Shape.fail "reshape" (sprintf "cannot view shape %s as %s" (Shape.show x.Primal.Shape) (Shape.show shape))
+                shape |> Array.map (fun d -> if d = -1 then x.Numel / known else d)
+            | _ -> Shape.fail "reshape" (sprintf "more than one -1 in %s" (Shape.show shape))
+        if resolved = x.Primal.Shape then x
+        else
+            let be = x.Primal.Backend
+            let inShape = x.Primal.Shape
+            record (be.Reshape(x.Primal, resolved)) [| x |] (fun g _ -> [| be.Reshape(g, inShape) |])
+
+    /// Inserts a dimension of size 1 at axis.
+    let unsqueeze (axis: int) (x: Tensor) =
+        let s = x.Primal.Shape
+        let a = Shape.axis "unsqueeze" (s.Length + 1) axis
+        reshape (Array.concat [ s.[.. a - 1]; [| 1 |]; s.[a ..] ]) x
+
+    /// Removes a dimension of size 1.
+    let squeeze (axis: int) (x: Tensor) =
+        let s = x.Primal.Shape
+        let a = Shape.axis "squeeze" s.Length axis
+        if s.[a] <> 1 then Shape.fail "squeeze" (sprintf "axis %d of shape %s has size %d, not 1" axis (Shape.show s) s.[a])
+        reshape (Shape.removeAxis s a) x
+
+    /// Reorders dimensions: result dimension i is input dimension perm[i].
+    let permute (perm: int[]) (x: Tensor) =
+        let be = x.Primal.Backend
+        let inverse = Array.zeroCreate perm.Length
+        let y = be.Permute(x.Primal, perm)
+        perm |> Array.iteri (fun i p -> inverse.[p] <- i)
+        record y [| x |] (fun g _ -> [| be.Permute(g, inverse) |])
+
+    /// Swaps the last two dimensions.
+    let transpose (x: Tensor) =
+        let r = x.Rank
+        if r < 2 then Shape.fail "transpose" (sprintf "needs at least 2 dimensions, got shape %s" (Shape.show x.Primal.Shape))
+        permute (Array.init r (fun i -> if i = r - 2 then r - 1 elif i = r - 1 then r - 2 else i)) x
+
+    /// x broadcast to a larger shape.
+    let expand (shape: int[]) (x: Tensor) =
+        if shape = x.Primal.Shape then x
+        else
+            let be = x.Primal.Backend
+            let inShape = x.Primal.Shape
+            record (be.Expand(x.Primal, shape)) [| x |] (fun g _ -> [| sumTo inShape g |])
+
+    /// Joins tensors along an axis.
+    let concat (axis: int) (xs: Tensor[]) =
+        if xs.Length = 0 then Shape.fail "concat" "no tensors were given"
+        let be = backendOf "concat" xs
+        let y = be.Concat(raws xs, axis)
+        let ax = Shape.axis "concat" y.Shape.Length axis
+        record y xs (fun g need ->
+            let mutable at = 0
+            xs |> Array.mapi (fun i x ->
+                let n = x.Primal.Shape.[ax]
+                let r = if need.[i] then be.Slice(g, ax, at, n) else null
+                at <- at + n
+                r))
+
+    /// The range [start, start+length) of an axis.
+    let slice (axis: int) (start: int) (length: int) (x: Tensor) =
+        let be = x.Primal.Backend
+        let inShape = x.Primal.Shape
+        let y = be.Slice(x.Primal, axis, start, length)
+        record y [| x |] (fun g _ -> [| be.IndexAdd(inShape, axis, Array.init length (fun i -> start + i), g) |])
+
+    /// Splits an axis into pieces of the given sizes.
+    let split (axis: int) (sizes: int[]) (x: Tensor) =
+        let ax = Shape.axis "split" x.Rank axis
+        if Array.sum sizes <> x.Primal.Shape.[ax] then
+            Shape.fail "split" (sprintf "sizes %A do not add up to axis %d of shape %s" sizes axis (Shape.show x.Primal.Shape))
+        let starts = Array.scan (+) 0 sizes
+        sizes |> Array.mapi (fun i n -> slice ax starts.[i] n x)
+
+    /// Splits an axis into n equal pieces.
+    let chunk (axis: int) (n: int) (x: Tensor) =
+        let ax = Shape.axis "chunk" x.Rank axis
+        let size = x.Primal.Shape.[ax]
+        if n <= 0 || size % n <> 0 then Shape.fail "chunk" (sprintf "axis %d of shape %s does not split into %d equal pieces" axis (Shape.show x.Primal.Shape) n)
+        split ax (Array.create n (size / n)) x
+
+    /// Entries indices[j] of an axis (a gather); the gradient scatters back, adding at repeated indices.
+    let indexSelect (axis: int) (indices: int[]) (x: Tensor) =
+        let be = x.Primal.Backend
+        let inShape = x.Primal.Shape
+        let y = be.IndexSelect(x.Primal, axis, indices)
+        record y [| x |] (fun g _ -> [| be.IndexAdd(inShape, axis, indices, g) |])
+
+    /// A zero tensor of the given shape with src's slices added at indices along axis (a scatter-add).
+    let indexAdd (shape: int[]) (axis: int) (indices: int[]) (src: Tensor) =
+        let be = src.Primal.Backend
+        let y = be.IndexAdd(shape, axis, indices, src.Primal)
+        record y [| src |] (fun g _ -> [| be.IndexSelect(g, axis, indices) |])
+
+    // ---------------------------------------------------------------- reductions
+
+    /// Sum of all elements (shape [||]).
+    let sum (x: Tensor) =
+        let be = x.Primal.Backend
+        let inShape = x.Primal.Shape
+        record (be.SumAll x.Primal) [| x |] (fun g _ -> [| be.Expand(g, inShape) |])
+
+    /// Mean of all elements.
+    let mean (x: Tensor) = sum x |> mulScalar (1.0f / float32 (max 1 x.Numel))
+
+    /// Sum over one axis.
+    let sumAxis (axis: int) (keepDim: bool) (x: Tensor) =
+        let be = x.Primal.Backend
+        let inShape = x.Primal.Shape
+        let ax = Shape.axis "sum" inShape.Length axis
+        record (be.SumAxis(x.Primal, ax, keepDim)) [| x |] (fun g _ ->
+            let gk = if keepDim then g else be.Reshape(g, Shape.withAxis inShape ax 1)
+            [| be.Expand(gk, inShape) |])
+
+    /// Mean over one axis.
+    let meanAxis (axis: int) (keepDim: bool) (x: Tensor) =
+        let ax = Shape.axis "mean" x.Rank axis
+        sumAxis ax keepDim x |> mulScalar (1.0f / float32 (max 1 x.Primal.Shape.[ax]))
+
+    /// Maximum over one axis (the gradient is shared equally among tied maxima).
+    let maxAxis (axis: int) (keepDim: bool) (x: Tensor) =
+        let be = x.Primal.Backend
+        let inShape = x.Primal.Shape
+        let ax = Shape.axis "max" inShape.Length axis
+        let yk = be.MaxAxis(x.Primal, ax, true)
+        let y = if keepDim then yk else be.Reshape(yk, Shape.removeAxis inShape ax)
+        record y [| x |] (fun g _ ->
+            let gk = if keepDim then g else be.Reshape(g, yk.Shape)
+            let mask = be.Binary(Equal, x.Primal, yk)
+            let count = be.SumAxis(mask, ax, true)
+            [| be.Binary(Mul, mask, be.Binary(Div, gk, count)) |])
+
+    // ---------------------------------------------------------------- products
+
+    /// op(a)·op(b) (+ bias), rank 2 or batched rank 3, where op transposes the last two dimensions when asked.
+    /// bias has n elements (shared by all rows) or batch·n (one row per batch entry), or is None.
+    let matmulWith (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) =
+        let inputs = match bias with Some c -> [| a; b; c |] | None -> [| a; b |]
+        let be = backendOf "matmul" inputs
+        let ap, bp = a.Primal, b.Primal
+        let biasRaw = match bias with Some c -> c.Primal | None -> null
+        let y = be.MatMul(transA, transB, ap, bp, biasRaw)
+        record y inputs (fun g need ->
+            let dA =
+                if not need.[0] then null
+                elif transA then be.MatMul(transB, true, bp, g, null)
+                else be.MatMul(false, not transB, g, bp, null)
+            let dB =
+                if not need.[1] then null
+                elif transB then be.MatMul(true, transA, g, ap, null)
+                else be.MatMul(not transA, false, ap, g, null)
+            match bias with
+            | Some c -> [| dA; dB; (if need.[2] then sumTo c.Primal.Shape g else null) |]
+            | None -> [| dA; dB |])
+
+    /// Matrix product of two rank-2 tensors.
+    let matmul (a: Tensor) (b: Tensor) =
+        if a.Rank <> 2 || b.Rank <> 2 then
+            Shape.fail "matmul" (sprintf "needs two rank-2 tensors, got %s and %s (use bmm for batches)" (Shape.show a.Primal.Shape) (Shape.show b.Primal.Shape))
+        matmulWith false false a b None
+
+    /// Batched matrix product: [B, m, k] · [B, k, n] → [B, m, n].
+    let bmm (a: Tensor) (b: Tensor) =
+        if a.Rank <> 3 || b.Rank <> 3 then
+            Shape.fail "bmm" (sprintf "needs two rank-3 tensors, got %s and %s" (Shape.show a.Primal.Shape) (Shape.show b.Primal.Shape))
+        matmulWith false false a b None
+
+    let private fusedBias (op: string) (rows: Tensor) (bias: Tensor) (outCols: int) (batches: int) =
+        if bias.Numel = outCols || bias.Numel = batches * outCols then Some bias
+        else Shape.fail op (sprintf "bias of shape %s does not fit inputs %s with %d outputs" (Shape.show bias.Primal.Shape) (Shape.show rows.Primal.Shape) outCols)
+
+    /// x·W + b for x [N, in], W [in, out], b [out] (one fused product).
+    let linear (x: Tensor) (weight: Tensor) (bias: Tensor) =
+        if x.Rank <> 2 || weight.Rank <> 2 then
+            Shape.fail "linear" (sprintf "needs input [N, in] and weight [in, out], got %s and %s" (Shape.show x.Primal.Shape) (Shape.show weight.Primal.Shape))
+        matmulWith false false x weight (fusedBias "linear" x bias weight.Primal.Shape.[1] 1)
+
+    /// bias + x·W per batch entry for x [B, N, in], W [B, in, out], bias [B, 1, out] (one fused batched product).
+    let baddbmm (bias: Tensor) (x: Tensor) (weight: Tensor) =
+        if x.Rank <> 3 || weight.Rank <> 3 then
+            Shape.fail "baddbmm" (sprintf "needs input [B, N, in] and weight [B, in, out], got %s and %s" (Shape.show x.Primal.Shape) (Shape.show weight.Primal.Shape))
+        matmulWith false false x weight (fusedBias "baddbmm" x bias weight.Primal.Shape.[2] weight.Primal.Shape.[0])
+
+/// Operators on tensors: +, -, *, / with tensors or float32 scalars, unary minus and ** (power).
+type Tensor with
+    static member (+)(a: Tensor, b: Tensor) = Tensor.add a b
+    static member (+)(a: Tensor, b: float32) = Tensor.addScalar b a
+    static member (+)(a: float32, b: Tensor) = Tensor.addScalar a b
+    static member (-)(a: Tensor, b: Tensor) = Tensor.sub a b
+    static member (-)(a: Tensor, b: float32) = Tensor.addScalar -b a
+    static member (-)(a: float32, b: Tensor) = Tensor.addScalar a (Tensor.neg b)
+    static member (*)(a: Tensor, b: Tensor) = Tensor.mul a b
+    static member (*)(a: Tensor, b: float32) = Tensor.mulScalar b a
+    static member (*)(a: float32, b: Tensor) = Tensor.mulScalar a b
+    static member (/)(a: Tensor, b: Tensor) = Tensor.div a b
+    static member (/)(a: Tensor, b: float32) = Tensor.mulScalar (1.0f / b) a
+    static member (/)(a: float32, b: Tensor) = Tensor.mulScalar a (Tensor.reciprocal b)
+    static member (~-)(a: Tensor) = Tensor.neg a
+    static member Pow(a: Tensor, b: float32) = Tensor.powScalar b a
+    static member Pow(a: Tensor, b: Tensor) = Tensor.pow a b

@@ -1,0 +1,94 @@
+namespace Maac.Nn
+
+open System
+open Maac.Tensors
+
+/// An ensemble of diagonal Gaussians: each member maps its inputs to a mean and a log-variance,
+/// and the log-variance is kept inside learned soft bounds (Chua et al. 2018):
+/// lv ← max − softplus(max − lv); lv ← min + softplus(lv − min).
+type GaussianEnsemble =
+    { Net: EnsembleMlp
+      MaxLogVar: Tensor
+      MinLogVar: Tensor }
+    interface IParameters<GaussianEnsemble> with
+        member g.Named =
+            Array.append (Parameters.prefixed "net" (g.Net :> IParameters<_>).Named) [| "maxLogVar", g.MaxLogVar; "minLogVar", g.MinLogVar |]
+        member g.WithTensors ts =
+            let mutable offset = 0
+            let net = Parameters.take g.Net ts &offset
+            { Net = net; MaxLogVar = ts.[offset]; MinLogVar = ts.[offset + 1] }
+
+/// Creating, applying and fitting Gaussian ensembles.
+module GaussianEnsemble =
+    /// Weight of the penalty that keeps the learned bounds tight: 0.01·(Σ max − Σ min).
+    [<Literal>]
+    let BoundPenalty = 0.01f
+
+    /// members networks from inDim through hidden layers to a mean and log-variance of outDim each.
+    /// The bounds start at 0.5 (max) and −10 (min).
+    let init (key: RandomKey) (members: int) (inDim: int) (hidden: int[]) (outDim: int) (activation: Activation) =
+        { Net = EnsembleMlp.init key members (Array.concat [ [| inDim |]; hidden; [| 2 * outDim |] ]) activation
+          MaxLogVar = Tensor.full [| 1; 1; outDim |] 0.5f
+          MinLogVar = Tensor.full [| 1; 1; outDim |] -10.0f }
+
+    /// x [M, N, in] → mean [M, N, out], bounded log-variance [M, N, out].
+    let forward (g: GaussianEnsemble) (x: Tensor) =
+        let out = EnsembleMlp.forward g.Net x
+        let halves = Tensor.chunk -1 2 out
+        let mean, rawLogVar = halves.[0], halves.[1]
+        let upper = g.MaxLogVar - Tensor.softplus (g.MaxLogVar - rawLogVar)
+        let logVar = g.MinLogVar + Tensor.softplus (upper - g.MinLogVar)
+        mean, logVar
+
+    /// Gaussian negative log-likelihood (without the constant) averaged over elements, plus the bound penalty:
+    /// mean((μ − y)²·e^(−lv) + lv) + 0.01·(Σ max − Σ min).
+    let nll (g: GaussianEnsemble) (x: Tensor) (target: Tensor) =
+        let mean, logVar = forward g x
+        let err = mean - target
+        let perElement = err * err * Tensor.exp (-logVar) + logVar
+        Tensor.mean perElement + BoundPenalty * (Tensor.sum g.MaxLogVar - Tensor.sum g.MinLogVar)
+
+/// A tanh-squashed diagonal Gaussian policy (as in SAC): u = μ(s) + σ(s)·ε, a = tanh(u) ∈ (−1, 1)^d.
+type TanhGaussianPolicy =
+    { Net: Mlp
+      LogStdMin: float32
+      LogStdMax: float32 }
+    interface IParameters<TanhGaussianPolicy> with
+        member p.Named = (p.Net :> IParameters<_>).Named
+        member p.WithTensors ts = { p with Net = Parameters.rebuild p.Net ts }
+
+/// Creating, sampling and scoring tanh-Gaussian policies.
+module TanhGaussianPolicy =
+    let private halfLog2Pi = float32 (0.5 * Math.Log(2.0 * Math.PI))
+    let private log2 = float32 (Math.Log 2.0)
+
+    /// A policy for obsDim observations and actDim actions with the given hidden sizes (ReLU).
+    let init (key: RandomKey) (obsDim: int) (actDim: int) (hidden: int[]) =
+        { Net = Mlp.init key (Array.concat [ [| obsDim |]; hidden; [| 2 * actDim |] ]) Activation.Relu
+          LogStdMin = -20.0f
+          LogStdMax = 2.0f }
+
+    /// The Gaussian before squashing: mean and clamped log standard deviation, each [N, act].
+    let distribution (p: TanhGaussianPolicy) (obs: Tensor) =
+        let halves = Mlp.forward p.Net obs |> Tensor.chunk -1 2
+        halves.[0], Tensor.clamp p.LogStdMin p.LogStdMax halves.[1]
+
+    /// log(1 − tanh(u)²), computed exactly and stably as 2·(log 2 − u − softplus(−2u)).
+    let logOneMinusTanhSquared (u: Tensor) = 2.0f * (log2 - u - Tensor.softplus (-2.0f * u))
+
+    /// Exact log-density of a = tanh(u) for the pre-squash value u [N, act]: a vector [N].
+    let logProbOfPreTanh (mean: Tensor) (logStd: Tensor) (u: Tensor) =
+        let z = (u - mean) * Tensor.exp (-logStd)
+        let gaussian = -0.5f * z * z - logStd - halfLog2Pi
+        Tensor.sumAxis -1 false (gaussian - logOneMinusTanhSquared u)
+
+    /// A reparameterised sample for each observation: action [N, act] and its log-probability [N].
+    /// The action is a differentiable function of the parameters (the noise comes from key).
+    let sample (p: TanhGaussianPolicy) (key: RandomKey) (obs: Tensor) =
+        let mean, logStd = distribution p obs
+        let eps = Tensor.randnLike key mean
+        let u = mean + Tensor.exp logStd * eps
+        Tensor.tanh u, logProbOfPreTanh mean logStd u
+
+    /// The deterministic action tanh(μ(s)).
+    let deterministic (p: TanhGaussianPolicy) (obs: Tensor) = distribution p obs |> fst |> Tensor.tanh

@@ -1,0 +1,124 @@
+namespace Maac.Nn
+
+open Maac.Tensors
+
+/// Hidden-layer nonlinearities (data, so that a network can be saved and described).
+type Activation =
+    | Identity
+    | Relu
+    | Silu
+    | Tanh
+
+/// Applying activations.
+module Activation =
+    /// The activation applied element-wise.
+    let apply (a: Activation) (x: Tensor) =
+        match a with
+        | Identity -> x
+        | Relu -> Tensor.relu x
+        | Silu -> Tensor.silu x
+        | Tanh -> Tensor.tanh x
+
+/// Uniform initialisation U(-1/√fanIn, 1/√fanIn), the default of common deep-learning libraries.
+module internal Init =
+    let uniform (key: RandomKey) (shape: int[]) (fanIn: int) =
+        let bound = 1.0f / sqrt (float32 (max 1 fanIn))
+        Tensor.rand key shape |> Tensor.mulScalar (2.0f * bound) |> Tensor.addScalar (-bound)
+
+/// An affine layer y = x·W + b with W of shape [in, out].
+type Linear =
+    { Weight: Tensor
+      Bias: Tensor }
+    interface IParameters<Linear> with
+        member l.Named = [| "weight", l.Weight; "bias", l.Bias |]
+        member _.WithTensors ts = { Weight = ts.[0]; Bias = ts.[1] }
+
+/// Creating and applying affine layers.
+module Linear =
+    /// A layer from inDim to outDim inputs, initialised from key.
+    let init (key: RandomKey) (inDim: int) (outDim: int) =
+        let kw, kb = RandomKey.split2 key
+        { Weight = Init.uniform kw [| inDim; outDim |] inDim
+          Bias = Init.uniform kb [| outDim |] inDim }
+
+    /// x [N, in] → [N, out].
+    let forward (layer: Linear) (x: Tensor) = Tensor.linear x layer.Weight layer.Bias
+
+/// Names and rebuilds a stack of layers that each implement IParameters.
+module internal Stack =
+    let named (layers: 'L[] when 'L :> IParameters<'L>) =
+        layers |> Array.mapi (fun i l -> Parameters.prefixed (sprintf "layer%d" i) l.Named) |> Array.concat
+
+    let rebuild (layers: 'L[] when 'L :> IParameters<'L>) (ts: Tensor[]) =
+        let mutable offset = 0
+        layers |> Array.map (fun l -> Parameters.take l ts &offset)
+
+/// A multilayer perceptron: affine layers with an activation between them (none after the last).
+type Mlp =
+    { Layers: Linear[]
+      Hidden: Activation }
+    interface IParameters<Mlp> with
+        member m.Named = Stack.named m.Layers
+        member m.WithTensors ts = { m with Layers = Stack.rebuild m.Layers ts }
+
+/// Creating and applying MLPs.
+module Mlp =
+    /// An MLP through the given layer sizes, for example [| 17; 256; 256; 6 |].
+    let init (key: RandomKey) (sizes: int[]) (hidden: Activation) =
+        if sizes.Length < 2 then invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %A" sizes)
+        let keys = RandomKey.split (sizes.Length - 1) key
+        { Layers = Array.init (sizes.Length - 1) (fun i -> Linear.init keys.[i] sizes.[i] sizes.[i + 1])
+          Hidden = hidden }
+
+    /// x [N, in] → [N, out].
+    let forward (m: Mlp) (x: Tensor) =
+        let last = m.Layers.Length - 1
+        m.Layers |> Array.fold (fun (i, h) l ->
+            let y = Linear.forward l h
+            i + 1, (if i < last then Activation.apply m.Hidden y else y)) (0, x) |> snd
+
+/// M independent affine layers evaluated as one batched product: W [M, in, out], b [M, 1, out].
+type EnsembleLinear =
+    { Weight: Tensor
+      Bias: Tensor }
+    interface IParameters<EnsembleLinear> with
+        member l.Named = [| "weight", l.Weight; "bias", l.Bias |]
+        member _.WithTensors ts = { Weight = ts.[0]; Bias = ts.[1] }
+
+/// Creating and applying ensemble layers.
+module EnsembleLinear =
+    /// members independent layers from inDim to outDim.
+    let init (key: RandomKey) (members: int) (inDim: int) (outDim: int) =
+        let kw, kb = RandomKey.split2 key
+        { Weight = Init.uniform kw [| members; inDim; outDim |] inDim
+          Bias = Init.uniform kb [| members; 1; outDim |] inDim }
+
+    /// x [M, N, in] → [M, N, out]: member m sees only its own rows x[m].
+    let forward (layer: EnsembleLinear) (x: Tensor) = Tensor.baddbmm layer.Bias x layer.Weight
+
+/// An ensemble of M MLPs of the same architecture, evaluated together.
+type EnsembleMlp =
+    { Layers: EnsembleLinear[]
+      Hidden: Activation }
+    interface IParameters<EnsembleMlp> with
+        member m.Named = Stack.named m.Layers
+        member m.WithTensors ts = { m with Layers = Stack.rebuild m.Layers ts }
+
+/// Creating and applying ensemble MLPs.
+module EnsembleMlp =
+    /// members MLPs through the given sizes.
+    let init (key: RandomKey) (members: int) (sizes: int[]) (hidden: Activation) =
+        if sizes.Length < 2 then invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %A" sizes)
+        let keys = RandomKey.split (sizes.Length - 1) key
+        { Layers = Array.init (sizes.Length - 1) (fun i -> EnsembleLinear.init keys.[i] members sizes.[i] sizes.[i + 1])
+          Hidden = hidden }
+
+    /// The number of members.
+    let members (m: EnsembleMlp) = m.Layers.[0].Weight.Primal.Shape.[0]
+
+    /// x [M, N, in] → [M, N, out].
+    let forward (m: EnsembleMlp) (x: Tensor) =
+        let last = m.Layers.Length - 1
+        m.Layers |> Array.fold (fun (i, h) l ->
+            let y = EnsembleLinear.forward l h
+            i + 1, (if i < last then Activation.apply m.Hidden y else y)) (0, x) |> snd

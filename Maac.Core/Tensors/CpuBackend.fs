@@ -1,0 +1,271 @@
+namespace Maac.Tensors.Cpu
+
+open System
+open System.Runtime.Intrinsics
+open Maac.Tensors
+
+/// A raw tensor in a managed float array (contiguous, row-major, never mutated after creation).
+[<Sealed; AllowNullLiteral>]
+type CpuTensor internal (data: float32[], shape: int[]) =
+    inherit RawTensor(shape)
+    /// The storage (shared between reshaped views; must not be written).
+    member internal _.Data = data
+    override _.Backend = CpuBackend.Instance :> IBackend
+    override _.ToArray() = Array.copy data
+
+/// The managed CPU backend: SIMD element-wise kernels (System.Runtime.Intrinsics and
+/// System.Numerics.Tensors) and a blocked multi-threaded SGEMM.
+and [<Sealed>] CpuBackend private () =
+    static let instance = CpuBackend()
+    /// The single instance.
+    static member Instance = instance
+
+    /// Which matrix-product micro-kernel this processor runs (for benchmark reports).
+    static member KernelName = if Gemm.wide then sprintf "AVX-512 %dx%d kernel" Gemm.MR Gemm.NR else sprintf "256-bit %dx%d kernel" Gemm.MR Gemm.NR
+
+    static member private Data(x: RawTensor) =
+        match x with
+        | :? CpuTensor as c -> c.Data
+        | null -> invalidArg "x" "a tensor argument was null"
+        | _ -> invalidArg "x" (sprintf "a tensor on %O was given to the CPU backend; move it to the CPU first" x.Backend.Device)
+
+    static member private Alloc(n: int) = GC.AllocateUninitializedArray<float32>(n)
+
+    static member private Make(data: float32[], shape: int[]) = CpuTensor(data, shape) :> RawTensor
+
+    /// Sum (or max) over the middle axis of an (outer, n, inner) view.
+    static member private Reduce(x: RawTensor, axis: int, keepDim: bool, isMax: bool) =
+        let src = CpuBackend.Data x
+        let outer, n, inner = Shape.splitAt x.Shape axis
+        let outShape = if keepDim then Shape.withAxis x.Shape axis 1 else Shape.removeAxis x.Shape axis
+        let dst = CpuBackend.Alloc(outer * inner)
+        if n = 0 then
+            if isMax then Shape.fail "max" (sprintf "cannot take the maximum over an empty axis of shape %s" (Shape.show x.Shape))
+            Array.Clear dst
+        elif inner = 1 then
+            Workers.forChunks outer (max 1 (Elementwise.Chunk / n)) (fun o0 count ->
+                for o in o0 .. o0 + count - 1 do
+                    let row = ReadOnlySpan<float32>(src, o * n, n)
+                    dst.[o] <- if isMax then Reductions.max row else Reductions.sum row)
+        else
+            Workers.forChunks outer (max 1 (Elementwise.Chunk / (n * inner))) (fun o0 count ->
+                for o in o0 .. o0 + count - 1 do
+                    let acc = Span<float32>(dst, o * inner, inner)
+                    ReadOnlySpan<float32>(src, o * n * inner, inner).CopyTo(acc)
+                    for j in 1 .. n - 1 do
+                        let row = ReadOnlySpan<float32>(src, (o * n + j) * inner, inner)
+                        if isMax then Reductions.maxInto acc row else Reductions.addInto acc row)
+        CpuBackend.Make(dst, outShape)
+
+    interface IBackend with
+        member _.Device = Device.Cpu
+
+        member _.OfArray(values, shape) =
+            Shape.validate "ofArray" shape
+            if values.Length <> Shape.numel shape then
+                Shape.fail "ofArray" (sprintf "%d values do not fill shape %s (%d elements)" values.Length (Shape.show shape) (Shape.numel shape))
+            CpuBackend.Make(Array.copy values, Array.copy shape)
+
+        member _.Full(shape, value) =
+            Shape.validate "full" shape
+            let d = CpuBackend.Alloc(Shape.numel shape)
+            Array.Fill(d, value)
+            CpuBackend.Make(d, Array.copy shape)
+
+        member _.Random(dist, key, shape) =
+            Shape.validate "random" shape
+            let d = CpuBackend.Alloc(Shape.numel shape)
+            Workers.forChunks d.Length Elementwise.Chunk (fun s len ->
+                match dist with
+                | Uniform -> RandomKey.fillUniform key (Span<float32>(d, s, len)) s
+                | Normal -> RandomKey.fillNormal key (Span<float32>(d, s, len)) s)
+            CpuBackend.Make(d, Array.copy shape)
+
+        member _.Unary(op, x) =
+            let d = CpuBackend.Alloc x.Numel
+            Elementwise.unary op (CpuBackend.Data x) d
+            CpuBackend.Make(d, x.Shape)
+
+        member _.UnaryGrad(op, x, y, g) =
+            let d = CpuBackend.Alloc x.Numel
+            Elementwise.unaryGrad op (CpuBackend.Data x) (CpuBackend.Data y) (CpuBackend.Data g) d
+            CpuBackend.Make(d, x.Shape)
+
+        member _.Scalar(op, x) =
+            let d = CpuBackend.Alloc x.Numel
+            Elementwise.scalar op (CpuBackend.Data x) d
+            CpuBackend.Make(d, x.Shape)
+
+        member _.ScalarGrad(op, x, g) =
+            let d = CpuBackend.Alloc x.Numel
+            Elementwise.scalarGrad op (CpuBackend.Data x) (CpuBackend.Data g) d
+            CpuBackend.Make(d, x.Shape)
+
+        member _.Binary(op, a, b) =
+            let outShape = Shape.broadcast (sprintf "%A" op) a.Shape b.Shape
+            let d = CpuBackend.Alloc(Shape.numel outShape)
+            Broadcast.binary op (Broadcast.plan a.Shape b.Shape outShape) (CpuBackend.Data a) (CpuBackend.Data b) d
+            CpuBackend.Make(d, outShape)
+
+        member _.SumAxis(x, axis, keepDim) = CpuBackend.Reduce(x, Shape.axis "sum" x.Shape.Length axis, keepDim, false)
+        member _.MaxAxis(x, axis, keepDim) = CpuBackend.Reduce(x, Shape.axis "max" x.Shape.Length axis, keepDim, true)
+
+        member _.SumAll(x) =
+            let src = CpuBackend.Data x
+            let pieces = (src.Length + Elementwise.Chunk - 1) / Elementwise.Chunk
+            let partial = Array.zeroCreate (max 1 pieces)
+            Workers.forChunks src.Length Elementwise.Chunk (fun s len ->
+                partial.[s / Elementwise.Chunk] <- Reductions.sum (ReadOnlySpan<float32>(src, s, len)))
+            CpuBackend.Make([| Reductions.sum (ReadOnlySpan<float32>(partial)) |], [||])
+
+        member _.MatMul(transA, transB, a, b, bias) =
+            let op = if a.Shape.Length = 3 then "bmm" else "matmul"
+            let fail () =
+                Shape.fail op (sprintf "cannot multiply %s%s by %s%s" (Shape.show a.Shape) (if transA then "ᵀ" else "") (Shape.show b.Shape) (if transB then "ᵀ" else ""))
+            if a.Shape.Length <> b.Shape.Length || (a.Shape.Length <> 2 && a.Shape.Length <> 3) then fail ()
+            let batched = a.Shape.Length = 3
+            let batches = if batched then a.Shape.[0] else 1
+            if batched && b.Shape.[0] <> batches then fail ()
+            let r = a.Shape.Length
+            let ar, ac = a.Shape.[r - 2], a.Shape.[r - 1]
+            let br, bc = b.Shape.[r - 2], b.Shape.[r - 1]
+            let m, k = (if transA then ac, ar else ar, ac)
+            let k2, n = (if transB then bc, br else br, bc)
+            if k <> k2 then fail ()
+            let outShape = if batched then [| batches; m; n |] else [| m; n |]
+            let c = CpuBackend.Alloc(batches * m * n)
+            let accumulate =
+                match bias with
+                | null -> false
+                | bias ->
+                    let bd = CpuBackend.Data bias
+                    if bd.Length = n then
+                        for row in 0 .. batches * m - 1 do Array.Copy(bd, 0, c, row * n, n)
+                    elif bd.Length = batches * n then
+                        for bi in 0 .. batches - 1 do
+                            for row in 0 .. m - 1 do Array.Copy(bd, bi * n, c, (bi * m + row) * n, n)
+                    else
+                        Shape.fail op (sprintf "bias of shape %s does not fit a product of shape %s" (Shape.show bias.Shape) (Shape.show outShape))
+                    true
+            let operand (x: RawTensor) trans =
+                { Data = CpuBackend.Data x; Offset = 0; Ld = x.Shape.[r - 1]; Trans = trans
+                  BatchStride = (if batched then x.Shape.[1] * x.Shape.[2] else 0) }
+            Gemm.run batches m n k (operand a transA) (operand b transB) c accumulate
+            CpuBackend.Make(c, outShape)
+
+        member _.Reshape(x, shape) =
+            Shape.validate "reshape" shape
+            if Shape.numel shape <> x.Numel then
+                Shape.fail "reshape" (sprintf "cannot view a tensor of shape %s (%d elements) as %s" (Shape.show x.Shape) x.Numel (Shape.show shape))
+            CpuBackend.Make(CpuBackend.Data x, Array.copy shape)
+
+        member _.Permute(x, perm) =
+            let r = x.Shape.Length
+            if perm.Length <> r || (Array.sort perm <> Array.init r id) then
+                Shape.fail "permute" (sprintf "%A is not a permutation of the %d axes of shape %s" perm r (Shape.show x.Shape))
+            let src = CpuBackend.Data x
+            let outShape = perm |> Array.map (fun p -> x.Shape.[p])
+            let inStrides = Shape.strides x.Shape
+            let strideOf = perm |> Array.map (fun p -> inStrides.[p])
+            let dst = CpuBackend.Alloc src.Length
+            if r = 2 && perm = [| 1; 0 |] then
+                let rows, cols = x.Shape.[0], x.Shape.[1]
+                let blk = 32
+                for i0 in 0 .. blk .. rows - 1 do
+                    for j0 in 0 .. blk .. cols - 1 do
+                        for i in i0 .. min rows (i0 + blk) - 1 do
+                            for j in j0 .. min cols (j0 + blk) - 1 do
+                                dst.[j * rows + i] <- src.[i * cols + j]
+            else
+                let idx = Array.zeroCreate r
+                for o in 0 .. dst.Length - 1 do
+                    let mutable off = 0
+                    for d in 0 .. r - 1 do off <- off + idx.[d] * strideOf.[d]
+                    dst.[o] <- src.[off]
+                    let mutable d = r - 1
+                    let mutable carry = true
+                    while carry && d >= 0 do
+                        idx.[d] <- idx.[d] + 1
+                        if idx.[d] < outShape.[d] then carry <- false
+                        else
+                            idx.[d] <- 0
+                            d <- d - 1
+            CpuBackend.Make(dst, outShape)
+
+        member _.Expand(x, shape) =
+            let target = Shape.broadcast "expand" x.Shape shape
+            if target <> shape then
+                Shape.fail "expand" (sprintf "shape %s cannot be expanded to %s" (Shape.show x.Shape) (Shape.show shape))
+            let d = CpuBackend.Alloc(Shape.numel shape)
+            let src = CpuBackend.Data x
+            Broadcast.apply (Broadcast.plan x.Shape x.Shape shape) src src d (fun a _ -> a)
+            CpuBackend.Make(d, Array.copy shape)
+
+        member _.Concat(xs, axis) =
+            if xs.Length = 0 then Shape.fail "concat" "no tensors were given"
+            let first = xs.[0].Shape
+            let ax = Shape.axis "concat" first.Length axis
+            for x in xs do
+                if x.Shape.Length <> first.Length || (Shape.removeAxis x.Shape ax <> Shape.removeAxis first ax) then
+                    Shape.fail "concat" (sprintf "shapes %s differ outside axis %d" (String.Join(", ", xs |> Array.map (fun t -> Shape.show t.Shape))) axis)
+            let total = xs |> Array.sumBy (fun x -> x.Shape.[ax])
+            let outShape = Shape.withAxis first ax total
+            let outer, _, inner = Shape.splitAt outShape ax
+            let d = CpuBackend.Alloc(Shape.numel outShape)
+            let mutable at = 0
+            for x in xs do
+                let src = CpuBackend.Data x
+                let w = x.Shape.[ax] * inner
+                for o in 0 .. outer - 1 do
+                    Array.Copy(src, o * w, d, o * total * inner + at * inner, w)
+                at <- at + x.Shape.[ax]
+            CpuBackend.Make(d, outShape)
+
+        member _.Slice(x, axis, start, length) =
+            let ax = Shape.axis "slice" x.Shape.Length axis
+            if start < 0 || length < 0 || start + length > x.Shape.[ax] then
+                Shape.fail "slice" (sprintf "range [%d, %d) is outside axis %d of shape %s" start (start + length) axis (Shape.show x.Shape))
+            let outer, n, inner = Shape.splitAt x.Shape ax
+            let src = CpuBackend.Data x
+            let d = CpuBackend.Alloc(outer * length * inner)
+            for o in 0 .. outer - 1 do
+                Array.Copy(src, (o * n + start) * inner, d, o * length * inner, length * inner)
+            CpuBackend.Make(d, Shape.withAxis x.Shape ax length)
+
+        member _.IndexSelect(x, axis, indices) =
+            let ax = Shape.axis "indexSelect" x.Shape.Length axis
+            let outer, n, inner = Shape.splitAt x.Shape ax
+            for i in indices do
+                if i < 0 || i >= n then Shape.fail "indexSelect" (sprintf "index %d is outside axis %d of size %d (shape %s)" i axis n (Shape.show x.Shape))
+            let src = CpuBackend.Data x
+            let m = indices.Length
+            let d = CpuBackend.Alloc(outer * m * inner)
+            Workers.forChunks (outer * m) (max 1 (Elementwise.Chunk / max 1 inner)) (fun r0 count ->
+                for r in r0 .. r0 + count - 1 do
+                    let o, j = r / m, r % m
+                    Array.Copy(src, (o * n + indices.[j]) * inner, d, r * inner, inner))
+            CpuBackend.Make(d, Shape.withAxis x.Shape ax m)
+
+        member _.IndexAdd(shape, axis, indices, src) =
+            let ax = Shape.axis "indexAdd" shape.Length axis
+            let outer, n, inner = Shape.splitAt shape ax
+            let m = indices.Length
+            if src.Shape <> Shape.withAxis shape ax m then
+                Shape.fail "indexAdd" (sprintf "source of shape %s does not match %d indices into shape %s along axis %d" (Shape.show src.Shape) m (Shape.show shape) axis)
+            for i in indices do
+                if i < 0 || i >= n then Shape.fail "indexAdd" (sprintf "index %d is outside axis %d of size %d" i axis n)
+            let s = CpuBackend.Data src
+            let d = Array.zeroCreate (outer * n * inner)
+            Workers.forEach outer (outer * m * inner >= 2 * Elementwise.Chunk) (fun o ->
+                for j in 0 .. m - 1 do
+                    Reductions.addInto (Span<float32>(d, (o * n + indices.[j]) * inner, inner)) (ReadOnlySpan<float32>(s, (o * m + j) * inner, inner)))
+            CpuBackend.Make(d, Array.copy shape)
+
+        member _.AllFinite(x) =
+            let src = CpuBackend.Data x
+            let mutable ok = true
+            let mutable i = 0
+            while ok && i < src.Length do
+                if not (Single.IsFinite src.[i]) then ok <- false
+                i <- i + 1
+            ok

@@ -1,0 +1,129 @@
+namespace Maac.Tensors.Cpu
+
+open System
+open System.Runtime.Intrinsics
+open System.Numerics.Tensors
+open Maac.Tensors
+
+/// Vectorised element-wise loops over float arrays, split into fixed chunks across threads.
+module internal Elementwise =
+    /// Elements per parallel piece: large enough to amortise scheduling, a multiple of every vector width.
+    [<Literal>]
+    let Chunk = 16384
+
+    /// Loads w elements at i, or the remaining ones padded with zeros, so that every element,
+    /// including those of a ragged tail, goes through the same vector formula (same bits anywhere).
+    let inline load (src: float32[]) (i: int) (stop: int) =
+        let w = Vector256<float32>.Count
+        if i + w <= stop then Vector256.Create<float32>(ReadOnlySpan<float32>(src, i, w))
+        else
+            let tmp = Array.zeroCreate<float32> w
+            Array.Copy(src, i, tmp, 0, stop - i)
+            Vector256.Create<float32>(ReadOnlySpan<float32>(tmp))
+
+    /// Stores the first min(w, stop − i) lanes of v at i.
+    let inline store (v: Vector256<float32>) (dst: float32[]) (i: int) (stop: int) =
+        let w = Vector256<float32>.Count
+        if i + w <= stop then v.CopyTo(Span<float32>(dst, i, w))
+        else
+            for j in 0 .. stop - i - 1 do dst.[i + j] <- v.[j]
+
+    /// dst[i] = f(x[i]).
+    let inline map1 (x: float32[]) (dst: float32[]) ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32>) =
+        Workers.forChunks dst.Length Chunk (fun start len ->
+            let stop = start + len
+            let mutable i = start
+            while i < stop do
+                store (vf (load x i stop)) dst i stop
+                i <- i + Vector256<float32>.Count)
+
+    /// dst[i] = f(x[i], y[i], z[i]).
+    let inline map3 (x: float32[]) (y: float32[]) (z: float32[]) (dst: float32[])
+                    ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32> -> Vector256<float32> -> Vector256<float32>) =
+        Workers.forChunks dst.Length Chunk (fun start len ->
+            let stop = start + len
+            let mutable i = start
+            while i < stop do
+                store (vf (load x i stop) (load y i stop) (load z i stop)) dst i stop
+                i <- i + Vector256<float32>.Count)
+
+    /// Applies the System.Numerics.Tensors primitive for op chunk by chunk.
+    let primitive (op: UnaryOp) (x: float32[]) (dst: float32[]) =
+        Workers.forChunks dst.Length Chunk (fun start len ->
+            let s = ReadOnlySpan<float32>(x, start, len)
+            let d = Span<float32>(dst, start, len)
+            match op with
+            | Exp -> TensorPrimitives.Exp(s, d)
+            | Log -> TensorPrimitives.Log(s, d)
+            | Tanh -> TensorPrimitives.Tanh(s, d)
+            | Sigmoid -> TensorPrimitives.Sigmoid(s, d)
+            | Sin -> TensorPrimitives.Sin(s, d)
+            | Cos -> TensorPrimitives.Cos(s, d)
+            | other -> invalidOp (sprintf "no primitive for %A" other))
+
+    let inline private vsigmoid (x: Vector256<float32>) = Vector256<float32>.One / (Vector256<float32>.One + Vector256.Exp(-x))
+    let inline private select (mask: Vector256<float32>) (a: Vector256<float32>) (b: Vector256<float32>) = Vector256.ConditionalSelect(mask, a, b)
+    let inline private signOf (v: Vector256<float32>) =
+        let zero = Vector256<float32>.Zero
+        select (Vector256.GreaterThan(v, zero)) Vector256<float32>.One zero - select (Vector256.LessThan(v, zero)) Vector256<float32>.One zero
+
+    let unary (op: UnaryOp) (x: float32[]) (y: float32[]) =
+        let zero = Vector256<float32>.Zero
+        let one = Vector256<float32>.One
+        match op with
+        | Exp | Log | Tanh | Sigmoid | Sin | Cos -> primitive op x y
+        | Neg -> map1 x y (fun v -> -v)
+        | Sqrt -> map1 x y Vector256.Sqrt
+        | Abs -> map1 x y Vector256.Abs
+        | Sign -> map1 x y signOf
+        | Square -> map1 x y (fun v -> v * v)
+        | Reciprocal -> map1 x y (fun v -> one / v)
+        | Relu -> map1 x y (fun v -> Vector256.Max(v, zero))
+        | Silu -> map1 x y (fun v -> v * vsigmoid v)
+        // Softplus log(1 + e^x), computed stably as max(x, 0) + log(1 + e^−|x|).
+        | Softplus -> map1 x y (fun v -> Vector256.Max(v, zero) + Vector256.Log(one + Vector256.Exp(-(Vector256.Abs v))))
+
+    /// dx from x, y = op(x) and the incoming gradient g.
+    let unaryGrad (op: UnaryOp) (x: float32[]) (y: float32[]) (g: float32[]) (dx: float32[]) =
+        let one = Vector256<float32>.One
+        let zero = Vector256<float32>.Zero
+        let half = Vector256.Create 0.5f
+        let two = Vector256.Create 2.0f
+        match op with
+        | Neg -> map3 x y g dx (fun _ _ g -> -g)
+        | Exp -> map3 x y g dx (fun _ y g -> g * y)
+        | Log -> map3 x y g dx (fun x _ g -> g / x)
+        | Sqrt -> map3 x y g dx (fun _ y g -> g * half / y)
+        | Abs -> map3 x y g dx (fun x _ g -> g * signOf x)
+        | Sign -> Array.Clear dx
+        | Square -> map3 x y g dx (fun x _ g -> two * x * g)
+        | Reciprocal -> map3 x y g dx (fun _ y g -> -(g * y * y))
+        | Relu -> map3 x y g dx (fun x _ g -> select (Vector256.GreaterThan(x, zero)) g zero)
+        | Silu -> map3 x y g dx (fun x _ g -> let s = vsigmoid x in g * s * (one + x * (one - s)))
+        | Tanh -> map3 x y g dx (fun _ y g -> g * (one - y * y))
+        | Sigmoid -> map3 x y g dx (fun _ y g -> g * y * (one - y))
+        | Softplus -> map3 x y g dx (fun x _ g -> g * vsigmoid x)
+        | Sin -> map3 x y g dx (fun x _ g -> g * Vector256.Cos x)
+        | Cos -> map3 x y g dx (fun x _ g -> -(g * Vector256.Sin x))
+
+    let scalar (op: ScalarOp) (x: float32[]) (y: float32[]) =
+        match op with
+        | AddScalar c -> let v = Vector256.Create c in map1 x y (fun a -> a + v)
+        | MulScalar c -> let v = Vector256.Create c in map1 x y (fun a -> a * v)
+        | PowScalar 2.0f -> map1 x y (fun a -> a * a)
+        | PowScalar c -> for i in 0 .. x.Length - 1 do y.[i] <- MathF.Pow(x.[i], c)
+        | Clamp (lo, hi) ->
+            let vl, vh = Vector256.Create lo, Vector256.Create hi
+            map1 x y (fun a -> Vector256.Min(Vector256.Max(a, vl), vh))
+
+    let scalarGrad (op: ScalarOp) (x: float32[]) (g: float32[]) (dx: float32[]) =
+        match op with
+        | AddScalar _ -> Array.Copy(g, dx, g.Length)
+        | MulScalar c -> let v = Vector256.Create c in map1 g dx (fun a -> a * v)
+        | PowScalar c ->
+            for i in 0 .. x.Length - 1 do
+                dx.[i] <- if c = 0.0f then 0.0f else g.[i] * c * MathF.Pow(x.[i], c - 1.0f)
+        | Clamp (lo, hi) ->
+            let vl, vh = Vector256.Create lo, Vector256.Create hi
+            let zero = Vector256<float32>.Zero
+            map3 x x g dx (fun a _ gv -> select (Vector256.GreaterThanOrEqual(a, vl) &&& Vector256.LessThanOrEqual(a, vh)) gv zero)

@@ -1,0 +1,48 @@
+/// Errors a user can cause say what was wrong and where.
+module Maac.Tests.ErrorTests
+
+open Expecto
+open Maac.Tensors
+
+let private messageOf (f: unit -> unit) =
+    try
+        f ()
+        failtest "expected an exception"
+        ""
+    with
+    | :? ShapeException as e -> e.Message
+    | :? NonFiniteException as e -> e.Message
+
+let private contains (parts: string list) (message: string) =
+    for p in parts do Expect.stringContains message p (sprintf "message '%s' names %s" message p)
+
+let tests =
+    testList "errors" [
+        test "broadcasting mismatch names the operation and both shapes" {
+            messageOf (fun () -> Tensor.ones [| 2; 3 |] + Tensor.ones [| 4 |] |> ignore) |> contains [ "Add"; "[2, 3]"; "[4]" ]
+        }
+        test "matmul mismatch names both shapes" {
+            messageOf (fun () -> Tensor.matmul (Tensor.ones [| 2; 3 |]) (Tensor.ones [| 4; 5 |]) |> ignore) |> contains [ "matmul"; "[2, 3]"; "[4, 5]" ]
+        }
+        test "linear with a wrong bias names it" {
+            messageOf (fun () -> Tensor.linear (Tensor.ones [| 2; 3 |]) (Tensor.ones [| 3; 5 |]) (Tensor.ones [| 4 |]) |> ignore) |> contains [ "linear"; "[4]" ]
+        }
+        test "reshape to a wrong size names both shapes" {
+            messageOf (fun () -> Tensor.reshape [| 4 |] (Tensor.ones [| 2; 3 |]) |> ignore) |> contains [ "reshape"; "[2, 3]"; "[4]" ]
+        }
+        test "out-of-range index names the axis size" {
+            messageOf (fun () -> Tensor.indexSelect 0 [| 5 |] (Tensor.ones [| 3 |]) |> ignore) |> contains [ "indexSelect"; "5"; "size 3" ]
+        }
+        test "ofArray with the wrong count" {
+            messageOf (fun () -> Tensor.ofArray [| 2; 2 |] [| 1.0f |] |> ignore) |> contains [ "1 values"; "[2, 2]" ]
+        }
+        test "checkFinite names where the NaN was found" {
+            messageOf (fun () -> Tensor.ofSeq [ 1.0f; nanf ] |> Tensor.checkFinite "observation from Pendulum" |> ignore)
+            |> contains [ "observation from Pendulum"; "[2]" ]
+        }
+        test "rebuilding parameters with a wrong shape names the parameter" {
+            let p = Maac.Nn.Linear.init (RandomKey.ofSeed 1L) 3 2
+            messageOf (fun () -> Maac.Tensors.Parameters.rebuild p [| Tensor.ones [| 3; 2 |]; Tensor.ones [| 5 |] |] |> ignore)
+            |> contains [ "bias"; "[2]"; "[5]" ]
+        }
+    ]

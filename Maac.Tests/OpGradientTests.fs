@@ -1,0 +1,116 @@
+/// Every differentiable operation against central finite differences, on random shapes and values.
+module Maac.Tests.OpGradientTests
+
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open Maac.Tensors
+open Maac.Tests.Support
+
+let private unaryCase (name: string) (lo: float32) (hi: float32) (kink: float32 option) (f: Tensor -> Tensor) =
+    testPropertyWithConfig config name (fun () ->
+        Prop.forAll arbShapeSeed (fun c ->
+            let x = uniform c.Seed c.Shape lo hi
+            let x = match kink with Some k -> awayFrom k 0.05f x | None -> x
+            checkGradient name (fun xs -> f xs.[0]) [| x |] (c.Seed + 1)))
+
+let private onGrid (offset: float32) (x: Tensor) =
+    Tensor.ofArray x.Shape (x.ToArray() |> Array.map (fun e -> System.MathF.Round(e * 5.0f) / 5.0f + offset))
+
+let private binaryCase (name: string) (lo: float32) (hi: float32) (f: Tensor -> Tensor -> Tensor) (separate: bool) =
+    testPropertyWithConfig config name (fun () ->
+        Prop.forAll arbPairSeed (fun c ->
+            let a = uniform c.Seed c.A lo hi
+            let b = uniform (c.Seed + 7) c.B lo hi
+            // For max/min put the operands on offset grids (|a − b| ≥ 0.1), so no element sits on the switch.
+            let a, b = if separate then onGrid 0.05f a, onGrid 0.15f b else a, b
+            checkGradient name (fun xs -> f xs.[0] xs.[1]) [| a; b |] (c.Seed + 3)))
+
+let tests =
+    testList "gradients of operations" [
+        unaryCase "neg" -2.0f 2.0f None Tensor.neg
+        unaryCase "exp" -2.0f 2.0f None Tensor.exp
+        unaryCase "log" 0.5f 2.0f None Tensor.log
+        unaryCase "sqrt" 0.5f 2.0f None Tensor.sqrt
+        unaryCase "abs" -2.0f 2.0f (Some 0.0f) Tensor.abs
+        unaryCase "square" -2.0f 2.0f None Tensor.square
+        unaryCase "reciprocal" 0.5f 2.0f None Tensor.reciprocal
+        unaryCase "relu" -2.0f 2.0f (Some 0.0f) Tensor.relu
+        unaryCase "silu" -3.0f 3.0f None Tensor.silu
+        unaryCase "tanh" -2.0f 2.0f None Tensor.tanh
+        unaryCase "sigmoid" -3.0f 3.0f None Tensor.sigmoid
+        unaryCase "softplus" -3.0f 3.0f None Tensor.softplus
+        unaryCase "sin" -3.0f 3.0f None Tensor.sin
+        unaryCase "cos" -3.0f 3.0f None Tensor.cos
+        unaryCase "addScalar" -2.0f 2.0f None (Tensor.addScalar 1.5f)
+        unaryCase "mulScalar" -2.0f 2.0f None (Tensor.mulScalar -0.7f)
+        unaryCase "powScalar 3" -1.5f 1.5f None (Tensor.powScalar 3.0f)
+        unaryCase "powScalar 0.5" 0.5f 2.0f None (Tensor.powScalar 0.5f)
+        unaryCase "clamp" -2.0f 2.0f (Some 0.5f) (fun x -> Tensor.clamp -3.0f 0.5f x)
+        unaryCase "sum" -2.0f 2.0f None Tensor.sum
+        unaryCase "mean" -2.0f 2.0f None Tensor.mean
+        unaryCase "sumAxis keep" -2.0f 2.0f None (fun x -> if x.Rank = 0 then x else Tensor.sumAxis -1 true x)
+        unaryCase "meanAxis" -2.0f 2.0f None (fun x -> if x.Rank = 0 then x else Tensor.meanAxis 0 false x)
+        unaryCase "reshape" -2.0f 2.0f None (fun x -> Tensor.reshape [| -1 |] x |> Tensor.exp)
+        unaryCase "transpose" -2.0f 2.0f None (fun x -> if x.Rank < 2 then x else Tensor.transpose x * Tensor.transpose x)
+        unaryCase "permute" -2.0f 2.0f None (fun x -> Tensor.permute (Array.init x.Rank (fun i -> x.Rank - 1 - i)) x |> Tensor.tanh)
+        unaryCase "expand" -2.0f 2.0f None (fun x -> Tensor.expand (Array.append [| 3 |] x.Shape) x |> Tensor.sin)
+        unaryCase "unsqueeze/squeeze" -2.0f 2.0f None (fun x -> Tensor.unsqueeze 0 x |> Tensor.square |> Tensor.squeeze 0)
+        binaryCase "add" -2.0f 2.0f (+) false
+        binaryCase "sub" -2.0f 2.0f (-) false
+        binaryCase "mul" -2.0f 2.0f (*) false
+        binaryCase "div" 0.5f 2.0f (/) false
+        binaryCase "pow" 0.5f 1.5f Tensor.pow false
+        binaryCase "maximum" -2.0f 2.0f Tensor.maximum true
+        binaryCase "minimum" -2.0f 2.0f Tensor.minimum true
+        testPropertyWithConfig config "maxAxis" (fun () ->
+            Prop.forAll arbShapeSeed (fun c ->
+                if c.Shape.Length > 0 then
+                    // Distinct values 0.1 apart, shuffled, so the maximum is unique and stable under the step.
+                    let n = Shape.numel c.Shape
+                    let perm = RandomKey.permutation n (key c.Seed)
+                    let x = Tensor.ofArray c.Shape (perm |> Array.map (fun p -> 0.1f * float32 p - 1.0f))
+                    checkGradient "maxAxis" (fun xs -> Tensor.maxAxis -1 false xs.[0] |> Tensor.square) [| x |] c.Seed))
+        testPropertyWithConfig config "concat and slice" (fun () ->
+            Prop.forAll arbShapeSeed (fun c ->
+                if c.Shape.Length > 0 then
+                    let a = uniform c.Seed c.Shape -2.0f 2.0f
+                    let b = uniform (c.Seed + 1) (Shape.withAxis c.Shape 0 2) -2.0f 2.0f
+                    checkGradient "concat/slice" (fun xs ->
+                        let j = Tensor.concat 0 [| xs.[0]; xs.[1] |]
+                        Tensor.slice 0 1 (j.Shape.[0] - 1) j |> Tensor.tanh) [| a; b |] c.Seed))
+        testPropertyWithConfig config "split and chunk" (fun () ->
+            Prop.forAll arbShapeSeed (fun c ->
+                let x = uniform c.Seed (Array.append c.Shape [| 4 |]) -2.0f 2.0f
+                checkGradient "split" (fun xs ->
+                    let p = Tensor.chunk -1 2 xs.[0]
+                    let q = Tensor.split -1 [| 1; 3 |] xs.[0]
+                    p.[0] * Tensor.exp p.[1] + Tensor.sumAxis -1 true q.[1] * q.[0]) [| x |] c.Seed))
+        testPropertyWithConfig config "indexSelect with repeats and indexAdd" (fun () ->
+            Prop.forAll arbShapeSeed (fun c ->
+                if c.Shape.Length > 0 then
+                    let x = uniform c.Seed c.Shape -2.0f 2.0f
+                    let n = c.Shape.[0]
+                    let idx = RandomKey.integers (n + 2) n (key c.Seed)
+                    checkGradient "indexSelect" (fun xs ->
+                        let picked = Tensor.indexSelect 0 idx xs.[0] |> Tensor.square
+                        Tensor.indexAdd (Shape.withAxis c.Shape 0 (n + 1)) 0 (idx |> Array.map (fun i -> i + 1)) picked) [| x |] c.Seed))
+        testPropertyWithConfig config "matmul with transposes and bias" (fun () ->
+            Prop.forAll (Arb.fromGen (Gen.zip (Gen.arrayOfLength 3 (Gen.choose (1, 9))) (Gen.arrayOfLength 3 (Gen.elements [ false; true ])))) (fun (dims, flags) ->
+                let m, k, n = dims.[0], dims.[1], dims.[2]
+                let ta, tb, withBias = flags.[0], flags.[1], flags.[2]
+                let seed = m * 100 + k * 10 + n
+                let a = uniform seed (if ta then [| k; m |] else [| m; k |]) -1.0f 1.0f
+                let b = uniform (seed + 1) (if tb then [| n; k |] else [| k; n |]) -1.0f 1.0f
+                let bias = uniform (seed + 2) [| n |] -1.0f 1.0f
+                checkGradient "matmul" (fun xs ->
+                    Tensor.matmulWith ta tb xs.[0] xs.[1] (if withBias then Some xs.[2] else None)) [| a; b; bias |] seed))
+        testPropertyWithConfig config "batched matmul (baddbmm)" (fun () ->
+            Prop.forAll (Arb.fromGen (Gen.arrayOfLength 4 (Gen.choose (1, 6)))) (fun d ->
+                let bsz, m, k, n = d.[0], d.[1], d.[2], d.[3]
+                let seed = bsz * 1000 + m * 100 + k * 10 + n
+                let x = uniform seed [| bsz; m; k |] -1.0f 1.0f
+                let w = uniform (seed + 1) [| bsz; k; n |] -1.0f 1.0f
+                let bias = uniform (seed + 2) [| bsz; 1; n |] -1.0f 1.0f
+                checkGradient "baddbmm" (fun xs -> Tensor.baddbmm xs.[2] xs.[0] xs.[1] |> Tensor.tanh) [| x; w; bias |] seed))
+    ]

@@ -1,0 +1,31 @@
+module Maac.Tests.Program
+
+open Expecto
+open Expecto.Impl
+
+/// All tests of the suite.
+let allTests =
+    testList "Maac" [
+        OpGradientTests.tests
+        EngineTests.tests
+        DiffTests.tests
+        NnTests.tests
+        ErrorTests.tests
+    ]
+
+[<EntryPoint>]
+let main argv =
+    let mutable closing = "0 passed, 0 failed, 0 skipped"
+    let printer =
+        let d = TestPrinters.defaultPrinter
+        { d with
+            summary = fun cfg s -> async {
+                do! d.summary cfg s
+                closing <- sprintf "%d passed, %d failed, %d skipped" s.passed.Length (s.failed.Length + s.errored.Length) s.ignored.Length } }
+    let code = runTestsWithCLIArgs [ CLIArguments.Printer printer; CLIArguments.No_Spinner ] argv allTests
+    // The closing line CI reads, alone on its line: "N passed, N failed, N skipped".
+    // Written to the raw stream: Expecto's console writer pads lines with spaces.
+    System.Console.Out.Flush()
+    use raw = new System.IO.StreamWriter(System.Console.OpenStandardOutput())
+    raw.Write("\n" + closing + "\n")
+    code

@@ -1,0 +1,82 @@
+/// Shared helpers: random tensors from seeds, property configuration, and the finite-difference check.
+module Maac.Tests.Support
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open Maac
+open Maac.Tensors
+
+/// Property tests use a fixed replay seed so that every run checks the same cases.
+let config =
+    { FsCheckConfig.defaultConfig with
+        maxTest = 40
+        replay = Some(0x5EEDUL, 0x9E3779B97F4A7C15UL, None) }
+
+/// The same with fewer cases (for expensive properties).
+let configFew = { config with maxTest = 12 }
+
+let key (seed: int) = RandomKey.ofSeed (int64 seed)
+
+/// A tensor of the given shape with values uniform in [lo, hi).
+let uniform (seed: int) (shape: int[]) (lo: float32) (hi: float32) =
+    Tensor.rand (key seed) shape * (hi - lo) + lo
+
+/// Shapes of rank 0..3 with dimensions 1..4.
+let genShape = gen {
+    let! rank = Gen.choose (0, 3)
+    return! Gen.arrayOfLength rank (Gen.choose (1, 4)) }
+
+/// A shape and another that broadcasts against it (some dimensions set to 1, some leading ones dropped).
+let genBroadcastPair = gen {
+    let! a = genShape
+    let! ones = Gen.arrayOfLength a.Length (Gen.elements [ false; false; true ])
+    let b = Array.map2 (fun d one -> if one then 1 else d) a ones
+    let! drop = Gen.choose (0, b.Length)
+    let! swap = Gen.elements [ false; true ]
+    let b' = b.[drop ..]
+    return if swap then (b', a) else (a, b') }
+
+type ShapeSeed = { Shape: int[]; Seed: int }
+type PairSeed = { A: int[]; B: int[]; Seed: int }
+
+let arbShapeSeed = Arb.fromGen (gen {
+    let! s = genShape
+    let! seed = Gen.choose (0, 1_000_000)
+    return { Shape = s; Seed = seed } })
+
+let arbPairSeed = Arb.fromGen (gen {
+    let! (a, b) = genBroadcastPair
+    let! seed = Gen.choose (0, 1_000_000)
+    return { A = a; B = b; Seed = seed } })
+
+let toF64 (t: Tensor) = t.ToArray() |> Array.map float
+
+/// Checks reverse-mode gradients against a central finite difference along a random direction v.
+///
+/// The loss is L(x) = Σ w·f(x) with w ~ U(−1,1)/numel, so L and its derivatives are O(1). With step
+/// h = 1e-2 in float32: the truncation error of the central difference is h²/6·|L'''| ≲ 1e-4·(|f'''| ≤ e²)
+/// ≈ 1.2e-4, and rounding adds about ε_mach·|L|/h ≈ 1e-5 per evaluation. The tolerance
+/// 2e-3 + 1e-2·|∇L·v| leaves a margin of about ten over both, while a wrong derivative (a sign, a
+/// factor, a missed broadcast sum) produces errors of order |∇L·v| itself.
+let checkGradient (name: string) (f: Tensor[] -> Tensor) (xs: Tensor[]) (seed: int) =
+    let ks = RandomKey.split (xs.Length + 1) (key seed)
+    let y0 = f xs
+    let w = (Tensor.rand ks.[0] y0.Shape * 2.0f - 1.0f) / float32 (max 1 y0.Numel)
+    let loss (ts: Tensor[]) = Tensor.sum (f ts * w)
+    let vs = xs |> Array.mapi (fun i x -> Tensor.rand ks.[i + 1] x.Shape * 2.0f - 1.0f)
+    let gs = Diff.grads loss xs
+    let ad = Array.map2 (fun (g: Tensor) (v: Tensor) -> Array.map2 (*) (toF64 g) (toF64 v) |> Array.sum) gs vs |> Array.sum
+    let h = 1e-2f
+    let at (s: float32) = Array.map2 (fun (x: Tensor) (v: Tensor) -> x + s * v) xs vs |> loss |> Tensor.toScalar |> float
+    let fd = (at h - at -h) / (2.0 * float h)
+    let tol = 2e-3 + 1e-2 * max (abs ad) (abs fd)
+    if not (abs (ad - fd) <= tol) then
+        failtestf "%s: gradient along a random direction is %.6g by AD but %.6g by finite differences (tolerance %.3g, shapes %s)"
+            name ad fd tol (String.Join(" ", xs |> Array.map (fun x -> Shape.show x.Shape)))
+
+/// Moves values at least `gap` away from a kink at `at` (keeps finite differences on one side of it).
+let awayFrom (at: float32) (gap: float32) (x: Tensor) =
+    let v = x.ToArray() |> Array.map (fun e -> if abs (e - at) < gap then (if e >= at then at + gap else at - gap) else e)
+    Tensor.ofArray x.Shape v
