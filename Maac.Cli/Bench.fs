@@ -79,13 +79,17 @@ let private actorLoss (su: Setup) (key: RandomKey) (policy: TanhGaussianPolicy) 
 /// Median and minimum milliseconds of `reps` timed runs after `warmup` untimed ones.
 let private time (warmup: int) (reps: int) (f: int -> unit) =
     for i in 1 .. warmup do f -i
+    let pause0 = GC.GetTotalPauseDuration()
+    let bytes0 = GC.GetTotalAllocatedBytes(false)
     let ts =
         Array.init reps (fun i ->
             let sw = Stopwatch.StartNew()
             f i
             sw.Elapsed.TotalMilliseconds)
+    let gcMs = (GC.GetTotalPauseDuration() - pause0).TotalMilliseconds / float reps
+    let allocMb = float (GC.GetTotalAllocatedBytes(false) - bytes0) / 1e6 / float reps
     Array.sortInPlace ts
-    ts.[reps / 2], ts.[0]
+    ts.[reps / 2], ts.[0], gcMs, allocMb
 
 /// Runs both workloads and prints `actor_step: median X ms` and `model_step: median X ms`.
 let run (threads: int) (reps: int) (shape: BenchShape) =
@@ -109,7 +113,6 @@ let run (threads: int) (reps: int) (shape: BenchShape) =
         modelOpt <- o
         model <- m
     let device = sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName
-    let aMed, aMin = time 5 reps actorStep
-    printfn "maac %s actor_step: median %.3f ms  min %.3f ms" device aMed aMin
-    let mMed, mMin = time 5 reps modelStep
-    printfn "maac %s model_step: median %.3f ms  min %.3f ms" device mMed mMin
+    for name, step in [ "actor_step", actorStep; "model_step", modelStep ] do
+        let med, best, gc, alloc = time 5 reps step
+        printfn "maac %s %s: median %.3f ms  min %.3f ms  (GC pauses %.1f ms/step, %.0f MB fresh allocation/step)" device name med best gc alloc

@@ -6,12 +6,16 @@ open Maac.Tensors
 
 /// A raw tensor in a managed float array (contiguous, row-major, never mutated after creation).
 [<Sealed; AllowNullLiteral>]
-type CpuTensor internal (data: float32[], shape: int[]) =
+type CpuTensor internal (storage: CpuStorage, shape: int[]) =
     inherit RawTensor(shape)
-    /// The storage (shared between reshaped views; must not be written).
-    member internal _.Data = data
+    member internal _.Storage = storage
+    /// The values (shared between reshaped views; never written after creation).
+    member internal _.Data = storage.Data
     override _.Backend = CpuBackend.Instance :> IBackend
-    override _.ToArray() = Array.copy data
+    override this.ToArray() =
+        let copy = Array.copy storage.Data
+        GC.KeepAlive this
+        copy
 
 /// The managed CPU backend: SIMD element-wise kernels (System.Runtime.Intrinsics and
 /// System.Numerics.Tensors) and a blocked multi-threaded SGEMM.
@@ -23,15 +27,29 @@ and [<Sealed>] CpuBackend private () =
     /// Which matrix-product micro-kernel this processor runs (for benchmark reports).
     static member KernelName = if Gemm.wide then sprintf "AVX-512 %dx%d kernel" Gemm.MR Gemm.NR else sprintf "256-bit %dx%d kernel" Gemm.MR Gemm.NR
 
-    static member private Data(x: RawTensor) =
+    static member private Data(x: RawTensor) = CpuBackend.Cpu(x).Data
+
+    static member private Cpu(x: RawTensor) : CpuTensor =
         match x with
-        | :? CpuTensor as c -> c.Data
+        | :? CpuTensor as c -> c
         | null -> invalidArg "x" "a tensor argument was null"
         | _ -> invalidArg "x" (sprintf "a tensor on %O was given to the CPU backend; move it to the CPU first" x.Backend.Device)
 
-    static member private Alloc(n: int) = GC.AllocateUninitializedArray<float32>(n)
+    static member private Alloc(n: int) = StoragePool.rent n
 
-    static member private Make(data: float32[], shape: int[]) = CpuTensor(data, shape) :> RawTensor
+    static member private Zeros(n: int) =
+        let a = StoragePool.rent n
+        Array.Clear a
+        a
+
+    static member private Make(data: float32[], shape: int[]) = CpuTensor(CpuStorage.Of data, shape) :> RawTensor
+
+    /// The result tensor; the inputs are passed only to keep them (and so their pooled storage)
+    /// alive until the kernel that read their arrays has finished.
+    static member private Out(data: float32[], shape: int[], [<ParamArray>] inputs: RawTensor[]) =
+        let r = CpuBackend.Make(data, shape)
+        GC.KeepAlive inputs
+        r
 
     /// Sum (or max) over the middle axis of an (outer, n, inner) view.
     static member private Reduce(x: RawTensor, axis: int, keepDim: bool, isMax: bool) =
@@ -55,7 +73,7 @@ and [<Sealed>] CpuBackend private () =
                     for j in 1 .. n - 1 do
                         let row = ReadOnlySpan<float32>(src, (o * n + j) * inner, inner)
                         if isMax then Reductions.maxInto acc row else Reductions.addInto acc row)
-        CpuBackend.Make(dst, outShape)
+        CpuBackend.Out(dst, outShape, x)
 
     interface IBackend with
         member _.Device = Device.Cpu
@@ -64,7 +82,9 @@ and [<Sealed>] CpuBackend private () =
             Shape.validate "ofArray" shape
             if values.Length <> Shape.numel shape then
                 Shape.fail "ofArray" (sprintf "%d values do not fill shape %s (%d elements)" values.Length (Shape.show shape) (Shape.numel shape))
-            CpuBackend.Make(Array.copy values, Array.copy shape)
+            let d = CpuBackend.Alloc values.Length
+            Array.Copy(values, d, values.Length)
+            CpuBackend.Make(d, Array.copy shape)
 
         member _.Full(shape, value) =
             Shape.validate "full" shape
@@ -84,28 +104,28 @@ and [<Sealed>] CpuBackend private () =
         member _.Unary(op, x) =
             let d = CpuBackend.Alloc x.Numel
             Elementwise.unary op (CpuBackend.Data x) d
-            CpuBackend.Make(d, x.Shape)
+            CpuBackend.Out(d, x.Shape, x)
 
         member _.UnaryGrad(op, x, y, g) =
             let d = CpuBackend.Alloc x.Numel
             Elementwise.unaryGrad op (CpuBackend.Data x) (CpuBackend.Data y) (CpuBackend.Data g) d
-            CpuBackend.Make(d, x.Shape)
+            CpuBackend.Out(d, x.Shape, x, y, g)
 
         member _.Scalar(op, x) =
             let d = CpuBackend.Alloc x.Numel
             Elementwise.scalar op (CpuBackend.Data x) d
-            CpuBackend.Make(d, x.Shape)
+            CpuBackend.Out(d, x.Shape, x)
 
         member _.ScalarGrad(op, x, g) =
             let d = CpuBackend.Alloc x.Numel
             Elementwise.scalarGrad op (CpuBackend.Data x) (CpuBackend.Data g) d
-            CpuBackend.Make(d, x.Shape)
+            CpuBackend.Out(d, x.Shape, x, g)
 
         member _.Binary(op, a, b) =
             let outShape = Shape.broadcast (sprintf "%A" op) a.Shape b.Shape
             let d = CpuBackend.Alloc(Shape.numel outShape)
             Broadcast.binary op (Broadcast.plan a.Shape b.Shape outShape) (CpuBackend.Data a) (CpuBackend.Data b) d
-            CpuBackend.Make(d, outShape)
+            CpuBackend.Out(d, outShape, a, b)
 
         member _.SumAxis(x, axis, keepDim) = CpuBackend.Reduce(x, Shape.axis "sum" x.Shape.Length axis, keepDim, false)
         member _.MaxAxis(x, axis, keepDim) = CpuBackend.Reduce(x, Shape.axis "max" x.Shape.Length axis, keepDim, true)
@@ -116,7 +136,7 @@ and [<Sealed>] CpuBackend private () =
             let partial = Array.zeroCreate (max 1 pieces)
             Workers.forChunks src.Length Elementwise.Chunk (fun s len ->
                 partial.[s / Elementwise.Chunk] <- Reductions.sum (ReadOnlySpan<float32>(src, s, len)))
-            CpuBackend.Make([| Reductions.sum (ReadOnlySpan<float32>(partial)) |], [||])
+            CpuBackend.Out([| Reductions.sum (ReadOnlySpan<float32>(partial)) |], [||], x)
 
         member _.MatMul(transA, transB, a, b, bias) =
             let op = if a.Shape.Length = 3 then "bmm" else "matmul"
@@ -151,13 +171,13 @@ and [<Sealed>] CpuBackend private () =
                 { Data = CpuBackend.Data x; Offset = 0; Ld = x.Shape.[r - 1]; Trans = trans
                   BatchStride = (if batched then x.Shape.[1] * x.Shape.[2] else 0) }
             Gemm.run batches m n k (operand a transA) (operand b transB) c accumulate
-            CpuBackend.Make(c, outShape)
+            CpuBackend.Out(c, outShape, a, b, bias)
 
         member _.Reshape(x, shape) =
             Shape.validate "reshape" shape
             if Shape.numel shape <> x.Numel then
                 Shape.fail "reshape" (sprintf "cannot view a tensor of shape %s (%d elements) as %s" (Shape.show x.Shape) x.Numel (Shape.show shape))
-            CpuBackend.Make(CpuBackend.Data x, Array.copy shape)
+            CpuTensor(CpuBackend.Cpu(x).Storage, Array.copy shape) :> RawTensor
 
         member _.Permute(x, perm) =
             let r = x.Shape.Length
@@ -190,7 +210,7 @@ and [<Sealed>] CpuBackend private () =
                         else
                             idx.[d] <- 0
                             d <- d - 1
-            CpuBackend.Make(dst, outShape)
+            CpuBackend.Out(dst, outShape, x)
 
         member _.Expand(x, shape) =
             let target = Shape.broadcast "expand" x.Shape shape
@@ -199,7 +219,7 @@ and [<Sealed>] CpuBackend private () =
             let d = CpuBackend.Alloc(Shape.numel shape)
             let src = CpuBackend.Data x
             Broadcast.apply (Broadcast.plan x.Shape x.Shape shape) src src d (fun a _ -> a)
-            CpuBackend.Make(d, Array.copy shape)
+            CpuBackend.Out(d, Array.copy shape, x)
 
         member _.Concat(xs, axis) =
             if xs.Length = 0 then Shape.fail "concat" "no tensors were given"
@@ -219,7 +239,7 @@ and [<Sealed>] CpuBackend private () =
                 for o in 0 .. outer - 1 do
                     Array.Copy(src, o * w, d, o * total * inner + at * inner, w)
                 at <- at + x.Shape.[ax]
-            CpuBackend.Make(d, outShape)
+            CpuBackend.Out(d, outShape, xs)
 
         member _.Slice(x, axis, start, length) =
             let ax = Shape.axis "slice" x.Shape.Length axis
@@ -230,7 +250,7 @@ and [<Sealed>] CpuBackend private () =
             let d = CpuBackend.Alloc(outer * length * inner)
             for o in 0 .. outer - 1 do
                 Array.Copy(src, (o * n + start) * inner, d, o * length * inner, length * inner)
-            CpuBackend.Make(d, Shape.withAxis x.Shape ax length)
+            CpuBackend.Out(d, Shape.withAxis x.Shape ax length, x)
 
         member _.IndexSelect(x, axis, indices) =
             let ax = Shape.axis "indexSelect" x.Shape.Length axis
@@ -244,7 +264,7 @@ and [<Sealed>] CpuBackend private () =
                 for r in r0 .. r0 + count - 1 do
                     let o, j = r / m, r % m
                     Array.Copy(src, (o * n + indices.[j]) * inner, d, r * inner, inner))
-            CpuBackend.Make(d, Shape.withAxis x.Shape ax m)
+            CpuBackend.Out(d, Shape.withAxis x.Shape ax m, x)
 
         member _.IndexAdd(shape, axis, indices, src) =
             let ax = Shape.axis "indexAdd" shape.Length axis
@@ -255,11 +275,11 @@ and [<Sealed>] CpuBackend private () =
             for i in indices do
                 if i < 0 || i >= n then Shape.fail "indexAdd" (sprintf "index %d is outside axis %d of size %d" i axis n)
             let s = CpuBackend.Data src
-            let d = Array.zeroCreate (outer * n * inner)
+            let d = CpuBackend.Zeros(outer * n * inner)
             Workers.forEach outer (outer * m * inner >= 2 * Elementwise.Chunk) (fun o ->
                 for j in 0 .. m - 1 do
                     Reductions.addInto (Span<float32>(d, (o * n + indices.[j]) * inner, inner)) (ReadOnlySpan<float32>(s, (o * m + j) * inner, inner)))
-            CpuBackend.Make(d, Array.copy shape)
+            CpuBackend.Out(d, Array.copy shape, src)
 
         member _.AllFinite(x) =
             let src = CpuBackend.Data x
@@ -268,4 +288,5 @@ and [<Sealed>] CpuBackend private () =
             while ok && i < src.Length do
                 if not (Single.IsFinite src.[i]) then ok <- false
                 i <- i + 1
+            GC.KeepAlive x
             ok
