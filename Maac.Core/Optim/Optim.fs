@@ -28,24 +28,23 @@ module Adam =
         let zeros = Parameters.tensors p |> Array.map Tensor.zerosLike
         { Step = 0; FirstMoment = zeros; SecondMoment = zeros }
 
-    /// One Adam step with bias correction.
+    /// One Adam step with bias correction (one fused kernel per parameter; parameters come back untracked).
     let step (cfg: AdamConfig) (state: AdamState) (p: 'P when 'P :> IParameters<'P>) (grads: 'P) : AdamState * 'P =
         let t = state.Step + 1
         let named = p.Named
         let gs = Parameters.tensors grads
         if gs.Length <> named.Length || state.FirstMoment.Length <> named.Length then
             invalidArg "grads" (sprintf "Adam: %d parameters, %d gradients and %d moments do not match" named.Length gs.Length state.FirstMoment.Length)
-        let c1 = 1.0f - pown cfg.Beta1 t
-        let c2 = 1.0f - pown cfg.Beta2 t
+        let hyper =
+            { LearningRate = cfg.LearningRate; Beta1 = cfg.Beta1; Beta2 = cfg.Beta2; Epsilon = cfg.Epsilon
+              Correction1 = 1.0f - pown cfg.Beta1 t; Correction2 = 1.0f - pown cfg.Beta2 t }
         let updated =
             Array.init named.Length (fun i ->
                 let name, w = named.[i]
                 let g = gs.[i]
                 if cfg.CheckFinite then Tensor.checkFinite (sprintf "the gradient of parameter '%s'" name) g |> ignore
-                let m = cfg.Beta1 * state.FirstMoment.[i] + (1.0f - cfg.Beta1) * g
-                let v = cfg.Beta2 * state.SecondMoment.[i] + (1.0f - cfg.Beta2) * (g * g)
-                let update = (m / c1) / (Tensor.sqrt (v / c2) + cfg.Epsilon)
-                m, v, w - cfg.LearningRate * update)
+                let struct (w', m', v') = w.Primal.Backend.AdamStep(w.Primal, g.Primal, state.FirstMoment.[i].Primal, state.SecondMoment.[i].Primal, hyper)
+                Tensor.ofRaw m', Tensor.ofRaw v', Tensor.ofRaw w')
         { Step = t
           FirstMoment = updated |> Array.map (fun (m, _, _) -> m)
           SecondMoment = updated |> Array.map (fun (_, v, _) -> v) },

@@ -56,6 +56,18 @@ type Distribution =
     | Uniform
     | Normal
 
+/// The numbers of one fused Adam update.
+[<Struct>]
+type AdamHyper =
+    { LearningRate: float32
+      Beta1: float32
+      Beta2: float32
+      Epsilon: float32
+      /// 1 − β1ᵗ.
+      Correction1: float32
+      /// 1 − β2ᵗ.
+      Correction2: float32 }
+
 /// An immutable block of float32 numbers in row-major order, owned by one backend.
 /// Raw tensors know nothing of differentiation; Maac.Tensors.Tensor wraps them.
 [<AbstractClass; AllowNullLiteral>]
@@ -118,3 +130,7 @@ and IBackend =
     abstract IndexAdd: shape: int[] * axis: int * indices: int[] * src: RawTensor -> RawTensor
     /// True when every element is finite.
     abstract AllFinite: x: RawTensor -> bool
+    /// One fused Adam update of a parameter w with gradient g and moments m, v:
+    /// m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g², w' = w − lr·(m'/c1)/(√(v'/c2) + ε), where c1, c2
+    /// are the bias corrections 1 − βᵗ. Returns (w', m', v').
+    abstract AdamStep: w: RawTensor * g: RawTensor * m: RawTensor * v: RawTensor * hyper: AdamHyper -> struct (RawTensor * RawTensor * RawTensor)

@@ -281,6 +281,16 @@ and [<Sealed>] CpuBackend private () =
                     Reductions.addInto (Span<float32>(d, (o * n + indices.[j]) * inner, inner)) (ReadOnlySpan<float32>(s, (o * m + j) * inner, inner)))
             CpuBackend.Out(d, Array.copy shape, src)
 
+        member _.AdamStep(w, g, m, v, hyper) =
+            if g.Shape <> w.Shape || m.Shape <> w.Shape || v.Shape <> w.Shape then
+                Shape.fail "adam" (sprintf "parameter %s, gradient %s and moments %s, %s differ in shape" (Shape.show w.Shape) (Shape.show g.Shape) (Shape.show m.Shape) (Shape.show v.Shape))
+            let n = w.Numel
+            let w', m', v' = CpuBackend.Alloc n, CpuBackend.Alloc n, CpuBackend.Alloc n
+            Elementwise.adam (CpuBackend.Data w) (CpuBackend.Data g) (CpuBackend.Data m) (CpuBackend.Data v) hyper w' m' v'
+            let r = struct (CpuBackend.Make(w', w.Shape), CpuBackend.Make(m', w.Shape), CpuBackend.Make(v', w.Shape))
+            GC.KeepAlive [| w; g; m; v |]
+            r
+
         member _.AllFinite(x) =
             let src = CpuBackend.Data x
             let mutable ok = true
