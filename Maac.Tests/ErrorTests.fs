@@ -19,7 +19,7 @@ let private contains (parts: string list) (message: string) =
 let tests =
     testList "errors" [
         test "broadcasting mismatch names the operation and both shapes" {
-            messageOf (fun () -> Tensor.ones [| 2; 3 |] + Tensor.ones [| 4 |] |> ignore) |> contains [ "Add"; "[2, 3]"; "[4]" ]
+            messageOf (fun () -> Tensor.ones [| 2; 3 |] + Tensor.ones [| 4 |] |> ignore) |> contains [ "add"; "[2, 3]"; "[4]" ]
         }
         test "matmul mismatch names both shapes" {
             messageOf (fun () -> Tensor.matmul (Tensor.ones [| 2; 3 |]) (Tensor.ones [| 4; 5 |]) |> ignore) |> contains [ "matmul"; "[2, 3]"; "[4, 5]" ]

@@ -159,7 +159,7 @@ module Tensor =
         scalarOp (Clamp(lo, hi)) x
 
     let private binary (op: BinaryOp) (a: Tensor) (b: Tensor) (grads: RawTensor -> RawTensor -> bool[] -> RawTensor[]) =
-        let be = backendOf (sprintf "%A" op) [| a; b |]
+        let be = backendOf (BinaryOp.name op) [| a; b |]
         let y = be.Binary(op, a.Primal, b.Primal)
         record y [| a; b |] (grads y)
 

@@ -51,6 +51,21 @@ type BinaryOp =
     | GreaterEqual
     | Equal
 
+/// Names of binary operations, for error messages (no reflection on hot paths).
+module BinaryOp =
+    let name (op: BinaryOp) =
+        match op with
+        | Add -> "add"
+        | Sub -> "sub"
+        | Mul -> "mul"
+        | Div -> "div"
+        | Pow -> "pow"
+        | Maximum -> "maximum"
+        | Minimum -> "minimum"
+        | Greater -> "greater"
+        | GreaterEqual -> "greaterEqual"
+        | Equal -> "equal"
+
 /// Distributions a backend draws from, as a pure function of a RandomKey and element index.
 type Distribution =
     | Uniform

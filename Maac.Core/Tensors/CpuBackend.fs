@@ -122,7 +122,7 @@ and [<Sealed>] CpuBackend private () =
             CpuBackend.Out(d, x.Shape, x, g)
 
         member _.Binary(op, a, b) =
-            let outShape = Shape.broadcast (sprintf "%A" op) a.Shape b.Shape
+            let outShape = Shape.broadcast (BinaryOp.name op) a.Shape b.Shape
             let d = CpuBackend.Alloc(Shape.numel outShape)
             Broadcast.binary op (Broadcast.plan a.Shape b.Shape outShape) (CpuBackend.Data a) (CpuBackend.Data b) d
             CpuBackend.Out(d, outShape, a, b)

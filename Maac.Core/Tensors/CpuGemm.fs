@@ -3,7 +3,6 @@ namespace Maac.Tensors.Cpu
 #nowarn "9"
 
 open System
-open System.Buffers
 open System.Runtime.Intrinsics
 open Microsoft.FSharp.NativeInterop
 
@@ -12,6 +11,26 @@ open Microsoft.FSharp.NativeInterop
 [<Struct>]
 type internal Operand =
     { Data: float32[]; Offset: int; Ld: int; Trans: bool; BatchStride: int }
+
+/// Per-thread buffers for packed panels, grown on demand and kept for the thread's life.
+type private Scratch =
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private forA: float32[]
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private forB: float32[]
+
+    static member private Grow(current: float32[], n: int) =
+        if isNull current || current.Length < n then GC.AllocateUninitializedArray<float32>(n) else current
+
+    /// A buffer of at least n floats for packing A on this thread.
+    static member A(n: int) =
+        Scratch.forA <- Scratch.Grow(Scratch.forA, n)
+        Scratch.forA
+
+    /// A buffer of at least n floats for packing B on this thread.
+    static member B(n: int) =
+        Scratch.forB <- Scratch.Grow(Scratch.forB, n)
+        Scratch.forB
 
 /// Cache-blocked, multi-threaded single-precision matrix product (the GotoBLAS/BLIS scheme):
 /// B is packed into NR-wide panels, A into MR-high panels, and a register-blocked micro-kernel
@@ -197,50 +216,44 @@ module internal Gemm =
             let mBlocks = (m + MCMax - 1) / MCMax
             let mc = ((m + mBlocks - 1) / mBlocks + MR - 1) / MR * MR
             let panelSize = KC * NR
-            let packedB = ArrayPool<float32>.Shared.Rent(batches * nPanels * panelSize)
+            let packedB = Scratch.B(batches * nPanels * panelSize)
             let bigEnough = int64 batches * int64 m * int64 n * int64 k >= 300_000L
-            try
-                let mutable k0 = 0
-                while k0 < k do
-                    let kc = min KC (k - k0)
-                    let accHere = accumulate || k0 > 0
-                    Workers.forEach (batches * nPanels) bigEnough (fun item ->
-                        let bi, q = item / nPanels, item % nPanels
+            let mutable k0 = 0
+            while k0 < k do
+                let kc = min KC (k - k0)
+                let accHere = accumulate || k0 > 0
+                Workers.forEach (batches * nPanels) bigEnough (fun item ->
+                    let bi, q = item / nPanels, item % nPanels
+                    let j0 = q * NR
+                    packB b bi k0 kc j0 (min NR (n - j0)) (Span<float32>(packedB, (bi * nPanels + q) * panelSize, panelSize)))
+                Workers.forEach (batches * mBlocks) bigEnough (fun item ->
+                    let bi, mb = item / mBlocks, item % mBlocks
+                    let i0 = mb * mc
+                    let rows = min mc (m - i0)
+                    let packedA = Scratch.A(mc * kc)
+                    packA a bi i0 rows k0 kc (Span<float32>(packedA))
+                    use pA = fixed packedA
+                    use pB = fixed packedB
+                    use pC = fixed c
+                    let tile = NativePtr.stackalloc<float32> (MR * NR)
+                    let cBase = NativePtr.add pC (bi * cStride + i0 * n)
+                    for q in 0 .. nPanels - 1 do
                         let j0 = q * NR
-                        packB b bi k0 kc j0 (min NR (n - j0)) (Span<float32>(packedB, (bi * nPanels + q) * panelSize, panelSize)))
-                    Workers.forEach (batches * mBlocks) bigEnough (fun item ->
-                        let bi, mb = item / mBlocks, item % mBlocks
-                        let i0 = mb * mc
-                        let rows = min mc (m - i0)
-                        let packedA = ArrayPool<float32>.Shared.Rent(mc * kc)
-                        try
-                            packA a bi i0 rows k0 kc (Span<float32>(packedA))
-                            use pA = fixed packedA
-                            use pB = fixed packedB
-                            use pC = fixed c
-                            let tile = NativePtr.stackalloc<float32> (MR * NR)
-                            let cBase = NativePtr.add pC (bi * cStride + i0 * n)
-                            for q in 0 .. nPanels - 1 do
-                                let j0 = q * NR
-                                let cols = min NR (n - j0)
-                                let bPanel = NativePtr.add pB ((bi * nPanels + q) * panelSize)
-                                let mutable r0 = 0
-                                while r0 < rows do
-                                    let prows = min MR (rows - r0)
-                                    let aPanel = NativePtr.add pA (r0 * kc)
-                                    let cTile = NativePtr.add cBase (r0 * n + j0)
-                                    if prows = MR && cols = NR then
-                                        kernel kc aPanel bPanel cTile n accHere
-                                    else
-                                        kernel kc aPanel bPanel tile NR false
-                                        for r in 0 .. prows - 1 do
-                                            for cc in 0 .. cols - 1 do
-                                                let dst = NativePtr.add cTile (r * n + cc)
-                                                let v = NativePtr.get tile (r * NR + cc)
-                                                NativePtr.write dst (if accHere then NativePtr.read dst + v else v)
-                                    r0 <- r0 + MR
-                        finally
-                            ArrayPool<float32>.Shared.Return(packedA))
-                    k0 <- k0 + kc
-            finally
-                ArrayPool<float32>.Shared.Return(packedB)
+                        let cols = min NR (n - j0)
+                        let bPanel = NativePtr.add pB ((bi * nPanels + q) * panelSize)
+                        let mutable r0 = 0
+                        while r0 < rows do
+                            let prows = min MR (rows - r0)
+                            let aPanel = NativePtr.add pA (r0 * kc)
+                            let cTile = NativePtr.add cBase (r0 * n + j0)
+                            if prows = MR && cols = NR then
+                                kernel kc aPanel bPanel cTile n accHere
+                            else
+                                kernel kc aPanel bPanel tile NR false
+                                for r in 0 .. prows - 1 do
+                                    for cc in 0 .. cols - 1 do
+                                        let dst = NativePtr.add cTile (r * n + cc)
+                                        let v = NativePtr.get tile (r * NR + cc)
+                                        NativePtr.write dst (if accHere then NativePtr.read dst + v else v)
+                            r0 <- r0 + MR)
+                k0 <- k0 + kc
