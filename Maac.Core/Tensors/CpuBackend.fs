@@ -154,23 +154,18 @@ and [<Sealed>] CpuBackend private () =
             if k <> k2 then fail ()
             let outShape = if batched then [| batches; m; n |] else [| m; n |]
             let c = CpuBackend.Alloc(batches * m * n)
-            let accumulate =
+            let biasData =
                 match bias with
-                | null -> false
+                | null -> null
                 | bias ->
                     let bd = CpuBackend.Data bias
-                    if bd.Length = n then
-                        for row in 0 .. batches * m - 1 do Array.Copy(bd, 0, c, row * n, n)
-                    elif bd.Length = batches * n then
-                        for bi in 0 .. batches - 1 do
-                            for row in 0 .. m - 1 do Array.Copy(bd, bi * n, c, (bi * m + row) * n, n)
-                    else
+                    if bd.Length <> n && bd.Length <> batches * n then
                         Shape.fail op (sprintf "bias of shape %s does not fit a product of shape %s" (Shape.show bias.Shape) (Shape.show outShape))
-                    true
+                    bd
             let operand (x: RawTensor) trans =
                 { Data = CpuBackend.Data x; Offset = 0; Ld = x.Shape.[r - 1]; Trans = trans
                   BatchStride = (if batched then x.Shape.[1] * x.Shape.[2] else 0) }
-            Gemm.run batches m n k (operand a transA) (operand b transB) c accumulate
+            Gemm.run batches m n k (operand a transA) (operand b transB) c biasData
             CpuBackend.Out(c, outShape, a, b, bias)
 
         member _.Reshape(x, shape) =

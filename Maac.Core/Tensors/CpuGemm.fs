@@ -46,26 +46,32 @@ module internal Gemm =
     let inline private fma (a: Vector512<float32>) (b: Vector512<float32>) (c: Vector512<float32>) = Vector512.FusedMultiplyAdd(a, b, c)
     let inline private fma2 (a: Vector256<float32>) (b: Vector256<float32>) (c: Vector256<float32>) = Vector256.FusedMultiplyAdd(a, b, c)
 
-    let inline private storeRow512 (c: nativeptr<float32>) (acc: bool) (v0: Vector512<float32>) (v1: Vector512<float32>) =
+    let inline private storeRow512 (c: nativeptr<float32>) (acc: bool) (bias: nativeptr<float32>) (v0: Vector512<float32>) (v1: Vector512<float32>) =
         let p1 = NativePtr.add c 16
         if acc then
             Vector512.Store(Vector512.Load(c) + v0, c)
             Vector512.Store(Vector512.Load(p1) + v1, p1)
+        elif not (NativePtr.isNullPtr bias) then
+            Vector512.Store(Vector512.Load(bias) + v0, c)
+            Vector512.Store(Vector512.Load(NativePtr.add bias 16) + v1, p1)
         else
             Vector512.Store(v0, c)
             Vector512.Store(v1, p1)
 
-    let inline private storeRow256 (c: nativeptr<float32>) (acc: bool) (v0: Vector256<float32>) (v1: Vector256<float32>) =
+    let inline private storeRow256 (c: nativeptr<float32>) (acc: bool) (bias: nativeptr<float32>) (v0: Vector256<float32>) (v1: Vector256<float32>) =
         let p1 = NativePtr.add c 8
         if acc then
             Vector256.Store(Vector256.Load(c) + v0, c)
             Vector256.Store(Vector256.Load(p1) + v1, p1)
+        elif not (NativePtr.isNullPtr bias) then
+            Vector256.Store(Vector256.Load(bias) + v0, c)
+            Vector256.Store(Vector256.Load(NativePtr.add bias 8) + v1, p1)
         else
             Vector256.Store(v0, c)
             Vector256.Store(v1, p1)
 
     /// C[8×32] (+)= Apanel[kc×8]ᵀ · Bpanel[kc×32].
-    let private kernel8x32 (kc: int) (a: nativeptr<float32>) (b: nativeptr<float32>) (c: nativeptr<float32>) (ldc: int) (acc: bool) =
+    let private kernel8x32 (kc: int) (a: nativeptr<float32>) (b: nativeptr<float32>) (c: nativeptr<float32>) (ldc: int) (acc: bool) (bias: nativeptr<float32>) =
         let mutable c00 = Vector512<float32>.Zero
         let mutable c01 = Vector512<float32>.Zero
         let mutable c10 = Vector512<float32>.Zero
@@ -113,17 +119,17 @@ module internal Gemm =
             c71 <- fma x b1 c71
             pa <- NativePtr.add pa 8
             pb <- NativePtr.add pb 32
-        storeRow512 c acc c00 c01
-        storeRow512 (NativePtr.add c ldc) acc c10 c11
-        storeRow512 (NativePtr.add c (2 * ldc)) acc c20 c21
-        storeRow512 (NativePtr.add c (3 * ldc)) acc c30 c31
-        storeRow512 (NativePtr.add c (4 * ldc)) acc c40 c41
-        storeRow512 (NativePtr.add c (5 * ldc)) acc c50 c51
-        storeRow512 (NativePtr.add c (6 * ldc)) acc c60 c61
-        storeRow512 (NativePtr.add c (7 * ldc)) acc c70 c71
+        storeRow512 c acc bias c00 c01
+        storeRow512 (NativePtr.add c ldc) acc bias c10 c11
+        storeRow512 (NativePtr.add c (2 * ldc)) acc bias c20 c21
+        storeRow512 (NativePtr.add c (3 * ldc)) acc bias c30 c31
+        storeRow512 (NativePtr.add c (4 * ldc)) acc bias c40 c41
+        storeRow512 (NativePtr.add c (5 * ldc)) acc bias c50 c51
+        storeRow512 (NativePtr.add c (6 * ldc)) acc bias c60 c61
+        storeRow512 (NativePtr.add c (7 * ldc)) acc bias c70 c71
 
     /// C[6×16] (+)= Apanel[kc×6]ᵀ · Bpanel[kc×16].
-    let private kernel6x16 (kc: int) (a: nativeptr<float32>) (b: nativeptr<float32>) (c: nativeptr<float32>) (ldc: int) (acc: bool) =
+    let private kernel6x16 (kc: int) (a: nativeptr<float32>) (b: nativeptr<float32>) (c: nativeptr<float32>) (ldc: int) (acc: bool) (bias: nativeptr<float32>) =
         let mutable c00 = Vector256<float32>.Zero
         let mutable c01 = Vector256<float32>.Zero
         let mutable c10 = Vector256<float32>.Zero
@@ -161,15 +167,16 @@ module internal Gemm =
             c51 <- fma2 x b1 c51
             pa <- NativePtr.add pa 6
             pb <- NativePtr.add pb 16
-        storeRow256 c acc c00 c01
-        storeRow256 (NativePtr.add c ldc) acc c10 c11
-        storeRow256 (NativePtr.add c (2 * ldc)) acc c20 c21
-        storeRow256 (NativePtr.add c (3 * ldc)) acc c30 c31
-        storeRow256 (NativePtr.add c (4 * ldc)) acc c40 c41
-        storeRow256 (NativePtr.add c (5 * ldc)) acc c50 c51
+        storeRow256 c acc bias c00 c01
+        storeRow256 (NativePtr.add c ldc) acc bias c10 c11
+        storeRow256 (NativePtr.add c (2 * ldc)) acc bias c20 c21
+        storeRow256 (NativePtr.add c (3 * ldc)) acc bias c30 c31
+        storeRow256 (NativePtr.add c (4 * ldc)) acc bias c40 c41
+        storeRow256 (NativePtr.add c (5 * ldc)) acc bias c50 c51
 
-    let private kernel kc a b c ldc acc =
-        if wide then kernel8x32 kc a b c ldc acc else kernel6x16 kc a b c ldc acc
+    /// C tile (+)= A panel · B panel; when not accumulating, a non-null bias row (NR values) is added.
+    let private kernel kc a b c ldc acc bias =
+        if wide then kernel8x32 kc a b c ldc acc bias else kernel6x16 kc a b c ldc acc bias
 
     /// Packs rows [k0, k0+kc) × columns [j0, j0+NR) of op(B) into dst (kc×NR, zero-padded).
     let private packB (b: Operand) (batch: int) (k0: int) (kc: int) (j0: int) (cols: int) (dst: Span<float32>) =
@@ -206,11 +213,17 @@ module internal Gemm =
                     for kk in 0 .. kc - 1 do
                         panel.[kk * MR + r] <- src.[rowStart + kk]
 
-    /// For each batch index: C[m×n] (+)= op(A)·op(B), where C is dense with leading dimension n.
-    let run (batches: int) (m: int) (n: int) (k: int) (a: Operand) (b: Operand) (c: float32[]) (accumulate: bool) =
+    /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row), where C is dense with leading dimension n.
+    /// bias is null, n values shared by every batch, or batches·n values (one row per batch).
+    let run (batches: int) (m: int) (n: int) (k: int) (a: Operand) (b: Operand) (c: float32[]) (bias: float32[]) =
+        let accumulate = false
+        let biasStride = if isNull bias || bias.Length = n then 0 else n
         let cStride = m * n
         if k = 0 || m = 0 || n = 0 then
-            if not accumulate then Array.Clear(c, 0, batches * cStride)
+            for bi in 0 .. batches - 1 do
+                for row in 0 .. m - 1 do
+                    if isNull bias then Array.Clear(c, (bi * m + row) * n, n)
+                    else Array.Copy(bias, bi * biasStride, c, (bi * m + row) * n, n)
         else
             let nPanels = (n + NR - 1) / NR
             let mBlocks = (m + MCMax - 1) / MCMax
@@ -235,6 +248,8 @@ module internal Gemm =
                     use pA = fixed packedA
                     use pB = fixed packedB
                     use pC = fixed c
+                    use pBias = fixed bias
+                    let withBias = not accHere && not (isNull bias)
                     let tile = NativePtr.stackalloc<float32> (MR * NR)
                     let cBase = NativePtr.add pC (bi * cStride + i0 * n)
                     for q in 0 .. nPanels - 1 do
@@ -246,14 +261,19 @@ module internal Gemm =
                             let prows = min MR (rows - r0)
                             let aPanel = NativePtr.add pA (r0 * kc)
                             let cTile = NativePtr.add cBase (r0 * n + j0)
+                            let biasRow = if withBias then NativePtr.add pBias (bi * biasStride + j0) else NativePtr.nullPtr
                             if prows = MR && cols = NR then
-                                kernel kc aPanel bPanel cTile n accHere
+                                kernel kc aPanel bPanel cTile n accHere biasRow
                             else
-                                kernel kc aPanel bPanel tile NR false
+                                kernel kc aPanel bPanel tile NR false NativePtr.nullPtr
                                 for r in 0 .. prows - 1 do
                                     for cc in 0 .. cols - 1 do
                                         let dst = NativePtr.add cTile (r * n + cc)
                                         let v = NativePtr.get tile (r * NR + cc)
-                                        NativePtr.write dst (if accHere then NativePtr.read dst + v else v)
+                                        let baseValue =
+                                            if accHere then NativePtr.read dst
+                                            elif withBias then NativePtr.get biasRow cc
+                                            else 0.0f
+                                        NativePtr.write dst (baseValue + v)
                             r0 <- r0 + MR)
                 k0 <- k0 + kc
