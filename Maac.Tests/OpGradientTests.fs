@@ -33,6 +33,7 @@ let tests =
         unaryCase "log" 0.5f 2.0f None Tensor.log
         unaryCase "sqrt" 0.5f 2.0f None Tensor.sqrt
         unaryCase "abs" -2.0f 2.0f (Some 0.0f) Tensor.abs
+        unaryCase "sign (zero gradient)" -2.0f 2.0f (Some 0.0f) Tensor.sign
         unaryCase "square" -2.0f 2.0f None Tensor.square
         unaryCase "reciprocal" 0.5f 2.0f None Tensor.reciprocal
         unaryCase "relu" -2.0f 2.0f (Some 0.0f) Tensor.relu

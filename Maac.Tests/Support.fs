@@ -11,11 +11,11 @@ open Maac.Tensors
 /// Property tests use a fixed replay seed so that every run checks the same cases.
 let config =
     { FsCheckConfig.defaultConfig with
-        maxTest = 40
+        maxTest = 100
         replay = Some(0x5EEDUL, 0x9E3779B97F4A7C15UL, None) }
 
 /// The same with fewer cases (for expensive properties).
-let configFew = { config with maxTest = 12 }
+let configFew = { config with maxTest = 25 }
 
 let key (seed: int) = RandomKey.ofSeed (int64 seed)
 
