@@ -53,6 +53,13 @@ module internal Stack =
         let mutable offset = 0
         layers |> Array.map (fun l -> Parameters.take l ts &offset)
 
+    /// Applies the layers in turn with the hidden activation between them (none after the last).
+    let forward (apply: 'L -> Tensor -> Tensor) (layers: 'L[]) (hidden: Activation) (x: Tensor) =
+        let last = layers.Length - 1
+        layers |> Array.fold (fun (i, h) l ->
+            let y = apply l h
+            i + 1, (if i < last then Activation.apply hidden y else y)) (0, x) |> snd
+
 /// A multilayer perceptron: affine layers with an activation between them (none after the last).
 type Mlp =
     { Layers: Linear[]
@@ -71,11 +78,7 @@ module Mlp =
           Hidden = hidden }
 
     /// x [N, in] → [N, out].
-    let forward (m: Mlp) (x: Tensor) =
-        let last = m.Layers.Length - 1
-        m.Layers |> Array.fold (fun (i, h) l ->
-            let y = Linear.forward l h
-            i + 1, (if i < last then Activation.apply m.Hidden y else y)) (0, x) |> snd
+    let forward (m: Mlp) (x: Tensor) = Stack.forward Linear.forward m.Layers m.Hidden x
 
 /// M independent affine layers evaluated as one batched product: W [M, in, out], b [M, 1, out].
 type EnsembleLinear =
@@ -117,8 +120,4 @@ module EnsembleMlp =
     let members (m: EnsembleMlp) = m.Layers.[0].Weight.Primal.Shape.[0]
 
     /// x [M, N, in] → [M, N, out].
-    let forward (m: EnsembleMlp) (x: Tensor) =
-        let last = m.Layers.Length - 1
-        m.Layers |> Array.fold (fun (i, h) l ->
-            let y = EnsembleLinear.forward l h
-            i + 1, (if i < last then Activation.apply m.Hidden y else y)) (0, x) |> snd
+    let forward (m: EnsembleMlp) (x: Tensor) = Stack.forward EnsembleLinear.forward m.Layers m.Hidden x

@@ -83,41 +83,33 @@ module RandomKey =
     /// Uniform in (0, 1] from the top 24 bits (safe under log).
     let inline toUnitOpen (u: uint32) = float32 ((u >>> 8) + 1u) * (1.0f / 16777216.0f)
 
-    /// Fills dst[start .. start+count-1] with the uniform [0,1) values at those element indices of the key's stream.
-    let fillUniform (key: RandomKey) (dst: Span<float32>) (start: int) =
+    /// Fills dst with the values at element indices start.. of a stream: each Philox block (counter
+    /// = element index / 4, tagged by stream) becomes four values through convert.
+    let inline private fillBlocks (key: RandomKey) (stream: uint32) (dst: Span<float32>) (start: int)
+                                  ([<InlineIfLambda>] convert: uint32 -> uint32 -> uint32 -> uint32 -> struct (float32 * float32 * float32 * float32)) =
         let mutable i = 0
         while i < dst.Length do
             let e = start + i
-            let blk = e >>> 2
-            let struct (a, b, c, d) = Philox.block key.K0 key.K1 (uint32 blk) 0u Streams.Values 0u
+            let struct (a, b, c, d) = Philox.block key.K0 key.K1 (uint32 (e >>> 2)) 0u Streams.Values stream
+            let struct (v0, v1, v2, v3) = convert a b c d
             let mutable w = e &&& 3
             while w < 4 && i < dst.Length do
-                dst.[i] <- toUnit (match w with 0 -> a | 1 -> b | 2 -> c | _ -> d)
+                dst.[i] <- (match w with 0 -> v0 | 1 -> v1 | 2 -> v2 | _ -> v3)
                 w <- w + 1
                 i <- i + 1
 
+    /// Fills dst with the uniform [0, 1) values at element indices start.. of the key's stream.
+    let fillUniform (key: RandomKey) (dst: Span<float32>) (start: int) =
+        fillBlocks key 0u dst start (fun a b c d -> struct (toUnit a, toUnit b, toUnit c, toUnit d))
+
     /// Fills with standard normal values (Box-Muller over each Philox block: 4 uniforms give 4 normals).
     let fillNormal (key: RandomKey) (dst: Span<float32>) (start: int) =
-        let mutable i = 0
-        while i < dst.Length do
-            let e = start + i
-            let blk = e >>> 2
-            let struct (a, b, c, d) = Philox.block key.K0 key.K1 (uint32 blk) 0u Streams.Values 1u
+        fillBlocks key 1u dst start (fun a b c d ->
             let r1 = sqrt (-2.0 * log (float (toUnitOpen a)))
             let t1 = 2.0 * Math.PI * float (toUnit b)
             let r2 = sqrt (-2.0 * log (float (toUnitOpen c)))
             let t2 = 2.0 * Math.PI * float (toUnit d)
-            let mutable w = e &&& 3
-            while w < 4 && i < dst.Length do
-                dst.[i] <-
-                    float32 (
-                        match w with
-                        | 0 -> r1 * cos t1
-                        | 1 -> r1 * sin t1
-                        | 2 -> r2 * cos t2
-                        | _ -> r2 * sin t2)
-                w <- w + 1
-                i <- i + 1
+            struct (float32 (r1 * cos t1), float32 (r1 * sin t1), float32 (r2 * cos t2), float32 (r2 * sin t2)))
 
     /// A uniformly random permutation of 0..n-1 (sorting by Philox keys: a pure function of key and n).
     let permutation (n: int) (key: RandomKey) =
