@@ -62,6 +62,7 @@ let tests =
         binaryCase "mul" -2.0f 2.0f (*) false
         binaryCase "div" 0.5f 2.0f (/) false
         binaryCase "pow" 0.5f 1.5f Tensor.pow false
+        binaryCase "atan2" 0.5f 1.5f Tensor.atan2 false
         binaryCase "maximum" -2.0f 2.0f Tensor.maximum true
         binaryCase "minimum" -2.0f 2.0f Tensor.minimum true
         testPropertyWithConfig config "maxAxis" (fun () ->

@@ -11,6 +11,7 @@ let allTests =
         DiffTests.tests
         NnTests.tests
         ErrorTests.tests
+        EnvTests.tests
     ]
 
 [<EntryPoint>]

@@ -193,6 +193,14 @@ module Tensor =
                 else null)
                (if need.[1] then sumTo b.Primal.Shape (be.Binary(Mul, be.Binary(Mul, g, y), be.Unary(Log, a.Primal))) else null) |])
 
+    /// atan2(y, x) element-wise: the angle of the point (x, y), in (−π, π].
+    let atan2 (y: Tensor) (x: Tensor) =
+        binary Atan2 y x (fun _ g need ->
+            let be = g.Backend
+            let r2 = be.Binary(Add, be.Binary(Mul, y.Primal, y.Primal), be.Binary(Mul, x.Primal, x.Primal))
+            [| (if need.[0] then sumTo y.Primal.Shape (be.Binary(Mul, g, be.Binary(Div, x.Primal, r2))) else null)
+               (if need.[1] then sumTo x.Primal.Shape (be.Unary(Neg, be.Binary(Mul, g, be.Binary(Div, y.Primal, r2)))) else null) |])
+
     /// Element-wise maximum (ties send the gradient to a).
     let maximum (a: Tensor) (b: Tensor) =
         binary Maximum a b (fun _ g need ->

@@ -45,6 +45,8 @@ type BinaryOp =
     | Mul
     | Div
     | Pow
+    /// atan2(a, b): the angle of the point (b, a).
+    | Atan2
     | Maximum
     | Minimum
     | Greater
@@ -60,6 +62,7 @@ module BinaryOp =
         | Mul -> "mul"
         | Div -> "div"
         | Pow -> "pow"
+        | Atan2 -> "atan2"
         | Maximum -> "maximum"
         | Minimum -> "minimum"
         | Greater -> "greater"

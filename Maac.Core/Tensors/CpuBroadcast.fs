@@ -93,10 +93,11 @@ module internal Broadcast =
         | Greater -> apply p a b dst (fun x y -> flag (Vector256.GreaterThan(x, y)))
         | GreaterEqual -> apply p a b dst (fun x y -> flag (Vector256.GreaterThanOrEqual(x, y)))
         | Equal -> apply p a b dst (fun x y -> flag (Vector256.Equals(x, y)))
-        | Pow ->
-            // No exact vector pow: evaluate element by element through the scalar path.
+        | Pow | Atan2 ->
+            // No exact vector pow or atan2: evaluate element by element.
+            let f = if op = Pow then (fun (x: float32) (y: float32) -> MathF.Pow(x, y)) else (fun x y -> MathF.Atan2(x, y))
             let rows = Shape.numel p.OuterShape
             for row in 0 .. rows - 1 do
                 let struct (offA, offB) = rowOffsets p row
                 for i in 0 .. p.Inner - 1 do
-                    dst.[row * p.Inner + i] <- MathF.Pow(a.[offA + i * p.InnerA], b.[offB + i * p.InnerB])
+                    dst.[row * p.Inner + i] <- f a.[offA + i * p.InnerA] b.[offB + i * p.InnerB]

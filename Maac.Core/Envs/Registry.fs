@@ -1,0 +1,50 @@
+namespace Maac.Envs
+
+open System
+open Maac.Envs.MuJoCo
+
+/// A built-in task: its sizes, episode length, what it needs installed, and how to make it.
+type TaskInfo =
+    { Name: string
+      ObservationDim: int
+      ActionDim: int
+      /// Steps per episode (the TimeLimit applied by Create).
+      EpisodeSteps: int
+      /// The Debian package the task needs, if any.
+      Requires: string option
+      /// Reward and termination as tensor functions, for model rollouts.
+      Functions: TaskFunctions
+      /// A new environment wrapped in its time limit.
+      Create: unit -> IEnvironment }
+
+/// The registry of built-in tasks.
+module Tasks =
+    let private managed name obs act steps functions (make: unit -> IEnvironment) =
+        { Name = name; ObservationDim = obs; ActionDim = act; EpisodeSteps = steps; Requires = None
+          Functions = functions; Create = fun () -> new TimeLimit(make (), steps) :> IEnvironment }
+
+    /// Every built-in task, managed ones first.
+    let all =
+        [ managed "Pendulum" 3 1 200 Pendulum.Functions (fun () -> new Pendulum())
+          managed "DoubleIntegrator" 2 1 25 DoubleIntegrator.Functions (fun () -> new DoubleIntegrator())
+          managed "MountainCarContinuous" 2 1 999 MountainCarContinuous.Functions (fun () -> new MountainCarContinuous())
+          managed "CartPoleSwingUp" 5 1 200 CartPoleSwingUp.Functions (fun () -> new CartPoleSwingUp())
+          for (spec, functions), resource, obs, act in MuJoCoTasks.all do
+              { Name = spec.Name; ObservationDim = obs; ActionDim = act; EpisodeSteps = 1000; Requires = Some "libmujoco2.2.2"
+                Functions = functions
+                Create = fun () -> new TimeLimit(new MuJoCoEnvironment(MuJoCoTasks.modelPath resource, spec), 1000) :> IEnvironment } ]
+
+    /// Whether the task can run on this machine.
+    let isAvailable (t: TaskInfo) = t.Requires.IsNone || Library.isAvailable ()
+
+    /// The task with this name (case-insensitive); a clear error listing the names otherwise.
+    let find (name: string) =
+        match all |> List.tryFind (fun t -> String.Equals(t.Name, name, StringComparison.OrdinalIgnoreCase)) with
+        | Some t -> t
+        | None -> invalidArg "name" (sprintf "unknown task '%s'; built-in tasks: %s" name (String.Join(", ", all |> List.map (fun t -> t.Name))))
+
+    /// A new environment for the named task (MuJoCoUnavailableException, naming the package, when it cannot run here).
+    let make (name: string) =
+        let t = find name
+        if not (isAvailable t) then Library.ensure ()
+        t.Create()
