@@ -1,0 +1,40 @@
+/// Learning curves drawn with ScottPlot: mean ± standard deviation across the runs of each (task, algorithm).
+module Maac.Cli.Plotting
+
+open System
+open Maac.Algorithms
+
+/// Groups run folders by (task, algorithm) and returns, per group, the steps common to all its runs
+/// with the mean and standard deviation across runs of the evaluation return.
+let curves (runs: string list) =
+    runs
+    |> List.map (fun dir -> RunFolder.readSettings dir, RunFolder.readMetrics dir)
+    |> List.groupBy (fun (s, _) -> s.Env, s.Algorithm)
+    |> List.map (fun ((env, algo), members) ->
+        let tables = members |> List.map (fun (_, rows) -> rows |> Array.map (fun (step, mean, _) -> step, mean) |> Map.ofArray)
+        let steps = tables |> List.map (fun t -> set t.Keys) |> Set.intersectMany |> Set.toArray
+        let stats =
+            steps |> Array.map (fun st ->
+                let vs = tables |> List.map (fun t -> t.[st]) |> List.toArray
+                let m = Array.average vs
+                float st, m, sqrt (vs |> Array.averageBy (fun v -> (v - m) ** 2.0)))
+        sprintf "%s %s (%d run%s)" env algo members.Length (if members.Length = 1 then "" else "s"), stats)
+
+/// Draws the curves into a PNG file.
+let draw (title: string) (groups: (string * (float * float * float)[]) list) (path: string) =
+    use plt = new ScottPlot.Plot()
+    for label, stats in groups do
+        if stats.Length > 0 then
+            let xs = stats |> Array.map (fun (x, _, _) -> x)
+            let ms = stats |> Array.map (fun (_, m, _) -> m)
+            let lo = stats |> Array.map (fun (_, m, s) -> m - s)
+            let hi = stats |> Array.map (fun (_, m, s) -> m + s)
+            let band = plt.Add.FillY(xs, lo, hi)
+            band.FillStyle.Color <- band.FillStyle.Color.WithAlpha(0.25)
+            let line = plt.Add.Scatter(xs, ms)
+            line.LegendText <- label
+    plt.Title title
+    plt.XLabel "environment steps"
+    plt.YLabel "evaluation return"
+    plt.ShowLegend() |> ignore
+    plt.SavePng(path, 900, 540) |> ignore

@@ -1,0 +1,66 @@
+/// `train`, `eval` and `plot`.
+module Maac.Cli.TrainCommands
+
+open System
+open System.IO
+open System.Threading
+open Maac.Algorithms
+open Maac.Envs
+
+/// Trains into a run folder (or resumes one); returns the process exit code.
+let train (settings: Settings) (outDir: string) (resume: bool) =
+    let task = Tasks.find settings.Env
+    let algorithm = Algorithms.find settings.Algorithm
+    if resume then
+        if not (File.Exists(RunFolder.checkpointFile outDir)) then failwithf "cannot resume: %s has no checkpoint" outDir
+    elif File.Exists(RunFolder.configFile outDir) then
+        failwithf "the run folder %s already holds a run; nothing was overwritten (use --resume %s to continue it, or another --out)" outDir outDir
+    use trainer = new Trainer(settings, algorithm, task)
+    if resume then
+        trainer.LoadCheckpoint(RunFolder.checkpointFile outDir)
+        RunFolder.truncateMetrics outDir trainer.Step
+        printfn "resuming %s at step %d of %d" outDir trainer.Step settings.Steps
+    else RunFolder.writeSettings outDir settings
+    use cancel = new CancellationTokenSource()
+    Console.CancelKeyPress.Add(fun e ->
+        e.Cancel <- true
+        cancel.Cancel()
+        eprintfn "\nstopping at the next checkpoint...")
+    let interactive = not Console.IsOutputRedirected
+    let progress (p: ProgressInfo) =
+        if interactive && (p.Step % 50 = 0 || p.Step = p.TotalSteps) then
+            Console.Write(
+                sprintf "\rstep %d/%d  %.1f steps/s  episode %.1f  eval %.1f  critic %.3g  actor %.3g  alpha %.3f  left %s   "
+                    p.Step p.TotalSteps p.StepsPerSecond p.LastEpisodeReturn p.LastEvalReturn p.CriticLoss p.ActorLoss p.Alpha
+                    (p.Remaining.ToString(@"hh\:mm\:ss")))
+    let checkpoint (row: MetricsRow) =
+        trainer.SaveCheckpoint(RunFolder.checkpointFile outDir)
+        RunFolder.appendMetrics outDir row
+        Plotting.draw (sprintf "%s on %s, seed %d" settings.Algorithm settings.Env settings.Seed) (Plotting.curves [ outDir ]) (RunFolder.curveFile outDir)
+        if not interactive || true then
+            printfn "%sstep %d: evaluation return %.1f ± %.1f (%d episodes), %.0f s" (if interactive then "\n" else "") row.Step row.EvalReturnMean row.EvalReturnStd settings.EvalEpisodes row.WallSeconds
+    try
+        trainer.Run(settings.Steps, progress, checkpoint, cancel.Token)
+        printfn "done: %s (config.json, metrics.csv, checkpoint.safetensors, curve.png)" outDir
+        0
+    with :? DivergenceException as e ->
+        eprintfn "\n%s\nTraining stopped. The last good checkpoint stays in %s." e.Message outDir
+        3
+
+/// Evaluates the checkpoint of a run folder.
+let eval (runDir: string) (episodes: int) =
+    use trainer = RunFolder.openTrainer runDir
+    let mean, std = trainer.Evaluate episodes
+    printfn "%s on %s, step %d: evaluation return %.1f ± %.1f over %d episodes" trainer.Settings.Algorithm trainer.Settings.Env trainer.Step mean std episodes
+    0
+
+/// Draws the curves of several runs into one PNG.
+let plot (runs: string list) (out: string) =
+    let groups = Plotting.curves runs
+    Plotting.draw "evaluation return (mean ± std across seeds)" groups out
+    for label, stats in groups do
+        match Array.tryLast stats with
+        | Some (step, m, s) -> printfn "%s: last step %.0f, return %.1f ± %.1f" label step m s
+        | None -> printfn "%s: no common evaluation steps" label
+    printfn "wrote %s" out
+    0

@@ -1,0 +1,146 @@
+namespace Maac.Algorithms
+
+open System
+open Maac.Tensors
+open Maac.Nn
+open Maac.Optim
+open Maac.Envs
+open Maac.Rl
+
+/// Which value target trains the critics.
+type CriticTarget =
+    /// One-step soft TD (SAC).
+    | TdTarget
+    /// STEVE's inverse-variance combination of model expansions (horizon Settings.CriticHorizon).
+    | SteveTarget
+
+/// An algorithm as a composition of the same pieces: whether a model is learned, whether imagined
+/// transitions feed the updates, which target trains the critics, and the actor's model horizon and
+/// samples (schedules of the training step, so that a user can write, e.g., a growing horizon).
+type Algorithm =
+    { Name: string
+      UsesModel: bool
+      UsesImaginedData: bool
+      CriticTarget: CriticTarget
+      ActorHorizon: Settings -> int -> int
+      ActorSamples: Settings -> int
+      RolloutLength: Settings -> int -> int }
+
+/// The paper's algorithm and its baselines.
+module Algorithms =
+    /// Soft actor-critic: model-free, TD targets, H = 0.
+    let sac =
+        { Name = "sac"; UsesModel = false; UsesImaginedData = false; CriticTarget = TdTarget
+          ActorHorizon = (fun _ _ -> 0); ActorSamples = (fun _ -> 1); RolloutLength = (fun _ _ -> 0) }
+
+    /// MBPO: SAC on a mix of real and short imagined rollouts whose length grows from 1 to
+    /// Settings.RolloutLength over the first half of training.
+    let mbpo =
+        { sac with
+            Name = "mbpo"; UsesModel = true; UsesImaginedData = true
+            RolloutLength = fun s step -> 1 + int (float (max 0 (s.RolloutLength - 1)) * min 1.0 (float step / (0.5 * float s.Steps))) }
+
+    /// STEVE on SAC: real data only, STEVE critic targets.
+    let steve = { sac with Name = "steve"; UsesModel = true; CriticTarget = SteveTarget }
+
+    /// SVG(1): the value gradient through one model step (H = 1, one sample), TD targets.
+    let svg1 = { sac with Name = "svg1"; UsesModel = true; ActorHorizon = (fun _ _ -> 1) }
+
+    /// MAAC: imagined data, STEVE targets, the H-step pathwise actor objective with K samples.
+    let maac =
+        { Name = "maac"; UsesModel = true; UsesImaginedData = true; CriticTarget = SteveTarget
+          ActorHorizon = (fun s _ -> s.ActorHorizon); ActorSamples = (fun s -> s.ActorSamples)
+          RolloutLength = (fun s _ -> s.RolloutLength) }
+
+    let all = [ maac; sac; mbpo; steve; svg1 ]
+
+    /// The algorithm with this name; a clear error listing the names otherwise.
+    let find (name: string) =
+        match all |> List.tryFind (fun a -> String.Equals(a.Name, name, StringComparison.OrdinalIgnoreCase)) with
+        | Some a -> a
+        | None -> invalidArg "name" (sprintf "unknown algorithm '%s'; choose one of %s" name (String.Join(", ", all |> List.map (fun a -> a.Name))))
+
+/// Raised when a loss, gradient or parameter becomes NaN or infinite; says where and at which step.
+type DivergenceException(message: string) =
+    inherit Exception(message)
+
+/// All learned state of an agent (parameters and optimiser moments): data, replaced by each update.
+type AgentState =
+    { Policy: TanhGaussianPolicy
+      PolicyOpt: AdamState
+      Critics: Critics
+      CriticsOpt: AdamState
+      TargetCritics: Critics
+      Temperature: Temperature
+      TemperatureOpt: AdamState
+      Model: DynamicsModel
+      ModelOpt: AdamState }
+
+/// Losses of one gradient step.
+type UpdateMetrics =
+    { CriticLoss: float32
+      ActorLoss: float32
+      Alpha: float32 }
+
+/// Creating agents, acting, and one gradient step of an algorithm.
+module Agent =
+    /// A fresh agent for a task's sizes.
+    let init (s: Settings) (key: RandomKey) (obsDim: int) (actDim: int) =
+        let ks = RandomKey.split 4 key
+        let policy = TanhGaussianPolicy.init ks.[0] obsDim actDim s.Hidden
+        let critics = Critics.init ks.[1] obsDim actDim s.Hidden
+        let temperature = { LogAlpha = Tensor.zeros [| 1 |] }
+        let model =
+            Dynamics.init ks.[2]
+                { Members = s.ModelMembers; EliteCount = s.ModelElites; Hidden = s.ModelHidden; LearningRate = s.ModelLearningRate
+                  BatchSize = s.ModelBatchSize; MaxEpochs = s.ModelMaxEpochs; HoldoutFraction = 0.2; Patience = 5 }
+                obsDim actDim
+        { Policy = policy; PolicyOpt = Adam.init policy
+          Critics = critics; CriticsOpt = Adam.init critics; TargetCritics = critics
+          Temperature = temperature; TemperatureOpt = Adam.init temperature
+          Model = model; ModelOpt = Adam.init model.Net }
+
+    /// The policy's action in [−1, 1] for one observation (the mean when deterministic).
+    let act (a: AgentState) (key: RandomKey) (deterministic: bool) (obs: float32[]) =
+        let o = Tensor.ofArray [| 1; obs.Length |] obs
+        let action = if deterministic then TanhGaussianPolicy.deterministic a.Policy o else fst (TanhGaussianPolicy.sample a.Policy key o)
+        action.ToArray()
+
+    let private finite (where: string) (step: int) (v: float32) =
+        if not (Single.IsFinite v) then raise (DivergenceException(sprintf "training diverged at step %d: %s is %g" step where v))
+        v
+
+    let private checkGrads (where: string) (step: int) (g: 'P when 'P :> IParameters<'P>) =
+        for name, t in g.Named do
+            if not (Tensor.allFinite t) then raise (DivergenceException(sprintf "training diverged at step %d: the gradient of %s parameter '%s' holds NaN or infinity" step where name))
+
+    /// One gradient step on a batch: critics on the algorithm's target, then the actor on its
+    /// objective, then the temperature, then Polyak averaging of the target critics.
+    let update (alg: Algorithm) (s: Settings) (ctx: ModelContext option) (step: int) (key: RandomKey) (a: AgentState) (b: Batch) =
+        let ks = RandomKey.split 4 key
+        let alpha = Tensor.toScalar (Tensor.exp a.Temperature.LogAlpha)
+        let y =
+            match alg.CriticTarget, ctx with
+            | SteveTarget, Some c -> Targets.steve s.Gamma s.CriticHorizon c a.Policy a.TargetCritics alpha ks.[0] b
+            | _ -> Targets.td s.Gamma a.Policy a.TargetCritics alpha ks.[0] b
+        let criticLoss, cg = Maac.Diff.valueAndGradParams (Objectives.critic b.Obs b.Action y) a.Critics
+        let criticLoss = finite "the critic loss" step (Tensor.toScalar criticLoss)
+        checkGrads "critic" step cg
+        let nocheck lr = { AdamConfig.WithLearningRate lr with CheckFinite = false }
+        let cOpt, critics = Adam.step (nocheck s.CriticLearningRate) a.CriticsOpt a.Critics cg
+        let horizon = alg.ActorHorizon s step
+        let samples = alg.ActorSamples s
+        let actorLoss, pg = Maac.Diff.valueAndGradParams (Objectives.maac s.Gamma horizon samples ctx critics alpha ks.[1] b.Obs) a.Policy
+        let actorLoss = finite "the actor loss" step (Tensor.toScalar actorLoss)
+        checkGrads "policy" step pg
+        let pOpt, policy = Adam.step (nocheck s.ActorLearningRate) a.PolicyOpt a.Policy pg
+        let _, logp = TanhGaussianPolicy.sample policy ks.[2] b.Obs
+        let targetEntropy = -(float32 (a.Policy.Net.Layers |> Array.last |> fun l -> l.Bias.Shape.[0] / 2))
+        let _, tg = Maac.Diff.valueAndGradParams (Objectives.temperature targetEntropy logp) a.Temperature
+        checkGrads "temperature" step tg
+        let tOpt, temperature = Adam.step (nocheck s.AlphaLearningRate) a.TemperatureOpt a.Temperature tg
+        { a with
+            Policy = policy; PolicyOpt = pOpt
+            Critics = critics; CriticsOpt = cOpt; TargetCritics = Polyak.update s.Tau a.TargetCritics critics
+            Temperature = temperature; TemperatureOpt = tOpt },
+        { CriticLoss = criticLoss; ActorLoss = actorLoss; Alpha = alpha }

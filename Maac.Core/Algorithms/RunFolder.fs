@@ -1,0 +1,70 @@
+namespace Maac.Algorithms
+
+open System
+open System.IO
+open System.Text.Json
+open Maac.Envs
+
+/// The folder a training run writes: config.json (every setting used), metrics.csv (one row per
+/// evaluation), checkpoint.safetensors (the latest state) and curve.png (drawn by the command line).
+module RunFolder =
+    let configFile (dir: string) = Path.Combine(dir, "config.json")
+    let metricsFile (dir: string) = Path.Combine(dir, "metrics.csv")
+    let checkpointFile (dir: string) = Path.Combine(dir, "checkpoint.safetensors")
+    let curveFile (dir: string) = Path.Combine(dir, "curve.png")
+
+    let private options = JsonSerializerOptions(WriteIndented = true)
+
+    /// Writes config.json (atomically).
+    let writeSettings (dir: string) (s: Settings) =
+        Directory.CreateDirectory dir |> ignore
+        let temp = configFile dir + ".tmp"
+        File.WriteAllText(temp, JsonSerializer.Serialize(s, options))
+        File.Move(temp, configFile dir, true)
+
+    /// Reads config.json; a clear error when it is missing or malformed.
+    let readSettings (dir: string) =
+        let path = configFile dir
+        if not (File.Exists path) then raise (CheckpointException(sprintf "%s is not a run folder: %s is missing" dir path))
+        try JsonSerializer.Deserialize<Settings>(File.ReadAllText path, options)
+        with :? JsonException as e -> raise (CheckpointException(sprintf "%s is not a valid run configuration: %s" path e.Message))
+
+    /// The header of metrics.csv.
+    let metricsHeader = "step,eval_return_mean,eval_return_std,critic_loss,actor_loss,alpha,model_holdout_mse,wall_seconds"
+
+    /// Appends one row to metrics.csv (writing the header first when the file is new).
+    let appendMetrics (dir: string) (r: MetricsRow) =
+        let path = metricsFile dir
+        let inv (x: float) = x.ToString("R", Globalization.CultureInfo.InvariantCulture)
+        let line =
+            String.Join(",", [ string r.Step; inv r.EvalReturnMean; inv r.EvalReturnStd; inv (float r.CriticLoss); inv (float r.ActorLoss)
+                               inv (float r.Alpha); inv (float r.ModelHoldoutMse); inv r.WallSeconds ])
+        if not (File.Exists path) then File.WriteAllText(path, metricsHeader + "\n")
+        File.AppendAllText(path, line + "\n")
+
+    /// Reads metrics.csv as (step, mean, std) rows.
+    let readMetrics (dir: string) =
+        let path = metricsFile dir
+        if not (File.Exists path) then raise (CheckpointException(sprintf "%s has no %s" dir path))
+        File.ReadAllLines path
+        |> Array.skip 1
+        |> Array.filter (fun l -> l.Trim() <> "")
+        |> Array.map (fun l ->
+            let c = l.Split(',')
+            let f (s: string) = Double.Parse(s, Globalization.CultureInfo.InvariantCulture)
+            int c.[0], f c.[1], f c.[2])
+
+    /// Drops metrics rows after a step (used when resuming from a checkpoint taken at that step).
+    let truncateMetrics (dir: string) (step: int) =
+        let path = metricsFile dir
+        if File.Exists path then
+            let lines = File.ReadAllLines path
+            let kept = lines |> Array.mapi (fun i l -> i, l) |> Array.filter (fun (i, l) -> i = 0 || (l.Trim() <> "" && int (l.Split(',').[0]) <= step)) |> Array.map snd
+            File.WriteAllLines(path, kept)
+
+    /// A trainer for a run folder's settings with its checkpoint loaded.
+    let openTrainer (dir: string) =
+        let s = readSettings dir
+        let t = new Trainer(s, Algorithms.find s.Algorithm, Tasks.find s.Env)
+        t.LoadCheckpoint(checkpointFile dir)
+        t

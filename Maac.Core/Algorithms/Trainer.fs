@@ -1,0 +1,246 @@
+namespace Maac.Algorithms
+
+open System
+open System.Diagnostics
+open Maac.Tensors
+open Maac.Optim
+open Maac.Envs
+open Maac.Rl
+
+/// A live view of training, reported after every environment step that a caller asks for.
+type ProgressInfo =
+    { Step: int
+      TotalSteps: int
+      StepsPerSecond: float
+      LastEpisodeReturn: float
+      LastEvalReturn: float
+      CriticLoss: float32
+      ActorLoss: float32
+      Alpha: float32
+      Remaining: TimeSpan }
+
+/// One row of metrics.csv: written at every evaluation.
+type MetricsRow =
+    { Step: int
+      EvalReturnMean: float
+      EvalReturnStd: float
+      CriticLoss: float32
+      ActorLoss: float32
+      Alpha: float32
+      ModelHoldoutMse: float32
+      WallSeconds: float }
+
+/// Runs the loop of DESIGN.md: environment step → real buffer → (every N steps) fit the model and
+/// refresh imagined data → G gradient steps → (every EvalEvery steps) evaluation, metrics, checkpoint.
+/// Every random draw is derived from the seed and the step, so a run is reproducible from its settings;
+/// the running episode is cut at each checkpoint so that a resumed run continues exactly.
+[<Sealed>]
+type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
+    do if settings.Steps <= 0 then invalidArg "settings" (sprintf "Steps must be positive, got %d" settings.Steps)
+    let root = RandomKey.ofSeed settings.Seed
+    let keyFor (purpose: int64) (step: int) = root |> RandomKey.fold purpose |> RandomKey.fold (int64 step)
+    let env = task.Create()
+    let obsDim, actDim = env.ObservationSpace.Dim, env.ActionSpace.Dim
+    let low, high = env.ActionSpace.Low, env.ActionSpace.High
+    let ctxBase = {| Low = Tensor.ofArray [| actDim |] low; High = Tensor.ofArray [| actDim |] high |}
+    let mutable agent = Agent.init settings (keyFor 1L 0) obsDim actDim
+    let real = ReplayBuffer(settings.RealCapacity, obsDim, actDim)
+    let imagined = ReplayBuffer(settings.ImaginedCapacity, obsDim, actDim)
+    let mutable step = 0
+    let mutable episodes = 0
+    let mutable modelFitted = false
+    let mutable modelMse = nanf
+    let mutable wallBefore = 0.0
+    let mutable lastEpisodeReturn = nan
+    let mutable lastEval = nan
+    let mutable last = { CriticLoss = nanf; ActorLoss = nanf; Alpha = 1.0f }
+    let metrics = Collections.Generic.List<MetricsRow>()
+
+    let dynamicsSettings =
+        { Members = settings.ModelMembers; EliteCount = settings.ModelElites; Hidden = settings.ModelHidden
+          LearningRate = settings.ModelLearningRate; BatchSize = settings.ModelBatchSize; MaxEpochs = settings.ModelMaxEpochs
+          HoldoutFraction = 0.2; Patience = 5 }
+
+    let context () =
+        if algorithm.UsesModel && modelFitted then
+            Some { Model = agent.Model; Task = task.Functions; ActionLow = ctxBase.Low; ActionHigh = ctxBase.High }
+        else None
+
+    let toEnv (a: float32[]) = Array.init actDim (fun i -> low.[i] + (a.[i] + 1.0f) * 0.5f * (high.[i] - low.[i]))
+
+    let fitModel () =
+        let m, opt, report = Dynamics.fit dynamicsSettings (keyFor 2L step) agent.Model agent.ModelOpt (real.All())
+        agent <- { agent with Model = m; ModelOpt = opt }
+        modelFitted <- true
+        modelMse <- Array.average report.HoldoutMse
+        if algorithm.UsesImaginedData then
+            let starts = real.Sample(keyFor 3L step, settings.RolloutStarts).Obs
+            let ctx = (context ()).Value
+            for b in Rollout.imagine ctx agent.Policy (keyFor 4L step) starts (algorithm.RolloutLength settings step) do
+                imagined.AddBatch b
+
+    let sampleBatch (key: RandomKey) =
+        let k1, k2 = RandomKey.split2 key
+        if algorithm.UsesImaginedData && imagined.Count > 0 then
+            let nReal = max 1 (int (MathF.Round(float32 settings.BatchSize * settings.RealFraction)))
+            Batch.append (real.Sample(k1, nReal)) (imagined.Sample(k2, settings.BatchSize - nReal))
+        else real.Sample(k1, settings.BatchSize)
+
+    /// The agent's current state.
+    member _.Agent = agent
+    /// Environment steps taken.
+    member _.Step = step
+    /// Metrics rows so far.
+    member _.Metrics = metrics |> Seq.toList
+    member _.Settings = settings
+    member _.Algorithm = algorithm
+    member _.Task = task
+
+    /// Mean and standard deviation of deterministic-policy returns over EvalEpisodes parallel episodes.
+    member _.Evaluate(episodes: int) =
+        let a = agent
+        let policy (o: float32[]) = Agent.act a (keyFor 5L 0) true o |> toEnv
+        let results = Evaluation.run task.Create policy episodes (1_000_000L + settings.Seed * 1000L) task.EpisodeSteps
+        let rs = results |> Array.map (fun r -> r.Return)
+        let mean = Array.average rs
+        mean, sqrt (rs |> Array.averageBy (fun r -> (r - mean) ** 2.0))
+
+    /// Trains until step `until` (at most Settings.Steps). onProgress is called after each environment
+    /// step; onCheckpoint after each evaluation with the new metrics row. Cancelling stops after a checkpoint.
+    member this.Run(until: int, onProgress: ProgressInfo -> unit, onCheckpoint: MetricsRow -> unit, cancel: Threading.CancellationToken) =
+        let until = min until settings.Steps
+        let sw = Stopwatch.StartNew()
+        let startStep = step
+        let mutable obs = [||]
+        let mutable needReset = true
+        let mutable episodeReturn = 0.0
+        let mutable stop = false
+        while step < until && not stop do
+            if needReset then
+                obs <- (env.Reset(Some(settings.Seed * 1_000_003L + int64 episodes))).Observation
+                needReset <- false
+                episodeReturn <- 0.0
+            step <- step + 1
+            let action =
+                if step <= settings.RandomSteps then EnvSupport.uniform (keyFor 6L step) actDim -1.0f 1.0f
+                else Agent.act agent (keyFor 7L step) false obs
+            let r = env.Step(toEnv action)
+            real.Add(obs, action, float32 r.Reward, r.Observation, r.Terminated)
+            episodeReturn <- episodeReturn + r.Reward
+            obs <- r.Observation
+            if r.Terminated || r.Truncated then
+                lastEpisodeReturn <- episodeReturn
+                episodes <- episodes + 1
+                needReset <- true
+            if algorithm.UsesModel && step >= settings.RandomSteps && (step - settings.RandomSteps) % settings.ModelTrainEvery = 0 then
+                fitModel ()
+            if step > settings.RandomSteps then
+                let ctx = context ()
+                for g in 0 .. settings.UpdatesPerStep - 1 do
+                    let k = keyFor 8L (step * settings.UpdatesPerStep + g)
+                    let k1, k2 = RandomKey.split2 k
+                    let a, m = Agent.update algorithm settings ctx step k2 agent (sampleBatch k1)
+                    agent <- a
+                    last <- m
+            if step % settings.EvalEvery = 0 || step = settings.Steps then
+                let mean, std = this.Evaluate settings.EvalEpisodes
+                lastEval <- mean
+                let row =
+                    { Step = step; EvalReturnMean = mean; EvalReturnStd = std; CriticLoss = last.CriticLoss; ActorLoss = last.ActorLoss
+                      Alpha = last.Alpha; ModelHoldoutMse = modelMse; WallSeconds = wallBefore + sw.Elapsed.TotalSeconds }
+                metrics.Add row
+                // Cut the episode here so that a run resumed from this checkpoint continues identically.
+                if not needReset then
+                    episodes <- episodes + 1
+                    needReset <- true
+                onCheckpoint row
+                if cancel.IsCancellationRequested then stop <- true
+            let rate = float (step - startStep) / max 1e-9 sw.Elapsed.TotalSeconds
+            onProgress
+                { Step = step; TotalSteps = settings.Steps; StepsPerSecond = rate; LastEpisodeReturn = lastEpisodeReturn; LastEvalReturn = lastEval
+                  CriticLoss = last.CriticLoss; ActorLoss = last.ActorLoss; Alpha = last.Alpha
+                  Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 rate) }
+        wallBefore <- wallBefore + sw.Elapsed.TotalSeconds
+
+    /// Everything needed to continue: parameters, optimiser moments, buffers and counters.
+    member _.SaveCheckpoint(path: string) =
+        let named (prefix: string) (p: (string * Tensor)[]) =
+            p |> Array.map (fun (n, t) -> { Name = prefix + "." + n; Shape = t.Shape; Values = t.ToArray() }) |> Array.toList
+        let moments (prefix: string) (o: AdamState) =
+            [ for i in 0 .. o.FirstMoment.Length - 1 do
+                yield { Name = sprintf "%s.m.%d" prefix i; Shape = o.FirstMoment.[i].Shape; Values = o.FirstMoment.[i].ToArray() }
+                yield { Name = sprintf "%s.v.%d" prefix i; Shape = o.SecondMoment.[i].Shape; Values = o.SecondMoment.[i].ToArray() } ]
+        let buffer (prefix: string) (b: ReplayBuffer) =
+            b.Arrays |> Array.mapi (fun i a -> { Name = sprintf "%s.%d" prefix i; Shape = [| a.Length |]; Values = a }) |> Array.toList
+        let a = agent
+        let m = a.Model
+        let arrays =
+            List.concat [
+                named "policy" (a.Policy :> IParameters<_>).Named; moments "policyOpt" a.PolicyOpt
+                named "critics" (a.Critics :> IParameters<_>).Named; moments "criticsOpt" a.CriticsOpt
+                named "targetCritics" (a.TargetCritics :> IParameters<_>).Named
+                named "temperature" (a.Temperature :> IParameters<_>).Named; moments "temperatureOpt" a.TemperatureOpt
+                named "model" (m.Net :> IParameters<_>).Named; moments "modelOpt" a.ModelOpt
+                named "modelStats" [| "inputMean", m.InputMean; "inputStd", m.InputStd; "targetMean", m.TargetMean; "targetStd", m.TargetStd |]
+                buffer "real" real; buffer "imagined" imagined ]
+        let meta =
+            Map.ofList [
+                "format", "maac-checkpoint-1"; "algorithm", algorithm.Name; "env", task.Name
+                "step", string step; "episodes", string episodes; "modelFitted", string modelFitted; "modelMse", string modelMse
+                "elites", String.Join(",", m.Elites); "wallSeconds", string wallBefore
+                "adamSteps", String.Join(",", [ a.PolicyOpt.Step; a.CriticsOpt.Step; a.TemperatureOpt.Step; a.ModelOpt.Step ])
+                "realCount", string real.Count; "realHead", string real.Head
+                "imaginedCount", string imagined.Count; "imaginedHead", string imagined.Head
+                "lastEpisodeReturn", string lastEpisodeReturn; "lastEval", string lastEval ]
+        Checkpoint.save path arrays meta
+
+    /// Restores a checkpoint written by SaveCheckpoint for the same task, algorithm and sizes.
+    member _.LoadCheckpoint(path: string) =
+        let arrays, meta = Checkpoint.load path
+        let get (key: string) =
+            match meta.TryFind key with
+            | Some v -> v
+            | None -> raise (CheckpointException(sprintf "checkpoint %s lacks '%s'" path key))
+        if get "format" <> "maac-checkpoint-1" then raise (CheckpointException(sprintf "checkpoint %s has format '%s', expected maac-checkpoint-1" path (get "format")))
+        if get "algorithm" <> algorithm.Name || get "env" <> task.Name then
+            raise (CheckpointException(sprintf "checkpoint %s is for %s on %s, not %s on %s" path (get "algorithm") (get "env") algorithm.Name task.Name))
+        let tensor (name: string) =
+            match arrays.TryFind name with
+            | Some a -> Tensor.ofArray a.Shape a.Values
+            | None -> raise (CheckpointException(sprintf "checkpoint %s lacks tensor '%s'" path name))
+        let restore (prefix: string) (p: 'P when 'P :> IParameters<'P>) =
+            try p.Named |> Array.map (fun (n, _) -> tensor (prefix + "." + n)) |> Parameters.rebuild p
+            with :? ShapeException as e -> raise (CheckpointException(sprintf "checkpoint %s does not fit this agent (%s): %s" path prefix e.Message))
+        let adamSteps = (get "adamSteps").Split(',') |> Array.map int
+        let moments (prefix: string) (o: AdamState) (t: int) =
+            { Step = t
+              FirstMoment = Array.init o.FirstMoment.Length (fun i -> tensor (sprintf "%s.m.%d" prefix i))
+              SecondMoment = Array.init o.SecondMoment.Length (fun i -> tensor (sprintf "%s.v.%d" prefix i)) }
+        let a = agent
+        let stat n = tensor ("modelStats." + n)
+        agent <-
+            { Policy = restore "policy" a.Policy; PolicyOpt = moments "policyOpt" a.PolicyOpt adamSteps.[0]
+              Critics = restore "critics" a.Critics; CriticsOpt = moments "criticsOpt" a.CriticsOpt adamSteps.[1]
+              TargetCritics = restore "targetCritics" a.TargetCritics
+              Temperature = restore "temperature" a.Temperature; TemperatureOpt = moments "temperatureOpt" a.TemperatureOpt adamSteps.[2]
+              Model =
+                { Net = restore "model" a.Model.Net; InputMean = stat "inputMean"; InputStd = stat "inputStd"
+                  TargetMean = stat "targetMean"; TargetStd = stat "targetStd"
+                  Elites = (get "elites").Split(',', StringSplitOptions.RemoveEmptyEntries) |> Array.map int }
+              ModelOpt = moments "modelOpt" a.ModelOpt adamSteps.[3] }
+        let buffer (prefix: string) (b: ReplayBuffer) (count: string) (head: string) =
+            b.Restore(Array.init 5 (fun i -> (arrays.TryFind (sprintf "%s.%d" prefix i) |> Option.map (fun x -> x.Values) |> Option.defaultWith (fun () -> raise (CheckpointException(sprintf "checkpoint %s lacks buffer %s" path prefix))))), int (get count), int (get head))
+        try
+            buffer "real" real "realCount" "realHead"
+            buffer "imagined" imagined "imaginedCount" "imaginedHead"
+        with :? ArgumentException as e -> raise (CheckpointException(sprintf "checkpoint %s: %s" path e.Message))
+        step <- int (get "step")
+        episodes <- int (get "episodes")
+        modelFitted <- bool.Parse(get "modelFitted")
+        modelMse <- float32 (get "modelMse")
+        wallBefore <- float (get "wallSeconds")
+        lastEpisodeReturn <- float (get "lastEpisodeReturn")
+        lastEval <- float (get "lastEval")
+
+    interface IDisposable with
+        member _.Dispose() = env.Dispose()

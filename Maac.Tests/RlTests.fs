@@ -1,0 +1,156 @@
+/// Learning pieces and algorithms: the MAAC objective's identities and gradients, model fitting,
+/// compositions, checkpoints, resumption and divergence.
+module Maac.Tests.RlTests
+
+open System
+open System.IO
+open Expecto
+open Maac
+open Maac.Tensors
+open Maac.Nn
+open Maac.Envs
+open Maac.Rl
+open Maac.Algorithms
+open Maac.Tests.Support
+
+/// Settings small enough for tests: tiny networks and budgets on a managed task.
+let tiny (env: string) (algo: string) =
+    { Settings.forTask env algo with
+        Steps = 400; RandomSteps = 100; Hidden = [| 32; 32 |]; BatchSize = 64; UpdatesPerStep = 1
+        ModelMembers = 3; ModelElites = 2; ModelHidden = [| 32; 32 |]; ModelMaxEpochs = 5; ModelTrainEvery = 100
+        RolloutStarts = 64; RolloutLength = 1; RealCapacity = 10_000; ImaginedCapacity = 10_000
+        ActorHorizon = 2; ActorSamples = 2; CriticHorizon = 1; EvalEvery = 200; EvalEpisodes = 2 }
+
+let private fittedContext (seed: int) =
+    let task = Tasks.find "Pendulum"
+    use env = task.Create()
+    let buffer = ReplayBuffer(2000, 3, 1)
+    let mutable obs = (env.Reset(Some(int64 seed))).Observation
+    for a in EnvSupport.uniform (key seed) 600 -1.0f 1.0f do
+        let r = env.Step [| 2.0f * a |]
+        buffer.Add(obs, [| a |], float32 r.Reward, r.Observation, r.Terminated)
+        obs <- if r.Truncated then (env.Reset None).Observation else r.Observation
+    let s = { Members = 3; EliteCount = 2; Hidden = [| 32; 32 |]; LearningRate = 1e-3f; BatchSize = 64; MaxEpochs = 60; HoldoutFraction = 0.2; Patience = 10 }
+    let m0 = Dynamics.init (key (seed + 1)) s 3 1
+    let m, _, report = Dynamics.fit s (key (seed + 2)) m0 (Maac.Optim.Adam.init m0.Net) (buffer.All())
+    { Model = m; Task = task.Functions; ActionLow = Tensor.ofSeq [ -2.0f ]; ActionHigh = Tensor.ofSeq [ 2.0f ] }, report, buffer
+
+let private runTrainer (s: Settings) (alg: Algorithm) (until: int) (onCheckpoint: Trainer -> MetricsRow -> unit) =
+    let t = new Trainer(s, alg, Tasks.find s.Env)
+    t.Run(until, ignore, onCheckpoint t, Threading.CancellationToken.None)
+    t
+
+let private policyBits (a: AgentState) =
+    Parameters.tensors a.Policy |> Array.collect (fun t -> t.ToArray()) |> Array.map BitConverter.SingleToInt32Bits
+
+let tests =
+    testList "learning" [
+        test "H = 0, K = 1: the MAAC objective is SAC's actor loss exactly (value and gradient)" {
+            let policy = TanhGaussianPolicy.init (key 1) 3 1 [| 16 |]
+            let critics = Critics.init (key 2) 3 1 [| 16 |]
+            let obs = uniform 3 [| 20; 3 |] -1.0f 1.0f
+            let k = key 4
+            let v1, g1 = Diff.valueAndGradParams (Objectives.maac 0.99f 0 1 None critics 0.2f k obs) policy
+            let v2, g2 = Diff.valueAndGradParams (Objectives.sac critics 0.2f k obs) policy
+            // The same quantity summed in a different order: equal up to float32 rounding of a mean of
+            // 20 terms (a few units in the last place, relative 1e-6).
+            Expect.floatClose { absolute = 1e-7; relative = 1e-6 } (float (Tensor.toScalar v1)) (float (Tensor.toScalar v2)) "same loss"
+            Array.iter2 (fun (a: Tensor) (b: Tensor) ->
+                Array.iter2 (fun (x: float32) (y: float32) -> Expect.floatClose { absolute = 1e-8; relative = 1e-5 } (float x) (float y) "same gradient") (a.ToArray()) (b.ToArray()))
+                (Parameters.tensors g1) (Parameters.tensors g2)
+        }
+
+        test "the MAAC objective's gradient through the learned model matches finite differences" {
+            let ctx, _, _ = fittedContext 10
+            let policy = TanhGaussianPolicy.init (key 11) 3 1 [| 16 |]
+            let policy = { policy with Net = { policy.Net with Hidden = Activation.Tanh } }
+            let critics = Critics.init (key 12) 3 1 [| 16 |]
+            let critics = { Q1 = { critics.Q1 with Hidden = Activation.Tanh }; Q2 = { critics.Q2 with Hidden = Activation.Tanh } }
+            let obs = uniform 13 [| 8; 3 |] -1.0f 1.0f
+            let k = key 14
+            checkGradient "maac objective H=3 K=2" (fun ts ->
+                Objectives.maac 0.99f 3 2 (Some ctx) critics 0.2f k obs (Parameters.rebuild policy ts)) (Parameters.tensors policy) 15
+        }
+
+        test "model fitting learns the pendulum's dynamics and chooses elites by hold-out error" {
+            let ctx, report, buffer = fittedContext 20
+            Expect.equal ctx.Model.Elites.Length 2 "two elites"
+            let worst = Array.max report.HoldoutMse
+            let elitesWorst = ctx.Model.Elites |> Array.map (fun i -> report.HoldoutMse.[i]) |> Array.max
+            Expect.isLessThanOrEqual elitesWorst worst "elites are the best members"
+            // Standardised targets start with hold-out error ≈ 1; a fitted model explains most of the variance.
+            Expect.isLessThan (Array.average report.HoldoutMse) 0.2f "hold-out MSE of normalised state changes"
+            let b = buffer.Sample(key 21, 256)
+            let predicted = Dynamics.step ctx.Model (key 22) b.Obs b.Action
+            let err = Tensor.mean ((predicted - b.NextObs) * (predicted - b.NextObs)) |> Tensor.toScalar
+            let spread = Tensor.mean ((b.Obs - b.NextObs) * (b.Obs - b.NextObs)) |> Tensor.toScalar
+            Expect.isLessThan err (0.5f * spread) "sampled next states are closer than 'no change'"
+        }
+
+        test "STEVE with horizon 0 and one member is the mean of both critics' soft TD targets" {
+            let ctx, _, buffer = fittedContext 30
+            let ctx = { ctx with Model = { ctx.Model with Elites = [| ctx.Model.Elites.[0] |] } }
+            let policy = TanhGaussianPolicy.init (key 31) 3 1 [| 16 |]
+            let critics = Critics.init (key 32) 3 1 [| 16 |]
+            let b = buffer.Sample(key 33, 64)
+            let steve0 = Targets.steve 0.99f 0 ctx policy critics 0.2f (key 34) b
+            // With horizon 0 every candidate is r + γ(Q'ⱼ − α log π); the combination is their mean:
+            // the mean of both critics' soft values with the same action sample.
+            let a, logp = TanhGaussianPolicy.sample policy (RandomKey.split 2 (key 34)).[0] b.NextObs
+            let q1, q2 = Critics.both critics b.NextObs a
+            let expected = b.Reward + 0.99f * (1.0f - b.Done) * (0.5f * (q1 + q2) - 0.2f * logp)
+            Array.iter2 (fun (x: float32) (y: float32) -> Expect.floatClose { absolute = 1e-3; relative = 1e-4 } (float x) (float y) "horizon-0 STEVE") (steve0.ToArray()) (expected.ToArray())
+            let steve2 = Targets.steve 0.99f 2 ctx policy critics 0.2f (key 34) b
+            Expect.isTrue (Tensor.allFinite steve2) "finite with horizon 2"
+        }
+
+        test "every algorithm trains a few hundred steps and writes metrics" {
+            for alg in Algorithms.all do
+                use t = runTrainer { tiny "Pendulum" alg.Name with Steps = 300 } alg 300 (fun _ _ -> ())
+                Expect.equal t.Step 300 (sprintf "%s ran" alg.Name)
+                Expect.equal (t.Metrics |> List.map (fun r -> r.Step)) [ 200; 300 ] (sprintf "%s evaluated at 200 and at the end" alg.Name)
+                Expect.isTrue (t.Metrics |> List.forall (fun r -> not (Double.IsNaN r.EvalReturnMean))) "finite evaluations"
+        }
+
+        test "a user-composed variant: MAAC whose horizon grows with training progress" {
+            let seen = Collections.Generic.HashSet<int>()
+            let growing = { Algorithms.maac with Name = "maac"; ActorHorizon = fun s step -> let h = min 3 (1 + (step - s.RandomSteps) / 100) in lock seen (fun () -> seen.Add h |> ignore); h }
+            use _t = runTrainer (tiny "Pendulum" "maac") growing 400 (fun _ _ -> ())
+            Expect.equal (Set.ofSeq seen) (set [ 1; 2; 3 ]) "the schedule was used: horizons 1, 2 and 3"
+        }
+
+        test "a resumed run ends with the same parameters as an uninterrupted one" {
+            let s = { tiny "Pendulum" "maac" with Steps = 400 }
+            let dir = Directory.CreateTempSubdirectory("maac-resume").FullName
+            let path = Path.Combine(dir, "checkpoint.safetensors")
+            use whole = runTrainer s Algorithms.maac 400 (fun _ _ -> ())
+            use _first = runTrainer s Algorithms.maac 200 (fun t _ -> t.SaveCheckpoint path)
+            use second = new Trainer(s, Algorithms.maac, Tasks.find "Pendulum")
+            second.LoadCheckpoint path
+            Expect.equal second.Step 200 "restored step"
+            second.Run(400, ignore, ignore, Threading.CancellationToken.None)
+            Expect.sequenceEqual (policyBits second.Agent) (policyBits whole.Agent) "bit-identical policy"
+        }
+
+        test "corrupt and mismatched checkpoints are refused with clear errors" {
+            let s = tiny "Pendulum" "sac"
+            let dir = Directory.CreateTempSubdirectory("maac-corrupt").FullName
+            let path = Path.Combine(dir, "checkpoint.safetensors")
+            use _t = runTrainer s Algorithms.sac 200 (fun t _ -> t.SaveCheckpoint path)
+            let bytes = File.ReadAllBytes path
+            let cut = Path.Combine(dir, "cut.safetensors")
+            File.WriteAllBytes(cut, bytes.[.. bytes.Length / 2])
+            use fresh = new Trainer(s, Algorithms.sac, Tasks.find "Pendulum")
+            let msg = Expect.throwsC (fun () -> fresh.LoadCheckpoint cut) (fun e -> e.Message)
+            Expect.stringContains msg "cut.safetensors" "names the file"
+            use other = new Trainer(tiny "Pendulum" "mbpo", Algorithms.mbpo, Tasks.find "Pendulum")
+            let msg2 = Expect.throwsC (fun () -> other.LoadCheckpoint path) (fun e -> e.Message)
+            Expect.stringContains msg2 "sac" "says which algorithm the checkpoint is for"
+        }
+
+        test "a diverging run stops with a report of where the NaN appeared" {
+            let s = { tiny "Pendulum" "sac" with CriticLearningRate = 1e30f; ActorLearningRate = 1e30f }
+            let msg = Expect.throwsC (fun () -> (runTrainer s Algorithms.sac 400 (fun _ _ -> ()) :> IDisposable).Dispose()) (fun e -> e.Message)
+            Expect.stringContains msg "diverged at step" "reports the step"
+        }
+    ]
