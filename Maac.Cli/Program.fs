@@ -43,11 +43,13 @@ type TrainArgs =
 type EvalArgs =
     | [<Mandatory>] Run of string
     | Episodes of int
+    | Mpc
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Run _ -> "a run folder written by train."
             | Episodes _ -> "evaluation episodes (default 10)."
+            | Mpc -> "also evaluate with CEM planning through the learned model (the paper's Table 1 settings)."
 
 /// Options of `plot`.
 type PlotArgs =
@@ -105,7 +107,7 @@ let main argv =
                         Seed = t.GetResult(Seed, defaultValue = baseSettings.Seed) }
                 let out = t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
                 TrainCommands.train s out false
-        | Eval e -> TrainCommands.eval (e.GetResult Run) (e.GetResult(Episodes, defaultValue = 10))
+        | Eval e -> TrainCommands.eval (e.GetResult Run) (e.GetResult(Episodes, defaultValue = 10)) (e.Contains Mpc)
         | Plot p -> TrainCommands.plot (p.GetResult Runs) (p.GetResult PlotArgs.Out)
         | Bench b when b.Contains BenchArgs.Env ->
             EnvCommands.bench (b.GetResult BenchArgs.Env) (b.GetResult(BenchArgs.Steps, defaultValue = 20_000))

@@ -47,11 +47,15 @@ let train (settings: Settings) (outDir: string) (resume: bool) =
         eprintfn "\n%s\nTraining stopped. The last good checkpoint stays in %s." e.Message outDir
         3
 
-/// Evaluates the checkpoint of a run folder.
-let eval (runDir: string) (episodes: int) =
+/// Evaluates the checkpoint of a run folder, with the policy alone and, with mpc, also with CEM planning.
+let eval (runDir: string) (episodes: int) (mpc: bool) =
     use trainer = RunFolder.openTrainer runDir
     let mean, std = trainer.Evaluate episodes
-    printfn "%s on %s, step %d: evaluation return %.1f ± %.1f over %d episodes" trainer.Settings.Algorithm trainer.Settings.Env trainer.Step mean std episodes
+    printfn "%s on %s, step %d: evaluation return %.1f ± %.1f over %d episodes (policy)" trainer.Settings.Algorithm trainer.Settings.Env trainer.Step mean std episodes
+    if mpc then
+        let sw = Diagnostics.Stopwatch.StartNew()
+        let m, s = trainer.EvaluateWithPlanner(Maac.Rl.CemSettings.Paper, episodes)
+        printfn "%s on %s, step %d: evaluation return %.1f ± %.1f over %d episodes (CEM MPC: 256 candidates, horizon 5, 5 iterations; %.0f s)" trainer.Settings.Algorithm trainer.Settings.Env trainer.Step m s episodes sw.Elapsed.TotalSeconds
     0
 
 /// Draws the curves of several runs into one PNG.

@@ -96,14 +96,28 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     member _.Algorithm = algorithm
     member _.Task = task
 
-    /// Mean and standard deviation of deterministic-policy returns over EvalEpisodes parallel episodes.
-    member _.Evaluate(episodes: int) =
-        let a = agent
-        let policy (o: float32[]) = Agent.act a (keyFor 5L 0) true o |> toEnv
-        let results = Evaluation.run task.Create policy episodes (1_000_000L + settings.Seed * 1000L) task.EpisodeSteps
+    /// Mean and standard deviation of returns over parallel episodes of a policy that maps an observation
+    /// to an action in [−1, 1] (scaled to the task's action space here).
+    member _.EvaluatePolicy(policy: float32[] -> float32[], episodes: int) =
+        let results = Evaluation.run task.Create (policy >> toEnv) episodes (1_000_000L + settings.Seed * 1000L) task.EpisodeSteps
         let rs = results |> Array.map (fun r -> r.Return)
         let mean = Array.average rs
         mean, sqrt (rs |> Array.averageBy (fun r -> (r - mean) ** 2.0))
+
+    /// Mean and standard deviation of deterministic-policy returns over parallel episodes.
+    member this.Evaluate(episodes: int) =
+        let a = agent
+        this.EvaluatePolicy(Agent.act a (keyFor 5L 0) true, episodes)
+
+    /// The same with CEM planning through the learned model at every step (test-time MPC).
+    member this.EvaluateWithPlanner(cfg: CemSettings, episodes: int) =
+        match context () with
+        | None -> invalidOp (sprintf "%s has no fitted model to plan with" algorithm.Name)
+        | Some ctx ->
+            let a = agent
+            // The planner's key is derived from the observation, so episodes run in parallel stay reproducible.
+            let keyOf (o: float32[]) = o |> Array.fold (fun acc v -> acc * 31L + int64 (BitConverter.SingleToInt32Bits v)) 17L
+            this.EvaluatePolicy((fun o -> Cem.plan cfg settings.Gamma ctx a.Policy a.Critics (RandomKey.fold (keyOf o) (keyFor 9L 0)) o), episodes)
 
     /// Trains until step `until` (at most Settings.Steps). onProgress is called after each environment
     /// step; onCheckpoint after each evaluation with the new metrics row. Cancelling stops after a checkpoint.
