@@ -188,6 +188,11 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
             b.Arrays |> Array.mapi (fun i a -> { Name = sprintf "%s.%d" prefix i; Shape = [| a.Length |]; Values = a }) |> Array.toList
         let a = agent
         let m = a.Model
+        // A checkpoint is only ever written from finite parameters: the last good one stays otherwise.
+        for group, named in [ "policy", (a.Policy :> IParameters<_>).Named; "critic", (a.Critics :> IParameters<_>).Named; "model", (m.Net :> IParameters<_>).Named ] do
+            for name, t in named do
+                if not (Tensor.allFinite t) then
+                    raise (DivergenceException(sprintf "training diverged by step %d: %s parameter '%s' holds NaN or infinity; the checkpoint was not overwritten" step group name))
         let arrays =
             List.concat [
                 named "policy" (a.Policy :> IParameters<_>).Named; moments "policyOpt" a.PolicyOpt
