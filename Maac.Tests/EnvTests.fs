@@ -61,7 +61,7 @@ let tests =
                 let xs = rows |> Seq.map pick |> Seq.toArray
                 Tensor.ofArray [| xs.Length; xs.[0].Length |] (Array.concat xs)
             let o, a, n = stack (fun (o, _, _, _, _) -> o), stack (fun (_, a, _, _, _) -> a), stack (fun (_, _, n, _, _) -> n)
-            let predicted = (t.Functions.Reward o a n).ToArray()
+            let predicted = (t.Functions.Reward.Value o a n).ToArray()
             rows |> Seq.iteri (fun k (_, _, _, r, _) ->
                 Expect.floatClose { absolute = 1e-4; relative = 1e-5 } (float predicted.[k]) r (sprintf "%s reward of transition %d" t.Name k))
             match t.Functions.Termination with

@@ -21,7 +21,7 @@ let tiny (env: string) (algo: string) =
         RolloutStarts = 64; RolloutLength = 1; RealCapacity = 10_000; ImaginedCapacity = 10_000
         ActorHorizon = 2; ActorSamples = 2; CriticHorizon = 1; EvalEvery = 200; EvalEpisodes = 2 }
 
-let private fittedContext (seed: int) =
+let private fittedContextWith (predictReward: bool) (seed: int) =
     let task = Tasks.find "Pendulum"
     use env = task.Create()
     let buffer = ReplayBuffer(2000, 3, 1)
@@ -31,9 +31,11 @@ let private fittedContext (seed: int) =
         buffer.Add(obs, [| a |], float32 r.Reward, r.Observation, r.Terminated)
         obs <- if r.Truncated then (env.Reset None).Observation else r.Observation
     let s = { Members = 3; EliteCount = 2; Hidden = [| 32; 32 |]; LearningRate = 1e-3f; BatchSize = 64; MaxEpochs = 60; HoldoutFraction = 0.2; Patience = 10 }
-    let m0 = Dynamics.init (key (seed + 1)) s 3 1
+    let m0 = Dynamics.init (key (seed + 1)) s 3 1 predictReward
     let m, _, report = Dynamics.fit s (key (seed + 2)) m0 (Maac.Optim.Adam.init m0.Net) (buffer.All())
     { Model = m; Task = task.Functions; ActionLow = Tensor.ofSeq [ -2.0f ]; ActionHigh = Tensor.ofSeq [ 2.0f ] }, report, buffer
+
+let private fittedContext = fittedContextWith false
 
 let private runTrainer (s: Settings) (alg: Algorithm) (until: int) (onCheckpoint: Trainer -> MetricsRow -> unit) =
     let t = new Trainer(s, alg, Tasks.find s.Env)
@@ -81,7 +83,7 @@ let tests =
             // Standardised targets start with hold-out error ≈ 1; a fitted model explains most of the variance.
             Expect.isLessThan (Array.average report.HoldoutMse) 0.2f "hold-out MSE of normalised state changes"
             let b = buffer.Sample(key 21, 256)
-            let predicted = Dynamics.step ctx.Model (key 22) b.Obs b.Action
+            let predicted, _ = Dynamics.step ctx.Model (key 22) b.Obs b.Action
             let err = Tensor.mean ((predicted - b.NextObs) * (predicted - b.NextObs)) |> Tensor.toScalar
             let spread = Tensor.mean ((b.Obs - b.NextObs) * (b.Obs - b.NextObs)) |> Tensor.toScalar
             Expect.isLessThan err (0.5f * spread) "sampled next states are closer than 'no change'"
@@ -174,6 +176,24 @@ let tests =
             let a2 = Cem.plan cfg 0.99f ctx policy critics (key 43) obs
             Expect.equal a1 a2 "same key, same plan"
             Expect.isTrue (a1 |> Array.forall (fun v -> v >= -1.0f && v <= 1.0f)) "within [−1, 1]"
+        }
+
+        test "without a task reward function the model learns the reward, and training runs on it" {
+            let pendulum = Tasks.find "Pendulum"
+            let noReward = { pendulum with Functions = { Reward = None; Termination = None } }
+            let s = { tiny "Pendulum" "maac" with Steps = 300 }
+            use t = new Trainer(s, Algorithms.maac, noReward)
+            t.Run(300, ignore, ignore, Threading.CancellationToken.None)
+            Expect.isTrue t.Agent.Model.PredictsReward "the model predicts rewards"
+            // A model fitted on enough data predicts the reward far better than a constant.
+            let ctx, _, buffer = fittedContextWith true 50
+            let b = buffer.All()
+            let mean, _ = Dynamics.predictAll ctx.Model b.Obs b.Action
+            let rewardColumn = Tensor.slice -1 3 1 mean |> Tensor.meanAxis 0 false |> Tensor.squeeze -1
+            let predicted = rewardColumn * Tensor.slice 0 3 1 ctx.Model.TargetStd + Tensor.slice 0 3 1 ctx.Model.TargetMean
+            let err = Tensor.mean ((predicted - b.Reward) * (predicted - b.Reward)) |> Tensor.toScalar
+            let c = b.Reward - Tensor.mean b.Reward
+            Expect.isLessThan err (0.2f * Tensor.toScalar (Tensor.mean (c * c))) "reward MSE below a fifth of the reward variance"
         }
 
         test "a diverging run stops with a report of where the NaN appeared" {

@@ -84,8 +84,8 @@ type UpdateMetrics =
 
 /// Creating agents, acting, and one gradient step of an algorithm.
 module Agent =
-    /// A fresh agent for a task's sizes.
-    let init (s: Settings) (key: RandomKey) (obsDim: int) (actDim: int) =
+    /// A fresh agent for a task's sizes; the model learns rewards when the task has no reward function.
+    let init (s: Settings) (key: RandomKey) (obsDim: int) (actDim: int) (predictReward: bool) =
         let ks = RandomKey.split 4 key
         let policy = TanhGaussianPolicy.init ks.[0] obsDim actDim s.Hidden
         let critics = Critics.init ks.[1] obsDim actDim s.Hidden
@@ -94,7 +94,7 @@ module Agent =
             Dynamics.init ks.[2]
                 { Members = s.ModelMembers; EliteCount = s.ModelElites; Hidden = s.ModelHidden; LearningRate = s.ModelLearningRate
                   BatchSize = s.ModelBatchSize; MaxEpochs = s.ModelMaxEpochs; HoldoutFraction = 0.2; Patience = 5 }
-                obsDim actDim
+                obsDim actDim predictReward
         { Policy = policy; PolicyOpt = Adam.init policy
           Critics = critics; CriticsOpt = Adam.init critics; TargetCritics = critics
           Temperature = temperature; TemperatureOpt = Adam.init temperature

@@ -43,7 +43,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     let obsDim, actDim = env.ObservationSpace.Dim, env.ActionSpace.Dim
     let low, high = env.ActionSpace.Low, env.ActionSpace.High
     let ctxBase = {| Low = Tensor.ofArray [| actDim |] low; High = Tensor.ofArray [| actDim |] high |}
-    let mutable agent = Agent.init settings (keyFor 1L 0) obsDim actDim
+    let mutable agent = Agent.init settings (keyFor 1L 0) obsDim actDim task.Functions.Reward.IsNone
     let real = ReplayBuffer(settings.RealCapacity, obsDim, actDim)
     let imagined = ReplayBuffer(settings.ImaginedCapacity, obsDim, actDim)
     let mutable step = 0
@@ -243,7 +243,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
               TargetCritics = restore "targetCritics" a.TargetCritics
               Temperature = restore "temperature" a.Temperature; TemperatureOpt = moments "temperatureOpt" a.TemperatureOpt adamSteps.[2]
               Model =
-                { Net = restore "model" a.Model.Net; InputMean = stat "inputMean"; InputStd = stat "inputStd"
+                { Net = restore "model" a.Model.Net; PredictsReward = a.Model.PredictsReward; InputMean = stat "inputMean"; InputStd = stat "inputStd"
                   TargetMean = stat "targetMean"; TargetStd = stat "targetStd"
                   Elites = (get "elites").Split(',', StringSplitOptions.RemoveEmptyEntries) |> Array.map int }
               ModelOpt = moments "modelOpt" a.ModelOpt adamSteps.[3] }

@@ -65,7 +65,7 @@ type Pendulum() =
 
     /// The reward as a tensor function of (observation, action, next observation).
     static member Functions =
-        { Reward = fun obs act _ ->
+        { Reward = Some <| fun obs act _ ->
             let cols = Tensor.split -1 [| 1; 1; 1 |] obs
             let theta = Tensor.atan2 cols.[1] cols.[0]
             let u = Tensor.clamp -2.0f 2.0f act
@@ -98,7 +98,7 @@ type MountainCarContinuous() =
             let atGoal = Tensor.greater cols.[0] (Tensor.fullLike cols.[0] (float32 MountainCarContinuous.GoalPosition - 1e-6f))
             let moving = Tensor.greater cols.[1] (Tensor.fullLike cols.[1] -1e-9f)
             Tensor.squeeze -1 (atGoal * moving)
-        { Reward = fun _ act next ->
+        { Reward = Some <| fun _ act next ->
             let f = Tensor.clamp -1.0f 1.0f act
             100.0f * reached next - 0.1f * Tensor.squeeze -1 (f * f)
           Termination = Some(fun _ _ next -> reached next) }
@@ -134,7 +134,7 @@ type CartPoleSwingUp() =
 
     /// Reward and termination as tensor functions.
     static member Functions =
-        { Reward = fun obs act _ ->
+        { Reward = Some <| fun obs act _ ->
             let cols = Tensor.split -1 [| 1; 1; 1; 1; 1 |] obs
             let a = Tensor.clamp -1.0f 1.0f act
             Tensor.squeeze -1 (cols.[2] - 0.01f * cols.[0] * cols.[0] - 0.001f * a * a)
@@ -173,7 +173,7 @@ type DoubleIntegrator(randomStart: bool) =
 
     /// The reward as a tensor function (the dynamics are linear, so models can also be checked exactly).
     static member Functions =
-        { Reward = fun obs act _ ->
+        { Reward = Some <| fun obs act _ ->
             let u = Tensor.clamp -1.0f 1.0f act
             -0.5f * (Tensor.sumAxis -1 false (obs * obs) + Tensor.sumAxis -1 false (u * u))
           Termination = None }

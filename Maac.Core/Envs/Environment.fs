@@ -65,9 +65,10 @@ type IEnvironment =
 
 /// A task's reward and termination as differentiable functions of batched tensors
 /// (observation [N, o], action [N, a], next observation [N, o] → [N]); model rollouts use these.
-/// Termination gives 1 where the next state is terminal and 0 elsewhere.
+/// Termination gives 1 where the next state is terminal and 0 elsewhere. A task without a reward
+/// function (None) has its reward learned by the dynamics model instead.
 type TaskFunctions =
-    { Reward: Tensor -> Tensor -> Tensor -> Tensor
+    { Reward: (Tensor -> Tensor -> Tensor -> Tensor) option
       Termination: (Tensor -> Tensor -> Tensor -> Tensor) option }
 
 /// Helpers for environment implementations.

@@ -122,7 +122,7 @@ module MuJoCoTasks =
           Observe = fun sim -> sim.PositionsAndVelocities dropQpos
           Reward = reward.Scalar
           Terminated = fun _ _ _ -> false },
-        { Reward = reward.Tensor; Termination = None }
+        { Reward = Some reward.Tensor; Termination = None }
 
     let private invertedPendulumReward = fun (_: float32[]) (_: float32[]) (_: float32[]) -> 1.0
     let private invertedPendulumDone = fun (_: float32[]) (_: float32[]) (next: float32[]) -> abs next.[1] > 0.2f
@@ -142,7 +142,7 @@ module MuJoCoTasks =
                  Observe = fun sim -> sim.PositionsAndVelocities 0
                  Reward = invertedPendulumReward
                  Terminated = invertedPendulumDone },
-               { Reward = (fun obs _ _ -> Tensor.fullLike (Tensor.slice -1 0 1 obs |> Tensor.squeeze -1) 1.0f)
+               { Reward = Some(fun obs _ _ -> Tensor.fullLike (Tensor.slice -1 0 1 obs |> Tensor.squeeze -1) 1.0f)
                  Termination = Some(fun _ _ next ->
                     let angle = Tensor.slice -1 1 1 next |> Tensor.squeeze -1 |> Tensor.abs
                     Tensor.greater angle (Tensor.fullLike angle 0.2f)) }),

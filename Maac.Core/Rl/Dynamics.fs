@@ -6,10 +6,12 @@ open Maac.Nn
 open Maac.Optim
 
 /// A probabilistic dynamics ensemble: M Gaussian networks over normalised (observation, action)
-/// predicting the normalised change of observation. Inputs and targets are standardised with
-/// statistics of the data it was last fitted on; Elites are the members with the lowest hold-out error.
+/// predicting the normalised change of observation (and the reward, when PredictsReward). Inputs and
+/// targets are standardised with statistics of the data it was last fitted on; Elites are the members
+/// with the lowest hold-out error.
 type DynamicsModel =
     { Net: GaussianEnsemble
+      PredictsReward: bool
       InputMean: Tensor
       InputStd: Tensor
       TargetMean: Tensor
@@ -36,14 +38,16 @@ type FitReport =
 
 /// Creating, fitting and stepping dynamics ensembles.
 module Dynamics =
-    /// A fresh ensemble for obsDim observations and actDim actions.
-    let init (key: RandomKey) (s: DynamicsSettings) (obsDim: int) (actDim: int) =
+    /// A fresh ensemble for obsDim observations and actDim actions (predicting the reward too when asked).
+    let init (key: RandomKey) (s: DynamicsSettings) (obsDim: int) (actDim: int) (predictReward: bool) =
         let inDim = obsDim + actDim
-        { Net = GaussianEnsemble.init key s.Members inDim s.Hidden obsDim Activation.Silu
+        let outDim = obsDim + (if predictReward then 1 else 0)
+        { Net = GaussianEnsemble.init key s.Members inDim s.Hidden outDim Activation.Silu
+          PredictsReward = predictReward
           InputMean = Tensor.zeros [| inDim |]
           InputStd = Tensor.ones [| inDim |]
-          TargetMean = Tensor.zeros [| obsDim |]
-          TargetStd = Tensor.ones [| obsDim |]
+          TargetMean = Tensor.zeros [| outDim |]
+          TargetStd = Tensor.ones [| outDim |]
           Elites = Array.init (min s.EliteCount s.Members) id }
 
     let private inputs (m: DynamicsModel) (obs: Tensor) (act: Tensor) =
@@ -63,7 +67,7 @@ module Dynamics =
 
     /// One sampled model step, differentiable in obs and act: each row goes to one random elite
     /// member (rows permuted and split evenly; each member evaluates only its rows) and
-    /// s' = s + μ + σ·ε, de-normalised.
+    /// s' = s + μ + σ·ε, de-normalised. Returns s' and, when the model predicts it, the reward [N].
     let step (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (act: Tensor) =
         let kPerm, kNoise = RandomKey.split2 key
         let n = obs.Shape.[0]
@@ -78,8 +82,12 @@ module Dynamics =
         let mean, logVar = GaussianEnsemble.forward (subset m.Elites m.Net) grouped
         let back (t: Tensor) = t |> Tensor.reshape [| e * perRow; -1 |] |> Tensor.indexSelect 0 inverse
         let mean, logVar = back mean, back logVar
-        let delta = mean + Tensor.exp (0.5f * logVar) * Tensor.randnLike kNoise mean
-        obs + delta * m.TargetStd + m.TargetMean
+        let sample = (mean + Tensor.exp (0.5f * logVar) * Tensor.randnLike kNoise mean) * m.TargetStd + m.TargetMean
+        if m.PredictsReward then
+            let o = obs.Shape.[1]
+            let parts = Tensor.split -1 [| o; 1 |] sample
+            obs + parts.[0], Some(Tensor.squeeze -1 parts.[1])
+        else obs + sample, None
 
     let private standardise (x: Tensor) =
         let mean = Tensor.meanAxis 0 false x
@@ -95,7 +103,9 @@ module Dynamics =
         let n = data.Obs.Shape.[0]
         let ks = RandomKey.split 4 key
         let x = Tensor.concat -1 [| data.Obs; data.Action |]
-        let y = data.NextObs - data.Obs
+        let y =
+            if m.PredictsReward then Tensor.concat -1 [| data.NextObs - data.Obs; Tensor.unsqueeze -1 data.Reward |]
+            else data.NextObs - data.Obs
         let inMean, inStd = standardise x
         let tMean, tStd = standardise y
         let m = { m with InputMean = inMean; InputStd = inStd; TargetMean = tMean; TargetStd = tStd }

@@ -50,11 +50,16 @@ module Rollout =
     /// Policy actions in [−1, 1] mapped to the task's action space.
     let toEnvAction (ctx: ModelContext) (a: Tensor) = ctx.ActionLow + (a + 1.0f) * 0.5f * (ctx.ActionHigh - ctx.ActionLow)
 
-    /// One imagined transition: (next observation, reward, done) with done from the task's termination function.
+    /// One imagined transition: (next observation, reward, done), the reward from the task's function
+    /// (or the model's prediction when the task has none), done from the task's termination function.
     let step (ctx: ModelContext) (key: RandomKey) (obs: Tensor) (act: Tensor) =
-        let next = Dynamics.step ctx.Model key obs act
+        let next, predicted = Dynamics.step ctx.Model key obs act
         let envAct = toEnvAction ctx act
-        let reward = ctx.Task.Reward obs envAct next
+        let reward =
+            match ctx.Task.Reward, predicted with
+            | Some f, _ -> f obs envAct next
+            | None, Some r -> r
+            | None, None -> invalidOp "the task has no reward function and the model does not predict rewards"
         let isDone =
             match ctx.Task.Termination with
             | Some f -> f obs envAct next |> Tensor.stopGradient
