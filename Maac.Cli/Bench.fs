@@ -19,62 +19,29 @@ let reference = { Obs = 17; Act = 6; Members = 8; ModelHidden = 200; Hidden = 25
 /// The networks and data of one benchmark run.
 type private Setup =
     { Shape: BenchShape
-      Model: GaussianEnsemble
+      Context: Maac.Rl.ModelContext
       Policy: TanhGaussianPolicy
-      Q1: Mlp
-      Q2: Mlp
+      Critics: Maac.Rl.Critics
       Start: Tensor
       ModelInputs: Tensor
       ModelTargets: Tensor }
 
 let private setup (s: BenchShape) =
     let k = RandomKey.split 8 (RandomKey.ofSeed 0L)
-    let outDim = s.Obs + 1 // state change and reward
+    let model =
+        Maac.Rl.Dynamics.init k.[0]
+            { Members = s.Members; EliteCount = s.Members; Hidden = Array.create 4 s.ModelHidden; LearningRate = 1e-3f
+              BatchSize = s.Batch; MaxEpochs = 1; HoldoutFraction = 0.2; Patience = 1 }
+            s.Obs s.Act true
+    let critics = Maac.Rl.Critics.init k.[2] s.Obs s.Act [| s.Hidden; s.Hidden |]
     { Shape = s
-      Model = GaussianEnsemble.init k.[0] s.Members (s.Obs + s.Act) (Array.create 4 s.ModelHidden) outDim Activation.Silu
+      // The model predicts state change and reward, as in the reference (no task reward function).
+      Context = { Model = model; Task = { Reward = None; Termination = None }; ActionLow = Tensor.full [| s.Act |] -1.0f; ActionHigh = Tensor.ones [| s.Act |] }
       Policy = TanhGaussianPolicy.init k.[1] s.Obs s.Act [| s.Hidden; s.Hidden |]
-      Q1 = Mlp.init k.[2] [| s.Obs + s.Act; s.Hidden; s.Hidden; 1 |] Activation.Relu
-      Q2 = Mlp.init k.[3] [| s.Obs + s.Act; s.Hidden; s.Hidden; 1 |] Activation.Relu
+      Critics = critics
       Start = Tensor.randn k.[4] [| s.Batch; s.Obs |]
       ModelInputs = Tensor.randn k.[5] [| s.Members; s.Batch; s.Obs + s.Act |]
-      ModelTargets = Tensor.randn k.[6] [| s.Members; s.Batch; outDim |] }
-
-/// One step of the ensemble: each row goes to one random member (rows permuted, split into M equal
-/// groups, evaluated as one batched product, then put back in order), as the reference's grouped variant.
-let private modelStep (su: Setup) (key: RandomKey) (x: Tensor) =
-    let rows = x.Shape.[0]
-    let perm = RandomKey.permutation rows key
-    let inverse = Array.zeroCreate rows
-    perm |> Array.iteri (fun i p -> inverse.[p] <- i)
-    let grouped = Tensor.indexSelect 0 perm x |> Tensor.reshape [| su.Shape.Members; -1; x.Shape.[1] |]
-    let mean, logVar = GaussianEnsemble.forward su.Model grouped
-    let back (t: Tensor) = t |> Tensor.reshape [| rows; -1 |] |> Tensor.indexSelect 0 inverse
-    back mean, back logVar
-
-/// The MAAC actor objective of the reference: H model steps with K samples per start state,
-/// entropy along the path, terminal min-Q; returns the loss to minimise.
-let private actorLoss (su: Setup) (key: RandomKey) (policy: TanhGaussianPolicy) =
-    let s = su.Shape
-    let keys = RandomKey.split (3 * s.Horizon + 1) key
-    let start = Tensor.expand [| s.Samples; s.Batch; s.Obs |] su.Start |> Tensor.reshape [| s.Samples * s.Batch; s.Obs |]
-    let mutable state = start
-    let mutable ret = Tensor.zeros [| s.Samples * s.Batch |]
-    let mutable logps = Tensor.zeros [| s.Samples * s.Batch |]
-    let mutable disc = 1.0f
-    for t in 0 .. s.Horizon - 1 do
-        let a, logp = TanhGaussianPolicy.sample policy keys.[3 * t] state
-        logps <- logps + disc * logp
-        let mean, logVar = modelStep su keys.[3 * t + 1] (Tensor.concat -1 [| state; a |])
-        let out = mean + Tensor.exp (0.5f * logVar) * Tensor.randnLike keys.[3 * t + 2] mean
-        let parts = Tensor.split -1 [| 1; s.Obs |] out
-        ret <- ret + disc * Tensor.squeeze -1 parts.[0]
-        state <- state + parts.[1]
-        disc <- disc * 0.99f
-    let a, _ = TanhGaussianPolicy.sample policy keys.[3 * s.Horizon] state
-    let sa = Tensor.concat -1 [| state; a |]
-    let q = Tensor.minimum (Mlp.forward su.Q1 sa) (Mlp.forward su.Q2 sa) |> Tensor.squeeze -1
-    ret <- ret + disc * q
-    -(Tensor.mean (ret - 0.2f * logps))
+      ModelTargets = Tensor.randn k.[6] [| s.Members; s.Batch; s.Obs + 1 |] }
 
 /// Median and minimum milliseconds of `reps` timed runs after `warmup` untimed ones.
 let private time (warmup: int) (reps: int) (f: int -> unit) =
@@ -99,11 +66,13 @@ let run (threads: int) (reps: int) (shape: BenchShape) =
     let modelCfg = AdamConfig.WithLearningRate 1e-3f
     let mutable policy = su.Policy
     let mutable policyOpt = Adam.init su.Policy
-    let mutable model = su.Model
-    let mutable modelOpt = Adam.init su.Model
+    let mutable model = su.Context.Model.Net
+    let mutable modelOpt = Adam.init model
     let root = RandomKey.ofSeed 1L
     let actorStep (i: int) =
-        let _, g = Diff.valueAndGradParams (actorLoss su (RandomKey.fold (int64 i) root)) policy
+        // The library's MAAC objective: H model steps, K samples per start state, terminal min-Q, α = 0.2.
+        let loss = Maac.Rl.Objectives.maac 0.99f shape.Horizon shape.Samples (Some su.Context) su.Critics 0.2f (RandomKey.fold (int64 i) root) su.Start
+        let _, g = Diff.valueAndGradParams loss policy
         let o, p = Adam.step actorCfg policyOpt policy g
         policyOpt <- o
         policy <- p
