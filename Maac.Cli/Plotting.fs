@@ -23,15 +23,18 @@ let curves (runs: string list) =
 /// Draws the curves into a PNG file.
 let draw (title: string) (groups: (string * (float * float * float)[]) list) (path: string) =
     use plt = new ScottPlot.Plot()
-    for label, stats in groups do
+    for i, (label, stats) in List.indexed groups do
         if stats.Length > 0 then
+            let color = plt.Add.Palette.GetColor i
             let xs = stats |> Array.map (fun (x, _, _) -> x)
             let ms = stats |> Array.map (fun (_, m, _) -> m)
             let lo = stats |> Array.map (fun (_, m, s) -> m - s)
             let hi = stats |> Array.map (fun (_, m, s) -> m + s)
             let band = plt.Add.FillY(xs, lo, hi)
-            band.FillStyle.Color <- band.FillStyle.Color.WithAlpha(0.25)
+            band.FillStyle.Color <- color.WithAlpha(0.2)
+            band.LineStyle.Width <- 0.0f
             let line = plt.Add.Scatter(xs, ms)
+            line.Color <- color
             line.LegendText <- label
     plt.Title title
     plt.XLabel "environment steps"
