@@ -135,7 +135,7 @@ module Agent =
         checkGrads "policy" step pg
         let pOpt, policy = Adam.step (nocheck s.ActorLearningRate) a.PolicyOpt a.Policy pg
         let _, logp = TanhGaussianPolicy.sample policy ks.[2] b.Obs
-        let targetEntropy = -(float32 (a.Policy.Net.Layers |> Array.last |> fun l -> l.Bias.Shape.[0] / 2))
+        let targetEntropy = -(float32 (TanhGaussianPolicy.actionDim a.Policy))
         let _, tg = Maac.Diff.valueAndGradParams (Objectives.temperature targetEntropy logp) a.Temperature
         checkGrads "temperature" step tg
         let tOpt, temperature = Adam.step (nocheck s.AlphaLearningRate) a.TemperatureOpt a.Temperature tg

@@ -90,5 +90,8 @@ module TanhGaussianPolicy =
         let u = mean + Tensor.exp logStd * eps
         Tensor.tanh u, logProbOfPreTanh mean logStd u
 
+    /// The number of action dimensions.
+    let actionDim (p: TanhGaussianPolicy) = (Array.last p.Net.Layers).Bias.Shape.[0] / 2
+
     /// The deterministic action tanh(μ(s)).
     let deterministic (p: TanhGaussianPolicy) (obs: Tensor) = distribution p obs |> fst |> Tensor.tanh
