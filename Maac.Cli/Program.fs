@@ -98,7 +98,7 @@ let main argv =
                 let algo = (Maac.Algorithms.Algorithms.find (t.GetResult(Algo, defaultValue = "maac"))).Name
                 let baseSettings =
                     match t.TryGetResult Config with
-                    | Some file -> Maac.Algorithms.RunFolder.readSettings (IO.Path.GetDirectoryName(IO.Path.GetFullPath file))
+                    | Some file -> Maac.Algorithms.RunFolder.readSettingsFile file
                     | None -> Maac.Algorithms.Settings.forTask env algo
                 let s =
                     { baseSettings with

@@ -196,6 +196,17 @@ let tests =
             Expect.isLessThan err (0.2f * Tensor.toScalar (Tensor.mean (c * c))) "reward MSE below a fifth of the reward variance"
         }
 
+        test "settings round-trip through config.json; malformed settings files are refused with their path" {
+            let dir = Directory.CreateTempSubdirectory("maac-config").FullName
+            let s = tiny "Pendulum" "mbpo"
+            RunFolder.writeSettings dir s
+            Expect.equal (RunFolder.readSettings dir) s "round trip"
+            let bad = Path.Combine(dir, "bad.json")
+            File.WriteAllText(bad, "{ \"Env\": ")
+            let msg = Expect.throwsC (fun () -> RunFolder.readSettingsFile bad |> ignore) (fun e -> e.Message)
+            Expect.stringContains msg "bad.json" "names the file"
+        }
+
         test "a diverging run stops with a report of where the NaN appeared" {
             let s = { tiny "Pendulum" "sac" with CriticLearningRate = 1e30f; ActorLearningRate = 1e30f }
             let msg = Expect.throwsC (fun () -> (runTrainer s Algorithms.sac 400 (fun _ _ -> ()) :> IDisposable).Dispose()) (fun e -> e.Message)

@@ -22,12 +22,20 @@ module RunFolder =
         File.WriteAllText(temp, JsonSerializer.Serialize(s, options))
         File.Move(temp, configFile dir, true)
 
-    /// Reads config.json; a clear error when it is missing or malformed.
+    /// Reads settings from a JSON file; a clear error when it is missing or malformed.
+    let readSettingsFile (path: string) =
+        if not (File.Exists path) then raise (CheckpointException(sprintf "settings file not found: %s" path))
+        let s =
+            try JsonSerializer.Deserialize<Settings>(File.ReadAllText path, options)
+            with :? JsonException as e -> raise (CheckpointException(sprintf "%s is not a valid run configuration: %s" path e.Message))
+        if isNull (box s) || isNull s.Env || isNull s.Hidden || isNull s.ModelHidden then
+            raise (CheckpointException(sprintf "%s is not a complete run configuration (write one with `train` and edit it)" path))
+        s
+
+    /// Reads a run folder's config.json.
     let readSettings (dir: string) =
-        let path = configFile dir
-        if not (File.Exists path) then raise (CheckpointException(sprintf "%s is not a run folder: %s is missing" dir path))
-        try JsonSerializer.Deserialize<Settings>(File.ReadAllText path, options)
-        with :? JsonException as e -> raise (CheckpointException(sprintf "%s is not a valid run configuration: %s" path e.Message))
+        if not (File.Exists(configFile dir)) then raise (CheckpointException(sprintf "%s is not a run folder: %s is missing" dir (configFile dir)))
+        readSettingsFile (configFile dir)
 
     /// The header of metrics.csv.
     let metricsHeader = "step,eval_return_mean,eval_return_std,critic_loss,actor_loss,alpha,model_holdout_mse,wall_seconds"
