@@ -60,10 +60,13 @@ module Dynamics =
         let n, d = x.Shape.[0], x.Shape.[1]
         GaussianEnsemble.forward m.Net (Tensor.expand [| members; n; d |] x)
 
-    /// The ensemble restricted to some members (their weights selected along the member axis).
+    /// The ensemble restricted to some members (their weights selected along the member axis);
+    /// the ensemble itself, without copying, when the members are all of it in order.
     let private subset (members: int[]) (g: GaussianEnsemble) =
-        let pick (t: Tensor) = Tensor.indexSelect 0 members t
-        { g with Net = { g.Net with Layers = g.Net.Layers |> Array.map (fun l -> { Weight = pick l.Weight; Bias = pick l.Bias }) } }
+        if members = Array.init (EnsembleMlp.members g.Net) id then g
+        else
+            let pick (t: Tensor) = Tensor.indexSelect 0 members t
+            { g with Net = { g.Net with Layers = g.Net.Layers |> Array.map (fun l -> { Weight = pick l.Weight; Bias = pick l.Bias }) } }
 
     /// One sampled model step, differentiable in obs and act: each row goes to one random elite
     /// member (rows permuted and split evenly; each member evaluates only its rows) and

@@ -216,7 +216,6 @@ module internal Gemm =
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row), where C is dense with leading dimension n.
     /// bias is null, n values shared by every batch, or batches·n values (one row per batch).
     let run (batches: int) (m: int) (n: int) (k: int) (a: Operand) (b: Operand) (c: float32[]) (bias: float32[]) =
-        let accumulate = false
         let biasStride = if isNull bias || bias.Length = n then 0 else n
         let cStride = m * n
         if k = 0 || m = 0 || n = 0 then
@@ -234,7 +233,7 @@ module internal Gemm =
             let mutable k0 = 0
             while k0 < k do
                 let kc = min KC (k - k0)
-                let accHere = accumulate || k0 > 0
+                let accHere = k0 > 0
                 Workers.forEach (batches * nPanels) bigEnough (fun item ->
                     let bi, q = item / nPanels, item % nPanels
                     let j0 = q * NR
