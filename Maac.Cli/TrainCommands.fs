@@ -20,12 +20,12 @@ let train (settings: Settings) (outDir: string) (resume: bool) =
         trainer.LoadCheckpoint(RunFolder.checkpointFile outDir)
         RunFolder.truncateMetrics outDir trainer.Step
         printfn "resuming %s at step %d of %d" outDir trainer.Step settings.Steps
-    else RunFolder.writeSettings outDir settings
+    else RunFolder.create outDir settings
     use cancel = new CancellationTokenSource()
     Console.CancelKeyPress.Add(fun e ->
         e.Cancel <- true
         cancel.Cancel()
-        eprintfn "\nstopping at the next checkpoint...")
+        eprintfn "\nstopping after this step; writing a checkpoint...")
     let interactive = not Console.IsOutputRedirected
     let progress (p: ProgressInfo) =
         if interactive && (p.Step % 50 = 0 || p.Step = p.TotalSteps) then
@@ -34,15 +34,19 @@ let train (settings: Settings) (outDir: string) (resume: bool) =
                     p.Step p.TotalSteps p.StepsPerSecond p.LastEpisodeReturn p.LastEvalReturn p.CriticLoss p.ActorLoss p.Alpha
                     (p.Remaining.ToString(@"hh\:mm\:ss")))
     let checkpoint (row: MetricsRow) =
-        trainer.SaveCheckpoint(RunFolder.checkpointFile outDir)
-        RunFolder.appendMetrics outDir row
+        RunFolder.record outDir trainer row
         Plotting.draw (sprintf "%s on %s, seed %d" settings.Algorithm settings.Env settings.Seed) (Plotting.curves [ outDir ]) (RunFolder.curveFile outDir)
         if not interactive || true then
             printfn "%sstep %d: evaluation return %.1f ± %.1f (%d episodes), %.0f s" (if interactive then "\n" else "") row.Step row.EvalReturnMean row.EvalReturnStd settings.EvalEpisodes row.WallSeconds
     try
         trainer.Run(settings.Steps, progress, checkpoint, cancel.Token)
-        printfn "done: %s (config.json, metrics.csv, checkpoint.safetensors, curve.png)" outDir
-        0
+        if cancel.IsCancellationRequested then
+            trainer.SaveCheckpoint(RunFolder.checkpointFile outDir)
+            printfn "stopped at step %d; continue with: train --resume %s" trainer.Step outDir
+            130
+        else
+            printfn "done: %s (config.json, metrics.csv, checkpoint.safetensors, curve.png)" outDir
+            0
     with :? DivergenceException as e ->
         eprintfn "\n%s\nTraining stopped. The last good checkpoint stays in %s." e.Message outDir
         3

@@ -13,6 +13,7 @@ let allTests =
         ErrorTests.tests
         EnvTests.tests
         RlTests.tests
+        FacadeTests.tests
     ]
 
 [<EntryPoint>]

@@ -70,9 +70,29 @@ module RunFolder =
             let kept = lines |> Array.mapi (fun i l -> i, l) |> Array.filter (fun (i, l) -> i = 0 || (l.Trim() <> "" && int (l.Split(',').[0]) <= step)) |> Array.map snd
             File.WriteAllLines(path, kept)
 
-    /// A trainer for a run folder's settings with its checkpoint loaded.
-    let openTrainer (dir: string) =
+    /// Starts a new run folder: writes config.json, refusing a folder that already holds a run (nothing
+    /// a user saved is overwritten).
+    let create (dir: string) (s: Settings) =
+        if File.Exists(configFile dir) || File.Exists(checkpointFile dir) then
+            raise (IOException(sprintf "the run folder %s already holds a run; nothing was overwritten (resume it, or choose another folder)" dir))
+        writeSettings dir s
+
+    /// Records an evaluation in a run folder: the checkpoint (atomically) and its metrics row.
+    let record (dir: string) (trainer: Trainer) (row: MetricsRow) =
+        trainer.SaveCheckpoint(checkpointFile dir)
+        appendMetrics dir row
+
+    /// A trainer for a run folder's settings and the given task, with its checkpoint loaded.
+    let openTrainerFor (dir: string) (task: TaskInfo) =
         let s = readSettings dir
-        let t = new Trainer(s, Algorithms.find s.Algorithm, Tasks.find s.Env)
-        t.LoadCheckpoint(checkpointFile dir)
-        t
+        if not (File.Exists(checkpointFile dir)) then raise (CheckpointException(sprintf "%s holds no checkpoint (%s is missing)" dir (checkpointFile dir)))
+        let t = new Trainer(s, Algorithms.find s.Algorithm, task)
+        try
+            t.LoadCheckpoint(checkpointFile dir)
+            t
+        with _ ->
+            (t :> IDisposable).Dispose()
+            reraise ()
+
+    /// A trainer for a run folder of a built-in task, with its checkpoint loaded.
+    let openTrainer (dir: string) = openTrainerFor dir (Tasks.find (readSettings dir).Env)

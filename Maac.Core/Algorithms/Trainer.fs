@@ -96,6 +96,21 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     member _.Algorithm = algorithm
     member _.Task = task
 
+    /// The observation size of the task.
+    member _.ObservationDim = obsDim
+    /// The task's action space (actions returned by Act lie in it).
+    member _.ActionSpace = env.ActionSpace
+
+    /// The policy's action for one observation, scaled to the task's action space (the mean when
+    /// deterministic; otherwise a sample drawn from the given key).
+    member _.Act(observation: float32[], deterministic: bool, key: RandomKey) =
+        if isNull observation then nullArg "observation"
+        if observation.Length <> obsDim then
+            invalidArg "observation" (sprintf "%s expects an observation of size %d, got %d" task.Name obsDim observation.Length)
+        for i in 0 .. observation.Length - 1 do
+            if not (Single.IsFinite observation.[i]) then invalidArg "observation" (sprintf "observation element %d is %g" i observation.[i])
+        Agent.act agent key deterministic observation |> toEnv
+
     /// Mean and standard deviation of returns over parallel episodes of a policy that maps an observation
     /// to an action in [−1, 1] (scaled to the task's action space here).
     member _.EvaluatePolicy(policy: float32[] -> float32[], episodes: int) =
@@ -120,7 +135,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
             this.EvaluatePolicy((fun o -> Cem.plan cfg settings.Gamma ctx a.Policy a.Critics (RandomKey.fold (keyOf o) (keyFor 9L 0)) o), episodes)
 
     /// Trains until step `until` (at most Settings.Steps). onProgress is called after each environment
-    /// step; onCheckpoint after each evaluation with the new metrics row. Cancelling stops after a checkpoint.
+    /// step; onCheckpoint after each evaluation with the new metrics row. Cancelling stops after the
+    /// current environment step (its updates done, the running episode cut), so that SaveCheckpoint then
+    /// writes a checkpoint that resumes cleanly.
     member this.Run(until: int, onProgress: ProgressInfo -> unit, onCheckpoint: MetricsRow -> unit, cancel: Threading.CancellationToken) =
         let until = min until settings.Steps
         let sw = Stopwatch.StartNew()
@@ -168,7 +185,12 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                     episodes <- episodes + 1
                     needReset <- true
                 onCheckpoint row
-                if cancel.IsCancellationRequested then stop <- true
+            if cancel.IsCancellationRequested then
+                // Cut the running episode as at a checkpoint, so a checkpoint written now resumes cleanly.
+                if not needReset then
+                    episodes <- episodes + 1
+                    needReset <- true
+                stop <- true
             let rate = float (step - startStep) / max 1e-9 sw.Elapsed.TotalSeconds
             onProgress
                 { Step = step; TotalSteps = settings.Steps; StepsPerSecond = rate; LastEpisodeReturn = lastEpisodeReturn; LastEvalReturn = lastEval

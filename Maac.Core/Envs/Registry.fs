@@ -1,6 +1,7 @@
 namespace Maac.Envs
 
 open System
+open Maac.Tensors
 open Maac.Envs.MuJoCo
 
 /// A built-in task: its sizes, episode length, what it needs installed, and how to make it.
@@ -42,6 +43,25 @@ module Tasks =
         match all |> List.tryFind (fun t -> String.Equals(t.Name, name, StringComparison.OrdinalIgnoreCase)) with
         | Some t -> t
         | None -> invalidArg "name" (sprintf "unknown task '%s'; built-in tasks: %s" name (String.Join(", ", all |> List.map (fun t -> t.Name))))
+
+    /// A task for any environment (a user's own): `create` makes a fresh instance (training uses one,
+    /// evaluation one per parallel episode); each is wrapped in a TimeLimit of `episodeSteps`. Reward and
+    /// termination functions (null when absent) let model rollouts use the true reward; without a reward
+    /// function the dynamics model learns it. One instance is made and checked with EnvChecker first, so a
+    /// malformed environment is refused here with every problem listed.
+    let custom (create: Func<IEnvironment>) (episodeSteps: int) (reward: Func<Tensor, Tensor, Tensor, Tensor>) (termination: Func<Tensor, Tensor, Tensor, Tensor>) =
+        if isNull create then nullArg "create"
+        if episodeSteps <= 0 then invalidArg "episodeSteps" (sprintf "the episode length must be positive, got %d" episodeSteps)
+        let make () =
+            let env = create.Invoke()
+            if isNull (box env) then invalidOp "the environment factory returned null"
+            env
+        use probe = make ()
+        EnvChecker.ensure probe
+        let lift (f: Func<Tensor, Tensor, Tensor, Tensor>) = if isNull f then None else Some(fun o a n -> f.Invoke(o, a, n))
+        { Name = probe.Name; ObservationDim = probe.ObservationSpace.Dim; ActionDim = probe.ActionSpace.Dim; EpisodeSteps = episodeSteps
+          Requires = None; Functions = { Reward = lift reward; Termination = lift termination }
+          Create = fun () -> new TimeLimit(make (), episodeSteps) :> IEnvironment }
 
     /// A new environment for the named task (MuJoCoUnavailableException, naming the package, when it cannot run here).
     let make (name: string) =

@@ -1,0 +1,250 @@
+using Maac.Algorithms;
+using Maac.Tensors;
+
+namespace Maac;
+
+/// <summary>
+/// A reinforcement-learning agent bound to one environment: it trains, acts, evaluates, and saves to and
+/// loads from run folders (the layout the command line writes). Use the algorithm classes
+/// (<see cref="MaacAgent"/>, <see cref="SacAgent"/>, <see cref="MbpoAgent"/>, <see cref="SteveAgent"/>,
+/// <see cref="Svg1Agent"/>) to create one, and <see cref="Load(string)"/> to open any saved run.
+/// Dispose it to release its environments (MuJoCo tasks hold native memory).
+/// </summary>
+/// <remarks>
+/// <see cref="Act"/> and <see cref="Evaluate"/> may be called while training runs on another thread; they
+/// see the parameters of the last finished gradient step. Only one Train call may run at a time.
+/// </remarks>
+public abstract class Agent : IDisposable
+{
+    private const long ActingStream = 0x4163_7473; // keys of stochastic Act calls, apart from training's
+    private const int ProgressReports = 200; // per Train call, besides one per evaluation
+    private readonly Trainer trainer;
+    private readonly List<EvaluationRecord> evaluations = [];
+    private string? runDirectory;
+    private bool resumedRunFolder;
+    private long actCalls;
+    private int training;
+    private bool disposed;
+
+    private protected Agent(Trainer trainer, string? runDirectory, bool resumed)
+    {
+        this.trainer = trainer;
+        this.runDirectory = runDirectory;
+        resumedRunFolder = resumed;
+    }
+
+    /// <summary>Creates the trainer for a task and options, starting the run folder when one is asked for.</summary>
+    private protected static Trainer Start(Envs.TaskInfo task, AgentOptions options)
+    {
+        options.ApplyRuntime();
+        var settings = options.ToSettings(task.Name);
+        if (settings.ModelElites > settings.ModelMembers)
+            throw new ArgumentOutOfRangeException(nameof(ModelBasedOptions.ModelElites), settings.ModelElites, $"more elites than the {settings.ModelMembers} ensemble members");
+        if (options.RunDirectory is { } dir) RunFolder.create(dir, settings);
+        return new Trainer(settings, Algorithms.Algorithms.find(settings.Algorithm), task);
+    }
+
+    /// <summary>The library task of a built-in environment name; a clear error listing the names otherwise.</summary>
+    private protected static Envs.TaskInfo BuiltIn(string environment)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(environment);
+        try { return Envs.Tasks.find(environment); }
+        catch (ArgumentException e) { throw new ArgumentException(e.Message, nameof(environment), e); }
+    }
+
+    /// <summary>The library task of a user's environment, checked by the environment checker.</summary>
+    private protected static Envs.TaskInfo Custom(Func<IEnvironment> environmentFactory) => EnvironmentAdapter.ToTask(environmentFactory);
+
+    /// <summary>The algorithm's name (maac, sac, mbpo, steve, svg1).</summary>
+    public string Algorithm => trainer.Algorithm.Name;
+
+    /// <summary>The environment's name.</summary>
+    public string Environment => trainer.Task.Name;
+
+    /// <summary>Environment steps trained so far.</summary>
+    public int Step => trainer.Step;
+
+    /// <summary>The training budget in environment steps.</summary>
+    public int TotalSteps => trainer.Settings.Steps;
+
+    /// <summary>The observation size <see cref="Act"/> expects.</summary>
+    public int ObservationSize => trainer.ObservationDim;
+
+    /// <summary>The action space <see cref="Act"/>'s actions lie in.</summary>
+    public BoxSpace ActionSpace => BoxSpace.FromCore(trainer.ActionSpace);
+
+    /// <summary>The run folder this agent trains into, or null when it lives in memory.</summary>
+    public string? RunDirectory => runDirectory;
+
+    /// <summary>The evaluations made during training by this object, oldest first.</summary>
+    public IReadOnlyList<EvaluationRecord> Evaluations => evaluations.ToArray();
+
+    /// <summary>
+    /// Trains for <paramref name="steps"/> more environment steps (within <see cref="TotalSteps"/>), evaluating every
+    /// EvaluationInterval steps. Progress is reported at every evaluation and about 200 times in between (every steps/200 steps).
+    /// With a run folder, a checkpoint is written at every evaluation and when training stops.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="steps"/> is not positive or exceeds the steps left in the budget.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled: training stopped after the current step, leaving the agent valid (and a checkpoint in the run folder).</exception>
+    /// <exception cref="DivergenceException">A loss, gradient or parameter became NaN or infinite; the last good checkpoint stays.</exception>
+    public void Train(int steps, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var left = TotalSteps - Step;
+        if (steps <= 0 || steps > left)
+            throw new ArgumentOutOfRangeException(nameof(steps), steps, $"must be positive and at most the {left} steps left of the budget of {TotalSteps} (raise TotalSteps in the options for a longer run)");
+        if (Interlocked.Exchange(ref training, 1) == 1) throw new InvalidOperationException("this agent is already training");
+        try
+        {
+            if (runDirectory is { } dir && resumedRunFolder)
+            {
+                RunFolder.truncateMetrics(dir, Step);
+                resumedRunFolder = false;
+            }
+            var first = Step;
+            var every = Math.Max(1, (steps + ProgressReports - 1) / ProgressReports);
+            void OnProgress(ProgressInfo p)
+            {
+                if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps)) return;
+                progress.Report(new TrainingProgress(p.Step, p.TotalSteps, p.StepsPerSecond, p.LastEpisodeReturn, p.LastEvalReturn,
+                    p.CriticLoss, p.ActorLoss, p.Alpha, p.Remaining));
+            }
+            void OnEvaluation(MetricsRow row)
+            {
+                if (runDirectory is { } folder) RunFolder.record(folder, trainer, row);
+                evaluations.Add(new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
+                    row.Alpha, row.ModelHoldoutMse, row.WallSeconds));
+                progress?.Report(new TrainingProgress(row.Step, TotalSteps, double.NaN, double.NaN, row.EvalReturnMean,
+                    row.CriticLoss, row.ActorLoss, row.Alpha, TimeSpan.Zero));
+            }
+            trainer.Run(Step + steps, FuncConvert<ProgressInfo>(OnProgress), FuncConvert<MetricsRow>(OnEvaluation), cancellationToken);
+            if (runDirectory is { } last) trainer.SaveCheckpoint(RunFolder.checkpointFile(last));
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+        finally
+        {
+            Volatile.Write(ref training, 0);
+        }
+    }
+
+    /// <summary>Trains on a thread-pool thread; see <see cref="Train"/>.</summary>
+    public Task TrainAsync(int steps, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        System.Threading.Tasks.Task.Run(() => Train(steps, progress, cancellationToken), CancellationToken.None);
+
+    /// <summary>The policy's action for an observation, in <see cref="ActionSpace"/>: its mean when
+    /// <paramref name="deterministic"/>, otherwise a sample (a new one at every call, reproducible from the seed).</summary>
+    /// <exception cref="ArgumentException">The observation has the wrong size or holds NaN or infinity.</exception>
+    public float[] Act(float[] observation, bool deterministic = true)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        ArgumentNullException.ThrowIfNull(observation);
+        var key = RandomKeyModule.fold(Interlocked.Increment(ref actCalls), RandomKeyModule.fold(ActingStream, RandomKeyModule.ofSeed(trainer.Settings.Seed)));
+        try { return trainer.Act(observation, deterministic, key); }
+        catch (ArgumentException e) { throw new ArgumentException(e.Message, nameof(observation), e); }
+    }
+
+    /// <summary>Runs <paramref name="episodes"/> episodes in parallel with the deterministic policy (episode i seeded from i).</summary>
+    public EvaluationResult Evaluate(int episodes = 10)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(episodes);
+        var (mean, std) = trainer.Evaluate(episodes);
+        return new EvaluationResult(mean, std, episodes);
+    }
+
+    /// <summary>
+    /// Evaluates with test-time model-predictive control: at every step a CEM planner (256 candidates, horizon 5,
+    /// 5 iterations, seeded from the policy) refines the action with the learned model and the terminal Q.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The agent has no fitted model (model-free, or not trained past RandomSteps).</exception>
+    public EvaluationResult EvaluateWithPlanner(int episodes = 10)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(episodes);
+        var (mean, std) = trainer.EvaluateWithPlanner(Rl.CemSettings.Paper, episodes);
+        return new EvaluationResult(mean, std, episodes);
+    }
+
+    /// <summary>
+    /// Saves the agent as a run folder (config.json, checkpoint.safetensors, metrics.csv) that <see cref="Load(string)"/>
+    /// and the command line's eval, plot and train --resume read. The checkpoint holds parameters, optimiser state and
+    /// replay buffers, and is written to a temporary file and renamed.
+    /// </summary>
+    /// <param name="directory">The folder; created when missing.</param>
+    /// <param name="overwrite">Replace a run already in the folder (otherwise that is refused with an <see cref="IOException"/>).</param>
+    public void Save(string directory, bool overwrite = false)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        var own = runDirectory is not null && Path.GetFullPath(runDirectory) == Path.GetFullPath(directory);
+        if (!own)
+        {
+            if (overwrite && File.Exists(RunFolder.metricsFile(directory))) File.Delete(RunFolder.metricsFile(directory));
+            if (overwrite) RunFolder.writeSettings(directory, trainer.Settings);
+            else RunFolder.create(directory, trainer.Settings);
+            foreach (var row in trainer.Metrics) RunFolder.appendMetrics(directory, row);
+        }
+        trainer.SaveCheckpoint(RunFolder.checkpointFile(directory));
+    }
+
+    /// <summary>
+    /// Opens a run folder of a built-in task (written by <see cref="Save"/> or by the command line's train) as an agent of
+    /// its algorithm. Training continues into the same folder.
+    /// </summary>
+    /// <exception cref="CheckpointException">The folder is not a run folder, or its checkpoint is corrupt or does not fit.</exception>
+    public static Agent Load(string runDirectory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(runDirectory);
+        var settings = RunFolder.readSettings(runDirectory);
+        Envs.TaskInfo task;
+        try { task = Envs.Tasks.find(settings.Env); }
+        catch (ArgumentException)
+        {
+            throw new ArgumentException($"{runDirectory} holds a run on '{settings.Env}', which is not a built-in task; pass its environment factory to Load(runDirectory, environmentFactory)", nameof(runDirectory));
+        }
+        return Open(runDirectory, task);
+    }
+
+    /// <summary>Opens a run folder of a user's environment; see <see cref="Load(string)"/>.</summary>
+    public static Agent Load(string runDirectory, Func<IEnvironment> environmentFactory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(runDirectory);
+        return Open(runDirectory, Custom(environmentFactory));
+    }
+
+    private static Agent Open(string runDirectory, Envs.TaskInfo task)
+    {
+        var trainer = RunFolder.openTrainerFor(runDirectory, task);
+        return trainer.Algorithm.Name switch
+        {
+            "maac" => new MaacAgent(trainer, runDirectory),
+            "sac" => new SacAgent(trainer, runDirectory),
+            "mbpo" => new MbpoAgent(trainer, runDirectory),
+            "steve" => new SteveAgent(trainer, runDirectory),
+            "svg1" => new Svg1Agent(trainer, runDirectory),
+            var other => throw new CheckpointException($"{runDirectory} holds a run of '{other}', which has no agent class"),
+        };
+    }
+
+    /// <summary>Loads a run folder as the agent class <typeparamref name="TAgent"/>; a clear error for another algorithm.</summary>
+    private protected static TAgent Load<TAgent>(string runDirectory, Func<IEnvironment>? environmentFactory) where TAgent : Agent
+    {
+        var agent = environmentFactory is null ? Load(runDirectory) : Load(runDirectory, environmentFactory);
+        if (agent is TAgent typed) return typed;
+        var algorithm = agent.Algorithm;
+        agent.Dispose();
+        throw new ArgumentException($"{runDirectory} holds a {algorithm} run, not one for {typeof(TAgent).Name}; use Agent.Load to open any run", nameof(runDirectory));
+    }
+
+    private static Microsoft.FSharp.Core.FSharpFunc<T, Microsoft.FSharp.Core.Unit> FuncConvert<T>(Action<T> action) =>
+        Microsoft.FSharp.Core.FuncConvert.FromAction(action);
+
+    /// <summary>Releases the agent's environments.</summary>
+    public void Dispose()
+    {
+        if (disposed) return;
+        disposed = true;
+        ((IDisposable)trainer).Dispose();
+        GC.SuppressFinalize(this);
+    }
+}

@@ -1,0 +1,68 @@
+using Microsoft.FSharp.Core;
+using CoreEnv = Maac.Envs.IEnvironment;
+using CoreReset = Maac.Envs.ResetResult;
+using CoreStep = Maac.Envs.StepResult;
+
+namespace Maac;
+
+/// <summary>Presents a C# <see cref="IEnvironment"/> to the library as one of its own environments.</summary>
+internal sealed class EnvironmentAdapter : CoreEnv
+{
+    private readonly IEnvironment env;
+    private readonly Envs.Box observationSpace;
+    private readonly Envs.Box actionSpace;
+    private readonly string name;
+
+    public EnvironmentAdapter(IEnvironment env)
+    {
+        this.env = env;
+        name = env.Name ?? throw new InvalidOperationException($"{env.GetType().Name}.Name returned null");
+        observationSpace = (env.ObservationSpace ?? throw new InvalidOperationException($"{name}: ObservationSpace is null")).ToCore();
+        actionSpace = (env.ActionSpace ?? throw new InvalidOperationException($"{name}: ActionSpace is null")).ToCore();
+    }
+
+    public string Name => name;
+    public Envs.Box ObservationSpace => observationSpace;
+    public Envs.Box ActionSpace => actionSpace;
+
+    public CoreReset Reset(FSharpOption<long> seed)
+    {
+        long? s = FSharpOption<long>.get_IsSome(seed) ? seed.Value : null;
+        var observation = env.Reset(s) ?? throw new InvalidOperationException($"{name}: Reset returned null");
+        return new CoreReset((float[])observation.Clone(), Envs.EnvSupport.noInfo);
+    }
+
+    public CoreStep Step(float[] action)
+    {
+        var clipped = Envs.EnvSupport.validateAction(name, actionSpace, action);
+        var r = env.Step(clipped) ?? throw new InvalidOperationException($"{name}: Step returned null");
+        var observation = r.Observation ?? throw new InvalidOperationException($"{name}: Step returned a null observation");
+        return new CoreStep((float[])observation.Clone(), r.Reward, r.Terminated, r.Truncated, Envs.EnvSupport.noInfo);
+    }
+
+    public void Dispose() => (env as IDisposable)?.Dispose();
+
+    /// <summary>A library task for environments made by a factory, checked by the environment checker.</summary>
+    public static Envs.TaskInfo ToTask(Func<IEnvironment> environmentFactory)
+    {
+        ArgumentNullException.ThrowIfNull(environmentFactory);
+        var factory = environmentFactory;
+        var first = factory() ?? throw new ArgumentException("the environment factory returned null", nameof(environmentFactory));
+        var steps = first.MaxEpisodeSteps;
+        var reward = first as IRewardFunction;
+        var termination = first as ITerminationFunction;
+        (first as IDisposable)?.Dispose();
+        if (steps <= 0) throw new ArgumentException($"{first.Name}: MaxEpisodeSteps must be positive, got {steps}", nameof(environmentFactory));
+        Func<CoreEnv> create = () => new EnvironmentAdapter(factory() ?? throw new InvalidOperationException("the environment factory returned null"));
+        try
+        {
+            return Envs.Tasks.custom(create, steps,
+                reward is null ? null! : reward.Reward,
+                termination is null ? null! : termination.Terminated);
+        }
+        catch (ArgumentException e) when (e.ParamName == "env")
+        {
+            throw new ArgumentException(e.Message, nameof(environmentFactory), e);
+        }
+    }
+}

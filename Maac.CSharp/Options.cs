@@ -1,0 +1,277 @@
+using Maac.Algorithms;
+using SettingsDefaults = Maac.Algorithms.SettingsModule;
+
+namespace Maac;
+
+/// <summary>Where an agent's tensors live and are computed.</summary>
+public enum ComputeDevice
+{
+    /// <summary>The managed CPU backend (SIMD kernels, blocked multi-threaded SGEMM); the only backend in this version.</summary>
+    Cpu = 0,
+}
+
+/// <summary>
+/// Settings shared by every agent. A new options object holds the MAAC paper's settings (its MuJoCo
+/// configuration); <c>ForTask</c> on each options class gives the settings the command line uses for a task
+/// (smaller networks and budgets for the small built-in tasks). Properties refuse out-of-range values with
+/// an <see cref="ArgumentOutOfRangeException"/> naming the property.
+/// </summary>
+public abstract class AgentOptions
+{
+    // Every setting lives here so that one method turns options into the library's settings record;
+    // each options class exposes the ones its algorithm uses.
+    private protected long seed;
+    private protected int totalSteps, batchSize, randomSteps, updatesPerStep, realCapacity, evalEvery, evalEpisodes;
+    private protected float gamma, tau, actorLr, criticLr, alphaLr;
+    private protected int[] hidden;
+    private protected int modelMembers, modelElites, modelBatchSize, modelMaxEpochs, modelTrainEvery;
+    private protected float modelLr;
+    private protected int[] modelHidden;
+    private protected int rolloutStarts, rolloutLength, imaginedCapacity, actorHorizon, actorSamples, criticHorizon;
+    private protected float realFraction;
+    private int? threads;
+
+    private protected AgentOptions(Settings d)
+    {
+        seed = d.Seed; totalSteps = d.Steps; gamma = d.Gamma; tau = d.Tau; batchSize = d.BatchSize; hidden = (int[])d.Hidden.Clone();
+        actorLr = d.ActorLearningRate; criticLr = d.CriticLearningRate; alphaLr = d.AlphaLearningRate;
+        randomSteps = d.RandomSteps; updatesPerStep = d.UpdatesPerStep; realCapacity = d.RealCapacity;
+        evalEvery = d.EvalEvery; evalEpisodes = d.EvalEpisodes;
+        modelMembers = d.ModelMembers; modelElites = d.ModelElites; modelHidden = (int[])d.ModelHidden.Clone();
+        modelLr = d.ModelLearningRate; modelBatchSize = d.ModelBatchSize; modelMaxEpochs = d.ModelMaxEpochs; modelTrainEvery = d.ModelTrainEvery;
+        rolloutStarts = d.RolloutStarts; rolloutLength = d.RolloutLength; imaginedCapacity = d.ImaginedCapacity; realFraction = d.RealFraction;
+        actorHorizon = d.ActorHorizon; actorSamples = d.ActorSamples; criticHorizon = d.CriticHorizon;
+    }
+
+    /// <summary>The algorithm's name as the command line spells it (maac, sac, mbpo, steve, svg1).</summary>
+    internal abstract string AlgorithmName { get; }
+
+    /// <summary>The seed of every random draw of a run; equal seeds give equal runs on the CPU.</summary>
+    public long Seed { get => seed; set => seed = value; }
+
+    /// <summary>The training budget in environment steps (schedules such as MBPO's rollout length refer to it).</summary>
+    public int TotalSteps { get => totalSteps; set => totalSteps = Positive(value, nameof(TotalSteps)); }
+
+    /// <summary>Discount factor γ in (0, 1].</summary>
+    public float Gamma { get => gamma; set => gamma = InRange(value, 1e-6f, 1f, nameof(Gamma)); }
+
+    /// <summary>Target-network smoothing τ in (0, 1].</summary>
+    public float Tau { get => tau; set => tau = InRange(value, 1e-9f, 1f, nameof(Tau)); }
+
+    /// <summary>Transitions per gradient step.</summary>
+    public int BatchSize { get => batchSize; set => batchSize = Positive(value, nameof(BatchSize)); }
+
+    /// <summary>Hidden layer widths of the policy and the critics.</summary>
+    public int[] HiddenSizes { get => (int[])hidden.Clone(); set => hidden = Widths(value, nameof(HiddenSizes)); }
+
+    /// <summary>Adam learning rate of the policy.</summary>
+    public float ActorLearningRate { get => actorLr; set => actorLr = Rate(value, nameof(ActorLearningRate)); }
+
+    /// <summary>Adam learning rate of the critics.</summary>
+    public float CriticLearningRate { get => criticLr; set => criticLr = Rate(value, nameof(CriticLearningRate)); }
+
+    /// <summary>Adam learning rate of the entropy temperature.</summary>
+    public float TemperatureLearningRate { get => alphaLr; set => alphaLr = Rate(value, nameof(TemperatureLearningRate)); }
+
+    /// <summary>Environment steps with uniformly random actions before learning starts.</summary>
+    public int RandomSteps { get => randomSteps; set => randomSteps = NonNegative(value, nameof(RandomSteps)); }
+
+    /// <summary>Gradient steps per environment step.</summary>
+    public int UpdatesPerStep { get => updatesPerStep; set => updatesPerStep = Positive(value, nameof(UpdatesPerStep)); }
+
+    /// <summary>Capacity of the buffer of real transitions.</summary>
+    public int RealBufferCapacity { get => realCapacity; set => realCapacity = Positive(value, nameof(RealBufferCapacity)); }
+
+    /// <summary>Environment steps between evaluations (each also writes a checkpoint when <see cref="RunDirectory"/> is set).</summary>
+    public int EvaluationInterval { get => evalEvery; set => evalEvery = Positive(value, nameof(EvaluationInterval)); }
+
+    /// <summary>Episodes per evaluation.</summary>
+    public int EvaluationEpisodes { get => evalEpisodes; set => evalEpisodes = Positive(value, nameof(EvaluationEpisodes)); }
+
+    /// <summary>The device that computes. See <see cref="ComputeDevice"/>.</summary>
+    public ComputeDevice Device { get; set; } = ComputeDevice.Cpu;
+
+    /// <summary>
+    /// Threads of the CPU backend; null leaves the current setting (the processor count by default).
+    /// The setting is process-wide, and results do not depend on it.
+    /// </summary>
+    public int? Threads { get => threads; set => threads = value is null ? null : Positive(value.Value, nameof(Threads)); }
+
+    /// <summary>
+    /// A folder to train into, laid out as the command line's run folders (config.json, metrics.csv,
+    /// checkpoint.safetensors): a checkpoint is written at every evaluation and when training stops or is
+    /// cancelled. It must not already hold a run. Null keeps the agent in memory (use <see cref="Agent.Save"/>).
+    /// </summary>
+    public string? RunDirectory { get; set; }
+
+    internal Settings ToSettings(string environment) =>
+        new(env: environment, algorithm: AlgorithmName, seed: seed, steps: totalSteps, gamma: gamma, tau: tau, batchSize: batchSize,
+            hidden: (int[])hidden.Clone(), actorLearningRate: actorLr, criticLearningRate: criticLr, alphaLearningRate: alphaLr,
+            randomSteps: randomSteps, updatesPerStep: updatesPerStep, modelMembers: modelMembers, modelElites: modelElites,
+            modelHidden: (int[])modelHidden.Clone(), modelLearningRate: modelLr, modelBatchSize: modelBatchSize,
+            modelMaxEpochs: modelMaxEpochs, modelTrainEvery: modelTrainEvery, rolloutStarts: rolloutStarts,
+            rolloutLength: rolloutLength, imaginedCapacity: imaginedCapacity, realCapacity: realCapacity,
+            realFraction: realFraction, actorHorizon: actorHorizon, actorSamples: actorSamples, criticHorizon: criticHorizon,
+            evalEvery: evalEvery, evalEpisodes: evalEpisodes);
+
+    /// <summary>Applies the process-wide parts (threads, device).</summary>
+    internal void ApplyRuntime()
+    {
+        if (Device != ComputeDevice.Cpu) throw new ArgumentOutOfRangeException(nameof(Device), Device, "only the CPU backend is available");
+        if (threads is int t) Tensors.Cpu.CpuSettings.Threads = t;
+    }
+
+    private protected static Settings Paper(string algorithm) => SettingsDefaults.authors("", algorithm);
+
+    private protected static Settings TaskSettings(string environment, string algorithm)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(environment);
+        return SettingsDefaults.forTask(Envs.Tasks.find(environment).Name, algorithm);
+    }
+
+    private protected static int Positive(int value, string name) =>
+        value > 0 ? value : throw new ArgumentOutOfRangeException(name, value, "must be positive");
+
+    private protected static int NonNegative(int value, string name) =>
+        value >= 0 ? value : throw new ArgumentOutOfRangeException(name, value, "must not be negative");
+
+    private protected static float InRange(float value, float low, float high, string name) =>
+        value >= low && value <= high ? value : throw new ArgumentOutOfRangeException(name, value, $"must lie in [{low}, {high}]");
+
+    private static float Rate(float value, string name) => InRange(value, 1e-12f, 10f, name);
+
+    private protected static int[] Widths(int[] value, string name)
+    {
+        ArgumentNullException.ThrowIfNull(value, name);
+        if (value.Length == 0 || value.Any(w => w <= 0))
+            throw new ArgumentOutOfRangeException(name, $"needs at least one layer and positive widths, got [{string.Join(", ", value)}]");
+        return (int[])value.Clone();
+    }
+}
+
+/// <summary>Options of <see cref="SacAgent"/>: soft actor-critic, model-free.</summary>
+public sealed class SacOptions : AgentOptions
+{
+    /// <summary>The paper's settings.</summary>
+    public SacOptions() : base(Paper("sac")) { }
+
+    private SacOptions(Settings defaults) : base(defaults) { }
+
+    /// <summary>The settings the command line uses for a built-in task.</summary>
+    public static SacOptions ForTask(string environment) => new(TaskSettings(environment, "sac"));
+
+    internal override string AlgorithmName => "sac";
+}
+
+/// <summary>Settings of agents that learn a probabilistic dynamics ensemble.</summary>
+public abstract class ModelBasedOptions : AgentOptions
+{
+    private protected ModelBasedOptions(Settings defaults) : base(defaults) { }
+
+    /// <summary>Members of the dynamics ensemble.</summary>
+    public int ModelMembers { get => modelMembers; set => modelMembers = Positive(value, nameof(ModelMembers)); }
+
+    /// <summary>Members with the lowest hold-out error used for rollouts (at most <see cref="ModelMembers"/>).</summary>
+    public int ModelElites { get => modelElites; set => modelElites = Positive(value, nameof(ModelElites)); }
+
+    /// <summary>Hidden layer widths of each ensemble member.</summary>
+    public int[] ModelHiddenSizes { get => (int[])modelHidden.Clone(); set => modelHidden = Widths(value, nameof(ModelHiddenSizes)); }
+
+    /// <summary>Adam learning rate of the model.</summary>
+    public float ModelLearningRate { get => modelLr; set => modelLr = InRange(value, 1e-12f, 10f, nameof(ModelLearningRate)); }
+
+    /// <summary>Transitions per model gradient step.</summary>
+    public int ModelBatchSize { get => modelBatchSize; set => modelBatchSize = Positive(value, nameof(ModelBatchSize)); }
+
+    /// <summary>Most epochs of one model fit (it stops early when the hold-out loss stops improving).</summary>
+    public int ModelMaxEpochs { get => modelMaxEpochs; set => modelMaxEpochs = Positive(value, nameof(ModelMaxEpochs)); }
+
+    /// <summary>Environment steps between model fits.</summary>
+    public int ModelTrainInterval { get => modelTrainEvery; set => modelTrainEvery = Positive(value, nameof(ModelTrainInterval)); }
+}
+
+/// <summary>Settings of agents that also train on imagined transitions from model rollouts.</summary>
+public abstract class ImaginedDataOptions : ModelBasedOptions
+{
+    private protected ImaginedDataOptions(Settings defaults) : base(defaults) { }
+
+    /// <summary>Start states (from real data) of each refresh of imagined data.</summary>
+    public int RolloutStarts { get => rolloutStarts; set => rolloutStarts = Positive(value, nameof(RolloutStarts)); }
+
+    /// <summary>Model steps from each start state.</summary>
+    public int RolloutLength { get => rolloutLength; set => rolloutLength = Positive(value, nameof(RolloutLength)); }
+
+    /// <summary>Capacity of the buffer of imagined transitions.</summary>
+    public int ImaginedBufferCapacity { get => imaginedCapacity; set => imaginedCapacity = Positive(value, nameof(ImaginedBufferCapacity)); }
+
+    /// <summary>Share of real transitions in each batch, in (0, 1].</summary>
+    public float RealDataFraction { get => realFraction; set => realFraction = InRange(value, 1e-6f, 1f, nameof(RealDataFraction)); }
+}
+
+/// <summary>Options of <see cref="MaacAgent"/>: the paper's algorithm.</summary>
+public sealed class MaacOptions : ImaginedDataOptions
+{
+    /// <summary>The paper's settings (H = 4 model steps in the actor objective, K = 5 samples, STEVE horizon 2).</summary>
+    public MaacOptions() : base(Paper("maac")) { }
+
+    private MaacOptions(Settings defaults) : base(defaults) { }
+
+    /// <summary>The settings the command line uses for a built-in task.</summary>
+    public static MaacOptions ForTask(string environment) => new(TaskSettings(environment, "maac"));
+
+    internal override string AlgorithmName => "maac";
+
+    /// <summary>Model steps H of the actor objective before the terminal Q (0 gives SAC's actor loss).</summary>
+    public int ActorHorizon { get => actorHorizon; set => actorHorizon = NonNegative(value, nameof(ActorHorizon)); }
+
+    /// <summary>Sampled trajectories K per start state in the actor objective.</summary>
+    public int ActorSamples { get => actorSamples; set => actorSamples = Positive(value, nameof(ActorSamples)); }
+
+    /// <summary>Longest model expansion of the STEVE critic targets.</summary>
+    public int CriticHorizon { get => criticHorizon; set => criticHorizon = NonNegative(value, nameof(CriticHorizon)); }
+}
+
+/// <summary>Options of <see cref="MbpoAgent"/>: SAC on real and short imagined rollouts.</summary>
+public sealed class MbpoOptions : ImaginedDataOptions
+{
+    /// <summary>The paper's settings.</summary>
+    public MbpoOptions() : base(Paper("mbpo")) { }
+
+    private MbpoOptions(Settings defaults) : base(defaults) { }
+
+    /// <summary>The settings the command line uses for a built-in task.</summary>
+    public static MbpoOptions ForTask(string environment) => new(TaskSettings(environment, "mbpo"));
+
+    internal override string AlgorithmName => "mbpo";
+}
+
+/// <summary>Options of <see cref="SteveAgent"/>: SAC with STEVE's model-expanded critic targets.</summary>
+public sealed class SteveOptions : ModelBasedOptions
+{
+    /// <summary>The paper's settings.</summary>
+    public SteveOptions() : base(Paper("steve")) { }
+
+    private SteveOptions(Settings defaults) : base(defaults) { }
+
+    /// <summary>The settings the command line uses for a built-in task.</summary>
+    public static SteveOptions ForTask(string environment) => new(TaskSettings(environment, "steve"));
+
+    internal override string AlgorithmName => "steve";
+
+    /// <summary>Longest model expansion of the critic targets.</summary>
+    public int CriticHorizon { get => criticHorizon; set => criticHorizon = NonNegative(value, nameof(CriticHorizon)); }
+}
+
+/// <summary>Options of <see cref="Svg1Agent"/>: the value gradient through one model step.</summary>
+public sealed class Svg1Options : ModelBasedOptions
+{
+    /// <summary>The paper's settings.</summary>
+    public Svg1Options() : base(Paper("svg1")) { }
+
+    private Svg1Options(Settings defaults) : base(defaults) { }
+
+    /// <summary>The settings the command line uses for a built-in task.</summary>
+    public static Svg1Options ForTask(string environment) => new(TaskSettings(environment, "svg1"));
+
+    internal override string AlgorithmName => "svg1";
+}

@@ -1,0 +1,34 @@
+namespace Maac;
+
+/// <summary>A snapshot of training, reported through <see cref="IProgress{T}"/>.</summary>
+/// <param name="Step">Environment steps taken so far.</param>
+/// <param name="TotalSteps">The training budget.</param>
+/// <param name="StepsPerSecond">Environment steps per second in this call of Train.</param>
+/// <param name="LastEpisodeReturn">Return of the last finished training episode (NaN before the first).</param>
+/// <param name="LastEvaluationReturn">Mean return of the last evaluation (NaN before the first).</param>
+/// <param name="CriticLoss">Critic loss of the last gradient step (NaN before learning starts).</param>
+/// <param name="ActorLoss">Actor loss of the last gradient step (NaN before learning starts).</param>
+/// <param name="Temperature">The entropy temperature α.</param>
+/// <param name="Remaining">Estimated time to the end of this call of Train.</param>
+public sealed record TrainingProgress(
+    int Step, int TotalSteps, double StepsPerSecond, double LastEpisodeReturn, double LastEvaluationReturn,
+    float CriticLoss, float ActorLoss, float Temperature, TimeSpan Remaining);
+
+/// <summary>The returns of an evaluation over several episodes.</summary>
+/// <param name="Mean">Mean return.</param>
+/// <param name="StandardDeviation">Standard deviation of the returns.</param>
+/// <param name="Episodes">Episodes run.</param>
+public sealed record EvaluationResult(double Mean, double StandardDeviation, int Episodes);
+
+/// <summary>One periodic evaluation during training (a row of metrics.csv).</summary>
+/// <param name="Step">Environment step of the evaluation.</param>
+/// <param name="ReturnMean">Mean evaluation return.</param>
+/// <param name="ReturnStandardDeviation">Standard deviation of the evaluation returns.</param>
+/// <param name="CriticLoss">Critic loss of the last gradient step.</param>
+/// <param name="ActorLoss">Actor loss of the last gradient step.</param>
+/// <param name="Temperature">Entropy temperature α.</param>
+/// <param name="ModelHoldoutError">Mean hold-out squared error of the dynamics model (NaN without one).</param>
+/// <param name="WallSeconds">Training time so far.</param>
+public sealed record EvaluationRecord(
+    int Step, double ReturnMean, double ReturnStandardDeviation, float CriticLoss, float ActorLoss, float Temperature,
+    float ModelHoldoutError, double WallSeconds);

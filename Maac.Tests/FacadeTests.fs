@@ -1,0 +1,192 @@
+/// The C# façade as an application meets it: its public surface, options validation, user environments
+/// (checked, trained on, with a reward function for rollouts), save/load, cancellation.
+module Maac.Tests.FacadeTests
+
+open System
+open System.IO
+open System.Reflection
+open System.Threading
+open Expecto
+open Maac
+open Maac.Tensors
+
+/// A one-dimensional reaching task written against the façade's interface, as a C# user would:
+/// x' = clip(x + 0.2·a, −1, 1), reward −x'², 20 steps, x₀ uniform from the seed.
+type Reach(?observationSize: int) =
+    let size = defaultArg observationSize 1
+    let mutable x = 0.0f
+    let mutable rng = Random 0
+    member val Disposed = false with get, set
+    interface IEnvironment with
+        member _.Name = "Reach"
+        member _.ObservationSpace = BoxSpace.Symmetric(1, 1.0f)
+        member _.ActionSpace = BoxSpace.Symmetric(1, 1.0f)
+        member _.MaxEpisodeSteps = 20
+        member _.Reset(seed: Nullable<int64>) =
+            if seed.HasValue then rng <- Random(int seed.Value)
+            x <- float32 (rng.NextDouble() * 2.0 - 1.0)
+            Array.create size x
+        member _.Step(action: float32[]) =
+            x <- Math.Clamp(x + 0.2f * action.[0], -1.0f, 1.0f)
+            StepResult([| x |], float (-(x * x)), false, false)
+    interface IRewardFunction with
+        member _.Reward(_, _, next) = -(next.Column(0).Square())
+    interface IDisposable with
+        member this.Dispose() = this.Disposed <- true
+
+/// Small settings so that a façade test trains in seconds.
+let small (o: #AgentOptions) =
+    o.TotalSteps <- 240; o.RandomSteps <- 80; o.HiddenSizes <- [| 16; 16 |]; o.BatchSize <- 32; o.UpdatesPerStep <- 1
+    o.EvaluationInterval <- 120; o.EvaluationEpisodes <- 2
+    match box o with
+    | :? ModelBasedOptions as m ->
+        m.ModelMembers <- 3; m.ModelElites <- 2; m.ModelHiddenSizes <- [| 16; 16 |]; m.ModelMaxEpochs <- 3; m.ModelTrainInterval <- 80
+    | _ -> ()
+    match box o with
+    | :? ImaginedDataOptions as i -> i.RolloutStarts <- 32
+    | _ -> ()
+    o
+
+/// The exception of type 'E that f throws; fails the test when it throws none.
+let private caught<'E when 'E :> exn> (f: unit -> unit) =
+    try
+        f ()
+        failtestf "expected %s, nothing was thrown" typeof<'E>.Name
+    with :? 'E as e -> e
+
+let private tempDir () = Path.Combine(Path.GetTempPath(), "maac-facade-" + Guid.NewGuid().ToString("N"))
+
+/// Types in a signature, with their generic arguments, element types and the like, all the way down.
+let rec private typesIn (t: Type) : Type seq =
+    seq {
+        yield t
+        if t.HasElementType then yield! typesIn (t.GetElementType())
+        if t.IsGenericType then for a in t.GetGenericArguments() do yield! typesIn a
+    }
+
+/// Every type that appears in a public or protected signature of the façade, with where it appears.
+let private publicSignatureTypes (asm: Assembly) =
+    let flags = BindingFlags.Public ||| BindingFlags.NonPublic ||| BindingFlags.Instance ||| BindingFlags.Static ||| BindingFlags.DeclaredOnly
+    let visible (m: MethodBase) = not (isNull m) && (m.IsPublic || m.IsFamily || m.IsFamilyOrAssembly)
+    [ for t in asm.GetExportedTypes() do
+        if not (isNull t.BaseType) then yield t.FullName + " base", t.BaseType
+        for i in t.GetInterfaces() do yield t.FullName + " interface", i
+        for m in t.GetMethods flags do
+            if visible m then
+                yield t.FullName + "." + m.Name, m.ReturnType
+                for p in m.GetParameters() do yield t.FullName + "." + m.Name + "(" + p.Name + ")", p.ParameterType
+        for c in t.GetConstructors flags do
+            if visible c then for p in c.GetParameters() do yield t.FullName + "..ctor(" + p.Name + ")", p.ParameterType
+        for p in t.GetProperties flags do
+            if visible (p.GetGetMethod true) || visible (p.GetSetMethod true) then yield t.FullName + "." + p.Name, p.PropertyType
+        for f in t.GetFields flags do
+            if f.IsPublic || f.IsFamily then yield t.FullName + "." + f.Name, f.FieldType ]
+    |> List.collect (fun (where, ty) -> typesIn ty |> Seq.map (fun x -> where, x) |> Seq.toList)
+
+/// F# collection, option, function and tuple types a C# caller should never meet.
+let private isFSharpOrTuple (t: Type) =
+    let n = if t.IsGenericType then t.GetGenericTypeDefinition().FullName else t.FullName
+    not (isNull n)
+    && (n.StartsWith "Microsoft.FSharp." || n.StartsWith "System.Tuple" || n.StartsWith "System.ValueTuple")
+
+let tests =
+    testList "C# façade" [
+        test "no F# list, option, function or tuple type appears in a public signature" {
+            let asm = typeof<MaacAgent>.Assembly
+            let found = publicSignatureTypes asm
+            // The walk must see the surface, or the check proves nothing.
+            Expect.isGreaterThan found.Length 200 "the reflection walk found the public members"
+            Expect.exists found (fun (w, t) -> w.Contains "Agent.Train" && t = typeof<CancellationToken>) "it sees Train's parameters"
+            let bad = found |> List.filter (snd >> isFSharpOrTuple) |> List.map (fun (w, t) -> sprintf "%s: %s" w t.FullName) |> List.distinct
+            Expect.isEmpty bad "F# or tuple types in the public C# surface"
+        }
+
+        test "the walk would catch an F# type: it flags one in Maac.Core's surface" {
+            let found = publicSignatureTypes typeof<Maac.Algorithms.Trainer>.Assembly
+            Expect.exists found (snd >> isFSharpOrTuple) "Maac.Core exposes F# types, and the walk sees them"
+        }
+
+        test "options default to the paper's settings; ForTask to the command line's" {
+            let o = MaacOptions()
+            Expect.equal (o.ActorHorizon, o.ActorSamples, o.CriticHorizon, o.ModelMembers, o.ModelElites) (4, 5, 2, 8, 6) "paper's H, K, Hc, ensemble"
+            Expect.equal o.HiddenSizes [| 256; 256 |] "paper's networks"
+            let t = MaacOptions.ForTask "pendulum"
+            let s = Maac.Algorithms.Settings.forTask "Pendulum" "maac"
+            Expect.equal (t.TotalSteps, t.ActorHorizon, t.HiddenSizes) (s.Steps, s.ActorHorizon, s.Hidden) "the CLI's settings for Pendulum"
+        }
+
+        test "out-of-range options and bad arguments name the parameter" {
+            let paramOf (f: unit -> unit) =
+                try f (); "no exception" with :? ArgumentException as e -> e.ParamName
+            Expect.equal (paramOf (fun () -> MaacOptions(BatchSize = 0) |> ignore)) "BatchSize" "BatchSize"
+            Expect.equal (paramOf (fun () -> SacOptions(Gamma = 1.5f) |> ignore)) "Gamma" "Gamma"
+            Expect.equal (paramOf (fun () -> MbpoOptions(ModelHiddenSizes = [||]) |> ignore)) "ModelHiddenSizes" "ModelHiddenSizes"
+            Expect.equal (paramOf (fun () -> new MaacAgent("NoSuchTask") |> ignore)) "environment" "unknown task"
+            Expect.equal (paramOf (fun () -> new SacAgent("Pendulum", small (SacOptions(BatchSize = 8, Threads = 0))) |> ignore)) "Threads" "Threads"
+            use agent = new SacAgent("Pendulum", small (SacOptions.ForTask "Pendulum"))
+            Expect.equal (paramOf (fun () -> agent.Act [| 1.0f |] |> ignore)) "observation" "wrong observation size"
+            Expect.equal (paramOf (fun () -> agent.Act [| 1.0f; nanf; 0.0f |] |> ignore)) "observation" "NaN in the observation"
+            Expect.equal (paramOf (fun () -> agent.Train 1_000_000)) "steps" "more steps than the budget"
+        }
+
+        test "a user's environment that breaks its own observation space is refused with the problem listed" {
+            let e = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new Reach(2) :> IEnvironment), small (SacOptions())) |> ignore)
+            Expect.equal e.ParamName "environmentFactory" "names the factory"
+            Expect.stringContains e.Message "observation 0 has size 2, the space says 1" "says what is wrong"
+        }
+
+        test "a user's environment trains like a built-in task; its reward function reaches model rollouts" {
+            let task = EnvironmentAdapter.ToTask(fun () -> new Reach() :> IEnvironment)
+            let reward = Expect.wantSome task.Functions.Reward "the reward function is used for rollouts"
+            let r = reward (Tensor.zeros [| 2; 1 |]) (Tensor.zeros [| 2; 1 |]) (Tensor.ofArray [| 2; 1 |] [| 0.5f; -1.0f |])
+            Expect.equal (r.ToArray()) [| -0.25f; -1.0f |] "−x'² on a batch"
+            let made = Collections.Concurrent.ConcurrentBag<Reach>()
+            use agent = new MaacAgent((fun () -> let r = new Reach() in made.Add r; r :> IEnvironment), small (MaacOptions()))
+            agent.Train 240
+            Expect.equal agent.Step 240 "trained the budget"
+            Expect.equal (agent.Evaluations |> Seq.map (fun e -> e.Step) |> Seq.toList) [ 120; 240 ] "evaluated every 120 steps"
+            let a = agent.Act([| 0.3f |], false)
+            Expect.isTrue (a.Length = 1 && a.[0] >= -1.0f && a.[0] <= 1.0f) "an action inside the space"
+            (agent :> IDisposable).Dispose()
+            Expect.isTrue (made |> Seq.forall (fun r -> r.Disposed)) "every environment the library made was disposed"
+        }
+
+        test "Save then Load gives the same agent; nothing saved is overwritten; the wrong class is refused" {
+            let dir = tempDir ()
+            try
+                use agent = new SacAgent("Pendulum", small (SacOptions.ForTask "Pendulum"))
+                agent.Train 120
+                agent.Save dir
+                let obs = [| 0.6f; -0.8f; 0.3f |]
+                use loaded = SacAgent.Load dir
+                Expect.equal loaded.Step 120 "step restored"
+                Expect.equal (loaded.Act obs) (agent.Act obs) "same deterministic action"
+                Expect.throwsT<IOException> (fun () -> agent.Save dir) "an existing run is not overwritten"
+                agent.Save(dir, overwrite = true)
+                let e = caught<ArgumentException> (fun () -> MaacAgent.Load dir |> ignore)
+                Expect.stringContains e.Message "sac run" "says which algorithm the folder holds"
+                use any = Agent.Load dir
+                Expect.equal any.Algorithm "sac" "Agent.Load opens any run"
+            finally
+                if Directory.Exists dir then Directory.Delete(dir, true)
+        }
+
+        test "cancellation stops after the current step and leaves a checkpoint that loads and trains on" {
+            let dir = tempDir ()
+            try
+                let options = small (SacOptions.ForTask "Pendulum")
+                options.RunDirectory <- dir
+                use cts = new CancellationTokenSource()
+                use agent = new SacAgent("Pendulum", options)
+                let progress = { new IProgress<TrainingProgress> with member _.Report p = if p.Step >= 130 then cts.Cancel() }
+                Expect.throwsT<OperationCanceledException> (fun () -> agent.Train(240, progress, cts.Token)) "cancelled"
+                Expect.isLessThan agent.Step 240 "stopped early"
+                use resumed = SacAgent.Load dir
+                Expect.equal resumed.Step agent.Step "the checkpoint holds the step it stopped at"
+                resumed.Train(240 - resumed.Step)
+                Expect.equal resumed.Step 240 "and training goes on"
+                Expect.isTrue (File.Exists(Path.Combine(dir, "metrics.csv"))) "metrics written"
+            finally
+                if Directory.Exists dir then Directory.Delete(dir, true)
+        }
+    ]
