@@ -103,9 +103,11 @@ public abstract class Agent : IDisposable
             }
             var first = Step;
             var every = Math.Max(1, (steps + ProgressReports - 1) / ProgressReports);
+            var evaluated = false;
             void OnProgress(ProgressInfo p)
             {
-                if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps)) return;
+                if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated)) return;
+                evaluated = false;
                 progress.Report(new TrainingProgress(p.Step, p.TotalSteps, p.StepsPerSecond, p.LastEpisodeReturn, p.LastEvalReturn,
                     p.CriticLoss, p.ActorLoss, p.Alpha, p.Remaining));
             }
@@ -114,8 +116,7 @@ public abstract class Agent : IDisposable
                 if (runDirectory is { } folder) RunFolder.record(folder, trainer, row);
                 evaluations.Add(new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
                     row.Alpha, row.ModelHoldoutMse, row.WallSeconds));
-                progress?.Report(new TrainingProgress(row.Step, TotalSteps, double.NaN, double.NaN, row.EvalReturnMean,
-                    row.CriticLoss, row.ActorLoss, row.Alpha, TimeSpan.Zero));
+                evaluated = true; // the progress report of this step follows at once
             }
             trainer.Run(Step + steps, FuncConvert<ProgressInfo>(OnProgress), FuncConvert<MetricsRow>(OnEvaluation), cancellationToken);
             if (runDirectory is { } last) trainer.SaveCheckpoint(RunFolder.checkpointFile(last));

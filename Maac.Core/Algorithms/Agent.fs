@@ -14,6 +14,24 @@ type CriticTarget =
     /// STEVE's inverse-variance combination of model expansions (horizon Settings.CriticHorizon).
     | SteveTarget
 
+/// What an actor objective is given at one gradient step.
+type ActorInputs =
+    { Gamma: float32
+      /// The model horizon H of this step (from Algorithm.ActorHorizon).
+      Horizon: int
+      /// Samples K per start state (from Algorithm.ActorSamples).
+      Samples: int
+      /// The learned model with the task's functions (None before the first fit or without a model).
+      Context: ModelContext option
+      /// The critics after this step's critic update.
+      Critics: Critics
+      Alpha: float32
+      Key: RandomKey
+      /// Start states [B, o].
+      Observations: Tensor
+      /// The environment step.
+      Step: int }
+
 /// An algorithm as a composition of the same pieces: whether a model is learned, whether imagined
 /// transitions feed the updates, which target trains the critics, and the actor's model horizon and
 /// samples (schedules of the training step, so that a user can write, e.g., a growing horizon).
@@ -24,14 +42,21 @@ type Algorithm =
       CriticTarget: CriticTarget
       ActorHorizon: Settings -> int -> int
       ActorSamples: Settings -> int
-      RolloutLength: Settings -> int -> int }
+      RolloutLength: Settings -> int -> int
+      /// The loss the policy minimises, a function of the step's inputs and the policy.
+      ActorObjective: ActorInputs -> TanhGaussianPolicy -> Tensor }
 
 /// The paper's algorithm and its baselines.
 module Algorithms =
+    /// MAAC's actor objective (Objectives.maac) on the step's inputs; SAC's loss when H = 0 and K = 1.
+    let pathwiseActor (i: ActorInputs) (policy: TanhGaussianPolicy) =
+        Objectives.maac i.Gamma i.Horizon i.Samples i.Context i.Critics i.Alpha i.Key i.Observations policy
+
     /// Soft actor-critic: model-free, TD targets, H = 0.
     let sac =
         { Name = "sac"; UsesModel = false; UsesImaginedData = false; CriticTarget = TdTarget
-          ActorHorizon = (fun _ _ -> 0); ActorSamples = (fun _ -> 1); RolloutLength = (fun _ _ -> 0) }
+          ActorHorizon = (fun _ _ -> 0); ActorSamples = (fun _ -> 1); RolloutLength = (fun _ _ -> 0)
+          ActorObjective = pathwiseActor }
 
     /// MBPO: SAC on a mix of real and short imagined rollouts whose length grows from 1 to
     /// Settings.RolloutLength over the first half of training.
@@ -50,7 +75,7 @@ module Algorithms =
     let maac =
         { Name = "maac"; UsesModel = true; UsesImaginedData = true; CriticTarget = SteveTarget
           ActorHorizon = (fun s _ -> s.ActorHorizon); ActorSamples = (fun s -> s.ActorSamples)
-          RolloutLength = (fun s _ -> s.RolloutLength) }
+          RolloutLength = (fun s _ -> s.RolloutLength); ActorObjective = pathwiseActor }
 
     let all = [ maac; sac; mbpo; steve; svg1 ]
 
@@ -130,7 +155,10 @@ module Agent =
         let cOpt, critics = Adam.step (nocheck s.CriticLearningRate) a.CriticsOpt a.Critics cg
         let horizon = alg.ActorHorizon s step
         let samples = alg.ActorSamples s
-        let actorLoss, pg = Maac.Diff.valueAndGradParams (Objectives.maac s.Gamma horizon samples ctx critics alpha ks.[1] b.Obs) a.Policy
+        let inputs =
+            { Gamma = s.Gamma; Horizon = horizon; Samples = samples; Context = ctx; Critics = critics; Alpha = alpha
+              Key = ks.[1]; Observations = b.Obs; Step = step }
+        let actorLoss, pg = Maac.Diff.valueAndGradParams (alg.ActorObjective inputs) a.Policy
         let actorLoss = finite "the actor loss" step (Tensor.toScalar actorLoss)
         checkGrads "policy" step pg
         let pOpt, policy = Adam.step (nocheck s.ActorLearningRate) a.PolicyOpt a.Policy pg

@@ -131,12 +131,24 @@ module Targets =
         let total = Array.reduce (+) weights
         Array.map2 (*) weights means |> Array.reduce (+) |> fun num -> num / total
 
+/// The parts the pathwise actor objective is composed of; replace any of them to build a variant
+/// (another policy class, true dynamics instead of a learned model, another terminal value).
+type PathwiseParts =
+    { /// A reparameterised action and its log-probability for each row of states: key → states → (actions, log π).
+      Act: RandomKey -> Tensor -> Tensor * Tensor
+      /// One model step: key → states → actions → (next states, rewards, done flags), all differentiable except done.
+      Step: RandomKey -> Tensor -> Tensor -> Tensor * Tensor * Tensor
+      /// The value that closes the horizon: states → actions → values.
+      Terminal: Tensor -> Tensor -> Tensor }
+
 /// Actor and temperature objectives.
 module Objectives =
-    /// The MAAC policy objective (as a loss to minimise): for K samples per start state, H reparameterised
-    /// steps of policy and model, J = Σₜ<H γᵗ (rₜ − α log πₜ) + γᴴ (min Q(s_H, a_H) − α log π(a_H|s_H)),
-    /// cut where the task's termination says so. With H = 0 and K = 1 this is SAC's actor loss exactly.
-    let maac (gamma: float32) (horizon: int) (samples: int) (ctx: ModelContext option) (critics: Critics) (alpha: float32) (key: RandomKey) (obs: Tensor) (policy: TanhGaussianPolicy) =
+    /// The pathwise objective (as a loss to minimise): for K samples per start state, H reparameterised
+    /// steps of policy and model, J = Σₜ<H γᵗ (rₜ − α log πₜ) + γᴴ (V(s_H, a_H) − α log π(a_H|s_H)),
+    /// cut where the step's done flag says so, averaged over start states and samples.
+    let pathwise (gamma: float32) (horizon: int) (samples: int) (parts: PathwiseParts) (alpha: float32) (key: RandomKey) (obs: Tensor) =
+        if horizon < 0 then invalidArg "horizon" (sprintf "the horizon must not be negative, got %d" horizon)
+        if samples < 1 then invalidArg "samples" (sprintf "at least one sample per start state is needed, got %d" samples)
         let b, o = obs.Shape.[0], obs.Shape.[1]
         let start = if samples = 1 then obs else Tensor.expand [| samples; b; o |] obs |> Tensor.reshape [| samples * b; o |]
         let keys = RandomKey.split (2 * horizon + 1) key
@@ -144,17 +156,33 @@ module Objectives =
         let mutable ret = Tensor.zeros [| samples * b |]
         let mutable alive = Tensor.ones [| samples * b |]
         let mutable disc = 1.0f
-        if horizon > 0 && ctx.IsNone then invalidArg "ctx" "a model horizon above 0 needs a model"
         for t in 0 .. horizon - 1 do
-            let a, logp = TanhGaussianPolicy.sample policy keys.[2 * t] s
-            let next, r, d = Rollout.step ctx.Value keys.[2 * t + 1] s a
+            let a, logp = parts.Act keys.[2 * t] s
+            let next, r, d = parts.Step keys.[2 * t + 1] s a
             ret <- ret + disc * alive * (r - alpha * logp)
             alive <- alive * (1.0f - d)
             disc <- disc * gamma
             s <- next
-        let a, logp = TanhGaussianPolicy.sample policy keys.[2 * horizon] s
-        ret <- ret + disc * alive * (Critics.minQ critics s a - alpha * logp)
+        let a, logp = parts.Act keys.[2 * horizon] s
+        ret <- ret + disc * alive * (parts.Terminal s a - alpha * logp)
         -(Tensor.mean ret)
+
+    /// MAAC's parts: the tanh-Gaussian policy, the learned ensemble (with the task's reward and
+    /// termination), and the smaller of the twin critics at the horizon.
+    let maacParts (ctx: ModelContext option) (critics: Critics) (policy: TanhGaussianPolicy) =
+        { Act = fun k s -> TanhGaussianPolicy.sample policy k s
+          Step =
+            fun k s a ->
+                match ctx with
+                | Some c -> Rollout.step c k s a
+                | None -> invalidArg "ctx" "a model horizon above 0 needs a model"
+          Terminal = Critics.minQ critics }
+
+    /// The MAAC policy objective: the pathwise objective with MAAC's parts. With H = 0 and K = 1 this is
+    /// SAC's actor loss exactly.
+    let maac (gamma: float32) (horizon: int) (samples: int) (ctx: ModelContext option) (critics: Critics) (alpha: float32) (key: RandomKey) (obs: Tensor) (policy: TanhGaussianPolicy) =
+        if horizon > 0 && ctx.IsNone then invalidArg "ctx" "a model horizon above 0 needs a model"
+        pathwise gamma horizon samples (maacParts ctx critics policy) alpha key obs
 
     /// SAC's actor loss E[α log π(a|s) − min Q(s, a)], written directly (the reference for H = 0).
     let sac (critics: Critics) (alpha: float32) (key: RandomKey) (obs: Tensor) (policy: TanhGaussianPolicy) =
