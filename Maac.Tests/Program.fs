@@ -14,6 +14,7 @@ let allTests =
         EnvTests.tests
         RlTests.tests
         FacadeTests.tests
+        AnalysisTests.tests
     ]
 
 [<EntryPoint>]
