@@ -20,8 +20,8 @@ let curves (runs: string list) =
                 float st, m, sqrt (vs |> Array.averageBy (fun v -> (v - m) ** 2.0)))
         sprintf "%s %s (%d run%s)" env algo members.Length (if members.Length = 1 then "" else "s"), stats)
 
-/// Draws the curves into a PNG file.
-let draw (title: string) (groups: (string * (float * float * float)[]) list) (path: string) =
+/// Draws (x, mean, std) series as lines with ±std bands into a PNG file.
+let drawWith (title: string) (xLabel: string) (yLabel: string) (groups: (string * (float * float * float)[]) list) (path: string) =
     use plt = new ScottPlot.Plot()
     for i, (label, stats) in List.indexed groups do
         if stats.Length > 0 then
@@ -37,7 +37,11 @@ let draw (title: string) (groups: (string * (float * float * float)[]) list) (pa
             line.Color <- color
             line.LegendText <- label
     plt.Title title
-    plt.XLabel "environment steps"
-    plt.YLabel "evaluation return"
+    plt.XLabel xLabel
+    plt.YLabel yLabel
     plt.ShowLegend() |> ignore
     plt.SavePng(path, 900, 540) |> ignore
+
+/// Draws learning curves (evaluation return against environment steps) into a PNG file.
+let draw (title: string) (groups: (string * (float * float * float)[]) list) (path: string) =
+    drawWith title "environment steps" "evaluation return" groups path

@@ -61,6 +61,66 @@ type PlotArgs =
             | Runs _ -> "run folders (runs of the same task and algorithm are averaged)."
             | Out _ -> "the PNG file to write."
 
+/// Options of `experiment gradient-error`.
+type GradientErrorArgs =
+    | Seeds of int
+    | Horizons of int
+    | Samples of int
+    | Model_Data of int
+    | Out of string
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Seeds _ -> "seeds (default 5; each learns its own Q and model)."
+            | Horizons _ -> "largest model horizon H (default 15)."
+            | Samples _ -> "start states per estimate (default 4096)."
+            | Model_Data _ -> "transitions the model is fitted on (default 1000; Q learns from 20000)."
+            | Out _ -> "output folder (default experiments/gradient-error)."
+
+/// Options of `experiment ablation` and `experiment compare`.
+type RunsArgs =
+    | [<Mandatory>] Env of string
+    | Algos of string
+    | Seeds of int
+    | Steps of int
+    | Out of string
+    | Parallel of int
+    | Threads of int
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Env _ -> "the task (see `envs`)."
+            | Algos _ -> "comma-separated algorithms (ablation: maac,maac-h0,maac-td,maac-k1; compare: maac,sac,mbpo,steve,svg1)."
+            | Seeds _ -> "seeds per algorithm (default 3)."
+            | Steps _ -> "environment steps per run (default 3000; the task's full budget is in its settings, e.g. 5000 for Pendulum)."
+            | Out _ -> "output folder (default experiments/KIND-ENV); finished runs in it are reused, interrupted ones resumed."
+            | Parallel _ -> "runs at a time, each its own process (default: cores / 2)."
+            | Threads _ -> "CPU threads per run (default: cores / runs at a time)."
+
+/// Options of `experiment mpc`.
+type MpcArgs =
+    | [<Mandatory>] Run of string
+    | Episodes of int
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Run _ -> "a run folder of a model-based algorithm."
+            | Episodes _ -> "evaluation episodes (default 10)."
+
+/// The experiments.
+type ExperimentCommand =
+    | [<CliPrefix(CliPrefix.None)>] Gradient_Error of ParseResults<GradientErrorArgs>
+    | [<CliPrefix(CliPrefix.None)>] Ablation of ParseResults<RunsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Mpc of ParseResults<MpcArgs>
+    | [<CliPrefix(CliPrefix.None)>] Compare of ParseResults<RunsArgs>
+    interface IArgParserTemplate with
+        member c.Usage =
+            match c with
+            | Gradient_Error _ -> "L1 error of the MAAC gradient vs H on the double integrator, true and learned dynamics (paper Figure 3)."
+            | Ablation _ -> "MAAC, H = 0, without STEVE targets, single sample; several seeds; curves (paper Figure 4)."
+            | Mpc _ -> "a run's checkpoint with and without CEM MPC at test time (paper Table 1)."
+            | Compare _ -> "several algorithms over seeds on one figure (paper Figure 2)."
+
 /// The commands.
 type Command =
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
@@ -68,6 +128,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Plot of ParseResults<PlotArgs>
+    | [<CliPrefix(CliPrefix.None)>] Experiment of ParseResults<ExperimentCommand>
     interface IArgParserTemplate with
         member c.Usage =
             match c with
@@ -76,6 +137,7 @@ type Command =
             | Train _ -> "train an agent on a task into a run folder."
             | Eval _ -> "evaluate a run folder's checkpoint."
             | Plot _ -> "draw learning curves of run folders (mean ± std across seeds)."
+            | Experiment _ -> "the paper's analyses: gradient-error, ablation, mpc, compare."
 
 [<EntryPoint>]
 let main argv =
@@ -107,8 +169,25 @@ let main argv =
                         Seed = t.GetResult(Seed, defaultValue = baseSettings.Seed) }
                 let out = t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
                 TrainCommands.train s out false
-        | Eval e -> TrainCommands.eval (e.GetResult Run) (e.GetResult(Episodes, defaultValue = 10)) (e.Contains Mpc)
+        | Eval e -> TrainCommands.eval (e.GetResult EvalArgs.Run) (e.GetResult(EvalArgs.Episodes, defaultValue = 10)) (e.Contains EvalArgs.Mpc)
         | Plot p -> TrainCommands.plot (p.GetResult Runs) (p.GetResult PlotArgs.Out)
+        | Experiment x ->
+            let runs (kind: string) (defaultAlgos: string) (r: ParseResults<RunsArgs>) =
+                let env = (Maac.Envs.Tasks.find (r.GetResult RunsArgs.Env)).Name
+                let concurrent = r.GetResult(Parallel, defaultValue = Experiments.defaultParallel ())
+                let threads = r.GetResult(RunsArgs.Threads, defaultValue = max 1 (Environment.ProcessorCount / max 1 concurrent))
+                if concurrent < 1 || threads < 1 then failwith "--parallel and --threads must be at least 1"
+                let algos = r.GetResult(Algos, defaultValue = defaultAlgos).Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+                let out = r.GetResult(RunsArgs.Out, defaultValue = IO.Path.Combine("experiments", sprintf "%s-%s" kind env))
+                Experiments.runAndPlot kind env algos (r.GetResult(RunsArgs.Seeds, defaultValue = 3)) (r.GetResult(RunsArgs.Steps, defaultValue = 3000)) out concurrent threads
+            match x.GetSubCommand() with
+            | Gradient_Error g ->
+                let d = Maac.Analysis.GradientErrorSettings.Default
+                let s = { d with Seeds = g.GetResult(GradientErrorArgs.Seeds, defaultValue = d.Seeds); Horizons = g.GetResult(Horizons, defaultValue = d.Horizons); Samples = g.GetResult(Samples, defaultValue = d.Samples); ModelData = g.GetResult(Model_Data, defaultValue = d.ModelData) }
+                Experiments.gradientError s (g.GetResult(GradientErrorArgs.Out, defaultValue = IO.Path.Combine("experiments", "gradient-error")))
+            | Ablation r -> runs "ablation" "maac,maac-h0,maac-td,maac-k1" r
+            | Compare r -> runs "compare" "maac,sac,mbpo,steve,svg1" r
+            | ExperimentCommand.Mpc m -> Experiments.mpc (m.GetResult MpcArgs.Run) (m.GetResult(MpcArgs.Episodes, defaultValue = 10))
         | Bench b when b.Contains BenchArgs.Env ->
             EnvCommands.bench (b.GetResult BenchArgs.Env) (b.GetResult(BenchArgs.Steps, defaultValue = 20_000))
             0

@@ -79,11 +79,23 @@ module Algorithms =
 
     let all = [ maac; sac; mbpo; steve; svg1 ]
 
-    /// The algorithm with this name; a clear error listing the names otherwise.
+    /// MAAC without the model in the actor objective (H = 0: SAC's actor loss on MAAC's data and critics).
+    let maacNoHorizon = { maac with Name = "maac-h0"; ActorHorizon = fun _ _ -> 0 }
+
+    /// MAAC with one-step TD critic targets instead of STEVE's.
+    let maacTdTargets = { maac with Name = "maac-td"; CriticTarget = TdTarget }
+
+    /// MAAC with a single sampled path per start state (K = 1).
+    let maacSingleSample = { maac with Name = "maac-k1"; ActorSamples = fun _ -> 1 }
+
+    /// The paper's ablations (Figure 4), trainable by name like the algorithms.
+    let ablations = [ maacNoHorizon; maacTdTargets; maacSingleSample ]
+
+    /// The algorithm or ablation with this name; a clear error listing the names otherwise.
     let find (name: string) =
-        match all |> List.tryFind (fun a -> String.Equals(a.Name, name, StringComparison.OrdinalIgnoreCase)) with
+        match all @ ablations |> List.tryFind (fun a -> String.Equals(a.Name, name, StringComparison.OrdinalIgnoreCase)) with
         | Some a -> a
-        | None -> invalidArg "name" (sprintf "unknown algorithm '%s'; choose one of %s" name (String.Join(", ", all |> List.map (fun a -> a.Name))))
+        | None -> invalidArg "name" (sprintf "unknown algorithm '%s'; choose one of %s" name (String.Join(", ", all @ ablations |> List.map (fun a -> a.Name))))
 
 /// Raised when a loss, gradient or parameter becomes NaN or infinite; says where and at which step.
 type DivergenceException(message: string) =
