@@ -56,6 +56,8 @@ let private batchEstimates (p: LqProblem) (k: float[,]) (h: int) (seed: int) (ba
 
 let tests =
     testList "gradient analysis" [
+        /// ∇_K J = −[(R + γBᵀPB)K + γBᵀPA] Σ_K, with P the discounted Lyapunov solution and Σ_K = Σₜγᵗ E[s_t s_tᵀ]
+        /// (docs/gradient-error.md, "Exact policy gradient"), against central differences of the exact return J(K).
         testPropertyWithConfig configFew "the closed-form LQ policy gradient matches central differences of the exact return" (fun () ->
             Prop.forAll problems (fun seed ->
                 let p, k = randomProblem seed
@@ -69,6 +71,8 @@ let tests =
                 let scale = 1.0 + Mat.frobenius g
                 Mat.maxAbsDiff g fd < 1e-6 * scale |> holds (sprintf "closed form %A, differences %A" g fd)))
 
+        /// Identity 1 (docs/gradient-error.md §1): with Q = Q^K held fixed, true dynamics and starts from
+        /// d_H = (1 − γ^(H+1)) Σⱼ γ^(j(H+1)) ρ_(j(H+1)), ∇_K J = ∇_K J_H / (1 − γ^(H+1)) for every H ≥ 0.
         testPropertyWithConfig { configFew with maxTest = 12 } "with exact Q, true dynamics and block starts, the MAAC gradient is the policy gradient for every H (Monte-Carlo tolerance)" (fun () ->
             Prop.forAll problemsAndHorizons (fun (seed, h) ->
                 let p, k = randomProblem seed
@@ -86,6 +90,7 @@ let tests =
                         (seq { for i in 0 .. Mat.rows k - 1 do for j in 0 .. Mat.cols k - 1 -> i, j })
                 ok |> holds (sprintf "H=%d γ=%.3f: exact %A, estimate %A ± %A" h p.Gamma exact mean stderr)))
 
+        /// The tolerance of identity 1 detects a biased estimate: the H = 0 start distribution used with H = 4.
         test "the Monte-Carlo tolerance is not vacuous: a wrong start distribution is detected" {
             // Starts from the ordinary discounted distribution (H = 0's blocks) used with H = 4: biased.
             let p, k = randomProblem 17
@@ -107,6 +112,8 @@ let tests =
             Expect.isGreaterThan worst 1.0 "the biased estimate fails the tolerance"
         }
 
+        /// Bound 2 (docs/gradient-error.md §2): if ‖∇ₐQ̃ − ∇ₐQ‖ ≤ ε_Q (Q̃ − Q a function of the action), then
+        /// ‖∇J̃_H − ∇J_H‖ ≤ γᴴ ε_Q C_H, C_H = (1 + ‖K‖‖B‖Σₖ‖Mᵏ‖) E[max_{t≤H}‖s_t‖] / (1 − γ^(H+1)), bounded in H.
         testPropertyWithConfig configFew "a Q whose action-gradient is off by ε_Q gives a gradient error of at most γ^H·C_H·ε_Q" (fun () ->
             Prop.forAll problemsAndHorizons (fun (seed, h) ->
                 let p, k = randomProblem seed
@@ -128,6 +135,8 @@ let tests =
                 (error <= bound * (1.0 + 1e-6) + 1e-5 * (1.0 + Mat.frobenius exactQ) && error > 0.0)
                 |> holds (sprintf "H=%d γ=%.3f: error %.3g, bound %.3g (C_H = %.3g)" h p.Gamma error bound c)))
 
+        /// Bound 3 (docs/gradient-error.md §3): with a model Ã = A + ε_f E, ‖E‖₂ = 1, and exact Q, the error is at
+        /// most c₁(H) ε_f, c₁ from the recursions for the path error e_t and the sensitivity error Δ_t; 0 at H = 0.
         testPropertyWithConfig configFew "a model whose derivatives are off by ε_f gives a gradient error of at most c1(H)·ε_f, zero at H = 0" (fun () ->
             Prop.forAll problemsAndHorizons (fun (seed, h) ->
                 let p, k = randomProblem seed
@@ -149,6 +158,8 @@ let tests =
                 (if h = 0 then error = 0.0 && bound = 0.0 else error <= bound + rounding)
                 |> holds (sprintf "H=%d γ=%.3f: error %.3g, bound c1·ε %.3g" h p.Gamma error bound)))
 
+        /// Reverse-mode AD of the MAAC objective equals a central difference along a random direction (tolerance
+        /// of Support.checkGradient) for random smooth policies, critics and ensembles, H ∈ 0…4, K ∈ 1…3.
         testPropertyWithConfig configFew "AD and finite differences agree on the MAAC objective for random compositions of model, policy and critic (any H, K)" (fun () ->
             Prop.forAll (Arb.fromGen (gen {
                 let! seed = Gen.choose (0, 100_000)
