@@ -40,8 +40,18 @@ public abstract class Agent : IDisposable
         var settings = options.ToSettings(task.Name);
         if (settings.ModelElites > settings.ModelMembers)
             throw new ArgumentOutOfRangeException(nameof(ModelBasedOptions.ModelElites), settings.ModelElites, $"more elites than the {settings.ModelMembers} ensemble members");
-        if (options.RunDirectory is { } dir) RunFolder.create(dir, settings);
-        return new Trainer(settings, Algorithms.Algorithms.find(settings.Algorithm), task);
+        var trainer = new Trainer(settings, Algorithms.Algorithms.find(settings.Algorithm), task);
+        try
+        {
+            // After the trainer exists, so a failed construction leaves no half-started run folder behind.
+            if (options.RunDirectory is { } dir) RunFolder.create(dir, settings);
+            return trainer;
+        }
+        catch
+        {
+            ((IDisposable)trainer).Dispose();
+            throw;
+        }
     }
 
     /// <summary>The library task of a built-in environment name; a clear error listing the names otherwise.</summary>

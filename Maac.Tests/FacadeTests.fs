@@ -171,6 +171,39 @@ let tests =
                 if Directory.Exists dir then Directory.Delete(dir, true)
         }
 
+        test "MaacAgent.Load opens a run folder written the way the command line's train writes it" {
+            let dir = tempDir ()
+            try
+                let s = { RlTests.tiny "Pendulum" "maac" with Steps = 200; EvalEvery = 200 }
+                Maac.Algorithms.RunFolder.create dir s
+                let trainOnce () =
+                    use trainer = new Maac.Algorithms.Trainer(s, Maac.Algorithms.Algorithms.maac, Maac.Envs.Tasks.find "Pendulum")
+                    trainer.Run(200, ignore, Maac.Algorithms.RunFolder.record dir trainer, CancellationToken.None)
+                trainOnce ()
+                use agent = MaacAgent.Load dir
+                Expect.equal (agent.Step, agent.Algorithm, agent.Environment) (200, "maac", "Pendulum") "the CLI's run"
+                Expect.equal (agent.Act([| 1.0f; 0.0f; 0.0f |]).Length) 1 "acts"
+                Expect.equal (Path.GetFullPath agent.RunDirectory) (Path.GetFullPath dir) "continues in the same folder"
+            finally
+                if Directory.Exists dir then Directory.Delete(dir, true)
+        }
+
+        test "a run folder that already holds a run is refused at construction, and nothing in it changes" {
+            let dir = tempDir ()
+            try
+                let options = small (SacOptions.ForTask "Pendulum")
+                options.RunDirectory <- dir
+                let trainFirst () =
+                    use first = new SacAgent("Pendulum", options)
+                    first.Train 120
+                trainFirst ()
+                let before = File.ReadAllBytes(Path.Combine(dir, "checkpoint.safetensors"))
+                Expect.throwsT<IOException> (fun () -> new SacAgent("Pendulum", options) |> ignore) "refused"
+                Expect.equal (File.ReadAllBytes(Path.Combine(dir, "checkpoint.safetensors"))) before "the saved checkpoint is untouched"
+            finally
+                if Directory.Exists dir then Directory.Delete(dir, true)
+        }
+
         test "cancellation stops after the current step and leaves a checkpoint that loads and trains on" {
             let dir = tempDir ()
             try
