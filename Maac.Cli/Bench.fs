@@ -59,7 +59,7 @@ let private time (warmup: int) (reps: int) (f: int -> unit) =
     ts.[reps / 2], ts.[0], gcMs, allocMb
 
 /// Runs both workloads and prints `actor_step: median X ms` and `model_step: median X ms`.
-let run (threads: int) (reps: int) (shape: BenchShape) =
+let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
     CpuSettings.Threads <- threads
     let su = setup shape
     let actorCfg = AdamConfig.WithLearningRate 3e-4f
@@ -76,12 +76,15 @@ let run (threads: int) (reps: int) (shape: BenchShape) =
         let o, p = Adam.step actorCfg policyOpt policy g
         policyOpt <- o
         policy <- p
+        // Queued device work belongs to the step it was launched by.
+        Backends.Default.Synchronize()
     let modelStep (_: int) =
         let _, g = Diff.valueAndGradParams (fun m -> GaussianEnsemble.nll m su.ModelInputs su.ModelTargets) model
         let o, m = Adam.step modelCfg modelOpt model g
         modelOpt <- o
         model <- m
-    let device = sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName
+        Backends.Default.Synchronize()
+    let device = if device = Device.Cpu then sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName else string device
     for name, step in [ "actor_step", actorStep; "model_step", modelStep ] do
         let med, best, gc, alloc = time 5 reps step
         printfn "maac %s %s: median %.3f ms  min %.3f ms  (GC pauses %.1f ms/step, %.0f MB fresh allocation/step)" device name med best gc alloc

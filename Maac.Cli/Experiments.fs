@@ -68,14 +68,15 @@ let private finished (r: RunSpec) =
     File.Exists(RunFolder.metricsFile r.Folder)
     && (RunFolder.readMetrics r.Folder |> Array.tryLast |> Option.exists (fun (step, _, _) -> step >= r.Steps))
 
-/// Trains every run in child processes, `parallel` at a time with `threads` CPU threads each. Finished runs
-/// are kept, interrupted ones resumed from their checkpoints; each child's output goes to train.log in its folder.
+/// Trains every run in child processes, `concurrent` at a time with `threads` CPU threads each. Finished runs
+/// are kept; interrupted or shorter ones continue from their checkpoints up to `Steps`; each child's output goes
+/// to train.log in its folder.
 let trainAll (runs: RunSpec list) (concurrent: int) (threads: int) =
     let exe, prefix = self ()
     let start (r: RunSpec) =
         Directory.CreateDirectory r.Folder |> ignore
         let args =
-            if File.Exists(RunFolder.checkpointFile r.Folder) then [ "train"; "--env"; r.Env; "--resume"; r.Folder; "--threads"; string threads ]
+            if File.Exists(RunFolder.checkpointFile r.Folder) then [ "train"; "--env"; r.Env; "--resume"; r.Folder; "--steps"; string r.Steps; "--threads"; string threads ]
             else
                 [ "train"; "--env"; r.Env; "--algo"; r.Algorithm; "--seed"; string r.Seed; "--steps"; string r.Steps
                   "--out"; r.Folder; "--threads"; string threads ]

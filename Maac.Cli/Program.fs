@@ -5,6 +5,7 @@ open Argu
 
 /// Options of `bench`.
 type BenchArgs =
+    | Device of string
     | Threads of int
     | Reps of int
     | Env of string
@@ -12,6 +13,7 @@ type BenchArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Device _ -> "cpu (default), cuda or cuda:N: where the workloads run."
             | Threads _ -> "CPU threads to use (default: all cores)."
             | Reps _ -> "timed repetitions per workload (default 20)."
             | Env _ -> "instead of the learning workloads, time stepping this task (see `envs`)."
@@ -27,6 +29,7 @@ type TrainArgs =
     | Config of string
     | Resume of string
     | Threads of int
+    | Device of string
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -38,18 +41,21 @@ type TrainArgs =
             | Config _ -> "a config.json whose settings replace the defaults (flags still win)."
             | Resume _ -> "continue the run in this folder from its checkpoint."
             | Threads _ -> "CPU threads (default: all cores)."
+            | Device _ -> "cpu (default), cuda or cuda:N: where tensors live and are computed."
 
 /// Options of `eval`.
 type EvalArgs =
     | [<Mandatory>] Run of string
     | Episodes of int
     | Mpc
+    | Device of string
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Run _ -> "a run folder written by train."
             | Episodes _ -> "evaluation episodes (default 10)."
             | Mpc -> "also evaluate with CEM planning through the learned model (the paper's Table 1 settings)."
+            | Device _ -> "cpu (default), cuda or cuda:N."
 
 /// Options of `plot`.
 type PlotArgs =
@@ -150,6 +156,7 @@ let main argv =
             0
         | Train t ->
             Maac.Tensors.Cpu.CpuSettings.Threads <- t.GetResult(TrainArgs.Threads, defaultValue = Environment.ProcessorCount)
+            Maac.Cuda.Gpu.select (t.GetResult(TrainArgs.Device, defaultValue = "cpu")) |> ignore
             match t.TryGetResult Resume with
             | Some dir ->
                 let s = Maac.Algorithms.RunFolder.readSettings dir
@@ -169,7 +176,9 @@ let main argv =
                         Seed = t.GetResult(Seed, defaultValue = baseSettings.Seed) }
                 let out = t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
                 TrainCommands.train s out false
-        | Eval e -> TrainCommands.eval (e.GetResult EvalArgs.Run) (e.GetResult(EvalArgs.Episodes, defaultValue = 10)) (e.Contains EvalArgs.Mpc)
+        | Eval e ->
+            Maac.Cuda.Gpu.select (e.GetResult(EvalArgs.Device, defaultValue = "cpu")) |> ignore
+            TrainCommands.eval (e.GetResult EvalArgs.Run) (e.GetResult(EvalArgs.Episodes, defaultValue = 10)) (e.Contains EvalArgs.Mpc)
         | Plot p -> TrainCommands.plot (p.GetResult Runs) (p.GetResult PlotArgs.Out)
         | Experiment x ->
             let runs (kind: string) (defaultAlgos: string) (r: ParseResults<RunsArgs>) =
@@ -196,7 +205,8 @@ let main argv =
             let reps = b.GetResult(Reps, defaultValue = 20)
             if threads < 1 then failwithf "--threads must be at least 1, got %d" threads
             if reps < 1 then failwithf "--reps must be at least 1, got %d" reps
-            Bench.run threads reps Bench.reference
+            let device = Maac.Cuda.Gpu.select (b.GetResult(BenchArgs.Device, defaultValue = "cpu"))
+            Bench.run device threads reps Bench.reference
             0
     with
     | :? ArguParseException as e ->

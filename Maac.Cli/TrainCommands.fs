@@ -19,6 +19,8 @@ let train (settings: Settings) (outDir: string) (resume: bool) =
     if resume then
         trainer.LoadCheckpoint(RunFolder.checkpointFile outDir)
         RunFolder.truncateMetrics outDir trainer.Step
+        // The budget may have been raised with --steps: config.json records the settings in use.
+        RunFolder.writeSettings outDir settings
         printfn "resuming %s at step %d of %d" outDir trainer.Step settings.Steps
     else RunFolder.create outDir settings
     use cancel = new CancellationTokenSource()

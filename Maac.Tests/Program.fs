@@ -15,6 +15,7 @@ let allTests =
         RlTests.tests
         FacadeTests.tests
         AnalysisTests.tests
+        GpuBackendTests.tests
     ]
 
 [<EntryPoint>]

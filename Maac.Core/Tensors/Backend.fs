@@ -148,6 +148,8 @@ and IBackend =
     abstract IndexAdd: shape: int[] * axis: int * indices: int[] * src: RawTensor -> RawTensor
     /// True when every element is finite.
     abstract AllFinite: x: RawTensor -> bool
+    /// Waits until every operation queued so far has finished (a no-op where operations run synchronously).
+    abstract Synchronize: unit -> unit
     /// One fused Adam update of a parameter w with gradient g and moments m, v:
     /// m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g², w' = w − lr·(m'/c1)/(√(v'/c2) + ε), where c1, c2
     /// are the bias corrections 1 − βᵗ. Returns (w', m', v').

@@ -79,9 +79,7 @@ and [<Sealed>] CpuBackend private () =
         member _.Device = Device.Cpu
 
         member _.OfArray(values, shape) =
-            Shape.validate "ofArray" shape
-            if values.Length <> Shape.numel shape then
-                Shape.fail "ofArray" (sprintf "%d values do not fill shape %s (%d elements)" values.Length (Shape.show shape) (Shape.numel shape))
+            Plans.ofArray values.Length shape
             let d = CpuBackend.Alloc values.Length
             Array.Copy(values, d, values.Length)
             CpuBackend.Make(d, Array.copy shape)
@@ -139,47 +137,21 @@ and [<Sealed>] CpuBackend private () =
             CpuBackend.Out([| Reductions.sum (ReadOnlySpan<float32>(partial)) |], [||], x)
 
         member _.MatMul(transA, transB, a, b, bias) =
-            let op = if a.Shape.Length = 3 then "bmm" else "matmul"
-            let fail () =
-                Shape.fail op (sprintf "cannot multiply %s%s by %s%s" (Shape.show a.Shape) (if transA then "ᵀ" else "") (Shape.show b.Shape) (if transB then "ᵀ" else ""))
-            if a.Shape.Length <> b.Shape.Length || (a.Shape.Length <> 2 && a.Shape.Length <> 3) then fail ()
-            let batched = a.Shape.Length = 3
-            let batches = if batched then a.Shape.[0] else 1
-            if batched && b.Shape.[0] <> batches then fail ()
-            let r = a.Shape.Length
-            let ar, ac = a.Shape.[r - 2], a.Shape.[r - 1]
-            let br, bc = b.Shape.[r - 2], b.Shape.[r - 1]
-            let m, k = (if transA then ac, ar else ar, ac)
-            let k2, n = (if transB then bc, br else br, bc)
-            if k <> k2 then fail ()
-            let outShape = if batched then [| batches; m; n |] else [| m; n |]
-            let c = CpuBackend.Alloc(batches * m * n)
-            let biasData =
-                match bias with
-                | null -> null
-                | bias ->
-                    let bd = CpuBackend.Data bias
-                    if bd.Length <> n && bd.Length <> batches * n then
-                        Shape.fail op (sprintf "bias of shape %s does not fit a product of shape %s" (Shape.show bias.Shape) (Shape.show outShape))
-                    bd
-            let operand (x: RawTensor) trans =
-                { Data = CpuBackend.Data x; Offset = 0; Ld = x.Shape.[r - 1]; Trans = trans
-                  BatchStride = (if batched then x.Shape.[1] * x.Shape.[2] else 0) }
-            Gemm.run batches m n k (operand a transA) (operand b transB) c biasData
-            CpuBackend.Out(c, outShape, a, b, bias)
+            let p = Plans.matMul transA transB a.Shape b.Shape (if isNull bias then -1 else bias.Numel)
+            let c = CpuBackend.Alloc(p.Batches * p.M * p.N)
+            let biasData = if isNull bias then null else CpuBackend.Data bias
+            let operand (x: RawTensor) trans ld stride = { Data = CpuBackend.Data x; Offset = 0; Ld = ld; Trans = trans; BatchStride = stride }
+            Gemm.run p.Batches p.M p.N p.K (operand a transA p.LdA p.StrideA) (operand b transB p.LdB p.StrideB) c biasData
+            CpuBackend.Out(c, p.OutShape, a, b, bias)
 
         member _.Reshape(x, shape) =
-            Shape.validate "reshape" shape
-            if Shape.numel shape <> x.Numel then
-                Shape.fail "reshape" (sprintf "cannot view a tensor of shape %s (%d elements) as %s" (Shape.show x.Shape) x.Numel (Shape.show shape))
+            Plans.reshape x.Numel x.Shape shape
             CpuTensor(CpuBackend.Cpu(x).Storage, Array.copy shape) :> RawTensor
 
         member _.Permute(x, perm) =
             let r = x.Shape.Length
-            if perm.Length <> r || (Array.sort perm <> Array.init r id) then
-                Shape.fail "permute" (sprintf "%A is not a permutation of the %d axes of shape %s" perm r (Shape.show x.Shape))
+            let outShape = Plans.permute x.Shape perm
             let src = CpuBackend.Data x
-            let outShape = perm |> Array.map (fun p -> x.Shape.[p])
             let inStrides = Shape.strides x.Shape
             let strideOf = perm |> Array.map (fun p -> inStrides.[p])
             let dst = CpuBackend.Alloc src.Length
@@ -208,24 +180,14 @@ and [<Sealed>] CpuBackend private () =
             CpuBackend.Out(dst, outShape, x)
 
         member _.Expand(x, shape) =
-            let target = Shape.broadcast "expand" x.Shape shape
-            if target <> shape then
-                Shape.fail "expand" (sprintf "shape %s cannot be expanded to %s" (Shape.show x.Shape) (Shape.show shape))
+            Plans.expand x.Shape shape
             let d = CpuBackend.Alloc(Shape.numel shape)
             let src = CpuBackend.Data x
             Broadcast.apply (Broadcast.plan x.Shape x.Shape shape) src src d (fun a _ -> a)
             CpuBackend.Out(d, Array.copy shape, x)
 
         member _.Concat(xs, axis) =
-            if xs.Length = 0 then Shape.fail "concat" "no tensors were given"
-            let first = xs.[0].Shape
-            let ax = Shape.axis "concat" first.Length axis
-            for x in xs do
-                if x.Shape.Length <> first.Length || (Shape.removeAxis x.Shape ax <> Shape.removeAxis first ax) then
-                    Shape.fail "concat" (sprintf "shapes %s differ outside axis %d" (String.Join(", ", xs |> Array.map (fun t -> Shape.show t.Shape))) axis)
-            let total = xs |> Array.sumBy (fun x -> x.Shape.[ax])
-            let outShape = Shape.withAxis first ax total
-            let outer, _, inner = Shape.splitAt outShape ax
+            let ax, outShape, (outer, total, inner) = Plans.concat (xs |> Array.map (fun x -> x.Shape)) axis
             let d = CpuBackend.Alloc(Shape.numel outShape)
             let mutable at = 0
             for x in xs do
@@ -237,9 +199,7 @@ and [<Sealed>] CpuBackend private () =
             CpuBackend.Out(d, outShape, xs)
 
         member _.Slice(x, axis, start, length) =
-            let ax = Shape.axis "slice" x.Shape.Length axis
-            if start < 0 || length < 0 || start + length > x.Shape.[ax] then
-                Shape.fail "slice" (sprintf "range [%d, %d) is outside axis %d of shape %s" start (start + length) axis (Shape.show x.Shape))
+            let ax = Plans.slice x.Shape axis start length
             let outer, n, inner = Shape.splitAt x.Shape ax
             let src = CpuBackend.Data x
             let d = CpuBackend.Alloc(outer * length * inner)
@@ -248,10 +208,7 @@ and [<Sealed>] CpuBackend private () =
             CpuBackend.Out(d, Shape.withAxis x.Shape ax length, x)
 
         member _.IndexSelect(x, axis, indices) =
-            let ax = Shape.axis "indexSelect" x.Shape.Length axis
-            let outer, n, inner = Shape.splitAt x.Shape ax
-            for i in indices do
-                if i < 0 || i >= n then Shape.fail "indexSelect" (sprintf "index %d is outside axis %d of size %d (shape %s)" i axis n (Shape.show x.Shape))
+            let ax, (outer, n, inner) = Plans.indexSelect x.Shape axis indices
             let src = CpuBackend.Data x
             let m = indices.Length
             let d = CpuBackend.Alloc(outer * m * inner)
@@ -262,13 +219,8 @@ and [<Sealed>] CpuBackend private () =
             CpuBackend.Out(d, Shape.withAxis x.Shape ax m, x)
 
         member _.IndexAdd(shape, axis, indices, src) =
-            let ax = Shape.axis "indexAdd" shape.Length axis
-            let outer, n, inner = Shape.splitAt shape ax
+            let _, (outer, n, inner) = Plans.indexAdd shape axis indices src.Shape
             let m = indices.Length
-            if src.Shape <> Shape.withAxis shape ax m then
-                Shape.fail "indexAdd" (sprintf "source of shape %s does not match %d indices into shape %s along axis %d" (Shape.show src.Shape) m (Shape.show shape) axis)
-            for i in indices do
-                if i < 0 || i >= n then Shape.fail "indexAdd" (sprintf "index %d is outside axis %d of size %d" i axis n)
             let s = CpuBackend.Data src
             let d = CpuBackend.Zeros(outer * n * inner)
             Workers.forEach outer (outer * m * inner >= 2 * Elementwise.Chunk) (fun o ->
@@ -277,14 +229,15 @@ and [<Sealed>] CpuBackend private () =
             CpuBackend.Out(d, Array.copy shape, src)
 
         member _.AdamStep(w, g, m, v, hyper) =
-            if g.Shape <> w.Shape || m.Shape <> w.Shape || v.Shape <> w.Shape then
-                Shape.fail "adam" (sprintf "parameter %s, gradient %s and moments %s, %s differ in shape" (Shape.show w.Shape) (Shape.show g.Shape) (Shape.show m.Shape) (Shape.show v.Shape))
+            Plans.adam w.Shape g.Shape m.Shape v.Shape
             let n = w.Numel
             let w', m', v' = CpuBackend.Alloc n, CpuBackend.Alloc n, CpuBackend.Alloc n
             Elementwise.adam (CpuBackend.Data w) (CpuBackend.Data g) (CpuBackend.Data m) (CpuBackend.Data v) hyper w' m' v'
             let r = struct (CpuBackend.Make(w', w.Shape), CpuBackend.Make(m', w.Shape), CpuBackend.Make(v', w.Shape))
             GC.KeepAlive [| w; g; m; v |]
             r
+
+        member _.Synchronize() = ()
 
         member _.AllFinite(x) =
             let src = CpuBackend.Data x

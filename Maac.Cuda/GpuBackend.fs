@@ -1,0 +1,322 @@
+namespace Maac.Cuda
+
+open System
+open ILGPU
+open ILGPU.Runtime
+open ILGPU.Runtime.Cuda
+open ILGPU.Runtime.CPU
+open Maac.Tensors
+
+/// Raised when no usable GPU (or driver) is found, with what was looked for.
+type GpuUnavailableException(message: string, inner: exn) =
+    inherit Exception(message, inner)
+
+/// Frees a device buffer when no tensor refers to it any more (freeing memory synchronises with the device, so
+/// kernels already launched on it finish first).
+[<Sealed; AllowNullLiteral>]
+type internal DeviceBlock(buffer: MemoryBuffer1D<float32, Stride1D.Dense>) =
+    member _.Buffer = buffer
+    override _.Finalize() = if not buffer.IsDisposed then buffer.Dispose()
+
+/// A tensor whose values live in an accelerator's memory buffer (shared between reshaped views).
+[<Sealed; AllowNullLiteral>]
+type GpuTensor internal (shape: int[], block: DeviceBlock, backend: IBackend) =
+    inherit RawTensor(shape)
+    member internal _.Block = block
+    /// The device buffer (at least one element long).
+    member _.Buffer = block.Buffer
+    member internal _.View = block.Buffer.View
+    override _.Backend = backend
+    override t.ToArray() =
+        let all = block.Buffer.GetAsArray1D()
+        if all.Length = t.Numel then all else Array.sub all 0 t.Numel
+
+/// The raw-kernel backend on an ILGPU accelerator: CUDA on NVIDIA GPUs, or ILGPU's CPU accelerator (which runs
+/// the same kernels on the host; the tests use it so that a kernel bug fails CI without a GPU). Every
+/// operation launches kernels on the accelerator's default stream and returns without waiting; only ToArray
+/// and AllFinite read back to the host.
+[<Sealed>]
+type GpuBackend(accelerator: Accelerator, device: Device) =
+    let fill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, float32>(Kernels.Fill)
+    let copy = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, int, ArrayView<float32>, int>(Kernels.Copy)
+    let unary = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int>(Kernels.Unary)
+    let unaryGrad =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int>(Kernels.UnaryGrad)
+    let scalar = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, float32, float32>(Kernels.Scalar)
+    let scalarGrad =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, float32, float32>(Kernels.ScalarGrad)
+    let binary =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, int, Dims, Dims, Dims>(Kernels.Binary)
+    let gather = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, Dims, Dims, int>(Kernels.Gather)
+    let reduce = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.Reduce)
+    let partialSums = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int>(Kernels.PartialSums)
+    let matMul =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, Dims, int, int>(Kernels.MatMul)
+    let indexSelect =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<int>, int, int, int>(Kernels.IndexSelect)
+    let indexAdd =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<int>, int, int, int>(Kernels.IndexAdd)
+    let checkFinite = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<int>>(Kernels.CheckFinite)
+    let adam =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
+                                                ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, AdamHyper>(Kernels.Adam)
+    let random = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, uint32, uint32, int>(Kernels.Random)
+    /// Elements summed by one thread in the first pass of SumAll.
+    let piece = 4096
+
+    member private this.Wrap(shape: int[], block: DeviceBlock) = GpuTensor(Array.copy shape, block, this) :> RawTensor
+
+    /// A new uninitialised tensor.
+    member private this.Alloc(shape: int[]) =
+        let buffer = accelerator.Allocate1D<float32>(int64 (max 1 (Shape.numel shape)))
+        buffer, this.Wrap(shape, DeviceBlock buffer)
+
+    member private _.Of(x: RawTensor) : GpuTensor =
+        match x with
+        | null -> nullArg "x"
+        | :? GpuTensor as g -> g
+        | other -> invalidArg "x" (sprintf "a tensor on %O was given to the %O backend; move it with Tensor.toDevice first" other.Backend.Device device)
+
+    member private _.Launch(count: int, run: Index1D -> unit) = if count > 0 then run (Index1D count)
+
+    member private this.Ints(values: int[]) =
+        let b = accelerator.Allocate1D<int>(int64 (max 1 values.Length))
+        if values.Length > 0 then b.View.SubView(0L, int64 values.Length).CopyFromCPU(values)
+        b
+
+    /// The accelerator this backend launches on.
+    member _.Accelerator = accelerator
+
+    interface IBackend with
+        member _.Device = device
+
+        member this.OfArray(values, shape) =
+            Plans.ofArray values.Length shape
+            let buffer, t = this.Alloc shape
+            if values.Length > 0 then buffer.View.SubView(0L, int64 values.Length).CopyFromCPU(values)
+            t
+
+        member this.Full(shape, value) =
+            Shape.validate "full" shape
+            let buffer, t = this.Alloc shape
+            this.Launch(t.Numel, fun n -> fill.Invoke(n, buffer.View.AsContiguous(), value))
+            t
+
+        member this.Random(dist, key, shape) =
+            Shape.validate "random" shape
+            let buffer, t = this.Alloc shape
+            this.Launch(t.Numel, fun n -> random.Invoke(n, buffer.View.AsContiguous(), key.K0, key.K1, (match dist with Uniform -> 0 | Normal -> 1)))
+            t
+
+        member this.Unary(op, x) =
+            let x = this.Of x
+            let buffer, t = this.Alloc x.Shape
+            this.Launch(x.Numel, fun n -> unary.Invoke(n, x.View.AsContiguous(), buffer.View.AsContiguous(), OpCodes.unary op))
+            t
+
+        member this.UnaryGrad(op, x, y, g) =
+            let x, y, g = this.Of x, this.Of y, this.Of g
+            let buffer, t = this.Alloc x.Shape
+            this.Launch(x.Numel, fun n ->
+                unaryGrad.Invoke(n, x.View.AsContiguous(), y.View.AsContiguous(), g.View.AsContiguous(), buffer.View.AsContiguous(), OpCodes.unary op))
+            t
+
+        member this.Scalar(op, x) =
+            let x = this.Of x
+            let code, c0, c1 = OpCodes.scalar op
+            let buffer, t = this.Alloc x.Shape
+            this.Launch(x.Numel, fun n -> scalar.Invoke(n, x.View.AsContiguous(), buffer.View.AsContiguous(), code, c0, c1))
+            t
+
+        member this.ScalarGrad(op, x, g) =
+            let x, g = this.Of x, this.Of g
+            let code, c0, c1 = OpCodes.scalar op
+            let buffer, t = this.Alloc x.Shape
+            this.Launch(x.Numel, fun n -> scalarGrad.Invoke(n, x.View.AsContiguous(), g.View.AsContiguous(), buffer.View.AsContiguous(), code, c0, c1))
+            t
+
+        member this.Binary(op, a, b) =
+            let a, b = this.Of a, this.Of b
+            let outShape = Shape.broadcast (BinaryOp.name op) a.Shape b.Shape
+            let r = outShape.Length
+            // Strides of an input aligned to the right of the output shape, 0 along broadcast dimensions.
+            let stridesOf (s: int[]) =
+                let own = Shape.strides s
+                Array.init r (fun d ->
+                    let i = d - (r - s.Length)
+                    if i < 0 || s.[i] = 1 then 0 else own.[i])
+            let buffer, t = this.Alloc outShape
+            this.Launch(t.Numel, fun n ->
+                binary.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), OpCodes.binary op, r,
+                              Dims.Of outShape, Dims.Of(stridesOf a.Shape), Dims.Of(stridesOf b.Shape)))
+            t
+
+        member this.SumAxis(x, axis, keepDim) = this.Reduce(x, Shape.axis "sum" x.Shape.Length axis, keepDim, false)
+        member this.MaxAxis(x, axis, keepDim) = this.Reduce(x, Shape.axis "max" x.Shape.Length axis, keepDim, true)
+
+        member this.SumAll(x) =
+            let x = this.Of x
+            let pieces = max 1 ((x.Numel + piece - 1) / piece)
+            let partial, _ = this.Alloc [| pieces |]
+            if x.Numel = 0 then fill.Invoke(Index1D 1, partial.View.AsContiguous(), 0.0f)
+            else partialSums.Invoke(Index1D pieces, x.View.AsContiguous(), partial.View.AsContiguous(), x.Numel, piece)
+            let total, t = this.Alloc [||]
+            partialSums.Invoke(Index1D 1, partial.View.AsContiguous(), total.View.AsContiguous(), pieces, pieces)
+            t
+
+        member this.MatMul(transA, transB, a, b, bias) =
+            let a, b = this.Of a, this.Of b
+            let p = Plans.matMul transA transB a.Shape b.Shape (if isNull bias then -1 else bias.Numel)
+            let biasMode, biasView =
+                match bias with
+                | null -> 0, a.View.AsContiguous()
+                | bias -> (if bias.Numel = p.N then 1 else 2), (this.Of bias).View.AsContiguous()
+            let buffer, t = this.Alloc p.OutShape
+            let dims = Dims.Of [| p.M; p.N; p.K; p.LdA; p.LdB; p.StrideA; p.StrideB; biasMode |]
+            this.Launch(t.Numel, fun n ->
+                matMul.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), biasView, dims, (if transA then 1 else 0), (if transB then 1 else 0)))
+            t
+
+        member this.Reshape(x, shape) =
+            let x = this.Of x
+            Plans.reshape x.Numel x.Shape shape
+            this.Wrap(shape, x.Block)
+
+        member this.Permute(x, perm) =
+            let x = this.Of x
+            let outShape = Plans.permute x.Shape perm
+            let inStrides = Shape.strides x.Shape
+            this.GatherInto(x, outShape, perm |> Array.map (fun p -> inStrides.[p]), 0)
+
+        member this.Expand(x, shape) =
+            let x = this.Of x
+            Plans.expand x.Shape shape
+            let r = shape.Length
+            let own = Shape.strides x.Shape
+            let strides = Array.init r (fun d -> let i = d - (r - x.Shape.Length) in if i < 0 || x.Shape.[i] = 1 then 0 else own.[i])
+            this.GatherInto(x, shape, strides, 0)
+
+        member this.Concat(xs, axis) =
+            let xs = xs |> Array.map this.Of
+            let ax, outShape, (outer, total, inner) = Plans.concat (xs |> Array.map (fun x -> x.Shape)) axis
+            let buffer, t = this.Alloc outShape
+            let mutable at = 0
+            for x in xs do
+                let w = x.Shape.[ax] * inner
+                // A gather from x into the output's [outer, w] block at column `at·inner`: done row by row.
+                for o in 0 .. outer - 1 do
+                    this.Launch(w, fun n -> copy.Invoke(n, x.View.AsContiguous(), o * w, buffer.View.AsContiguous(), o * total * inner + at * inner))
+                at <- at + x.Shape.[ax]
+            t
+
+        member this.Slice(x, axis, start, length) =
+            let x = this.Of x
+            let ax = Plans.slice x.Shape axis start length
+            let outShape = Shape.withAxis x.Shape ax length
+            let strides = Shape.strides x.Shape
+            this.GatherInto(x, outShape, strides, start * strides.[ax])
+
+        member this.IndexSelect(x, axis, indices) =
+            let x = this.Of x
+            let ax, (_, n, inner) = Plans.indexSelect x.Shape axis indices
+            let buffer, t = this.Alloc(Shape.withAxis x.Shape ax indices.Length)
+            use idx = this.Ints indices
+            this.Launch(t.Numel, fun c -> indexSelect.Invoke(c, x.View.AsContiguous(), buffer.View.AsContiguous(), idx.View.AsContiguous(), n, indices.Length, inner))
+            accelerator.Synchronize()
+            t
+
+        member this.IndexAdd(shape, axis, indices, src) =
+            let src = this.Of src
+            let _, (outer, n, inner) = Plans.indexAdd shape axis indices src.Shape
+            let buffer, t = this.Alloc shape
+            this.Launch(t.Numel, fun c -> fill.Invoke(c, buffer.View.AsContiguous(), 0.0f))
+            use idx = this.Ints indices
+            this.Launch(outer * inner, fun c -> indexAdd.Invoke(c, src.View.AsContiguous(), buffer.View.AsContiguous(), idx.View.AsContiguous(), n, indices.Length, inner))
+            accelerator.Synchronize()
+            t
+
+        member _.Synchronize() = accelerator.Synchronize()
+
+        member this.AllFinite(x) =
+            let x = this.Of x
+            use flag = this.Ints [| 1 |]
+            this.Launch(x.Numel, fun n -> checkFinite.Invoke(n, x.View.AsContiguous(), flag.View.AsContiguous()))
+            (flag.GetAsArray1D()).[0] = 1
+
+        member this.AdamStep(w, g, m, v, hyper) =
+            let w, g, m, v = this.Of w, this.Of g, this.Of m, this.Of v
+            Plans.adam w.Shape g.Shape m.Shape v.Shape
+            let bw, tw = this.Alloc w.Shape
+            let bm, tm = this.Alloc w.Shape
+            let bv, tv = this.Alloc w.Shape
+            this.Launch(w.Numel, fun n ->
+                adam.Invoke(n, w.View.AsContiguous(), g.View.AsContiguous(), m.View.AsContiguous(), v.View.AsContiguous(),
+                            bw.View.AsContiguous(), bm.View.AsContiguous(), bv.View.AsContiguous(), hyper))
+            struct (tw, tm, tv)
+
+    member private this.Reduce(x: RawTensor, ax: int, keepDim: bool, isMax: bool) =
+        let x = this.Of x
+        let outer, n, inner = Shape.splitAt x.Shape ax
+        let outShape = if keepDim then Shape.withAxis x.Shape ax 1 else Shape.removeAxis x.Shape ax
+        if n = 0 && isMax then Shape.fail "max" (sprintf "cannot take the maximum over an empty axis of shape %s" (Shape.show x.Shape))
+        let buffer, t = this.Alloc outShape
+        if n = 0 then this.Launch(t.Numel, fun c -> fill.Invoke(c, buffer.View.AsContiguous(), 0.0f))
+        else this.Launch(outer * inner, fun c -> reduce.Invoke(c, x.View.AsContiguous(), buffer.View.AsContiguous(), n, inner, (if isMax then 1 else 0)))
+        t
+
+    member private this.GatherInto(x: GpuTensor, outShape: int[], strides: int[], offset: int) =
+        let buffer, t = this.Alloc outShape
+        this.Launch(t.Numel, fun n -> gather.Invoke(n, x.View.AsContiguous(), buffer.View.AsContiguous(), outShape.Length, Dims.Of outShape, Dims.Of strides, offset))
+        t
+
+    interface IDisposable with
+        member _.Dispose() = accelerator.Dispose()
+
+/// Creating GPU backends.
+module Gpu =
+    let private context = lazy (Context.Create(fun b -> b.Default().Math(MathMode.Default) |> ignore))
+
+    /// A backend on the NVIDIA GPU with this index; GpuUnavailableException naming what is missing otherwise.
+    let cuda (index: int) =
+        let devices =
+            try
+                let found = ResizeArray<CudaDevice>()
+                for d in context.Value.GetCudaDevices() do found.Add d
+                found.ToArray()
+            with e -> raise (GpuUnavailableException("no CUDA driver was found (libcuda from the NVIDIA driver is needed for --device cuda)", e))
+        if devices.Length = 0 then raise (GpuUnavailableException("no NVIDIA GPU was found: CUDA reports no devices (is the NVIDIA driver installed and a GPU visible?)", null))
+        if index < 0 || index >= devices.Length then
+            raise (GpuUnavailableException(sprintf "CUDA device %d does not exist; this machine has %d" index devices.Length, null))
+        new GpuBackend(devices.[index].CreateAccelerator(context.Value), Device.Cuda index)
+
+    /// A backend that runs the GPU kernels on ILGPU's CPU accelerator (for tests without a GPU). It reports
+    /// itself as device cuda:0, so it must not be registered beside a real CUDA backend.
+    let cpuSimulator () =
+        let cpu = context.Value.GetCPUDevices().[0]
+        new GpuBackend(cpu.CreateAccelerator(context.Value), Device.Cuda 0)
+
+    /// Parses "cpu", "cuda" or "cuda:N" and makes that device the process-wide default for new tensors (the
+    /// CUDA backend is created and registered on first use). Returns the device.
+    let select (spec: string) =
+        match spec.Trim().ToLowerInvariant() with
+        | "cpu" ->
+            Backends.Default <- Backends.Get Device.Cpu
+            Device.Cpu
+        | s when s = "cuda" || s.StartsWith "cuda:" ->
+            let index =
+                if s = "cuda" then 0
+                else
+                    match Int32.TryParse(s.Substring 5) with
+                    | true, i -> i
+                    | _ -> invalidArg "spec" (sprintf "'%s' is not a device: use cpu, cuda or cuda:N" spec)
+            let device = Device.Cuda index
+            let backend =
+                lock context (fun () ->
+                    try Backends.Get device
+                    with :? ArgumentException ->
+                        let b = cuda index
+                        Backends.Register b
+                        b :> IBackend)
+            Backends.Default <- backend
+            device
+        | _ -> invalidArg "spec" (sprintf "'%s' is not a device: use cpu, cuda or cuda:N" spec)

@@ -1,0 +1,257 @@
+namespace Maac.Cuda
+
+open System
+open ILGPU
+open ILGPU.Runtime
+open Maac.Tensors
+
+/// Up to eight dimensions (sizes or strides) passed to a kernel by value.
+[<Struct>]
+type Dims =
+    { D0: int; D1: int; D2: int; D3: int; D4: int; D5: int; D6: int; D7: int }
+
+    static member Get(d: Dims, i: int) =
+        match i with
+        | 0 -> d.D0
+        | 1 -> d.D1
+        | 2 -> d.D2
+        | 3 -> d.D3
+        | 4 -> d.D4
+        | 5 -> d.D5
+        | 6 -> d.D6
+        | _ -> d.D7
+
+    /// Dims from an array of at most eight values (missing ones are 0).
+    static member Of(values: int[]) =
+        if values.Length > 8 then invalidArg "values" (sprintf "the GPU backend supports tensors of rank at most 8, got rank %d" values.Length)
+        let at i = if i < values.Length then values.[i] else 0
+        { D0 = at 0; D1 = at 1; D2 = at 2; D3 = at 3; D4 = at 4; D5 = at 5; D6 = at 6; D7 = at 7 }
+
+/// Operation codes shared by the host and the kernels (kernels cannot take F# unions).
+module internal OpCodes =
+    let unary (op: UnaryOp) =
+        match op with
+        | Neg -> 0 | Exp -> 1 | Log -> 2 | Sqrt -> 3 | Abs -> 4 | Sign -> 5 | Square -> 6 | Reciprocal -> 7
+        | Relu -> 8 | Silu -> 9 | Tanh -> 10 | Sigmoid -> 11 | Softplus -> 12 | Sin -> 13 | Cos -> 14
+
+    let binary (op: BinaryOp) =
+        match op with
+        | Add -> 0 | Sub -> 1 | Mul -> 2 | Div -> 3 | Pow -> 4 | Atan2 -> 5 | Maximum -> 6 | Minimum -> 7
+        | Greater -> 8 | GreaterEqual -> 9 | Equal -> 10
+
+    /// (code, first constant, second constant) of a scalar operation.
+    let scalar (op: ScalarOp) =
+        match op with
+        | AddScalar c -> 0, c, 0.0f
+        | MulScalar c -> 1, c, 0.0f
+        | PowScalar c -> 2, c, 0.0f
+        | Clamp (lo, hi) -> 3, lo, hi
+
+/// The device kernels: static methods that ILGPU compiles for CUDA or runs on its CPU accelerator.
+/// Their element formulas are those of the CPU backend (Maac.Core/Tensors/CpuKernels.fs).
+type internal Kernels =
+    static member Sigmoid(x: float32) = 1.0f / (1.0f + MathF.Exp(-x))
+
+    static member SignOf(x: float32) = if x > 0.0f then 1.0f elif x < 0.0f then -1.0f else 0.0f
+
+    static member Fill (i: Index1D) (dst: ArrayView<float32>) (value: float32) = dst.[i] <- value
+
+    static member Copy (i: Index1D) (src: ArrayView<float32>) (srcOffset: int) (dst: ArrayView<float32>) (dstOffset: int) =
+        dst.[dstOffset + i.X] <- src.[srcOffset + i.X]
+
+    static member Unary (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (op: int) =
+        let v = x.[i]
+        y.[i] <-
+            match op with
+            | 0 -> -v
+            | 1 -> MathF.Exp v
+            | 2 -> MathF.Log v
+            | 3 -> MathF.Sqrt v
+            | 4 -> MathF.Abs v
+            | 5 -> Kernels.SignOf v
+            | 6 -> v * v
+            | 7 -> 1.0f / v
+            | 8 -> MathF.Max(v, 0.0f)
+            | 9 -> v * Kernels.Sigmoid v
+            | 10 -> MathF.Tanh v
+            | 11 -> Kernels.Sigmoid v
+            | 12 -> MathF.Max(v, 0.0f) + MathF.Log(1.0f + MathF.Exp(-(MathF.Abs v)))
+            | 13 -> MathF.Sin v
+            | _ -> MathF.Cos v
+
+    static member UnaryGrad (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (g: ArrayView<float32>) (dx: ArrayView<float32>) (op: int) =
+        let xv = x.[i]
+        let yv = y.[i]
+        let gv = g.[i]
+        dx.[i] <-
+            match op with
+            | 0 -> -gv
+            | 1 -> gv * yv
+            | 2 -> gv / xv
+            | 3 -> gv * 0.5f / yv
+            | 4 -> gv * Kernels.SignOf xv
+            | 5 -> 0.0f
+            | 6 -> 2.0f * xv * gv
+            | 7 -> -(gv * yv * yv)
+            | 8 -> if xv > 0.0f then gv else 0.0f
+            | 9 -> let s = Kernels.Sigmoid xv in gv * s * (1.0f + xv * (1.0f - s))
+            | 10 -> gv * (1.0f - yv * yv)
+            | 11 -> gv * yv * (1.0f - yv)
+            | 12 -> gv * Kernels.Sigmoid xv
+            | 13 -> gv * MathF.Cos xv
+            | _ -> -(gv * MathF.Sin xv)
+
+    static member Scalar (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (op: int) (c0: float32) (c1: float32) =
+        let v = x.[i]
+        y.[i] <-
+            match op with
+            | 0 -> v + c0
+            | 1 -> v * c0
+            | 2 -> if c0 = 2.0f then v * v else MathF.Pow(v, c0)
+            | _ -> MathF.Min(MathF.Max(v, c0), c1)
+
+    static member ScalarGrad (i: Index1D) (x: ArrayView<float32>) (g: ArrayView<float32>) (dx: ArrayView<float32>) (op: int) (c0: float32) (c1: float32) =
+        let v = x.[i]
+        let gv = g.[i]
+        dx.[i] <-
+            match op with
+            | 0 -> gv
+            | 1 -> gv * c0
+            | 2 -> if c0 = 0.0f then 0.0f else gv * c0 * MathF.Pow(v, c0 - 1.0f)
+            | _ -> if v >= c0 && v <= c1 then gv else 0.0f
+
+    static member BinaryValue(op: int, a: float32, b: float32) =
+        match op with
+        | 0 -> a + b
+        | 1 -> a - b
+        | 2 -> a * b
+        | 3 -> a / b
+        | 4 -> MathF.Pow(a, b)
+        | 5 -> MathF.Atan2(a, b)
+        | 6 -> MathF.Max(a, b)
+        | 7 -> MathF.Min(a, b)
+        | 8 -> if a > b then 1.0f else 0.0f
+        | 9 -> if a >= b then 1.0f else 0.0f
+        | _ -> if a = b then 1.0f else 0.0f
+
+    /// z[i] = op(a[·], b[·]) with broadcasting: the output index is decomposed over `shape` and each input
+    /// is read through its strides (0 along broadcast dimensions).
+    static member Binary (i: Index1D) (a: ArrayView<float32>) (b: ArrayView<float32>) (z: ArrayView<float32>) (op: int) (rank: int) (shape: Dims) (aStrides: Dims) (bStrides: Dims) =
+        let mutable rest = i.X
+        let mutable ao = 0
+        let mutable bo = 0
+        let mutable d = rank - 1
+        while d >= 0 do
+            let size = Dims.Get(shape, d)
+            let k = rest % size
+            rest <- rest / size
+            ao <- ao + k * Dims.Get(aStrides, d)
+            bo <- bo + k * Dims.Get(bStrides, d)
+            d <- d - 1
+        z.[i] <- Kernels.BinaryValue(op, a.[ao], b.[bo])
+
+    /// dst[i] = src[base + Σ index_d · strides_d] over the output shape: permute, expand and slice.
+    static member Gather (i: Index1D) (src: ArrayView<float32>) (dst: ArrayView<float32>) (rank: int) (shape: Dims) (strides: Dims) (offset: int) =
+        let mutable rest = i.X
+        let mutable o = offset
+        let mutable d = rank - 1
+        while d >= 0 do
+            let size = Dims.Get(shape, d)
+            o <- o + (rest % size) * Dims.Get(strides, d)
+            rest <- rest / size
+            d <- d - 1
+        dst.[i] <- src.[o]
+
+    /// One output per (outer, inner) of a tensor viewed as [outer, n, inner]: the sum or the maximum over n
+    /// (in index order, as on the CPU).
+    static member Reduce (i: Index1D) (x: ArrayView<float32>) (dst: ArrayView<float32>) (n: int) (inner: int) (isMax: int) =
+        let o = i.X / inner
+        let r = i.X % inner
+        let mutable acc = x.[o * n * inner + r]
+        for j in 1 .. n - 1 do
+            let v = x.[(o * n + j) * inner + r]
+            acc <- if isMax = 1 then MathF.Max(acc, v) else acc + v
+        dst.[i] <- acc
+
+    /// Partial sums of consecutive pieces of `piece` elements.
+    static member PartialSums (i: Index1D) (x: ArrayView<float32>) (dst: ArrayView<float32>) (count: int) (piece: int) =
+        let start = i.X * piece
+        let stop = Math.Min(count, start + piece)
+        let mutable acc = 0.0f
+        for j in start .. stop - 1 do acc <- acc + x.[j]
+        dst.[i] <- acc
+
+    /// c[b, r, col] = Σₖ op(a)[b, r, k] · op(b)[b, k, col] (+ bias), one thread per output element.
+    static member MatMul (i: Index1D) (a: ArrayView<float32>) (b: ArrayView<float32>) (c: ArrayView<float32>) (bias: ArrayView<float32>) (dims: Dims) (transA: int) (transB: int) =
+        // dims: m, n, k, a's row length, b's row length, a's batch stride, b's batch stride, bias per batch (0/1/2)
+        let m = dims.D0
+        let n = dims.D1
+        let k = dims.D2
+        let lda = dims.D3
+        let ldb = dims.D4
+        let batch = i.X / (m * n)
+        let r = (i.X / n) % m
+        let col = i.X % n
+        let aBase = batch * dims.D5
+        let bBase = batch * dims.D6
+        let mutable acc = 0.0f
+        for j in 0 .. k - 1 do
+            let av = if transA = 1 then a.[aBase + j * lda + r] else a.[aBase + r * lda + j]
+            let bv = if transB = 1 then b.[bBase + col * ldb + j] else b.[bBase + j * ldb + col]
+            acc <- acc + av * bv
+        let withBias =
+            match dims.D7 with
+            | 1 -> acc + bias.[col]
+            | 2 -> acc + bias.[batch * n + col]
+            | _ -> acc
+        c.[i] <- withBias
+
+    /// dst[(o·m + j)·inner + r] = src[(o·n + indices[j])·inner + r].
+    static member IndexSelect (i: Index1D) (src: ArrayView<float32>) (dst: ArrayView<float32>) (indices: ArrayView<int>) (n: int) (m: int) (inner: int) =
+        let r = i.X % inner
+        let row = i.X / inner
+        let o = row / m
+        let j = row % m
+        dst.[i] <- src.[(o * n + indices.[j]) * inner + r]
+
+    /// One thread per (outer, inner): adds src's slices j into dst at indices[j], in the order of j (deterministic,
+    /// the CPU backend's order).
+    static member IndexAdd (i: Index1D) (src: ArrayView<float32>) (dst: ArrayView<float32>) (indices: ArrayView<int>) (n: int) (m: int) (inner: int) =
+        let o = i.X / inner
+        let r = i.X % inner
+        for j in 0 .. m - 1 do
+            let t = (o * n + indices.[j]) * inner + r
+            dst.[t] <- dst.[t] + src.[(o * m + j) * inner + r]
+
+    /// flag[0] is cleared when any element is NaN or infinite.
+    static member CheckFinite (i: Index1D) (x: ArrayView<float32>) (flag: ArrayView<int>) =
+        let v = x.[i]
+        // v − v is 0 for finite v and NaN for NaN or ±∞.
+        if not (v - v = 0.0f) then flag.[0] <- 0
+
+    /// The fused Adam update of IBackend.AdamStep.
+    static member Adam (i: Index1D) (w: ArrayView<float32>) (g: ArrayView<float32>) (m: ArrayView<float32>) (v: ArrayView<float32>)
+                       (w2: ArrayView<float32>) (m2: ArrayView<float32>) (v2: ArrayView<float32>) (h: AdamHyper) =
+        let gv = g.[i]
+        let mv = h.Beta1 * m.[i] + (1.0f - h.Beta1) * gv
+        let vv = h.Beta2 * v.[i] + (1.0f - h.Beta2) * gv * gv
+        m2.[i] <- mv
+        v2.[i] <- vv
+        w2.[i] <- w.[i] - h.LearningRate * (mv / h.Correction1) / (MathF.Sqrt(vv / h.Correction2) + h.Epsilon)
+
+    static member ToUnit(u: uint32) = float32 (u >>> 8) * (1.0f / 16777216.0f)
+
+    static member ToUnitOpen(u: uint32) = float32 ((u >>> 8) + 1u) * (1.0f / 16777216.0f)
+
+    /// Element i of a key's uniform (stream 0) or normal (stream 1) values, as RandomKey.fillUniform/fillNormal.
+    static member Random (i: Index1D) (dst: ArrayView<float32>) (k0: uint32) (k1: uint32) (normal: int) =
+        let e = i.X
+        let struct (a, b, c, d) = Philox.block k0 k1 (uint32 (e >>> 2)) 0u 0u (uint32 normal)
+        let lane = e &&& 3
+        if normal = 0 then
+            dst.[i] <- Kernels.ToUnit(match lane with 0 -> a | 1 -> b | 2 -> c | _ -> d)
+        else
+            let first = lane < 2
+            let r = Math.Sqrt(-2.0 * Math.Log(float (Kernels.ToUnitOpen(if first then a else c))))
+            let t = 2.0 * Math.PI * float (Kernels.ToUnit(if first then b else d))
+            dst.[i] <- float32 (if lane % 2 = 0 then r * Math.Cos t else r * Math.Sin t)

@@ -1,0 +1,155 @@
+/// The GPU backend's kernels, run on ILGPU's CPU accelerator (CI has no GPU): every raw operation against the
+/// CPU backend on random shapes, and a whole MAAC step (value and gradient) on both backends.
+module Maac.Tests.GpuBackendTests
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open Maac
+open Maac.Tensors
+open Maac.Nn
+open Maac.Rl
+open Maac.Cuda
+open Maac.Tests.Support
+
+/// One simulator for the whole run (creating an accelerator compiles nothing, but it is not free).
+let private gpu = lazy (Gpu.cpuSimulator ())
+let private cpu = Backends.Get Device.Cpu
+
+let private onGpu (t: RawTensor) = (gpu.Value :> IBackend).OfArray(t.ToArray(), t.Shape)
+let private random (seed: int) (shape: int[]) = cpu.Random(Uniform, key seed, shape) |> fun r -> cpu.Scalar(AddScalar -0.5f, cpu.Scalar(MulScalar 4.0f, r))
+
+/// |gpu − cpu| ≤ abs + rel·|cpu| elementwise, with the same shape.
+let private close (what: string) (absTol: float32) (relTol: float32) (expected: RawTensor) (actual: RawTensor) =
+    Expect.equal actual.Shape expected.Shape (what + ": shape")
+    let e, a = expected.ToArray(), actual.ToArray()
+    for i in 0 .. e.Length - 1 do
+        let ok = (Single.IsNaN e.[i] && Single.IsNaN a.[i]) || abs (a.[i] - e.[i]) <= absTol + relTol * abs e.[i]
+        if not ok then failtestf "%s: element %d is %g on the GPU backend, %g on the CPU" what i a.[i] e.[i]
+
+// Element formulas are the same arithmetic, but exp/log/tanh/sin/cos come from different libraries
+// (TensorPrimitives vs MathF): a few ulps apart, so relative 1e-5 (≈ 80 ulps) and absolute 1e-6 near zero.
+let private elementTol = 1e-6f, 1e-5f
+
+let tests =
+    testList "GPU backend (ILGPU CPU accelerator)" [
+        testPropertyWithConfig configFew "unary operations and their gradient kernels match the CPU backend" (fun () ->
+            Prop.forAll arbShapeSeed (fun c ->
+                let shape, seed = c.Shape, c.Seed
+                let x = random seed shape
+                let g = random (seed + 1) shape
+                for op in [ Neg; Exp; Log; Sqrt; Abs; Sign; Square; Reciprocal; UnaryOp.Relu; UnaryOp.Silu; UnaryOp.Tanh; Sigmoid; Softplus; Sin; Cos ] do
+                    // Log, Sqrt and Reciprocal on positive inputs (away from their poles).
+                    let x = match op with Log | Sqrt | Reciprocal -> cpu.Scalar(AddScalar 2.5f, x) | _ -> x
+                    let y = cpu.Unary(op, x)
+                    let absT, relT = elementTol
+                    close (sprintf "%A" op) absT relT y ((gpu.Value :> IBackend).Unary(op, onGpu x))
+                    close (sprintf "%A gradient" op) absT relT (cpu.UnaryGrad(op, x, y, g)) ((gpu.Value :> IBackend).UnaryGrad(op, onGpu x, onGpu y, onGpu g))
+                true))
+
+        testPropertyWithConfig configFew "scalar and broadcast binary operations match the CPU backend" (fun () ->
+            Prop.forAll arbPairSeed (fun c ->
+                let sa, sb, seed = c.A, c.B, c.Seed
+                let a, b = random seed sa, random (seed + 1) sb
+                let g = random (seed + 2) sa
+                let absT, relT = elementTol
+                for op in [ AddScalar 0.5f; MulScalar -2.0f; PowScalar 2.0f; PowScalar 3.0f; Clamp (-0.5f, 0.7f) ] do
+                    close (sprintf "%A" op) absT relT (cpu.Scalar(op, a)) ((gpu.Value :> IBackend).Scalar(op, onGpu a))
+                    close (sprintf "%A gradient" op) absT relT (cpu.ScalarGrad(op, a, g)) ((gpu.Value :> IBackend).ScalarGrad(op, onGpu a, onGpu g))
+                let positive = cpu.Scalar(AddScalar 2.5f, a)
+                for op in [ Add; Sub; Mul; Div; Pow; Atan2; Maximum; Minimum; Greater; GreaterEqual; Equal ] do
+                    let left = if op = Pow then positive else a
+                    close (BinaryOp.name op) absT relT (cpu.Binary(op, left, b)) ((gpu.Value :> IBackend).Binary(op, onGpu left, onGpu b))
+                true))
+
+        testPropertyWithConfig configFew "reductions, reshape, permute, expand, concat, slice, index select and index add match" (fun () ->
+            Prop.forAll arbShapeSeed (fun c ->
+                let shape, seed = c.Shape, c.Seed
+                let x = random seed shape
+                let gx = onGpu x
+                let g = gpu.Value :> IBackend
+                let r = shape.Length
+                // Sums are accumulated in another order (SIMD lanes on the CPU): within n·ε of the sum of magnitudes.
+                let sumTol = 1e-5f * float32 (max 1 x.Numel)
+                for axis in 0 .. r - 1 do
+                    close (sprintf "sum over %d" axis) sumTol 1e-5f (cpu.SumAxis(x, axis, false)) (g.SumAxis(gx, axis, false))
+                    if shape.[axis] > 0 then close (sprintf "max over %d" axis) 0.0f 0.0f (cpu.MaxAxis(x, axis, true)) (g.MaxAxis(gx, axis, true))
+                close "sum of all" sumTol 1e-5f (cpu.SumAll x) (g.SumAll gx)
+                close "reshape" 0.0f 0.0f (cpu.Reshape(x, [| x.Numel |])) (g.Reshape(gx, [| x.Numel |]))
+                let perm = Array.init r (fun i -> r - 1 - i)
+                close "permute" 0.0f 0.0f (cpu.Permute(x, perm)) (g.Permute(gx, perm))
+                let bigger = Array.append [| 2 |] shape
+                close "expand" 0.0f 0.0f (cpu.Expand(x, bigger)) (g.Expand(gx, bigger))
+                let axis = if r = 0 then 0 else seed % r
+                if r > 0 then close "concat" 0.0f 0.0f (cpu.Concat([| x; x |], axis)) (g.Concat([| gx; gx |], axis))
+                let n = if r = 0 then 0 else shape.[axis]
+                if n > 0 then
+                    close "slice" 0.0f 0.0f (cpu.Slice(x, axis, n / 2, n - n / 2)) (g.Slice(gx, axis, n / 2, n - n / 2))
+                    let idx = [| n - 1; 0; n / 2; n - 1 |]
+                    let sel = cpu.IndexSelect(x, axis, idx)
+                    close "indexSelect" 0.0f 0.0f sel (g.IndexSelect(gx, axis, idx))
+                    // Repeated indices accumulate in the same order on both backends: equal bits.
+                    close "indexAdd" 0.0f 0.0f (cpu.IndexAdd(shape, axis, idx, sel)) (g.IndexAdd(shape, axis, idx, onGpu sel))
+                true))
+
+        testPropertyWithConfig configFew "matrix products (transposes, batches, bias) match within the rounding bound" (fun () ->
+            Prop.forAll (Arb.fromGen (gen {
+                let! m = Gen.choose (1, 20)
+                let! k = Gen.choose (1, 30)
+                let! n = Gen.choose (1, 20)
+                let! ta = Gen.elements [ false; true ]
+                let! tb = Gen.elements [ false; true ]
+                let! batches = Gen.choose (0, 3)
+                let! withBias = Gen.elements [ false; true ]
+                return m, k, n, ta, tb, batches, withBias })) (fun (m, k, n, ta, tb, batches, withBias) ->
+                let lead = if batches = 0 then [||] else [| batches |]
+                let a = random (m + k) (Array.append lead (if ta then [| k; m |] else [| m; k |]))
+                let b = random (k + n) (Array.append lead (if tb then [| n; k |] else [| k; n |]))
+                let bias = if withBias then random n [| n |] else null
+                // Inputs in [−2, 2]: each product is a k-term sum of terms ≤ 4 in magnitude, rounded differently
+                // (blocked SIMD vs sequential): |error| ≤ 2·k·ε·Σ|terms| ≤ 2·k·ε·4k (+ the bias).
+                let tol = 2.0f * float32 k * 1.2e-7f * (4.0f * float32 k + 2.0f)
+                let gpuBias = if withBias then onGpu bias else null
+                close "matmul" tol 0.0f (cpu.MatMul(ta, tb, a, b, bias)) ((gpu.Value :> IBackend).MatMul(ta, tb, onGpu a, onGpu b, gpuBias))
+                true))
+
+        test "random streams are the CPU backend's, Adam and the finiteness check agree" {
+            let g = gpu.Value :> IBackend
+            let k = key 42
+            close "uniform" 0.0f 0.0f (cpu.Random(Uniform, k, [| 1001 |])) (g.Random(Uniform, k, [| 1001 |]))
+            close "normal" 1e-6f 1e-6f (cpu.Random(Normal, k, [| 7; 143 |])) (g.Random(Normal, k, [| 7; 143 |]))
+            let w, grad, m, v = random 1 [| 37 |], random 2 [| 37 |], random 3 [| 37 |], cpu.Unary(Abs, random 4 [| 37 |])
+            let h = { LearningRate = 1e-3f; Beta1 = 0.9f; Beta2 = 0.999f; Epsilon = 1e-8f; Correction1 = 0.1f; Correction2 = 0.001f }
+            let struct (w1, m1, v1) = cpu.AdamStep(w, grad, m, v, h)
+            let struct (w2, m2, v2) = g.AdamStep(onGpu w, onGpu grad, onGpu m, onGpu v, h)
+            close "adam w" 1e-6f 1e-5f w1 w2
+            close "adam m" 1e-6f 1e-5f m1 m2
+            close "adam v" 1e-6f 1e-5f v1 v2
+            Expect.isTrue (g.AllFinite(onGpu w)) "finite"
+            Expect.isFalse (g.AllFinite(g.OfArray([| 1.0f; nanf; 2.0f |], [| 3 |]))) "NaN found"
+            Expect.isFalse (g.AllFinite(g.OfArray([| infinityf |], [| 1 |]))) "infinity found"
+        }
+
+        test "a whole MAAC actor step gives the same loss and gradient on both backends" {
+            let run () =
+                let policy = TanhGaussianPolicy.init (key 1) 3 1 [| 16; 16 |]
+                let critics = Critics.init (key 2) 3 1 [| 16; 16 |]
+                let model = Dynamics.init (key 3) { Members = 3; EliteCount = 2; Hidden = [| 16 |]; LearningRate = 1e-3f; BatchSize = 8; MaxEpochs = 1; HoldoutFraction = 0.2; Patience = 1 } 3 1 false
+                let model = { model with Elites = [| 0; 2 |] }
+                let ctx = { Model = model; Task = (Maac.Envs.Tasks.find "Pendulum").Functions; ActionLow = Tensor.ofSeq [ -2.0f ]; ActionHigh = Tensor.ofSeq [ 2.0f ] }
+                let obs = Tensor.rand (key 4) [| 32; 3 |] * 2.0f - 1.0f
+                let loss, grads = Diff.valueAndGradParams (Objectives.maac 0.99f 3 2 (Some ctx) critics 0.2f (key 5) obs) policy
+                Tensor.toScalar loss, Parameters.tensors grads |> Array.map (fun t -> t.Primal)
+            let cpuLoss, cpuGrads = run ()
+            let gpuLoss, gpuGrads =
+                use _ = Backends.Use(gpu.Value)
+                run ()
+            Expect.all gpuGrads (fun t -> t.Backend.Device = Device.Cuda 0) "the GPU run computed on the GPU backend"
+            Expect.floatClose { absolute = 1e-5; relative = 1e-4 } (float gpuLoss) (float cpuLoss) "same loss"
+            // Three model steps and two networks deep, different summation orders: relative 1e-3 of the largest entry.
+            Array.iter2 (fun (c: RawTensor) (g: RawTensor) ->
+                let scale = c.ToArray() |> Array.map abs |> Array.fold max 1e-3f
+                close "gradient" (1e-3f * scale) 0.0f c g) cpuGrads gpuGrads
+        }
+    ]
