@@ -6,8 +6,11 @@ namespace Maac;
 /// <summary>Where an agent's tensors live and are computed.</summary>
 public enum ComputeDevice
 {
-    /// <summary>The managed CPU backend (SIMD kernels, blocked multi-threaded SGEMM); the only backend in this version.</summary>
+    /// <summary>The managed CPU backend (SIMD kernels, blocked multi-threaded SGEMM).</summary>
     Cpu = 0,
+
+    /// <summary>An NVIDIA GPU through the CUDA backend (ILGPU kernels); pick the GPU with <see cref="AgentOptions.DeviceIndex"/>.</summary>
+    Cuda = 1,
 }
 
 /// <summary>
@@ -30,6 +33,7 @@ public abstract class AgentOptions
     private protected int rolloutStarts, rolloutLength, imaginedCapacity, actorHorizon, actorSamples, criticHorizon;
     private protected float realFraction;
     private int? threads;
+    private int deviceIndex;
 
     private protected AgentOptions(Settings d)
     {
@@ -88,8 +92,15 @@ public abstract class AgentOptions
     /// <summary>Episodes per evaluation.</summary>
     public int EvaluationEpisodes { get => evalEpisodes; set => evalEpisodes = Positive(value, nameof(EvaluationEpisodes)); }
 
-    /// <summary>The device that computes. See <see cref="ComputeDevice"/>.</summary>
+    /// <summary>
+    /// The device that computes (see <see cref="ComputeDevice"/>). The choice is process-wide: new tensors are created
+    /// on it. Choosing <see cref="ComputeDevice.Cuda"/> on a machine without an NVIDIA GPU and driver fails with a
+    /// <see cref="Maac.Cuda.GpuUnavailableException"/> saying what is missing.
+    /// </summary>
     public ComputeDevice Device { get; set; } = ComputeDevice.Cpu;
+
+    /// <summary>Which GPU (0 = the first) when <see cref="Device"/> is <see cref="ComputeDevice.Cuda"/>.</summary>
+    public int DeviceIndex { get => deviceIndex; set => deviceIndex = NonNegative(value, nameof(DeviceIndex)); }
 
     /// <summary>
     /// Threads of the CPU backend; null leaves the current setting (the processor count by default).
@@ -117,8 +128,13 @@ public abstract class AgentOptions
     /// <summary>Applies the process-wide parts (threads, device).</summary>
     internal void ApplyRuntime()
     {
-        if (Device != ComputeDevice.Cpu) throw new ArgumentOutOfRangeException(nameof(Device), Device, "only the CPU backend is available");
         if (threads is int t) Tensors.Cpu.CpuSettings.Threads = t;
+        Maac.Cuda.Gpu.select(Device switch
+        {
+            ComputeDevice.Cpu => "cpu",
+            ComputeDevice.Cuda => $"cuda:{deviceIndex}",
+            _ => throw new ArgumentOutOfRangeException(nameof(Device), Device, "not a device"),
+        });
     }
 
     private protected static Settings Paper(string algorithm) => SettingsDefaults.authors("", algorithm);

@@ -204,6 +204,20 @@ let tests =
                 if Directory.Exists dir then Directory.Delete(dir, true)
         }
 
+        test "choosing CUDA on a machine without a GPU fails with a clear error and leaves the CPU in use" {
+            let hasGpu =
+                try
+                    (Maac.Cuda.Gpu.cuda 0 :> IDisposable).Dispose()
+                    true
+                with :? Maac.Cuda.GpuUnavailableException -> false
+            if hasGpu then skiptest "this machine has a GPU; the no-GPU error cannot be observed here"
+            let options = small (SacOptions.ForTask "Pendulum")
+            options.Device <- ComputeDevice.Cuda
+            let e = caught<Maac.Cuda.GpuUnavailableException> (fun () -> new SacAgent("Pendulum", options) |> ignore)
+            Expect.stringContains e.Message "NVIDIA" "says what is missing"
+            Expect.equal Backends.Default.Device Device.Cpu "new tensors still go to the CPU"
+        }
+
         test "cancellation stops after the current step and leaves a checkpoint that loads and trains on" {
             let dir = tempDir ()
             try
