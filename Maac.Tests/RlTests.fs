@@ -130,8 +130,14 @@ let tests =
             use second = new Trainer(s, Algorithms.maac, Tasks.find "Pendulum")
             second.LoadCheckpoint path
             Expect.equal second.Step 200 "restored step"
+            let clock = Diagnostics.Stopwatch.StartNew()
             second.Run(400, ignore, ignore, Threading.CancellationToken.None)
+            let own = clock.Elapsed.TotalSeconds
             Expect.sequenceEqual (policyBits second.Agent) (policyBits whole.Agent) "bit-identical policy"
+            // The wall time carries over: the checkpoint holds the time spent up to step 200.
+            let before = (_first.Metrics |> List.last).WallSeconds
+            Expect.isGreaterThan before 0.0 "the first part took time"
+            Expect.isGreaterThanOrEqual (second.Metrics |> List.last).WallSeconds (before + 0.9 * own) "the resumed run's wall time includes it"
         }
 
         test "corrupt and mismatched checkpoints are refused with clear errors" {

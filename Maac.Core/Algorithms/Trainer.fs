@@ -51,6 +51,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     let mutable modelFitted = false
     let mutable modelMse = nanf
     let mutable wallBefore = 0.0
+    /// The clock of the Run call in progress (null between calls): wall time = wallBefore + its elapsed time.
+    let mutable runClock: Stopwatch = null
+    let wallSeconds () = wallBefore + (if isNull runClock then 0.0 else runClock.Elapsed.TotalSeconds)
     let mutable lastEpisodeReturn = nan
     let mutable lastEval = nan
     let mutable last = { CriticLoss = nanf; ActorLoss = nanf; Alpha = 1.0f }
@@ -141,6 +144,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     member this.Run(until: int, onProgress: ProgressInfo -> unit, onCheckpoint: MetricsRow -> unit, cancel: Threading.CancellationToken) =
         let until = min until settings.Steps
         let sw = Stopwatch.StartNew()
+        runClock <- sw
+        // However the call ends (done, cancelled, diverged), its time is added to the run's wall time.
+        use _ = { new IDisposable with member _.Dispose() = wallBefore <- wallBefore + sw.Elapsed.TotalSeconds; runClock <- null }
         let startStep = step
         let mutable obs = [||]
         let mutable needReset = true
@@ -178,7 +184,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 lastEval <- mean
                 let row =
                     { Step = step; EvalReturnMean = mean; EvalReturnStd = std; CriticLoss = last.CriticLoss; ActorLoss = last.ActorLoss
-                      Alpha = last.Alpha; ModelHoldoutMse = modelMse; WallSeconds = wallBefore + sw.Elapsed.TotalSeconds }
+                      Alpha = last.Alpha; ModelHoldoutMse = modelMse; WallSeconds = wallSeconds () }
                 metrics.Add row
                 // Cut the episode here so that a run resumed from this checkpoint continues identically.
                 if not needReset then
@@ -196,7 +202,6 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 { Step = step; TotalSteps = settings.Steps; StepsPerSecond = rate; LastEpisodeReturn = lastEpisodeReturn; LastEvalReturn = lastEval
                   CriticLoss = last.CriticLoss; ActorLoss = last.ActorLoss; Alpha = last.Alpha
                   Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 rate) }
-        wallBefore <- wallBefore + sw.Elapsed.TotalSeconds
 
     /// Everything needed to continue: parameters, optimiser moments, buffers and counters.
     member _.SaveCheckpoint(path: string) =
@@ -228,7 +233,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
             Map.ofList [
                 "format", "maac-checkpoint-1"; "algorithm", algorithm.Name; "env", task.Name
                 "step", string step; "episodes", string episodes; "modelFitted", string modelFitted; "modelMse", string modelMse
-                "elites", String.Join(",", m.Elites); "wallSeconds", string wallBefore
+                "elites", String.Join(",", m.Elites); "wallSeconds", string (wallSeconds ())
                 "adamSteps", String.Join(",", [ a.PolicyOpt.Step; a.CriticsOpt.Step; a.TemperatureOpt.Step; a.ModelOpt.Step ])
                 "realCount", string real.Count; "realHead", string real.Head
                 "imaginedCount", string imagined.Count; "imaginedHead", string imagined.Head
