@@ -41,14 +41,7 @@ let private checkProduct (ta: bool) (tb: bool) (batches: int) (m: int) (k: int) 
 let tests =
     testList "engine" [
         testPropertyWithConfig configFew "SGEMM matches the float64 product within the rounding bound (edge tiles, transposes, batches)" (fun () ->
-            Prop.forAll (Arb.fromGen (gen {
-                let! m = Gen.choose (1, 40)
-                let! k = Gen.choose (1, 40)
-                let! n = Gen.choose (1, 70)
-                let! ta = Gen.elements [ false; true ]
-                let! tb = Gen.elements [ false; true ]
-                let! batches = Gen.choose (0, 3)
-                return m, k, n, ta, tb, batches })) (fun (m, k, n, ta, tb, batches) -> checkProduct ta tb batches m k n (m + 7 * k + 13 * n)))
+            Prop.forAll (Arb.fromGen (genProduct 40 40 70)) (fun (m, k, n, ta, tb, batches) -> checkProduct ta tb batches m k n (m + 7 * k + 13 * n)))
 
         test "SGEMM across several k-blocks and m-blocks" {
             checkProduct false false 0 300 530 45 1

@@ -94,15 +94,7 @@ let tests =
                 true))
 
         testPropertyWithConfig configFew "matrix products (transposes, batches, bias) match within the rounding bound" (fun () ->
-            Prop.forAll (Arb.fromGen (gen {
-                let! m = Gen.choose (1, 20)
-                let! k = Gen.choose (1, 30)
-                let! n = Gen.choose (1, 20)
-                let! ta = Gen.elements [ false; true ]
-                let! tb = Gen.elements [ false; true ]
-                let! batches = Gen.choose (0, 3)
-                let! withBias = Gen.elements [ false; true ]
-                return m, k, n, ta, tb, batches, withBias })) (fun (m, k, n, ta, tb, batches, withBias) ->
+            Prop.forAll (Arb.fromGen (Gen.zip (genProduct 20 30 20) (Gen.elements [ false; true ]))) (fun ((m, k, n, ta, tb, batches), withBias) ->
                 let lead = if batches = 0 then [||] else [| batches |]
                 let a = random (m + k) (Array.append lead (if ta then [| k; m |] else [| m; k |]))
                 let b = random (k + n) (Array.append lead (if tb then [| n; k |] else [| k; n |]))

@@ -51,6 +51,16 @@ let arbPairSeed = Arb.fromGen (gen {
     let! seed = Gen.choose (0, 1_000_000)
     return { A = a; B = b; Seed = seed } })
 
+/// Sizes of a matrix product op(a)[m×k]·op(b)[k×n]: which operands are transposed, and 0 (unbatched) to 3 batches.
+let genProduct (maxM: int) (maxK: int) (maxN: int) = gen {
+    let! m = Gen.choose (1, maxM)
+    let! k = Gen.choose (1, maxK)
+    let! n = Gen.choose (1, maxN)
+    let! ta = Gen.elements [ false; true ]
+    let! tb = Gen.elements [ false; true ]
+    let! batches = Gen.choose (0, 3)
+    return m, k, n, ta, tb, batches }
+
 let toF64 (t: Tensor) = t.ToArray() |> Array.map float
 
 /// Checks reverse-mode gradients against a central finite difference along a random direction v.
