@@ -113,12 +113,23 @@ type MpcArgs =
             | Run _ -> "a run folder of a model-based algorithm."
             | Episodes _ -> "evaluation episodes (default 10)."
 
+/// Options of `experiment pendulum-optimum`.
+type OptimumArgs =
+    | Seeds of int
+    | Episodes of int
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Seeds _ -> "training seeds whose evaluation start states are used (default 3: seeds 0, 1, 2)."
+            | Episodes _ -> "evaluation episodes per seed (default 10, as in training)."
+
 /// The experiments.
 type ExperimentCommand =
     | [<CliPrefix(CliPrefix.None)>] Gradient_Error of ParseResults<GradientErrorArgs>
     | [<CliPrefix(CliPrefix.None)>] Ablation of ParseResults<RunsArgs>
     | [<CliPrefix(CliPrefix.None)>] Mpc of ParseResults<MpcArgs>
     | [<CliPrefix(CliPrefix.None)>] Compare of ParseResults<RunsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Pendulum_Optimum of ParseResults<OptimumArgs>
     interface IArgParserTemplate with
         member c.Usage =
             match c with
@@ -126,6 +137,7 @@ type ExperimentCommand =
             | Ablation _ -> "MAAC, H = 0, without STEVE targets, single sample; several seeds; curves (paper Figure 4)."
             | Mpc _ -> "a run's checkpoint with and without CEM MPC at test time (paper Table 1)."
             | Compare _ -> "several algorithms over seeds on one figure (paper Figure 2)."
+            | Pendulum_Optimum _ -> "near-optimal returns (dynamic programming) on the Pendulum evaluation episodes of each seed: the best a policy can score there."
 
 /// The commands.
 type Command =
@@ -196,6 +208,12 @@ let main argv =
                 Experiments.gradientError s (g.GetResult(GradientErrorArgs.Out, defaultValue = IO.Path.Combine("experiments", "gradient-error")))
             | Ablation r -> runs "ablation" "maac,maac-h0,maac-td,maac-k1" r
             | Compare r -> runs "compare" "maac,sac,mbpo,steve,svg1" r
+            | Pendulum_Optimum o ->
+                let grid = Maac.Analysis.PendulumGrid.Fine
+                for seed in 0 .. o.GetResult(OptimumArgs.Seeds, defaultValue = 3) - 1 do
+                    let rs = Maac.Analysis.PendulumOptimum.evaluationReturns grid (int64 seed) (o.GetResult(OptimumArgs.Episodes, defaultValue = 10))
+                    printfn "seed %d: near-optimal evaluation return %.1f (episodes: %s)" seed (Array.average rs) (String.Join(" ", rs |> Array.map (sprintf "%.0f")))
+                0
             | ExperimentCommand.Mpc m -> Experiments.mpc (m.GetResult MpcArgs.Run) (m.GetResult(MpcArgs.Episodes, defaultValue = 10))
         | Bench b when b.Contains BenchArgs.Env ->
             EnvCommands.bench (b.GetResult BenchArgs.Env) (b.GetResult(BenchArgs.Steps, defaultValue = 20_000))

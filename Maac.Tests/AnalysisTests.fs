@@ -158,6 +158,24 @@ let tests =
                 (if h = 0 then error = 0.0 && bound = 0.0 else error <= bound + rounding)
                 |> holds (sprintf "H=%d γ=%.3f: error %.3g, bound c1·ε %.3g" h p.Gamma error bound)))
 
+        /// The dynamic program behind `experiment pendulum-optimum`: on a coarse grid its value at the upright rest
+        /// state is the cost of staying there (0), and its controller, run in the real environment, swings up from
+        /// every start for less than 400 and earns far more than applying no torque.
+        test "the Pendulum dynamic program's controller swings up from the evaluation starts" {
+            let grid = { Angles = 64; Speeds = 41; Torques = 21 }
+            let values, at = PendulumOptimum.solve grid
+            Expect.isGreaterThan (at values.[0] 0.0 0.0) -0.5 "upright at rest costs (almost) nothing"
+            let returns = PendulumOptimum.evaluationReturns grid 0L 3
+            let idle =
+                Array.init 3 (fun e ->
+                    use env = new Maac.Envs.TimeLimit(new Maac.Envs.Pendulum(), 200) :> Maac.Envs.IEnvironment
+                    env.Reset(Some(Maac.Algorithms.Trainer.EvaluationSeedBase 0L + int64 e)) |> ignore
+                    Array.init 200 (fun _ -> (env.Step [| 0.0f |]).Reward) |> Array.sum)
+            for e in 0 .. 2 do
+                Expect.isGreaterThan returns.[e] (idle.[e] + 200.0) (sprintf "episode %d: controller %.0f vs no torque %.0f" e returns.[e] idle.[e])
+                Expect.isGreaterThan returns.[e] -400.0 "a swing-up from anywhere costs less than 400"
+        }
+
         /// Reverse-mode AD of the MAAC objective equals a central difference along a random direction (tolerance
         /// of Support.checkGradient) for random smooth policies, critics and ensembles, H ∈ 0…4, K ∈ 1…3.
         testPropertyWithConfig configFew "AD and finite differences agree on the MAAC objective for random compositions of model, policy and critic (any H, K)" (fun () ->

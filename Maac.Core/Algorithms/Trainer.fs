@@ -99,6 +99,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     member _.Algorithm = algorithm
     member _.Task = task
 
+    /// Evaluation episode i of a run with this seed resets its environment with seed EvaluationSeedBase + i.
+    static member EvaluationSeedBase(seed: int64) = 1_000_000L + seed * 1000L
+
     /// The observation size of the task.
     member _.ObservationDim = obsDim
     /// The task's action space (actions returned by Act lie in it).
@@ -117,7 +120,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     /// Mean and standard deviation of returns over parallel episodes of a policy that maps an observation
     /// to an action in [−1, 1] (scaled to the task's action space here).
     member _.EvaluatePolicy(policy: float32[] -> float32[], episodes: int) =
-        let results = Evaluation.run task.Create (policy >> toEnv) episodes (1_000_000L + settings.Seed * 1000L) task.EpisodeSteps
+        let results = Evaluation.run task.Create (policy >> toEnv) episodes (Trainer.EvaluationSeedBase settings.Seed) task.EpisodeSteps
         let rs = results |> Array.map (fun r -> r.Return)
         let mean = Array.average rs
         mean, sqrt (rs |> Array.averageBy (fun r -> (r - mean) ** 2.0))
