@@ -11,12 +11,56 @@ open Maac.Tensors
 type GpuUnavailableException(message: string, inner: exn) =
     inherit Exception(message, inner)
 
-/// Frees a device buffer when no tensor refers to it any more (freeing memory synchronises with the device, so
-/// kernels already launched on it finish first).
+/// Device buffers of released tensors, kept by length for reuse: allocating device memory is slow and can
+/// synchronise. All work runs on one stream, in order, so a buffer handed out again is written only after the
+/// kernels that read it before have run. At most `capacity` floats are kept; beyond that buffers are freed.
 [<Sealed; AllowNullLiteral>]
-type internal DeviceBlock(buffer: MemoryBuffer1D<float32, Stride1D.Dense>) =
+type DevicePool(accelerator: Accelerator, capacity: int64) =
+    let free = System.Collections.Concurrent.ConcurrentDictionary<int64, System.Collections.Concurrent.ConcurrentBag<MemoryBuffer1D<float32, Stride1D.Dense>>>()
+    let mutable kept = 0L
+    let mutable hits = 0L
+    let mutable misses = 0L
+
+    let allocate (length: int64) =
+        Threading.Interlocked.Increment(&misses) |> ignore
+        let b = accelerator.Allocate1D<float32>(length)
+        // The pool decides when a buffer is freed: ILGPU's own finaliser must not free it behind the pool's back
+        // (both objects die together, and finalisers run in any order).
+        GC.SuppressFinalize b
+        GC.SuppressFinalize (b.View :> IArrayView).Buffer // the raw allocation behind the typed buffer has its own finaliser
+        b
+
+    /// A buffer of exactly `length` floats, reused when one is free.
+    member _.Rent(length: int64) =
+        match free.TryGetValue length with
+        | true, bag ->
+            match bag.TryTake() with
+            | true, b ->
+                Threading.Interlocked.Add(&kept, -length) |> ignore
+                Threading.Interlocked.Increment(&hits) |> ignore
+                b
+            | _ -> allocate length
+        | _ -> allocate length
+
+    /// Takes back a buffer no tensor uses any more.
+    member _.Return(buffer: MemoryBuffer1D<float32, Stride1D.Dense>) =
+        if not buffer.IsDisposed then
+            if Threading.Interlocked.Add(&kept, buffer.Length) <= capacity then
+                free.GetOrAdd(buffer.Length, fun _ -> System.Collections.Concurrent.ConcurrentBag()).Add buffer
+            else
+                Threading.Interlocked.Add(&kept, -buffer.Length) |> ignore
+                buffer.Dispose()
+
+    /// Rents served from free buffers, and rents that allocated.
+    member _.Hits = hits
+    member _.Misses = misses
+
+/// Returns a device buffer to its pool when no tensor refers to it any more (reshaped views share one block).
+[<Sealed; AllowNullLiteral>]
+type internal DeviceBlock(buffer: MemoryBuffer1D<float32, Stride1D.Dense>, pool: DevicePool) =
     member _.Buffer = buffer
-    override _.Finalize() = if not buffer.IsDisposed then buffer.Dispose()
+    // A finaliser must not throw (it would end the process): a buffer of an accelerator already disposed is dropped.
+    override _.Finalize() = try pool.Return buffer with _ -> ()
 
 /// A tensor whose values live in an accelerator's memory buffer (shared between reshaped views).
 [<Sealed; AllowNullLiteral>]
@@ -37,6 +81,8 @@ type GpuTensor internal (shape: int[], block: DeviceBlock, backend: IBackend) =
 /// and AllFinite read back to the host.
 [<Sealed>]
 type GpuBackend(accelerator: Accelerator, device: Device) =
+    /// Up to 2³⁰ floats (4 GiB) of released buffers are kept for reuse.
+    let pool = DevicePool(accelerator, 1L <<< 30)
     let fill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, float32>(Kernels.Fill)
     let copy = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, int, ArrayView<float32>, int>(Kernels.Copy)
     let unary = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int>(Kernels.Unary)
@@ -68,8 +114,8 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
     /// A new uninitialised tensor.
     member private this.Alloc(shape: int[]) =
-        let buffer = accelerator.Allocate1D<float32>(int64 (max 1 (Shape.numel shape)))
-        buffer, this.Wrap(shape, DeviceBlock buffer)
+        let buffer = pool.Rent(int64 (max 1 (Shape.numel shape)))
+        buffer, this.Wrap(shape, DeviceBlock(buffer, pool))
 
     member private _.Of(x: RawTensor) : GpuTensor =
         match x with
@@ -77,7 +123,13 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         | :? GpuTensor as g -> g
         | other -> invalidArg "x" (sprintf "a tensor on %O was given to the %O backend; move it with Tensor.toDevice first" other.Backend.Device device)
 
-    member private _.Launch(count: int, run: Index1D -> unit) = if count > 0 then run (Index1D count)
+    /// Launches over `count` elements. The closure holds the input tensors, and is kept alive until the launch is
+    /// queued: otherwise an input's buffer could return to the pool, and be rented and written by another thread,
+    /// before the kernel reading it is queued.
+    member private _.Launch(count: int, run: Index1D -> unit) =
+        if count > 0 then
+            run (Index1D count)
+            GC.KeepAlive run
 
     member private this.Ints(values: int[]) =
         let b = accelerator.Allocate1D<int>(int64 (max 1 values.Length))
@@ -86,6 +138,9 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
     /// The accelerator this backend launches on.
     member _.Accelerator = accelerator
+
+    /// The pool of released device buffers.
+    member _.Pool = pool
 
     interface IBackend with
         member _.Device = device
@@ -157,11 +212,14 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         member this.SumAll(x) =
             let x = this.Of x
             let pieces = max 1 ((x.Numel + piece - 1) / piece)
-            let partial, _ = this.Alloc [| pieces |]
+            let partial, partialTensor = this.Alloc [| pieces |]
             if x.Numel = 0 then fill.Invoke(Index1D 1, partial.View.AsContiguous(), 0.0f)
             else partialSums.Invoke(Index1D pieces, x.View.AsContiguous(), partial.View.AsContiguous(), x.Numel, piece)
+            GC.KeepAlive x
             let total, t = this.Alloc [||]
             partialSums.Invoke(Index1D 1, partial.View.AsContiguous(), total.View.AsContiguous(), pieces, pieces)
+            // The partial sums' buffer must not return to the pool before the second pass is queued.
+            GC.KeepAlive partialTensor
             t
 
         member this.MatMul(transA, transB, a, b, bias) =

@@ -123,6 +123,20 @@ let tests =
             Expect.isFalse (g.AllFinite(g.OfArray([| infinityf |], [| 1 |]))) "infinity found"
         }
 
+        test "device buffers of collected tensors are reused, and a reused buffer holds the new values" {
+            let g = gpu.Value
+            let length = 12_347 // a length no other test uses
+            let make (v: float32) = (g :> IBackend).Full([| length |], v)
+            let drop () = make 1.0f |> ignore
+            drop ()
+            GC.Collect()
+            GC.WaitForPendingFinalizers()
+            let hits = g.Pool.Hits
+            let again = make 2.0f
+            Expect.isGreaterThan g.Pool.Hits hits "the released buffer served the new tensor"
+            Expect.allEqual (again.ToArray()) 2.0f "with its own values"
+        }
+
         test "a whole MAAC actor step gives the same loss and gradient on both backends" {
             let run () =
                 let policy = TanhGaussianPolicy.init (key 1) 3 1 [| 16; 16 |]
