@@ -112,11 +112,9 @@ let trainAll (runs: RunSpec list) (concurrent: int) (threads: int) =
 let summarise (runs: RunSpec list) =
     printfn "\n%-24s %-10s %-20s %-12s %s" "algorithm" "seeds" "final return" "wall (s)" "steps/s"
     for (algo, group) in runs |> List.filter finished |> List.groupBy (fun r -> r.Algorithm) do
-        let finals = group |> List.map (fun r -> let (_, m, _) = Array.last (RunFolder.readMetrics r.Folder) in m)
-        let walls =
-            group |> List.map (fun r ->
-                let lines = File.ReadAllLines(RunFolder.metricsFile r.Folder)
-                Double.Parse((Array.last lines).Split(',').[7], Globalization.CultureInfo.InvariantCulture))
+        let lasts = group |> List.map (fun r -> Array.last (RunFolder.readRows r.Folder))
+        let finals = lasts |> List.map (fun row -> row.EvalReturnMean)
+        let walls = lasts |> List.map (fun row -> row.WallSeconds)
         let m, s = meanStd finals
         let wall = List.average walls
         printfn "%-24s %-10d %-20s %-12.0f %.1f" algo group.Length (sprintf "%.1f ± %.1f" m s) wall (float group.Head.Steps / wall)

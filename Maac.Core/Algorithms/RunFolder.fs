@@ -50,8 +50,8 @@ module RunFolder =
         if not (File.Exists path) then File.WriteAllText(path, metricsHeader + "\n")
         File.AppendAllText(path, line + "\n")
 
-    /// Reads metrics.csv as (step, mean, std) rows.
-    let readMetrics (dir: string) =
+    /// Reads every row of metrics.csv.
+    let readRows (dir: string) =
         let path = metricsFile dir
         if not (File.Exists path) then raise (CheckpointException(sprintf "%s has no %s" dir path))
         File.ReadAllLines path
@@ -59,8 +59,12 @@ module RunFolder =
         |> Array.filter (fun l -> l.Trim() <> "")
         |> Array.map (fun l ->
             let c = l.Split(',')
-            let f (s: string) = Double.Parse(s, Globalization.CultureInfo.InvariantCulture)
-            int c.[0], f c.[1], f c.[2])
+            let f (i: int) = Double.Parse(c.[i], Globalization.CultureInfo.InvariantCulture)
+            { Step = int c.[0]; EvalReturnMean = f 1; EvalReturnStd = f 2; CriticLoss = float32 (f 3); ActorLoss = float32 (f 4)
+              Alpha = float32 (f 5); ModelHoldoutMse = float32 (f 6); WallSeconds = f 7 })
+
+    /// Reads metrics.csv as (step, mean, std) rows.
+    let readMetrics (dir: string) = readRows dir |> Array.map (fun r -> r.Step, r.EvalReturnMean, r.EvalReturnStd)
 
     /// Drops metrics rows after a step (used when resuming from a checkpoint taken at that step).
     let truncateMetrics (dir: string) (step: int) =

@@ -21,12 +21,12 @@ module PendulumOptimum =
 
     let private wrap (th: float) = Pendulum.Normalise th
 
-    /// The environment's transition (Gymnasium's Pendulum-v1 with g = 10, m = l = 1, dt = 0.05).
+    /// The environment's own transition and reward.
     let private step (th: float) (w: float) (u: float) =
-        let w' = Math.Clamp(w + (1.5 * Pendulum.Gravity * sin th + 3.0 * u) * Pendulum.Dt, -Pendulum.MaxSpeed, Pendulum.MaxSpeed)
-        th + w' * Pendulum.Dt, w'
+        let struct (th', w') = Pendulum.Advance(th, w, u)
+        th', w'
 
-    let private reward (th: float) (w: float) (u: float) = -(wrap th ** 2.0 + 0.1 * w * w + 0.001 * u * u)
+    let private reward (th: float) (w: float) (u: float) = Pendulum.Reward(th, w, u)
 
     /// Values V_t on the grid for t = 0 … 200 (V_200 = 0), and a function reading V_t at any state.
     let solve (grid: PendulumGrid) =

@@ -54,12 +54,19 @@ type Pendulum() =
         let u = EnvSupport.uniform key 2 -1.0f 1.0f
         [| Math.PI * float u.[0]; float u.[1] |]
 
+    /// The reward of torque u in state (θ, θ̇): −(θ² + 0.1·θ̇² + 0.001·u²), θ normalised to [−π, π].
+    static member Reward(th: float, thdot: float, u: float) = -(Pendulum.Normalise th ** 2.0 + 0.1 * thdot ** 2.0 + 0.001 * u * u)
+
+    /// The next (θ, θ̇) after torque u (semi-implicit Euler, speed clipped to ±MaxSpeed).
+    static member Advance(th: float, thdot: float, u: float) =
+        let newThdot = Math.Clamp(thdot + (3.0 * Pendulum.Gravity / 2.0 * sin th + 3.0 * u) * Pendulum.Dt, -Pendulum.MaxSpeed, Pendulum.MaxSpeed)
+        struct (th + newThdot * Pendulum.Dt, newThdot)
+
     override _.Transition(s, a) =
         let th, thdot = s.[0], s.[1]
         let u = float a.[0]
-        let cost = Pendulum.Normalise th ** 2.0 + 0.1 * thdot ** 2.0 + 0.001 * u * u
-        let newThdot = Math.Clamp(thdot + (3.0 * Pendulum.Gravity / 2.0 * sin th + 3.0 * u) * Pendulum.Dt, -Pendulum.MaxSpeed, Pendulum.MaxSpeed)
-        [| th + newThdot * Pendulum.Dt; newThdot |], -cost, false
+        let struct (th', thdot') = Pendulum.Advance(th, thdot, u)
+        [| th'; thdot' |], Pendulum.Reward(th, thdot, u), false
 
     override _.Observe s = [| float32 (cos s.[0]); float32 (sin s.[0]); float32 s.[1] |]
 
