@@ -278,9 +278,10 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let x = this.Of x
             let ax, (_, n, inner) = Plans.indexSelect x.Shape axis indices
             let buffer, t = this.Alloc(Shape.withAxis x.Shape ax indices.Length)
-            use idx = this.Ints indices
+            // The index buffer is freed by its finaliser once unreachable; freeing device memory waits for the kernels
+            // using it, so no synchronisation is needed here.
+            let idx = this.Ints indices
             this.Launch(t.Numel, fun c -> indexSelect.Invoke(c, x.View.AsContiguous(), buffer.View.AsContiguous(), idx.View.AsContiguous(), n, indices.Length, inner))
-            accelerator.Synchronize()
             t
 
         member this.IndexAdd(shape, axis, indices, src) =
@@ -288,9 +289,8 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let _, (outer, n, inner) = Plans.indexAdd shape axis indices src.Shape
             let buffer, t = this.Alloc shape
             this.Launch(t.Numel, fun c -> fill.Invoke(c, buffer.View.AsContiguous(), 0.0f))
-            use idx = this.Ints indices
+            let idx = this.Ints indices // freed by its finaliser, as in IndexSelect
             this.Launch(outer * inner, fun c -> indexAdd.Invoke(c, src.View.AsContiguous(), buffer.View.AsContiguous(), idx.View.AsContiguous(), n, indices.Length, inner))
-            accelerator.Synchronize()
             t
 
         member _.Synchronize() = accelerator.Synchronize()
