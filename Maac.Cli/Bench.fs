@@ -58,12 +58,14 @@ let private time (warmup: int) (reps: int) (f: int -> unit) =
     Array.sortInPlace ts
     ts.[reps / 2], ts.[0], gcMs, allocMb
 
-/// Runs both workloads and prints `actor_step: median X ms` and `model_step: median X ms`.
+/// Runs the workloads and prints `actor_step: median X ms`, `model_step: …` and `update_step: …` (a whole agent
+/// update, which PyTorch's reference does not time).
 let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
     CpuSettings.Threads <- threads
     let su = setup shape
-    let actorCfg = AdamConfig.WithLearningRate 3e-4f
-    let modelCfg = AdamConfig.WithLearningRate 1e-3f
+    // As in the agent's update (and PyTorch's optimiser): no per-parameter finiteness read inside the step.
+    let actorCfg = { AdamConfig.WithLearningRate 3e-4f with CheckFinite = false }
+    let modelCfg = { AdamConfig.WithLearningRate 1e-3f with CheckFinite = false }
     let mutable policy = su.Policy
     let mutable policyOpt = Adam.init su.Policy
     let mutable model = su.Context.Model.Net
@@ -84,7 +86,20 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
         modelOpt <- o
         model <- m
         Backends.Default.Synchronize()
+    // One whole agent update as training does it: STEVE critic target, MAAC actor, temperature, Polyak, and
+    // the update's single read-back of losses and gradient probes (HalfCheetah's settings, this batch size).
+    let settings = { Maac.Algorithms.Settings.forTask "HalfCheetah" "maac" with BatchSize = shape.Batch }
+    let mutable agent =
+        { Maac.Algorithms.Agent.init settings (RandomKey.ofSeed 2L) shape.Obs shape.Act true with Model = su.Context.Model }
+    let batch : Maac.Rl.Batch =
+        let k = RandomKey.split 4 (RandomKey.ofSeed 3L)
+        { Obs = su.Start; Action = Tensor.rand k.[0] [| shape.Batch; shape.Act |] * 2.0f - 1.0f; Reward = Tensor.randn k.[1] [| shape.Batch |]
+          NextObs = Tensor.randn k.[2] [| shape.Batch; shape.Obs |]; Done = Tensor.zeros [| shape.Batch |] }
+    let maac = Maac.Algorithms.Algorithms.find "maac"
+    let updateStep (i: int) =
+        let next, _ = Maac.Algorithms.Agent.update maac settings (Some su.Context) (max 0 i) (RandomKey.fold (int64 i) root) agent batch
+        agent <- next
     let device = if device = Device.Cpu then sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName else string device
-    for name, step in [ "actor_step", actorStep; "model_step", modelStep ] do
+    for name, step in [ "actor_step", actorStep; "model_step", modelStep; "update_step", updateStep ] do
         let med, best, gc, alloc = time 5 reps step
         printfn "maac %s %s: median %.3f ms  min %.3f ms  (GC pauses %.1f ms/step, %.0f MB fresh allocation/step)" device name med best gc alloc

@@ -7,10 +7,6 @@ open ILGPU.Runtime.Cuda
 open ILGPU.Runtime.CPU
 open Maac.Tensors
 
-/// Raised when no usable GPU (or driver) is found, with what was looked for.
-type GpuUnavailableException(message: string, inner: exn) =
-    inherit Exception(message, inner)
-
 /// Device buffers of released tensors, kept by length for reuse: allocating device memory is slow and can
 /// synchronise. All work runs on one stream, in order, so a buffer handed out again is written only after the
 /// kernels that read it before have run. At most `capacity` floats are kept; beyond that buffers are freed.
@@ -84,7 +80,7 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// Up to 2³⁰ floats (4 GiB) of released buffers are kept for reuse.
     let pool = DevicePool(accelerator, 1L <<< 30)
     let fill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, float32>(Kernels.Fill)
-    let copy = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, int, ArrayView<float32>, int>(Kernels.Copy)
+    let copyRows = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, int, ArrayView<float32>, int, int>(Kernels.CopyRows)
     let unary = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int>(Kernels.Unary)
     let unaryGrad =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int>(Kernels.UnaryGrad)
@@ -107,6 +103,13 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
                                                 ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, AdamHyper>(Kernels.Adam)
     let random = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, uint32, uint32, int>(Kernels.Random)
+    let biasFill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.BiasFill)
+    /// cuBLAS on a CUDA accelerator, on the stream the kernels use (so products and kernels stay in order);
+    /// elsewhere (ILGPU's CPU accelerator) products run the MatMul kernel.
+    let blas =
+        match accelerator with
+        | :? CudaAccelerator -> Some(new CublasHandle((accelerator.DefaultStream :?> CudaStream).StreamPtr))
+        | _ -> None
     /// Elements summed by one thread in the first pass of SumAll.
     let piece = 4096
 
@@ -131,10 +134,14 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             run (Index1D count)
             GC.KeepAlive run
 
+    /// Integers uploaded into a pooled buffer (device allocation and freeing would each wait for the device).
+    /// The caller returns it to the pool once the kernel reading it is queued: work runs in stream order.
     member private this.Ints(values: int[]) =
-        let b = accelerator.Allocate1D<int>(int64 (max 1 values.Length))
-        if values.Length > 0 then b.View.SubView(0L, int64 values.Length).CopyFromCPU(values)
+        let b = pool.Rent(int64 (max 1 values.Length))
+        if values.Length > 0 then b.View.AsContiguous().Cast<int>().SubView(0L, int64 values.Length).CopyFromCPU(values)
         b
+
+    static member private AsInts(b: MemoryBuffer1D<float32, Stride1D.Dense>) = b.View.AsContiguous().Cast<int>()
 
     /// The accelerator this backend launches on.
     member _.Accelerator = accelerator
@@ -230,9 +237,21 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
                 | null -> 0, a.View.AsContiguous()
                 | bias -> (if bias.Numel = p.N then 1 else 2), (this.Of bias).View.AsContiguous()
             let buffer, t = this.Alloc p.OutShape
-            let dims = Dims.Of [| p.M; p.N; p.K; p.LdA; p.LdB; p.StrideA; p.StrideB; biasMode |]
-            this.Launch(t.Numel, fun n ->
-                matMul.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), biasView, dims, (if transA then 1 else 0), (if transB then 1 else 0)))
+            match blas with
+            | Some blas when p.K > 0 && t.Numel > 0 ->
+                if biasMode <> 0 then
+                    this.Launch(t.Numel, fun c -> biasFill.Invoke(c, biasView, buffer.View.AsContiguous(), p.N, p.M * p.N, (if biasMode = 2 then p.N else 0)))
+                if Accelerator.Current <> accelerator then accelerator.Bind()
+                blas.Gemm(transA, transB, p.M, p.N, p.K, a.Buffer.NativePtr, p.LdA, int64 p.StrideA, b.Buffer.NativePtr, p.LdB, int64 p.StrideB,
+                          (if biasMode = 0 then 0.0f else 1.0f), buffer.NativePtr, t.Numel / (p.M * p.N))
+                // The inputs' buffers must not return to the pool before the product that reads them is queued.
+                GC.KeepAlive a
+                GC.KeepAlive b
+                GC.KeepAlive bias
+            | _ ->
+                let dims = Dims.Of [| p.M; p.N; p.K; p.LdA; p.LdB; p.StrideA; p.StrideB; biasMode |]
+                this.Launch(t.Numel, fun n ->
+                    matMul.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), biasView, dims, (if transA then 1 else 0), (if transB then 1 else 0)))
             t
 
         member this.Reshape(x, shape) =
@@ -260,10 +279,10 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let buffer, t = this.Alloc outShape
             let mutable at = 0
             for x in xs do
+                // x, viewed as [outer, w], goes to the output's [outer, total·inner] rows at column at·inner.
                 let w = x.Shape.[ax] * inner
-                // A gather from x into the output's [outer, w] block at column `at·inner`: done row by row.
-                for o in 0 .. outer - 1 do
-                    this.Launch(w, fun n -> copy.Invoke(n, x.View.AsContiguous(), o * w, buffer.View.AsContiguous(), o * total * inner + at * inner))
+                if w > 0 then
+                    this.Launch(outer * w, fun n -> copyRows.Invoke(n, x.View.AsContiguous(), w, buffer.View.AsContiguous(), total * inner, at * inner))
                 at <- at + x.Shape.[ax]
             t
 
@@ -278,10 +297,9 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let x = this.Of x
             let ax, (_, n, inner) = Plans.indexSelect x.Shape axis indices
             let buffer, t = this.Alloc(Shape.withAxis x.Shape ax indices.Length)
-            // The index buffer is freed by its finaliser once unreachable; freeing device memory waits for the kernels
-            // using it, so no synchronisation is needed here.
             let idx = this.Ints indices
-            this.Launch(t.Numel, fun c -> indexSelect.Invoke(c, x.View.AsContiguous(), buffer.View.AsContiguous(), idx.View.AsContiguous(), n, indices.Length, inner))
+            this.Launch(t.Numel, fun c -> indexSelect.Invoke(c, x.View.AsContiguous(), buffer.View.AsContiguous(), GpuBackend.AsInts idx, n, indices.Length, inner))
+            pool.Return idx
             t
 
         member this.IndexAdd(shape, axis, indices, src) =
@@ -289,17 +307,20 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let _, (outer, n, inner) = Plans.indexAdd shape axis indices src.Shape
             let buffer, t = this.Alloc shape
             this.Launch(t.Numel, fun c -> fill.Invoke(c, buffer.View.AsContiguous(), 0.0f))
-            let idx = this.Ints indices // freed by its finaliser, as in IndexSelect
-            this.Launch(outer * inner, fun c -> indexAdd.Invoke(c, src.View.AsContiguous(), buffer.View.AsContiguous(), idx.View.AsContiguous(), n, indices.Length, inner))
+            let idx = this.Ints indices
+            this.Launch(outer * inner, fun c -> indexAdd.Invoke(c, src.View.AsContiguous(), buffer.View.AsContiguous(), GpuBackend.AsInts idx, n, indices.Length, inner))
+            pool.Return idx
             t
 
         member _.Synchronize() = accelerator.Synchronize()
 
         member this.AllFinite(x) =
             let x = this.Of x
-            use flag = this.Ints [| 1 |]
-            this.Launch(x.Numel, fun n -> checkFinite.Invoke(n, x.View.AsContiguous(), flag.View.AsContiguous()))
-            (flag.GetAsArray1D()).[0] = 1
+            let flag = this.Ints [| 1 |]
+            this.Launch(x.Numel, fun n -> checkFinite.Invoke(n, x.View.AsContiguous(), GpuBackend.AsInts flag))
+            let ok = BitConverter.SingleToInt32Bits(flag.View.SubView(0L, 1L).GetAsArray1D().[0]) = 1
+            pool.Return flag
+            ok
 
         member this.AdamStep(w, g, m, v, hyper) =
             let w, g, m, v = this.Of w, this.Of g, this.Of m, this.Of v
@@ -327,8 +348,13 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         this.Launch(t.Numel, fun n -> gather.Invoke(n, x.View.AsContiguous(), buffer.View.AsContiguous(), outShape.Length, Dims.Of outShape, Dims.Of strides, offset))
         t
 
+    /// Whether matrix products go through cuBLAS (on CUDA) rather than the MatMul kernel.
+    member _.UsesCublas = blas.IsSome
+
     interface IDisposable with
-        member _.Dispose() = accelerator.Dispose()
+        member _.Dispose() =
+            blas |> Option.iter (fun b -> (b :> IDisposable).Dispose())
+            accelerator.Dispose()
 
 /// Creating GPU backends.
 module Gpu =
@@ -345,6 +371,7 @@ module Gpu =
         if devices.Length = 0 then raise (GpuUnavailableException("no NVIDIA GPU was found: CUDA reports no devices (is the NVIDIA driver installed and a GPU visible?)", null))
         if index < 0 || index >= devices.Length then
             raise (GpuUnavailableException(sprintf "CUDA device %d does not exist; this machine has %d" index devices.Length, null))
+        Cublas.load ()
         new GpuBackend(devices.[index].CreateAccelerator(context.Value), Device.Cuda index)
 
     /// A backend that runs the GPU kernels on ILGPU's CPU accelerator (for tests without a GPU). It reports

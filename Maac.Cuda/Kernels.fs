@@ -56,8 +56,10 @@ type internal Kernels =
 
     static member Fill (i: Index1D) (dst: ArrayView<float32>) (value: float32) = dst.[i] <- value
 
-    static member Copy (i: Index1D) (src: ArrayView<float32>) (srcOffset: int) (dst: ArrayView<float32>) (dstOffset: int) =
-        dst.[dstOffset + i.X] <- src.[srcOffset + i.X]
+    /// Copies src, viewed as rows of `width` elements, into dst's rows of `dstRow` elements starting at column
+    /// `dstOffset` (one input of a concatenation, in one launch).
+    static member CopyRows (i: Index1D) (src: ArrayView<float32>) (width: int) (dst: ArrayView<float32>) (dstRow: int) (dstOffset: int) =
+        dst.[(i.X / width) * dstRow + dstOffset + i.X % width] <- src.[i]
 
     static member Unary (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (op: int) =
         let v = x.[i]
@@ -205,6 +207,11 @@ type internal Kernels =
             | 2 -> acc + bias.[batch * n + col]
             | _ -> acc
         c.[i] <- withBias
+
+    /// c[i] = the bias of c's column: bias[col] (perBatch = 0) or bias[batch·n + col] (perBatch = n), over
+    /// products of mn = m·n elements; cuBLAS then adds the product to it.
+    static member BiasFill (i: Index1D) (bias: ArrayView<float32>) (c: ArrayView<float32>) (n: int) (mn: int) (perBatch: int) =
+        c.[i] <- bias.[(i.X / mn) * perBatch + i.X % n]
 
     /// dst[(o·m + j)·inner + r] = src[(o·n + indices[j])·inner + r].
     static member IndexSelect (i: Index1D) (src: ArrayView<float32>) (dst: ArrayView<float32>) (indices: ArrayView<int>) (n: int) (m: int) (inner: int) =

@@ -143,13 +143,17 @@ module Agent =
         let action = if deterministic then TanhGaussianPolicy.deterministic a.Policy o else fst (TanhGaussianPolicy.sample a.Policy key o)
         action.ToArray()
 
-    let private finite (where: string) (step: int) (v: float32) =
-        if not (Single.IsFinite v) then raise (DivergenceException(sprintf "training diverged at step %d: %s is %g" step where v))
-        v
+    /// Checks, with one read from the device, the losses of an update and a probe of each gradient (its sum,
+    /// which is NaN or infinite when any element is); raises DivergenceException naming the first bad one.
+    let private checkFinite (step: int) (probes: (string * Tensor)[]) =
+        let values = Tensor.toScalars (probes |> Array.map snd)
+        Array.iter2 (fun (what: string, _) (v: float32) ->
+            if not (Single.IsFinite v) then
+                raise (DivergenceException(sprintf "training diverged at step %d: %s is %g" step what v))) probes values
+        values
 
-    let private checkGrads (where: string) (step: int) (g: 'P when 'P :> IParameters<'P>) =
-        for name, t in g.Named do
-            if not (Tensor.allFinite t) then raise (DivergenceException(sprintf "training diverged at step %d: the gradient of %s parameter '%s' holds NaN or infinity" step where name))
+    let private gradientProbes (where: string) (g: 'P when 'P :> IParameters<'P>) =
+        g.Named |> Array.map (fun (name, t) -> sprintf "the sum of the gradient of %s parameter '%s'" where name, Tensor.sum t)
 
     /// One gradient step on a batch: critics on the algorithm's target, then the actor on its
     /// objective, then the temperature, then Polyak averaging of the target critics.
@@ -161,8 +165,6 @@ module Agent =
             | SteveTarget, Some c -> Targets.steve s.Gamma s.CriticHorizon c a.Policy a.TargetCritics alpha ks.[0] b
             | _ -> Targets.td s.Gamma a.Policy a.TargetCritics alpha ks.[0] b
         let criticLoss, cg = Maac.Diff.valueAndGradParams (Objectives.critic b.Obs b.Action y) a.Critics
-        let criticLoss = finite "the critic loss" step (Tensor.toScalar criticLoss)
-        checkGrads "critic" step cg
         let nocheck lr = { AdamConfig.WithLearningRate lr with CheckFinite = false }
         let cOpt, critics = Adam.step (nocheck s.CriticLearningRate) a.CriticsOpt a.Critics cg
         let horizon = alg.ActorHorizon s step
@@ -171,16 +173,19 @@ module Agent =
             { Gamma = s.Gamma; Horizon = horizon; Samples = samples; Context = ctx; Critics = critics; Alpha = alpha
               Key = ks.[1]; Observations = b.Obs; Step = step }
         let actorLoss, pg = Maac.Diff.valueAndGradParams (alg.ActorObjective inputs) a.Policy
-        let actorLoss = finite "the actor loss" step (Tensor.toScalar actorLoss)
-        checkGrads "policy" step pg
         let pOpt, policy = Adam.step (nocheck s.ActorLearningRate) a.PolicyOpt a.Policy pg
         let _, logp = TanhGaussianPolicy.sample policy ks.[2] b.Obs
         let targetEntropy = -(float32 (TanhGaussianPolicy.actionDim a.Policy))
         let _, tg = Maac.Diff.valueAndGradParams (Objectives.temperature targetEntropy logp) a.Temperature
-        checkGrads "temperature" step tg
         let tOpt, temperature = Adam.step (nocheck s.AlphaLearningRate) a.TemperatureOpt a.Temperature tg
+        // The only read from the device inside the update (besides α at its start): the work above is queued
+        // without waiting, and a NaN anywhere is still caught before the new state is returned.
+        let values =
+            checkFinite step
+                (Array.concat [ [| "the critic loss", criticLoss; "the actor loss", actorLoss |]
+                                gradientProbes "critic" cg; gradientProbes "policy" pg; gradientProbes "temperature" tg ])
         { a with
             Policy = policy; PolicyOpt = pOpt
             Critics = critics; CriticsOpt = cOpt; TargetCritics = Polyak.update s.Tau a.TargetCritics critics
             Temperature = temperature; TemperatureOpt = tOpt },
-        { CriticLoss = criticLoss; ActorLoss = actorLoss; Alpha = alpha }
+        { CriticLoss = values.[0]; ActorLoss = values.[1]; Alpha = alpha }

@@ -286,6 +286,16 @@ module Tensor =
                 at <- at + n
                 r))
 
+    /// The values of several one-element tensors, read back in one transfer: on a GPU, one wait for the queued
+    /// work instead of one per tensor. Not recorded for differentiation.
+    let toScalars (xs: Tensor[]) =
+        if xs.Length = 0 then [||]
+        else
+            for x in xs do
+                if x.Numel <> 1 then Shape.fail "toScalars" (sprintf "a tensor of shape %s has %d elements, not 1" (Shape.show x.Primal.Shape) x.Numel)
+            let be = backendOf "toScalars" xs
+            be.Concat(xs |> Array.map (fun x -> be.Reshape(x.Primal, [| 1 |])), 0).ToArray()
+
     /// The range [start, start+length) of an axis.
     let slice (axis: int) (start: int) (length: int) (x: Tensor) =
         let be = x.Primal.Backend

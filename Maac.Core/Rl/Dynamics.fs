@@ -133,18 +133,23 @@ module Dynamics =
         let mutable lastLoss = nanf
         while epoch < s.MaxEpochs && stale < s.Patience do
             let shuffles = boot |> Array.mapi (fun i b -> RandomKey.permutation b.Length (RandomKey.fold (int64 (epoch * members + i)) ks.[2]) |> Array.map (fun j -> b.[j]))
+            // Losses are read once per epoch (with the hold-out error), not per minibatch: no wait for the device
+            // inside the epoch. A non-finite loss still stops the fit, at the end of its epoch.
+            let losses = Array.zeroCreate batchesPerEpoch
             for bi in 0 .. batchesPerEpoch - 1 do
                 let size = min s.BatchSize (trainIdx.Length - bi * s.BatchSize) |> max 1
                 let rows = shuffles |> Array.collect (fun sh -> Array.init size (fun j -> sh.[(bi * s.BatchSize + j) % sh.Length]))
                 let bx = Tensor.indexSelect 0 rows xn |> Tensor.reshape [| members; size; -1 |]
                 let by = Tensor.indexSelect 0 rows yn |> Tensor.reshape [| members; size; -1 |]
                 let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
-                lastLoss <- Tensor.toScalar loss
-                if not (Single.IsFinite lastLoss) then
-                    raise (NonFiniteException(sprintf "dynamics model training: the loss became %g at epoch %d" lastLoss epoch))
+                losses.[bi] <- loss
                 let st, p = Adam.step cfg state net g
                 state <- st
                 net <- p
+            let values = Tensor.toScalars losses
+            match values |> Array.tryFindIndex (Single.IsFinite >> not) with
+            | Some bi -> raise (NonFiniteException(sprintf "dynamics model training: the loss became %g at minibatch %d of epoch %d" values.[bi] bi epoch))
+            | None -> lastLoss <- Array.last values
             let mse = holdoutMse net
             let improved = Array.exists2 (fun (now: float32) (b: float32) -> now < 0.99f * b) mse best
             best <- Array.map2 min mse best
