@@ -5,6 +5,7 @@ open ILGPU
 open ILGPU.Runtime
 open ILGPU.Runtime.Cuda
 open ILGPU.Runtime.CPU
+open ILGPU.Algorithms
 open Maac.Tensors
 
 /// Device buffers of released tensors, kept by length for reuse: allocating device memory is slow and can
@@ -358,7 +359,8 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
 /// Creating GPU backends.
 module Gpu =
-    let private context = lazy (Context.Create(fun b -> b.Default().Math(MathMode.Default) |> ignore))
+    // ILGPU.Algorithms supplies the PTX implementations of exp, log, tanh, sin, cos, pow and atan2 used by the kernels.
+    let private context = lazy (Context.Create(fun b -> b.Default().EnableAlgorithms().Math(MathMode.Default) |> ignore))
 
     /// A backend on the NVIDIA GPU with this index; GpuUnavailableException naming what is missing otherwise.
     let cuda (index: int) =
