@@ -100,6 +100,18 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
         let next, _ = Maac.Algorithms.Agent.update maac settings (Some su.Context) (max 0 i) (RandomKey.fold (int64 i) root) agent batch
         agent <- next
     let device = if device = Device.Cpu then sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName else string device
+    // On a GPU: kernel launches, device allocations and pool collections per step.
+    let gpuCounters () =
+        match Backends.Default with
+        | :? Maac.Cuda.GpuBackend as g -> Some(g.Launches, g.Pool.Misses, g.Pool.Collections)
+        | _ -> None
     for name, step in [ "actor_step", actorStep; "model_step", modelStep; "update_step", updateStep ] do
+        let before = gpuCounters ()
         let med, best, gc, alloc = time 5 reps step
-        printfn "maac %s %s: median %.3f ms  min %.3f ms  (GC pauses %.1f ms/step, %.0f MB fresh allocation/step)" device name med best gc alloc
+        let perStep =
+            match before, gpuCounters () with
+            | Some (l0, m0, c0), Some (l1, m1, c1) ->
+                let n = float (reps + 5)
+                sprintf "; %.0f kernel launches, %.1f device allocations, %.2f pool collections per step" (float (l1 - l0) / n) (float (m1 - m0) / n) (float (c1 - c0) / n)
+            | _ -> ""
+        printfn "maac %s %s: median %.3f ms  min %.3f ms  (GC pauses %.1f ms/step, %.0f MB fresh allocation/step%s)" device name med best gc alloc perStep

@@ -18,6 +18,9 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
     let mutable hits = 0L
     let mutable misses = 0L
 
+    let mutable rentsSinceCollection = 0
+    let mutable collections = 0L
+
     let allocate (length: int64) =
         Threading.Interlocked.Increment(&misses) |> ignore
         let b = accelerator.Allocate1D<float32>(length)
@@ -27,17 +30,35 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
         GC.SuppressFinalize (b.View :> IArrayView).Buffer // the raw allocation behind the typed buffer has its own finaliser
         b
 
-    /// A buffer of exactly `length` floats, reused when one is free.
-    member _.Rent(length: int64) =
+    let tryTake (length: int64) =
         match free.TryGetValue length with
         | true, bag ->
             match bag.TryTake() with
             | true, b ->
                 Threading.Interlocked.Add(&kept, -length) |> ignore
                 Threading.Interlocked.Increment(&hits) |> ignore
-                b
-            | _ -> allocate length
-        | _ -> allocate length
+                Some b
+            | _ -> None
+        | _ -> None
+
+    /// A buffer of exactly `length` floats, reused when one is free. Buffers come back only when the garbage
+    /// collector finalises their tensors, which it does when host memory asks for it, not device memory. So when
+    /// no buffer is free and `CollectAfter` rents have passed since the last collection, a young-generation
+    /// collection is run first, returning the tensors dropped since (a device allocation costs more than that
+    /// collection, and each allocation would stay in the pool: device memory would grow step after step).
+    member _.Rent(length: int64) =
+        Threading.Interlocked.Increment(&rentsSinceCollection) |> ignore
+        match tryTake length with
+        | Some b -> b
+        | None ->
+            if rentsSinceCollection >= DevicePool.CollectAfter then
+                rentsSinceCollection <- 0
+                Threading.Interlocked.Increment(&collections) |> ignore
+                GC.Collect(1, GCCollectionMode.Forced, true)
+                GC.WaitForPendingFinalizers()
+            match tryTake length with
+            | Some b -> b
+            | None -> allocate length
 
     /// Takes back a buffer no tensor uses any more.
     member _.Return(buffer: MemoryBuffer1D<float32, Stride1D.Dense>) =
@@ -48,9 +69,19 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
                 Threading.Interlocked.Add(&kept, -buffer.Length) |> ignore
                 buffer.Dispose()
 
-    /// Rents served from free buffers, and rents that allocated.
+    /// Rents served from free buffers, rents that allocated, and the collections run to get buffers back.
     member _.Hits = hits
     member _.Misses = misses
+    member _.Collections = collections
+
+    /// Rents after which a rent that finds no free buffer runs a collection first (see Rent): 128 unless the
+    /// environment variable MAAC_GPU_COLLECT_AFTER gives another number. Fewer collections cost less host time
+    /// and more device allocations.
+    static member val CollectAfter =
+        match Int32.TryParse(Environment.GetEnvironmentVariable "MAAC_GPU_COLLECT_AFTER") with
+        | true, n when n > 0 -> n
+        | _ -> 128
+        with get, set
 
 /// Returns a device buffer to its pool when no tensor refers to it any more (reshaped views share one block).
 [<Sealed; AllowNullLiteral>]
@@ -111,8 +142,14 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         match accelerator with
         | :? CudaAccelerator -> Some(new CublasHandle((accelerator.DefaultStream :?> CudaStream).StreamPtr))
         | _ -> None
+    /// On CUDA, uploads of up to 16 MiB go through page-locked memory without waiting for the device.
+    let staging =
+        match accelerator with
+        | :? CudaAccelerator -> Some(new StagingRing(16L <<< 20, (accelerator.DefaultStream :?> CudaStream).StreamPtr, fun () -> accelerator.Synchronize()))
+        | _ -> None
     /// Elements summed by one thread in the first pass of SumAll.
     let piece = 4096
+    let mutable launches = 0L
 
     member private this.Wrap(shape: int[], block: DeviceBlock) = GpuTensor(Array.copy shape, block, this) :> RawTensor
 
@@ -132,6 +169,7 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// before the kernel reading it is queued.
     member private _.Launch(count: int, run: Index1D -> unit) =
         if count > 0 then
+            launches <- launches + 1L
             run (Index1D count)
             GC.KeepAlive run
 
@@ -139,8 +177,29 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// The caller returns it to the pool once the kernel reading it is queued: work runs in stream order.
     member private this.Ints(values: int[]) =
         let b = pool.Rent(int64 (max 1 values.Length))
-        if values.Length > 0 then b.View.AsContiguous().Cast<int>().SubView(0L, int64 values.Length).CopyFromCPU(values)
+        if values.Length > 0 && not (this.Staged(fun ring -> ring.Upload(values, b.NativePtr))) then
+            b.View.AsContiguous().Cast<int>().SubView(0L, int64 values.Length).CopyFromCPU(values)
         b
+
+    /// Makes the accelerator's CUDA context current on this thread (driver calls made outside ILGPU need it).
+    member private _.Bind() = if Accelerator.Current <> accelerator then accelerator.Bind()
+
+    /// Runs an upload through the staging ring when there is one and it fits (false otherwise).
+    member private this.Staged(upload: StagingRing -> bool) =
+        match staging with
+        | Some ring ->
+            this.Bind()
+            upload ring
+        | None -> false
+
+    /// The first index when the indices are start, start+1, … (a slice), else None.
+    static member private RangeStart(indices: int[]) =
+        let mutable consecutive = indices.Length > 0
+        let mutable i = 1
+        while consecutive && i < indices.Length do
+            consecutive <- indices.[i] = indices.[0] + i
+            i <- i + 1
+        if consecutive then Some indices.[0] else None
 
     static member private AsInts(b: MemoryBuffer1D<float32, Stride1D.Dense>) = b.View.AsContiguous().Cast<int>()
 
@@ -150,13 +209,17 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// The pool of released device buffers.
     member _.Pool = pool
 
+    /// Kernels launched through Launch so far (cuBLAS calls not counted): a measure of per-operation overhead.
+    member _.Launches = launches
+
     interface IBackend with
         member _.Device = device
 
         member this.OfArray(values, shape) =
             Plans.ofArray values.Length shape
             let buffer, t = this.Alloc shape
-            if values.Length > 0 then buffer.View.SubView(0L, int64 values.Length).CopyFromCPU(values)
+            if values.Length > 0 && not (this.Staged(fun ring -> ring.Upload(values, buffer.NativePtr))) then
+                buffer.View.SubView(0L, int64 values.Length).CopyFromCPU(values)
             t
 
         member this.Full(shape, value) =
@@ -242,7 +305,7 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             | Some blas when p.K > 0 && t.Numel > 0 ->
                 if biasMode <> 0 then
                     this.Launch(t.Numel, fun c -> biasFill.Invoke(c, biasView, buffer.View.AsContiguous(), p.N, p.M * p.N, (if biasMode = 2 then p.N else 0)))
-                if Accelerator.Current <> accelerator then accelerator.Bind()
+                this.Bind()
                 blas.Gemm(transA, transB, p.M, p.N, p.K, a.Buffer.NativePtr, p.LdA, int64 p.StrideA, b.Buffer.NativePtr, p.LdB, int64 p.StrideB,
                           (if biasMode = 0 then 0.0f else 1.0f), buffer.NativePtr, t.Numel / (p.M * p.N))
                 // The inputs' buffers must not return to the pool before the product that reads them is queued.
@@ -297,20 +360,29 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         member this.IndexSelect(x, axis, indices) =
             let x = this.Of x
             let ax, (_, n, inner) = Plans.indexSelect x.Shape axis indices
-            let buffer, t = this.Alloc(Shape.withAxis x.Shape ax indices.Length)
-            let idx = this.Ints indices
-            this.Launch(t.Numel, fun c -> indexSelect.Invoke(c, x.View.AsContiguous(), buffer.View.AsContiguous(), GpuBackend.AsInts idx, n, indices.Length, inner))
-            pool.Return idx
-            t
+            match GpuBackend.RangeStart indices with
+            | Some start -> (this :> IBackend).Slice(x, ax, start, indices.Length) // no indices to upload
+            | None ->
+                let buffer, t = this.Alloc(Shape.withAxis x.Shape ax indices.Length)
+                let idx = this.Ints indices
+                this.Launch(t.Numel, fun c -> indexSelect.Invoke(c, x.View.AsContiguous(), buffer.View.AsContiguous(), GpuBackend.AsInts idx, n, indices.Length, inner))
+                pool.Return idx
+                t
 
         member this.IndexAdd(shape, axis, indices, src) =
             let src = this.Of src
             let _, (outer, n, inner) = Plans.indexAdd shape axis indices src.Shape
             let buffer, t = this.Alloc shape
             this.Launch(t.Numel, fun c -> fill.Invoke(c, buffer.View.AsContiguous(), 0.0f))
-            let idx = this.Ints indices
-            this.Launch(outer * inner, fun c -> indexAdd.Invoke(c, src.View.AsContiguous(), buffer.View.AsContiguous(), GpuBackend.AsInts idx, n, indices.Length, inner))
-            pool.Return idx
+            match GpuBackend.RangeStart indices with
+            | Some start ->
+                // A slice's gradient: src's rows go to columns start·inner.. of the output's rows (no indices to upload).
+                let width = indices.Length * inner
+                this.Launch(outer * width, fun c -> copyRows.Invoke(c, src.View.AsContiguous(), width, buffer.View.AsContiguous(), n * inner, start * inner))
+            | None ->
+                let idx = this.Ints indices
+                this.Launch(outer * inner, fun c -> indexAdd.Invoke(c, src.View.AsContiguous(), buffer.View.AsContiguous(), GpuBackend.AsInts idx, n, indices.Length, inner))
+                pool.Return idx
             t
 
         member _.Synchronize() = accelerator.Synchronize()
@@ -355,6 +427,7 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     interface IDisposable with
         member _.Dispose() =
             blas |> Option.iter (fun b -> (b :> IDisposable).Dispose())
+            staging |> Option.iter (fun r -> (r :> IDisposable).Dispose())
             accelerator.Dispose()
 
 /// Creating GPU backends.

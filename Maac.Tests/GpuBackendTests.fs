@@ -93,6 +93,11 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                     close "indexSelect" 0.0f 0.0f sel (g.IndexSelect(gx, axis, idx))
                     // Repeated indices accumulate in the same order on both backends: equal bits.
                     close "indexAdd" 0.0f 0.0f (cpu.IndexAdd(shape, axis, idx, sel)) (g.IndexAdd(shape, axis, idx, onGpu sel))
+                    // A run of consecutive indices is a slice (and its gradient): the GPU takes another path.
+                    let run = [| n / 2 .. n - 1 |]
+                    let selRun = cpu.IndexSelect(x, axis, run)
+                    close "indexSelect of a run" 0.0f 0.0f selRun (g.IndexSelect(gx, axis, run))
+                    close "indexAdd of a run" 0.0f 0.0f (cpu.IndexAdd(shape, axis, run, selRun)) (g.IndexAdd(shape, axis, run, onGpu selRun))
                 true))
 
         testPropertyWithConfig configFew "matrix products (transposes, batches, bias) match within the rounding bound" (fun () ->
