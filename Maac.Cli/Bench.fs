@@ -105,6 +105,17 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
         match Backends.Default with
         | :? Maac.Cuda.GpuBackend as g -> Some(g.Launches, g.Pool.Misses, g.Pool.Collections)
         | _ -> None
+    // The cost of one operation on a one-element tensor, launch to completion, averaged over a queue of them:
+    // the floor under any step made of that many operations.
+    let opCost =
+        let fillOne () = Backends.Default.Full([| 1 |], 0.0f) |> ignore
+        for _ in 1 .. 200 do fillOne ()
+        Backends.Default.Synchronize()
+        let sw = Stopwatch.StartNew()
+        for _ in 1 .. 5000 do fillOne ()
+        Backends.Default.Synchronize()
+        sw.Elapsed.TotalMilliseconds * 1000.0 / 5000.0
+    printfn "maac %s one small operation (full [1]): %.2f µs" device opCost
     for name, step in [ "actor_step", actorStep; "model_step", modelStep; "update_step", updateStep ] do
         let before = gpuCounters ()
         let med, best, gc, alloc = time 5 reps step

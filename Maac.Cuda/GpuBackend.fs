@@ -74,13 +74,13 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
     member _.Misses = misses
     member _.Collections = collections
 
-    /// Rents after which a rent that finds no free buffer runs a collection first (see Rent): 128 unless the
+    /// Rents after which a rent that finds no free buffer runs a collection first (see Rent): 1024 unless the
     /// environment variable MAAC_GPU_COLLECT_AFTER gives another number. Fewer collections cost less host time
     /// and more device allocations.
     static member val CollectAfter =
         match Int32.TryParse(Environment.GetEnvironmentVariable "MAAC_GPU_COLLECT_AFTER") with
         | true, n when n > 0 -> n
-        | _ -> 128
+        | _ -> 1024
         with get, set
 
 /// Returns a device buffer to its pool when no tensor refers to it any more (reshaped views share one block).
@@ -122,8 +122,12 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     let binary =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, int, Dims, Dims, Dims>(Kernels.Binary)
     let gather = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, Dims, Dims, int>(Kernels.Gather)
-    let reduce = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.Reduce)
-    let partialSums = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int>(Kernels.PartialSums)
+    let reduceGroups = accelerator.LoadStreamKernel<ArrayView<float32>, ArrayView<float32>, int, int, int, int>(Kernels.ReduceGroups)
+    /// Threads per reduction group: 256, or the accelerator's largest power of two below that.
+    let groupSize =
+        let mutable g = 256
+        while g > accelerator.MaxNumThreadsPerGroup do g <- g / 2
+        g
     let matMul =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, Dims, int, int>(Kernels.MatMul)
     let indexSelect =
@@ -147,8 +151,8 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         match accelerator with
         | :? CudaAccelerator -> Some(new StagingRing(16L <<< 20, (accelerator.DefaultStream :?> CudaStream).StreamPtr, fun () -> accelerator.Synchronize()))
         | _ -> None
-    /// Elements summed by one thread in the first pass of SumAll.
-    let piece = 4096
+    /// Elements summed by one group in the first pass of SumAll.
+    let piece = 16 * groupSize
     let mutable launches = 0L
 
     member private this.Wrap(shape: int[], block: DeviceBlock) = GpuTensor(Array.copy shape, block, this) :> RawTensor
@@ -282,15 +286,18 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
         member this.SumAll(x) =
             let x = this.Of x
-            let pieces = max 1 ((x.Numel + piece - 1) / piece)
-            let partial, partialTensor = this.Alloc [| pieces |]
-            if x.Numel = 0 then fill.Invoke(Index1D 1, partial.View.AsContiguous(), 0.0f)
-            else partialSums.Invoke(Index1D pieces, x.View.AsContiguous(), partial.View.AsContiguous(), x.Numel, piece)
-            GC.KeepAlive x
             let total, t = this.Alloc [||]
-            partialSums.Invoke(Index1D 1, partial.View.AsContiguous(), total.View.AsContiguous(), pieces, pieces)
-            // The partial sums' buffer must not return to the pool before the second pass is queued.
-            GC.KeepAlive partialTensor
+            if x.Numel = 0 then this.Launch(1, fun c -> fill.Invoke(c, total.View.AsContiguous(), 0.0f))
+            elif x.Numel <= piece then this.ReduceInto(x.Buffer, total, 1, x.Numel, 1, x.Numel, false)
+            else
+                // Two passes: one group per piece, then one group over the pieces' sums.
+                let pieces = (x.Numel + piece - 1) / piece
+                let partial, partialTensor = this.Alloc [| pieces |]
+                this.ReduceInto(x.Buffer, partial, pieces, piece, 1, x.Numel, false)
+                this.ReduceInto(partial, total, 1, pieces, 1, pieces, false)
+                // The partial sums' buffer must not return to the pool before the second pass is queued.
+                GC.KeepAlive partialTensor
+            GC.KeepAlive x
             t
 
         member this.MatMul(transA, transB, a, b, bias) =
@@ -413,8 +420,14 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         if n = 0 && isMax then Shape.fail "max" (sprintf "cannot take the maximum over an empty axis of shape %s" (Shape.show x.Shape))
         let buffer, t = this.Alloc outShape
         if n = 0 then this.Launch(t.Numel, fun c -> fill.Invoke(c, buffer.View.AsContiguous(), 0.0f))
-        else this.Launch(outer * inner, fun c -> reduce.Invoke(c, x.View.AsContiguous(), buffer.View.AsContiguous(), n, inner, (if isMax then 1 else 0)))
+        else this.ReduceInto(x.Buffer, buffer, outer * inner, n, inner, x.Numel, isMax)
+        GC.KeepAlive x
         t
+
+    /// Queues one reduction group per output (Kernels.ReduceGroups).
+    member private _.ReduceInto(x: MemoryBuffer1D<float32, Stride1D.Dense>, dst: MemoryBuffer1D<float32, Stride1D.Dense>, outputs: int, n: int, inner: int, count: int, isMax: bool) =
+        launches <- launches + 1L
+        reduceGroups.Invoke(KernelConfig(Index1D outputs, Index1D groupSize), x.View.AsContiguous(), dst.View.AsContiguous(), n, inner, count, (if isMax then 1 else 0))
 
     member private this.GatherInto(x: GpuTensor, outShape: int[], strides: int[], offset: int) =
         let buffer, t = this.Alloc outShape

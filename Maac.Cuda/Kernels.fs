@@ -164,24 +164,34 @@ type internal Kernels =
             d <- d - 1
         dst.[i] <- src.[o]
 
-    /// One output per (outer, inner) of a tensor viewed as [outer, n, inner]: the sum or the maximum over n
-    /// (in index order, as on the CPU).
-    static member Reduce (i: Index1D) (x: ArrayView<float32>) (dst: ArrayView<float32>) (n: int) (inner: int) (isMax: int) =
-        let o = i.X / inner
-        let r = i.X % inner
-        let mutable acc = x.[o * n * inner + r]
-        for j in 1 .. n - 1 do
-            let v = x.[(o * n + j) * inner + r]
-            acc <- if isMax = 1 then MathF.Max(acc, v) else acc + v
-        dst.[i] <- acc
-
-    /// Partial sums of consecutive pieces of `piece` elements.
-    static member PartialSums (i: Index1D) (x: ArrayView<float32>) (dst: ArrayView<float32>) (count: int) (piece: int) =
-        let start = i.X * piece
-        let stop = Math.Min(count, start + piece)
-        let mutable acc = 0.0f
-        for j in start .. stop - 1 do acc <- acc + x.[j]
-        dst.[i] <- acc
+    /// One group per output of a tensor viewed as [outer, n, inner] (elements past `count` ignored): the
+    /// group's threads take every group-size-th element of the output's n (many loads in flight, not one
+    /// thread's chain of dependent loads), then combine their partial results by halving in shared memory.
+    /// The group size must be a power of two of at most 256.
+    static member ReduceGroups (x: ArrayView<float32>) (dst: ArrayView<float32>) (n: int) (inner: int) (count: int) (isMax: int) =
+        let shared = SharedMemory.Allocate<float32>(256)
+        let g = Grid.IdxX
+        let t = Group.IdxX
+        let o = g / inner
+        let r = g % inner
+        let mutable acc = if isMax = 1 then Single.NegativeInfinity else 0.0f
+        let mutable j = t
+        while j < n do
+            let e = (o * n + j) * inner + r
+            if e < count then
+                let v = x.[e]
+                acc <- if isMax = 1 then MathF.Max(acc, v) else acc + v
+            j <- j + Group.DimX
+        shared.[t] <- acc
+        Group.Barrier()
+        let mutable half = Group.DimX / 2
+        while half > 0 do
+            if t < half then
+                let other = shared.[t + half]
+                shared.[t] <- if isMax = 1 then MathF.Max(shared.[t], other) else shared.[t] + other
+            Group.Barrier()
+            half <- half / 2
+        if t = 0 then dst.[g] <- shared.[0]
 
     /// c[b, r, col] = Σₖ op(a)[b, r, k] · op(b)[b, k, col] (+ bias), one thread per output element.
     static member MatMul (i: Index1D) (a: ArrayView<float32>) (b: ArrayView<float32>) (c: ArrayView<float32>) (bias: ArrayView<float32>) (dims: Dims) (transA: int) (transB: int) =
