@@ -116,6 +116,9 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
         Backends.Default.Synchronize()
         sw.Elapsed.TotalMilliseconds * 1000.0 / 5000.0
     printfn "maac %s one small operation (full [1]): %.2f µs" device opCost
+    match Backends.Default with
+    | :? Maac.Cuda.GpuBackend as g -> printfn "maac %s one bare kernel launch (ILGPU): %.2f µs" device (g.MeasureLaunchMicroseconds 5000)
+    | _ -> ()
     for name, step in [ "actor_step", actorStep; "model_step", modelStep; "update_step", updateStep ] do
         let before = gpuCounters ()
         let med, best, gc, alloc = time 5 reps step

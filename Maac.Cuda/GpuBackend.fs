@@ -213,6 +213,20 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// The pool of released device buffers.
     member _.Pool = pool
 
+    /// Microseconds per launch of the smallest kernel (one element, into one buffer), averaged over `count`
+    /// launches queued back to back: the accelerator's own launch cost, without the backend's work per operation.
+    member _.MeasureLaunchMicroseconds(count: int) =
+        let buffer = pool.Rent 1L
+        let view = buffer.View.AsContiguous()
+        fill.Invoke(Index1D 1, view, 0.0f)
+        accelerator.Synchronize()
+        let sw = Diagnostics.Stopwatch.StartNew()
+        for _ in 1 .. count do fill.Invoke(Index1D 1, view, 0.0f)
+        accelerator.Synchronize()
+        let perLaunch = sw.Elapsed.TotalMilliseconds * 1000.0 / float count
+        pool.Return buffer
+        perLaunch
+
     /// Kernels launched through Launch so far (cuBLAS calls not counted): a measure of per-operation overhead.
     member _.Launches = launches
 
