@@ -107,17 +107,35 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
         | _ -> None
     // The cost of one operation on a one-element tensor, launch to completion, averaged over a queue of them:
     // the floor under any step made of that many operations.
-    let opCost =
-        let fillOne () = Backends.Default.Full([| 1 |], 0.0f) |> ignore
+    let opCostOver (count: int) (keep: bool) =
+        let kept = ResizeArray()
+        let fillOne () =
+            let t = Backends.Default.Full([| 1 |], 0.0f)
+            if keep then kept.Add t
         for _ in 1 .. 200 do fillOne ()
         Backends.Default.Synchronize()
         let sw = Stopwatch.StartNew()
-        for _ in 1 .. 5000 do fillOne ()
+        for _ in 1 .. count do fillOne ()
         Backends.Default.Synchronize()
-        sw.Elapsed.TotalMilliseconds * 1000.0 / 5000.0
-    printfn "maac %s one small operation (full [1]): %.2f µs" device opCost
+        sw.Elapsed.TotalMilliseconds * 1000.0 / float count
+    let opCost = opCostOver 5000
+    printfn "maac %s one small operation (full [1]): %.2f µs" device (opCost false)
     match Backends.Default with
-    | :? Maac.Cuda.GpuBackend as g -> printfn "maac %s one bare kernel launch (ILGPU): %.2f µs" device (g.MeasureLaunchMicroseconds 5000)
+    | :? Maac.Cuda.GpuBackend as g ->
+        // Where a GPU operation's host time goes: the bare launch, the pool's collections, device allocation.
+        printfn "maac %s one bare kernel launch (ILGPU): %.2f µs" device (g.MeasureLaunchMicroseconds 5000)
+        let collectAfter = Maac.Cuda.DevicePool.CollectAfter
+        Maac.Cuda.DevicePool.CollectAfter <- Int32.MaxValue
+        printfn "maac %s one small operation without the pool's collections: %.2f µs" device (opCost false)
+        printfn "maac %s one small operation whose tensor stays alive (a device allocation each): %.2f µs" device (opCost true)
+        // Every buffer free in the pool (5000 made, dropped and collected), then 1000 operations: the pooled path alone.
+        opCost false |> ignore
+        let collect = Stopwatch.StartNew()
+        GC.Collect(1, GCCollectionMode.Forced, true)
+        GC.WaitForPendingFinalizers()
+        printfn "maac %s one forced collection with about 5000 dropped tensors: %.2f ms" device collect.Elapsed.TotalMilliseconds
+        printfn "maac %s one small operation on a pooled buffer: %.2f µs" device (opCostOver 1000 false)
+        Maac.Cuda.DevicePool.CollectAfter <- collectAfter
     | _ -> ()
     for name, step in [ "actor_step", actorStep; "model_step", modelStep; "update_step", updateStep ] do
         let before = gpuCounters ()
