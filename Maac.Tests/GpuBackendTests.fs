@@ -146,6 +146,34 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
             Expect.allEqual (again.ToArray()) 2.0f "with its own values"
         }
 
+        test "a whole MAAC agent update (STEVE critic target, actor, temperature, Polyak) gives the same result on both backends" {
+            let settings =
+                { Maac.Algorithms.Settings.forTask "Pendulum" "maac" with
+                    Hidden = [| 16; 16 |]; ModelMembers = 3; ModelElites = 2; ModelHidden = [| 16 |]; BatchSize = 24 }
+            let run () =
+                let agent = Maac.Algorithms.Agent.init settings (key 11) 3 1 false
+                let ctx = { Model = agent.Model; Task = (Maac.Envs.Tasks.find "Pendulum").Functions; ActionLow = Tensor.ofSeq [ -2.0f ]; ActionHigh = Tensor.ofSeq [ 2.0f ] }
+                let k = RandomKey.split 4 (key 12)
+                let batch : Batch =
+                    { Obs = Tensor.rand k.[0] [| 24; 3 |] * 2.0f - 1.0f; Action = Tensor.rand k.[1] [| 24; 1 |] * 2.0f - 1.0f
+                      Reward = Tensor.randn k.[2] [| 24 |]; NextObs = Tensor.rand k.[3] [| 24; 3 |] * 2.0f - 1.0f; Done = Tensor.zeros [| 24 |] }
+                let next, metrics = Maac.Algorithms.Agent.update (Maac.Algorithms.Algorithms.find "maac") settings (Some ctx) 0 (key 13) agent batch
+                // Adam's first moments after one step are 0.1 × the gradients: the critics', the policy's, α's.
+                metrics, Array.concat [ next.CriticsOpt.FirstMoment; next.PolicyOpt.FirstMoment; next.TemperatureOpt.FirstMoment ] |> Array.map (fun t -> t.Primal)
+            let cpuMetrics, cpuMoments = run ()
+            let gpuMetrics, gpuMoments =
+                use _ = Backends.Use(gpu.Value)
+                run ()
+            Expect.all gpuMoments (fun t -> t.Backend.Device = Device.Cuda 0) "the GPU run computed on the GPU backend"
+            Expect.floatClose { absolute = 1e-4; relative = 1e-4 } (float gpuMetrics.CriticLoss) (float cpuMetrics.CriticLoss) "same critic loss"
+            Expect.floatClose { absolute = 1e-4; relative = 1e-4 } (float gpuMetrics.ActorLoss) (float cpuMetrics.ActorLoss) "same actor loss"
+            // As in the actor step test: different summation orders through two networks and the model, so
+            // relative 1e-3 of each tensor's largest entry.
+            Array.iter2 (fun (c: RawTensor) (g: RawTensor) ->
+                let scale = c.ToArray() |> Array.map abs |> Array.fold max 1e-3f
+                close "gradient (Adam's first moment)" (1e-3f * scale) 0.0f c g) cpuMoments gpuMoments
+        }
+
         test "a whole MAAC actor step gives the same loss and gradient on both backends" {
             let run () =
                 let policy = TanhGaussianPolicy.init (key 1) 3 1 [| 16; 16 |]
