@@ -44,19 +44,28 @@ let private setup (s: BenchShape) =
       ModelTargets = Tensor.randn k.[6] [| s.Members; s.Batch; s.Obs + 1 |] }
 
 /// Median and minimum milliseconds of `reps` timed runs after `warmup` untimed ones.
+/// Median and minimum milliseconds of `reps` timed runs after `warmup` untimed ones (each run ends when the
+/// device has finished its work), the median time until the host had queued everything, GC pauses and
+/// allocation per run.
 let private time (warmup: int) (reps: int) (f: int -> unit) =
-    for i in 1 .. warmup do f -i
+    let once i =
+        f i
+        let queued = Stopwatch.GetTimestamp()
+        Backends.Default.Synchronize()
+        queued
+    for i in 1 .. warmup do once -i |> ignore
     let pause0 = GC.GetTotalPauseDuration()
     let bytes0 = GC.GetTotalAllocatedBytes(false)
-    let ts =
+    let runs =
         Array.init reps (fun i ->
-            let sw = Stopwatch.StartNew()
-            f i
-            sw.Elapsed.TotalMilliseconds)
+            let start = Stopwatch.GetTimestamp()
+            let queued = once i
+            Stopwatch.GetElapsedTime(start).TotalMilliseconds, Stopwatch.GetElapsedTime(start, queued).TotalMilliseconds)
     let gcMs = (GC.GetTotalPauseDuration() - pause0).TotalMilliseconds / float reps
     let allocMb = float (GC.GetTotalAllocatedBytes(false) - bytes0) / 1e6 / float reps
-    Array.sortInPlace ts
-    ts.[reps / 2], ts.[0], gcMs, allocMb
+    let ts = runs |> Array.map fst |> Array.sort
+    let queuedTs = runs |> Array.map snd |> Array.sort
+    ts.[reps / 2], ts.[0], queuedTs.[reps / 2], gcMs, allocMb
 
 /// Runs the workloads and prints `actor_step: median X ms`, `model_step: …` and `update_step: …` (a whole agent
 /// update, which PyTorch's reference does not time).
@@ -71,21 +80,24 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
     let mutable model = su.Context.Model.Net
     let mutable modelOpt = Adam.init model
     let root = RandomKey.ofSeed 1L
+    // What a step keeps: the new optimiser state and parameters (on the GPU the rest is released when it ends).
+    let kept (o: AdamState, p: 'P when 'P :> IParameters<'P>) = Seq.concat [ Seq.ofArray o.FirstMoment; Seq.ofArray o.SecondMoment; Parameters.tensors p ]
     let actorStep (i: int) =
         // The library's MAAC objective: H model steps, K samples per start state, terminal min-Q, α = 0.2.
-        let loss = Maac.Rl.Objectives.maac 0.99f shape.Horizon shape.Samples (Some su.Context) su.Critics 0.2f (RandomKey.fold (int64 i) root) su.Start
-        let _, g = Diff.valueAndGradParams loss policy
-        let o, p = Adam.step actorCfg policyOpt policy g
+        let o, p =
+            Tensor.releasing kept (fun () ->
+                let loss = Maac.Rl.Objectives.maac 0.99f shape.Horizon shape.Samples (Some su.Context) su.Critics 0.2f (RandomKey.fold (int64 i) root) su.Start
+                let _, g = Diff.valueAndGradParams loss policy
+                Adam.step actorCfg policyOpt policy g)
         policyOpt <- o
         policy <- p
-        // Queued device work belongs to the step it was launched by.
-        Backends.Default.Synchronize()
     let modelStep (_: int) =
-        let _, g = Diff.valueAndGradParams (fun m -> GaussianEnsemble.nll m su.ModelInputs su.ModelTargets) model
-        let o, m = Adam.step modelCfg modelOpt model g
+        let o, m =
+            Tensor.releasing kept (fun () ->
+                let _, g = Diff.valueAndGradParams (fun m -> GaussianEnsemble.nll m su.ModelInputs su.ModelTargets) model
+                Adam.step modelCfg modelOpt model g)
         modelOpt <- o
         model <- m
-        Backends.Default.Synchronize()
     // One whole agent update as training does it: STEVE critic target, MAAC actor, temperature, Polyak, and
     // the update's single read-back of losses and gradient probes (HalfCheetah's settings, this batch size).
     let settings = { Maac.Algorithms.Settings.forTask "HalfCheetah" "maac" with BatchSize = shape.Batch }
@@ -139,11 +151,11 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
     | _ -> ()
     for name, step in [ "actor_step", actorStep; "model_step", modelStep; "update_step", updateStep ] do
         let before = gpuCounters ()
-        let med, best, gc, alloc = time 5 reps step
+        let med, best, queued, gc, alloc = time 5 reps step
         let perStep =
             match before, gpuCounters () with
             | Some (l0, m0, c0), Some (l1, m1, c1) ->
                 let n = float (reps + 5)
                 sprintf "; %.0f kernel launches, %.1f device allocations, %.2f pool collections per step" (float (l1 - l0) / n) (float (m1 - m0) / n) (float (c1 - c0) / n)
             | _ -> ""
-        printfn "maac %s %s: median %.3f ms  min %.3f ms  (GC pauses %.1f ms/step, %.0f MB fresh allocation/step%s)" device name med best gc alloc perStep
+        printfn "maac %s %s: median %.3f ms  min %.3f ms  (host done queueing at %.3f ms; GC pauses %.1f ms/step, %.0f MB fresh allocation/step%s)" device name med best queued gc alloc perStep

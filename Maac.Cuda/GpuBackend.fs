@@ -8,11 +8,22 @@ open ILGPU.Runtime.CPU
 open ILGPU.Algorithms
 open Maac.Tensors
 
-/// The device buffer behind one tensor and its reshaped views: the pool watches it through a weak handle, and
-/// takes its buffer back once it is unreachable.
+/// A buffer lent by the pool, and whether it has come back (so that it comes back once).
 [<Sealed; AllowNullLiteral>]
-type internal DeviceBlock(buffer: MemoryBuffer1D<float32, Stride1D.Dense>) =
+type internal Lease(buffer: MemoryBuffer1D<float32, Stride1D.Dense>) =
     member _.Buffer = buffer
+    member val Returned = false with get, set
+
+/// The device buffer behind one tensor and its reshaped views: the pool watches it through a weak handle, and
+/// takes its buffer back once it is unreachable, or when the release scope it was made in ends.
+[<Sealed; AllowNullLiteral>]
+type internal DeviceBlock(lease: Lease) =
+    member _.Lease = lease
+    member _.Buffer = lease.Buffer
+    /// Set when a release scope gave the buffer back: the tensor must not be used any more.
+    member val Released = false with get, set
+    /// Set while a release scope is asked to keep the block.
+    member val Kept = false with get, set
 
 /// Device buffers kept for reuse, by length: allocating device memory is slow (about 9 µs on an H100) and
 /// freeing it waits for the device. A buffer lent to a tensor is watched through a weak handle on the tensor's
@@ -25,7 +36,7 @@ type internal DeviceBlock(buffer: MemoryBuffer1D<float32, Stride1D.Dense>) =
 type DevicePool(accelerator: Accelerator, capacity: int64) =
     let gate = obj ()
     let free = Collections.Generic.Dictionary<int64, Collections.Generic.Stack<MemoryBuffer1D<float32, Stride1D.Dense>>>()
-    let lent = Collections.Generic.List<struct (Runtime.InteropServices.GCHandle * MemoryBuffer1D<float32, Stride1D.Dense>)>()
+    let lent = Collections.Generic.List<struct (Runtime.InteropServices.GCHandle * Lease)>()
     let mutable kept = 0L
     let mutable hits = 0L
     let mutable misses = 0L
@@ -58,10 +69,12 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
         collectionsSeen <- GC.CollectionCount 0
         let mutable alive = 0
         for i in 0 .. lent.Count - 1 do
-            let struct (handle, buffer) = lent.[i]
+            let struct (handle, lease) = lent.[i]
             if isNull handle.Target then
                 handle.Free()
-                putBack buffer
+                if not lease.Returned then
+                    lease.Returned <- true
+                    putBack lease.Buffer
             else
                 lent.[alive] <- lent.[i]
                 alive <- alive + 1
@@ -101,7 +114,15 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
 
     /// Watches a block: its buffer comes back once the block is collected.
     member internal _.Track(block: DeviceBlock) =
-        lock gate (fun () -> lent.Add(struct (Runtime.InteropServices.GCHandle.Alloc(block, Runtime.InteropServices.GCHandleType.Weak), block.Buffer)))
+        lock gate (fun () -> lent.Add(struct (Runtime.InteropServices.GCHandle.Alloc(block, Runtime.InteropServices.GCHandleType.Weak), block.Lease)))
+
+    /// Gives a block's buffer back now (its release scope ended); the block is marked released.
+    member internal _.Release(block: DeviceBlock) =
+        lock gate (fun () ->
+            block.Released <- true
+            if not block.Lease.Returned then
+                block.Lease.Returned <- true
+                putBack block.Buffer)
 
     /// Rents served from free buffers, rents that allocated, and the collections run to get buffers back.
     member _.Hits = hits
@@ -125,10 +146,43 @@ type GpuTensor internal (shape: int[], block: DeviceBlock, backend: IBackend) =
     /// The device buffer (at least one element long).
     member _.Buffer = block.Buffer
     member internal _.View = block.Buffer.View
+
+    /// Raises ObjectDisposedException when the block's release scope has given its buffer back.
+    static member internal CheckLive(block: DeviceBlock) =
+        if block.Released then
+            raise (ObjectDisposedException("GpuTensor", "a GPU tensor was used after the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks)"))
     override _.Backend = backend
     override t.ToArray() =
+        GpuTensor.CheckLive block
         let all = block.Buffer.GetAsArray1D()
         if all.Length = t.Numel then all else Array.sub all 0 t.Numel
+
+/// The release scope of one thread on one GPU backend (IReleasingBackend.BeginScope): the blocks made while it
+/// is the innermost are given back when it ends, except kept ones, which pass to the scope around it.
+[<Sealed; AllowNullLiteral>]
+type internal GpuScope(pool: DevicePool, owner: obj, parent: GpuScope, restore: GpuScope -> unit) =
+    let made = Collections.Generic.List<DeviceBlock>()
+    let mutable ended = false
+    member _.Owner = owner
+    member _.Parent = parent
+    member _.Add(block: DeviceBlock) = made.Add block
+
+    /// Keeps a tensor's block beyond this scope.
+    member _.Keep(t: RawTensor) =
+        match t with
+        | :? GpuTensor as g -> g.Block.Kept <- true
+        | _ -> ()
+
+    /// Ends the scope (once): releases the blocks not kept.
+    member _.End() =
+        if not ended then
+            ended <- true
+            restore parent
+            for block in made do
+                if block.Kept then
+                    block.Kept <- false
+                    if not (isNull parent) then parent.Add block
+                else pool.Release block
 
 /// The raw-kernel backend on an ILGPU accelerator: CUDA on NVIDIA GPUs, or ILGPU's CPU accelerator (which runs
 /// the same kernels on the host; the tests use it so that a kernel bug fails CI without a GPU). Every
@@ -187,14 +241,18 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// A new uninitialised tensor.
     member private this.Alloc(shape: int[]) =
         let buffer = pool.Rent(int64 (max 1 (Shape.numel shape)))
-        let block = DeviceBlock buffer
+        let block = DeviceBlock(Lease buffer)
         pool.Track block
+        let scope: GpuScope = GpuBackend.CurrentScope
+        if not (isNull scope) && obj.ReferenceEquals(scope.Owner, this) then scope.Add block
         buffer, this.Wrap(shape, block)
 
     member private _.Of(x: RawTensor) : GpuTensor =
         match x with
         | null -> nullArg "x"
-        | :? GpuTensor as g -> g
+        | :? GpuTensor as g ->
+            GpuTensor.CheckLive g.Block
+            g
         | other -> invalidArg "x" (sprintf "a tensor on %O was given to the %O backend; move it with Tensor.toDevice first" other.Backend.Device device)
 
     /// Launches over `count` elements. The closure holds the input tensors, and is kept alive until the launch is
@@ -236,6 +294,12 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
     static member private AsInts(b: MemoryBuffer1D<float32, Stride1D.Dense>) = b.View.AsContiguous().Cast<int>()
 
+    /// The innermost release scope of this thread (on whichever backend made it).
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private currentScope: GpuScope
+
+    static member private CurrentScope = GpuBackend.currentScope
+
     /// The accelerator this backend launches on.
     member _.Accelerator = accelerator
 
@@ -258,6 +322,14 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
     /// Kernels launched through Launch so far (cuBLAS calls not counted): a measure of per-operation overhead.
     member _.Launches = launches
+
+    interface IReleasingBackend with
+        member this.BeginScope() =
+            let scope = GpuScope(pool, this, GpuBackend.currentScope, fun parent -> GpuBackend.currentScope <- parent)
+            GpuBackend.currentScope <- scope
+            { new IReleaseScope with
+                member _.Keep t = scope.Keep t
+                member _.Dispose() = scope.End() }
 
     interface IBackend with
         member _.Device = device

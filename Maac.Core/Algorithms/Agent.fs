@@ -155,9 +155,7 @@ module Agent =
     let private gradientProbes (where: string) (g: 'P when 'P :> IParameters<'P>) =
         g.Named |> Array.map (fun (name, t) -> sprintf "the sum of the gradient of %s parameter '%s'" where name, Tensor.sum t)
 
-    /// One gradient step on a batch: critics on the algorithm's target, then the actor on its
-    /// objective, then the temperature, then Polyak averaging of the target critics.
-    let update (alg: Algorithm) (s: Settings) (ctx: ModelContext option) (step: int) (key: RandomKey) (a: AgentState) (b: Batch) =
+    let private updateOnce (alg: Algorithm) (s: Settings) (ctx: ModelContext option) (step: int) (key: RandomKey) (a: AgentState) (b: Batch) =
         let ks = RandomKey.split 4 key
         let alpha = Tensor.toScalar (Tensor.exp a.Temperature.LogAlpha)
         let y =
@@ -189,3 +187,25 @@ module Agent =
             Critics = critics; CriticsOpt = cOpt; TargetCritics = Polyak.update s.Tau a.TargetCritics critics
             Temperature = temperature; TemperatureOpt = tOpt },
         { CriticLoss = values.[0]; ActorLoss = values.[1]; Alpha = alpha }
+
+    let private moments (o: AdamState) = Seq.append o.FirstMoment o.SecondMoment
+
+    /// Every tensor an agent's state holds (parameters and optimiser moments).
+    let tensors (a: AgentState) =
+        seq {
+            yield! Parameters.tensors a.Policy
+            yield! moments a.PolicyOpt
+            yield! Parameters.tensors a.Critics
+            yield! moments a.CriticsOpt
+            yield! Parameters.tensors a.TargetCritics
+            yield! Parameters.tensors a.Temperature
+            yield! moments a.TemperatureOpt
+            yield! Parameters.tensors a.Model.Net
+            yield! [ a.Model.InputMean; a.Model.InputStd; a.Model.TargetMean; a.Model.TargetStd ]
+            yield! moments a.ModelOpt }
+
+    /// One gradient step on a batch: critics on the algorithm's target, then the actor on its
+    /// objective, then the temperature, then Polyak averaging of the target critics. On the GPU, every
+    /// tensor the step makes except the new state goes back to the device pool when it returns.
+    let update (alg: Algorithm) (s: Settings) (ctx: ModelContext option) (step: int) (key: RandomKey) (a: AgentState) (b: Batch) =
+        Tensor.releasing (fst >> tensors) (fun () -> updateOnce alg s ctx step key a b)

@@ -286,6 +286,19 @@ module Tensor =
                 at <- at + n
                 r))
 
+    /// Runs `work`; on a backend that releases memory by scopes (the GPU), every tensor it creates is released
+    /// when it returns, except those `keep` picks from its result (an exception releases them all). Elsewhere it
+    /// just runs `work`. For steps that replace their state: the new state is kept, the rest of the step's
+    /// tensors go back to the device pool at once instead of when the garbage collector finds them.
+    let releasing (keep: 'T -> Tensor seq) (work: unit -> 'T) =
+        match Backends.Default with
+        | :? IReleasingBackend as b ->
+            use scope = b.BeginScope()
+            let result = work ()
+            for t in keep result do scope.Keep t.Primal
+            result
+        | _ -> work ()
+
     /// The values of several one-element tensors, read back in one transfer: on a GPU, one wait for the queued
     /// work instead of one per tensor. Not recorded for differentiation.
     let toScalars (xs: Tensor[]) =

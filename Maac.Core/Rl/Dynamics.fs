@@ -141,9 +141,14 @@ module Dynamics =
                 let rows = shuffles |> Array.collect (fun sh -> Array.init size (fun j -> sh.[(bi * s.BatchSize + j) % sh.Length]))
                 let bx = Tensor.indexSelect 0 rows xn |> Tensor.reshape [| members; size; -1 |]
                 let by = Tensor.indexSelect 0 rows yn |> Tensor.reshape [| members; size; -1 |]
-                let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
+                // On the GPU the minibatch's other tensors go back to the device pool as soon as it is done.
+                let loss, st, p =
+                    Tensor.releasing (fun (loss, st: AdamState, p: GaussianEnsemble) -> Seq.concat [ Seq.singleton loss; Seq.ofArray st.FirstMoment; Seq.ofArray st.SecondMoment; Parameters.tensors p ])
+                        (fun () ->
+                            let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
+                            let st, p = Adam.step cfg state net g
+                            loss, st, p)
                 losses.[bi] <- loss
-                let st, p = Adam.step cfg state net g
                 state <- st
                 net <- p
             let values = Tensor.toScalars losses

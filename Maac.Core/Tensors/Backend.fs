@@ -154,3 +154,16 @@ and IBackend =
     /// m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g², w' = w − lr·(m'/c1)/(√(v'/c2) + ε), where c1, c2
     /// are the bias corrections 1 − βᵗ. Returns (w', m', v').
     abstract AdamStep: w: RawTensor * g: RawTensor * m: RawTensor * v: RawTensor * hyper: AdamHyper -> struct (RawTensor * RawTensor * RawTensor)
+
+/// A piece of work whose tensors are released when it ends, except those kept (see IReleasingBackend).
+type IReleaseScope =
+    inherit IDisposable
+    /// Keeps a tensor (and the views sharing its memory) beyond the scope.
+    abstract Keep: RawTensor -> unit
+
+/// A backend whose memory can be given back as soon as a piece of work ends, rather than when the garbage
+/// collector finds its tensors unreachable: device memory, which the collector neither sees nor counts.
+type IReleasingBackend =
+    /// Records the tensors this thread creates on the backend until the scope is disposed, then releases those
+    /// not kept; using a released tensor raises ObjectDisposedException.
+    abstract BeginScope: unit -> IReleaseScope
