@@ -80,12 +80,11 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
     let mutable model = su.Context.Model.Net
     let mutable modelOpt = Adam.init model
     let root = RandomKey.ofSeed 1L
-    // What a step keeps: the new optimiser state and parameters (on the GPU the rest is released when it ends).
-    let kept (o: AdamState, p: 'P when 'P :> IParameters<'P>) = Seq.concat [ Seq.ofArray o.FirstMoment; Seq.ofArray o.SecondMoment; Parameters.tensors p ]
+    // A step keeps the new optimiser state and parameters (on the GPU the rest is released when it ends).
     let actorStep (i: int) =
         // The library's MAAC objective: H model steps, K samples per start state, terminal min-Q, α = 0.2.
         let o, p =
-            Tensor.releasing kept (fun () ->
+            Tensor.releasing Adam.tensors (fun () ->
                 let loss = Maac.Rl.Objectives.maac 0.99f shape.Horizon shape.Samples (Some su.Context) su.Critics 0.2f (RandomKey.fold (int64 i) root) su.Start
                 let _, g = Diff.valueAndGradParams loss policy
                 Adam.step actorCfg policyOpt policy g)
@@ -93,7 +92,7 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
         policy <- p
     let modelStep (_: int) =
         let o, m =
-            Tensor.releasing kept (fun () ->
+            Tensor.releasing Adam.tensors (fun () ->
                 let _, g = Diff.valueAndGradParams (fun m -> GaussianEnsemble.nll m su.ModelInputs su.ModelTargets) model
                 Adam.step modelCfg modelOpt model g)
         modelOpt <- o

@@ -91,23 +91,22 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
     /// A buffer of exactly `length` floats, reused when one is free; the caller returns it (Return) or hands it
     /// to a block (Track).
     member _.Rent(length: int64) =
+        // Buffers of blocks collected since the last sweep, then of those a forced collection finds.
+        let reclaimed () =
+            if GC.CollectionCount 0 <> collectionsSeen then sweep ()
+            match tryTake length with
+            | None when rentsSinceCollection >= DevicePool.CollectAfter ->
+                rentsSinceCollection <- 0
+                collections <- collections + 1L
+                GC.Collect(1, GCCollectionMode.Forced, true)
+                sweep ()
+                tryTake length
+            | taken -> taken
         lock gate (fun () ->
             rentsSinceCollection <- rentsSinceCollection + 1
-            match tryTake length with
+            match tryTake length |> Option.orElseWith reclaimed with
             | Some b -> b
-            | None ->
-                if GC.CollectionCount 0 <> collectionsSeen then sweep ()
-                match tryTake length with
-                | Some b -> b
-                | None ->
-                    if rentsSinceCollection >= DevicePool.CollectAfter then
-                        rentsSinceCollection <- 0
-                        collections <- collections + 1L
-                        GC.Collect(1, GCCollectionMode.Forced, true)
-                        sweep ()
-                    match tryTake length with
-                    | Some b -> b
-                    | None -> allocate length)
+            | None -> allocate length)
 
     /// Takes back a buffer no tensor uses.
     member _.Return(buffer: MemoryBuffer1D<float32, Stride1D.Dense>) = lock gate (fun () -> putBack buffer)
@@ -221,17 +220,15 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
                                                 ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, AdamHyper>(Kernels.Adam)
     let random = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, uint32, uint32, int>(Kernels.Random)
     let biasFill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.BiasFill)
-    /// cuBLAS on a CUDA accelerator, on the stream the kernels use (so products and kernels stay in order);
-    /// elsewhere (ILGPU's CPU accelerator) products run the MatMul kernel.
-    let blas =
+    /// The CUDA stream the kernels are queued on (none on ILGPU's CPU accelerator).
+    let cudaStream =
         match accelerator with
-        | :? CudaAccelerator -> Some(new CublasHandle((accelerator.DefaultStream :?> CudaStream).StreamPtr))
+        | :? CudaAccelerator -> Some (accelerator.DefaultStream :?> CudaStream).StreamPtr
         | _ -> None
+    /// cuBLAS on that stream (so products and kernels stay in order); elsewhere products run the MatMul kernel.
+    let blas = cudaStream |> Option.map (fun stream -> new CublasHandle(stream))
     /// On CUDA, uploads of up to 16 MiB go through page-locked memory without waiting for the device.
-    let staging =
-        match accelerator with
-        | :? CudaAccelerator -> Some(new StagingRing(16L <<< 20, (accelerator.DefaultStream :?> CudaStream).StreamPtr, fun () -> accelerator.Synchronize()))
-        | _ -> None
+    let staging = cudaStream |> Option.map (fun stream -> new StagingRing(16L <<< 20, stream, fun () -> accelerator.Synchronize()))
     /// Elements summed by one group in the first pass of SumAll.
     let piece = 16 * groupSize
     let mutable launches = 0L
@@ -243,7 +240,7 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         let buffer = pool.Rent(int64 (max 1 (Shape.numel shape)))
         let block = DeviceBlock(Lease buffer)
         pool.Track block
-        let scope: GpuScope = GpuBackend.CurrentScope
+        let scope = GpuBackend.currentScope
         if not (isNull scope) && obj.ReferenceEquals(scope.Owner, this) then scope.Add block
         buffer, this.Wrap(shape, block)
 
@@ -297,8 +294,6 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// The innermost release scope of this thread (on whichever backend made it).
     [<ThreadStatic; DefaultValue>]
     static val mutable private currentScope: GpuScope
-
-    static member private CurrentScope = GpuBackend.currentScope
 
     /// The accelerator this backend launches on.
     member _.Accelerator = accelerator

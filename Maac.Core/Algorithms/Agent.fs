@@ -188,21 +188,15 @@ module Agent =
             Temperature = temperature; TemperatureOpt = tOpt },
         { CriticLoss = values.[0]; ActorLoss = values.[1]; Alpha = alpha }
 
-    let private moments (o: AdamState) = Seq.append o.FirstMoment o.SecondMoment
-
     /// Every tensor an agent's state holds (parameters and optimiser moments).
     let tensors (a: AgentState) =
-        seq {
-            yield! Parameters.tensors a.Policy
-            yield! moments a.PolicyOpt
-            yield! Parameters.tensors a.Critics
-            yield! moments a.CriticsOpt
-            yield! Parameters.tensors a.TargetCritics
-            yield! Parameters.tensors a.Temperature
-            yield! moments a.TemperatureOpt
-            yield! Parameters.tensors a.Model.Net
-            yield! [ a.Model.InputMean; a.Model.InputStd; a.Model.TargetMean; a.Model.TargetStd ]
-            yield! moments a.ModelOpt }
+        Array.concat
+            [ Adam.tensors (a.PolicyOpt, a.Policy)
+              Adam.tensors (a.CriticsOpt, a.Critics)
+              Parameters.tensors a.TargetCritics
+              Adam.tensors (a.TemperatureOpt, a.Temperature)
+              Adam.tensors (a.ModelOpt, a.Model.Net)
+              [| a.Model.InputMean; a.Model.InputStd; a.Model.TargetMean; a.Model.TargetStd |] ]
 
     /// One gradient step on a batch: critics on the algorithm's target, then the actor on its
     /// objective, then the temperature, then Polyak averaging of the target critics. On the GPU, every

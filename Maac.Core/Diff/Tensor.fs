@@ -290,7 +290,7 @@ module Tensor =
     /// when it returns, except those `keep` picks from its result (an exception releases them all). Elsewhere it
     /// just runs `work`. For steps that replace their state: the new state is kept, the rest of the step's
     /// tensors go back to the device pool at once instead of when the garbage collector finds them.
-    let releasing (keep: 'T -> Tensor seq) (work: unit -> 'T) =
+    let releasing (keep: 'T -> Tensor[]) (work: unit -> 'T) =
         match Backends.Default with
         | :? IReleasingBackend as b ->
             use scope = b.BeginScope()

@@ -28,6 +28,11 @@ module Adam =
         let zeros = Parameters.tensors p |> Array.map Tensor.zerosLike
         { Step = 0; FirstMoment = zeros; SecondMoment = zeros }
 
+    /// The tensors an optimiser step produces: the moments, then the parameters (what a step that replaces
+    /// its state keeps, see Tensor.releasing).
+    let tensors (state: AdamState, p: 'P when 'P :> IParameters<'P>) =
+        Array.concat [ state.FirstMoment; state.SecondMoment; Parameters.tensors p ]
+
     /// One Adam step with bias correction (one fused kernel per parameter; parameters come back untracked).
     let step (cfg: AdamConfig) (state: AdamState) (p: 'P when 'P :> IParameters<'P>) (grads: 'P) : AdamState * 'P =
         let t = state.Step + 1

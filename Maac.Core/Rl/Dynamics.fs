@@ -143,7 +143,7 @@ module Dynamics =
                 let by = Tensor.indexSelect 0 rows yn |> Tensor.reshape [| members; size; -1 |]
                 // On the GPU the minibatch's other tensors go back to the device pool as soon as it is done.
                 let loss, st, p =
-                    Tensor.releasing (fun (loss, st: AdamState, p: GaussianEnsemble) -> Seq.concat [ Seq.singleton loss; Seq.ofArray st.FirstMoment; Seq.ofArray st.SecondMoment; Parameters.tensors p ])
+                    Tensor.releasing (fun (loss, st, p: GaussianEnsemble) -> Array.append [| loss |] (Adam.tensors (st, p)))
                         (fun () ->
                             let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
                             let st, p = Adam.step cfg state net g
