@@ -67,10 +67,21 @@ let private time (warmup: int) (reps: int) (f: int -> unit) =
     let queuedTs = runs |> Array.map snd |> Array.sort
     ts.[reps / 2], ts.[0], queuedTs.[reps / 2], gcMs, allocMb
 
+/// Prints what one step asked of the backend, most frequent operations first.
+let private printCounts (name: string) (steps: int) (counter: CountingBackend) =
+    let perStep (x: int64) = float x / float steps
+    printfn "maac %s: %.0f raw operations per step" name (perStep counter.Total)
+    for c in counter.Counts do
+        printfn "  %-36s %8.1f calls/step %12.0f elements/step" c.Operation (perStep c.Calls) (perStep c.Elements)
+    counter.Reset()
+
 /// Runs the workloads and prints `actor_step: median X ms`, `model_step: …` and `update_step: …` (a whole agent
-/// update, which PyTorch's reference does not time).
-let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
+/// update, which PyTorch's reference does not time). With countOps, every raw operation goes through a
+/// CountingBackend and each workload's operations per step are listed after its time.
+let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: BenchShape) =
     CpuSettings.Threads <- threads
+    let counter = if countOps then Some(CountingBackend(Backends.Default)) else None
+    use _counting = match counter with Some c -> Backends.Use c | None -> { new IDisposable with member _.Dispose() = () }
     let su = setup shape
     // As in the agent's update (and PyTorch's optimiser): no per-parameter finiteness read inside the step.
     let actorCfg = { AdamConfig.WithLearningRate 3e-4f with CheckFinite = false }
@@ -113,7 +124,7 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
     let device = if device = Device.Cpu then sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName else string device
     // On a GPU: kernel launches, device allocations and pool collections per step.
     let gpuCounters () =
-        match Backends.Default with
+        match counter |> Option.map (fun c -> c.Inner) |> Option.defaultValue Backends.Default with
         | :? Maac.Cuda.GpuBackend as g -> Some(g.Launches, g.Pool.Misses, g.Pool.Collections)
         | _ -> None
     // The cost of one operation on a one-element tensor, launch to completion, averaged over a queue of them:
@@ -148,6 +159,7 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
         printfn "maac %s one small operation on a pooled buffer: %.2f µs" device (opCostOver 1000 false)
         Maac.Cuda.DevicePool.CollectAfter <- collectAfter
     | _ -> ()
+    counter |> Option.iter (fun c -> c.Reset())
     for name, step in [ "actor_step", actorStep; "model_step", modelStep; "update_step", updateStep ] do
         let before = gpuCounters ()
         let med, best, queued, gc, alloc = time 5 reps step
@@ -158,3 +170,4 @@ let run (device: Device) (threads: int) (reps: int) (shape: BenchShape) =
                 sprintf "; %.0f kernel launches, %.1f device allocations, %.2f pool collections per step" (float (l1 - l0) / n) (float (m1 - m0) / n) (float (c1 - c0) / n)
             | _ -> ""
         printfn "maac %s %s: median %.3f ms  min %.3f ms  (host done queueing at %.3f ms; GC pauses %.1f ms/step, %.0f MB fresh allocation/step%s)" device name med best queued gc alloc perStep
+        counter |> Option.iter (printCounts name (reps + 5))

@@ -10,9 +10,11 @@ type BenchArgs =
     | Reps of int
     | Env of string
     | Steps of int
+    | Count_Ops
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Count_Ops -> "also list the raw backend operations each workload runs per step (counted, by kind)."
             | Device _ -> "cpu (default), cuda or cuda:N: where the workloads run."
             | Threads _ -> "CPU threads to use (default: all cores)."
             | Reps _ -> "timed repetitions per workload (default 20)."
@@ -224,7 +226,7 @@ let main argv =
             if threads < 1 then failwithf "--threads must be at least 1, got %d" threads
             if reps < 1 then failwithf "--reps must be at least 1, got %d" reps
             let device = Maac.Cuda.Gpu.select (b.GetResult(BenchArgs.Device, defaultValue = "cpu"))
-            Bench.run device threads reps Bench.reference
+            Bench.run device threads reps (b.Contains Count_Ops) Bench.reference
             0
     with
     | :? ArguParseException as e ->

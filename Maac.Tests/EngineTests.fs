@@ -112,4 +112,27 @@ let tests =
             finally
                 CpuSettings.Threads <- before
         }
+
+        test "the counting backend counts each raw operation by kind and gives the inner backend's results" {
+            let counter = CountingBackend(Backends.Get Device.Cpu)
+            let valueAndGrad () =
+                let x = Tensor.ofArray [| 2; 3 |] [| 1.0f; -2.0f; 3.0f; 0.5f; -0.5f; 2.0f |]
+                Diff.valueAndGrad (fun x -> Tensor.sum (Tensor.exp x * x)) x
+                |> fun (v, g) -> Array.append (v.ToArray()) (g.ToArray())
+            let plain = valueAndGrad ()
+            let counted = using (Backends.Use counter) (fun _ -> valueAndGrad ())
+            Expect.sequenceEqual counted plain "same values through the counter"
+            let calls = counter.Counts |> Array.map (fun c -> c.Operation, c.Calls) |> Map.ofArray
+            // Forward: ofArray, exp, mul, sumAll; backward: the seed (full), expand, two muls, exp's gradient, one add.
+            Expect.equal calls
+                (Map.ofList [ "ofArray", 1L; "unary Exp", 1L; "binary mul", 3L; "sumAll", 1L; "full", 1L; "expand", 1L; "unaryGrad Exp", 1L; "binary add", 1L ])
+                "calls by kind"
+            Expect.equal counter.Total 10L "total"
+            let expElements = counter.Counts |> Array.find (fun c -> c.Operation = "unary Exp")
+            Expect.equal expElements.Elements 6L "elements of exp"
+            counter.Reset()
+            Expect.equal counter.Total 0L "reset"
+            Expect.throwsT<ArgumentException> (fun () -> (counter :> IBackend).Unary(Exp, (Backends.Get Device.Cpu).Full([| 1 |], 0.0f)) |> ignore)
+                "a tensor made outside the counter is refused"
+        }
     ]

@@ -1,0 +1,112 @@
+namespace Maac.Tensors
+
+open System
+open System.Collections.Generic
+
+/// How often one kind of raw operation ran, and on how many output elements in all.
+[<Struct>]
+type OperationCount =
+    { Operation: string
+      Calls: int64
+      Elements: int64 }
+
+/// A raw tensor of a CountingBackend: the inner backend's tensor, tagged so that operations on it come back
+/// through the counter.
+[<Sealed; AllowNullLiteral>]
+type CountedTensor internal (inner: RawTensor, owner: CountingBackend) =
+    inherit RawTensor(inner.Shape)
+    /// The inner backend's tensor.
+    member _.Inner = inner
+    override _.Backend = owner :> IBackend
+    override _.ToArray() = inner.ToArray()
+
+/// A backend that forwards every raw operation to another and counts them by kind (for example
+/// "binary Mul" or "matmul"), with the elements each produced: what a step asks of a device, for finding
+/// the operations worth fusing. Tensors made through it stay on it, so a whole computation is counted when
+/// it starts from tensors created while it is the default backend (Backends.Use).
+and [<Sealed>] CountingBackend(inner: IBackend) =
+    let counts = Dictionary<string, struct (int64 * int64)>()
+    let sync = obj ()
+
+    member private this.Wrap(t: RawTensor) = CountedTensor(t, this) :> RawTensor
+
+    member private this.Unwrap(t: RawTensor) : RawTensor =
+        match t with
+        | null -> null
+        | :? CountedTensor as c when obj.ReferenceEquals(c.Backend, this) -> c.Inner
+        | _ -> invalidArg "t" (sprintf "a tensor from %O's backend was given to the counting backend; create it while the counting backend is in use" t.Backend.Device)
+
+    member private _.Count(name: string, elements: int) =
+        lock sync (fun () ->
+            let struct (calls, total) = match counts.TryGetValue name with | true, c -> c | _ -> struct (0L, 0L)
+            counts.[name] <- struct (calls + 1L, total + int64 elements))
+
+    member private this.Counted(name: string, result: RawTensor) =
+        this.Count(name, result.Numel)
+        this.Wrap result
+
+    /// The backend doing the work.
+    member _.Inner = inner
+
+    /// The counts so far, most called first.
+    member _.Counts =
+        lock sync (fun () ->
+            [| for KeyValue (name, struct (calls, elements)) in counts -> { Operation = name; Calls = calls; Elements = elements } |])
+        |> Array.sortByDescending (fun c -> c.Calls, c.Operation)
+
+    /// The number of operations counted so far.
+    member _.Total = lock sync (fun () -> counts.Values |> Seq.sumBy (fun (struct (c, _)) -> c))
+
+    /// Forgets the counts so far.
+    member _.Reset() = lock sync (fun () -> counts.Clear())
+
+    interface IReleasingBackend with
+        member this.BeginScope() =
+            match inner with
+            | :? IReleasingBackend as r ->
+                let scope = r.BeginScope()
+                { new IReleaseScope with
+                    member _.Keep t = scope.Keep(this.Unwrap t)
+                    member _.Dispose() = scope.Dispose() }
+            | _ -> { new IReleaseScope with
+                       member _.Keep _ = ()
+                       member _.Dispose() = () }
+
+    interface IBackend with
+        member _.Device = inner.Device
+        member this.OfArray(values, shape) = this.Counted("ofArray", inner.OfArray(values, shape))
+        member this.Full(shape, value) = this.Counted("full", inner.Full(shape, value))
+        member this.Random(dist, key, shape) = this.Counted(sprintf "random %A" dist, inner.Random(dist, key, shape))
+        member this.Unary(op, x) = this.Counted(sprintf "unary %A" op, inner.Unary(op, this.Unwrap x))
+        member this.UnaryGrad(op, x, y, g) =
+            this.Counted(sprintf "unaryGrad %A" op, inner.UnaryGrad(op, this.Unwrap x, this.Unwrap y, this.Unwrap g))
+        member this.Scalar(op, x) =
+            let name = match op with AddScalar _ -> "addScalar" | MulScalar _ -> "mulScalar" | PowScalar _ -> "powScalar" | Clamp _ -> "clamp"
+            this.Counted(name, inner.Scalar(op, this.Unwrap x))
+        member this.ScalarGrad(op, x, g) =
+            let name = match op with AddScalar _ -> "addScalarGrad" | MulScalar _ -> "mulScalarGrad" | PowScalar _ -> "powScalarGrad" | Clamp _ -> "clampGrad"
+            this.Counted(name, inner.ScalarGrad(op, this.Unwrap x, this.Unwrap g))
+        member this.Binary(op, a, b) =
+            let name = if a.Shape = b.Shape then "binary " + BinaryOp.name op else "binary " + BinaryOp.name op + " (broadcast)"
+            this.Counted(name, inner.Binary(op, this.Unwrap a, this.Unwrap b))
+        member this.SumAxis(x, axis, keepDim) = this.Counted("sumAxis", inner.SumAxis(this.Unwrap x, axis, keepDim))
+        member this.MaxAxis(x, axis, keepDim) = this.Counted("maxAxis", inner.MaxAxis(this.Unwrap x, axis, keepDim))
+        member this.SumAll(x) = this.Counted("sumAll", inner.SumAll(this.Unwrap x))
+        member this.MatMul(transA, transB, a, b, bias) =
+            let name = (if a.Shape.Length = 3 then "batched matmul" else "matmul") + (if isNull bias then "" else " + bias")
+            this.Counted(name, inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias))
+        member this.Reshape(x, shape) = this.Counted("reshape (view)", inner.Reshape(this.Unwrap x, shape))
+        member this.Permute(x, perm) = this.Counted("permute", inner.Permute(this.Unwrap x, perm))
+        member this.Expand(x, shape) = this.Counted("expand", inner.Expand(this.Unwrap x, shape))
+        member this.Concat(xs, axis) = this.Counted(sprintf "concat of %d" xs.Length, inner.Concat(Array.map this.Unwrap xs, axis))
+        member this.Slice(x, axis, start, length) = this.Counted("slice", inner.Slice(this.Unwrap x, axis, start, length))
+        member this.IndexSelect(x, axis, indices) = this.Counted("indexSelect", inner.IndexSelect(this.Unwrap x, axis, indices))
+        member this.IndexAdd(shape, axis, indices, src) = this.Counted("indexAdd", inner.IndexAdd(shape, axis, indices, this.Unwrap src))
+        member this.AllFinite(x) =
+            this.Count("allFinite", 0)
+            inner.AllFinite(this.Unwrap x)
+        member _.Synchronize() = inner.Synchronize()
+        member this.AdamStep(w, g, m, v, hyper) =
+            let struct (w', m', v') = inner.AdamStep(this.Unwrap w, this.Unwrap g, this.Unwrap m, this.Unwrap v, hyper)
+            this.Count("adamStep", w'.Numel)
+            struct (this.Wrap w', this.Wrap m', this.Wrap v')
