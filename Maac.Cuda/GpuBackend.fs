@@ -219,6 +219,11 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
                                                 ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, AdamHyper>(Kernels.Adam)
     let random = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, uint32, uint32, int>(Kernels.Random)
+    let tanhGaussian =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, TanhGaussianArgs>(Kernels.TanhGaussian)
+    let tanhGaussianGrad =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
+                                                TanhGaussianArgs>(Kernels.TanhGaussianGrad)
     let biasFill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.BiasFill)
     /// The CUDA stream the kernels are queued on (none on ILGPU's CPU accelerator).
     let cudaStream =
@@ -522,6 +527,31 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
                 adam.Invoke(n, w.View.AsContiguous(), g.View.AsContiguous(), m.View.AsContiguous(), v.View.AsContiguous(),
                             bw.View.AsContiguous(), bm.View.AsContiguous(), bv.View.AsContiguous(), hyper))
             struct (tw, tm, tv)
+
+        member this.TanhGaussianSample(head, eps, lo, hi) =
+            let head, eps = this.Of head, this.Of eps
+            let n, a = Plans.tanhGaussian head.Shape eps.Shape null null
+            let actionBuffer, action = this.Alloc [| n; a |]
+            let logProbBuffer, logProb = this.Alloc [| n |]
+            let args = { Actions = a; Lo = lo; Hi = hi; HasActionGrad = 0; HasLogProbGrad = 0; WrtNoise = 0 }
+            this.Launch(n, fun rows ->
+                tanhGaussian.Invoke(rows, head.View.AsContiguous(), eps.View.AsContiguous(), actionBuffer.View.AsContiguous(), logProbBuffer.View.AsContiguous(), args))
+            struct (action, logProb)
+
+        member this.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
+            let head, eps = this.Of head, this.Of eps
+            let gAction = if isNull gAction then null else this.Of gAction
+            let gLogProb = if isNull gLogProb then null else this.Of gLogProb
+            let n, a = Plans.tanhGaussian head.Shape eps.Shape (if isNull gAction then null else gAction.Shape) (if isNull gLogProb then null else gLogProb.Shape)
+            let buffer, t = this.Alloc [| n; (if wrtNoise then a else 2 * a) |]
+            // A missing gradient is zero: a flag says so, and the noise's view stands in (it is not read).
+            let viewOr (g: GpuTensor) = (if isNull g then eps else g).View.AsContiguous()
+            let args =
+                { Actions = a; Lo = lo; Hi = hi; HasActionGrad = (if isNull gAction then 0 else 1)
+                  HasLogProbGrad = (if isNull gLogProb then 0 else 1); WrtNoise = (if wrtNoise then 1 else 0) }
+            this.Launch(t.Numel, fun count ->
+                tanhGaussianGrad.Invoke(count, head.View.AsContiguous(), eps.View.AsContiguous(), viewOr gAction, viewOr gLogProb, buffer.View.AsContiguous(), args))
+            t
 
     member private this.Reduce(x: RawTensor, ax: int, keepDim: bool, isMax: bool) =
         let x = this.Of x

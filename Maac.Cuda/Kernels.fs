@@ -47,6 +47,20 @@ module internal OpCodes =
         | PowScalar c -> 2, c, 0.0f
         | Clamp (lo, hi) -> 3, lo, hi
 
+/// The constants of fused tanh-Gaussian sampling and its gradient, passed by value.
+[<Struct>]
+type TanhGaussianArgs =
+    { /// Action dimensions A (the head has 2A columns).
+      Actions: int
+      Lo: float32
+      Hi: float32
+      /// 1 when the actions' gradient is given (else it is zero and its view is not read).
+      HasActionGrad: int
+      /// 1 when the log-densities' gradient is given.
+      HasLogProbGrad: int
+      /// 1 for the gradient in the noise [N, A], 0 for the gradient in the head [N, 2A].
+      WrtNoise: int }
+
 /// The device kernels: static methods that ILGPU compiles for CUDA or runs on its CPU accelerator.
 /// Their element formulas are those of the CPU backend (Maac.Core/Tensors/CpuKernels.fs).
 type internal Kernels =
@@ -272,3 +286,31 @@ type internal Kernels =
             let r = Math.Sqrt(-2.0 * Math.Log(float (Kernels.ToUnitOpen(if first then a else c))))
             let t = 2.0 * Math.PI * float (Kernels.ToUnit(if first then b else d))
             dst.[i] <- float32 (if lane % 2 = 0 then r * Math.Cos t else r * Math.Sin t)
+
+    /// Row i of fused tanh-Gaussian sampling: its actions and its log-density (TanhGaussianFormulas).
+    static member TanhGaussian (i: Index1D) (head: ArrayView<float32>) (eps: ArrayView<float32>) (action: ArrayView<float32>)
+                               (logProb: ArrayView<float32>) (args: TanhGaussianArgs) =
+        let a = args.Actions
+        let mutable total = 0.0f
+        for j in 0 .. a - 1 do
+            let m, r, e = head.[i.X * 2 * a + j], head.[i.X * 2 * a + a + j], eps.[i.X * a + j]
+            action.[i.X * a + j] <- TanhGaussianFormulas.Action(m, r, e, args.Lo, args.Hi)
+            total <- total + TanhGaussianFormulas.LogProbTerm(m, r, e, args.Lo, args.Hi)
+        logProb.[i] <- total
+
+    /// Element i of the gradient of fused tanh-Gaussian sampling, in the head (rows of 2A: means, then log
+    /// standard deviations) or in the noise (rows of A).
+    static member TanhGaussianGrad (i: Index1D) (head: ArrayView<float32>) (eps: ArrayView<float32>) (gAction: ArrayView<float32>)
+                                   (gLogProb: ArrayView<float32>) (dst: ArrayView<float32>) (args: TanhGaussianArgs) =
+        let a = args.Actions
+        let width = if args.WrtNoise = 1 then a else 2 * a
+        let row = i.X / width
+        let col = i.X % width
+        let j = if col < a then col else col - a
+        let m, r, e = head.[row * 2 * a + j], head.[row * 2 * a + a + j], eps.[row * a + j]
+        let gA = if args.HasActionGrad = 1 then gAction.[row * a + j] else 0.0f
+        let gL = if args.HasLogProbGrad = 1 then gLogProb.[row] else 0.0f
+        dst.[i] <-
+            if args.WrtNoise = 1 then TanhGaussianFormulas.NoiseGrad(m, r, e, args.Lo, args.Hi, gA, gL)
+            elif col < a then TanhGaussianFormulas.MeanGrad(m, r, e, args.Lo, args.Hi, gA, gL)
+            else TanhGaussianFormulas.LogStdGrad(m, r, e, args.Lo, args.Hi, gA, gL)

@@ -113,6 +113,26 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                 close "matmul" tol 0.0f (cpu.MatMul(ta, tb, a, b, bias)) ((gpu.Value :> IBackend).MatMul(ta, tb, onGpu a, onGpu b, gpuBias))
                 true))
 
+        testPropertyWithConfig configFew "fused tanh-Gaussian sampling and its gradients match the CPU backend" (fun () ->
+            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 40)) (Gen.choose (1, 7)) (Gen.choose (0, 1_000_000)))) (fun (n, a, seed) ->
+                let g = gpu.Value :> IBackend
+                // Head values in [−2, 2] against clamp bounds [−1, 1]: both sides of both bounds.
+                let head, eps = random seed [| n; 2 * a |], random (seed + 1) [| n; a |]
+                let gA, gL = random (seed + 2) [| n; a |], random (seed + 3) [| n |]
+                let struct (action, logProb) = cpu.TanhGaussianSample(head, eps, -1.0f, 1.0f)
+                let struct (gpuAction, gpuLogProb) = g.TanhGaussianSample(onGpu head, onGpu eps, -1.0f, 1.0f)
+                let absT, relT = elementTol
+                close "actions" absT relT action gpuAction
+                // A sum of a terms, each a few ulps apart between the math libraries.
+                close "log-densities" (absT * float32 a) relT logProb gpuLogProb
+                for withA, withL in [ true, true; true, false; false, true ] do
+                    let pick flag (t: RawTensor) = if flag then t else null
+                    for wrtNoise in [ false; true ] do
+                        let expected = cpu.TanhGaussianSampleGrad(head, eps, pick withA gA, pick withL gL, -1.0f, 1.0f, wrtNoise)
+                        let actual = g.TanhGaussianSampleGrad(onGpu head, onGpu eps, pick withA (onGpu gA), pick withL (onGpu gL), -1.0f, 1.0f, wrtNoise)
+                        close (sprintf "gradient (actions' %b, log-densities' %b, in the noise %b)" withA withL wrtNoise) absT relT expected actual
+                true))
+
         test "random streams are the CPU backend's, Adam and the finiteness check agree" {
             let g = gpu.Value :> IBackend
             let k = key 42

@@ -78,6 +78,49 @@ let tests =
                 Expect.floatClose { absolute = 1e-4; relative = 1e-5 } (float got.[i]) lp (sprintf "row %d" i)
         }
 
+        test "the fused policy sample is the change-of-variables density in float64, clamped log-stds included" {
+            let p = TanhGaussianPolicy.init (key 21) 4 3 [| 16 |]
+            // The last layer scaled so that log standard deviations reach past both clamp bounds [-20, 2].
+            let last = Array.last p.Net.Layers
+            let p = { p with Net = { p.Net with Layers = Array.append p.Net.Layers.[.. p.Net.Layers.Length - 2] [| { last with Weight = last.Weight * 60.0f } |] } }
+            let obs = uniform 22 [| 32; 4 |] -1.0f 1.0f
+            let k = key 23
+            let mean, logStd = TanhGaussianPolicy.distribution p obs
+            let ls = toF64 logStd
+            Expect.isTrue (Array.contains 2.0 ls && Array.contains -20.0 ls) "log standard deviations clamped at both bounds"
+            let mu, e = toF64 mean, toF64 (Tensor.randnLike k mean)
+            let a, lp = TanhGaussianPolicy.sample p k obs
+            let av, lpv = toF64 a, toF64 lp
+            for i in 0 .. 31 do
+                let mutable expected = 0.0
+                for j in 0 .. 2 do
+                    let idx = i * 3 + j
+                    let u = mu.[idx] + exp ls.[idx] * e.[idx]
+                    Expect.floatClose { absolute = 1e-6; relative = 1e-5 } av.[idx] (tanh u) (sprintf "action %d" idx)
+                    // log(1 − tanh²u) = 2(log 2 − |u| − log(1 + e^(−2|u|))), exact in float64 for any u.
+                    expected <- expected - 0.5 * e.[idx] * e.[idx] - ls.[idx] - 0.5 * log (2.0 * Math.PI) - 2.0 * (log 2.0 - abs u - log (1.0 + exp (-2.0 * abs u)))
+                // Float32 terms of size up to ~40 (|u| and ℓ = −20): a few ulps of each.
+                Expect.floatClose { absolute = 1e-4; relative = 1e-5 } lpv.[i] expected (sprintf "log-density of row %d" i)
+        }
+
+        test "the fused policy sample's gradients equal those of its composition from distribution, tanh and logProbOfPreTanh" {
+            let p = TanhGaussianPolicy.init (key 24) 4 3 [| 16 |]
+            let obs = uniform 25 [| 32; 4 |] -1.0f 1.0f
+            let k = key 26
+            let composed (p: TanhGaussianPolicy) =
+                let mean, logStd = TanhGaussianPolicy.distribution p obs
+                let u = mean + Tensor.exp logStd * Tensor.randnLike k mean
+                Tensor.tanh u, TanhGaussianPolicy.logProbOfPreTanh mean logStd u
+            let loss f p = let a, lp = f p in Tensor.sum (a * a) + 0.3f * Tensor.sum lp
+            let g1 = Diff.gradParams (loss (fun p -> TanhGaussianPolicy.sample p k obs)) p
+            let g2 = Diff.gradParams (loss composed) p
+            // The composition recovers the noise as (u − μ)/σ, exact only up to rounding (σ ≈ 1 here).
+            Array.iter2 (fun (x: Tensor) (y: Tensor) ->
+                Array.iteri2 (fun i (u: float32) (v: float32) ->
+                    Expect.floatClose { absolute = 1e-4; relative = 1e-4 } (float u) (float v) (sprintf "gradient element %d" i)) (x.ToArray()) (y.ToArray()))
+                (Parameters.tensors g1) (Parameters.tensors g2)
+        }
+
         test "Adam's first two steps match a hand computation" {
             // p = 1, g = 0.5 then g = -1; lr 0.1, β1 0.9, β2 0.999, ε 1e-8.
             let cfg = AdamConfig.WithLearningRate 0.1f

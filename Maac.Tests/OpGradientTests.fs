@@ -115,4 +115,19 @@ let tests =
                 let w = uniform (seed + 1) [| bsz; k; n |] -1.0f 1.0f
                 let bias = uniform (seed + 2) [| bsz; 1; n |] -1.0f 1.0f
                 checkGradient "baddbmm" (fun xs -> Tensor.baddbmm xs.[2] xs.[0] xs.[1] |> Tensor.tanh) [| x; w; bias |] seed))
+        testPropertyWithConfig config "fused tanh-Gaussian sample (actions, log-densities, or both; in head and noise)" (fun () ->
+            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 5)) (Gen.choose (1, 4)) (Gen.choose (0, 1_000_000)))) (fun (n, a, seed) ->
+                let lo, hi = -1.5f, 0.5f
+                let means = uniform seed [| n; a |] -1.0f 1.0f
+                // Raw log standard deviations on both sides of both clamp bounds, never within 0.05 of one.
+                let logStds = uniform (seed + 1) [| n; a |] -2.0f 1.0f |> awayFrom lo 0.05f |> awayFrom hi 0.05f
+                let head = Tensor.concat -1 [| means; logStds |]
+                let eps = uniform (seed + 2) [| n; a |] -2.0f 2.0f
+                let outputs = seed % 3
+                checkGradient "tanhGaussianSample" (fun xs ->
+                    let action, logProb = Tensor.tanhGaussianSample lo hi xs.[0] xs.[1]
+                    match outputs with
+                    | 0 -> action
+                    | 1 -> logProb
+                    | _ -> Tensor.concat -1 [| action; Tensor.unsqueeze -1 logProb |]) [| head; eps |] seed))
     ]

@@ -13,7 +13,18 @@ module Diff =
     let private backward (op: string) (y: Tensor) (vars: Tensor[]) : Tensor[] =
         if y.Numel <> 1 then
             raise (ShapeException(sprintf "%s: the function must return a single number, but returned shape %s" op (Shape.show y.Primal.Shape)))
-        let grads = Dictionary<Node, RawTensor>(HashIdentity.Reference)
+        // The gradient of each output of each node reached so far (null for an output not yet reached).
+        let grads = Dictionary<Node, RawTensor[]>(HashIdentity.Reference)
+        let accumulate (target: Tensor) (g: RawTensor) =
+            let slots =
+                match grads.TryGetValue target.Node with
+                | true, s -> s
+                | _ ->
+                    let s = Array.zeroCreate target.Node.Outputs
+                    grads.[target.Node] <- s
+                    s
+            let acc = slots.[target.Output]
+            slots.[target.Output] <- if isNull acc then g else acc.Backend.Binary(Add, acc, g)
         if y.IsTracked then
             let leaves = HashSet<Node>(vars |> Seq.map (fun v -> v.Node), HashIdentity.Reference)
             // Post-order walk over tracked nodes; depends[n] says whether n reaches one of our variables.
@@ -32,25 +43,20 @@ module Diff =
                 else
                     depends.[n] <- leaves.Contains n || (n.Inputs |> Array.exists (fun t -> t.IsTracked && depends.[t.Node]))
                     order.Add n
-            grads.[y.Node] <- y.Primal.Backend.Full(y.Primal.Shape, 1.0f)
+            accumulate y (y.Primal.Backend.Full(y.Primal.Shape, 1.0f))
             for idx in order.Count - 1 .. -1 .. 0 do
                 let n = order.[idx]
                 match grads.TryGetValue n with
-                | true, g when n.Inputs.Length > 0 && depends.[n] ->
+                | true, gs when n.Inputs.Length > 0 && depends.[n] ->
                     let need = n.Inputs |> Array.map (fun t -> t.IsTracked && depends.[t.Node])
-                    let gs = n.Backward g need
+                    let inputGrads = n.Backward gs need
                     for j in 0 .. n.Inputs.Length - 1 do
-                        if need.[j] then
-                            let target = n.Inputs.[j].Node
-                            let gj = gs.[j]
-                            match grads.TryGetValue target with
-                            | true, acc -> grads.[target] <- acc.Backend.Binary(Add, acc, gj)
-                            | _ -> grads.[target] <- gj
+                        if need.[j] then accumulate n.Inputs.[j] inputGrads.[j]
                     if not (leaves.Contains n) then grads.Remove n |> ignore
                 | _ -> ()
         vars |> Array.map (fun v ->
             match grads.TryGetValue v.Node with
-            | true, g -> Tensor.ofRaw g
+            | true, gs -> Tensor.ofRaw gs.[0]
             | _ -> Tensor.zerosLike v)
 
     /// Value and gradients of a scalar function of several tensors.

@@ -2,21 +2,25 @@ namespace Maac.Tensors
 
 open System
 
-/// A recorded operation: its inputs and how a gradient of its output is sent back to them.
-/// backward receives the output gradient and, for each input, whether that input needs a gradient;
-/// it returns one raw gradient per input (null where not needed).
+/// A recorded operation: its inputs, how many outputs it made, and how gradients of its outputs are sent back
+/// to its inputs. backward receives one gradient per output (null for an output nothing depended on) and, for
+/// each input, whether that input needs a gradient; it returns one raw gradient per input (null where not needed).
 [<Sealed; AllowNullLiteral>]
-type internal Node(inputs: Tensor[], backward: RawTensor -> bool[] -> RawTensor[]) =
+type internal Node(inputs: Tensor[], outputs: int, backward: RawTensor[] -> bool[] -> RawTensor[]) =
     member _.Inputs = inputs
+    member _.Outputs = outputs
     member _.Backward = backward
 
 /// An immutable float32 tensor that can take part in reverse-mode differentiation.
 /// A tensor is tracked only while it depends on a variable of a running gradient computation
 /// (see Maac.Diff); everything else, such as acting or computing targets, records nothing.
-and [<Sealed>] Tensor internal (primal: RawTensor, node: Node) =
+and [<Sealed>] Tensor internal (primal: RawTensor, node: Node, output: int) =
+    internal new(primal, node) = Tensor(primal, node, 0)
     /// The raw values (for backend authors and interop).
     member _.Primal = primal
     member internal _.Node = node
+    /// Which output of its node this tensor is (operations with several outputs).
+    member internal _.Output = output
     /// The dimensions, outermost first (a copy).
     member _.Shape = Array.copy primal.Shape
     /// The number of dimensions.
@@ -45,11 +49,19 @@ module Tensor =
 
     /// A tensor recording an operation when any input is tracked, or a plain value otherwise.
     let internal record (value: RawTensor) (inputs: Tensor[]) (backward: RawTensor -> bool[] -> RawTensor[]) =
-        if inputs |> Array.exists (fun t -> t.IsTracked) then Tensor(value, Node(inputs, backward))
+        if inputs |> Array.exists (fun t -> t.IsTracked) then Tensor(value, Node(inputs, 1, fun gs need -> backward gs.[0] need))
         else Tensor(value, null)
 
+    /// Tensors for the outputs of one operation, recording it when any input is tracked. backward gets one
+    /// gradient per output, null for an output that nothing differentiated depended on.
+    let internal recordMany (values: RawTensor[]) (inputs: Tensor[]) (backward: RawTensor[] -> bool[] -> RawTensor[]) =
+        if inputs |> Array.exists (fun t -> t.IsTracked) then
+            let node = Node(inputs, values.Length, backward)
+            values |> Array.mapi (fun i v -> Tensor(v, node, i))
+        else values |> Array.map (fun v -> Tensor(v, null))
+
     /// A fresh leaf variable with the same values (used by Diff to start a gradient computation).
-    let internal variable (t: Tensor) = Tensor(t.Primal, Node([||], (fun _ _ -> [||])))
+    let internal variable (t: Tensor) = Tensor(t.Primal, Node([||], 1, (fun _ _ -> [||])))
 
     let private backendOf (op: string) (ts: Tensor[]) =
         let b = ts.[0].Primal.Backend
@@ -97,6 +109,8 @@ module Tensor =
     let rand (key: RandomKey) (shape: int[]) = ofRaw (Backends.Default.Random(Uniform, key, shape))
     /// Normal values with the shape and device of t.
     let randnLike (key: RandomKey) (t: Tensor) = ofRaw (t.Primal.Backend.Random(Normal, key, t.Primal.Shape))
+    /// Standard normal values of the given shape on t's device (and backend), a pure function of key and shape.
+    let randnOnDeviceOf (t: Tensor) (key: RandomKey) (shape: int[]) = ofRaw (t.Primal.Backend.Random(Normal, key, shape))
     /// The same values on another device.
     let toDevice (device: Device) (t: Tensor) =
         if t.Device = device then t else ofRaw ((Backends.Get device).OfArray(t.Primal.ToArray(), t.Primal.Shape))
@@ -217,6 +231,24 @@ module Tensor =
 
     /// 1 where a > b, else 0 (a constant: comparisons have no gradient).
     let greater (a: Tensor) (b: Tensor) = ofRaw ((backendOf "greater" [| a; b |]).Binary(Greater, a.Primal, b.Primal))
+
+    // ---------------------------------------------------------------- fused
+
+    /// Samples a tanh-squashed diagonal Gaussian in one fused operation (formulas in TanhGaussianFormulas):
+    /// head [N, 2A] holds each row's means, then its log standard deviations (clamped to [logStdMin, logStdMax]
+    /// with clamp's gradient), eps [N, A] the standard-normal noise. Returns the actions tanh(μ + σ·ε) [N, A] and
+    /// their exact log-densities [N]. Equal to the composition of chunk, clamp, exp, tanh and the log-density
+    /// terms, but one operation forward and one backward instead of about sixty.
+    let tanhGaussianSample (logStdMin: float32) (logStdMax: float32) (head: Tensor) (eps: Tensor) =
+        if logStdMin > logStdMax then
+            invalidArg "logStdMin" (sprintf "tanhGaussianSample: lower bound %g is above upper bound %g" logStdMin logStdMax)
+        let be = backendOf "tanhGaussianSample" [| head; eps |]
+        let struct (action, logProb) = be.TanhGaussianSample(head.Primal, eps.Primal, logStdMin, logStdMax)
+        let outputs =
+            recordMany [| action; logProb |] [| head; eps |] (fun gs need ->
+                let grad wrtNoise = be.TanhGaussianSampleGrad(head.Primal, eps.Primal, gs.[0], gs.[1], logStdMin, logStdMax, wrtNoise)
+                [| (if need.[0] then grad false else null); (if need.[1] then grad true else null) |])
+        outputs.[0], outputs.[1]
 
     // ---------------------------------------------------------------- shape
 

@@ -83,12 +83,12 @@ module TanhGaussianPolicy =
         Tensor.sumAxis -1 false (gaussian - logOneMinusTanhSquared u)
 
     /// A reparameterised sample for each observation: action [N, act] and its log-probability [N].
-    /// The action is a differentiable function of the parameters (the noise comes from key).
+    /// The action is a differentiable function of the parameters (the noise comes from key). One fused operation
+    /// (Tensor.tanhGaussianSample) computes what distribution, tanh and logProbOfPreTanh would.
     let sample (p: TanhGaussianPolicy) (key: RandomKey) (obs: Tensor) =
-        let mean, logStd = distribution p obs
-        let eps = Tensor.randnLike key mean
-        let u = mean + Tensor.exp logStd * eps
-        Tensor.tanh u, logProbOfPreTanh mean logStd u
+        let head = Mlp.forward p.Net obs
+        let eps = Tensor.randnOnDeviceOf head key [| head.Shape.[0]; head.Shape.[1] / 2 |]
+        Tensor.tanhGaussianSample p.LogStdMin p.LogStdMax head eps
 
     /// The number of action dimensions.
     let actionDim (p: TanhGaussianPolicy) = (Array.last p.Net.Layers).Bias.Shape.[0] / 2

@@ -154,6 +154,14 @@ and IBackend =
     /// m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g², w' = w − lr·(m'/c1)/(√(v'/c2) + ε), where c1, c2
     /// are the bias corrections 1 − βᵗ. Returns (w', m', v').
     abstract AdamStep: w: RawTensor * g: RawTensor * m: RawTensor * v: RawTensor * hyper: AdamHyper -> struct (RawTensor * RawTensor * RawTensor)
+    /// Fused tanh-Gaussian sampling (formulas in TanhGaussianFormulas): head [N, 2A] holds each row's means and
+    /// then its log standard deviations before clamping to [lo, hi]; eps [N, A] is standard-normal noise.
+    /// Returns the actions [N, A] and their log-densities [N].
+    abstract TanhGaussianSample: head: RawTensor * eps: RawTensor * lo: float32 * hi: float32 -> struct (RawTensor * RawTensor)
+    /// The gradient of that sampling in head ([N, 2A]), or in eps ([N, A]) when wrtNoise, given the gradients
+    /// of the actions gAction [N, A] and of the log-densities gLogProb [N]; either may be null (zero).
+    abstract TanhGaussianSampleGrad:
+        head: RawTensor * eps: RawTensor * gAction: RawTensor * gLogProb: RawTensor * lo: float32 * hi: float32 * wrtNoise: bool -> RawTensor
 
 /// A piece of work whose tensors are released when it ends, except those kept (see IReleasingBackend).
 type IReleaseScope =

@@ -110,3 +110,10 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
             let struct (w', m', v') = inner.AdamStep(this.Unwrap w, this.Unwrap g, this.Unwrap m, this.Unwrap v, hyper)
             this.Count("adamStep", w'.Numel)
             struct (this.Wrap w', this.Wrap m', this.Wrap v')
+        member this.TanhGaussianSample(head, eps, lo, hi) =
+            let struct (action, logProb) = inner.TanhGaussianSample(this.Unwrap head, this.Unwrap eps, lo, hi)
+            this.Count("tanhGaussianSample", action.Numel + logProb.Numel)
+            struct (this.Wrap action, this.Wrap logProb)
+        member this.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
+            this.Counted("tanhGaussianSampleGrad",
+                         inner.TanhGaussianSampleGrad(this.Unwrap head, this.Unwrap eps, this.Unwrap gAction, this.Unwrap gLogProb, lo, hi, wrtNoise))

@@ -237,6 +237,41 @@ and [<Sealed>] CpuBackend private () =
             GC.KeepAlive [| w; g; m; v |]
             r
 
+        member _.TanhGaussianSample(head, eps, lo, hi) =
+            let n, a = Plans.tanhGaussian head.Shape eps.Shape null null
+            let h, e = CpuBackend.Data head, CpuBackend.Data eps
+            let action, logProb = CpuBackend.Alloc(n * a), CpuBackend.Alloc n
+            Workers.forChunks n (max 1 (Elementwise.Chunk / (8 * max 1 a))) (fun r0 count ->
+                for i in r0 .. r0 + count - 1 do
+                    let mutable total = 0.0f
+                    for j in 0 .. a - 1 do
+                        let m, r, x = h.[i * 2 * a + j], h.[i * 2 * a + a + j], e.[i * a + j]
+                        action.[i * a + j] <- TanhGaussianFormulas.Action(m, r, x, lo, hi)
+                        total <- total + TanhGaussianFormulas.LogProbTerm(m, r, x, lo, hi)
+                    logProb.[i] <- total)
+            let r = struct (CpuBackend.Make(action, [| n; a |]), CpuBackend.Make(logProb, [| n |]))
+            GC.KeepAlive [| head; eps |]
+            r
+
+        member _.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
+            let n, a = Plans.tanhGaussian head.Shape eps.Shape (if isNull gAction then null else gAction.Shape) (if isNull gLogProb then null else gLogProb.Shape)
+            let h, e = CpuBackend.Data head, CpuBackend.Data eps
+            let ga = if isNull gAction then null else CpuBackend.Data gAction
+            let gl = if isNull gLogProb then null else CpuBackend.Data gLogProb
+            let width = if wrtNoise then a else 2 * a
+            let d = CpuBackend.Alloc(n * width)
+            Workers.forChunks n (max 1 (Elementwise.Chunk / (8 * max 1 a))) (fun r0 count ->
+                for i in r0 .. r0 + count - 1 do
+                    let gL = if isNull gl then 0.0f else gl.[i]
+                    for j in 0 .. a - 1 do
+                        let m, r, x = h.[i * 2 * a + j], h.[i * 2 * a + a + j], e.[i * a + j]
+                        let gA = if isNull ga then 0.0f else ga.[i * a + j]
+                        if wrtNoise then d.[i * a + j] <- TanhGaussianFormulas.NoiseGrad(m, r, x, lo, hi, gA, gL)
+                        else
+                            d.[i * 2 * a + j] <- TanhGaussianFormulas.MeanGrad(m, r, x, lo, hi, gA, gL)
+                            d.[i * 2 * a + a + j] <- TanhGaussianFormulas.LogStdGrad(m, r, x, lo, hi, gA, gL))
+            CpuBackend.Out(d, [| n; width |], head, eps, gAction, gLogProb)
+
         member _.Synchronize() = ()
 
         member _.AllFinite(x) =

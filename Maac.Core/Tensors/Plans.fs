@@ -104,3 +104,16 @@ module Plans =
         Shape.validate "reshape" shape
         if Shape.numel shape <> numel then
             Shape.fail "reshape" (sprintf "cannot view a tensor of shape %s (%d elements) as %s" (Shape.show from) numel (Shape.show shape))
+
+    /// Checks the operands of fused tanh-Gaussian sampling and returns (rows, action size).
+    let tanhGaussian (head: int[]) (eps: int[]) (gAction: int[]) (gLogProb: int[]) =
+        let op = "tanhGaussianSample"
+        if head.Length <> 2 || head.[1] % 2 <> 0 then
+            Shape.fail op (sprintf "the head must be [N, 2A] (means then log standard deviations), got %s" (Shape.show head))
+        let n, a = head.[0], head.[1] / 2
+        if eps <> [| n; a |] then Shape.fail op (sprintf "the noise must be [%d, %d] for a head of shape %s, got %s" n a (Shape.show head) (Shape.show eps))
+        if not (isNull gAction) && gAction <> [| n; a |] then
+            Shape.fail op (sprintf "the actions' gradient must be [%d, %d], got %s" n a (Shape.show gAction))
+        if not (isNull gLogProb) && gLogProb <> [| n |] then
+            Shape.fail op (sprintf "the log-densities' gradient must be [%d], got %s" n (Shape.show gLogProb))
+        n, a

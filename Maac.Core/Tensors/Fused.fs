@@ -1,0 +1,44 @@
+namespace Maac.Tensors
+
+open System
+
+/// The element formulas of fused tanh-Gaussian sampling, shared by every backend (the GPU kernels call them too,
+/// so they use only MathF and arithmetic). For one action dimension with mean m, log standard deviation before
+/// clamping r, and standard-normal noise e:
+/// ℓ = clamp(r, lo, hi), σ = eˡ, u = m + σ·e, a = tanh(u), and the dimension's share of log π(a) is
+/// −e²/2 − ℓ − log(2π)/2 − log(1 − tanh²u), the last computed stably as 2·(log 2 − u − softplus(−2u)).
+/// The noise is exactly (u − m)/σ, so neither m nor ℓ enters the Gaussian term except through −ℓ.
+[<AbstractClass; Sealed>]
+type TanhGaussianFormulas =
+    /// log(2π)/2.
+    static member HalfLog2Pi = 0.918938533f
+
+    /// The clamped log standard deviation.
+    static member LogStd(r: float32, lo: float32, hi: float32) = MathF.Min(MathF.Max(r, lo), hi)
+
+    /// The squashed action tanh(m + σ·e).
+    static member Action(m: float32, r: float32, e: float32, lo: float32, hi: float32) =
+        MathF.Tanh(m + MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi)) * e)
+
+    /// This dimension's term of the log-density of the action.
+    static member LogProbTerm(m: float32, r: float32, e: float32, lo: float32, hi: float32) =
+        let ls = TanhGaussianFormulas.LogStd(r, lo, hi)
+        let u = m + MathF.Exp ls * e
+        let x = -2.0f * u
+        let softplus = MathF.Max(x, 0.0f) + MathF.Log(1.0f + MathF.Exp(-(MathF.Abs x)))
+        -0.5f * e * e - ls - TanhGaussianFormulas.HalfLog2Pi - 2.0f * (0.693147181f - u - softplus)
+
+    /// dL/dm given dL/da (gA) and dL/d(log π) (gL): gA·(1 − a²) + gL·2a.
+    static member MeanGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
+        let a = TanhGaussianFormulas.Action(m, r, e, lo, hi)
+        gA * (1.0f - a * a) + gL * 2.0f * a
+
+    /// dL/dr: inside the clamp range, dL/dm·σ·e − gL (the −ℓ term); zero outside, as clamp's gradient.
+    static member LogStdGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
+        if r >= lo && r <= hi then
+            TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL) * MathF.Exp r * e - gL
+        else 0.0f
+
+    /// dL/de: dL/dm·σ − gL·e.
+    static member NoiseGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
+        TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL) * MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi)) - gL * e
