@@ -89,6 +89,27 @@ let tests =
             Expect.isLessThan err (0.5f * spread) "sampled next states are closer than 'no change'"
         }
 
+        test "a model step by blocks sends block i to elite i: every member's prediction, that member picked, the same noise" {
+            let ctx, _, buffer = fittedContextWith true 40
+            // Elites in an order other than the members': block 0 goes to member 2, block 1 to member 0.
+            let m = { ctx.Model with Elites = [| 2; 0 |] }
+            let b = buffer.Sample(key 41, 40)
+            let next, reward = Dynamics.stepByBlocks m (key 42) b.Obs b.Action
+            let mean, logVar = Dynamics.predictAll m b.Obs b.Action
+            let pick (t: Tensor) = Tensor.concat 0 [| Tensor.slice 1 0 20 (Tensor.slice 0 2 1 t); Tensor.slice 1 20 20 (Tensor.slice 0 0 1 t) |] |> Tensor.reshape [| 40; -1 |]
+            let mean, logVar = pick mean, pick logVar
+            let sample = (mean + Tensor.exp (0.5f * logVar) * Tensor.randnLike (key 42) mean) * m.TargetStd + m.TargetMean
+            let expectedNext = b.Obs + Tensor.slice 1 0 3 sample
+            let expectedReward = Tensor.slice 1 3 1 sample |> Tensor.squeeze 1
+            // The same float32 arithmetic on the same rows (a batched product per member either way).
+            let closeTo what (x: Tensor) (y: Tensor) =
+                Array.iteri2 (fun i (u: float32) (v: float32) -> Expect.floatClose { absolute = 1e-5; relative = 1e-5 } (float u) (float v) (sprintf "%s %d" what i)) (x.ToArray()) (y.ToArray())
+            closeTo "next observation" next expectedNext
+            closeTo "reward" reward.Value expectedReward
+            Expect.throwsT<ArgumentException> (fun () -> Dynamics.stepByBlocks m (key 43) (Tensor.slice 0 0 39 b.Obs) (Tensor.slice 0 0 39 b.Action) |> ignore)
+                "rows that do not split into one block per elite are refused"
+        }
+
         test "STEVE with horizon 0 and one member is the mean of both critics' soft TD targets" {
             let ctx, _, buffer = fittedContext 30
             let ctx = { ctx with Model = { ctx.Model with Elites = [| ctx.Model.Elites.[0] |] } }

@@ -68,6 +68,16 @@ module Dynamics =
             let pick (t: Tensor) = Tensor.indexSelect 0 members t
             { g with Net = { g.Net with Layers = g.Net.Layers |> Array.map (fun l -> { Weight = pick l.Weight; Bias = pick l.Bias }) } }
 
+    /// s + (μ + σ·ε)·std + mean for normalised predictions mean, logVar [N, out] and noise ε drawn from key,
+    /// split into the next observation and, when the model predicts it, the reward [N].
+    let private sampleNext (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (mean: Tensor) (logVar: Tensor) =
+        let sample = (mean + Tensor.exp (0.5f * logVar) * Tensor.randnLike key mean) * m.TargetStd + m.TargetMean
+        if m.PredictsReward then
+            let o = obs.Shape.[1]
+            let parts = Tensor.split -1 [| o; 1 |] sample
+            obs + parts.[0], Some(Tensor.squeeze -1 parts.[1])
+        else obs + sample, None
+
     /// One sampled model step, differentiable in obs and act: each row goes to one random elite
     /// member (rows permuted and split evenly; each member evaluates only its rows) and
     /// s' = s + μ + σ·ε, de-normalised. Returns s' and, when the model predicts it, the reward [N].
@@ -84,13 +94,19 @@ module Dynamics =
         let grouped = x |> Tensor.reshape [| e; perRow; x.Shape.[1] |]
         let mean, logVar = GaussianEnsemble.forward (subset m.Elites m.Net) grouped
         let back (t: Tensor) = t |> Tensor.reshape [| e * perRow; -1 |] |> Tensor.indexSelect 0 inverse
-        let mean, logVar = back mean, back logVar
-        let sample = (mean + Tensor.exp (0.5f * logVar) * Tensor.randnLike kNoise mean) * m.TargetStd + m.TargetMean
-        if m.PredictsReward then
-            let o = obs.Shape.[1]
-            let parts = Tensor.split -1 [| o; 1 |] sample
-            obs + parts.[0], Some(Tensor.squeeze -1 parts.[1])
-        else obs + sample, None
+        sampleNext m kNoise obs (back mean) (back logVar)
+
+    /// One sampled model step in which the rows come in one block per elite: with E elites and N rows, rows
+    /// [i·N/E, (i+1)·N/E) go to elite i (N must be a multiple of E). All elites are evaluated together, in one
+    /// batched pass. The noise ε is standard normal [N, out] drawn from key. Otherwise as step.
+    let stepByBlocks (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (act: Tensor) =
+        let n = obs.Shape.[0]
+        let e = m.Elites.Length
+        if n % e <> 0 then
+            invalidArg "obs" (sprintf "stepByBlocks: %d rows do not split into one equal block for each of %d elites" n e)
+        let x = inputs m obs act
+        let mean, logVar = GaussianEnsemble.forward (subset m.Elites m.Net) (Tensor.reshape [| e; n / e; x.Shape.[1] |] x)
+        sampleNext m key obs (Tensor.reshape [| n; -1 |] mean) (Tensor.reshape [| n; -1 |] logVar)
 
     let private standardise (x: Tensor) =
         let mean = Tensor.meanAxis 0 false x

@@ -50,10 +50,11 @@ module Rollout =
     /// Policy actions in [−1, 1] mapped to the task's action space.
     let toEnvAction (ctx: ModelContext) (a: Tensor) = ctx.ActionLow + (a + 1.0f) * 0.5f * (ctx.ActionHigh - ctx.ActionLow)
 
-    /// One imagined transition: (next observation, reward, done), the reward from the task's function
-    /// (or the model's prediction when the task has none), done from the task's termination function.
-    let step (ctx: ModelContext) (key: RandomKey) (obs: Tensor) (act: Tensor) =
-        let next, predicted = Dynamics.step ctx.Model key obs act
+    /// One imagined transition through a dynamics step function (Dynamics.step, Dynamics.stepByBlocks or another):
+    /// (next observation, reward, done), the reward from the task's function (or the model's prediction when the
+    /// task has none), done from the task's termination function.
+    let stepWith (dynamics: DynamicsModel -> RandomKey -> Tensor -> Tensor -> Tensor * Tensor option) (ctx: ModelContext) (key: RandomKey) (obs: Tensor) (act: Tensor) =
+        let next, predicted = dynamics ctx.Model key obs act
         let envAct = toEnvAction ctx act
         let reward =
             match ctx.Task.Reward, predicted with
@@ -65,6 +66,9 @@ module Rollout =
             | Some f -> f obs envAct next |> Tensor.stopGradient
             | None -> Tensor.zerosLike reward
         next, reward, isDone
+
+    /// One imagined transition with Dynamics.step (each row to a random elite): (next observation, reward, done).
+    let step (ctx: ModelContext) (key: RandomKey) (obs: Tensor) (act: Tensor) = stepWith Dynamics.step ctx key obs act
 
     /// Imagined transitions from start states: `length` steps of the policy through the model (no gradient),
     /// stopping rows that reach a terminal state. Returns every transition made.
@@ -100,14 +104,8 @@ module Targets =
         let n = b.Obs.Shape.[0]
         let keys = RandomKey.split (2 * horizon + 2) key
         let flat (t: Tensor) = Tensor.expand (Array.append [| e |] t.Shape) t |> Tensor.reshape (Array.append [| e * n |] t.Shape.[1 ..])
-        // Rows e*n: block i is rolled out under elite member i only.
-        let memberStep (k: RandomKey) (s: Tensor) (a: Tensor) =
-            let parts =
-                model.Elites |> Array.mapi (fun i m ->
-                    let rows = Tensor.slice 0 (i * n) n s
-                    let acts = Tensor.slice 0 (i * n) n a
-                    Rollout.step { ctx with Model = { model with Elites = [| m |] } } (RandomKey.fold (int64 i) k) rows acts)
-            Tensor.concat 0 (parts |> Array.map (fun (x, _, _) -> x)), Tensor.concat 0 (parts |> Array.map (fun (_, r, _) -> r)), Tensor.concat 0 (parts |> Array.map (fun (_, _, d) -> d))
+        // Rows e*n: block i is rolled out under elite member i only, all blocks in one batched pass.
+        let memberStep (k: RandomKey) (s: Tensor) (a: Tensor) = Rollout.stepWith Dynamics.stepByBlocks ctx k s a
         let mutable s = flat b.NextObs
         let mutable ret = flat b.Reward
         let mutable alive = 1.0f - flat b.Done
