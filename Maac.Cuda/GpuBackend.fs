@@ -224,6 +224,11 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     let tanhGaussianGrad =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
                                                 TanhGaussianArgs>(Kernels.TanhGaussianGrad)
+    let gaussianHead =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int>(Kernels.GaussianHead)
+    let gaussianHeadGrad =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
+                                                ArrayView<float32>, int, int>(Kernels.GaussianHeadGrad)
     let biasFill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.BiasFill)
     /// The CUDA stream the kernels are queued on (none on ILGPU's CPU accelerator).
     let cudaStream =
@@ -537,6 +542,24 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             this.Launch(n, fun rows ->
                 tanhGaussian.Invoke(rows, head.View.AsContiguous(), eps.View.AsContiguous(), actionBuffer.View.AsContiguous(), logProbBuffer.View.AsContiguous(), args))
             struct (action, logProb)
+
+        member this.GaussianHeadSample(head, maxLogVar, minLogVar, eps) =
+            let head, hi, lo, eps = this.Of head, this.Of maxLogVar, this.Of minLogVar, this.Of eps
+            let rows, d = Plans.gaussianHead head.Shape hi.Shape lo.Shape eps.Shape null
+            let buffer, t = this.Alloc [| rows; d |]
+            this.Launch(t.Numel, fun n ->
+                gaussianHead.Invoke(n, head.View.AsContiguous(), hi.View.AsContiguous(), lo.View.AsContiguous(), eps.View.AsContiguous(), buffer.View.AsContiguous(), d))
+            t
+
+        member this.GaussianHeadSampleGrad(head, maxLogVar, minLogVar, eps, g, input) =
+            let head, hi, lo, eps, g = this.Of head, this.Of maxLogVar, this.Of minLogVar, this.Of eps, this.Of g
+            let rows, d = Plans.gaussianHead head.Shape hi.Shape lo.Shape eps.Shape g.Shape
+            let code = match input with HeadInput -> 0 | MaxLogVarInput -> 1 | MinLogVarInput -> 2 | NoiseInput -> 3
+            let buffer, t = this.Alloc [| rows; (if code = 0 then 2 * d else d) |]
+            this.Launch(t.Numel, fun n ->
+                gaussianHeadGrad.Invoke(n, head.View.AsContiguous(), hi.View.AsContiguous(), lo.View.AsContiguous(), eps.View.AsContiguous(), g.View.AsContiguous(),
+                                        buffer.View.AsContiguous(), d, code))
+            t
 
         member this.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
             let head, eps = this.Of head, this.Of eps

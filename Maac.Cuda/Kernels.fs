@@ -314,3 +314,23 @@ type internal Kernels =
             if args.WrtNoise = 1 then TanhGaussianFormulas.NoiseGrad(m, r, e, args.Lo, args.Hi, gA, gL)
             elif col < a then TanhGaussianFormulas.MeanGrad(m, r, e, args.Lo, args.Hi, gA, gL)
             else TanhGaussianFormulas.LogStdGrad(m, r, e, args.Lo, args.Hi, gA, gL)
+
+    /// Element i of fused Gaussian-head sampling (GaussianHeadFormulas): head rows of 2D, samples rows of D.
+    static member GaussianHead (i: Index1D) (head: ArrayView<float32>) (hi: ArrayView<float32>) (lo: ArrayView<float32>) (eps: ArrayView<float32>)
+                               (dst: ArrayView<float32>) (d: int) =
+        let row, j = i.X / d, i.X % d
+        dst.[i] <- GaussianHeadFormulas.Sample(head.[row * 2 * d + j], head.[row * 2 * d + d + j], hi.[j], lo.[j], eps.[i])
+
+    /// Element i of the gradient of fused Gaussian-head sampling in one input: 0 the head (rows of 2D), 1 the upper
+    /// bound, 2 the lower bound, 3 the noise (rows of D, per row).
+    static member GaussianHeadGrad (i: Index1D) (head: ArrayView<float32>) (hi: ArrayView<float32>) (lo: ArrayView<float32>) (eps: ArrayView<float32>)
+                                   (g: ArrayView<float32>) (dst: ArrayView<float32>) (d: int) (input: int) =
+        let width = if input = 0 then 2 * d else d
+        let row, c = i.X / width, i.X % width
+        let j = c % d
+        let r, x, gk = head.[row * 2 * d + d + j], eps.[row * d + j], g.[row * d + j]
+        dst.[i] <-
+            if input = 0 then (if c < d then gk else GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk))
+            elif input = 1 then GaussianHeadFormulas.MaxGrad(r, hi.[j], lo.[j], x, gk)
+            elif input = 2 then GaussianHeadFormulas.MinGrad(r, hi.[j], lo.[j], x, gk)
+            else GaussianHeadFormulas.NoiseGrad(r, hi.[j], lo.[j], gk)

@@ -133,6 +133,19 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                         close (sprintf "gradient (actions' %b, log-densities' %b, in the noise %b)" withA withL wrtNoise) absT relT expected actual
                 true))
 
+        testPropertyWithConfig configFew "fused Gaussian-head sampling and its gradients match the CPU backend" (fun () ->
+            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 40)) (Gen.choose (1, 7)) (Gen.choose (0, 1_000_000)))) (fun (r, d, seed) ->
+                let g = gpu.Value :> IBackend
+                let head, eps, grad = random seed [| r; 2 * d |], random (seed + 1) [| r; d |], random (seed + 2) [| r; d |]
+                let hi, lo = cpu.Scalar(AddScalar 1.0f, random (seed + 3) [| d |]), cpu.Scalar(AddScalar -3.0f, random (seed + 4) [| d |])
+                let absT, relT = elementTol
+                close "samples" absT relT (cpu.GaussianHeadSample(head, hi, lo, eps)) (g.GaussianHeadSample(onGpu head, onGpu hi, onGpu lo, onGpu eps))
+                for input in [ HeadInput; MaxLogVarInput; MinLogVarInput; NoiseInput ] do
+                    close (sprintf "gradient in %A" input) absT relT
+                        (cpu.GaussianHeadSampleGrad(head, hi, lo, eps, grad, input))
+                        (g.GaussianHeadSampleGrad(onGpu head, onGpu hi, onGpu lo, onGpu eps, onGpu grad, input))
+                true))
+
         test "random streams are the CPU backend's, Adam and the finiteness check agree" {
             let g = gpu.Value :> IBackend
             let k = key 42

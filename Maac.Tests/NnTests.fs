@@ -121,6 +121,29 @@ let tests =
                 (Parameters.tensors g1) (Parameters.tensors g2)
         }
 
+        test "the fused Gaussian-head sample equals its composition from GaussianEnsemble.forward (values and gradients)" {
+            let g = GaussianEnsemble.init (key 27) 2 3 [| 8 |] 2 Activation.Silu
+            // Bounds away from their initial values, and inputs large enough to push log-variances against both.
+            let g = { g with MaxLogVar = Tensor.ofArray [| 1; 1; 2 |] [| 0.3f; 0.9f |]; MinLogVar = Tensor.ofArray [| 1; 1; 2 |] [| -2.0f; -1.0f |] }
+            let x = uniform 28 [| 2; 10; 3 |] -30.0f 30.0f
+            let eps = Tensor.randn (key 29) [| 20; 2 |]
+            let composed (g: GaussianEnsemble) =
+                let mean, logVar = GaussianEnsemble.forward g x
+                Tensor.reshape [| 20; 2 |] mean + Tensor.exp (0.5f * Tensor.reshape [| 20; 2 |] logVar) * eps
+            let fused (g: GaussianEnsemble) =
+                Tensor.gaussianHeadSample g.MaxLogVar g.MinLogVar (EnsembleMlp.forward g.Net x |> Tensor.reshape [| 20; 4 |]) eps
+            let closeArrays what (x: Tensor) (y: Tensor) =
+                // The same formulas, as vector primitives or scalar MathF: a few ulps apart.
+                Array.iteri2 (fun i (u: float32) (v: float32) ->
+                    Expect.floatClose { absolute = 1e-5; relative = 1e-4 } (float u) (float v) (sprintf "%s element %d" what i)) (x.ToArray()) (y.ToArray())
+            closeArrays "samples" (fused g) (composed g)
+            let loss f g = Tensor.sum (f g * Tensor.randn (key 30) [| 20; 2 |])
+            let g1, g2 = Diff.gradParams (loss fused) g, Diff.gradParams (loss composed) g
+            Array.iter2 (closeArrays "gradient") (Parameters.tensors g1) (Parameters.tensors g2)
+            let gBounds = [| g1.MaxLogVar; g1.MinLogVar |] |> Array.collect (fun t -> t.ToArray())
+            Expect.isTrue (gBounds |> Array.forall (fun v -> v <> 0.0f)) "the bounds receive gradient"
+        }
+
         test "Adam's first two steps match a hand computation" {
             // p = 1, g = 0.5 then g = -1; lr 0.1, β1 0.9, β2 0.999, ε 1e-8.
             let cfg = AdamConfig.WithLearningRate 0.1f

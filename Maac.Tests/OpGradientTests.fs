@@ -115,6 +115,13 @@ let tests =
                 let w = uniform (seed + 1) [| bsz; k; n |] -1.0f 1.0f
                 let bias = uniform (seed + 2) [| bsz; 1; n |] -1.0f 1.0f
                 checkGradient "baddbmm" (fun xs -> Tensor.baddbmm xs.[2] xs.[0] xs.[1] |> Tensor.tanh) [| x; w; bias |] seed))
+        testPropertyWithConfig config "fused Gaussian-head sample (in head, both log-variance bounds and noise)" (fun () ->
+            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 5)) (Gen.choose (1, 4)) (Gen.choose (0, 1_000_000)))) (fun (r, d, seed) ->
+                let head = Tensor.concat -1 [| uniform seed [| r; d |] -1.0f 1.0f; uniform (seed + 1) [| r; d |] -3.0f 3.0f |]
+                let hi = uniform (seed + 2) [| d |] 0.0f 1.0f
+                let lo = uniform (seed + 3) [| d |] -3.0f -1.5f
+                let eps = uniform (seed + 4) [| r; d |] -2.0f 2.0f
+                checkGradient "gaussianHeadSample" (fun xs -> Tensor.gaussianHeadSample xs.[1] xs.[2] xs.[0] xs.[3]) [| head; hi; lo; eps |] seed))
         testPropertyWithConfig config "fused tanh-Gaussian sample (actions, log-densities, or both; in head and noise)" (fun () ->
             Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 5)) (Gen.choose (1, 4)) (Gen.choose (0, 1_000_000)))) (fun (n, a, seed) ->
                 let lo, hi = -1.5f, 0.5f

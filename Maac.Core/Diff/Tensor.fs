@@ -250,6 +250,23 @@ module Tensor =
                 [| (if need.[0] then grad false else null); (if need.[1] then grad true else null) |])
         outputs.[0], outputs.[1]
 
+    /// Samples a Gaussian head with softly bounded log-variance in one fused operation (formulas in
+    /// GaussianHeadFormulas): head [R, 2D] holds each row's means, then its raw log-variances; maxLogVar and minLogVar
+    /// ([D], or any shape of D elements) the learned bounds; eps [R, D] the standard-normal noise. Returns
+    /// μ + e^(v/2)·ε [R, D] with v = min + softplus(max − softplus(max − raw) − min), differentiable in all four.
+    let gaussianHeadSample (maxLogVar: Tensor) (minLogVar: Tensor) (head: Tensor) (eps: Tensor) =
+        let be = backendOf "gaussianHeadSample" [| head; maxLogVar; minLogVar; eps |]
+        let flat (t: Tensor) = be.Reshape(t.Primal, [| t.Numel |])
+        let hi, lo = flat maxLogVar, flat minLogVar
+        let y = be.GaussianHeadSample(head.Primal, hi, lo, eps.Primal)
+        record y [| head; maxLogVar; minLogVar; eps |] (fun g need ->
+            let grad input = be.GaussianHeadSampleGrad(head.Primal, hi, lo, eps.Primal, g, input)
+            let perRowToBound (bound: Tensor) (input: GaussianHeadInput) = be.Reshape(be.SumAxis(grad input, 0, false), bound.Primal.Shape)
+            [| (if need.[0] then grad HeadInput else null)
+               (if need.[1] then perRowToBound maxLogVar MaxLogVarInput else null)
+               (if need.[2] then perRowToBound minLogVar MinLogVarInput else null)
+               (if need.[3] then grad NoiseInput else null) |])
+
     // ---------------------------------------------------------------- shape
 
     /// The same values under another shape; one dimension may be -1 (inferred).

@@ -68,10 +68,12 @@ module Dynamics =
             let pick (t: Tensor) = Tensor.indexSelect 0 members t
             { g with Net = { g.Net with Layers = g.Net.Layers |> Array.map (fun l -> { Weight = pick l.Weight; Bias = pick l.Bias }) } }
 
-    /// s + (μ + σ·ε)·std + mean for normalised predictions mean, logVar [N, out] and noise ε drawn from key,
-    /// split into the next observation and, when the model predicts it, the reward [N].
-    let private sampleNext (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (mean: Tensor) (logVar: Tensor) =
-        let sample = (mean + Tensor.exp (0.5f * logVar) * Tensor.randnLike key mean) * m.TargetStd + m.TargetMean
+    /// s + (μ + σ·ε)·std + mean for the ensemble's raw outputs head [N, 2·out] (normalised means, then raw
+    /// log-variances, bounded as GaussianEnsemble.forward does) and noise ε [N, out] drawn from key, in one fused
+    /// operation; split into the next observation and, when the model predicts it, the reward [N].
+    let private sampleNext (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (head: Tensor) =
+        let eps = Tensor.randnOnDeviceOf head key [| head.Shape.[0]; head.Shape.[1] / 2 |]
+        let sample = Tensor.gaussianHeadSample m.Net.MaxLogVar m.Net.MinLogVar head eps * m.TargetStd + m.TargetMean
         if m.PredictsReward then
             let o = obs.Shape.[1]
             let parts = Tensor.split -1 [| o; 1 |] sample
@@ -92,9 +94,8 @@ module Dynamics =
         perm |> Array.iteri (fun j p -> inverse.[p] <- j)
         let x = inputs m obs act |> Tensor.indexSelect 0 padded
         let grouped = x |> Tensor.reshape [| e; perRow; x.Shape.[1] |]
-        let mean, logVar = GaussianEnsemble.forward (subset m.Elites m.Net) grouped
-        let back (t: Tensor) = t |> Tensor.reshape [| e * perRow; -1 |] |> Tensor.indexSelect 0 inverse
-        sampleNext m kNoise obs (back mean) (back logVar)
+        let out = EnsembleMlp.forward (subset m.Elites m.Net).Net grouped
+        sampleNext m kNoise obs (out |> Tensor.reshape [| e * perRow; -1 |] |> Tensor.indexSelect 0 inverse)
 
     /// One sampled model step in which the rows come in one block per elite: with E elites and N rows, rows
     /// [i·N/E, (i+1)·N/E) go to elite i (N must be a multiple of E). All elites are evaluated together, in one
@@ -105,8 +106,8 @@ module Dynamics =
         if n % e <> 0 then
             invalidArg "obs" (sprintf "stepByBlocks: %d rows do not split into one equal block for each of %d elites" n e)
         let x = inputs m obs act
-        let mean, logVar = GaussianEnsemble.forward (subset m.Elites m.Net) (Tensor.reshape [| e; n / e; x.Shape.[1] |] x)
-        sampleNext m key obs (Tensor.reshape [| n; -1 |] mean) (Tensor.reshape [| n; -1 |] logVar)
+        let out = EnsembleMlp.forward (subset m.Elites m.Net).Net (Tensor.reshape [| e; n / e; x.Shape.[1] |] x)
+        sampleNext m key obs (Tensor.reshape [| n; -1 |] out)
 
     let private standardise (x: Tensor) =
         let mean = Tensor.meanAxis 0 false x

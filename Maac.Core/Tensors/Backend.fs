@@ -74,6 +74,13 @@ type Distribution =
     | Uniform
     | Normal
 
+/// The inputs of fused Gaussian-head sampling a gradient can be asked for (see IBackend.GaussianHeadSampleGrad).
+type GaussianHeadInput =
+    | HeadInput
+    | MaxLogVarInput
+    | MinLogVarInput
+    | NoiseInput
+
 /// The numbers of one fused Adam update.
 [<Struct>]
 type AdamHyper =
@@ -160,6 +167,14 @@ and IBackend =
     abstract TanhGaussianSample: head: RawTensor * eps: RawTensor * lo: float32 * hi: float32 -> struct (RawTensor * RawTensor)
     /// The gradient of that sampling in head ([N, 2A]), or in eps ([N, A]) when wrtNoise, given the gradients
     /// of the actions gAction [N, A] and of the log-densities gLogProb [N]; either may be null (zero).
+    /// Fused sampling from a Gaussian head with softly bounded log-variance (formulas in GaussianHeadFormulas):
+    /// head [R, 2D] holds each row's means and then its raw log-variances, maxLogVar and minLogVar [D] the
+    /// learned bounds, eps [R, D] standard-normal noise. Returns the samples μ + e^(v/2)·ε [R, D].
+    abstract GaussianHeadSample: head: RawTensor * maxLogVar: RawTensor * minLogVar: RawTensor * eps: RawTensor -> RawTensor
+    /// The gradient of that sampling, given g = dL/dsample [R, D], in one input: the head ([R, 2D]), or per row
+    /// ([R, D]) in a bound (the caller sums over rows) or in the noise.
+    abstract GaussianHeadSampleGrad:
+        head: RawTensor * maxLogVar: RawTensor * minLogVar: RawTensor * eps: RawTensor * g: RawTensor * input: GaussianHeadInput -> RawTensor
     abstract TanhGaussianSampleGrad:
         head: RawTensor * eps: RawTensor * gAction: RawTensor * gLogProb: RawTensor * lo: float32 * hi: float32 * wrtNoise: bool -> RawTensor
 

@@ -117,3 +117,8 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         member this.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
             this.Counted("tanhGaussianSampleGrad",
                          inner.TanhGaussianSampleGrad(this.Unwrap head, this.Unwrap eps, this.Unwrap gAction, this.Unwrap gLogProb, lo, hi, wrtNoise))
+        member this.GaussianHeadSample(head, maxLogVar, minLogVar, eps) =
+            this.Counted("gaussianHeadSample", inner.GaussianHeadSample(this.Unwrap head, this.Unwrap maxLogVar, this.Unwrap minLogVar, this.Unwrap eps))
+        member this.GaussianHeadSampleGrad(head, maxLogVar, minLogVar, eps, g, input) =
+            this.Counted("gaussianHeadSampleGrad",
+                         inner.GaussianHeadSampleGrad(this.Unwrap head, this.Unwrap maxLogVar, this.Unwrap minLogVar, this.Unwrap eps, this.Unwrap g, input))

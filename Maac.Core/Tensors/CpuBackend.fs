@@ -253,6 +253,34 @@ and [<Sealed>] CpuBackend private () =
             GC.KeepAlive [| head; eps |]
             r
 
+        member _.GaussianHeadSample(head, maxLogVar, minLogVar, eps) =
+            let rows, d = Plans.gaussianHead head.Shape maxLogVar.Shape minLogVar.Shape eps.Shape null
+            let h, hi, lo, e = CpuBackend.Data head, CpuBackend.Data maxLogVar, CpuBackend.Data minLogVar, CpuBackend.Data eps
+            let dst = CpuBackend.Alloc(rows * d)
+            Workers.forChunks (rows * d) (Elementwise.Chunk / 8) (fun s len ->
+                for k in s .. s + len - 1 do
+                    let i, j = k / d, k % d
+                    dst.[k] <- GaussianHeadFormulas.Sample(h.[i * 2 * d + j], h.[i * 2 * d + d + j], hi.[j], lo.[j], e.[k]))
+            CpuBackend.Out(dst, [| rows; d |], head, maxLogVar, minLogVar, eps)
+
+        member _.GaussianHeadSampleGrad(head, maxLogVar, minLogVar, eps, g, input) =
+            let rows, d = Plans.gaussianHead head.Shape maxLogVar.Shape minLogVar.Shape eps.Shape g.Shape
+            let h, hi, lo, e, gv = CpuBackend.Data head, CpuBackend.Data maxLogVar, CpuBackend.Data minLogVar, CpuBackend.Data eps, CpuBackend.Data g
+            let width = if input = HeadInput then 2 * d else d
+            let dst = CpuBackend.Alloc(rows * width)
+            Workers.forChunks (rows * width) (Elementwise.Chunk / 8) (fun s len ->
+                for k in s .. s + len - 1 do
+                    let i, c = k / width, k % width
+                    let j = c % d
+                    let r, x, gk = h.[i * 2 * d + d + j], e.[i * d + j], gv.[i * d + j]
+                    dst.[k] <-
+                        match input with
+                        | HeadInput -> if c < d then gk else GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk)
+                        | MaxLogVarInput -> GaussianHeadFormulas.MaxGrad(r, hi.[j], lo.[j], x, gk)
+                        | MinLogVarInput -> GaussianHeadFormulas.MinGrad(r, hi.[j], lo.[j], x, gk)
+                        | NoiseInput -> GaussianHeadFormulas.NoiseGrad(r, hi.[j], lo.[j], gk))
+            CpuBackend.Out(dst, [| rows; width |], head, maxLogVar, minLogVar, eps, g)
+
         member _.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
             let n, a = Plans.tanhGaussian head.Shape eps.Shape (if isNull gAction then null else gAction.Shape) (if isNull gLogProb then null else gLogProb.Shape)
             let h, e = CpuBackend.Data head, CpuBackend.Data eps

@@ -42,3 +42,43 @@ type TanhGaussianFormulas =
     /// dL/de: dL/dm·σ − gL·e.
     static member NoiseGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
         TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL) * MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi)) - gL * e
+
+/// The element formulas of fused sampling from a Gaussian head with softly bounded log-variance (the dynamics
+/// ensemble's output; Chua et al. 2018), shared by every backend. For one output with mean μ, raw log-variance
+/// r, learned bounds hi (max) and lo (min), and standard-normal noise e:
+/// t = hi − softplus(hi − r) − lo, v = lo + softplus(t) (the bounded log-variance), sample = μ + e^(v/2)·e.
+[<AbstractClass; Sealed>]
+type GaussianHeadFormulas =
+    /// log(1 + eˣ), computed stably.
+    static member Softplus(x: float32) = MathF.Max(x, 0.0f) + MathF.Log(1.0f + MathF.Exp(-(MathF.Abs x)))
+
+    static member Sigmoid(x: float32) = 1.0f / (1.0f + MathF.Exp(-x))
+
+    /// t, the argument of the outer softplus.
+    static member Inner(r: float32, hi: float32, lo: float32) = hi - GaussianHeadFormulas.Softplus(hi - r) - lo
+
+    /// The bounded log-variance v.
+    static member LogVar(r: float32, hi: float32, lo: float32) = lo + GaussianHeadFormulas.Softplus(GaussianHeadFormulas.Inner(r, hi, lo))
+
+    /// μ + e^(v/2)·e.
+    static member Sample(mean: float32, r: float32, hi: float32, lo: float32, e: float32) =
+        mean + MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo)) * e
+
+    /// d sample / dv = e^(v/2)·e/2.
+    static member private SampleByLogVar(r: float32, hi: float32, lo: float32, e: float32) =
+        0.5f * MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo)) * e
+
+    /// dL/dr for dL/dsample g: g·(e^(v/2)·e/2)·σ(t)·σ(hi − r).
+    static member RawGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
+        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * GaussianHeadFormulas.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)) * GaussianHeadFormulas.Sigmoid(hi - r)
+
+    /// dL/dhi: g·(e^(v/2)·e/2)·σ(t)·(1 − σ(hi − r)).
+    static member MaxGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
+        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * GaussianHeadFormulas.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)) * (1.0f - GaussianHeadFormulas.Sigmoid(hi - r))
+
+    /// dL/dlo: g·(e^(v/2)·e/2)·(1 − σ(t)).
+    static member MinGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
+        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * (1.0f - GaussianHeadFormulas.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)))
+
+    /// dL/de: g·e^(v/2).
+    static member NoiseGrad(r: float32, hi: float32, lo: float32, g: float32) = g * MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo))

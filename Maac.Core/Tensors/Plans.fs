@@ -117,3 +117,15 @@ module Plans =
         if not (isNull gLogProb) && gLogProb <> [| n |] then
             Shape.fail op (sprintf "the log-densities' gradient must be [%d], got %s" n (Shape.show gLogProb))
         n, a
+
+    /// Checks the operands of fused Gaussian-head sampling and returns (rows, outputs).
+    let gaussianHead (head: int[]) (maxLogVar: int[]) (minLogVar: int[]) (eps: int[]) (g: int[]) =
+        let op = "gaussianHeadSample"
+        if head.Length <> 2 || head.[1] % 2 <> 0 then
+            Shape.fail op (sprintf "the head must be [R, 2D] (means then raw log-variances), got %s" (Shape.show head))
+        let r, d = head.[0], head.[1] / 2
+        if maxLogVar <> [| d |] || minLogVar <> [| d |] then
+            Shape.fail op (sprintf "the log-variance bounds must be [%d], got %s and %s" d (Shape.show maxLogVar) (Shape.show minLogVar))
+        if eps <> [| r; d |] then Shape.fail op (sprintf "the noise must be [%d, %d] for a head of shape %s, got %s" r d (Shape.show head) (Shape.show eps))
+        if not (isNull g) && g <> [| r; d |] then Shape.fail op (sprintf "the samples' gradient must be [%d, %d], got %s" r d (Shape.show g))
+        r, d
