@@ -371,7 +371,17 @@ module Tensor =
         if Array.sum sizes <> x.Primal.Shape.[ax] then
             Shape.fail "split" (sprintf "sizes %A do not add up to axis %d of shape %s" sizes axis (Shape.show x.Primal.Shape))
         let starts = Array.scan (+) 0 sizes
-        sizes |> Array.mapi (fun i n -> slice ax starts.[i] n x)
+        let be = x.Primal.Backend
+        let inShape = x.Primal.Shape
+        let pieces = sizes |> Array.mapi (fun i n -> be.Slice(x.Primal, ax, starts.[i], n))
+        // One operation with a piece per output: its gradient is the pieces' gradients joined (zeros for pieces
+        // nothing depended on), or, when only one piece has a gradient, that piece scattered into zeros.
+        recordMany pieces [| x |] (fun gs _ ->
+            match gs |> Array.filter (fun g -> not (isNull g)) with
+            | [| only |] ->
+                let i = Array.IndexOf(gs, only)
+                [| be.IndexAdd(inShape, ax, Array.init sizes.[i] (fun k -> starts.[i] + k), only) |]
+            | _ -> [| be.Concat(gs |> Array.mapi (fun i g -> if isNull g then be.Full(pieces.[i].Shape, 0.0f) else g), ax) |])
 
     /// Splits an axis into n equal pieces.
     let chunk (axis: int) (n: int) (x: Tensor) =
