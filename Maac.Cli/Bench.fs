@@ -16,6 +16,10 @@ type BenchShape =
 /// obs 17, act 6, 8 members of 4×200 swish, policy and twin Q 2×256, batch 256, horizon 4, 5 samples.
 let reference = { Obs = 17; Act = 6; Members = 8; ModelHidden = 200; Hidden = 256; Batch = 256; Horizon = 4; Samples = 5 }
 
+/// The reference's structure (the same operations) with 4-unit networks, 2 start states and 1 sample: almost no
+/// arithmetic, so a step's time is the host's cost of its operations (differentiation layer, backend, launches).
+let tiny = { reference with ModelHidden = 4; Hidden = 4; Batch = 8; Samples = 1 }
+
 /// The networks and data of one benchmark run.
 type private Setup =
     { Shape: BenchShape
@@ -110,7 +114,9 @@ let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: Ben
         model <- m
     // One whole agent update as training does it: STEVE critic target, MAAC actor, temperature, Polyak, and
     // the update's single read-back of losses and gradient probes (HalfCheetah's settings, this batch size).
-    let settings = { Maac.Algorithms.Settings.forTask "HalfCheetah" "maac" with BatchSize = shape.Batch }
+    let settings =
+        { Maac.Algorithms.Settings.forTask "HalfCheetah" "maac" with
+            BatchSize = shape.Batch; Hidden = [| shape.Hidden; shape.Hidden |]; ModelHidden = Array.create 4 shape.ModelHidden }
     let mutable agent =
         { Maac.Algorithms.Agent.init settings (RandomKey.ofSeed 2L) shape.Obs shape.Act true with Model = su.Context.Model }
     let batch : Maac.Rl.Batch =

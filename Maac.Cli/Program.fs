@@ -11,10 +11,12 @@ type BenchArgs =
     | Env of string
     | Steps of int
     | Count_Ops
+    | Shape of string
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Count_Ops -> "also list the raw backend operations each workload runs per step (counted, by kind)."
+            | Shape _ -> "reference (default: the shapes of shared/bench/torch_maac_step.py) or tiny (the same operations on 4-unit networks: the host's cost per operation)."
             | Device _ -> "cpu (default), cuda or cuda:N: where the workloads run."
             | Threads _ -> "CPU threads to use (default: all cores)."
             | Reps _ -> "timed repetitions per workload (default 20)."
@@ -226,7 +228,12 @@ let main argv =
             if threads < 1 then failwithf "--threads must be at least 1, got %d" threads
             if reps < 1 then failwithf "--reps must be at least 1, got %d" reps
             let device = Maac.Cuda.Gpu.select (b.GetResult(BenchArgs.Device, defaultValue = "cpu"))
-            Bench.run device threads reps (b.Contains Count_Ops) Bench.reference
+            let shape =
+                match b.GetResult(Shape, defaultValue = "reference") with
+                | "reference" -> Bench.reference
+                | "tiny" -> Bench.tiny
+                | other -> failwithf "--shape must be reference or tiny, got '%s'" other
+            Bench.run device threads reps (b.Contains Count_Ops) shape
             0
     with
     | :? ArguParseException as e ->

@@ -27,6 +27,9 @@ type CountedTensor internal (inner: RawTensor, owner: CountingBackend) =
 and [<Sealed>] CountingBackend(inner: IBackend) =
     let counts = Dictionary<string, struct (int64 * int64)>()
     let sync = obj ()
+    // Names formatted once per kind (formatting a union on every call would cost more than the operation).
+    let names = System.Collections.Concurrent.ConcurrentDictionary<obj, string>()
+    let nameOf (prefix: string) (op: obj) = names.GetOrAdd(struct (prefix, op) :> obj, fun _ -> sprintf "%s %A" prefix op)
 
     member private this.Wrap(t: RawTensor) = CountedTensor(t, this) :> RawTensor
 
@@ -76,10 +79,10 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         member _.Device = inner.Device
         member this.OfArray(values, shape) = this.Counted("ofArray", inner.OfArray(values, shape))
         member this.Full(shape, value) = this.Counted("full", inner.Full(shape, value))
-        member this.Random(dist, key, shape) = this.Counted(sprintf "random %A" dist, inner.Random(dist, key, shape))
-        member this.Unary(op, x) = this.Counted(sprintf "unary %A" op, inner.Unary(op, this.Unwrap x))
+        member this.Random(dist, key, shape) = this.Counted(nameOf "random" dist, inner.Random(dist, key, shape))
+        member this.Unary(op, x) = this.Counted(nameOf "unary" op, inner.Unary(op, this.Unwrap x))
         member this.UnaryGrad(op, x, y, g) =
-            this.Counted(sprintf "unaryGrad %A" op, inner.UnaryGrad(op, this.Unwrap x, this.Unwrap y, this.Unwrap g))
+            this.Counted(nameOf "unaryGrad" op, inner.UnaryGrad(op, this.Unwrap x, this.Unwrap y, this.Unwrap g))
         member this.Scalar(op, x) =
             let name = match op with AddScalar _ -> "addScalar" | MulScalar _ -> "mulScalar" | PowScalar _ -> "powScalar" | Clamp _ -> "clamp"
             this.Counted(name, inner.Scalar(op, this.Unwrap x))
@@ -98,7 +101,7 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         member this.Reshape(x, shape) = this.Counted("reshape (view)", inner.Reshape(this.Unwrap x, shape))
         member this.Permute(x, perm) = this.Counted("permute", inner.Permute(this.Unwrap x, perm))
         member this.Expand(x, shape) = this.Counted("expand", inner.Expand(this.Unwrap x, shape))
-        member this.Concat(xs, axis) = this.Counted(sprintf "concat of %d" xs.Length, inner.Concat(Array.map this.Unwrap xs, axis))
+        member this.Concat(xs, axis) = this.Counted(nameOf "concat of" xs.Length, inner.Concat(Array.map this.Unwrap xs, axis))
         member this.Slice(x, axis, start, length) = this.Counted("slice", inner.Slice(this.Unwrap x, axis, start, length))
         member this.IndexSelect(x, axis, indices) = this.Counted("indexSelect", inner.IndexSelect(this.Unwrap x, axis, indices))
         member this.IndexAdd(shape, axis, indices, src) = this.Counted("indexAdd", inner.IndexAdd(shape, axis, indices, this.Unwrap src))
