@@ -28,8 +28,13 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
     let counts = Dictionary<string, struct (int64 * int64)>()
     let sync = obj ()
     // Names formatted once per kind (formatting a union on every call would cost more than the operation).
-    let names = System.Collections.Concurrent.ConcurrentDictionary<obj, string>()
-    let nameOf (prefix: string) (op: obj) = names.GetOrAdd(struct (prefix, op) :> obj, fun _ -> sprintf "%s %A" prefix op)
+    let cache () = System.Collections.Concurrent.ConcurrentDictionary<'K, string>()
+    let unaryNames, unaryGradNames, randomNames = cache (), cache (), cache ()
+    let binaryNames, concatNames = cache (), cache ()
+    let nameOf (names: System.Collections.Concurrent.ConcurrentDictionary<'K, string>) (prefix: string) (op: 'K) =
+        match names.TryGetValue op with
+        | true, name -> name
+        | _ -> names.GetOrAdd(op, sprintf "%s %A" prefix op)
 
     member private this.Wrap(t: RawTensor) = CountedTensor(t, this) :> RawTensor
 
@@ -79,10 +84,10 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         member _.Device = inner.Device
         member this.OfArray(values, shape) = this.Counted("ofArray", inner.OfArray(values, shape))
         member this.Full(shape, value) = this.Counted("full", inner.Full(shape, value))
-        member this.Random(dist, key, shape) = this.Counted(nameOf "random" dist, inner.Random(dist, key, shape))
-        member this.Unary(op, x) = this.Counted(nameOf "unary" op, inner.Unary(op, this.Unwrap x))
+        member this.Random(dist, key, shape) = this.Counted(nameOf randomNames "random" dist, inner.Random(dist, key, shape))
+        member this.Unary(op, x) = this.Counted(nameOf unaryNames "unary" op, inner.Unary(op, this.Unwrap x))
         member this.UnaryGrad(op, x, y, g) =
-            this.Counted(nameOf "unaryGrad" op, inner.UnaryGrad(op, this.Unwrap x, this.Unwrap y, this.Unwrap g))
+            this.Counted(nameOf unaryGradNames "unaryGrad" op, inner.UnaryGrad(op, this.Unwrap x, this.Unwrap y, this.Unwrap g))
         member this.Scalar(op, x) =
             let name = match op with AddScalar _ -> "addScalar" | MulScalar _ -> "mulScalar" | PowScalar _ -> "powScalar" | Clamp _ -> "clamp"
             this.Counted(name, inner.Scalar(op, this.Unwrap x))
@@ -90,7 +95,11 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
             let name = match op with AddScalar _ -> "addScalarGrad" | MulScalar _ -> "mulScalarGrad" | PowScalar _ -> "powScalarGrad" | Clamp _ -> "clampGrad"
             this.Counted(name, inner.ScalarGrad(op, this.Unwrap x, this.Unwrap g))
         member this.Binary(op, a, b) =
-            let name = if a.Shape = b.Shape then "binary " + BinaryOp.name op else "binary " + BinaryOp.name op + " (broadcast)"
+            let broadcast = a.Shape <> b.Shape
+            let name =
+                match binaryNames.TryGetValue struct (op, broadcast) with
+                | true, name -> name
+                | _ -> binaryNames.GetOrAdd(struct (op, broadcast), "binary " + BinaryOp.name op + (if broadcast then " (broadcast)" else ""))
             this.Counted(name, inner.Binary(op, this.Unwrap a, this.Unwrap b))
         member this.SumAxis(x, axis, keepDim) = this.Counted("sumAxis", inner.SumAxis(this.Unwrap x, axis, keepDim))
         member this.MaxAxis(x, axis, keepDim) = this.Counted("maxAxis", inner.MaxAxis(this.Unwrap x, axis, keepDim))
@@ -101,7 +110,7 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         member this.Reshape(x, shape) = this.Counted("reshape (view)", inner.Reshape(this.Unwrap x, shape))
         member this.Permute(x, perm) = this.Counted("permute", inner.Permute(this.Unwrap x, perm))
         member this.Expand(x, shape) = this.Counted("expand", inner.Expand(this.Unwrap x, shape))
-        member this.Concat(xs, axis) = this.Counted(nameOf "concat of" xs.Length, inner.Concat(Array.map this.Unwrap xs, axis))
+        member this.Concat(xs, axis) = this.Counted(nameOf concatNames "concat of" xs.Length, inner.Concat(Array.map this.Unwrap xs, axis))
         member this.Slice(x, axis, start, length) = this.Counted("slice", inner.Slice(this.Unwrap x, axis, start, length))
         member this.IndexSelect(x, axis, indices) = this.Counted("indexSelect", inner.IndexSelect(this.Unwrap x, axis, indices))
         member this.IndexAdd(shape, axis, indices, src) = this.Counted("indexAdd", inner.IndexAdd(shape, axis, indices, this.Unwrap src))
