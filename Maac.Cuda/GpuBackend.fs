@@ -229,6 +229,8 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     let gaussianHeadGrad =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
                                                 ArrayView<float32>, int, int>(Kernels.GaussianHeadGrad)
+    let biasActivation =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, int, int, int, int>(Kernels.BiasActivation)
     let biasFill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.BiasFill)
     /// The CUDA stream the kernels are queued on (none on ILGPU's CPU accelerator).
     let cudaStream =
@@ -444,6 +446,20 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
                 this.Launch(t.Numel, fun n ->
                     matMul.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), biasView, dims, (if transA then 1 else 0), (if transB then 1 else 0)))
             t
+
+        member this.MatMulActivation(transA, transB, a, b, bias, activation) =
+            // The product without bias (one cuBLAS call), then bias and activation in one kernel: two launches
+            // where MatMul then Unary would take three (bias fill, product, activation).
+            let be = this :> IBackend
+            let p = Plans.matMul transA transB a.Shape b.Shape (if isNull bias then -1 else bias.Numel)
+            let product = this.Of(be.MatMul(transA, transB, a, b, null))
+            let biasTensor = if isNull bias then product else this.Of bias
+            let buffer, t = this.Alloc p.OutShape
+            let perBatch = if not (isNull bias) && bias.Numel <> p.N then p.N else 0
+            this.Launch(t.Numel, fun c ->
+                biasActivation.Invoke(c, product.View.AsContiguous(), biasTensor.View.AsContiguous(), buffer.View.AsContiguous(), p.N, max 1 (p.M * p.N),
+                                      perBatch, (if isNull bias then 0 else 1), OpCodes.unary activation))
+            struct (product :> RawTensor, t)
 
         member this.Reshape(x, shape) =
             let x = this.Of x

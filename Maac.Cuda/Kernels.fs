@@ -75,25 +75,34 @@ type internal Kernels =
     static member CopyRows (i: Index1D) (src: ArrayView<float32>) (width: int) (dst: ArrayView<float32>) (dstRow: int) (dstOffset: int) =
         dst.[(i.X / width) * dstRow + dstOffset + i.X % width] <- src.[i]
 
-    static member Unary (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (op: int) =
-        let v = x.[i]
-        y.[i] <-
-            match op with
-            | 0 -> -v
-            | 1 -> MathF.Exp v
-            | 2 -> MathF.Log v
-            | 3 -> MathF.Sqrt v
-            | 4 -> MathF.Abs v
-            | 5 -> Kernels.SignOf v
-            | 6 -> v * v
-            | 7 -> 1.0f / v
-            | 8 -> MathF.Max(v, 0.0f)
-            | 9 -> v * Kernels.Sigmoid v
-            | 10 -> MathF.Tanh v
-            | 11 -> Kernels.Sigmoid v
-            | 12 -> MathF.Max(v, 0.0f) + MathF.Log(1.0f + MathF.Exp(-(MathF.Abs v)))
-            | 13 -> MathF.Sin v
-            | _ -> MathF.Cos v
+    /// op(v) for a unary operation code (OpCodes.unary).
+    static member UnaryValue(op: int, v: float32) =
+        match op with
+        | 0 -> -v
+        | 1 -> MathF.Exp v
+        | 2 -> MathF.Log v
+        | 3 -> MathF.Sqrt v
+        | 4 -> MathF.Abs v
+        | 5 -> Kernels.SignOf v
+        | 6 -> v * v
+        | 7 -> 1.0f / v
+        | 8 -> MathF.Max(v, 0.0f)
+        | 9 -> v * Kernels.Sigmoid v
+        | 10 -> MathF.Tanh v
+        | 11 -> Kernels.Sigmoid v
+        | 12 -> MathF.Max(v, 0.0f) + MathF.Log(1.0f + MathF.Exp(-(MathF.Abs v)))
+        | 13 -> MathF.Sin v
+        | _ -> MathF.Cos v
+
+    static member Unary (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (op: int) = y.[i] <- Kernels.UnaryValue(op, x.[i])
+
+    /// After a product without bias: adds the bias to the product in place (as BiasFill places it; none when
+    /// hasBias = 0) and writes op(product) to y, in one pass.
+    static member BiasActivation (i: Index1D) (product: ArrayView<float32>) (bias: ArrayView<float32>) (y: ArrayView<float32>) (n: int) (mn: int)
+                                 (perBatch: int) (hasBias: int) (op: int) =
+        let v = if hasBias = 1 then product.[i] + bias.[(i.X / mn) * perBatch + i.X % n] else product.[i]
+        product.[i] <- v
+        y.[i] <- Kernels.UnaryValue(op, v)
 
     static member UnaryGrad (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (g: ArrayView<float32>) (dx: ArrayView<float32>) (op: int) =
         let xv = x.[i]

@@ -111,6 +111,14 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                 let tol = 2.0f * float32 k * 1.2e-7f * (4.0f * float32 k + 2.0f)
                 let gpuBias = if withBias then onGpu bias else null
                 close "matmul" tol 0.0f (cpu.MatMul(ta, tb, a, b, bias)) ((gpu.Value :> IBackend).MatMul(ta, tb, onGpu a, onGpu b, gpuBias))
+                // With an activation: the product (bias added after it on the GPU, before on the CPU: one more
+                // rounding of a value ≤ 4k + 2) and the activation of it.
+                for activation in [ UnaryOp.Relu; UnaryOp.Silu; UnaryOp.Tanh ] do
+                    let struct (product, activated) = cpu.MatMulActivation(ta, tb, a, b, bias, activation)
+                    let struct (gpuProduct, gpuActivated) = (gpu.Value :> IBackend).MatMulActivation(ta, tb, onGpu a, onGpu b, gpuBias, activation)
+                    close (sprintf "matmul before %A" activation) (2.0f * tol) 0.0f product gpuProduct
+                    // Each activation has slope at most 1.1 (swish): the product's error, passed on, plus a few ulps.
+                    close (sprintf "matmul and %A" activation) (2.2f * tol + 1e-6f) 1e-5f activated gpuActivated
                 true))
 
         testPropertyWithConfig configFew "fused tanh-Gaussian sampling and its gradients match the CPU backend" (fun () ->

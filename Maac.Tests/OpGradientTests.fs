@@ -118,6 +118,22 @@ let tests =
                 let w = uniform (seed + 1) [| bsz; k; n |] -1.0f 1.0f
                 let bias = uniform (seed + 2) [| bsz; 1; n |] -1.0f 1.0f
                 checkGradient "baddbmm" (fun xs -> Tensor.baddbmm xs.[2] xs.[0] xs.[1] |> Tensor.tanh) [| x; w; bias |] seed))
+        testPropertyWithConfig config "fused products with activation (linear and batched, each activation)" (fun () ->
+            Prop.forAll (Arb.fromGen (Gen.zip (Gen.arrayOfLength 4 (Gen.choose (1, 5))) (Gen.elements [ Relu; Silu; Tanh ]))) (fun (d, activation) ->
+                let bsz, m, k, n = d.[0], d.[1], d.[2], d.[3]
+                let seed = bsz * 1000 + m * 100 + k * 10 + n
+                let x = uniform seed [| m; k |] -1.0f 1.0f
+                let w = uniform (seed + 1) [| k; n |] -1.0f 1.0f
+                let b = uniform (seed + 2) [| n |] -1.0f 1.0f
+                // Away from ReLU's kink: products near 0 would put the finite difference across it.
+                let f (xs: Tensor[]) = Tensor.linearActivation activation xs.[0] xs.[1] xs.[2]
+                if activation <> Relu || (Tensor.linear x w b).ToArray() |> Array.forall (fun v -> abs v > 0.05f) then
+                    checkGradient "linearActivation" f [| x; w; b |] seed
+                let xb = uniform (seed + 3) [| bsz; m; k |] -1.0f 1.0f
+                let wb = uniform (seed + 4) [| bsz; k; n |] -1.0f 1.0f
+                let bb = uniform (seed + 5) [| bsz; 1; n |] -1.0f 1.0f
+                if activation <> Relu || (Tensor.baddbmm bb xb wb).ToArray() |> Array.forall (fun v -> abs v > 0.05f) then
+                    checkGradient "baddbmmActivation" (fun xs -> Tensor.baddbmmActivation activation xs.[2] xs.[0] xs.[1]) [| xb; wb; bb |] seed))
         testPropertyWithConfig config "fused Gaussian-head sample (in head, both log-variance bounds and noise)" (fun () ->
             Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 5)) (Gen.choose (1, 4)) (Gen.choose (0, 1_000_000)))) (fun (r, d, seed) ->
                 let head = Tensor.concat -1 [| uniform seed [| r; d |] -1.0f 1.0f; uniform (seed + 1) [| r; d |] -3.0f 3.0f |]

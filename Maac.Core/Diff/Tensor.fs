@@ -443,26 +443,39 @@ module Tensor =
 
     // ---------------------------------------------------------------- products
 
+    /// The inputs' gradients of op(a)·op(b) (+ bias) given the product's gradient g.
+    let private productGrads (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) (g: RawTensor) (need: bool[]) =
+        let be = g.Backend
+        let ap, bp = a.Primal, b.Primal
+        let dA =
+            if not need.[0] then null
+            elif transA then be.MatMul(transB, true, bp, g, null)
+            else be.MatMul(false, not transB, g, bp, null)
+        let dB =
+            if not need.[1] then null
+            elif transB then be.MatMul(true, transA, g, ap, null)
+            else be.MatMul(not transA, false, ap, g, null)
+        match bias with
+        | Some c -> [| dA; dB; (if need.[2] then sumTo c.Primal.Shape g else null) |]
+        | None -> [| dA; dB |]
+
     /// op(a)·op(b) (+ bias), rank 2 or batched rank 3, where op transposes the last two dimensions when asked.
     /// bias has n elements (shared by all rows) or batch·n (one row per batch entry), or is None.
     let matmulWith (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) =
         let inputs = match bias with Some c -> [| a; b; c |] | None -> [| a; b |]
         let be = backendOf "matmul" inputs
-        let ap, bp = a.Primal, b.Primal
         let biasRaw = match bias with Some c -> c.Primal | None -> null
-        let y = be.MatMul(transA, transB, ap, bp, biasRaw)
-        record y inputs (fun g need ->
-            let dA =
-                if not need.[0] then null
-                elif transA then be.MatMul(transB, true, bp, g, null)
-                else be.MatMul(false, not transB, g, bp, null)
-            let dB =
-                if not need.[1] then null
-                elif transB then be.MatMul(true, transA, g, ap, null)
-                else be.MatMul(not transA, false, ap, g, null)
-            match bias with
-            | Some c -> [| dA; dB; (if need.[2] then sumTo c.Primal.Shape g else null) |]
-            | None -> [| dA; dB |])
+        let y = be.MatMul(transA, transB, a.Primal, b.Primal, biasRaw)
+        record y inputs (productGrads transA transB a b bias)
+
+    /// activation(op(a)·op(b) (+ bias)) as one operation, with the operands of matmulWith: on a GPU the bias and
+    /// the activation take one kernel after the product instead of two.
+    let matmulActivationWith (activation: UnaryOp) (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) =
+        let inputs = match bias with Some c -> [| a; b; c |] | None -> [| a; b |]
+        let be = backendOf "matmul" inputs
+        let biasRaw = match bias with Some c -> c.Primal | None -> null
+        let struct (product, y) = be.MatMulActivation(transA, transB, a.Primal, b.Primal, biasRaw, activation)
+        record y inputs (fun g need -> productGrads transA transB a b bias (be.UnaryGrad(activation, product, y, g)) need)
 
     /// Matrix product of two rank-2 tensors.
     let matmul (a: Tensor) (b: Tensor) =
@@ -480,17 +493,32 @@ module Tensor =
         if bias.Numel = outCols || bias.Numel = batches * outCols then Some bias
         else Shape.fail op (sprintf "bias of shape %s does not fit inputs %s with %d outputs" (Shape.show bias.Primal.Shape) (Shape.show rows.Primal.Shape) outCols)
 
-    /// x·W + b for x [N, in], W [in, out], b [out] (one fused product).
-    let linear (x: Tensor) (weight: Tensor) (bias: Tensor) =
+    let private productWith (activation: UnaryOp option) =
+        match activation with
+        | Some act -> matmulActivationWith act false false
+        | None -> matmulWith false false
+
+    let private linearWith (activation: UnaryOp option) (x: Tensor) (weight: Tensor) (bias: Tensor) =
         if x.Rank <> 2 || weight.Rank <> 2 then
             Shape.fail "linear" (sprintf "needs input [N, in] and weight [in, out], got %s and %s" (Shape.show x.Primal.Shape) (Shape.show weight.Primal.Shape))
-        matmulWith false false x weight (fusedBias "linear" x bias weight.Primal.Shape.[1] 1)
+        productWith activation x weight (fusedBias "linear" x bias weight.Primal.Shape.[1] 1)
 
-    /// bias + x·W per batch entry for x [B, N, in], W [B, in, out], bias [B, 1, out] (one fused batched product).
-    let baddbmm (bias: Tensor) (x: Tensor) (weight: Tensor) =
+    let private baddbmmWith (activation: UnaryOp option) (bias: Tensor) (x: Tensor) (weight: Tensor) =
         if x.Rank <> 3 || weight.Rank <> 3 then
             Shape.fail "baddbmm" (sprintf "needs input [B, N, in] and weight [B, in, out], got %s and %s" (Shape.show x.Primal.Shape) (Shape.show weight.Primal.Shape))
-        matmulWith false false x weight (fusedBias "baddbmm" x bias weight.Primal.Shape.[2] weight.Primal.Shape.[0])
+        productWith activation x weight (fusedBias "baddbmm" x bias weight.Primal.Shape.[2] weight.Primal.Shape.[0])
+
+    /// x·W + b for x [N, in], W [in, out], b [out] (one fused product).
+    let linear (x: Tensor) (weight: Tensor) (bias: Tensor) = linearWith None x weight bias
+
+    /// activation(x·W + b), as linear followed by unary activation, in one operation.
+    let linearActivation (activation: UnaryOp) (x: Tensor) (weight: Tensor) (bias: Tensor) = linearWith (Some activation) x weight bias
+
+    /// bias + x·W per batch entry for x [B, N, in], W [B, in, out], bias [B, 1, out] (one fused batched product).
+    let baddbmm (bias: Tensor) (x: Tensor) (weight: Tensor) = baddbmmWith None bias x weight
+
+    /// activation(bias + x·W) per batch entry, as baddbmm followed by unary activation, in one operation.
+    let baddbmmActivation (activation: UnaryOp) (bias: Tensor) (x: Tensor) (weight: Tensor) = baddbmmWith (Some activation) bias x weight
 
 /// Operators on tensors: +, -, *, / with tensors or float32 scalars, unary minus and ** (power).
 type Tensor with

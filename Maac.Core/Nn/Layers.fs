@@ -11,13 +11,19 @@ type Activation =
 
 /// Applying activations.
 module Activation =
+    /// The element-wise operation, or None for the identity.
+    let operation (a: Activation) =
+        match a with
+        | Identity -> None
+        | Relu -> Some UnaryOp.Relu
+        | Silu -> Some UnaryOp.Silu
+        | Tanh -> Some UnaryOp.Tanh
+
     /// The activation applied element-wise.
     let apply (a: Activation) (x: Tensor) =
-        match a with
-        | Identity -> x
-        | Relu -> Tensor.relu x
-        | Silu -> Tensor.silu x
-        | Tanh -> Tensor.tanh x
+        match operation a with
+        | Some op -> Tensor.unary op x
+        | None -> x
 
 /// Uniform initialisation U(-1/√fanIn, 1/√fanIn), the default of common deep-learning libraries.
 module internal Init =
@@ -44,6 +50,12 @@ module Linear =
     /// x [N, in] → [N, out].
     let forward (layer: Linear) (x: Tensor) = Tensor.linear x layer.Weight layer.Bias
 
+    /// activation(x·W + b) in one fused operation.
+    let forwardActivated (activation: Activation) (layer: Linear) (x: Tensor) =
+        match Activation.operation activation with
+        | Some op -> Tensor.linearActivation op x layer.Weight layer.Bias
+        | None -> forward layer x
+
 /// Names and rebuilds a stack of layers that each implement IParameters.
 module internal Stack =
     let named (layers: 'L[] when 'L :> IParameters<'L>) =
@@ -53,12 +65,10 @@ module internal Stack =
         let mutable offset = 0
         layers |> Array.map (fun l -> Parameters.take l ts &offset)
 
-    /// Applies the layers in turn with the hidden activation between them (none after the last).
-    let forward (apply: 'L -> Tensor -> Tensor) (layers: 'L[]) (hidden: Activation) (x: Tensor) =
+    /// Applies the layers in turn with the hidden activation fused into each but the last.
+    let forward (apply: Activation -> 'L -> Tensor -> Tensor) (layers: 'L[]) (hidden: Activation) (x: Tensor) =
         let last = layers.Length - 1
-        layers |> Array.fold (fun (i, h) l ->
-            let y = apply l h
-            i + 1, (if i < last then Activation.apply hidden y else y)) (0, x) |> snd
+        layers |> Array.fold (fun (i, h) l -> i + 1, apply (if i < last then hidden else Identity) l h) (0, x) |> snd
 
 /// A multilayer perceptron: affine layers with an activation between them (none after the last).
 type Mlp =
@@ -78,7 +88,7 @@ module Mlp =
           Hidden = hidden }
 
     /// x [N, in] → [N, out].
-    let forward (m: Mlp) (x: Tensor) = Stack.forward Linear.forward m.Layers m.Hidden x
+    let forward (m: Mlp) (x: Tensor) = Stack.forward Linear.forwardActivated m.Layers m.Hidden x
 
 /// M independent affine layers evaluated as one batched product: W [M, in, out], b [M, 1, out].
 type EnsembleLinear =
@@ -98,6 +108,12 @@ module EnsembleLinear =
 
     /// x [M, N, in] → [M, N, out]: member m sees only its own rows x[m].
     let forward (layer: EnsembleLinear) (x: Tensor) = Tensor.baddbmm layer.Bias x layer.Weight
+
+    /// activation(forward layer x) in one fused operation.
+    let forwardActivated (activation: Activation) (layer: EnsembleLinear) (x: Tensor) =
+        match Activation.operation activation with
+        | Some op -> Tensor.baddbmmActivation op layer.Bias x layer.Weight
+        | None -> forward layer x
 
 /// An ensemble of M MLPs of the same architecture, evaluated together.
 type EnsembleMlp =
@@ -120,4 +136,4 @@ module EnsembleMlp =
     let members (m: EnsembleMlp) = m.Layers.[0].Weight.Primal.Shape.[0]
 
     /// x [M, N, in] → [M, N, out].
-    let forward (m: EnsembleMlp) (x: Tensor) = Stack.forward EnsembleLinear.forward m.Layers m.Hidden x
+    let forward (m: EnsembleMlp) (x: Tensor) = Stack.forward EnsembleLinear.forwardActivated m.Layers m.Hidden x

@@ -138,6 +138,10 @@ and IBackend =
     /// dimensions when asked. Rank 2, or rank 3 with a leading batch dimension (batched product).
     /// bias may be null; otherwise it has n elements (shared) or batch·n elements (one row per batch).
     abstract MatMul: transA: bool * transB: bool * a: RawTensor * b: RawTensor * bias: RawTensor -> RawTensor
+    /// The product of MatMul (same operands) and an activation of it, as one operation: returns the product with
+    /// its bias (the activation's input, which its gradient needs) and activation(product).
+    abstract MatMulActivation:
+        transA: bool * transB: bool * a: RawTensor * b: RawTensor * bias: RawTensor * activation: UnaryOp -> struct (RawTensor * RawTensor)
     /// The same values under another shape with the same number of elements.
     abstract Reshape: x: RawTensor * shape: int[] -> RawTensor
     /// Dimensions reordered: result dimension i is input dimension perm[i].

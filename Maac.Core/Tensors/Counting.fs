@@ -31,6 +31,7 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
     let cache () = System.Collections.Concurrent.ConcurrentDictionary<'K, string>()
     let unaryNames, unaryGradNames, randomNames = cache (), cache (), cache ()
     let binaryNames, concatNames = cache (), cache ()
+    let activationNames = cache ()
     let nameOf (names: System.Collections.Concurrent.ConcurrentDictionary<'K, string>) (prefix: string) (op: 'K) =
         match names.TryGetValue op with
         | true, name -> name
@@ -107,6 +108,17 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         member this.MatMul(transA, transB, a, b, bias) =
             let name = (if a.Shape.Length = 3 then "batched matmul" else "matmul") + (if isNull bias then "" else " + bias")
             this.Counted(name, inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias))
+        member this.MatMulActivation(transA, transB, a, b, bias, activation) =
+            let struct (product, activated) = inner.MatMulActivation(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias, activation)
+            let key = struct (a.Shape.Length = 3, isNull bias, activation)
+            let name =
+                match activationNames.TryGetValue key with
+                | true, name -> name
+                | _ ->
+                    let product = (if a.Shape.Length = 3 then "batched matmul" else "matmul") + (if isNull bias then "" else " + bias")
+                    activationNames.GetOrAdd(key, sprintf "%s + %A" product activation)
+            this.Count(name, activated.Numel)
+            struct (this.Wrap product, this.Wrap activated)
         member this.Reshape(x, shape) = this.Counted("reshape (view)", inner.Reshape(this.Unwrap x, shape))
         member this.Permute(x, perm) = this.Counted("permute", inner.Permute(this.Unwrap x, perm))
         member this.Expand(x, shape) = this.Counted("expand", inner.Expand(this.Unwrap x, shape))

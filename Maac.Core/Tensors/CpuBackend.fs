@@ -144,6 +144,11 @@ and [<Sealed>] CpuBackend private () =
             Gemm.run p.Batches p.M p.N p.K (operand a transA p.LdA p.StrideA) (operand b transB p.LdB p.StrideB) c biasData
             CpuBackend.Out(c, p.OutShape, a, b, bias)
 
+        member this.MatMulActivation(transA, transB, a, b, bias, activation) =
+            let be = this :> IBackend
+            let product = be.MatMul(transA, transB, a, b, bias)
+            struct (product, be.Unary(activation, product))
+
         member _.Reshape(x, shape) =
             Plans.reshape x.Numel x.Shape shape
             CpuTensor(CpuBackend.Cpu(x).Storage, Array.copy shape) :> RawTensor
