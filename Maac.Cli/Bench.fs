@@ -127,7 +127,11 @@ let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: Ben
     let updateStep (i: int) =
         let next, _ = Maac.Algorithms.Agent.update maac settings (Some su.Context) (max 0 i) (RandomKey.fold (int64 i) root) agent batch
         agent <- next
-    let device = if device = Device.Cpu then sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName else string device
+    let device =
+        match device, Backends.Default with
+        | Device.Cpu, _ -> sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName
+        | _, (:? Maac.Cuda.GpuBackend as g) when not g.UsesCublas -> "ilgpu-cpu (the GPU kernels on ILGPU's CPU accelerator)"
+        | _ -> string device
     // On a GPU: kernel launches, device allocations and pool collections per step.
     let gpuCounters () =
         match counter |> Option.map (fun c -> c.Inner) |> Option.defaultValue Backends.Default with

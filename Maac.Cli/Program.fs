@@ -17,7 +17,7 @@ type BenchArgs =
             match a with
             | Count_Ops -> "also list the raw backend operations each workload runs per step (counted, by kind)."
             | Shape _ -> "reference (default: the shapes of shared/bench/torch_maac_step.py) or tiny (the same operations on 4-unit networks: the host's cost per operation)."
-            | Device _ -> "cpu (default), cuda or cuda:N: where the workloads run."
+            | Device _ -> "cpu (default), cuda or cuda:N: where the workloads run; ilgpu-cpu runs the GPU backend's kernels on ILGPU's CPU accelerator (slow, but counts kernel launches without a GPU)."
             | Threads _ -> "CPU threads to use (default: all cores)."
             | Reps _ -> "timed repetitions per workload (default 20)."
             | Env _ -> "instead of the learning workloads, time stepping this task (see `envs`)."
@@ -227,7 +227,12 @@ let main argv =
             let reps = b.GetResult(Reps, defaultValue = 20)
             if threads < 1 then failwithf "--threads must be at least 1, got %d" threads
             if reps < 1 then failwithf "--reps must be at least 1, got %d" reps
-            let device = Maac.Cuda.Gpu.select (b.GetResult(BenchArgs.Device, defaultValue = "cpu"))
+            let device =
+                match b.GetResult(BenchArgs.Device, defaultValue = "cpu") with
+                | "ilgpu-cpu" ->
+                    Maac.Tensors.Backends.Default <- Maac.Cuda.Gpu.cpuSimulator ()
+                    Maac.Tensors.Device.Cuda 0
+                | spec -> Maac.Cuda.Gpu.select spec
             let shape =
                 match b.GetResult(Shape, defaultValue = "reference") with
                 | "reference" -> Bench.reference
