@@ -201,6 +201,8 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, float32, float32>(Kernels.ScalarGrad)
     let binary =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, int, Dims, Dims, Dims>(Kernels.Binary)
+    let binarySameShape =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int>(Kernels.BinarySameShape)
     let gather = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, Dims, Dims, int>(Kernels.Gather)
     let reduceGroups = accelerator.LoadStreamKernel<ArrayView<float32>, ArrayView<float32>, int, int, int, int>(Kernels.ReduceGroups)
     /// Threads per reduction group: 256, or the accelerator's largest power of two below that.
@@ -398,9 +400,12 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
                     let i = d - (r - s.Length)
                     if i < 0 || s.[i] = 1 then 0 else own.[i])
             let buffer, t = this.Alloc outShape
-            this.Launch(t.Numel, fun n ->
-                binary.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), OpCodes.binary op, r,
-                              Dims.Of outShape, Dims.Of(stridesOf a.Shape), Dims.Of(stridesOf b.Shape)))
+            if a.Shape = b.Shape then
+                this.Launch(t.Numel, fun n -> binarySameShape.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), OpCodes.binary op))
+            else
+                this.Launch(t.Numel, fun n ->
+                    binary.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), OpCodes.binary op, r,
+                                  Dims.Of outShape, Dims.Of(stridesOf a.Shape), Dims.Of(stridesOf b.Shape)))
             t
 
         member this.SumAxis(x, axis, keepDim) = this.Reduce(x, Shape.axis "sum" x.Shape.Length axis, keepDim, false)

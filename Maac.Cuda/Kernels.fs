@@ -175,6 +175,10 @@ type internal Kernels =
             d <- d - 1
         z.[i] <- Kernels.BinaryValue(op, a.[ao], b.[bo])
 
+    /// z[i] = op(a[i], b[i]) for operands of one shape: no index arithmetic, and fewer arguments to launch.
+    static member BinarySameShape (i: Index1D) (a: ArrayView<float32>) (b: ArrayView<float32>) (z: ArrayView<float32>) (op: int) =
+        z.[i] <- Kernels.BinaryValue(op, a.[i], b.[i])
+
     /// dst[i] = src[base + Σ index_d · strides_d] over the output shape: permute, expand and slice.
     static member Gather (i: Index1D) (src: ArrayView<float32>) (dst: ArrayView<float32>) (rank: int) (shape: Dims) (strides: Dims) (offset: int) =
         let mutable rest = i.X

@@ -60,9 +60,12 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                     close (sprintf "%A" op) absT relT (cpu.Scalar(op, a)) ((gpu.Value :> IBackend).Scalar(op, onGpu a))
                     close (sprintf "%A gradient" op) absT relT (cpu.ScalarGrad(op, a, g)) ((gpu.Value :> IBackend).ScalarGrad(op, onGpu a, onGpu g))
                 let positive = cpu.Scalar(AddScalar 2.5f, a)
+                // The same shape on both sides takes the GPU's kernel without index arithmetic.
+                let sameShape = random (seed + 3) sa
                 for op in [ Add; Sub; Mul; Div; Pow; Atan2; Maximum; Minimum; Greater; GreaterEqual; Equal ] do
                     let left = if op = Pow then positive else a
                     close (BinaryOp.name op) absT relT (cpu.Binary(op, left, b)) ((gpu.Value :> IBackend).Binary(op, onGpu left, onGpu b))
+                    close (BinaryOp.name op + ", same shapes") absT relT (cpu.Binary(op, left, sameShape)) ((gpu.Value :> IBackend).Binary(op, onGpu left, onGpu sameShape))
                 true))
 
         testPropertyWithConfig configFew "reductions, reshape, permute, expand, concat, slice, index select and index add match" (fun () ->
