@@ -76,9 +76,13 @@ type Distribution =
 
 /// The inputs of fused Gaussian-head sampling a gradient can be asked for (see IBackend.GaussianHeadSampleGrad).
 type GaussianHeadInput =
+    /// The head [R, 2D]: means, then raw log-variances.
     | HeadInput
+    /// The upper log-variance bound [D].
     | MaxLogVarInput
+    /// The lower log-variance bound [D].
     | MinLogVarInput
+    /// The standard-normal noise [R, D].
     | NoiseInput
 
 /// The numbers of one fused Adam update.
