@@ -33,6 +33,14 @@ let tests =
         test "out-of-range index names the axis size" {
             messageOf (fun () -> Tensor.indexSelect 0 [| 5 |] (Tensor.ones [| 3 |]) |> ignore) |> contains [ "indexSelect"; "5"; "size 3" ]
         }
+        test "fused sampling with misshapen operands names the operation and the shapes" {
+            messageOf (fun () -> Tensor.tanhGaussianSample -20.0f 2.0f (Tensor.ones [| 4; 5 |]) (Tensor.ones [| 4; 2 |]) |> ignore)
+            |> contains [ "tanhGaussianSample"; "[N, 2A]"; "[4, 5]" ]
+            messageOf (fun () -> Tensor.tanhGaussianSample -20.0f 2.0f (Tensor.ones [| 4; 6 |]) (Tensor.ones [| 3; 3 |]) |> ignore)
+            |> contains [ "tanhGaussianSample"; "[4, 3]"; "[3, 3]" ]
+            messageOf (fun () -> Tensor.gaussianHeadSample (Tensor.ones [| 3 |]) (Tensor.ones [| 2 |]) (Tensor.ones [| 5; 4 |]) (Tensor.ones [| 5; 2 |]) |> ignore)
+            |> contains [ "gaussianHeadSample"; "[2]"; "[3]" ]
+        }
         test "ofArray with the wrong count" {
             messageOf (fun () -> Tensor.ofArray [| 2; 2 |] [| 1.0f |] |> ignore) |> contains [ "1 values"; "[2, 2]" ]
         }
