@@ -15,15 +15,19 @@ type internal Lease(buffer: MemoryBuffer1D<float32, Stride1D.Dense>) =
     member val Returned = false with get, set
 
 /// The device buffer behind one tensor and its reshaped views: the pool watches it through a weak handle, and
-/// takes its buffer back once it is unreachable, or when the release scope it was made in ends.
+/// takes its buffer back once it is unreachable, or when the release scope it was made in ends (release gives
+/// it back through the function the pool provides).
 [<Sealed; AllowNullLiteral>]
-type internal DeviceBlock(lease: Lease) =
+type internal DeviceBlock(lease: Lease, release: DeviceBlock -> unit) =
     member _.Lease = lease
     member _.Buffer = lease.Buffer
     /// Set when a release scope gave the buffer back: the tensor must not be used any more.
     member val Released = false with get, set
     /// Set while a release scope is asked to keep the block.
     member val Kept = false with get, set
+    interface IReleasableBlock with
+        member b.Kept with get () = b.Kept and set v = b.Kept <- v
+        member b.Release() = release b
 
 /// Device buffers kept for reuse, by length: allocating device memory is slow (about 9 µs on an H100) and
 /// freeing it waits for the device. A buffer lent to a tensor is watched through a weak handle on the tensor's
@@ -156,33 +160,6 @@ type GpuTensor internal (shape: int[], block: DeviceBlock, backend: IBackend) =
         let all = block.Buffer.GetAsArray1D()
         if all.Length = t.Numel then all else Array.sub all 0 t.Numel
 
-/// The release scope of one thread on one GPU backend (IReleasingBackend.BeginScope): the blocks made while it
-/// is the innermost are given back when it ends, except kept ones, which pass to the scope around it.
-[<Sealed; AllowNullLiteral>]
-type internal GpuScope(pool: DevicePool, owner: obj, parent: GpuScope, restore: GpuScope -> unit) =
-    let made = Collections.Generic.List<DeviceBlock>()
-    let mutable ended = false
-    member _.Owner = owner
-    member _.Parent = parent
-    member _.Add(block: DeviceBlock) = made.Add block
-
-    /// Keeps a tensor's block beyond this scope.
-    member _.Keep(t: RawTensor) =
-        match t with
-        | :? GpuTensor as g -> g.Block.Kept <- true
-        | _ -> ()
-
-    /// Ends the scope (once): releases the blocks not kept.
-    member _.End() =
-        if not ended then
-            ended <- true
-            restore parent
-            for block in made do
-                if block.Kept then
-                    block.Kept <- false
-                    if not (isNull parent) then parent.Add block
-                else pool.Release block
-
 /// The raw-kernel backend on an ILGPU accelerator: CUDA on NVIDIA GPUs, or ILGPU's CPU accelerator (which runs
 /// the same kernels on the host; the tests use it so that a kernel bug fails CI without a GPU). Every
 /// operation launches kernels on the accelerator's default stream and returns without waiting; only ToArray
@@ -252,7 +229,7 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// A new uninitialised tensor.
     member private this.Alloc(shape: int[]) =
         let buffer = pool.Rent(int64 (max 1 (Shape.numel shape)))
-        let block = DeviceBlock(Lease buffer)
+        let block = DeviceBlock(Lease buffer, pool.Release)
         pool.Track block
         let scope = GpuBackend.currentScope
         if not (isNull scope) && obj.ReferenceEquals(scope.Owner, this) then scope.Add block
@@ -307,7 +284,7 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
     /// The innermost release scope of this thread (on whichever backend made it).
     [<ThreadStatic; DefaultValue>]
-    static val mutable private currentScope: GpuScope
+    static val mutable private currentScope: ReleaseScope<DeviceBlock>
 
     /// The accelerator this backend launches on.
     member _.Accelerator = accelerator
@@ -334,10 +311,13 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
     interface IReleasingBackend with
         member this.BeginScope() =
-            let scope = GpuScope(pool, this, GpuBackend.currentScope, fun parent -> GpuBackend.currentScope <- parent)
+            let scope = ReleaseScope<DeviceBlock>(this, GpuBackend.currentScope, fun parent -> GpuBackend.currentScope <- parent)
             GpuBackend.currentScope <- scope
             { new IReleaseScope with
-                member _.Keep t = scope.Keep t
+                member _.Keep t =
+                    match t with
+                    | :? GpuTensor as g -> g.Block.Kept <- true
+                    | _ -> ()
                 member _.Dispose() = scope.End() }
 
     interface IBackend with

@@ -113,6 +113,18 @@ let tests =
                 CpuSettings.Threads <- before
         }
 
+        test "CPU release scopes: what is not kept is released and refuses use, and its array serves the next tensor at once" {
+            let be = Backends.Get Device.Cpu
+            let length = 7_907 // a length no other test uses, above the pool's minimum
+            checkReleaseScopes be length
+            // Both arrays of `length` released above are in the pool: the next tensors of that length take them
+            // instead of allocating (a fresh array alone would be 4·length bytes).
+            let allocated = GC.GetAllocatedBytesForCurrentThread()
+            let again = be.Full([| length |], 5.0f)
+            Expect.isLessThan (GC.GetAllocatedBytesForCurrentThread() - allocated) (int64 length) "no fresh array"
+            Expect.allEqual (again.ToArray()) 5.0f "with its own values"
+        }
+
         test "the counting backend counts each raw operation by kind and gives the inner backend's results" {
             let counter = CountingBackend(Backends.Get Device.Cpu)
             let valueAndGrad () =

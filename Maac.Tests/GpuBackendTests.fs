@@ -193,28 +193,8 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
         test "a release scope gives back what it made except what it keeps, and a released tensor cannot be used" {
             let g = gpu.Value
             let be = g :> IBackend
-            let scoped = g :> IReleasingBackend
-            let before = be.Full([| 3 |], 1.0f)
             let length = 7_919 // a length no other test uses
-            let mutable dropped = null
-            let mutable kept = null
-            let mutable innerKept = null
-            do
-                use outer = scoped.BeginScope()
-                do
-                    use inner = scoped.BeginScope()
-                    innerKept <- be.Full([| length |], 4.0f)
-                    inner.Keep innerKept
-                    dropped <- be.Full([| length |], 2.0f)
-                // Kept by the inner scope only: it passed to the outer one, which is still open.
-                Expect.allEqual (innerKept.ToArray()) 4.0f "a tensor kept by the inner scope lives on in the outer one"
-                Expect.throwsT<ObjectDisposedException> (fun () -> dropped.ToArray() |> ignore) "a dropped tensor is released when its scope ends"
-                Expect.throwsT<ObjectDisposedException> (fun () -> be.Unary(Neg, dropped) |> ignore) "and no operation takes it"
-                kept <- be.Scalar(MulScalar 3.0f, be.Full([| 5 |], 1.0f))
-                outer.Keep kept
-            Expect.throwsT<ObjectDisposedException> (fun () -> innerKept.ToArray() |> ignore) "the outer scope did not keep it"
-            Expect.allEqual (kept.ToArray()) 3.0f "a kept tensor keeps its values"
-            Expect.allEqual (before.ToArray()) 1.0f "a tensor made before the scopes is untouched"
+            checkReleaseScopes be length
             // The released buffers are in the pool at once, without a collection.
             let hits = g.Pool.Hits
             let again = be.Full([| length |], 5.0f)

@@ -90,3 +90,30 @@ let checkGradient (name: string) (f: Tensor[] -> Tensor) (xs: Tensor[]) (seed: i
 let awayFrom (at: float32) (gap: float32) (x: Tensor) =
     let v = x.ToArray() |> Array.map (fun e -> if abs (e - at) < gap then (if e >= at then at + gap else at - gap) else e)
     Tensor.ofArray x.Shape v
+
+/// What release scopes promise on any backend that has them (IReleasingBackend): nested scopes, a kept tensor
+/// passing to the scope around it, a dropped one refusing every use once its scope ends, kept and earlier
+/// tensors untouched. Tensors of `length` elements are made and released (a length other tests do not use).
+let checkReleaseScopes (be: IBackend) (length: int) =
+    let scoped = be :?> IReleasingBackend
+    let before = be.Full([| 3 |], 1.0f)
+    let mutable dropped = null
+    let mutable kept = null
+    let mutable innerKept = null
+    do
+        use outer = scoped.BeginScope()
+        do
+            use inner = scoped.BeginScope()
+            innerKept <- be.Full([| length |], 4.0f)
+            inner.Keep innerKept
+            dropped <- be.Full([| length |], 2.0f)
+        // Kept by the inner scope only: it passed to the outer one, which is still open.
+        Expect.allEqual (innerKept.ToArray()) 4.0f "a tensor kept by the inner scope lives on in the outer one"
+        Expect.throwsT<ObjectDisposedException> (fun () -> dropped.ToArray() |> ignore) "a dropped tensor is released when its scope ends"
+        Expect.throwsT<ObjectDisposedException> (fun () -> be.Unary(Neg, dropped) |> ignore) "and no operation takes it"
+        Expect.throwsT<ObjectDisposedException> (fun () -> be.Reshape(dropped, [| 1; length |]) |> ignore) "nor a view of it"
+        kept <- be.Scalar(MulScalar 3.0f, be.Full([| 5 |], 1.0f))
+        outer.Keep kept
+    Expect.throwsT<ObjectDisposedException> (fun () -> innerKept.ToArray() |> ignore) "the outer scope did not keep it"
+    Expect.allEqual (kept.ToArray()) 3.0f "a kept tensor keeps its values"
+    Expect.allEqual (before.ToArray()) 1.0f "a tensor made before the scopes is untouched"

@@ -11,8 +11,14 @@ type CpuTensor internal (storage: CpuStorage, shape: int[]) =
     member internal _.Storage = storage
     /// The values (shared between reshaped views; never written after creation).
     member internal _.Data = storage.Data
+
+    /// Raises ObjectDisposedException when the storage's release scope has given its array back.
+    static member internal CheckLive(storage: CpuStorage) =
+        if storage.Released then
+            raise (ObjectDisposedException("CpuTensor", "a tensor was used after the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks)"))
     override _.Backend = CpuBackend.Instance :> IBackend
     override this.ToArray() =
+        CpuTensor.CheckLive storage
         let copy = Array.copy storage.Data
         GC.KeepAlive this
         copy
@@ -31,7 +37,9 @@ and [<Sealed>] CpuBackend private () =
 
     static member private Cpu(x: RawTensor) : CpuTensor =
         match x with
-        | :? CpuTensor as c -> c
+        | :? CpuTensor as c ->
+            CpuTensor.CheckLive c.Storage
+            c
         | null -> invalidArg "x" "a tensor argument was null"
         | _ -> invalidArg "x" (sprintf "a tensor on %O was given to the CPU backend; move it to the CPU first" x.Backend.Device)
 
@@ -42,7 +50,15 @@ and [<Sealed>] CpuBackend private () =
         Array.Clear a
         a
 
-    static member private Make(data: float32[], shape: int[]) = CpuTensor(CpuStorage.Of data, shape) :> RawTensor
+    static member private Make(data: float32[], shape: int[]) =
+        let storage = CpuStorage.Of data
+        let scope = CpuBackend.currentScope
+        if not (isNull scope) then scope.Add storage
+        CpuTensor(storage, shape) :> RawTensor
+
+    /// The innermost release scope of this thread.
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private currentScope: ReleaseScope<CpuStorage>
 
     /// The result tensor; the inputs are passed only to keep them (and so their pooled storage)
     /// alive until the kernel that read their arrays has finished.
@@ -74,6 +90,19 @@ and [<Sealed>] CpuBackend private () =
                         let row = ReadOnlySpan<float32>(src, (o * n + j) * inner, inner)
                         if isMax then Reductions.maxInto acc row else Reductions.addInto acc row)
         CpuBackend.Out(dst, outShape, x)
+
+    /// Release scopes: the arrays of the tensors a step makes go back to the pool when it ends (except those it
+    /// keeps), instead of when the garbage collector finds them, so the next step reuses warm memory.
+    interface IReleasingBackend with
+        member this.BeginScope() =
+            let scope = ReleaseScope<CpuStorage>(this, CpuBackend.currentScope, fun parent -> CpuBackend.currentScope <- parent)
+            CpuBackend.currentScope <- scope
+            { new IReleaseScope with
+                member _.Keep t =
+                    match t with
+                    | :? CpuTensor as c -> c.Storage.Kept <- true
+                    | _ -> ()
+                member _.Dispose() = scope.End() }
 
     interface IBackend with
         member _.Device = Device.Cpu

@@ -3,6 +3,7 @@ namespace Maac.Tensors.Cpu
 open System
 open System.Collections.Concurrent
 open System.Threading
+open Maac.Tensors
 
 /// Reuses large float arrays once the garbage collector has found their tensors dead.
 /// RL workloads allocate the same few sizes over and over; handing the memory back warm avoids
@@ -52,11 +53,22 @@ module internal StoragePool =
             Interlocked.Add(&pooledBytes, -bytes) |> ignore
 
 /// The storage behind one or more CPU tensors (reshaped tensors share it). When the last tensor
-/// using it is collected, a large array goes back to the pool.
+/// using it is collected, a large array goes back to the pool; when the release scope it was made in ends
+/// (IReleasingBackend), it is released at once instead, and its tensors refuse to be used.
 [<Sealed; AllowNullLiteral>]
 type internal CpuStorage private (data: float32[]) =
     member _.Data = data
-    override _.Finalize() = StoragePool.give data
+    /// Set when a release scope gave the array back.
+    member val Released = false with get, set
+    /// Set while a release scope is asked to keep the storage.
+    member val Kept = false with get, set
+    override s.Finalize() = if not s.Released then StoragePool.give data
+    interface IReleasableBlock with
+        member s.Kept with get () = s.Kept and set v = s.Kept <- v
+        member s.Release() =
+            s.Released <- true
+            GC.SuppressFinalize s
+            if data.Length >= StoragePool.MinPooledLength then StoragePool.give data
     /// Storage for an array (only pooled sizes keep their finaliser).
     static member Of(data: float32[]) =
         let s = new CpuStorage(data)

@@ -1,0 +1,34 @@
+namespace Maac.Tensors
+
+open System.Collections.Generic
+
+/// Memory behind a tensor and its reshaped views that a release scope can give back (for backend authors).
+[<AllowNullLiteral>]
+type IReleasableBlock =
+    /// Set while a release scope is asked to keep the block beyond its end.
+    abstract Kept: bool with get, set
+    /// Gives the memory back now; the tensors using it must refuse to be used from then on.
+    abstract Release: unit -> unit
+
+/// One thread's release scope on one backend (for backend authors implementing IReleasingBackend): the blocks
+/// recorded while it is the innermost scope are released when it ends, except kept ones, which pass to the scope
+/// around it (or, at the outermost, back to the garbage collector's care).
+[<Sealed; AllowNullLiteral>]
+type ReleaseScope<'Block when 'Block :> IReleasableBlock>(owner: obj, parent: ReleaseScope<'Block>, restore: ReleaseScope<'Block> -> unit) =
+    let made = List<'Block>()
+    let mutable ended = false
+    /// The backend the scope belongs to.
+    member _.Owner = owner
+    /// Records a block made while this scope is the innermost.
+    member _.Add(block: 'Block) = made.Add block
+    /// Ends the scope (once; later calls do nothing): makes the parent the innermost scope again, hands kept
+    /// blocks to it and releases the others.
+    member _.End() =
+        if not ended then
+            ended <- true
+            restore parent
+            for block in made do
+                if block.Kept then
+                    block.Kept <- false
+                    if not (isNull parent) then parent.Add block
+                else block.Release()
