@@ -95,7 +95,7 @@ let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: Ben
     let mutable model = su.Context.Model.Net
     let mutable modelOpt = Adam.init model
     let root = RandomKey.ofSeed 1L
-    // A step keeps the new optimiser state and parameters (on the GPU the rest is released when it ends).
+    // A step keeps the new optimiser state and parameters (the rest is released when it ends).
     let actorStep (i: int) =
         // The library's MAAC objective: H model steps, K samples per start state, terminal min-Q, α = 0.2.
         let o, p =

@@ -199,7 +199,7 @@ module Agent =
               [| a.Model.InputMean; a.Model.InputStd; a.Model.TargetMean; a.Model.TargetStd |] ]
 
     /// One gradient step on a batch: critics on the algorithm's target, then the actor on its
-    /// objective, then the temperature, then Polyak averaging of the target critics. On the GPU, every
-    /// tensor the step makes except the new state goes back to the device pool when it returns.
+    /// objective, then the temperature, then Polyak averaging of the target critics. Every tensor the step
+    /// makes except the new state goes back to its backend's pool when it returns (Tensor.releasing).
     let update (alg: Algorithm) (s: Settings) (ctx: ModelContext option) (step: int) (key: RandomKey) (a: AgentState) (b: Batch) =
         Tensor.releasing (fst >> tensors) (fun () -> updateOnce alg s ctx step key a b)

@@ -335,10 +335,11 @@ module Tensor =
                 at <- at + n
                 r))
 
-    /// Runs `work`; on a backend that releases memory by scopes (the GPU), every tensor it creates is released
-    /// when it returns, except those `keep` picks from its result (an exception releases them all). Elsewhere it
-    /// just runs `work`. For steps that replace their state: the new state is kept, the rest of the step's
-    /// tensors go back to the device pool at once instead of when the garbage collector finds them.
+    /// Runs `work`; on a backend that releases memory by scopes (the CPU and GPU backends), every tensor it creates
+    /// on this thread is released when it returns, except those `keep` picks from its result (an exception releases
+    /// them all), and a released tensor raises ObjectDisposedException when used. Elsewhere it just runs `work`.
+    /// For steps that replace their state: the new state is kept, the memory of the rest of the step's tensors
+    /// goes back to the pool at once instead of when the garbage collector finds them.
     let releasing (keep: 'T -> Tensor[]) (work: unit -> 'T) =
         match Backends.Default with
         | :? IReleasingBackend as b ->

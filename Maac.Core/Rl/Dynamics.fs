@@ -158,7 +158,7 @@ module Dynamics =
                 let rows = shuffles |> Array.collect (fun sh -> Array.init size (fun j -> sh.[(bi * s.BatchSize + j) % sh.Length]))
                 let bx = Tensor.indexSelect 0 rows xn |> Tensor.reshape [| members; size; -1 |]
                 let by = Tensor.indexSelect 0 rows yn |> Tensor.reshape [| members; size; -1 |]
-                // On the GPU the minibatch's other tensors go back to the device pool as soon as it is done.
+                // The minibatch's other tensors go back to the backend's pool as soon as it is done.
                 let loss, st, p =
                     Tensor.releasing (fun (loss, st, p: GaussianEnsemble) -> Array.append [| loss |] (Adam.tensors (st, p)))
                         (fun () ->
