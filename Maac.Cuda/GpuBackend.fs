@@ -311,14 +311,10 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
     interface IReleasingBackend with
         member this.BeginScope() =
-            let scope = ReleaseScope<DeviceBlock>(this, GpuBackend.currentScope, fun parent -> GpuBackend.currentScope <- parent)
-            GpuBackend.currentScope <- scope
-            { new IReleaseScope with
-                member _.Keep t =
-                    match t with
-                    | :? GpuTensor as g -> g.Block.Kept <- true
-                    | _ -> ()
-                member _.Dispose() = scope.End() }
+            ReleaseScope<DeviceBlock>.Begin(this, GpuBackend.currentScope, (fun s -> GpuBackend.currentScope <- s), fun t ->
+                match t with
+                | :? GpuTensor as g -> g.Block
+                | _ -> null)
 
     interface IBackend with
         member _.Device = device

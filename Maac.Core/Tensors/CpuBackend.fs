@@ -95,14 +95,10 @@ and [<Sealed>] CpuBackend private () =
     /// keeps), instead of when the garbage collector finds them, so the next step reuses warm memory.
     interface IReleasingBackend with
         member this.BeginScope() =
-            let scope = ReleaseScope<CpuStorage>(this, CpuBackend.currentScope, fun parent -> CpuBackend.currentScope <- parent)
-            CpuBackend.currentScope <- scope
-            { new IReleaseScope with
-                member _.Keep t =
-                    match t with
-                    | :? CpuTensor as c -> c.Storage.Kept <- true
-                    | _ -> ()
-                member _.Dispose() = scope.End() }
+            ReleaseScope<CpuStorage>.Begin(this, CpuBackend.currentScope, (fun s -> CpuBackend.currentScope <- s), fun t ->
+                match t with
+                | :? CpuTensor as c -> c.Storage
+                | _ -> null)
 
     interface IBackend with
         member _.Device = Device.Cpu

@@ -32,3 +32,15 @@ type ReleaseScope<'Block when 'Block :> IReleasableBlock>(owner: obj, parent: Re
                     block.Kept <- false
                     if not (isNull parent) then parent.Add block
                 else block.Release()
+
+    /// Opens a scope inside `parent` (this thread's innermost on the backend `owner`, or null) and makes it the
+    /// innermost through `setCurrent`. The IReleaseScope returned keeps a tensor by marking the block `blockOf`
+    /// finds for it (null for a tensor of another backend, which is left alone).
+    static member Begin(owner: obj, parent: ReleaseScope<'Block>, setCurrent: ReleaseScope<'Block> -> unit, blockOf: RawTensor -> 'Block) =
+        let scope = ReleaseScope<'Block>(owner, parent, setCurrent)
+        setCurrent scope
+        { new IReleaseScope with
+            member _.Keep t =
+                let block = blockOf t
+                if not (isNull (box block)) then block.Kept <- true
+            member _.Dispose() = scope.End() }
