@@ -16,7 +16,7 @@ type BenchShape =
 /// obs 17, act 6, 8 members of 4×200 swish, policy and twin Q 2×256, batch 256, horizon 4, 5 samples.
 let reference = { Obs = 17; Act = 6; Members = 8; ModelHidden = 200; Hidden = 256; Batch = 256; Horizon = 4; Samples = 5 }
 
-/// The reference's structure (the same operations) with 4-unit networks, 2 start states and 1 sample: almost no
+/// The reference's structure (the same operations) with 4-unit networks, 8 start states and 1 sample: almost no
 /// arithmetic, so a step's time is the host's cost of its operations (differentiation layer, backend, launches).
 let tiny = { reference with ModelHidden = 4; Hidden = 4; Batch = 8; Samples = 1 }
 
@@ -47,7 +47,6 @@ let private setup (s: BenchShape) =
       ModelInputs = Tensor.randn k.[5] [| s.Members; s.Batch; s.Obs + s.Act |]
       ModelTargets = Tensor.randn k.[6] [| s.Members; s.Batch; s.Obs + 1 |] }
 
-/// Median and minimum milliseconds of `reps` timed runs after `warmup` untimed ones.
 /// Median and minimum milliseconds of `reps` timed runs after `warmup` untimed ones (each run ends when the
 /// device has finished its work), the median time until the host had queued everything, GC pauses and
 /// allocation per run.

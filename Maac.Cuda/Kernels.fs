@@ -64,7 +64,6 @@ type TanhGaussianArgs =
 /// The device kernels: static methods that ILGPU compiles for CUDA or runs on its CPU accelerator.
 /// Their element formulas are those of the CPU backend (Maac.Core/Tensors/CpuKernels.fs).
 type internal Kernels =
-    static member Sigmoid(x: float32) = 1.0f / (1.0f + MathF.Exp(-x))
 
     static member SignOf(x: float32) = if x > 0.0f then 1.0f elif x < 0.0f then -1.0f else 0.0f
 
@@ -87,10 +86,10 @@ type internal Kernels =
         | 6 -> v * v
         | 7 -> 1.0f / v
         | 8 -> MathF.Max(v, 0.0f)
-        | 9 -> v * Kernels.Sigmoid v
+        | 9 -> v * ScalarMath.Sigmoid v
         | 10 -> MathF.Tanh v
-        | 11 -> Kernels.Sigmoid v
-        | 12 -> MathF.Max(v, 0.0f) + MathF.Log(1.0f + MathF.Exp(-(MathF.Abs v)))
+        | 11 -> ScalarMath.Sigmoid v
+        | 12 -> ScalarMath.Softplus v
         | 13 -> MathF.Sin v
         | _ -> MathF.Cos v
 
@@ -119,10 +118,10 @@ type internal Kernels =
             | 6 -> 2.0f * xv * gv
             | 7 -> -(gv * yv * yv)
             | 8 -> if xv > 0.0f then gv else 0.0f
-            | 9 -> let s = Kernels.Sigmoid xv in gv * s * (1.0f + xv * (1.0f - s))
+            | 9 -> let s = ScalarMath.Sigmoid xv in gv * s * (1.0f + xv * (1.0f - s))
             | 10 -> gv * (1.0f - yv * yv)
             | 11 -> gv * yv * (1.0f - yv)
-            | 12 -> gv * Kernels.Sigmoid xv
+            | 12 -> gv * ScalarMath.Sigmoid xv
             | 13 -> gv * MathF.Cos xv
             | _ -> -(gv * MathF.Sin xv)
 

@@ -175,6 +175,8 @@ and IBackend =
     abstract TanhGaussianSample: head: RawTensor * eps: RawTensor * lo: float32 * hi: float32 -> struct (RawTensor * RawTensor)
     /// The gradient of that sampling in head ([N, 2A]), or in eps ([N, A]) when wrtNoise, given the gradients
     /// of the actions gAction [N, A] and of the log-densities gLogProb [N]; either may be null (zero).
+    abstract TanhGaussianSampleGrad:
+        head: RawTensor * eps: RawTensor * gAction: RawTensor * gLogProb: RawTensor * lo: float32 * hi: float32 * wrtNoise: bool -> RawTensor
     /// Fused sampling from a Gaussian head with softly bounded log-variance (formulas in GaussianHeadFormulas):
     /// head [R, 2D] holds each row's means and then its raw log-variances, maxLogVar and minLogVar [D] the
     /// learned bounds, eps [R, D] standard-normal noise. Returns the samples μ + e^(v/2)·ε [R, D].
@@ -183,8 +185,6 @@ and IBackend =
     /// ([R, D]) in a bound (the caller sums over rows) or in the noise.
     abstract GaussianHeadSampleGrad:
         head: RawTensor * maxLogVar: RawTensor * minLogVar: RawTensor * eps: RawTensor * g: RawTensor * input: GaussianHeadInput -> RawTensor
-    abstract TanhGaussianSampleGrad:
-        head: RawTensor * eps: RawTensor * gAction: RawTensor * gLogProb: RawTensor * lo: float32 * hi: float32 * wrtNoise: bool -> RawTensor
 
 /// A piece of work whose tensors are released when it ends, except those kept (see IReleasingBackend).
 type IReleaseScope =
@@ -193,7 +193,8 @@ type IReleaseScope =
     abstract Keep: RawTensor -> unit
 
 /// A backend whose memory can be given back as soon as a piece of work ends, rather than when the garbage
-/// collector finds its tensors unreachable: device memory, which the collector neither sees nor counts.
+/// collector finds its tensors unreachable: device memory, which the collector neither sees nor counts, and the
+/// CPU backend's pooled arrays, which then come back warm for the next step.
 type IReleasingBackend =
     /// Records the tensors this thread creates on the backend until the scope is disposed, then releases those
     /// not kept; using a released tensor raises ObjectDisposedException.

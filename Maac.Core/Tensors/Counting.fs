@@ -21,7 +21,7 @@ type CountedTensor internal (inner: RawTensor, owner: CountingBackend) =
     override _.ToArray() = inner.ToArray()
 
 /// A backend that forwards every raw operation to another and counts them by kind (for example
-/// "binary Mul" or "matmul"), with the elements each produced: what a step asks of a device, for finding
+/// "binary mul" or "matmul + bias + Relu"), with the elements each produced: what a step asks of a device, for finding
 /// the operations worth fusing. Tensors made through it stay on it, so a whole computation is counted when
 /// it starts from tensors created while it is the default backend (Backends.Use).
 and [<Sealed>] CountingBackend(inner: IBackend) =
@@ -32,10 +32,12 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
     let unaryNames, unaryGradNames, randomNames = cache (), cache (), cache ()
     let binaryNames, concatNames = cache (), cache ()
     let activationNames = cache ()
-    let nameOf (names: System.Collections.Concurrent.ConcurrentDictionary<'K, string>) (prefix: string) (op: 'K) =
-        match names.TryGetValue op with
+    let named (names: System.Collections.Concurrent.ConcurrentDictionary<'K, string>) (key: 'K) (format: 'K -> string) =
+        match names.TryGetValue key with
         | true, name -> name
-        | _ -> names.GetOrAdd(op, sprintf "%s %A" prefix op)
+        | _ -> names.GetOrAdd(key, format key)
+    let nameOf names (prefix: string) op = named names op (sprintf "%s %A" prefix)
+    let productName (batched: bool) (withBias: bool) = (if batched then "batched matmul" else "matmul") + (if withBias then " + bias" else "")
 
     member private this.Wrap(t: RawTensor) = CountedTensor(t, this) :> RawTensor
 
@@ -96,27 +98,20 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
             let name = match op with AddScalar _ -> "addScalarGrad" | MulScalar _ -> "mulScalarGrad" | PowScalar _ -> "powScalarGrad" | Clamp _ -> "clampGrad"
             this.Counted(name, inner.ScalarGrad(op, this.Unwrap x, this.Unwrap g))
         member this.Binary(op, a, b) =
-            let broadcast = a.Shape <> b.Shape
             let name =
-                match binaryNames.TryGetValue struct (op, broadcast) with
-                | true, name -> name
-                | _ -> binaryNames.GetOrAdd(struct (op, broadcast), "binary " + BinaryOp.name op + (if broadcast then " (broadcast)" else ""))
+                named binaryNames struct (op, a.Shape <> b.Shape) (fun struct (op, broadcast) ->
+                    "binary " + BinaryOp.name op + (if broadcast then " (broadcast)" else ""))
             this.Counted(name, inner.Binary(op, this.Unwrap a, this.Unwrap b))
         member this.SumAxis(x, axis, keepDim) = this.Counted("sumAxis", inner.SumAxis(this.Unwrap x, axis, keepDim))
         member this.MaxAxis(x, axis, keepDim) = this.Counted("maxAxis", inner.MaxAxis(this.Unwrap x, axis, keepDim))
         member this.SumAll(x) = this.Counted("sumAll", inner.SumAll(this.Unwrap x))
         member this.MatMul(transA, transB, a, b, bias) =
-            let name = (if a.Shape.Length = 3 then "batched matmul" else "matmul") + (if isNull bias then "" else " + bias")
-            this.Counted(name, inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias))
+            this.Counted(productName (a.Shape.Length = 3) (not (isNull bias)), inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias))
         member this.MatMulActivation(transA, transB, a, b, bias, activation) =
             let struct (product, activated) = inner.MatMulActivation(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias, activation)
-            let key = struct (a.Shape.Length = 3, isNull bias, activation)
             let name =
-                match activationNames.TryGetValue key with
-                | true, name -> name
-                | _ ->
-                    let product = (if a.Shape.Length = 3 then "batched matmul" else "matmul") + (if isNull bias then "" else " + bias")
-                    activationNames.GetOrAdd(key, sprintf "%s + %A" product activation)
+                named activationNames struct (a.Shape.Length = 3, not (isNull bias), activation) (fun struct (batched, withBias, act) ->
+                    sprintf "%s + %A" (productName batched withBias) act)
             this.Count(name, activated.Numel)
             struct (this.Wrap product, this.Wrap activated)
         member this.Reshape(x, shape) = this.Counted("reshape (view)", inner.Reshape(this.Unwrap x, shape))

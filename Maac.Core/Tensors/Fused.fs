@@ -2,6 +2,16 @@ namespace Maac.Tensors
 
 open System
 
+/// Scalar functions shared by the fused formulas and the GPU kernels (MathF and arithmetic only, so that ILGPU
+/// can compile them for the device).
+[<AbstractClass; Sealed>]
+type ScalarMath =
+    /// log(1 + eˣ), computed stably as max(x, 0) + log(1 + e^−|x|).
+    static member Softplus(x: float32) = MathF.Max(x, 0.0f) + MathF.Log(1.0f + MathF.Exp(-(MathF.Abs x)))
+
+    /// 1 / (1 + e^−x).
+    static member Sigmoid(x: float32) = 1.0f / (1.0f + MathF.Exp(-x))
+
 /// The element formulas of fused tanh-Gaussian sampling, shared by every backend (the GPU kernels call them too,
 /// so they use only MathF and arithmetic). For one action dimension with mean m, log standard deviation before
 /// clamping r, and standard-normal noise e:
@@ -24,9 +34,7 @@ type TanhGaussianFormulas =
     static member LogProbTerm(m: float32, r: float32, e: float32, lo: float32, hi: float32) =
         let ls = TanhGaussianFormulas.LogStd(r, lo, hi)
         let u = m + MathF.Exp ls * e
-        let x = -2.0f * u
-        let softplus = MathF.Max(x, 0.0f) + MathF.Log(1.0f + MathF.Exp(-(MathF.Abs x)))
-        -0.5f * e * e - ls - TanhGaussianFormulas.HalfLog2Pi - 2.0f * (0.693147181f - u - softplus)
+        -0.5f * e * e - ls - TanhGaussianFormulas.HalfLog2Pi - 2.0f * (0.693147181f - u - ScalarMath.Softplus(-2.0f * u))
 
     /// dL/dm given dL/da (gA) and dL/d(log π) (gL): gA·(1 − a²) + gL·2a.
     static member MeanGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
@@ -49,16 +57,11 @@ type TanhGaussianFormulas =
 /// t = hi − softplus(hi − r) − lo, v = lo + softplus(t) (the bounded log-variance), sample = μ + e^(v/2)·e.
 [<AbstractClass; Sealed>]
 type GaussianHeadFormulas =
-    /// log(1 + eˣ), computed stably.
-    static member Softplus(x: float32) = MathF.Max(x, 0.0f) + MathF.Log(1.0f + MathF.Exp(-(MathF.Abs x)))
-
-    static member Sigmoid(x: float32) = 1.0f / (1.0f + MathF.Exp(-x))
-
     /// t, the argument of the outer softplus.
-    static member Inner(r: float32, hi: float32, lo: float32) = hi - GaussianHeadFormulas.Softplus(hi - r) - lo
+    static member Inner(r: float32, hi: float32, lo: float32) = hi - ScalarMath.Softplus(hi - r) - lo
 
     /// The bounded log-variance v.
-    static member LogVar(r: float32, hi: float32, lo: float32) = lo + GaussianHeadFormulas.Softplus(GaussianHeadFormulas.Inner(r, hi, lo))
+    static member LogVar(r: float32, hi: float32, lo: float32) = lo + ScalarMath.Softplus(GaussianHeadFormulas.Inner(r, hi, lo))
 
     /// μ + e^(v/2)·e.
     static member Sample(mean: float32, r: float32, hi: float32, lo: float32, e: float32) =
@@ -70,15 +73,15 @@ type GaussianHeadFormulas =
 
     /// dL/dr for dL/dsample g: g·(e^(v/2)·e/2)·σ(t)·σ(hi − r).
     static member RawGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * GaussianHeadFormulas.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)) * GaussianHeadFormulas.Sigmoid(hi - r)
+        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)) * ScalarMath.Sigmoid(hi - r)
 
     /// dL/dhi: g·(e^(v/2)·e/2)·σ(t)·(1 − σ(hi − r)).
     static member MaxGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * GaussianHeadFormulas.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)) * (1.0f - GaussianHeadFormulas.Sigmoid(hi - r))
+        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)) * (1.0f - ScalarMath.Sigmoid(hi - r))
 
     /// dL/dlo: g·(e^(v/2)·e/2)·(1 − σ(t)).
     static member MinGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * (1.0f - GaussianHeadFormulas.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)))
+        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * (1.0f - ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)))
 
     /// dL/de: g·e^(v/2).
     static member NoiseGrad(r: float32, hi: float32, lo: float32, g: float32) = g * MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo))
