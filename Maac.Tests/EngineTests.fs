@@ -40,6 +40,14 @@ let private checkProduct (ta: bool) (tb: bool) (batches: int) (m: int) (k: int) 
 
 let tests =
     testList "engine" [
+        test "softplus holds float32 accuracy over the whole range, down to x = -87 (CPU kernel and scalar formula)" {
+            // A few float32 roundings: 4e-7 relative would do; 2e-6 leaves room for exp's and log's own error.
+            // Without log1p, 1 + eˣ rounds to 1 for x ≤ -17 (softplus 0) and is 17% off at x = -15.
+            let kernel = (Tensor.ofArray [| softplusGrid.Length |] softplusGrid |> Tensor.softplus).ToArray()
+            Expect.isLessThan (softplusWorstError kernel) 2e-6 "CPU kernel"
+            Expect.isLessThan (softplusWorstError (softplusGrid |> Array.map ScalarMath.Softplus)) 2e-6 "ScalarMath.Softplus"
+            Expect.isGreaterThan (Tensor.softplus (Tensor.scalar -30.0f) |> Tensor.toScalar) 0.0f "no underflow to 0 at x = -30"
+        }
         testPropertyWithConfig configFew "SGEMM matches the float64 product within the rounding bound (edge tiles, transposes, batches)" (fun () ->
             Prop.forAll (Arb.fromGen (genProduct 40 40 70)) (fun (m, k, n, ta, tb, batches) -> checkProduct ta tb batches m k n (m + 7 * k + 13 * n)))
 

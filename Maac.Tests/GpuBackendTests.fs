@@ -36,6 +36,10 @@ let private dropNew (g: IBackend) (length: int) = g.Full([| length |], 1.0f) |> 
 let private suite (name: string) (gpu: Lazy<GpuBackend>) =
     let onGpu (t: RawTensor) = (gpu.Value :> IBackend).OfArray(t.ToArray(), t.Shape)
     testList name [
+        test "softplus holds float32 accuracy down to x = -87" {
+            let x = (gpu.Value :> IBackend).OfArray(softplusGrid, [| softplusGrid.Length |])
+            Expect.isLessThan (softplusWorstError ((gpu.Value :> IBackend).Unary(Softplus, x).ToArray())) 2e-6 "GPU kernel"
+        }
         testPropertyWithConfig configFew "unary operations and their gradient kernels match the CPU backend" (fun () ->
             Prop.forAll arbShapeSeed (fun c ->
                 let shape, seed = c.Shape, c.Seed

@@ -4,6 +4,7 @@ module Maac.Tests.OpGradientTests
 open Expecto
 open FsCheck
 open FsCheck.FSharp
+open Maac
 open Maac.Tensors
 open Maac.Tests.Support
 
@@ -110,6 +111,38 @@ let tests =
                 let bias = uniform (seed + 2) [| n |] -1.0f 1.0f
                 checkGradient "matmul" (fun xs ->
                     Tensor.matmulWith ta tb xs.[0] xs.[1] (if withBias then Some xs.[2] else None)) [| a; b; bias |] seed))
+        testPropertyWithConfig config "products: every accepted bias shape, values and gradients" (fun () ->
+            // A bias of n elements is shared by every row whatever its shape; batch·n elements give one row per batch
+            // entry. Each shape is checked against the broadcast sum it stands for and against finite differences.
+            Prop.forAll (Arb.fromGen (Gen.arrayOfLength 4 (Gen.choose (1, 4)))) (fun d ->
+                let bsz, m, k, n = d.[0], d.[1], d.[2], d.[3]
+                let seed = bsz * 1000 + m * 100 + k * 10 + n
+                let cases =
+                    [ false, [| n |]; false, [| 1; n |]; false, [| n; 1 |]; false, [| 1; 1; n |]
+                      true, [| bsz; n |]; true, [| bsz; 1; n |]; true, [| bsz * n |] ]
+                for rank in [ 2; 3 ] do
+                    let batches = if rank = 3 then bsz else 1
+                    let a = uniform seed (if rank = 3 then [| bsz; m; k |] else [| m; k |]) -1.0f 1.0f
+                    let b = uniform (seed + 1) (if rank = 3 then [| bsz; k; n |] else [| k; n |]) -1.0f 1.0f
+                    for perBatch, shape in cases do
+                        if rank = 3 || not perBatch then
+                            let bias = uniform (seed + 2) shape -1.0f 1.0f
+                            let broadcastBias = Tensor.reshape (if perBatch then [| batches; 1; n |] else [| n |]) bias
+                            let expected = (if rank = 3 then Tensor.bmm a b else Tensor.matmul a b) + broadcastBias
+                            let got = Tensor.matmulWith false false a b (Some bias)
+                            let label = sprintf "bias %s on a rank-%d product" (Shape.show shape) rank
+                            // Sums of at most 4 products of values in [-1, 1] plus a bias: a few float32 roundings of magnitude ≤ 5.
+                            Expect.isLessThan (Array.map2 (fun x y -> abs (x - y)) (got.ToArray()) (expected.ToArray()) |> Array.max) 1e-5f (label + ": values")
+                            checkGradient label (fun xs -> Tensor.matmulWith false false xs.[0] xs.[1] (Some xs.[2])) [| a; b; bias |] seed))
+        test "a per-batch bias [B, n] with as many rows as batches gets its own rows' gradient (the fault found)" {
+            // a [2, 2, 3], b [2, 3, 2], bias [2, 2]; d(sum(y · W))/d bias with W = 1..8 sums W over each batch's rows.
+            let a = Tensor.ofArray [| 2; 2; 3 |] (Array.init 12 (fun i -> float32 i / 10.0f))
+            let b = Tensor.ofArray [| 2; 3; 2 |] (Array.init 12 (fun i -> float32 (12 - i) / 10.0f))
+            let bias = Tensor.zeros [| 2; 2 |]
+            let w = Tensor.ofArray [| 2; 2; 2 |] (Array.init 8 (fun i -> float32 (i + 1)))
+            let g = Diff.grad (fun c -> Tensor.sum (Tensor.matmulWith false false a b (Some c) * w)) bias
+            Expect.sequenceEqual (g.ToArray()) [| 4.0f; 6.0f; 12.0f; 14.0f |] "W[b, 0, :] + W[b, 1, :] for each batch entry b"
+        }
         testPropertyWithConfig config "batched matmul (baddbmm)" (fun () ->
             Prop.forAll (Arb.fromGen (Gen.arrayOfLength 4 (Gen.choose (1, 6)))) (fun d ->
                 let bsz, m, k, n = d.[0], d.[1], d.[2], d.[3]

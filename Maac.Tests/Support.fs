@@ -117,3 +117,17 @@ let checkReleaseScopes (be: IBackend) (length: int) =
     Expect.throwsT<ObjectDisposedException> (fun () -> innerKept.ToArray() |> ignore) "the outer scope did not keep it"
     Expect.allEqual (kept.ToArray()) 3.0f "a kept tensor keeps its values"
     Expect.allEqual (before.ToArray()) 1.0f "a tensor made before the scopes is untouched"
+
+/// log(1 + eˣ) in float64 to about 1e-15 relative (a series where eˣ is small, so that no rounding of 1 + eˣ enters).
+let softplusReference (x: float) =
+    let z = Math.Exp(-(abs x))
+    let log1p = if z < 1e-5 then z - z * z / 2.0 + z * z * z / 3.0 else Math.Log(1.0 + z)
+    max x 0.0 + log1p
+
+/// Softplus arguments from −87 (eˣ still a normal float32) to 30, including where 1 + eˣ rounds to 1 in float32.
+let softplusGrid = Array.init 1171 (fun i -> -87.0f + 0.1f * float32 i)
+
+/// The largest relative error of float32 softplus values against the float64 reference on the grid.
+let softplusWorstError (values: float32[]) =
+    Array.map2 (fun (x: float32) (y: float32) -> let r = softplusReference (float x) in abs (float y - r) / r) softplusGrid values
+    |> Array.max

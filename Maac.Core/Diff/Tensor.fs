@@ -1,5 +1,7 @@
 namespace Maac.Tensors
 
+open Maac
+
 open System
 
 /// A recorded operation: its inputs, how many outputs it made, and how gradients of its outputs are sent back
@@ -370,7 +372,7 @@ module Tensor =
     let split (axis: int) (sizes: int[]) (x: Tensor) =
         let ax = Shape.axis "split" x.Rank axis
         if Array.sum sizes <> x.Primal.Shape.[ax] then
-            Shape.fail "split" (sprintf "sizes %A do not add up to axis %d of shape %s" sizes axis (Shape.show x.Primal.Shape))
+            Shape.fail "split" (sprintf "sizes %s do not add up to axis %d of shape %s" (Shape.show sizes) axis (Shape.show x.Primal.Shape))
         let starts = Array.scan (+) 0 sizes
         let be = x.Primal.Backend
         let inShape = x.Primal.Shape
@@ -444,6 +446,17 @@ module Tensor =
 
     // ---------------------------------------------------------------- products
 
+    /// The gradient of a product's bias, laid out as the forward pass reads it (whatever the bias's own shape):
+    /// n elements are shared by every row (and batch entry), so g is summed over all but its last axis;
+    /// batch·n elements give one row per batch entry, so g [B, m, n] is summed over its rows m.
+    let private productBiasGrad (bias: RawTensor) (g: RawTensor) =
+        let be = g.Backend
+        let n = g.Shape.[g.Shape.Length - 1]
+        let summed =
+            if bias.Numel = n then Seq.fold (fun (r: RawTensor) _ -> be.SumAxis(r, 0, false)) g (seq { 2 .. g.Shape.Length })
+            else be.SumAxis(g, 1, false)
+        if summed.Shape = bias.Shape then summed else be.Reshape(summed, bias.Shape)
+
     /// The inputs' gradients of op(a)·op(b) (+ bias) given the product's gradient g.
     let private productGrads (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) (g: RawTensor) (need: bool[]) =
         let be = g.Backend
@@ -457,11 +470,12 @@ module Tensor =
             elif transB then be.MatMul(true, transA, g, ap, null)
             else be.MatMul(not transA, false, ap, g, null)
         match bias with
-        | Some c -> [| dA; dB; (if need.[2] then sumTo c.Primal.Shape g else null) |]
+        | Some c -> [| dA; dB; (if need.[2] then productBiasGrad c.Primal g else null) |]
         | None -> [| dA; dB |]
 
     /// op(a)·op(b) (+ bias), rank 2 or batched rank 3, where op transposes the last two dimensions when asked.
-    /// bias has n elements (shared by all rows) or batch·n (one row per batch entry), or is None.
+    /// bias has n elements (shared by all rows, of any shape: [n], [1, n], [n, 1], ...) or batch·n (one row per batch
+    /// entry: [B, n], [B, 1, n] or [B·n]), or is None; values and gradients follow that reading for every shape.
     let matmulWith (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) =
         let inputs = match bias with Some c -> [| a; b; c |] | None -> [| a; b |]
         let be = backendOf "matmul" inputs

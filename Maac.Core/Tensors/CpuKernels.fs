@@ -114,8 +114,13 @@ module internal Elementwise =
         | Relu -> map1 x y (fun v -> Vector256.Max(v, zero))
         | Silu when wide -> silu512 x x y false
         | Silu -> map1 x y (fun v -> v * vsigmoid v)
-        // Softplus log(1 + e^x), computed stably as max(x, 0) + log(1 + e^−|x|).
-        | Softplus -> map1 x y (fun v -> Vector256.Max(v, zero) + Vector256.Log(one + Vector256.Exp(-(Vector256.Abs v))))
+        // Softplus log(1 + e^x), computed stably as max(x, 0) + log1p(e^−|x|), log1p as in ScalarMath.Log1p.
+        | Softplus ->
+            map1 x y (fun v ->
+                let z = Vector256.Exp(-(Vector256.Abs v))
+                let w = one + z
+                let log1p = Vector256.ConditionalSelect(Vector256.Equals(w, one), z, Vector256.Log w * (z / (w - one)))
+                Vector256.Max(v, zero) + log1p)
 
     /// dx from x, y = op(x) and the incoming gradient g.
     let unaryGrad (op: UnaryOp) (x: float32[]) (y: float32[]) (g: float32[]) (dx: float32[]) =
