@@ -59,7 +59,7 @@ public abstract class Agent : IDisposable
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(environment);
         try { return Envs.Tasks.find(environment); }
-        catch (ArgumentException e) { throw new ArgumentException(e.Message, nameof(environment), e); }
+        catch (ArgumentException e) { throw ArgumentErrors.For(e, nameof(environment)); }
     }
 
     /// <summary>The library task of a user's environment, checked by the environment checker.</summary>
@@ -151,7 +151,7 @@ public abstract class Agent : IDisposable
         ArgumentNullException.ThrowIfNull(observation);
         var key = RandomKeyModule.fold(Interlocked.Increment(ref actCalls), RandomKeyModule.fold(ActingStream, RandomKeyModule.ofSeed(trainer.Settings.Seed)));
         try { return trainer.Act(observation, deterministic, key); }
-        catch (ArgumentException e) { throw new ArgumentException(e.Message, nameof(observation), e); }
+        catch (ArgumentException e) { throw ArgumentErrors.For(e, nameof(observation)); }
     }
 
     /// <summary>Runs <paramref name="episodes"/> episodes in parallel with the deterministic policy (episode i seeded from i).</summary>

@@ -1,7 +1,7 @@
 using Microsoft.FSharp.Core;
-using CoreEnv = Maac.Envs.IEnvironment;
-using CoreReset = Maac.Envs.ResetResult;
-using CoreStep = Maac.Envs.StepResult;
+using CoreEnv = Maac.Envs.IEnv;
+using CoreReset = Maac.Envs.EnvReset;
+using CoreStep = Maac.Envs.EnvStep;
 
 namespace Maac;
 
@@ -62,7 +62,7 @@ internal sealed class EnvironmentAdapter : CoreEnv
         }
         catch (ArgumentException e) when (e.ParamName == "env")
         {
-            throw new ArgumentException(e.Message, nameof(environmentFactory), e);
+            throw ArgumentErrors.For(e, nameof(environmentFactory));
         }
     }
 }

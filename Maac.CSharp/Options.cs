@@ -1,4 +1,5 @@
 using Maac.Algorithms;
+using Maac.Tensors;
 using SettingsDefaults = Maac.Algorithms.SettingsModule;
 
 namespace Maac;
@@ -9,7 +10,8 @@ public enum ComputeDevice
     /// <summary>The managed CPU backend (SIMD kernels, blocked multi-threaded SGEMM).</summary>
     Cpu = 0,
 
-    /// <summary>An NVIDIA GPU through the CUDA backend (ILGPU kernels); pick the GPU with <see cref="AgentOptions.DeviceIndex"/>.</summary>
+    /// <summary>An NVIDIA GPU through the CUDA backend (ILGPU kernels, in the optional Maac.Cuda package); pick the GPU
+    /// with <see cref="AgentOptions.DeviceIndex"/>.</summary>
     Cuda = 1,
 }
 
@@ -94,8 +96,9 @@ public abstract class AgentOptions
 
     /// <summary>
     /// The device that computes (see <see cref="ComputeDevice"/>). The choice is process-wide: new tensors are created
-    /// on it. Choosing <see cref="ComputeDevice.Cuda"/> on a machine without an NVIDIA GPU and driver fails with a
-    /// <see cref="Maac.Cuda.GpuUnavailableException"/> saying what is missing.
+    /// on it. <see cref="ComputeDevice.Cuda"/> needs the Maac.Cuda package (<c>dotnet add package Maac.Cuda</c>), an NVIDIA
+    /// GPU and its driver; without any of them, creating an agent fails with a <see cref="GpuUnavailableException"/>
+    /// saying which is missing.
     /// </summary>
     public ComputeDevice Device { get; set; } = ComputeDevice.Cpu;
 
@@ -129,7 +132,7 @@ public abstract class AgentOptions
     internal void ApplyRuntime()
     {
         if (threads is int t) Tensors.Cpu.CpuSettings.Threads = t;
-        Maac.Cuda.Gpu.select(Device switch
+        Devices.select(Device switch
         {
             ComputeDevice.Cpu => "cpu",
             ComputeDevice.Cuda => $"cuda:{deviceIndex}",

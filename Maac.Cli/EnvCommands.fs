@@ -31,7 +31,7 @@ let bench (name: string) (steps: int) =
         float steps / sw.Elapsed.TotalSeconds
     env.Reset(Some 0L) |> ignore
     let envRate = timeLoop (fun i -> if (env.Step actions.[i % 1000]).Truncated then env.Reset None |> ignore)
-    printfn "%s through IEnvironment: %.0f steps/s" task.Name envRate
+    printfn "%s through IEnv: %.0f steps/s" task.Name envRate
     match (env :?> TimeLimit).Inner with
     | :? MuJoCoEnvironment as m ->
         let sim = m.Simulation

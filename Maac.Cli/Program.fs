@@ -172,7 +172,7 @@ let main argv =
             0
         | Train t ->
             Maac.Tensors.Cpu.CpuSettings.Threads <- t.GetResult(TrainArgs.Threads, defaultValue = Environment.ProcessorCount)
-            Maac.Cuda.Gpu.select (t.GetResult(TrainArgs.Device, defaultValue = "cpu")) |> ignore
+            Maac.Tensors.Devices.select (t.GetResult(TrainArgs.Device, defaultValue = "cpu")) |> ignore
             match t.TryGetResult Resume with
             | Some dir ->
                 let s = Maac.Algorithms.RunFolder.readSettings dir
@@ -193,7 +193,7 @@ let main argv =
                 let out = t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
                 TrainCommands.train s out false
         | Eval e ->
-            Maac.Cuda.Gpu.select (e.GetResult(EvalArgs.Device, defaultValue = "cpu")) |> ignore
+            Maac.Tensors.Devices.select (e.GetResult(EvalArgs.Device, defaultValue = "cpu")) |> ignore
             TrainCommands.eval (e.GetResult EvalArgs.Run) (e.GetResult(EvalArgs.Episodes, defaultValue = 10)) (e.Contains EvalArgs.Mpc)
         | Plot p -> TrainCommands.plot (p.GetResult Runs) (p.GetResult PlotArgs.Out)
         | Experiment x ->
@@ -232,7 +232,7 @@ let main argv =
                 | "ilgpu-cpu" ->
                     Maac.Tensors.Backends.Default <- Maac.Cuda.Gpu.cpuSimulator ()
                     Maac.Tensors.Device.Cuda 0
-                | spec -> Maac.Cuda.Gpu.select spec
+                | spec -> Maac.Tensors.Devices.select spec
             let shape =
                 match b.GetResult(Shape, defaultValue = "reference") with
                 | "reference" -> Bench.reference

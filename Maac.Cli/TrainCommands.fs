@@ -1,6 +1,8 @@
 /// `train`, `eval` and `plot`.
 module Maac.Cli.TrainCommands
 
+open Maac
+
 open System
 open System.IO
 open System.Threading

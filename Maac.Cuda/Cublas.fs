@@ -1,5 +1,7 @@
 namespace Maac.Cuda
 
+open Maac
+
 open System
 open System.Runtime.InteropServices
 

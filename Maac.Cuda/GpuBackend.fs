@@ -1,5 +1,7 @@
 namespace Maac.Cuda
 
+open Maac
+
 open System
 open ILGPU
 open ILGPU.Runtime
@@ -628,28 +630,9 @@ module Gpu =
         let cpu = context.Value.GetCPUDevices().[0]
         new GpuBackend(cpu.CreateAccelerator(context.Value), Device.Cuda 0)
 
-    /// Parses "cpu", "cuda" or "cuda:N" and makes that device the process-wide default for new tensors (the
-    /// CUDA backend is created and registered on first use). Returns the device.
-    let select (spec: string) =
-        match spec.Trim().ToLowerInvariant() with
-        | "cpu" ->
-            Backends.Default <- Backends.Get Device.Cpu
-            Device.Cpu
-        | s when s = "cuda" || s.StartsWith "cuda:" ->
-            let index =
-                if s = "cuda" then 0
-                else
-                    match Int32.TryParse(s.Substring 5) with
-                    | true, i -> i
-                    | _ -> invalidArg "spec" (sprintf "'%s' is not a device: use cpu, cuda or cuda:N" spec)
-            let device = Device.Cuda index
-            let backend =
-                lock context (fun () ->
-                    try Backends.Get device
-                    with :? ArgumentException ->
-                        let b = cuda index
-                        Backends.Register b
-                        b :> IBackend)
-            Backends.Default <- backend
-            device
-        | _ -> invalidArg "spec" (sprintf "'%s' is not a device: use cpu, cuda or cuda:N" spec)
+/// Supplies CUDA backends to Maac.Core's device selection (Devices.select "cuda:N", ComputeDevice.Cuda), which
+/// finds this type by name when an application references the Maac.Cuda package.
+[<Sealed>]
+type CudaProvider() =
+    interface IBackendProvider with
+        member _.Create index = Gpu.cuda index :> IBackend

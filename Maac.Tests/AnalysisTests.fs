@@ -168,7 +168,7 @@ let tests =
             let returns = PendulumOptimum.evaluationReturns grid 0L 3
             let idle =
                 Array.init 3 (fun e ->
-                    use env = new Maac.Envs.TimeLimit(new Maac.Envs.Pendulum(), 200) :> Maac.Envs.IEnvironment
+                    use env = new Maac.Envs.TimeLimit(new Maac.Envs.Pendulum(), 200) :> Maac.Envs.IEnv
                     env.Reset(Some(Maac.Algorithms.Trainer.EvaluationSeedBase 0L + int64 e)) |> ignore
                     Array.init 200 (fun _ -> (env.Step [| 0.0f |]).Reward) |> Array.sum)
             for e in 0 .. 2 do

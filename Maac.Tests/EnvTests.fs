@@ -2,6 +2,8 @@
 /// environment rewards, bad input, MuJoCo layout and instability handling.
 module Maac.Tests.EnvTests
 
+open Maac
+
 open System
 open System.Diagnostics
 open System.IO
@@ -80,7 +82,7 @@ let tests =
 
         test "Pendulum follows the hand-computed equations for a fixed action sequence" {
             use env = new Pendulum()
-            let e = env :> IEnvironment
+            let e = env :> IEnv
             e.Reset(Some 0L) |> ignore
             let mutable th, thdot = env.State.[0], env.State.[1]
             for u in [ 1.0; -2.0; 0.5; 2.0; 3.0 ] do
@@ -97,7 +99,7 @@ let tests =
 
         test "the double integrator follows s' = A s + B u with reward −½(sᵀs + u²)" {
             use env = new DoubleIntegrator()
-            let e = env :> IEnvironment
+            let e = env :> IEnv
             let first = e.Reset(Some 0L)
             Expect.sequenceEqual first.Observation [| 1.0f; 1.0f |] "starts at (1, 1)"
             let A, B = DoubleIntegrator.A, DoubleIntegrator.B
@@ -123,7 +125,7 @@ let tests =
         }
 
         test "bad actions: wrong size names the task and the size, NaN is refused, out-of-range is clipped" {
-            use env = new Pendulum() :> IEnvironment
+            use env = new Pendulum() :> IEnv
             env.Reset(Some 1L) |> ignore
             let wrong = Expect.throwsC (fun () -> env.Step [| 0.0f; 1.0f |] |> ignore) (fun e -> e.Message)
             Expect.stringContains wrong "Pendulum" "names the task"
@@ -149,7 +151,7 @@ let tests =
 
         test "a user environment with a bad observation size fails the checker with a clear problem" {
             let bad =
-                { new IEnvironment with
+                { new IEnv with
                     member _.Name = "Bad"
                     member _.ObservationSpace = Box.unbounded 3
                     member _.ActionSpace = Box.symmetric 1 1.0f
@@ -201,7 +203,7 @@ let tests =
                       Observe = fun sim -> sim.PositionsAndVelocities 0
                       Reward = fun _ _ _ -> 0.0
                       Terminated = fun _ _ _ -> false }
-                use env = MuJoCoTasks.fromFile path spec :> IEnvironment
+                use env = MuJoCoTasks.fromFile path spec :> IEnv
                 env.Reset(Some 1L) |> ignore
                 let r = env.Step [| 1.0f |]
                 Expect.isTrue r.Truncated "truncated"

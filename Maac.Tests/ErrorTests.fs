@@ -1,6 +1,8 @@
 /// Errors a user can cause say what was wrong and where.
 module Maac.Tests.ErrorTests
 
+open Maac
+
 open Expecto
 open Maac.Tensors
 

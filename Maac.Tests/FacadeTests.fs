@@ -101,6 +101,62 @@ let tests =
             Expect.isEmpty bad "F# or tuple types in the public C# surface"
         }
 
+        test "the façade's names can be imported beside every namespace of Maac.Core and Maac.Cuda (no CS0104)" {
+            // C# reports CS0104 when a name used is declared in two imported namespaces: the façade's Maac and
+            // Maac.Envs, Maac.Tensors, ... F# modules are static classes to C#, so they count too.
+            let facade =
+                typeof<MaacAgent>.Assembly.GetExportedTypes()
+                |> Array.filter (fun t -> t.Namespace = "Maac")
+                |> Array.map (fun t -> t.Name)
+                |> Set.ofArray
+            Expect.isTrue (facade.Contains "IEnvironment" && facade.Contains "StepResult") "the walk sees the façade's names"
+            let others =
+                [ typeof<Maac.Algorithms.Trainer>.Assembly; typeof<Maac.Cuda.GpuBackend>.Assembly ]
+                |> List.collect (fun a -> a.GetExportedTypes() |> List.ofArray)
+                |> List.filter (fun t -> not (isNull t.Namespace) && t.Namespace.StartsWith "Maac.")
+            Expect.isGreaterThan others.Length 50 "the walk sees the library's namespaces"
+            let clashes = others |> List.filter (fun t -> facade.Contains t.Name) |> List.map (fun t -> t.FullName)
+            Expect.isEmpty clashes (sprintf "types of Maac.* namespaces named like a façade type: %s" (String.Join(", ", clashes)))
+        }
+
+        test "the exceptions a user catches are in the Maac namespace" {
+            for t in [ typeof<ShapeException>; typeof<NonFiniteException>; typeof<CheckpointException>; typeof<DivergenceException>
+                       typeof<GpuUnavailableException>; typeof<MuJoCoUnavailableException> ] do
+                Expect.equal t.Namespace "Maac" t.Name
+        }
+
+        test "asking for CUDA without the Maac.Cuda package names the package and how to add it" {
+            let e = caught<GpuUnavailableException> (fun () -> Devices.loadProvider "Maac.NoSuchBackend" "Maac.NoSuchBackend.Provider" |> ignore)
+            Expect.stringContains e.Message "dotnet add package Maac.NoSuchBackend" "says which package to add"
+            // With the package referenced (as this test program does), the provider is found by name.
+            let provider = Devices.loadProvider Devices.CudaPackage "Maac.Cuda.CudaProvider"
+            Expect.equal (provider.GetType()) typeof<Maac.Cuda.CudaProvider> "Maac.Cuda's provider"
+        }
+
+        test "device names: cpu, cuda and cuda:N are read, anything else is refused naming the text" {
+            Expect.equal (Devices.parse " CPU ") Device.Cpu "cpu"
+            Expect.equal (Devices.parse "cuda") (Device.Cuda 0) "cuda"
+            Expect.equal (Devices.parse "cuda:3") (Device.Cuda 3) "cuda:3"
+            for bad in [ "gpu"; "cuda:"; "cuda:-1"; "cuda:x" ] do
+                let e = caught<ArgumentException> (fun () -> Devices.parse bad |> ignore)
+                Expect.stringContains e.Message (sprintf "'%s'" bad) bad
+        }
+
+        test "argument errors read as C#: the parameter named once, the caller's own, no F# syntax" {
+            use agent = new SacAgent("Pendulum", small (SacOptions.ForTask "Pendulum"))
+            let errors =
+                [ caught<ArgumentException> (fun () -> agent.Act [| 1.0f |] |> ignore)
+                  caught<ArgumentException> (fun () -> agent.Act [| 1.0f; nanf; 0.0f |] |> ignore)
+                  caught<ArgumentException> (fun () -> new MaacAgent("NoSuchTask") |> ignore)
+                  caught<ArgumentException> (fun () -> new SacAgent((fun () -> new Reach(2) :> IEnvironment), small (SacOptions())) |> ignore) ]
+            for e in errors do
+                let suffixes = e.Message.Split("(Parameter '").Length - 1
+                Expect.equal suffixes 1 (sprintf "one parameter suffix: %s" e.Message)
+                Expect.contains [ "observation"; "environment"; "environmentFactory" ] e.ParamName (sprintf "a public parameter: %s" e.Message)
+                for fsharp in [ "[|"; "|]"; "nanf"; "inff"; "Some "; "None" ] do
+                    Expect.isFalse (e.Message.Contains fsharp) (sprintf "no '%s' in: %s" fsharp e.Message)
+        }
+
         test "the walk would catch an F# type: it flags one in Maac.Core's surface" {
             let found = publicSignatureTypes typeof<Maac.Algorithms.Trainer>.Assembly
             Expect.exists found (snd >> isFSharpOrTuple) "Maac.Core exposes F# types, and the walk sees them"
@@ -209,11 +265,11 @@ let tests =
                 try
                     (Maac.Cuda.Gpu.cuda 0 :> IDisposable).Dispose()
                     true
-                with :? Maac.Cuda.GpuUnavailableException -> false
+                with :? GpuUnavailableException -> false
             if hasGpu then skiptest "this machine has a GPU; the no-GPU error cannot be observed here"
             let options = small (SacOptions.ForTask "Pendulum")
             options.Device <- ComputeDevice.Cuda
-            let e = caught<Maac.Cuda.GpuUnavailableException> (fun () -> new SacAgent("Pendulum", options) |> ignore)
+            let e = caught<GpuUnavailableException> (fun () -> new SacAgent("Pendulum", options) |> ignore)
             Expect.stringContains e.Message "NVIDIA" "says what is missing"
             Expect.equal Backends.Default.Device Device.Cpu "new tensors still go to the CPU"
         }

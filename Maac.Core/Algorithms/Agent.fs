@@ -1,5 +1,7 @@
 namespace Maac.Algorithms
 
+open Maac
+
 open System
 open Maac.Tensors
 open Maac.Nn
@@ -97,10 +99,6 @@ module Algorithms =
         | Some a -> a
         | None -> invalidArg "name" (sprintf "unknown algorithm '%s'; choose one of %s" name (String.Join(", ", all @ ablations |> List.map (fun a -> a.Name))))
 
-/// Raised when a loss, gradient or parameter becomes NaN or infinite; says where and at which step.
-type DivergenceException(message: string) =
-    inherit Exception(message)
-
 /// All learned state of an agent (parameters and optimiser moments): data, replaced by each update.
 type AgentState =
     { Policy: TanhGaussianPolicy
@@ -119,7 +117,9 @@ type UpdateMetrics =
       ActorLoss: float32
       Alpha: float32 }
 
+// Compiled as AgentModule: the façade's Agent class is what a C# caller means by Agent.
 /// Creating agents, acting, and one gradient step of an algorithm.
+[<CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Agent =
     /// A fresh agent for a task's sizes; the model learns rewards when the task has no reward function.
     let init (s: Settings) (key: RandomKey) (obsDim: int) (actDim: int) (predictReward: bool) =

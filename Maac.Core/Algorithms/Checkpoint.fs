@@ -1,13 +1,11 @@
 namespace Maac.Algorithms
 
+open Maac
+
 open System
 open System.IO
 open System.Text.Json
 open System.Text.Json.Nodes
-
-/// Raised when a checkpoint cannot be read or does not fit what it is loaded into.
-type CheckpointException(message: string) =
-    inherit Exception(message)
 
 /// A named float32 array with its shape.
 type NamedArray = { Name: string; Shape: int[]; Values: float32[] }
@@ -26,7 +24,7 @@ module Checkpoint =
         let mutable offset = 0L
         for a in arrays do
             if Array.fold (*) 1 a.Shape <> a.Values.Length then
-                invalidArg "arrays" (sprintf "checkpoint tensor '%s': shape %A does not hold %d values" a.Name a.Shape a.Values.Length)
+                invalidArg "arrays" (sprintf "checkpoint tensor '%s': shape %s does not hold %d values" a.Name (Maac.Tensors.Shape.show a.Shape) a.Values.Length)
             let entry = JsonObject()
             entry.["dtype"] <- JsonValue.Create "F32"
             entry.["shape"] <- JsonArray(a.Shape |> Array.map (fun d -> JsonValue.Create d :> JsonNode))
@@ -76,7 +74,7 @@ module Checkpoint =
                 let offsets = o.["data_offsets"].AsArray() |> Seq.map (fun d -> d.GetValue<int64>()) |> Seq.toArray
                 let count = Array.fold (*) 1 shape
                 if offsets.Length <> 2 || offsets.[1] - offsets.[0] <> 4L * int64 count || int64 dataStart + offsets.[1] > int64 bytes.Length then
-                    fail "tensor '%s' (shape %A) has data range %A outside the file" name shape offsets
+                    fail "tensor '%s' (shape %s) has data range %s outside the file" name (Maac.Tensors.Shape.show shape) ("[" + String.Join(", ", offsets) + "]")
                 let values = Array.zeroCreate<float32> count
                 Buffer.BlockCopy(bytes, dataStart + int offsets.[0], values, 0, 4 * count)
                 arrays <- arrays.Add(name, { Name = name; Shape = shape; Values = values })

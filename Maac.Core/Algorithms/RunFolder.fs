@@ -1,5 +1,7 @@
 namespace Maac.Algorithms
 
+open Maac
+
 open System
 open System.IO
 open System.Text.Json

@@ -1,5 +1,7 @@
 namespace Maac.Algorithms
 
+open Maac
+
 open System
 open System.Diagnostics
 open Maac.Tensors

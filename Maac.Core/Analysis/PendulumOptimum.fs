@@ -60,7 +60,7 @@ module PendulumOptimum =
         let fine = Array.init 401 (fun k -> -2.0 + 4.0 * float k / 400.0)
         Array.init episodes (fun e ->
             let pendulum = new Pendulum()
-            use env = new TimeLimit(pendulum, horizon) :> IEnvironment
+            use env = new TimeLimit(pendulum, horizon) :> IEnv
             env.Reset(Some(Maac.Algorithms.Trainer.EvaluationSeedBase trainSeed + int64 e)) |> ignore
             let mutable total = 0.0
             for t in 0 .. horizon - 1 do

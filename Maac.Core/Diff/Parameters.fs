@@ -1,5 +1,7 @@
 namespace Maac.Tensors
 
+open Maac
+
 /// Parameters as data: a value that lists its tensors, with names, in a fixed order and can be
 /// rebuilt from tensors of the same shapes in that order (the role a pytree plays in JAX).
 /// Layers, networks and whole agents are records implementing it; ParameterDict is a named map that does.

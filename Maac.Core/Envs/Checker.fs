@@ -8,14 +8,18 @@ type CheckReport =
       Problems: string list }
     member r.Passed = List.isEmpty r.Problems
 
-/// Checks any IEnvironment (built-in or a user's) in the spirit of Stable-Baselines3's check_env:
+/// Checks any IEnv (built-in or a user's) in the spirit of Stable-Baselines3's check_env:
 /// well-formed spaces, observations of the right size that are finite and inside the space,
 /// finite rewards, determinism under a seed, and refusal of malformed actions.
 module EnvChecker =
     let private isFiniteVector (x: float32[]) = not (isNull x) && x |> Array.forall Single.IsFinite
 
+    /// "[NaN, 0, 1.5]": values as .NET writes them, for messages read from C# as well as F#.
+    let private showValues (x: float32[]) =
+        "[" + String.Join(", ", x |> Array.map (fun v -> v.ToString("G6", Globalization.CultureInfo.InvariantCulture))) + "]"
+
     /// Runs the checks for `steps` steps with actions drawn from a fixed seed.
-    let check (steps: int) (env: IEnvironment) : CheckReport =
+    let check (steps: int) (env: IEnv) : CheckReport =
         let problems = Collections.Generic.List<string>()
         let problem fmt = Printf.kprintf problems.Add fmt
         let name = try env.Name with e -> sprintf "<Name threw %s>" e.Message
@@ -50,8 +54,8 @@ module EnvChecker =
                 for (i, (obs, reward)) in List.indexed one do
                     if isNull obs || obs.Length <> obsDim then
                         problem "observation %d has size %d, the space says %d" i (if isNull obs then 0 else obs.Length) obsDim
-                    elif not (isFiniteVector obs) then problem "observation %d is not finite: %A" i obs
-                    elif not (Box.contains env.ObservationSpace obs) then problem "observation %d lies outside the observation space: %A" i obs
+                    elif not (isFiniteVector obs) then problem "observation %d is not finite: %s" i (showValues obs)
+                    elif not (Box.contains env.ObservationSpace obs) then problem "observation %d lies outside the observation space: %s" i (showValues obs)
                     if Double.IsNaN reward || Double.IsInfinity reward then problem "reward %d is %g" i reward
                 let two = rollout ()
                 let same =
@@ -71,7 +75,7 @@ module EnvChecker =
         { Environment = name; Problems = List.ofSeq problems }
 
     /// Runs the checks and raises ArgumentException listing every problem.
-    let ensure (env: IEnvironment) =
+    let ensure (env: IEnv) =
         let r = check 50 env
         if not r.Passed then
             invalidArg "env" (sprintf "environment %s failed the checks:\n- %s" r.Environment (String.Join("\n- ", r.Problems)))

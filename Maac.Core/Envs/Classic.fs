@@ -21,7 +21,7 @@ type ManagedEnvironment(name: string, observationSpace: Box, actionSpace: Box) =
     /// The current internal state (for tests and analysis).
     member _.State = Array.copy state
 
-    interface IEnvironment with
+    interface IEnv with
         member _.Name = name
         member _.ObservationSpace = observationSpace
         member _.ActionSpace = actionSpace

@@ -1,5 +1,7 @@
 namespace Maac.Envs
 
+open Maac
+
 open System
 open System.Collections.Generic
 open Maac.Tensors
@@ -35,12 +37,12 @@ module Box =
     let clip (b: Box) (x: float32[]) = Array.init x.Length (fun i -> Math.Clamp(x.[i], b.Low.[i], b.High.[i]))
 
 /// What reset returns.
-type ResetResult =
+type EnvReset =
     { Observation: float32[]
       Info: IReadOnlyDictionary<string, obj> }
 
 /// What step returns: Gymnasium's five values.
-type StepResult =
+type EnvStep =
     { Observation: float32[]
       Reward: float
       /// The task reached a terminal state (no value beyond it).
@@ -52,16 +54,16 @@ type StepResult =
 /// A Gymnasium-shaped environment. Observations are float32 vectors in ObservationSpace; actions
 /// are float32 vectors of ActionSpace's size. Built-in tasks clip actions into ActionSpace; an action
 /// of the wrong size or with a NaN or infinity is refused with an error naming the task.
-type IEnvironment =
+type IEnv =
     inherit IDisposable
     /// The task's name, for messages.
     abstract Name: string
     abstract ObservationSpace: Box
     abstract ActionSpace: Box
     /// Starts an episode; with a seed the episode's randomness is fixed by it.
-    abstract Reset: seed: int64 option -> ResetResult
+    abstract Reset: seed: int64 option -> EnvReset
     /// Advances by one action.
-    abstract Step: action: float32[] -> StepResult
+    abstract Step: action: float32[] -> EnvStep
 
 /// A task's reward and termination as differentiable functions of batched tensors
 /// (observation [N, o], action [N, a], next observation [N, o] → [N]); model rollouts use these.
@@ -105,14 +107,14 @@ module EnvSupport =
 
 /// Ends episodes after a number of steps with Truncated = true (Gymnasium's TimeLimit).
 [<Sealed>]
-type TimeLimit(env: IEnvironment, maxSteps: int) =
+type TimeLimit(env: IEnv, maxSteps: int) =
     do if maxSteps <= 0 then invalidArg "maxSteps" (sprintf "the step limit must be positive, got %d" maxSteps)
     let mutable steps = 0
     /// The wrapped environment.
     member _.Inner = env
     /// The step limit.
     member _.MaxSteps = maxSteps
-    interface IEnvironment with
+    interface IEnv with
         member _.Name = env.Name
         member _.ObservationSpace = env.ObservationSpace
         member _.ActionSpace = env.ActionSpace

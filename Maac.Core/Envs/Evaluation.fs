@@ -12,7 +12,7 @@ type EpisodeResult =
 /// environment and seed (seed + i), so results do not depend on scheduling or thread count.
 module Evaluation =
     /// Runs one episode to termination, truncation or maxSteps.
-    let episode (env: IEnvironment) (policy: float32[] -> float32[]) (seed: int64) (maxSteps: int) =
+    let episode (env: IEnv) (policy: float32[] -> float32[]) (seed: int64) (maxSteps: int) =
         let mutable obs = (env.Reset(Some seed)).Observation
         let mutable total = 0.0
         let mutable t = 0
@@ -27,7 +27,7 @@ module Evaluation =
 
     /// Runs `episodes` episodes in parallel; makeEnv must give independent environments and policy must be
     /// safe to call from several threads (a pure function of the observation).
-    let run (makeEnv: unit -> IEnvironment) (policy: float32[] -> float32[]) (episodes: int) (seed: int64) (maxSteps: int) =
+    let run (makeEnv: unit -> IEnv) (policy: float32[] -> float32[]) (episodes: int) (seed: int64) (maxSteps: int) =
         let results = Array.zeroCreate episodes
         Parallel.For(0, episodes, fun i ->
             use env = makeEnv ()

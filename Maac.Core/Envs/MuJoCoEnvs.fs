@@ -44,7 +44,7 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
     /// Seconds of simulated time per environment step.
     member _.ControlDt = sim.Timestep * float spec.FrameSkip
 
-    interface IEnvironment with
+    interface IEnv with
         member _.Name = spec.Name
         member _.ObservationSpace = observationSpace
         member _.ActionSpace = actionSpace

@@ -1,15 +1,13 @@
 namespace Maac.Envs.MuJoCo
 
+open Maac
+
 #nowarn "9"
 
 open System
 open System.Reflection
 open System.Runtime.InteropServices
 open Microsoft.FSharp.NativeInterop
-
-/// Raised when the system's MuJoCo library cannot be loaded; the message names the Debian package.
-type MuJoCoUnavailableException(message: string) =
-    inherit Exception(message)
 
 /// P/Invoke declarations for MuJoCo 2.2.2's C API (libmujoco.so.2.2.2, Debian package libmujoco2.2.2).
 module internal Native =

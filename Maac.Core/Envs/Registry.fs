@@ -1,5 +1,7 @@
 namespace Maac.Envs
 
+open Maac
+
 open System
 open Maac.Tensors
 open Maac.Envs.MuJoCo
@@ -16,13 +18,13 @@ type TaskInfo =
       /// Reward and termination as tensor functions, for model rollouts.
       Functions: TaskFunctions
       /// A new environment wrapped in its time limit.
-      Create: unit -> IEnvironment }
+      Create: unit -> IEnv }
 
 /// The registry of built-in tasks.
 module Tasks =
-    let private managed name obs act steps functions (make: unit -> IEnvironment) =
+    let private managed name obs act steps functions (make: unit -> IEnv) =
         { Name = name; ObservationDim = obs; ActionDim = act; EpisodeSteps = steps; Requires = None
-          Functions = functions; Create = fun () -> new TimeLimit(make (), steps) :> IEnvironment }
+          Functions = functions; Create = fun () -> new TimeLimit(make (), steps) :> IEnv }
 
     /// Every built-in task, managed ones first.
     let all =
@@ -33,7 +35,7 @@ module Tasks =
           for (spec, functions), resource, obs, act in MuJoCoTasks.all do
               { Name = spec.Name; ObservationDim = obs; ActionDim = act; EpisodeSteps = 1000; Requires = Some "libmujoco2.2.2"
                 Functions = functions
-                Create = fun () -> new TimeLimit(new MuJoCoEnvironment(MuJoCoTasks.modelPath resource, spec), 1000) :> IEnvironment } ]
+                Create = fun () -> new TimeLimit(new MuJoCoEnvironment(MuJoCoTasks.modelPath resource, spec), 1000) :> IEnv } ]
 
     /// Whether the task can run on this machine.
     let isAvailable (t: TaskInfo) = t.Requires.IsNone || Library.isAvailable ()
@@ -49,7 +51,7 @@ module Tasks =
     /// termination functions (null when absent) let model rollouts use the true reward; without a reward
     /// function the dynamics model learns it. One instance is made and checked with EnvChecker first, so a
     /// malformed environment is refused here with every problem listed.
-    let custom (create: Func<IEnvironment>) (episodeSteps: int) (reward: Func<Tensor, Tensor, Tensor, Tensor>) (termination: Func<Tensor, Tensor, Tensor, Tensor>) =
+    let custom (create: Func<IEnv>) (episodeSteps: int) (reward: Func<Tensor, Tensor, Tensor, Tensor>) (termination: Func<Tensor, Tensor, Tensor, Tensor>) =
         if isNull create then nullArg "create"
         if episodeSteps <= 0 then invalidArg "episodeSteps" (sprintf "the episode length must be positive, got %d" episodeSteps)
         let make () =
@@ -61,7 +63,7 @@ module Tasks =
         let lift (f: Func<Tensor, Tensor, Tensor, Tensor>) = if isNull f then None else Some(fun o a n -> f.Invoke(o, a, n))
         { Name = probe.Name; ObservationDim = probe.ObservationSpace.Dim; ActionDim = probe.ActionSpace.Dim; EpisodeSteps = episodeSteps
           Requires = None; Functions = { Reward = lift reward; Termination = lift termination }
-          Create = fun () -> new TimeLimit(make (), episodeSteps) :> IEnvironment }
+          Create = fun () -> new TimeLimit(make (), episodeSteps) :> IEnv }
 
     /// A new environment for the named task (MuJoCoUnavailableException, naming the package, when it cannot run here).
     let make (name: string) =

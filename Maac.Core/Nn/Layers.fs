@@ -82,7 +82,7 @@ type Mlp =
 module Mlp =
     /// An MLP through the given layer sizes, for example [| 17; 256; 256; 6 |].
     let init (key: RandomKey) (sizes: int[]) (hidden: Activation) =
-        if sizes.Length < 2 then invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %A" sizes)
+        if sizes.Length < 2 then invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %s" (Shape.show sizes))
         let keys = RandomKey.split (sizes.Length - 1) key
         { Layers = Array.init (sizes.Length - 1) (fun i -> Linear.init keys.[i] sizes.[i] sizes.[i + 1])
           Hidden = hidden }
@@ -127,7 +127,7 @@ type EnsembleMlp =
 module EnsembleMlp =
     /// members MLPs through the given sizes.
     let init (key: RandomKey) (members: int) (sizes: int[]) (hidden: Activation) =
-        if sizes.Length < 2 then invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %A" sizes)
+        if sizes.Length < 2 then invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %s" (Shape.show sizes))
         let keys = RandomKey.split (sizes.Length - 1) key
         { Layers = Array.init (sizes.Length - 1) (fun i -> EnsembleLinear.init keys.[i] members sizes.[i] sizes.[i + 1])
           Hidden = hidden }

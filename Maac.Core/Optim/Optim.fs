@@ -1,5 +1,7 @@
 namespace Maac.Optim
 
+open Maac
+
 open Maac.Tensors
 
 /// Settings of Adam (Kingma & Ba 2015), with PyTorch's defaults apart from the learning rate.

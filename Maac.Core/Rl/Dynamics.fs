@@ -1,5 +1,7 @@
 namespace Maac.Rl
 
+open Maac
+
 open System
 open Maac.Tensors
 open Maac.Nn

@@ -1,5 +1,7 @@
 namespace Maac.Tensors
 
+open Maac
+
 /// The sizes of a (batched) matrix product op(a)·op(b), checked once for every backend.
 type MatMulPlan =
     { Batched: bool
@@ -43,7 +45,7 @@ module Plans =
     let permute (shape: int[]) (perm: int[]) =
         let r = shape.Length
         if perm.Length <> r || (Array.sort perm <> Array.init r id) then
-            Shape.fail "permute" (sprintf "%A is not a permutation of the %d axes of shape %s" perm r (Shape.show shape))
+            Shape.fail "permute" (sprintf "%s is not a permutation of the %d axes of shape %s" (Shape.show perm) r (Shape.show shape))
         perm |> Array.map (fun p -> shape.[p])
 
     /// Checks that shape broadcasts to target.

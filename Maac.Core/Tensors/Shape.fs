@@ -1,15 +1,8 @@
 namespace Maac.Tensors
 
+open Maac
+
 open System
-
-/// Raised when the shapes of the tensors given to an operation do not fit it.
-/// The message names the operation and every shape involved.
-type ShapeException(message: string) =
-    inherit ArgumentException(message)
-
-/// Raised when a NaN or infinity appears where finite numbers are required; the message says where.
-type NonFiniteException(message: string) =
-    inherit ArithmeticException(message)
 
 /// Helpers over tensor shapes (row-major, int arrays).
 module Shape =

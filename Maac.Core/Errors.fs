@@ -1,0 +1,34 @@
+namespace Maac
+
+open System
+
+// The exceptions a user of Maac catches, in the root namespace so that `using Maac;` (or `open Maac`) reaches
+// every one of them, whichever layer raises it.
+
+/// Raised when the shapes of the tensors given to an operation do not fit it.
+/// The message names the operation and every shape involved.
+type ShapeException(message: string) =
+    inherit ArgumentException(message)
+
+/// Raised when a NaN or infinity appears where finite numbers are required; the message says where.
+type NonFiniteException(message: string) =
+    inherit ArithmeticException(message)
+
+/// Raised when a checkpoint cannot be read or does not fit what it is loaded into; the message names the file.
+type CheckpointException(message: string) =
+    inherit Exception(message)
+
+/// Raised when a loss, gradient or parameter becomes NaN or infinite; says where and at which step.
+type DivergenceException(message: string) =
+    inherit Exception(message)
+
+/// Raised when the system's MuJoCo library cannot be loaded; the message names the Debian package.
+type MuJoCoUnavailableException(message: string) =
+    inherit Exception(message)
+
+/// Raised when a CUDA device is asked for and cannot be had: the Maac.Cuda package is not referenced, or no
+/// usable GPU, driver or cuBLAS is found. The message says which, and what was looked for.
+type GpuUnavailableException(message: string, inner: exn) =
+    inherit Exception(message, inner)
+    /// An exception without an inner cause.
+    new(message: string) = GpuUnavailableException(message, null)
