@@ -23,6 +23,14 @@ type BenchArgs =
             | Env _ -> "instead of the learning workloads, time stepping this task (see `envs`)."
             | Steps _ -> "environment steps to time with --env (default 20000)."
 
+/// Options of `envs`.
+type EnvsArgs =
+    | Dump_Model of string
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Dump_Model _ -> "print the compiled physics of an MJCF file (or of a task's model, by task name) as JSON: masses, inertias, joint, geom and actuator parameters, time step."
+
 /// Options of `train`.
 type TrainArgs =
     | [<Mandatory>] Env of string
@@ -146,7 +154,7 @@ type ExperimentCommand =
 /// The commands.
 type Command =
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
-    | [<CliPrefix(CliPrefix.None); SubCommand>] Envs
+    | [<CliPrefix(CliPrefix.None)>] Envs of ParseResults<EnvsArgs>
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Plot of ParseResults<PlotArgs>
@@ -155,7 +163,7 @@ type Command =
         member c.Usage =
             match c with
             | Bench _ -> "time one MAAC actor update and one ensemble training step (shapes of shared/bench/torch_maac_step.py)."
-            | Envs -> "list the built-in tasks with their sizes and whether they can run on this machine."
+            | Envs _ -> "list the built-in tasks with their sizes, the definition each follows and whether it can run on this machine."
             | Train _ -> "train an agent on a task into a run folder."
             | Eval _ -> "evaluate a run folder's checkpoint."
             | Plot _ -> "draw learning curves of run folders (mean ± std across seeds)."
@@ -167,8 +175,10 @@ let main argv =
     try
         let args = parser.ParseCommandLine(argv, raiseOnUsage = true)
         match args.GetSubCommand() with
-        | Envs ->
-            EnvCommands.list ()
+        | Envs e ->
+            match e.TryGetResult Dump_Model with
+            | Some model -> EnvCommands.dumpModel model
+            | None -> EnvCommands.list ()
             0
         | Train t ->
             Maac.Tensors.Cpu.CpuSettings.Threads <- t.GetResult(TrainArgs.Threads, defaultValue = Environment.ProcessorCount)

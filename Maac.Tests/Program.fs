@@ -12,6 +12,7 @@ let allTests =
         NnTests.tests
         ErrorTests.tests
         EnvTests.tests
+        MuJoCoTaskTests.tests
         RlTests.tests
         FacadeTests.tests
         AnalysisTests.tests

@@ -99,6 +99,12 @@ module EnvSupport =
         | Some s -> RandomKey.ofSeed s
         | None -> RandomKey.fold 1L current
 
+    /// n standard normal values from a key.
+    let normal (key: RandomKey) (n: int) =
+        let a = Array.zeroCreate n
+        RandomKey.fillNormal key (Span<float32>(a)) 0
+        a
+
     /// n uniform values in [lo, hi) from a key.
     let uniform (key: RandomKey) (n: int) (lo: float32) (hi: float32) =
         let a = Array.zeroCreate n

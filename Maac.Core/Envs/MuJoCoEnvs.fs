@@ -3,22 +3,67 @@ namespace Maac.Envs.MuJoCo
 open System
 open System.IO
 open System.Security.Cryptography
+open System.Xml.Linq
 open Maac.Tensors
 open Maac.Envs
 
-/// How an episode of a MuJoCo task is observed, rewarded and ended. Reward and termination are
-/// functions of (observation, action, next observation) so the same definition serves the
-/// environment and, through TaskFunctions, model rollouts.
+/// One environment step of a MuJoCo task as its reward and termination see it.
+type MuJoCoTransition =
+    { /// The observation before the step.
+      Observation: float32[]
+      /// The action applied (clipped into the action space).
+      Action: float32[]
+      /// The observation after the step.
+      NextObservation: float32[]
+      /// Simulated seconds the step took (time step × frame skip).
+      Dt: float
+      /// The task's tracked values (MuJoCoTaskSpec.Track) before and after the step, for rewards of quantities
+      /// the observation leaves out (the x position of a runner, whose change per second is the forward reward).
+      TrackedBefore: float[]
+      TrackedAfter: float[]
+      /// The simulation after the step (qpos, qvel, contact forces, ...).
+      Simulation: Simulation }
+
+/// How a MuJoCo task's episodes start, around the model's reference configuration qpos0 and zero velocity.
+[<RequireQualifiedAccess>]
+type MuJoCoReset =
+    /// qpos0 + U(−scale, scale) positions and U(−scale, scale) velocities (Gymnasium's Hopper, Walker2d, ...).
+    | Uniform of scale: float
+    /// qpos0 + U(−scale, scale) positions and scale · N(0, 1) velocities (Gymnasium's HalfCheetah, Ant, Humanoid).
+    | UniformPositionsNormalVelocities of scale: float
+    /// Any distribution: (qpos, qvel) from the episode's random key and the simulation.
+    | Custom of (RandomKey -> Simulation -> float[] * float[])
+
+/// How an episode of a MuJoCo task is started, observed, rewarded and ended.
 type MuJoCoTaskSpec =
     { Name: string
       /// Physics steps per environment step.
       FrameSkip: int
-      /// Uniform noise half-width added to qpos0 and to zero velocities at reset.
-      ResetNoise: float
+      Reset: MuJoCoReset
       /// The observation of the simulation's current state.
       Observe: Simulation -> float32[]
-      Reward: float32[] -> float32[] -> float32[] -> float
-      Terminated: float32[] -> float32[] -> float32[] -> bool }
+      /// Values read from the simulation before and after each step for the reward ([||] when it needs none).
+      Track: Simulation -> float[]
+      Reward: MuJoCoTransition -> float
+      Terminated: MuJoCoTransition -> bool }
+
+/// Helpers for writing task specs.
+module MuJoCoSpec =
+    /// No tracked values.
+    let trackNothing (_: Simulation) : float[] = [||]
+
+    /// Σ aᵢ² of an action.
+    let squaredNorm (a: float32[]) = a |> Array.sumBy (fun x -> float x * float x)
+
+    /// The change per second of tracked value i over the step.
+    let velocityOf (i: int) (t: MuJoCoTransition) = (t.TrackedAfter.[i] - t.TrackedBefore.[i]) / t.Dt
+
+    /// A spec whose reward and termination are functions of (observation, action, next observation) alone.
+    let ofObservations name frameSkip reset observe (reward: float32[] -> float32[] -> float32[] -> float)
+                       (terminated: float32[] -> float32[] -> float32[] -> bool) =
+        { Name = name; FrameSkip = frameSkip; Reset = reset; Observe = observe; Track = trackNothing
+          Reward = fun t -> reward t.Observation t.Action t.NextObservation
+          Terminated = fun t -> terminated t.Observation t.Action t.NextObservation }
 
 /// A MuJoCo model stepped with frame skip, as a Gymnasium-shaped environment. Actions are clipped to the
 /// actuators' control ranges. A simulation that becomes unstable (MuJoCo's bad-acceleration warning,
@@ -32,17 +77,29 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
         Box.create (Array.init sim.Nu (fun i -> if low.[i] < high.[i] then float32 low.[i] else -1.0f))
                    (Array.init sim.Nu (fun i -> if low.[i] < high.[i] then float32 high.[i] else 1.0f))
     let qpos0 = sim.InitialQpos
+    let dt = sim.Timestep * float spec.FrameSkip
     let obsDim = (spec.Observe sim).Length
     let observationSpace = Box.unbounded obsDim
     let mutable key = RandomKey.ofSeed 0L
     let mutable obs: float32[] = [||]
+    let mutable tracked: float[] = [||]
     let mutable started = false
     let unstable = EnvSupport.info [ "simulation_unstable", box true ]
+
+    let startState (k: RandomKey) =
+        let around (scale: float) (velocities: float32[]) =
+            let u = EnvSupport.uniform (RandomKey.fold 0L k) sim.Nq (float32 -scale) (float32 scale)
+            Array.init sim.Nq (fun i -> qpos0.[i] + float u.[i]), Array.map float velocities
+        match spec.Reset with
+        | MuJoCoReset.Uniform scale -> around scale (EnvSupport.uniform (RandomKey.fold 1L k) sim.Nv (float32 -scale) (float32 scale))
+        | MuJoCoReset.UniformPositionsNormalVelocities scale ->
+            around scale (EnvSupport.normal (RandomKey.fold 1L k) sim.Nv |> Array.map (fun z -> float32 scale * z))
+        | MuJoCoReset.Custom f -> f k sim
 
     /// The simulation (positions, velocities, time step).
     member _.Simulation = sim
     /// Seconds of simulated time per environment step.
-    member _.ControlDt = sim.Timestep * float spec.FrameSkip
+    member _.ControlDt = dt
 
     interface IEnv with
         member _.Name = spec.Name
@@ -50,11 +107,9 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
         member _.ActionSpace = actionSpace
         member _.Reset seed =
             key <- EnvSupport.episodeKey seed key
-            let noise = EnvSupport.uniform key (sim.Nq + sim.Nv) (float32 -spec.ResetNoise) (float32 spec.ResetNoise)
-            let qpos = Array.init sim.Nq (fun i -> qpos0.[i] + float noise.[i])
-            let qvel = Array.init sim.Nv (fun i -> float noise.[sim.Nq + i])
-            sim.SetState(qpos, qvel)
+            sim.SetState(startState key)
             obs <- spec.Observe sim
+            tracked <- spec.Track sim
             started <- true
             { Observation = obs; Info = EnvSupport.noInfo }
         member _.Step action =
@@ -67,88 +122,79 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
                 started <- false
                 { Observation = obs; Reward = 0.0; Terminated = false; Truncated = true; Info = unstable }
             else
-                let r = spec.Reward obs a next
-                let t = spec.Terminated obs a next
+                let after = spec.Track sim
+                let t = { Observation = obs; Action = a; NextObservation = next; Dt = dt; TrackedBefore = tracked; TrackedAfter = after; Simulation = sim }
+                let r = spec.Reward t
+                let terminated = spec.Terminated t
                 obs <- next
-                { Observation = next; Reward = r; Terminated = t; Truncated = false; Info = EnvSupport.noInfo }
+                tracked <- after
+                { Observation = next; Reward = r; Terminated = terminated; Truncated = false; Info = EnvSupport.noInfo }
         member _.Dispose() = (sim :> IDisposable).Dispose()
 
-/// The MBBL-style locomotion reward: forward velocity − 0.1‖a‖² (− 3(z − target)² + 1 for tasks with a
-/// height term), read from the next observation; one definition, as numbers and as tensors.
-type LocomotionReward =
-    { VelocityIndex: int
-      /// Index of the torso height in the observation and its target, for tasks that have the term.
-      Height: (int * float32) option }
-    member r.Scalar (_: float32[]) (a: float32[]) (next: float32[]) =
-        let control = a |> Array.sumBy (fun x -> float x * float x)
-        let heightTerm =
-            match r.Height with
-            | Some (i, target) -> 1.0 - 3.0 * (float next.[i] - float target) ** 2.0
-            | None -> 0.0
-        float next.[r.VelocityIndex] - 0.1 * control + heightTerm
-    member r.Tensor (_: Tensor) (a: Tensor) (next: Tensor) =
-        let column i = Tensor.slice -1 i 1 next |> Tensor.squeeze -1
-        let basic = column r.VelocityIndex - 0.1f * Tensor.sumAxis -1 false (a * a)
-        match r.Height with
-        | Some (i, target) ->
-            let dz = column i - target
-            basic + (1.0f - 3.0f * dz * dz)
-        | None -> basic
-
-/// The built-in MuJoCo tasks with their models (written for Maac; see Envs/Models) and the
-/// observations and rewards of the MAAC authors' MBBL setting: no early termination for locomotion.
-module MuJoCoTasks =
+/// Built-in model files (embedded resources) written to disk for MuJoCo, optionally edited first.
+module ModelFiles =
     let private modelDirectory = Path.Combine(Path.GetTempPath(), "maac-mjcf")
 
-    /// Writes an embedded model to a content-addressed file (written whole, then renamed) and returns its path.
-    let modelPath (resource: string) =
+    /// An edit of a model file before it is loaded.
+    type Edit =
+        /// Sets an attribute of the element of this tag with this name attribute (the model must have it).
+        | SetAttribute of tag: string * name: string * attribute: string * value: string
+
+    let private apply (resource: string) (doc: XDocument) (edit: Edit) =
+        match edit with
+        | SetAttribute(tag, name, attribute, value) ->
+            let target =
+                doc.Descendants(XName.Get tag)
+                |> Seq.tryFind (fun e -> match e.Attribute(XName.Get "name") with null -> false | a -> a.Value = name)
+            match target with
+            | Some e -> e.SetAttributeValue(XName.Get attribute, value)
+            | None -> invalidArg "edits" (sprintf "model %s has no <%s name=\"%s\">" resource tag name)
+
+    /// Writes an embedded model, with the edits applied, to a content-addressed file (written whole, then renamed)
+    /// and returns its path.
+    let path (resource: string) (edits: Edit list) =
         let asm = typeof<MuJoCoEnvironment>.Assembly
         use s = asm.GetManifestResourceStream("Maac.Models." + resource)
         if isNull s then invalidArg "resource" (sprintf "no built-in model named %s" resource)
-        use ms = new MemoryStream()
-        s.CopyTo ms
-        let bytes = ms.ToArray()
+        let bytes =
+            if List.isEmpty edits then
+                use ms = new MemoryStream()
+                s.CopyTo ms
+                ms.ToArray()
+            else
+                let doc = XDocument.Load s
+                edits |> List.iter (apply resource doc)
+                Text.Encoding.UTF8.GetBytes(doc.ToString())
         let hash = Convert.ToHexString(SHA256.HashData(bytes)).Substring(0, 16)
         Directory.CreateDirectory modelDirectory |> ignore
-        let path = Path.Combine(modelDirectory, sprintf "%s-%s" hash resource)
-        if not (File.Exists path) then
-            let temp = path + "." + string Environment.ProcessId + ".tmp"
+        let file = Path.Combine(modelDirectory, sprintf "%s-%s" hash resource)
+        if not (File.Exists file) then
+            let temp = file + "." + string Environment.ProcessId + ".tmp"
             File.WriteAllBytes(temp, bytes)
-            File.Move(temp, path, true)
-        path
+            File.Move(temp, file, true)
+        file
 
-    let private locomotion name frameSkip dropQpos noise (reward: LocomotionReward) =
-        { Name = name; FrameSkip = frameSkip; ResetNoise = noise
-          Observe = fun sim -> sim.PositionsAndVelocities dropQpos
-          Reward = reward.Scalar
-          Terminated = fun _ _ _ -> false },
-        { Reward = Some reward.Tensor; Termination = None }
+/// A built-in MuJoCo task: its spec, its reward and termination as tensor functions for model rollouts, its
+/// model file, sizes, episode length and the published definition it follows.
+type MuJoCoTask =
+    { Spec: MuJoCoTaskSpec
+      Functions: TaskFunctions
+      /// The embedded model file and the edits made to it before loading.
+      Model: string * ModelFiles.Edit list
+      ObservationDim: int
+      ActionDim: int
+      EpisodeSteps: int
+      /// The published definition followed, for example "Gymnasium v5" or "MBBL".
+      Definition: string }
 
-    let private invertedPendulumReward = fun (_: float32[]) (_: float32[]) (_: float32[]) -> 1.0
-    let private invertedPendulumDone = fun (_: float32[]) (_: float32[]) (next: float32[]) -> abs next.[1] > 0.2f
-
-    /// (spec, tensor functions, model resource, observation size, action size) of each built-in MuJoCo task.
-    let all =
-        [ let cheetah = { VelocityIndex = 8; Height = None }
-          let hopper = { VelocityIndex = 5; Height = Some(0, 1.3f) }
-          let walker = { VelocityIndex = 8; Height = Some(0, 1.3f) }
-          let ant = { VelocityIndex = 13; Height = Some(0, 0.57f) }
-          yield locomotion "HalfCheetah" 5 1 0.1 cheetah, "half_cheetah.xml", 17, 6
-          yield locomotion "Hopper" 4 1 0.005 hopper, "hopper.xml", 11, 3
-          yield locomotion "Walker2d" 4 1 0.005 walker, "walker2d.xml", 17, 6
-          yield locomotion "Ant" 5 2 0.1 ant, "ant.xml", 27, 8
-          yield
-              ({ Name = "InvertedPendulum"; FrameSkip = 2; ResetNoise = 0.01
-                 Observe = fun sim -> sim.PositionsAndVelocities 0
-                 Reward = invertedPendulumReward
-                 Terminated = invertedPendulumDone },
-               { Reward = Some(fun obs _ _ -> Tensor.fullLike (Tensor.slice -1 0 1 obs |> Tensor.squeeze -1) 1.0f)
-                 Termination = Some(fun _ _ next ->
-                    let angle = Tensor.slice -1 1 1 next |> Tensor.squeeze -1 |> Tensor.abs
-                    Tensor.greater angle (Tensor.fullLike angle 0.2f)) }),
-              "inverted_pendulum.xml", 4, 1 ]
-
+/// Environments for users' own MJCF files.
+module MuJoCoTasks =
     /// An environment for a user's MJCF file with their observation, reward and termination.
     let fromFile (path: string) (spec: MuJoCoTaskSpec) =
         if not (File.Exists path) then invalidArg "path" (sprintf "MJCF file not found: %s" path)
         new MuJoCoEnvironment(path, spec)
+
+    /// A new environment of a built-in MuJoCo task (without its time limit).
+    let create (task: MuJoCoTask) =
+        let resource, edits = task.Model
+        new MuJoCoEnvironment(ModelFiles.path resource edits, task.Spec)

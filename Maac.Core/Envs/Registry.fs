@@ -15,6 +15,8 @@ type TaskInfo =
       EpisodeSteps: int
       /// The Debian package the task needs, if any.
       Requires: string option
+      /// The published definition the task follows ("Gymnasium v5", "MBBL", ...), or "built-in" for Maac's own.
+      Definition: string
       /// Reward and termination as tensor functions, for model rollouts.
       Functions: TaskFunctions
       /// A new environment wrapped in its time limit.
@@ -22,20 +24,22 @@ type TaskInfo =
 
 /// The registry of built-in tasks.
 module Tasks =
-    let private managed name obs act steps functions (make: unit -> IEnv) =
-        { Name = name; ObservationDim = obs; ActionDim = act; EpisodeSteps = steps; Requires = None
+    let private managed name definition obs act steps functions (make: unit -> IEnv) =
+        { Name = name; ObservationDim = obs; ActionDim = act; EpisodeSteps = steps; Requires = None; Definition = definition
           Functions = functions; Create = fun () -> new TimeLimit(make (), steps) :> IEnv }
+
+    let private mujoco (task: MuJoCoTask) =
+        { Name = task.Spec.Name; ObservationDim = task.ObservationDim; ActionDim = task.ActionDim; EpisodeSteps = task.EpisodeSteps
+          Requires = Some "libmujoco2.2.2"; Definition = task.Definition; Functions = task.Functions
+          Create = fun () -> new TimeLimit(MuJoCoTasks.create task, task.EpisodeSteps) :> IEnv }
 
     /// Every built-in task, managed ones first.
     let all =
-        [ managed "Pendulum" 3 1 200 Pendulum.Functions (fun () -> new Pendulum())
-          managed "DoubleIntegrator" 2 1 25 DoubleIntegrator.Functions (fun () -> new DoubleIntegrator())
-          managed "MountainCarContinuous" 2 1 999 MountainCarContinuous.Functions (fun () -> new MountainCarContinuous())
-          managed "CartPoleSwingUp" 5 1 200 CartPoleSwingUp.Functions (fun () -> new CartPoleSwingUp())
-          for (spec, functions), resource, obs, act in MuJoCoTasks.all do
-              { Name = spec.Name; ObservationDim = obs; ActionDim = act; EpisodeSteps = 1000; Requires = Some "libmujoco2.2.2"
-                Functions = functions
-                Create = fun () -> new TimeLimit(new MuJoCoEnvironment(MuJoCoTasks.modelPath resource, spec), 1000) :> IEnv } ]
+        [ managed "Pendulum" "Gymnasium Pendulum-v1" 3 1 200 Pendulum.Functions (fun () -> new Pendulum())
+          managed "DoubleIntegrator" "MAAC paper (Fig. 3)" 2 1 25 DoubleIntegrator.Functions (fun () -> new DoubleIntegrator())
+          managed "MountainCarContinuous" "built-in" 2 1 999 MountainCarContinuous.Functions (fun () -> new MountainCarContinuous())
+          managed "CartPoleSwingUp" "built-in" 5 1 200 CartPoleSwingUp.Functions (fun () -> new CartPoleSwingUp()) ]
+        @ List.map mujoco (GymnasiumTasks.all @ MbblTasks.all)
 
     /// Whether the task can run on this machine.
     let isAvailable (t: TaskInfo) = t.Requires.IsNone || Library.isAvailable ()
@@ -62,7 +66,7 @@ module Tasks =
         EnvChecker.ensure probe
         let lift (f: Func<Tensor, Tensor, Tensor, Tensor>) = if isNull f then None else Some(fun o a n -> f.Invoke(o, a, n))
         { Name = probe.Name; ObservationDim = probe.ObservationSpace.Dim; ActionDim = probe.ActionSpace.Dim; EpisodeSteps = episodeSteps
-          Requires = None; Functions = { Reward = lift reward; Termination = lift termination }
+          Requires = None; Definition = "user"; Functions = { Reward = lift reward; Termination = lift termination }
           Create = fun () -> new TimeLimit(make (), episodeSteps) :> IEnv }
 
     /// A new environment for the named task (MuJoCoUnavailableException, naming the package, when it cannot run here).
