@@ -172,7 +172,7 @@ let tests =
                 let sizes name = use env = Tasks.make name in env.ObservationSpace.Dim, env.ActionSpace.Dim
                 let expected =
                     [ "HalfCheetah", (17, 6); "Hopper", (11, 3); "Walker2d", (17, 6); "Ant", (105, 8); "InvertedPendulum", (4, 1)
-                      "InvertedDoublePendulum", (9, 1); "Swimmer", (8, 2); "Reacher", (10, 2)
+                      "InvertedDoublePendulum", (9, 1); "Swimmer", (8, 2); "Reacher", (10, 2); "Humanoid", (348, 17)
                       "HalfCheetah-MBBL", (17, 6); "Hopper-MBBL", (11, 3); "Walker2d-MBBL", (17, 6); "Ant-MBBL", (27, 8) ]
                 for name, size in expected do Expect.equal (sizes name) size name
             }

@@ -30,7 +30,8 @@ let private reference (name: string) =
 type private Recorded =
     { QposBefore: float[]; QvelBefore: float[]; Action: float32[]; Result: EnvStep
       QposAfter: float[]; QvelAfter: float[]; ObservationBefore: float32[]
-      TorsoXBefore: float; TorsoXAfter: float; CfrcExtAfter: float[]; TipAfter: float[] }
+      TorsoXBefore: float; TorsoXAfter: float; CfrcExtAfter: float[]; TipAfter: float[]
+      MassCentreXBefore: float; MassCentreXAfter: float }
 
 /// Steps a task's environment with sine-wave actions (bounded by the action space), recording the simulation.
 let private record (t: MuJoCoTask) (steps: int) =
@@ -40,16 +41,20 @@ let private record (t: MuJoCoTask) (steps: int) =
     let first = e.Reset(Some 17L)
     let torsoX () = if t.Spec.Name.StartsWith "Ant" then sim.Read(SimQuantity.Xpos).[3 * sim.IdOf(MuJoCoObject.Body, "torso")] else nan
     let tip () = if t.Spec.Name = "InvertedDoublePendulum" then sim.Read(SimQuantity.SiteXpos) else [||]
+    let masses = ModelFacts.read sim |> List.find (fun (n, _) -> n = "body_mass") |> snd
+    let massCentreX () =
+        let xipos = sim.Read SimQuantity.Xipos
+        Array.sum (Array.init masses.Length (fun b -> masses.[b] * xipos.[3 * b])) / Array.sum masses
     let space = e.ActionSpace
     let mutable obs = first.Observation
     [ for k in 0 .. steps - 1 do
         let a = Array.init space.Dim (fun j -> space.High.[j] * float32 (Math.Sin(0.37 * float k + float j)))
-        let qb, vb, xb = sim.Qpos, sim.Qvel, torsoX ()
+        let qb, vb, xb, cb = sim.Qpos, sim.Qvel, torsoX (), massCentreX ()
         let r = e.Step a
         let row =
             { QposBefore = qb; QvelBefore = vb; Action = a; Result = r; QposAfter = sim.Qpos; QvelAfter = sim.Qvel
               ObservationBefore = obs; TorsoXBefore = xb; TorsoXAfter = torsoX ()
-              CfrcExtAfter = sim.Read SimQuantity.CfrcExt; TipAfter = tip () }
+              CfrcExtAfter = sim.Read SimQuantity.CfrcExt; TipAfter = tip (); MassCentreXBefore = cb; MassCentreXAfter = massCentreX () }
         obs <- r.Observation
         yield row
         if r.Terminated || r.Truncated then obs <- (e.Reset None).Observation ]
@@ -82,6 +87,10 @@ let private gymnasiumV5 (name: string) (dt: float) (r: Recorded) : float * bool 
         let terminated = y <= 1.0
         (if terminated then 0.0 else 10.0) - (0.01 * x * x + (y - 2.0) ** 2.0) - (1e-3 * v.[1] ** 2.0 + 5e-3 * v.[2] ** 2.0), terminated
     | "Swimmer" -> dx - 1e-4 * sq r.Action, false
+    | "Humanoid" ->
+        let healthy = 1.0 < q.[2] && q.[2] < 2.0
+        let contact = min (5e-7 * (r.CfrcExtAfter |> Array.sumBy (fun f -> f * f))) 10.0
+        1.25 * (r.MassCentreXAfter - r.MassCentreXBefore) / dt + (if healthy then 5.0 else 0.0) - 0.1 * sq r.Action - contact, not healthy
     | other -> failwithf "no restated v5 formula for %s" other
 
 /// MBBL's reward of a recorded step (from the observation before the step), restated from mbbl/env/gym_env/walker.py.
@@ -176,9 +185,9 @@ let tests =
                 | MuJoCoReset.Uniform s -> s, false
                 | MuJoCoReset.UniformPositionsNormalVelocities s -> s, true
                 | MuJoCoReset.Custom _ -> failtest "not a noise reset"
-            // A free joint's orientation quaternion (Ant's qpos[3:7]) gets the same noise, but MuJoCo normalises it in
+            // A free joint's orientation quaternion (Ant's and Humanoid's qpos[3:7]) gets the same noise, but MuJoCo normalises it in
             // mj_forward (as in Gymnasium's set_state): it is checked to be a unit quaternion instead.
-            let quaternion = if t.Spec.Name = "Ant" then set [ 3; 4; 5; 6 ] else Set.empty
+            let quaternion = if t.Spec.Name = "Ant" || t.Spec.Name = "Humanoid" then set [ 3; 4; 5; 6 ] else Set.empty
             for i in 0 .. sim.Nq - 1 do
                 if not (quaternion.Contains i) then
                     check (sprintf "qpos[%d]" i) (samples |> Array.map (fun (q, _) -> q.[i])) (scale / sqrt 3.0)
@@ -201,11 +210,11 @@ let tests =
             Expect.equal scales
                 [ "HalfCheetah", "uniform/normal 0.1"; "Hopper", "uniform 0.005"; "Walker2d", "uniform 0.005"; "Ant", "uniform/normal 0.1"
                   "InvertedPendulum", "uniform 0.01"; "InvertedDoublePendulum", "uniform/normal 0.1"; "Swimmer", "uniform 0.1"
-                  "Reacher", "custom"; "HalfCheetah-MBBL", "uniform/normal 0.1"; "Hopper-MBBL", "uniform 0.005"
+                  "Reacher", "custom"; "Humanoid", "uniform 0.01"; "HalfCheetah-MBBL", "uniform/normal 0.1"; "Hopper-MBBL", "uniform 0.005"
                   "Walker2d-MBBL", "uniform 0.005"; "Ant-MBBL", "uniform/normal 0.1" ] "reset noise per task"
             let frameSkips = GymnasiumTasks.all |> List.map (fun t -> t.Spec.Name, t.Spec.FrameSkip)
             Expect.equal frameSkips
-                [ "HalfCheetah", 5; "Hopper", 4; "Walker2d", 4; "Ant", 5; "InvertedPendulum", 2; "InvertedDoublePendulum", 5; "Swimmer", 4; "Reacher", 2 ]
+                [ "HalfCheetah", 5; "Hopper", 4; "Walker2d", 4; "Ant", 5; "InvertedPendulum", 2; "InvertedDoublePendulum", 5; "Swimmer", 4; "Reacher", 2; "Humanoid", 5 ]
                 "frame skips of the *_v5.py files"
         }
 
@@ -247,7 +256,7 @@ let tests =
 
         test "every task says which definition it follows" {
             let definitions = Tasks.all |> List.map (fun t -> t.Name, t.Definition) |> Map.ofList
-            for name in [ "HalfCheetah"; "Hopper"; "Walker2d"; "Ant"; "InvertedPendulum"; "InvertedDoublePendulum"; "Swimmer"; "Reacher" ] do
+            for name in [ "HalfCheetah"; "Hopper"; "Walker2d"; "Ant"; "InvertedPendulum"; "InvertedDoublePendulum"; "Swimmer"; "Reacher"; "Humanoid" ] do
                 Expect.equal definitions.[name] "Gymnasium v5" name
             for name in [ "HalfCheetah-MBBL"; "Hopper-MBBL"; "Walker2d-MBBL"; "Ant-MBBL" ] do
                 Expect.equal definitions.[name] "MBBL" name

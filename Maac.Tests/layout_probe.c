@@ -10,7 +10,10 @@ int main(void) {
   SHOW(offsetof(mjModel, nq)); SHOW(offsetof(mjModel, nv)); SHOW(offsetof(mjModel, nu));
   SHOW(offsetof(mjModel, nbody)); SHOW(offsetof(mjModel, njnt)); SHOW(offsetof(mjModel, ngeom));
   SHOW(offsetof(mjModel, nsite)); SHOW(offsetof(mjModel, nsensordata));
-  SHOW(offsetof(mjModel, opt.timestep)); SHOW(offsetof(mjModel, qpos0));
+  SHOW(offsetof(mjModel, opt.timestep)); SHOW(offsetof(mjModel, opt.gravity));
+  SHOW(offsetof(mjModel, opt.density)); SHOW(offsetof(mjModel, opt.viscosity));
+  SHOW(offsetof(mjModel, opt.integrator)); SHOW(offsetof(mjModel, opt.solver));
+  SHOW(offsetof(mjModel, opt.iterations)); SHOW(offsetof(mjModel, qpos0));
   SHOW(offsetof(mjModel, body_parentid)); SHOW(offsetof(mjModel, body_pos));
   SHOW(offsetof(mjModel, body_quat)); SHOW(offsetof(mjModel, body_ipos));
   SHOW(offsetof(mjModel, body_iquat)); SHOW(offsetof(mjModel, body_mass));

@@ -197,5 +197,34 @@ module GymnasiumTasks =
               Termination = None }
             ("reacher.xml", []) 10 2 50
 
+    /// The x coordinate of the centre of mass: body masses weighting the bodies' centres of mass (xipos), as
+    /// Gymnasium's mass_center.
+    let private massCentreX (sim: Simulation) =
+        let masses = sim.BodyMasses
+        let xipos = sim.Read SimQuantity.Xipos
+        (Seq.sum (seq { for b in 0 .. masses.Length - 1 -> masses.[b] * xipos.[3 * b] })) / Array.sum masses
+
+    /// Humanoid-v5 (default observation): qpos[2:], qvel, cinert[1:], cvel[1:], qfrc_actuator[6:], cfrc_ext[1:]
+    /// (22 + 23 + 130 + 78 + 17 + 78 = 348); reward 1.25·Δx/dt of the centre of mass + 5 (while healthy)
+    /// − 0.1‖ctrl‖² − min(5·10⁻⁷‖cfrc_ext‖², 10); terminates when z = qpos[2] leaves (1, 2); qpos0 + U(±0.01),
+    /// qvel U(±0.01). Controls lie in [−0.4, 0.4].
+    let humanoid =
+        let healthy (sim: Simulation) = let z = sim.Qpos.[2] in z > 1.0 && z < 2.0
+        task "Humanoid" 5 (MuJoCoReset.Uniform 0.01)
+            (fun sim ->
+                let skipWorld (q: SimQuantity) (width: int) = (sim.Read q).[width..]
+                Array.concat [ sim.Qpos.[2..]; sim.Qvel; skipWorld SimQuantity.Cinert 10; skipWorld SimQuantity.Cvel 6
+                               (sim.Read SimQuantity.QfrcActuator).[6..]; skipWorld SimQuantity.CfrcExt 6 ]
+                |> Array.map float32)
+            (fun sim -> [| massCentreX sim |])
+            (fun t ->
+                let contact = t.Simulation.Read SimQuantity.CfrcExt |> Array.sumBy (fun f -> f * f)
+                1.25 * MuJoCoSpec.velocityOf 0 t + (if healthy t.Simulation then 5.0 else 0.0)
+                - 0.1 * MuJoCoSpec.squaredNorm t.Action - min (5e-7 * contact) 10.0)
+            (fun t -> not (healthy t.Simulation))
+            { Reward = None
+              Termination = Some(fun _ _ next -> Indicators.outsideOpen 1.0f 2.0f (Indicators.column 0 next)) }
+            ("humanoid.xml", []) 348 17 1000
+
     /// Every Gymnasium v5 task.
-    let all = [ halfCheetah; hopper; walker2d; ant; invertedPendulum; invertedDoublePendulum; swimmer; reacher ]
+    let all = [ halfCheetah; hopper; walker2d; ant; invertedPendulum; invertedDoublePendulum; swimmer; reacher; humanoid ]

@@ -52,8 +52,8 @@ module ModelFacts =
           "actuator_gear", Layout.ModelActuatorGear, Real, 6, Layout.ModelNu
           "actuator_ctrlrange", Layout.ModelActuatorCtrlrange, Real, 2, Layout.ModelNu ]
 
-    /// The compiled values of a simulation's model, by MuJoCo's field names, in a fixed order ("opt.timestep"
-    /// and the sizes first).
+    /// The compiled values of a simulation's model, by MuJoCo's field names, in a fixed order (the options and
+    /// the sizes first).
     let read (sim: Simulation) : (string * float[]) list =
         let m = sim.ModelPointer
         let count (offset: int) = Marshal.ReadInt32(m, offset)
@@ -63,7 +63,14 @@ module ModelFacts =
             | Real -> let q: nativeptr<float> = NativePtr.ofNativeInt p in Array.init n (NativePtr.get q)
             | Int -> let q: nativeptr<int> = NativePtr.ofNativeInt p in Array.init n (fun i -> float (NativePtr.get q i))
             | Byte -> let q: nativeptr<byte> = NativePtr.ofNativeInt p in Array.init n (fun i -> float (NativePtr.get q i))
+        let real (offset: int) = BitConverter.Int64BitsToDouble(Marshal.ReadInt64(m, offset))
         [ "opt.timestep", [| sim.Timestep |]
+          "opt.gravity", Array.init 3 (fun i -> real (Layout.ModelGravity + 8 * i))
+          "opt.density", [| real Layout.ModelDensity |]
+          "opt.viscosity", [| real Layout.ModelViscosity |]
+          "opt.integrator", [| float (count Layout.ModelIntegrator) |]
+          "opt.solver", [| float (count Layout.ModelSolver) |]
+          "opt.iterations", [| float (count Layout.ModelIterations) |]
           for name, offset in [ "nq", Layout.ModelNq; "nv", Layout.ModelNv; "nu", Layout.ModelNu; "nbody", Layout.ModelNbody
                                 "njnt", Layout.ModelNjnt; "ngeom", Layout.ModelNgeom ] do
               name, [| float (count offset) |]

@@ -67,6 +67,18 @@ module Layout =
     [<Literal>]
     let ModelTimestep = 232
     [<Literal>]
+    let ModelGravity = 280
+    [<Literal>]
+    let ModelDensity = 352
+    [<Literal>]
+    let ModelViscosity = 360
+    [<Literal>]
+    let ModelIntegrator = 432
+    [<Literal>]
+    let ModelSolver = 448
+    [<Literal>]
+    let ModelIterations = 452
+    [<Literal>]
     let ModelQpos0 = 1096
     [<Literal>]
     let ModelBodyParentid = 1112
@@ -176,7 +188,10 @@ module Layout =
         [ "offsetof(mjModel, nq)", ModelNq; "offsetof(mjModel, nv)", ModelNv; "offsetof(mjModel, nu)", ModelNu
           "offsetof(mjModel, nbody)", ModelNbody; "offsetof(mjModel, njnt)", ModelNjnt; "offsetof(mjModel, ngeom)", ModelNgeom
           "offsetof(mjModel, nsite)", ModelNsite; "offsetof(mjModel, nsensordata)", ModelNsensordata
-          "offsetof(mjModel, opt.timestep)", ModelTimestep; "offsetof(mjModel, qpos0)", ModelQpos0
+          "offsetof(mjModel, opt.timestep)", ModelTimestep; "offsetof(mjModel, opt.gravity)", ModelGravity
+          "offsetof(mjModel, opt.density)", ModelDensity; "offsetof(mjModel, opt.viscosity)", ModelViscosity
+          "offsetof(mjModel, opt.integrator)", ModelIntegrator; "offsetof(mjModel, opt.solver)", ModelSolver
+          "offsetof(mjModel, opt.iterations)", ModelIterations; "offsetof(mjModel, qpos0)", ModelQpos0
           "offsetof(mjModel, body_parentid)", ModelBodyParentid; "offsetof(mjModel, body_pos)", ModelBodyPos
           "offsetof(mjModel, body_quat)", ModelBodyQuat; "offsetof(mjModel, body_ipos)", ModelBodyIpos
           "offsetof(mjModel, body_iquat)", ModelBodyIquat; "offsetof(mjModel, body_mass)", ModelBodyMass
@@ -338,6 +353,8 @@ type Simulation(xmlPath: string) =
     member _.Time = check (); BitConverter.Int64BitsToDouble(Marshal.ReadInt64(data, Layout.DataTime))
     /// The model's reference configuration qpos0.
     member _.InitialQpos = check (); read (pointer model Layout.ModelQpos0) nq
+    /// The bodies' masses (body_mass, nbody; the world's is 0).
+    member _.BodyMasses = check (); read (pointer model Layout.ModelBodyMass) nbody
     /// The actuators' control ranges as (low, high) arrays.
     member _.ControlRange =
         check ()
