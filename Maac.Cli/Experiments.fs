@@ -154,3 +154,19 @@ let mpc (runDir: string) (episodes: int) =
     printfn "%-44s %-20s %.1f" "policy (deterministic)" (sprintf "%.1f ± %.1f" pm ps) pt
     printfn "%-44s %-20s %.1f" "CEM MPC (256 candidates, H 5, 5 iterations)" (sprintf "%.1f ± %.1f" cm cs) ct
     0
+
+/// Loads corrupted copies of a run's checkpoint and prints, per family, how many were refused naming the file, how
+/// many gave another error and how many loaded; exit code 1 unless every case was refused cleanly.
+let checkpointFuzz (runDir: string) (cases: int) (seed: int) =
+    let task = Maac.Envs.Tasks.find (RunFolder.readSettings runDir).Env
+    let results = CheckpointFuzz.run runDir cases seed (fun dir -> (RunFolder.openTrainerFor dir task :> IDisposable).Dispose())
+    printfn "%-30s %6s %8s %8s %7s" "family" "cases" "refused" "unclear" "loaded"
+    for family, rows in results |> List.groupBy (fun c -> c.Family) do
+        let count f = rows |> List.filter f |> List.length
+        printfn "%-30s %6d %8d %8d %7d" family rows.Length (count (fun c -> c.Outcome.IsRefused)) (count (fun c -> c.Outcome.IsUnclear)) (count (fun c -> c.Outcome.IsLoaded))
+    let bad = results |> List.filter (fun c -> not c.Outcome.IsRefused)
+    for c in bad do
+        let what = match c.Outcome with Unclear e -> "another error: " + e | Loaded -> "loaded" | Refused m -> m
+        printfn "NOT REFUSED CLEANLY: %s (%s): %s" c.Family c.Description what
+    printfn "%d cases: %d refused naming the file, %d not" results.Length (results.Length - bad.Length) bad.Length
+    if bad.IsEmpty then 0 else 1

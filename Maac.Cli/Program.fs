@@ -125,6 +125,18 @@ type MpcArgs =
             | Run _ -> "a run folder of a model-based algorithm."
             | Episodes _ -> "evaluation episodes (default 10)."
 
+/// Options of `experiment checkpoint-fuzz`.
+type FuzzArgs =
+    | [<Mandatory>] Run of string
+    | Cases of int
+    | Fuzz_Seed of int
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Run _ -> "a run folder whose checkpoint is corrupted (the folder itself is not changed)."
+            | Cases _ -> "about how many corrupted copies to try (default 300)."
+            | Fuzz_Seed _ -> "seed of the corruptions (default 0)."
+
 /// Options of `experiment pendulum-optimum`.
 type OptimumArgs =
     | Seeds of int
@@ -141,6 +153,7 @@ type ExperimentCommand =
     | [<CliPrefix(CliPrefix.None)>] Ablation of ParseResults<RunsArgs>
     | [<CliPrefix(CliPrefix.None)>] Mpc of ParseResults<MpcArgs>
     | [<CliPrefix(CliPrefix.None)>] Compare of ParseResults<RunsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Checkpoint_Fuzz of ParseResults<FuzzArgs>
     | [<CliPrefix(CliPrefix.None)>] Pendulum_Optimum of ParseResults<OptimumArgs>
     interface IArgParserTemplate with
         member c.Usage =
@@ -149,6 +162,7 @@ type ExperimentCommand =
             | Ablation _ -> "MAAC, H = 0, without STEVE targets, single sample; several seeds; curves (paper Figure 4)."
             | Mpc _ -> "a run's checkpoint with and without CEM MPC at test time (paper Table 1)."
             | Compare _ -> "several algorithms over seeds on one figure (paper Figure 2)."
+            | Checkpoint_Fuzz _ -> "corrupted copies of a run's checkpoint (truncations, bit flips, offsets, shapes, dtypes, NaN, swaps, re-signed edits) loaded as eval does: every one must be refused naming the file."
             | Pendulum_Optimum _ -> "near-optimal returns (dynamic programming) on the Pendulum evaluation episodes of each seed: the best a policy can score there."
 
 /// The commands.
@@ -229,6 +243,7 @@ let main argv =
                     printfn "seed %d: near-optimal evaluation return %.1f (episodes: %s)" seed (Array.average rs) (String.Join(" ", rs |> Array.map (sprintf "%.0f")))
                 0
             | ExperimentCommand.Mpc m -> Experiments.mpc (m.GetResult MpcArgs.Run) (m.GetResult(MpcArgs.Episodes, defaultValue = 10))
+            | Checkpoint_Fuzz f -> Experiments.checkpointFuzz (f.GetResult FuzzArgs.Run) (f.GetResult(Cases, defaultValue = 300)) (f.GetResult(Fuzz_Seed, defaultValue = 0))
         | Bench b when b.Contains BenchArgs.Env ->
             EnvCommands.bench (b.GetResult BenchArgs.Env) (b.GetResult(BenchArgs.Steps, defaultValue = 20_000))
             0

@@ -177,6 +177,43 @@ let tests =
             Expect.stringContains msg2 "sac" "says which algorithm the checkpoint is for"
         }
 
+        test "the checkpoint fuzzer: every corrupted copy of a small MBPO run is refused naming the file (a subset of the full set)" {
+            // `experiment checkpoint-fuzz --run DIR` runs ~300 cases; here every family with about a fifth of them.
+            let s = { tiny "Pendulum" "mbpo" with Steps = 200 }
+            let dir = Directory.CreateTempSubdirectory("maac-fuzz-run").FullName
+            RunFolder.create dir s
+            use _trainer = runTrainer s Algorithms.mbpo 200 (fun t _ -> t.SaveCheckpoint(RunFolder.checkpointFile dir))
+            let task = Tasks.find "Pendulum"
+            let results = CheckpointFuzz.run dir 60 7 (fun d -> (RunFolder.openTrainerFor d task :> IDisposable).Dispose())
+            Expect.isGreaterThanOrEqual results.Length 60 "cases run"
+            Expect.equal (results |> List.map (fun c -> c.Family) |> List.distinct |> List.length) 10 "every family"
+            let bad = results |> List.filter (fun c -> not c.Outcome.IsRefused) |> List.map (fun c -> sprintf "%s (%s): %A" c.Family c.Description c.Outcome)
+            Expect.isEmpty bad (String.Join("\n", bad))
+            // The uncorrupted checkpoint loads: the fuzzer's refusals are not a loader that refuses everything.
+            (RunFolder.openTrainerFor dir task :> IDisposable).Dispose()
+        }
+
+        test "nothing non-finite is written: a NaN in any tensor is refused naming it, the previous file stays" {
+            let dir = Directory.CreateTempSubdirectory("maac-nonfinite").FullName
+            let path = Path.Combine(dir, "c.safetensors")
+            let good = [ { Name = "a"; Shape = [| 2 |]; Values = [| 1.0f; 2.0f |] } ]
+            Checkpoint.save path good Map.empty
+            let before = File.ReadAllBytes path
+            let e = Expect.throwsC (fun () -> Checkpoint.save path [ { Name = "a"; Shape = [| 2 |]; Values = [| 1.0f; nanf |] } ] Map.empty) id
+            Expect.stringContains e.Message "'a' element 1" "names the tensor and the element"
+            Expect.equal (File.ReadAllBytes path) before "the previous checkpoint is untouched"
+            let arrays, _ = Checkpoint.load path
+            Expect.equal arrays.["a"].Values [| 1.0f; 2.0f |] "and still loads"
+        }
+
+        test "a killed checkpoint write leaves no temporary file behind after the next write" {
+            let dir = Directory.CreateTempSubdirectory("maac-stale").FullName
+            let path = Path.Combine(dir, "checkpoint.safetensors")
+            File.WriteAllText(Path.Combine(dir, ".checkpoint.safetensors.99999.tmp"), "half written")
+            Checkpoint.save path [ { Name = "a"; Shape = [| 1 |]; Values = [| 1.0f |] } ] Map.empty
+            Expect.equal (Directory.GetFiles dir |> Array.map Path.GetFileName) [| "checkpoint.safetensors" |] "only the checkpoint"
+        }
+
         test "learning check: MAAC improves the double integrator's return well beyond its initial policy" {
             // Deterministic (fixed seed, bit-identical on any thread count). The initial policy returns
             // −48.7 from (1, 1); the finite-horizon LQR optimum is −34.2; this run reaches about −40.8.

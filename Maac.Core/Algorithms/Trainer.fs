@@ -220,11 +220,6 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
             b.Arrays |> Array.mapi (fun i a -> { Name = sprintf "%s.%d" prefix i; Shape = [| a.Length |]; Values = a }) |> Array.toList
         let a = agent
         let m = a.Model
-        // A checkpoint is only ever written from finite parameters: the last good one stays otherwise.
-        for group, named in [ "policy", (a.Policy :> IParameters<_>).Named; "critic", (a.Critics :> IParameters<_>).Named; "model", (m.Net :> IParameters<_>).Named ] do
-            for name, t in named do
-                if not (Tensor.allFinite t) then
-                    raise (DivergenceException(sprintf "training diverged by step %d: %s parameter '%s' holds NaN or infinity; the checkpoint was not overwritten" step group name))
         let arrays =
             List.concat [
                 named "policy" (a.Policy :> IParameters<_>).Named; moments "policyOpt" a.PolicyOpt
@@ -236,62 +231,117 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 buffer "real" real; buffer "imagined" imagined ]
         let meta =
             Map.ofList [
-                "format", "maac-checkpoint-1"; "algorithm", algorithm.Name; "env", task.Name
+                "format", Checkpoint.Format; "algorithm", algorithm.Name; "env", task.Name
                 "step", string step; "episodes", string episodes; "modelFitted", string modelFitted; "modelMse", string modelMse
                 "elites", String.Join(",", m.Elites); "wallSeconds", string (wallSeconds ())
                 "adamSteps", String.Join(",", [ a.PolicyOpt.Step; a.CriticsOpt.Step; a.TemperatureOpt.Step; a.ModelOpt.Step ])
                 "realCount", string real.Count; "realHead", string real.Head
                 "imaginedCount", string imagined.Count; "imaginedHead", string imagined.Head
                 "lastEpisodeReturn", string lastEpisodeReturn; "lastEval", string lastEval ]
+        // A checkpoint is only ever written from finite state (parameters, moments, statistics, buffers): the last
+        // good one stays otherwise.
+        for t in arrays do
+            if not (Array.forall Single.IsFinite t.Values) then
+                raise (DivergenceException(sprintf "training diverged by step %d: '%s' holds NaN or infinity; the checkpoint %s was not overwritten" step t.Name path))
         Checkpoint.save path arrays meta
 
-    /// Restores a checkpoint written by SaveCheckpoint for the same task, algorithm and sizes.
+    /// Restores a checkpoint written by SaveCheckpoint for the same task, algorithm and settings. Beyond the file's own
+    /// checks (Checkpoint.load: layout, checksums, finite values), every tensor must be one this agent has, with the
+    /// shape its settings imply (parameters, Adam moments, model statistics, buffers), and every counter must be in
+    /// range; anything else is a CheckpointException naming the file and the tensor or key.
     member _.LoadCheckpoint(path: string) =
         let arrays, meta = Checkpoint.load path
+        let refuse fmt = Printf.kprintf (fun m -> raise (CheckpointException(sprintf "checkpoint %s: %s" path m))) fmt
         let get (key: string) =
             match meta.TryFind key with
             | Some v -> v
-            | None -> raise (CheckpointException(sprintf "checkpoint %s lacks '%s'" path key))
-        if get "format" <> "maac-checkpoint-1" then raise (CheckpointException(sprintf "checkpoint %s has format '%s', expected maac-checkpoint-1" path (get "format")))
+            | None -> refuse "lacks the metadata '%s'" key
+        let parse (key: string) (reader: string -> bool * 'T) (what: string) =
+            match reader (get key) with
+            | true, v -> v
+            | _ -> refuse "metadata '%s' is '%s', not %s" key (get key) what
+        let integer (key: string) (lo: int) (hi: int) =
+            let v = parse key (fun t -> Int32.TryParse(t, Globalization.NumberStyles.Integer, Globalization.CultureInfo.InvariantCulture)) "an integer"
+            if v < lo || v > hi then refuse "metadata '%s' is %d, outside [%d, %d]" key v lo hi
+            v
+        let number (key: string) = parse key (fun t -> Double.TryParse(t, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)) "a number"
+        let format = get "format"
+        if format <> Checkpoint.Format && format <> "maac-checkpoint-1" then refuse "has format '%s', expected %s" format Checkpoint.Format
         if get "algorithm" <> algorithm.Name || get "env" <> task.Name then
-            raise (CheckpointException(sprintf "checkpoint %s is for %s on %s, not %s on %s" path (get "algorithm") (get "env") algorithm.Name task.Name))
-        let tensor (name: string) =
+            refuse "is for %s on %s, not %s on %s" (get "algorithm") (get "env") algorithm.Name task.Name
+        let used = Collections.Generic.HashSet<string>()
+        let array (name: string) =
             match arrays.TryFind name with
-            | Some a -> Tensor.ofArray a.Shape a.Values
-            | None -> raise (CheckpointException(sprintf "checkpoint %s lacks tensor '%s'" path name))
+            | Some a -> used.Add name |> ignore; a
+            | None -> refuse "lacks tensor '%s'" name
+        let shaped (name: string) (expected: int[]) =
+            let a = array name
+            if a.Shape <> expected then refuse "tensor '%s' has shape %s where these settings imply %s" name (Shape.show a.Shape) (Shape.show expected)
+            Tensor.ofArray a.Shape a.Values
         let restore (prefix: string) (p: 'P when 'P :> IParameters<'P>) =
-            try p.Named |> Array.map (fun (n, _) -> tensor (prefix + "." + n)) |> Parameters.rebuild p
-            with :? ShapeException as e -> raise (CheckpointException(sprintf "checkpoint %s does not fit this agent (%s): %s" path prefix e.Message))
-        let adamSteps = (get "adamSteps").Split(',') |> Array.map int
+            p.Named |> Array.map (fun (n, t) -> shaped (prefix + "." + n) t.Shape) |> Parameters.rebuild p
+        let adamSteps =
+            let parts = (get "adamSteps").Split(',')
+            if parts.Length <> 4 then refuse "metadata 'adamSteps' has %d entries, expected 4" parts.Length
+            parts |> Array.map (fun t ->
+                match Int32.TryParse(t, Globalization.NumberStyles.Integer, Globalization.CultureInfo.InvariantCulture) with
+                | true, v when v >= 0 -> v
+                | _ -> refuse "metadata 'adamSteps' holds '%s', not a step count" t)
+        // Adam's moments have the shapes of the parameters they belong to.
         let moments (prefix: string) (o: AdamState) (t: int) =
             { Step = t
-              FirstMoment = Array.init o.FirstMoment.Length (fun i -> tensor (sprintf "%s.m.%d" prefix i))
-              SecondMoment = Array.init o.SecondMoment.Length (fun i -> tensor (sprintf "%s.v.%d" prefix i)) }
+              FirstMoment = o.FirstMoment |> Array.mapi (fun i m -> shaped (sprintf "%s.m.%d" prefix i) m.Shape)
+              SecondMoment = o.SecondMoment |> Array.mapi (fun i m -> shaped (sprintf "%s.v.%d" prefix i) m.Shape) }
         let a = agent
-        let stat n = tensor ("modelStats." + n)
-        agent <-
+        let stat n (like: Tensor) = shaped ("modelStats." + n) like.Shape
+        let elites =
+            let parts = (get "elites").Split(',', StringSplitOptions.RemoveEmptyEntries)
+            let members = settings.ModelMembers
+            let ids = parts |> Array.map (fun t -> match Int32.TryParse t with | true, v when v >= 0 && v < members -> v | _ -> refuse "metadata 'elites' holds '%s', not a member of the %d-member ensemble" t members)
+            if ids.Length <> a.Model.Elites.Length || (Array.distinct ids).Length <> ids.Length then
+                refuse "metadata 'elites' is '%s': expected %d distinct members" (get "elites") a.Model.Elites.Length
+            ids
+        let restored =
             { Policy = restore "policy" a.Policy; PolicyOpt = moments "policyOpt" a.PolicyOpt adamSteps.[0]
               Critics = restore "critics" a.Critics; CriticsOpt = moments "criticsOpt" a.CriticsOpt adamSteps.[1]
               TargetCritics = restore "targetCritics" a.TargetCritics
               Temperature = restore "temperature" a.Temperature; TemperatureOpt = moments "temperatureOpt" a.TemperatureOpt adamSteps.[2]
               Model =
-                { Net = restore "model" a.Model.Net; PredictsReward = a.Model.PredictsReward; InputMean = stat "inputMean"; InputStd = stat "inputStd"
-                  TargetMean = stat "targetMean"; TargetStd = stat "targetStd"
-                  Elites = (get "elites").Split(',', StringSplitOptions.RemoveEmptyEntries) |> Array.map int }
+                { Net = restore "model" a.Model.Net; PredictsReward = a.Model.PredictsReward
+                  InputMean = stat "inputMean" a.Model.InputMean; InputStd = stat "inputStd" a.Model.InputStd
+                  TargetMean = stat "targetMean" a.Model.TargetMean; TargetStd = stat "targetStd" a.Model.TargetStd
+                  Elites = elites }
               ModelOpt = moments "modelOpt" a.ModelOpt adamSteps.[3] }
-        let buffer (prefix: string) (b: ReplayBuffer) (count: string) (head: string) =
-            b.Restore(Array.init 5 (fun i -> (arrays.TryFind (sprintf "%s.%d" prefix i) |> Option.map (fun x -> x.Values) |> Option.defaultWith (fun () -> raise (CheckpointException(sprintf "checkpoint %s lacks buffer %s" path prefix))))), int (get count), int (get head))
-        try
-            buffer "real" real "realCount" "realHead"
-            buffer "imagined" imagined "imaginedCount" "imaginedHead"
-        with :? ArgumentException as e -> raise (CheckpointException(sprintf "checkpoint %s: %s" path e.Message))
-        step <- int (get "step")
-        episodes <- int (get "episodes")
-        modelFitted <- bool.Parse(get "modelFitted")
-        modelMse <- float32 (get "modelMse")
-        wallBefore <- float (get "wallSeconds")
-        lastEpisodeReturn <- float (get "lastEpisodeReturn")
-        lastEval <- float (get "lastEval")
+        // Buffers: the filled part of each array, done flags 0 or 1.
+        let buffer (prefix: string) (b: ReplayBuffer) =
+            let count = integer (prefix + "Count") 0 b.Capacity
+            let head = integer (prefix + "Head") 0 (b.Capacity - 1)
+            let widths = [| b.ObsDim; b.ActDim; 1; b.ObsDim; 1 |]
+            let parts = widths |> Array.mapi (fun i w -> (shaped (sprintf "%s.%d" prefix i) [| count * w |]).ToArray())
+            match parts.[4] |> Array.tryFindIndex (fun d -> d <> 0.0f && d <> 1.0f) with
+            | Some i -> refuse "tensor '%s.4' (done flags) element %d is %g, not 0 or 1" prefix i parts.[4].[i]
+            | None -> ()
+            fun () -> b.Restore(parts, count, head)
+        let restoreReal = buffer "real" real
+        let restoreImagined = buffer "imagined" imagined
+        let unknown = arrays.Keys |> Seq.filter (fun k -> not (used.Contains k)) |> Seq.toList
+        if not unknown.IsEmpty then refuse "holds tensors this agent does not have: %s" (String.Join(", ", unknown))
+        let savedStep = integer "step" 0 settings.Steps
+        let savedEpisodes = integer "episodes" 0 Int32.MaxValue
+        let fitted = parse "modelFitted" (fun t -> Boolean.TryParse t) "true or false"
+        let mse, wall, lastReturn, lastEvaluation = number "modelMse", number "wallSeconds", number "lastEpisodeReturn", number "lastEval"
+        if not (wall >= 0.0) then refuse "metadata 'wallSeconds' is %g" wall
+        // Everything checked: only now is the trainer's state replaced.
+        restoreReal ()
+        restoreImagined ()
+        agent <- restored
+        step <- savedStep
+        episodes <- savedEpisodes
+        modelFitted <- fitted
+        modelMse <- float32 mse
+        wallBefore <- wall
+        lastEpisodeReturn <- lastReturn
+        lastEval <- lastEvaluation
 
     interface IDisposable with
         member _.Dispose() = env.Dispose()
