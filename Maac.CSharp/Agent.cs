@@ -21,16 +21,18 @@ public abstract class Agent : IDisposable
     private readonly Trainer trainer;
     private readonly List<EvaluationRecord> evaluations = [];
     private string? runDirectory;
-    private bool resumedRunFolder;
     private long actCalls;
     private int training;
     private bool disposed;
 
-    private protected Agent(Trainer trainer, string? runDirectory, bool resumed)
+    private protected Agent(Trainer trainer, string? runDirectory)
     {
         this.trainer = trainer;
         this.runDirectory = runDirectory;
-        resumedRunFolder = resumed;
+        // A loaded agent's history is the run's: the evaluations its checkpoint carries.
+        foreach (var row in trainer.Metrics)
+            evaluations.Add(new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
+                row.Alpha, row.ModelHoldoutMse, row.WallSeconds));
     }
 
     /// <summary>Creates the trainer for a task and options, starting the run folder when one is asked for.</summary>
@@ -106,11 +108,6 @@ public abstract class Agent : IDisposable
         if (Interlocked.Exchange(ref training, 1) == 1) throw new InvalidOperationException("this agent is already training");
         try
         {
-            if (runDirectory is { } dir && resumedRunFolder)
-            {
-                RunFolder.truncateMetrics(dir, Step);
-                resumedRunFolder = false;
-            }
             var first = Step;
             var every = Math.Max(1, (steps + ProgressReports - 1) / ProgressReports);
             var evaluated = false;
@@ -123,13 +120,13 @@ public abstract class Agent : IDisposable
             }
             void OnEvaluation(MetricsRow row)
             {
-                if (runDirectory is { } folder) RunFolder.record(folder, trainer, row);
+                if (runDirectory is { } folder) RunFolder.record(folder, trainer);
                 evaluations.Add(new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
                     row.Alpha, row.ModelHoldoutMse, row.WallSeconds));
                 evaluated = true; // the progress report of this step follows at once
             }
             trainer.Run(Step + steps, FuncConvert<ProgressInfo>(OnProgress), FuncConvert<MetricsRow>(OnEvaluation), cancellationToken);
-            if (runDirectory is { } last) trainer.SaveCheckpoint(RunFolder.checkpointFile(last));
+            if (runDirectory is { } last) RunFolder.record(last, trainer);
             cancellationToken.ThrowIfCancellationRequested();
         }
         finally
@@ -190,12 +187,10 @@ public abstract class Agent : IDisposable
         var own = runDirectory is not null && Path.GetFullPath(runDirectory) == Path.GetFullPath(directory);
         if (!own)
         {
-            if (overwrite && File.Exists(RunFolder.metricsFile(directory))) File.Delete(RunFolder.metricsFile(directory));
             if (overwrite) RunFolder.writeSettings(directory, trainer.Settings);
             else RunFolder.create(directory, trainer.Settings);
-            foreach (var row in trainer.Metrics) RunFolder.appendMetrics(directory, row);
         }
-        trainer.SaveCheckpoint(RunFolder.checkpointFile(directory));
+        RunFolder.record(directory, trainer);
     }
 
     /// <summary>

@@ -33,7 +33,7 @@ type EnvsArgs =
 
 /// Options of `train`.
 type TrainArgs =
-    | [<Mandatory>] Env of string
+    | Env of string
     | Algo of string
     | Steps of int
     | Seed of int64
@@ -45,7 +45,7 @@ type TrainArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Env _ -> "the task (see `envs`)."
+            | Env _ -> "the task (see `envs`); needed unless --resume is given."
             | Algo _ -> "maac (default), sac, mbpo, steve or svg1."
             | Steps _ -> "environment steps (default: the task's budget in the settings)."
             | Seed _ -> "random seed (default 0)."
@@ -107,7 +107,7 @@ type RunsArgs =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Env _ -> "the task (see `envs`)."
+            | Env _ -> "the task (see `envs`); needed unless --resume is given."
             | Algos _ -> "comma-separated algorithms (ablation: maac,maac-h0,maac-td,maac-k1; compare: maac,sac,mbpo,steve,svg1)."
             | Seeds _ -> "seeds per algorithm (default 3)."
             | Steps _ -> "environment steps per run (default 3000; the task's full budget is in its settings, e.g. 5000 for Pendulum)."
@@ -200,14 +200,29 @@ let main argv =
             match t.TryGetResult Resume with
             | Some dir ->
                 let s = Maac.Algorithms.RunFolder.readSettings dir
-                let s = { s with Steps = t.GetResult(TrainArgs.Steps, defaultValue = s.Steps) }
-                TrainCommands.train s dir true
+                // A resumed run continues as configured: flags that would change its meaning are refused, not ignored.
+                let conflicts =
+                    [ match t.TryGetResult TrainArgs.Env with
+                      | Some e when (Maac.Envs.Tasks.find e).Name <> s.Env -> yield sprintf "--env %s (the run is on %s)" e s.Env
+                      | _ -> ()
+                      match t.TryGetResult Algo with
+                      | Some a when (Maac.Algorithms.Algorithms.find a).Name <> s.Algorithm -> yield sprintf "--algo %s (the run is %s)" a s.Algorithm
+                      | _ -> ()
+                      match t.TryGetResult Seed with
+                      | Some seed when seed <> s.Seed -> yield sprintf "--seed %d (the run's is %d)" seed s.Seed
+                      | _ -> ()
+                      if t.Contains Config then yield "--config (the run's settings are its config.json)"
+                      if t.Contains TrainArgs.Out then yield "--out (the run's folder is the one resumed)" ]
+                if not conflicts.IsEmpty then
+                    failwithf "--resume continues %s as it was configured; these flags would change it: %s. Start a new run with --out instead" dir (String.Join("; ", conflicts))
+                TrainCommands.train s dir (Some(t.TryGetResult TrainArgs.Steps))
             | None ->
-                let env = (Maac.Envs.Tasks.find (t.GetResult TrainArgs.Env)).Name
+                let requested = match t.TryGetResult TrainArgs.Env with Some e -> e | None -> failwith "train needs --env (or --resume DIR)"
+                let env = (Maac.Envs.Tasks.find requested).Name
                 let algo = (Maac.Algorithms.Algorithms.find (t.GetResult(Algo, defaultValue = "maac"))).Name
                 let baseSettings =
                     match t.TryGetResult Config with
-                    | Some file -> Maac.Algorithms.RunFolder.readSettingsFile file
+                    | Some file -> Maac.Algorithms.RunFolder.readSettingsFileFor file (Some env) (Some algo)
                     | None -> Maac.Algorithms.Settings.forTask env algo
                 let s =
                     { baseSettings with
@@ -215,7 +230,7 @@ let main argv =
                         Steps = t.GetResult(TrainArgs.Steps, defaultValue = baseSettings.Steps)
                         Seed = t.GetResult(Seed, defaultValue = baseSettings.Seed) }
                 let out = t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
-                TrainCommands.train s out false
+                TrainCommands.train s out None
         | Eval e ->
             Maac.Tensors.Devices.select (e.GetResult(EvalArgs.Device, defaultValue = "cpu")) |> ignore
             TrainCommands.eval (e.GetResult EvalArgs.Run) (e.GetResult(EvalArgs.Episodes, defaultValue = 10)) (e.Contains EvalArgs.Mpc)

@@ -9,22 +9,24 @@ open System.Threading
 open Maac.Algorithms
 open Maac.Envs
 
-/// Trains into a run folder (or resumes one); returns the process exit code.
-let train (settings: Settings) (outDir: string) (resume: bool) =
+/// Trains into a new run folder, or resumes one (`resume` with the budget given by --steps, if any); returns the
+/// process exit code.
+let train (settings: Settings) (outDir: string) (resume: int option option) =
     let task = Tasks.find settings.Env
-    let algorithm = Algorithms.find settings.Algorithm
-    if resume then
-        if not (File.Exists(RunFolder.checkpointFile outDir)) then failwithf "cannot resume: %s has no checkpoint" outDir
-    elif File.Exists(RunFolder.configFile outDir) then
-        failwithf "the run folder %s already holds a run; nothing was overwritten (use --resume %s to continue it, or another --out)" outDir outDir
-    use trainer = new Trainer(settings, algorithm, task)
-    if resume then
-        trainer.LoadCheckpoint(RunFolder.checkpointFile outDir)
-        RunFolder.truncateMetrics outDir trainer.Step
-        // The budget may have been raised with --steps: config.json records the settings in use.
-        RunFolder.writeSettings outDir settings
-        printfn "resuming %s at step %d of %d" outDir trainer.Step settings.Steps
-    else RunFolder.create outDir settings
+    let trainer =
+        match resume with
+        | Some steps ->
+            let t = RunFolder.resume outDir task steps
+            printfn "resuming %s at step %d of %d" outDir t.Step t.Settings.Steps
+            t
+        | None ->
+            let t = new Trainer(settings, Algorithms.find settings.Algorithm, task)
+            try RunFolder.create outDir settings
+            with _ -> (t :> IDisposable).Dispose(); reraise ()
+            t
+    use _ = trainer
+    let settings = trainer.Settings
+    for w in Settings.warnings settings do eprintfn "warning: %s" w
     use cancel = new CancellationTokenSource()
     Console.CancelKeyPress.Add(fun e ->
         e.Cancel <- true
@@ -38,21 +40,25 @@ let train (settings: Settings) (outDir: string) (resume: bool) =
                     p.Step p.TotalSteps p.StepsPerSecond p.LastEpisodeReturn p.LastEvalReturn p.CriticLoss p.ActorLoss p.Alpha
                     (p.Remaining.ToString(@"hh\:mm\:ss")))
     let checkpoint (row: MetricsRow) =
-        RunFolder.record outDir trainer row
+        RunFolder.record outDir trainer
         Plotting.draw (sprintf "%s on %s, seed %d" settings.Algorithm settings.Env settings.Seed) (Plotting.curves [ outDir ]) (RunFolder.curveFile outDir)
         if not interactive || true then
             printfn "%sstep %d: evaluation return %.1f ± %.1f (%d episodes), %.0f s" (if interactive then "\n" else "") row.Step row.EvalReturnMean row.EvalReturnStd settings.EvalEpisodes row.WallSeconds
     try
         trainer.Run(settings.Steps, progress, checkpoint, cancel.Token)
         if cancel.IsCancellationRequested then
-            trainer.SaveCheckpoint(RunFolder.checkpointFile outDir)
+            RunFolder.record outDir trainer
             printfn "stopped at step %d; continue with: train --resume %s" trainer.Step outDir
             130
         else
             printfn "done: %s (config.json, metrics.csv, checkpoint.safetensors, curve.png)" outDir
             0
     with :? DivergenceException as e ->
-        eprintfn "\n%s\nTraining stopped. The last good checkpoint stays in %s." e.Message outDir
+        let kept =
+            if File.Exists(RunFolder.checkpointFile outDir) then
+                sprintf "The last good checkpoint (step %d or earlier) stays in %s; metrics.csv agrees with it." (trainer.Metrics |> List.tryLast |> Option.map (fun r -> r.Step) |> Option.defaultValue 0) outDir
+            else sprintf "No checkpoint had been written yet; %s holds only config.json." outDir
+        eprintfn "\n%s\nTraining stopped. %s" e.Message kept
         3
 
 /// Evaluates the checkpoint of a run folder, with the policy alone and, with mpc, also with CEM planning.

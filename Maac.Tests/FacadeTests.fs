@@ -234,7 +234,7 @@ let tests =
                 Maac.Algorithms.RunFolder.create dir s
                 let trainOnce () =
                     use trainer = new Maac.Algorithms.Trainer(s, Maac.Algorithms.Algorithms.maac, Maac.Envs.Tasks.find "Pendulum")
-                    trainer.Run(200, ignore, Maac.Algorithms.RunFolder.record dir trainer, CancellationToken.None)
+                    trainer.Run(200, ignore, (fun _ -> Maac.Algorithms.RunFolder.record dir trainer), CancellationToken.None)
                 trainOnce ()
                 use agent = MaacAgent.Load dir
                 Expect.equal (agent.Step, agent.Algorithm, agent.Environment) (200, "maac", "Pendulum") "the CLI's run"

@@ -14,6 +14,7 @@ let allTests =
         EnvTests.tests
         MuJoCoTaskTests.tests
         RlTests.tests
+        RunFolderTests.tests
         FacadeTests.tests
         AnalysisTests.tests
         GpuBackendTests.tests

@@ -149,7 +149,7 @@ let tests =
             use whole = runTrainer s Algorithms.maac 400 (fun _ _ -> ())
             use _first = runTrainer s Algorithms.maac 200 (fun t _ -> t.SaveCheckpoint path)
             use second = new Trainer(s, Algorithms.maac, Tasks.find "Pendulum")
-            second.LoadCheckpoint path
+            second.LoadCheckpoint path |> ignore
             Expect.equal second.Step 200 "restored step"
             let clock = Diagnostics.Stopwatch.StartNew()
             second.Run(400, ignore, ignore, Threading.CancellationToken.None)
@@ -170,10 +170,10 @@ let tests =
             let cut = Path.Combine(dir, "cut.safetensors")
             File.WriteAllBytes(cut, bytes.[.. bytes.Length / 2])
             use fresh = new Trainer(s, Algorithms.sac, Tasks.find "Pendulum")
-            let msg = Expect.throwsC (fun () -> fresh.LoadCheckpoint cut) (fun e -> e.Message)
+            let msg = Expect.throwsC (fun () -> fresh.LoadCheckpoint cut |> ignore) (fun e -> e.Message)
             Expect.stringContains msg "cut.safetensors" "names the file"
             use other = new Trainer(tiny "Pendulum" "mbpo", Algorithms.mbpo, Tasks.find "Pendulum")
-            let msg2 = Expect.throwsC (fun () -> other.LoadCheckpoint path) (fun e -> e.Message)
+            let msg2 = Expect.throwsC (fun () -> other.LoadCheckpoint path |> ignore) (fun e -> e.Message)
             Expect.stringContains msg2 "sac" "says which algorithm the checkpoint is for"
         }
 

@@ -15,90 +15,117 @@ module RunFolder =
     let checkpointFile (dir: string) = Path.Combine(dir, "checkpoint.safetensors")
     let curveFile (dir: string) = Path.Combine(dir, "curve.png")
 
-    let private options = JsonSerializerOptions(WriteIndented = true)
-
-    /// Writes config.json (atomically).
+    /// Writes config.json (atomically): every setting used.
     let writeSettings (dir: string) (s: Settings) =
         Directory.CreateDirectory dir |> ignore
         let temp = configFile dir + ".tmp"
-        File.WriteAllText(temp, JsonSerializer.Serialize(s, options))
+        File.WriteAllText(temp, SettingsFile.toJson s)
         File.Move(temp, configFile dir, true)
 
-    /// Reads settings from a JSON file; a clear error when it is missing or malformed.
-    let readSettingsFile (path: string) =
+    /// Reads settings from a JSON file (SettingsFile.parse: keys left out take the task's defaults, unknown keys are
+    /// refused); `env` and `algorithm` (flags) win over the file's.
+    let readSettingsFileFor (path: string) (env: string option) (algorithm: string option) =
         if not (File.Exists path) then raise (CheckpointException(sprintf "settings file not found: %s" path))
-        let s =
-            try JsonSerializer.Deserialize<Settings>(File.ReadAllText path, options)
-            with :? JsonException as e -> raise (CheckpointException(sprintf "%s is not a valid run configuration: %s" path e.Message))
-        if isNull (box s) || isNull s.Env || isNull s.Hidden || isNull s.ModelHidden then
-            raise (CheckpointException(sprintf "%s is not a complete run configuration (write one with `train` and edit it)" path))
-        s
+        SettingsFile.parse path (File.ReadAllText path) env algorithm
+
+    /// Reads settings from a JSON file; a clear error when it is missing or malformed.
+    let readSettingsFile (path: string) = readSettingsFileFor path None None
 
     /// Reads a run folder's config.json.
     let readSettings (dir: string) =
         if not (File.Exists(configFile dir)) then raise (CheckpointException(sprintf "%s is not a run folder: %s is missing" dir (configFile dir)))
         readSettingsFile (configFile dir)
 
-    /// The header of metrics.csv.
-    let metricsHeader = "step,eval_return_mean,eval_return_std,critic_loss,actor_loss,alpha,model_holdout_mse,wall_seconds"
-
-    /// Appends one row to metrics.csv (writing the header first when the file is new).
-    let appendMetrics (dir: string) (r: MetricsRow) =
+    /// Writes metrics.csv whole (temporary file, then renamed): the rows given and nothing else.
+    let writeMetrics (dir: string) (rows: MetricsRow seq) =
         let path = metricsFile dir
-        let inv (x: float) = x.ToString("R", Globalization.CultureInfo.InvariantCulture)
-        let line =
-            String.Join(",", [ string r.Step; inv r.EvalReturnMean; inv r.EvalReturnStd; inv (float r.CriticLoss); inv (float r.ActorLoss)
-                               inv (float r.Alpha); inv (float r.ModelHoldoutMse); inv r.WallSeconds ])
-        if not (File.Exists path) then File.WriteAllText(path, metricsHeader + "\n")
-        File.AppendAllText(path, line + "\n")
+        let temp = path + ".tmp"
+        File.WriteAllText(temp, MetricsCsv.text rows)
+        File.Move(temp, path, true)
 
     /// Reads every row of metrics.csv.
     let readRows (dir: string) =
         let path = metricsFile dir
         if not (File.Exists path) then raise (CheckpointException(sprintf "%s has no %s" dir path))
-        File.ReadAllLines path
-        |> Array.skip 1
-        |> Array.filter (fun l -> l.Trim() <> "")
-        |> Array.map (fun l ->
-            let c = l.Split(',')
-            let f (i: int) = Double.Parse(c.[i], Globalization.CultureInfo.InvariantCulture)
-            { Step = int c.[0]; EvalReturnMean = f 1; EvalReturnStd = f 2; CriticLoss = float32 (f 3); ActorLoss = float32 (f 4)
-              Alpha = float32 (f 5); ModelHoldoutMse = float32 (f 6); WallSeconds = f 7 })
+        MetricsCsv.parse path (File.ReadAllText path)
 
     /// Reads metrics.csv as (step, mean, std) rows.
     let readMetrics (dir: string) = readRows dir |> Array.map (fun r -> r.Step, r.EvalReturnMean, r.EvalReturnStd)
 
-    /// Drops metrics rows after a step (used when resuming from a checkpoint taken at that step).
-    let truncateMetrics (dir: string) (step: int) =
-        let path = metricsFile dir
-        if File.Exists path then
-            let lines = File.ReadAllLines path
-            let kept = lines |> Array.mapi (fun i l -> i, l) |> Array.filter (fun (i, l) -> i = 0 || (l.Trim() <> "" && int (l.Split(',').[0]) <= step)) |> Array.map snd
-            File.WriteAllLines(path, kept)
+    /// The files a run folder may hold (their temporary versions included).
+    let private ownFiles = set [ "config.json"; "metrics.csv"; "checkpoint.safetensors"; "curve.png"; "config.json.tmp"; "metrics.csv.tmp" ]
 
-    /// Starts a new run folder: writes config.json, refusing a folder that already holds a run (nothing
-    /// a user saved is overwritten).
+    let private isOwn (file: string) =
+        let name = Path.GetFileName file
+        ownFiles.Contains name || (name.StartsWith ".checkpoint.safetensors." && name.EndsWith ".tmp")
+
+    /// Starts a new run folder: writes config.json. A folder that already holds a run is refused (nothing a user
+    /// saved is overwritten), except one that has this run's settings and no checkpoint yet (a run killed before its
+    /// first checkpoint, which starts again); a folder holding files that are not a run's is refused naming them.
     let create (dir: string) (s: Settings) =
-        if File.Exists(configFile dir) || File.Exists(checkpointFile dir) then
+        if Directory.Exists dir then
+            let foreign = Directory.GetFiles dir |> Array.filter (isOwn >> not) |> Array.map Path.GetFileName
+            if foreign.Length > 0 || Directory.GetDirectories(dir).Length > 0 then
+                raise (IOException(sprintf "%s is not empty and holds files that are not a run's (%s); choose another folder" dir (String.Join(", ", Array.append foreign (Directory.GetDirectories dir |> Array.map Path.GetFileName)))))
+        if File.Exists(checkpointFile dir) then
             raise (IOException(sprintf "the run folder %s already holds a run; nothing was overwritten (resume it, or choose another folder)" dir))
+        if File.Exists(configFile dir) then
+            let existing = try Some(readSettingsFile (configFile dir)) with _ -> None
+            match existing with
+            | Some e when SettingsFile.differences e s = [] && e.Steps = s.Steps -> () // the same run, killed before its first checkpoint
+            | _ -> raise (IOException(sprintf "the run folder %s already holds another run's config.json and no checkpoint; nothing was overwritten (choose another folder)" dir))
         writeSettings dir s
+        writeMetrics dir []
 
-    /// Records an evaluation in a run folder: the checkpoint (atomically) and its metrics row.
-    let record (dir: string) (trainer: Trainer) (row: MetricsRow) =
+    /// Records an evaluation in a run folder: the checkpoint (atomically, with the metrics rows so far), then
+    /// metrics.csv rewritten from the same rows. After a kill between the two, opening the folder rewrites metrics.csv
+    /// from the checkpoint: the folder always agrees with itself.
+    let record (dir: string) (trainer: Trainer) =
         trainer.SaveCheckpoint(checkpointFile dir)
-        appendMetrics dir row
+        writeMetrics dir trainer.Metrics
 
-    /// A trainer for a run folder's settings and the given task, with its checkpoint loaded.
-    let openTrainerFor (dir: string) (task: TaskInfo) =
-        let s = readSettings dir
+    /// A trainer for a run folder's settings (changed by `adjust`: a raised budget) and the given task, with its
+    /// checkpoint loaded; metrics.csv is rewritten to hold exactly the rows up to the checkpoint (a kill may have left
+    /// it behind or ahead; a checkpoint without its rows, of format 1, keeps the file's rows up to its step).
+    let openTrainerWith (dir: string) (task: TaskInfo) (adjust: Settings -> Settings) =
+        let s = adjust (readSettings dir)
         if not (File.Exists(checkpointFile dir)) then raise (CheckpointException(sprintf "%s holds no checkpoint (%s is missing)" dir (checkpointFile dir)))
         let t = new Trainer(s, Algorithms.find s.Algorithm, task)
         try
-            t.LoadCheckpoint(checkpointFile dir)
+            if not (t.LoadCheckpoint(checkpointFile dir)) && File.Exists(metricsFile dir) then t.RestoreMetrics(readRows dir)
+            writeMetrics dir t.Metrics
             t
         with _ ->
             (t :> IDisposable).Dispose()
             reraise ()
 
+    /// A trainer for a run folder's settings and the given task, with its checkpoint loaded.
+    let openTrainerFor (dir: string) (task: TaskInfo) = openTrainerWith dir task id
+
     /// A trainer for a run folder of a built-in task, with its checkpoint loaded.
     let openTrainer (dir: string) = openTrainerFor dir (Tasks.find (readSettings dir).Env)
+
+    /// A trainer that continues the run in a folder (the command line's `train --resume`, an agent's continued
+    /// training): its checkpoint loaded, the budget raised to `steps` when given (refused below the checkpoint's
+    /// step), config.json rewritten with the budget. A folder with this run's config.json and no checkpoint (killed
+    /// before its first) starts again from step 0.
+    let resume (dir: string) (task: TaskInfo) (steps: int option) =
+        let withSteps (s: Settings) = match steps with Some n -> { s with Steps = n } | None -> s
+        if not (File.Exists(checkpointFile dir)) then
+            let s = withSteps (readSettings dir)
+            let t = new Trainer(s, Algorithms.find s.Algorithm, task)
+            writeSettings dir s
+            writeMetrics dir []
+            t
+        else
+            let t = openTrainerWith dir task id
+            match steps with
+            | Some n when n < t.Step ->
+                (t :> IDisposable).Dispose()
+                raise (ArgumentException(sprintf "--steps %d is below the step %d the checkpoint in %s has reached; give a budget of at least %d" n t.Step dir t.Step, "steps"))
+            | Some n when n <> t.Settings.Steps ->
+                (t :> IDisposable).Dispose()
+                let raised = openTrainerWith dir task withSteps
+                writeSettings dir raised.Settings
+                raised
+            | _ -> t

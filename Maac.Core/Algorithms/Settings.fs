@@ -1,5 +1,7 @@
 namespace Maac.Algorithms
 
+open System
+
 /// Every setting of a training run (written to config.json). Defaults are the MAAC authors'
 /// MuJoCo settings; Settings.forTask scales model and budgets down for the small managed tasks.
 type Settings =
@@ -74,3 +76,66 @@ module Settings =
         | "invertedpendulum" -> { small with UpdatesPerStep = 4 }
         | "pendulum" -> { small with UpdatesPerStep = 4; Hidden = [| 256; 256 |] }
         | _ -> small
+
+    /// Every out-of-range setting, each naming the setting and its value; empty when the settings can be run.
+    /// The one check used by the command line, the C# options and F# callers (Trainer runs it).
+    let problems (s: Settings) =
+        [ let positive name (v: int) = if v <= 0 then Some(sprintf "%s must be positive, got %d" name v) else None
+          let atLeast0 name (v: int) = if v < 0 then Some(sprintf "%s must not be negative, got %d" name v) else None
+          let rate name (v: float32) =
+              if not (Single.IsFinite v) || v <= 0.0f then Some(sprintf "%s must be a positive learning rate, got %g" name v) else None
+          let widths name (v: int[]) =
+              if isNull v || v.Length = 0 || Array.exists (fun w -> w <= 0) v then
+                  Some(sprintf "%s must list positive layer widths, got [%s]" name (if isNull v then "" else String.Join(", ", v)))
+              else None
+          let unit name (v: float32) (lowOpen: bool) =
+              if not (Single.IsFinite v) || (if lowOpen then v <= 0.0f else v < 0.0f) || v > 1.0f then
+                  Some(sprintf "%s must lie in %s0, 1], got %g" name (if lowOpen then "(" else "[") v)
+              else None
+          if String.IsNullOrWhiteSpace s.Env then Some "Env must name a task"
+          if String.IsNullOrWhiteSpace s.Algorithm then Some "Algorithm must name an algorithm"
+          positive "Steps" s.Steps
+          unit "Gamma" s.Gamma true
+          unit "Tau" s.Tau true
+          positive "BatchSize" s.BatchSize
+          widths "Hidden" s.Hidden
+          rate "ActorLearningRate" s.ActorLearningRate
+          rate "CriticLearningRate" s.CriticLearningRate
+          rate "AlphaLearningRate" s.AlphaLearningRate
+          atLeast0 "RandomSteps" s.RandomSteps
+          positive "UpdatesPerStep" s.UpdatesPerStep
+          positive "ModelMembers" s.ModelMembers
+          positive "ModelElites" s.ModelElites
+          if s.ModelElites > s.ModelMembers then Some(sprintf "ModelElites (%d) must not exceed ModelMembers (%d)" s.ModelElites s.ModelMembers)
+          widths "ModelHidden" s.ModelHidden
+          rate "ModelLearningRate" s.ModelLearningRate
+          positive "ModelBatchSize" s.ModelBatchSize
+          positive "ModelMaxEpochs" s.ModelMaxEpochs
+          positive "ModelTrainEvery" s.ModelTrainEvery
+          positive "RolloutStarts" s.RolloutStarts
+          positive "RolloutLength" s.RolloutLength
+          positive "ImaginedCapacity" s.ImaginedCapacity
+          positive "RealCapacity" s.RealCapacity
+          unit "RealFraction" s.RealFraction false
+          atLeast0 "ActorHorizon" s.ActorHorizon
+          positive "ActorSamples" s.ActorSamples
+          atLeast0 "CriticHorizon" s.CriticHorizon
+          positive "EvalEvery" s.EvalEvery
+          positive "EvalEpisodes" s.EvalEpisodes ]
+        |> List.choose id
+
+    /// Settings that can be run but will not do what was probably meant (a budget spent on random actions or
+    /// without an evaluation).
+    let warnings (s: Settings) =
+        [ if s.RandomSteps >= s.Steps then
+              yield sprintf "RandomSteps (%d) is not below Steps (%d): the whole budget is random actions and nothing is learned" s.RandomSteps s.Steps
+          if s.EvalEvery > s.Steps then
+              yield sprintf "EvalEvery (%d) exceeds Steps (%d): the only evaluation is at the end" s.EvalEvery s.Steps ]
+
+    /// Raises ArgumentException listing every problem (naming the first problem's setting as the parameter).
+    let validate (s: Settings) =
+        match problems s with
+        | [] -> ()
+        | first :: _ as all ->
+            let setting = first.Split(' ').[0]
+            raise (ArgumentException(sprintf "invalid settings:\n- %s" (String.Join("\n- ", all)), setting))

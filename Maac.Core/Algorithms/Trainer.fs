@@ -32,13 +32,41 @@ type MetricsRow =
       ModelHoldoutMse: float32
       WallSeconds: float }
 
+/// metrics.csv's text: a header line and one line per MetricsRow (invariant culture, round-trip precision).
+module MetricsCsv =
+    /// The header line.
+    let header = "step,eval_return_mean,eval_return_std,critic_loss,actor_loss,alpha,model_holdout_mse,wall_seconds"
+
+    /// One row as a line.
+    let line (r: MetricsRow) =
+        let inv (x: float) = x.ToString("R", Globalization.CultureInfo.InvariantCulture)
+        String.Join(",", [ string r.Step; inv r.EvalReturnMean; inv r.EvalReturnStd; inv (float r.CriticLoss); inv (float r.ActorLoss)
+                           inv (float r.Alpha); inv (float r.ModelHoldoutMse); inv r.WallSeconds ])
+
+    /// The whole text of rows.
+    let text (rows: MetricsRow seq) = String.Join("\n", Seq.append [ header ] (Seq.map line rows)) + "\n"
+
+    /// Rows from a text written by `text`; `source` names it in errors (CheckpointException).
+    let parse (source: string) (text: string) =
+        let lines = text.Split('\n') |> Array.map (fun l -> l.Trim()) |> Array.filter (fun l -> l <> "")
+        if lines.Length = 0 || lines.[0] <> header then raise (CheckpointException(sprintf "%s does not start with the metrics header" source))
+        lines.[1..] |> Array.mapi (fun i l ->
+            let c = l.Split(',')
+            let number (k: int) =
+                match Double.TryParse(c.[k], Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+                | true, v -> v
+                | _ -> raise (CheckpointException(sprintf "%s: row %d, column %d is '%s', not a number" source (i + 1) (k + 1) c.[k]))
+            if c.Length <> 8 then raise (CheckpointException(sprintf "%s: row %d has %d columns, expected 8" source (i + 1) c.Length))
+            { Step = int (number 0); EvalReturnMean = number 1; EvalReturnStd = number 2; CriticLoss = float32 (number 3); ActorLoss = float32 (number 4)
+              Alpha = float32 (number 5); ModelHoldoutMse = float32 (number 6); WallSeconds = number 7 })
+
 /// Runs the loop of DESIGN.md: environment step → real buffer → (every N steps) fit the model and
 /// refresh imagined data → G gradient steps → (every EvalEvery steps) evaluation, metrics, checkpoint.
 /// Every random draw is derived from the seed and the step, so a run is reproducible from its settings;
 /// the running episode is cut at each checkpoint so that a resumed run continues exactly.
 [<Sealed>]
 type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
-    do if settings.Steps <= 0 then invalidArg "settings" (sprintf "Steps must be positive, got %d" settings.Steps)
+    do Settings.validate settings
     let root = RandomKey.ofSeed settings.Seed
     let keyFor (purpose: int64) (step: int) = root |> RandomKey.fold purpose |> RandomKey.fold (int64 step)
     let env = task.Create()
@@ -74,7 +102,10 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     let toEnv (a: float32[]) = Array.init actDim (fun i -> low.[i] + (a.[i] + 1.0f) * 0.5f * (high.[i] - low.[i]))
 
     let fitModel () =
-        let m, opt, report = Dynamics.fit dynamicsSettings (keyFor 2L step) agent.Model agent.ModelOpt (real.All())
+        let m, opt, report =
+            // A diverging model is a diverging run, reported as every other part's divergence is.
+            try Dynamics.fit dynamicsSettings (keyFor 2L step) agent.Model agent.ModelOpt (real.All())
+            with :? NonFiniteException as e -> raise (DivergenceException(sprintf "training diverged at step %d: %s" step e.Message))
         agent <- { agent with Model = m; ModelOpt = opt }
         modelFitted <- true
         modelMse <- Array.average report.HoldoutMse
@@ -237,7 +268,11 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 "adamSteps", String.Join(",", [ a.PolicyOpt.Step; a.CriticsOpt.Step; a.TemperatureOpt.Step; a.ModelOpt.Step ])
                 "realCount", string real.Count; "realHead", string real.Head
                 "imaginedCount", string imagined.Count; "imaginedHead", string imagined.Head
-                "lastEpisodeReturn", string lastEpisodeReturn; "lastEval", string lastEval ]
+                "lastEpisodeReturn", string lastEpisodeReturn; "lastEval", string lastEval
+                "settings", SettingsFile.toJson settings
+                // The metrics rows up to this checkpoint travel with it, so that the run folder's metrics.csv can always
+                // be made to agree with its checkpoint.
+                "metrics", MetricsCsv.text metrics ]
         // A checkpoint is only ever written from finite state (parameters, moments, statistics, buffers): the last
         // good one stays otherwise.
         for t in arrays do
@@ -248,8 +283,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     /// Restores a checkpoint written by SaveCheckpoint for the same task, algorithm and settings. Beyond the file's own
     /// checks (Checkpoint.load: layout, checksums, finite values), every tensor must be one this agent has, with the
     /// shape its settings imply (parameters, Adam moments, model statistics, buffers), and every counter must be in
-    /// range; anything else is a CheckpointException naming the file and the tensor or key.
-    member _.LoadCheckpoint(path: string) =
+    /// range; anything else is a CheckpointException naming the file and the tensor or key. Returns whether the
+    /// checkpoint carried its metrics rows (those of format 1 do not: see RestoreMetrics).
+    member _.LoadCheckpoint(path: string) : bool =
         let arrays, meta = Checkpoint.load path
         let refuse fmt = Printf.kprintf (fun m -> raise (CheckpointException(sprintf "checkpoint %s: %s" path m))) fmt
         let get (key: string) =
@@ -269,6 +305,17 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         if format <> Checkpoint.Format && format <> "maac-checkpoint-1" then refuse "has format '%s', expected %s" format Checkpoint.Format
         if get "algorithm" <> algorithm.Name || get "env" <> task.Name then
             refuse "is for %s on %s, not %s on %s" (get "algorithm") (get "env") algorithm.Name task.Name
+        // The settings the checkpoint was trained with must be the ones it is loaded with (the budget aside):
+        // an edited config.json would otherwise change the run's meaning silently.
+        match meta.TryFind "settings" with
+        | Some text ->
+            let saved =
+                try SettingsFile.parse (path + " (its settings)") text None None
+                with :? ArgumentException as e -> refuse "its recorded settings are unreadable: %s" e.Message
+            match SettingsFile.differences saved settings with
+            | [] -> ()
+            | changed -> refuse "was trained with other settings than these (config.json edited?):\n- %s" (String.Join("\n- ", changed))
+        | None -> ()
         let used = Collections.Generic.HashSet<string>()
         let array (name: string) =
             match arrays.TryFind name with
@@ -331,6 +378,10 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         let fitted = parse "modelFitted" (fun t -> Boolean.TryParse t) "true or false"
         let mse, wall, lastReturn, lastEvaluation = number "modelMse", number "wallSeconds", number "lastEpisodeReturn", number "lastEval"
         if not (wall >= 0.0) then refuse "metadata 'wallSeconds' is %g" wall
+        let rows =
+            match meta.TryFind "metrics" with
+            | Some text -> Some(MetricsCsv.parse (path + " (its metrics)") text |> Array.filter (fun r -> r.Step <= savedStep))
+            | None -> None
         // Everything checked: only now is the trainer's state replaced.
         restoreReal ()
         restoreImagined ()
@@ -342,6 +393,15 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         wallBefore <- wall
         lastEpisodeReturn <- lastReturn
         lastEval <- lastEvaluation
+        metrics.Clear()
+        rows |> Option.iter metrics.AddRange
+        rows.IsSome
+
+    /// Replaces the metrics rows (for checkpoints that do not carry them: the rows of the run folder's metrics.csv up
+    /// to the checkpoint's step).
+    member _.RestoreMetrics(rows: MetricsRow seq) =
+        metrics.Clear()
+        metrics.AddRange(rows |> Seq.filter (fun r -> r.Step <= step))
 
     interface IDisposable with
         member _.Dispose() = env.Dispose()
