@@ -65,7 +65,18 @@ public abstract class Agent : IDisposable
     }
 
     /// <summary>The library task of a user's environment, checked by the environment checker.</summary>
-    private protected static Envs.TaskInfo Custom(Func<IEnvironment> environmentFactory) => EnvironmentAdapter.ToTask(environmentFactory);
+    private protected static Envs.TaskInfo Custom(Func<IEnvironment> environmentFactory, bool strictChecks = false) =>
+        EnvironmentAdapter.ToTask(environmentFactory, strictChecks);
+
+    /// <summary>Creates the trainer for a user's environment, checked as the options ask.</summary>
+    private protected static Trainer StartCustom(Func<IEnvironment> environmentFactory, AgentOptions options) =>
+        Start(Custom(environmentFactory, options.StrictEnvironmentChecks), options);
+
+    /// <summary>
+    /// What the environment checker warned about when the agent was created (for example that a seed does not fix an
+    /// episode); empty for built-in tasks. Each warning is also written to standard error once.
+    /// </summary>
+    public IReadOnlyList<string> EnvironmentWarnings => trainer.Task.Warnings.ToArray();
 
     /// <summary>The algorithm's name (maac, sac, mbpo, steve, svg1).</summary>
     public string Algorithm => trainer.Algorithm.Name;

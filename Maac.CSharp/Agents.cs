@@ -14,7 +14,7 @@ public sealed class MaacAgent : Agent
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public MaacAgent(Func<IEnvironment> environmentFactory, MaacOptions? options = null)
-        : base(Start(Custom(environmentFactory), options ?? new MaacOptions()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new MaacOptions()), options?.RunDirectory) { }
 
     internal MaacAgent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
 
@@ -43,7 +43,7 @@ public sealed class SacAgent : Agent
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public SacAgent(Func<IEnvironment> environmentFactory, SacOptions? options = null)
-        : base(Start(Custom(environmentFactory), options ?? new SacOptions()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new SacOptions()), options?.RunDirectory) { }
 
     internal SacAgent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
 
@@ -72,7 +72,7 @@ public sealed class MbpoAgent : Agent
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public MbpoAgent(Func<IEnvironment> environmentFactory, MbpoOptions? options = null)
-        : base(Start(Custom(environmentFactory), options ?? new MbpoOptions()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new MbpoOptions()), options?.RunDirectory) { }
 
     internal MbpoAgent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
 
@@ -101,7 +101,7 @@ public sealed class SteveAgent : Agent
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public SteveAgent(Func<IEnvironment> environmentFactory, SteveOptions? options = null)
-        : base(Start(Custom(environmentFactory), options ?? new SteveOptions()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new SteveOptions()), options?.RunDirectory) { }
 
     internal SteveAgent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
 
@@ -130,7 +130,7 @@ public sealed class Svg1Agent : Agent
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public Svg1Agent(Func<IEnvironment> environmentFactory, Svg1Options? options = null)
-        : base(Start(Custom(environmentFactory), options ?? new Svg1Options()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new Svg1Options()), options?.RunDirectory) { }
 
     internal Svg1Agent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
 

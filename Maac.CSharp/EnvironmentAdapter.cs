@@ -43,7 +43,7 @@ internal sealed class EnvironmentAdapter : CoreEnv
     public void Dispose() => (env as IDisposable)?.Dispose();
 
     /// <summary>A library task for environments made by a factory, checked by the environment checker.</summary>
-    public static Envs.TaskInfo ToTask(Func<IEnvironment> environmentFactory)
+    public static Envs.TaskInfo ToTask(Func<IEnvironment> environmentFactory, bool strictChecks = false)
     {
         ArgumentNullException.ThrowIfNull(environmentFactory);
         var factory = environmentFactory;
@@ -56,11 +56,13 @@ internal sealed class EnvironmentAdapter : CoreEnv
         Func<CoreEnv> create = () => new EnvironmentAdapter(factory() ?? throw new InvalidOperationException("the environment factory returned null"));
         try
         {
-            return Envs.Tasks.custom(create, steps,
+            var task = Envs.Tasks.customWith(create, steps,
                 reward is null ? null! : reward.Reward,
-                termination is null ? null! : termination.Terminated);
+                termination is null ? null! : termination.Terminated, strictChecks);
+            foreach (var warning in task.Warnings) Console.Error.WriteLine($"warning: environment {task.Name}: {warning}");
+            return task;
         }
-        catch (ArgumentException e) when (e.ParamName == "env")
+        catch (ArgumentException e) when (e.ParamName == "environment")
         {
             throw ArgumentErrors.For(e, nameof(environmentFactory));
         }

@@ -102,6 +102,12 @@ public abstract class AgentOptions
     /// </summary>
     public ComputeDevice Device { get; set; } = ComputeDevice.Cpu;
 
+    /// <summary>
+    /// Whether a user's environment whose seed does not fix an episode is refused (true) or accepted with a warning
+    /// (false, the default: external simulators and hardware are rarely reproducible; runs then are not either).
+    /// </summary>
+    public bool StrictEnvironmentChecks { get; set; }
+
     /// <summary>Which GPU (0 = the first) when <see cref="Device"/> is <see cref="ComputeDevice.Cuda"/>.</summary>
     public int DeviceIndex { get => deviceIndex; set => deviceIndex = NonNegative(value, nameof(DeviceIndex)); }
 

@@ -34,6 +34,35 @@ type Reach(?observationSize: int) =
     interface IDisposable with
         member this.Dispose() = this.Disposed <- true
 
+/// Reach with a fault: reward noise (not reproducible), a NaN observation from step `nanAt` on, or a reward function
+/// that disagrees with Step or returns the wrong shape.
+type FaultyReach(fault: string, ?nanAt: int) =
+    let mutable x = 0.0f
+    let mutable t = 0
+    let mutable rng = Random 0
+    interface IEnvironment with
+        member _.Name = "FaultyReach"
+        member _.ObservationSpace = BoxSpace.Symmetric(1, 1.0f)
+        member _.ActionSpace = BoxSpace.Symmetric(1, 1.0f)
+        member _.MaxEpisodeSteps = 1000
+        member _.Reset(seed: Nullable<int64>) =
+            if seed.HasValue then rng <- Random(int seed.Value)
+            x <- float32 (rng.NextDouble() * 2.0 - 1.0)
+            t <- 0
+            [| x |]
+        member _.Step(action: float32[]) =
+            x <- Math.Clamp(x + 0.2f * action.[0], -1.0f, 1.0f)
+            t <- t + 1
+            let noise = if fault = "noise" then 1e-6 * Random.Shared.NextDouble() else 0.0
+            let obs = if t >= defaultArg nanAt Int32.MaxValue then [| nanf |] else [| x |]
+            StepResult(obs, float (-(x * x)) + noise, false, false)
+    interface IRewardFunction with
+        member _.Reward(_, _, next) =
+            match fault with
+            | "wrong reward" -> next.Column(0).Square()
+            | "wrong shape" -> next.Square()
+            | _ -> -(next.Column(0).Square())
+
 /// Small settings so that a façade test trains in seconds.
 let small (o: #AgentOptions) =
     o.TotalSteps <- 240; o.RandomSteps <- 80; o.HiddenSizes <- [| 16; 16 |]; o.BatchSize <- 32; o.UpdatesPerStep <- 1
@@ -188,7 +217,36 @@ let tests =
         test "a user's environment that breaks its own observation space is refused with the problem listed" {
             let e = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new Reach(2) :> IEnvironment), small (SacOptions())) |> ignore)
             Expect.equal e.ParamName "environmentFactory" "names the factory"
-            Expect.stringContains e.Message "observation 0 has size 2, the space says 1" "says what is wrong"
+            Expect.stringContains e.Message "the observation Reset returned has size 2, the observation space says 1" "says what is wrong"
+        }
+
+        test "a non-reproducible environment is accepted with a warning; strict checking refuses it" {
+            let e () = new FaultyReach("noise") :> IEnvironment
+            use agent = new SacAgent(e, small (SacOptions()))
+            Expect.exists agent.EnvironmentWarnings (fun w -> w.Contains "seeding does not fix an episode") "warned"
+            let strict = small (SacOptions())
+            strict.StrictEnvironmentChecks <- true
+            let refused = caught<ArgumentException> (fun () -> new SacAgent(e, strict) |> ignore)
+            Expect.stringContains refused.Message "seeding does not fix an episode" "refused when strict"
+        }
+
+        test "checker findings: NaN reported as NaN, once, with its step and element; functions compared with Step" {
+            let nan = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new FaultyReach("", 3) :> IEnvironment), small (SacOptions())) |> ignore)
+            Expect.stringContains nan.Message "the observation of step 3 is not finite: element 0 is NaN" "names step and element"
+            Expect.stringContains nan.Message "and at " "reported once, with the count of further steps"
+            Expect.isFalse (nan.Message.Contains "seeding") "not mistaken for non-determinism"
+            Expect.equal (nan.Message.Split("not finite").Length - 1) 1 "one line for the finding"
+            let wrong = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new FaultyReach("wrong reward") :> IEnvironment), small (SacOptions())) |> ignore)
+            Expect.stringContains wrong.Message "the reward function gives" "a reward function that disagrees with Step is refused"
+            let shape = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new FaultyReach("wrong shape") :> IEnvironment), small (SacOptions())) |> ignore)
+            Expect.stringContains shape.Message "returned shape [50, 1]" "a wrong-shaped reward function is named as such"
+        }
+
+        test "during training, a NaN from the environment is reported as the environment's, with the step and element" {
+            // NaN from step 120 on: after the checker's 50-step rollouts, within the first episode of training.
+            use agent = new SacAgent((fun () -> new FaultyReach("", 120) :> IEnvironment), small (SacOptions()))
+            let e = caught<NonFiniteException> (fun () -> agent.Train 200)
+            Expect.stringContains e.Message "FaultyReach returned a non-finite observation at environment step 120: element 0 is NaN" "the environment's fault"
         }
 
         test "a user's environment trains like a built-in task; its reward function reaches model rollouts" {

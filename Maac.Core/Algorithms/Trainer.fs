@@ -198,6 +198,12 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 if step <= settings.RandomSteps then EnvSupport.uniform (keyFor 6L step) actDim -1.0f 1.0f
                 else Agent.act agent (keyFor 7L step) false obs
             let r = env.Step(toEnv action)
+            // A non-finite value from the environment is the environment's fault: reported as such, before any loss.
+            match Array.tryFindIndex (fun (v: float32) -> not (Single.IsFinite v)) r.Observation with
+            | Some e -> raise (NonFiniteException(sprintf "%s returned a non-finite observation at environment step %d: element %d is %g" task.Name step e r.Observation.[e]))
+            | None -> ()
+            if not (Double.IsFinite r.Reward) then
+                raise (NonFiniteException(sprintf "%s returned a non-finite reward at environment step %d: %g" task.Name step r.Reward))
             real.Add(obs, action, float32 r.Reward, r.Observation, r.Terminated)
             episodeReturn <- episodeReturn + r.Reward
             obs <- r.Observation

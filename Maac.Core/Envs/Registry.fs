@@ -20,18 +20,20 @@ type TaskInfo =
       /// Reward and termination as tensor functions, for model rollouts.
       Functions: TaskFunctions
       /// A new environment wrapped in its time limit.
-      Create: unit -> IEnv }
+      Create: unit -> IEnv
+      /// What the environment checker warned about (a user's environment only; empty for built-in tasks).
+      Warnings: string list }
 
 /// The registry of built-in tasks.
 module Tasks =
     let private managed name definition obs act steps functions (make: unit -> IEnv) =
         { Name = name; ObservationDim = obs; ActionDim = act; EpisodeSteps = steps; Requires = None; Definition = definition
-          Functions = functions; Create = fun () -> new TimeLimit(make (), steps) :> IEnv }
+          Functions = functions; Create = (fun () -> new TimeLimit(make (), steps) :> IEnv); Warnings = [] }
 
     let private mujoco (task: MuJoCoTask) =
         { Name = task.Spec.Name; ObservationDim = task.ObservationDim; ActionDim = task.ActionDim; EpisodeSteps = task.EpisodeSteps
           Requires = Some "libmujoco2.2.2"; Definition = task.Definition; Functions = task.Functions
-          Create = fun () -> new TimeLimit(MuJoCoTasks.create task, task.EpisodeSteps) :> IEnv }
+          Create = (fun () -> new TimeLimit(MuJoCoTasks.create task, task.EpisodeSteps) :> IEnv); Warnings = [] }
 
     /// Every built-in task, managed ones first.
     let all =
@@ -53,21 +55,27 @@ module Tasks =
     /// A task for any environment (a user's own): `create` makes a fresh instance (training uses one,
     /// evaluation one per parallel episode); each is wrapped in a TimeLimit of `episodeSteps`. Reward and
     /// termination functions (null when absent) let model rollouts use the true reward; without a reward
-    /// function the dynamics model learns it. One instance is made and checked with EnvChecker first, so a
-    /// malformed environment is refused here with every problem listed.
-    let custom (create: Func<IEnv>) (episodeSteps: int) (reward: Func<Tensor, Tensor, Tensor, Tensor>) (termination: Func<Tensor, Tensor, Tensor, Tensor>) =
+    /// function the dynamics model learns it. One instance is made and checked with EnvChecker first (its
+    /// reward and termination functions compared with Step on the sampled transitions), so a malformed environment
+    /// is refused here with every problem listed once; `strictDeterminism` makes a seed that does not fix the
+    /// episode a problem instead of a warning. Warnings are kept in the task's Warnings.
+    let customWith (create: Func<IEnv>) (episodeSteps: int) (reward: Func<Tensor, Tensor, Tensor, Tensor>) (termination: Func<Tensor, Tensor, Tensor, Tensor>) (strictDeterminism: bool) =
         if isNull create then nullArg "create"
         if episodeSteps <= 0 then invalidArg "episodeSteps" (sprintf "the episode length must be positive, got %d" episodeSteps)
         let make () =
             let env = create.Invoke()
             if isNull (box env) then invalidOp "the environment factory returned null"
             env
-        use probe = make ()
-        EnvChecker.ensure probe
         let lift (f: Func<Tensor, Tensor, Tensor, Tensor>) = if isNull f then None else Some(fun o a n -> f.Invoke(o, a, n))
+        let functions = { Reward = lift reward; Termination = lift termination }
+        use probe = make ()
+        let warnings = EnvChecker.ensureWith { EnvChecker.defaults with StrictDeterminism = strictDeterminism; Functions = functions } probe
         { Name = probe.Name; ObservationDim = probe.ObservationSpace.Dim; ActionDim = probe.ActionSpace.Dim; EpisodeSteps = episodeSteps
-          Requires = None; Definition = "user"; Functions = { Reward = lift reward; Termination = lift termination }
-          Create = fun () -> new TimeLimit(make (), episodeSteps) :> IEnv }
+          Requires = None; Definition = "user"; Functions = functions
+          Create = (fun () -> new TimeLimit(make (), episodeSteps) :> IEnv); Warnings = warnings }
+
+    /// customWith, determinism a warning.
+    let custom create episodeSteps reward termination = customWith create episodeSteps reward termination false
 
     /// A new environment for the named task (MuJoCoUnavailableException, naming the package, when it cannot run here).
     let make (name: string) =
