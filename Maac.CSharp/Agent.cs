@@ -11,14 +11,14 @@ namespace Maac;
 /// Dispose it to release its environments (MuJoCo tasks hold native memory).
 /// </summary>
 /// <remarks>
-/// <see cref="Act"/> and <see cref="Evaluate"/> may be called while training runs on another thread; they
+/// <see cref="Act(float[], bool)"/> and <see cref="Evaluate"/> may be called while training runs on another thread; they
 /// see the parameters of the last finished gradient step. Only one Train call may run at a time.
 /// </remarks>
 public abstract class Agent : IDisposable
 {
     private const long ActingStream = 0x4163_7473; // keys of stochastic Act calls, apart from training's
     private const int ProgressReports = 200; // per Train call, besides one per evaluation
-    private readonly Trainer trainer;
+    private Trainer trainer; // replaced by a trainer with a larger budget when Train goes beyond TotalSteps
     private readonly List<EvaluationRecord> evaluations = [];
     private string? runDirectory;
     private long actCalls;
@@ -90,10 +90,10 @@ public abstract class Agent : IDisposable
     /// <summary>The training budget in environment steps.</summary>
     public int TotalSteps => trainer.Settings.Steps;
 
-    /// <summary>The observation size <see cref="Act"/> expects.</summary>
+    /// <summary>The observation size <see cref="Act(float[], bool)"/> expects.</summary>
     public int ObservationSize => trainer.ObservationDim;
 
-    /// <summary>The action space <see cref="Act"/>'s actions lie in.</summary>
+    /// <summary>The action space <see cref="Act(float[], bool)"/>'s actions lie in.</summary>
     public BoxSpace ActionSpace => BoxSpace.FromCore(trainer.ActionSpace);
 
     /// <summary>The run folder this agent trains into, or null when it lives in memory.</summary>
@@ -103,40 +103,62 @@ public abstract class Agent : IDisposable
     public IReadOnlyList<EvaluationRecord> Evaluations => evaluations.ToArray();
 
     /// <summary>
-    /// Trains for <paramref name="steps"/> more environment steps (within <see cref="TotalSteps"/>), evaluating every
-    /// EvaluationInterval steps. Progress is reported at every evaluation and about 200 times in between (every steps/200 steps).
-    /// With a run folder, a checkpoint is written at every evaluation and when training stops.
+    /// Trains for <paramref name="steps"/> more environment steps, evaluating every EvaluationInterval steps. Beyond
+    /// <see cref="TotalSteps"/> the budget is raised (as Stable-Baselines3's <c>learn(n, reset_num_timesteps=False)</c>):
+    /// a loaded agent continues its run. Progress is reported at every evaluation and about 200 times in between.
+    /// With a run folder, a checkpoint is written at every evaluation and when training stops. Callbacks see every
+    /// evaluation, episode and checkpoint, and may stop training (Train then returns normally).
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="steps"/> is not positive or exceeds the steps left in the budget.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="steps"/> is not positive.</exception>
     /// <exception cref="OperationCanceledException">Cancelled: training stopped after the current step, leaving the agent valid (and a checkpoint in the run folder).</exception>
     /// <exception cref="DivergenceException">A loss, gradient or parameter became NaN or infinite; the last good checkpoint stays.</exception>
-    public void Train(int steps, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
+    public void Train(int steps, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default,
+        params ITrainingCallback[] callbacks)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
-        var left = TotalSteps - Step;
-        if (steps <= 0 || steps > left)
-            throw new ArgumentOutOfRangeException(nameof(steps), steps, $"must be positive and at most the {left} steps left of the budget of {TotalSteps} (raise TotalSteps in the options for a longer run)");
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(steps);
+        ArgumentNullException.ThrowIfNull(callbacks);
         if (Interlocked.Exchange(ref training, 1) == 1) throw new InvalidOperationException("this agent is already training");
         try
         {
+            if (steps > TotalSteps - Step) ExtendBudget(Step + steps);
+            if (Step + steps <= trainer.Settings.RandomSteps)
+                Console.Error.WriteLine($"warning: {Algorithm} on {Environment}: Train({steps}) ends at step {Step + steps}, within the first {trainer.Settings.RandomSteps} steps of random actions (RandomSteps), so nothing is learned; lower RandomSteps in the options or train longer");
             var first = Step;
             var every = Math.Max(1, (steps + ProgressReports - 1) / ProgressReports);
             var evaluated = false;
+            var episodes = -1;
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            void Notify(Func<ITrainingCallback, bool> call)
+            {
+                foreach (var c in callbacks)
+                    if (!call(c)) stop.Cancel();
+            }
             void OnProgress(ProgressInfo p)
             {
-                if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated)) return;
+                if (episodes >= 0 && p.Episodes > episodes && p.LastEpisodeLength > 0 && !evaluated)
+                    Notify(c => c.OnEpisode(this, new EpisodeRecord(p.Step, p.LastEpisodeReturn, p.LastEpisodeLength)));
+                episodes = p.Episodes;
+                foreach (var c in callbacks) c.OnStep(this, p.Step);
+                if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated)) { evaluated = false; return; }
                 evaluated = false;
                 progress.Report(new TrainingProgress(p.Step, p.TotalSteps, p.StepsPerSecond, p.LastEpisodeReturn, p.LastEvalReturn,
                     p.CriticLoss, p.ActorLoss, p.Alpha, p.Remaining));
             }
             void OnEvaluation(MetricsRow row)
             {
-                if (runDirectory is { } folder) RunFolder.record(folder, trainer);
-                evaluations.Add(new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
-                    row.Alpha, row.ModelHoldoutMse, row.WallSeconds));
+                var record = new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
+                    row.Alpha, row.ModelHoldoutMse, row.WallSeconds);
+                evaluations.Add(record);
+                if (runDirectory is { } folder)
+                {
+                    RunFolder.record(folder, trainer);
+                    foreach (var c in callbacks) c.OnCheckpoint(this, RunFolder.checkpointFile(folder));
+                }
+                Notify(c => c.OnEvaluation(this, record));
                 evaluated = true; // the progress report of this step follows at once
             }
-            trainer.Run(Step + steps, FuncConvert<ProgressInfo>(OnProgress), FuncConvert<MetricsRow>(OnEvaluation), cancellationToken);
+            trainer.Run(Step + steps, FuncConvert<ProgressInfo>(OnProgress), FuncConvert<MetricsRow>(OnEvaluation), stop.Token);
             if (runDirectory is { } last) RunFolder.record(last, trainer);
             cancellationToken.ThrowIfCancellationRequested();
         }
@@ -146,9 +168,20 @@ public abstract class Agent : IDisposable
         }
     }
 
+    /// <summary>Raises the budget: the trainer is replaced by one with the same state and a larger budget.</summary>
+    private void ExtendBudget(int steps)
+    {
+        var bigger = trainer.WithBudget(steps);
+        var old = trainer;
+        trainer = bigger;
+        ((IDisposable)old).Dispose();
+        if (runDirectory is { } dir) RunFolder.writeSettings(dir, trainer.Settings);
+    }
+
     /// <summary>Trains on a thread-pool thread; see <see cref="Train"/>.</summary>
-    public Task TrainAsync(int steps, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default) =>
-        System.Threading.Tasks.Task.Run(() => Train(steps, progress, cancellationToken), CancellationToken.None);
+    public Task TrainAsync(int steps, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default,
+        params ITrainingCallback[] callbacks) =>
+        System.Threading.Tasks.Task.Run(() => Train(steps, progress, cancellationToken, callbacks), CancellationToken.None);
 
     /// <summary>The policy's action for an observation, in <see cref="ActionSpace"/>: its mean when
     /// <paramref name="deterministic"/>, otherwise a sample (a new one at every call, reproducible from the seed).</summary>
@@ -162,13 +195,40 @@ public abstract class Agent : IDisposable
         catch (ArgumentException e) { throw ArgumentErrors.For(e, nameof(observation)); }
     }
 
-    /// <summary>Runs <paramref name="episodes"/> episodes in parallel with the deterministic policy (episode i seeded from i).</summary>
-    public EvaluationResult Evaluate(int episodes = 10)
+    /// <summary>
+    /// Runs <paramref name="episodes"/> episodes in parallel with the deterministic policy (episode i seeded from i), on
+    /// the agent's environment or on <paramref name="environment"/> (for example a wrapped copy of the same task);
+    /// the result holds every episode's return and length.
+    /// </summary>
+    public EvaluationResult Evaluate(int episodes = 10, Func<IEnvironment>? environment = null)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(episodes);
-        var (mean, std) = trainer.Evaluate(episodes);
-        return new EvaluationResult(mean, std, episodes);
+        var onTask = environment is null ? null : EnvironmentAdapter.ToTask(environment);
+        var results = trainer.EvaluateEpisodes(episodes, onTask is null ? Microsoft.FSharp.Core.FSharpOption<Envs.TaskInfo>.None : Microsoft.FSharp.Core.FSharpOption<Envs.TaskInfo>.Some(onTask));
+        return EvaluationResult.Of(results.Select(r => r.Return).ToArray(), results.Select(r => r.Length).ToArray());
+    }
+
+    /// <summary>The policy's actions for a batch of observations (one per row), in <see cref="ActionSpace"/>.</summary>
+    /// <exception cref="ArgumentException">A row has the wrong size or holds NaN or infinity.</exception>
+    public float[,] Act(float[,] observations, bool deterministic = true)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        ArgumentNullException.ThrowIfNull(observations);
+        var rows = new float[observations.GetLength(0)][];
+        for (var r = 0; r < rows.Length; r++)
+        {
+            rows[r] = new float[observations.GetLength(1)];
+            for (var c = 0; c < rows[r].Length; c++) rows[r][c] = observations[r, c];
+        }
+        var key = RandomKeyModule.fold(Interlocked.Increment(ref actCalls), RandomKeyModule.fold(ActingStream, RandomKeyModule.ofSeed(trainer.Settings.Seed)));
+        float[][] actions;
+        try { actions = trainer.ActBatch(rows, deterministic, key); }
+        catch (ArgumentException e) { throw ArgumentErrors.For(e, nameof(observations)); }
+        var result = new float[rows.Length, ActionSpace.Dimension];
+        for (var r = 0; r < rows.Length; r++)
+            for (var c = 0; c < actions[r].Length; c++) result[r, c] = actions[r][c];
+        return result;
     }
 
     /// <summary>
@@ -181,7 +241,7 @@ public abstract class Agent : IDisposable
         ObjectDisposedException.ThrowIf(disposed, this);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(episodes);
         var (mean, std) = trainer.EvaluateWithPlanner(Rl.CemSettings.Paper, episodes);
-        return new EvaluationResult(mean, std, episodes);
+        return new EvaluationResult(mean, std, episodes, [], []);
     }
 
     /// <summary>
@@ -220,6 +280,22 @@ public abstract class Agent : IDisposable
             throw new ArgumentException($"{runDirectory} holds a run on '{settings.Env}', which is not a built-in task; pass its environment factory to Load(runDirectory, environmentFactory)", nameof(runDirectory));
         }
         return Open(runDirectory, task);
+    }
+
+    /// <summary>Opens a run folder (see <see cref="Load(string)"/>) on the device and threads of <paramref name="options"/>.</summary>
+    public static Agent Load(string runDirectory, LoadOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Apply();
+        return Load(runDirectory);
+    }
+
+    /// <summary>Opens a run folder of a user's environment (see <see cref="Load(string)"/>) on the device and threads of <paramref name="options"/>.</summary>
+    public static Agent Load(string runDirectory, Func<IEnvironment> environmentFactory, LoadOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Apply();
+        return Load(runDirectory, environmentFactory);
     }
 
     /// <summary>Opens a run folder of a user's environment; see <see cref="Load(string)"/>.</summary>

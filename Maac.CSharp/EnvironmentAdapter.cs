@@ -37,7 +37,7 @@ internal sealed class EnvironmentAdapter : CoreEnv
         var clipped = Envs.EnvSupport.validateAction(name, actionSpace, action);
         var r = env.Step(clipped) ?? throw new InvalidOperationException($"{name}: Step returned null");
         var observation = r.Observation ?? throw new InvalidOperationException($"{name}: Step returned a null observation");
-        return new CoreStep((float[])observation.Clone(), r.Reward, r.Terminated, r.Truncated, Envs.EnvSupport.noInfo);
+        return new CoreStep((float[])observation.Clone(), r.Reward, r.Terminated, r.Truncated, r.Info ?? Envs.EnvSupport.noInfo);
     }
 
     public void Dispose() => (env as IDisposable)?.Dispose();

@@ -135,16 +135,7 @@ public abstract class AgentOptions
             evalEvery: evalEvery, evalEpisodes: evalEpisodes);
 
     /// <summary>Applies the process-wide parts (threads, device).</summary>
-    internal void ApplyRuntime()
-    {
-        if (threads is int t) Tensors.Cpu.CpuSettings.Threads = t;
-        Devices.select(Device switch
-        {
-            ComputeDevice.Cpu => "cpu",
-            ComputeDevice.Cuda => $"cuda:{deviceIndex}",
-            _ => throw new ArgumentOutOfRangeException(nameof(Device), Device, "not a device"),
-        });
-    }
+    internal void ApplyRuntime() => Runtime.Apply(Device, deviceIndex, threads);
 
     private protected static Settings Paper(string algorithm) => SettingsDefaults.authors("", algorithm);
 
@@ -299,4 +290,46 @@ public sealed class Svg1Options : ModelBasedOptions
     public static Svg1Options ForTask(string environment) => new(TaskSettings(environment, "svg1"));
 
     internal override string AlgorithmName => "svg1";
+}
+
+/// <summary>Applying the process-wide device and thread settings.</summary>
+internal static class Runtime
+{
+    /// <summary>Sets the CPU backend's threads (when given) and the device new tensors are created on.</summary>
+    public static void Apply(ComputeDevice device, int deviceIndex, int? threads)
+    {
+        if (threads is int t) Tensors.Cpu.CpuSettings.Threads = t;
+        Devices.select(device switch
+        {
+            ComputeDevice.Cpu => "cpu",
+            ComputeDevice.Cuda => $"cuda:{deviceIndex}",
+            _ => throw new ArgumentOutOfRangeException(nameof(device), device, "not a device"),
+        });
+    }
+}
+
+/// <summary>Where a loaded agent computes: what <see cref="Agent.Load(string, LoadOptions)"/> may change about a saved run.</summary>
+public sealed class LoadOptions
+{
+    private int deviceIndex;
+    private int? threads;
+
+    /// <summary>The device (see <see cref="AgentOptions.Device"/>).</summary>
+    public ComputeDevice Device { get; set; } = ComputeDevice.Cpu;
+
+    /// <summary>Which GPU when <see cref="Device"/> is <see cref="ComputeDevice.Cuda"/>.</summary>
+    public int DeviceIndex
+    {
+        get => deviceIndex;
+        set => deviceIndex = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(DeviceIndex), value, "must not be negative");
+    }
+
+    /// <summary>Threads of the CPU backend; null leaves the current setting.</summary>
+    public int? Threads
+    {
+        get => threads;
+        set => threads = value is null || value > 0 ? value : throw new ArgumentOutOfRangeException(nameof(Threads), value, "must be positive");
+    }
+
+    internal void Apply() => Runtime.Apply(Device, deviceIndex, threads);
 }

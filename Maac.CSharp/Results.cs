@@ -18,7 +18,24 @@ public sealed record TrainingProgress(
 /// <param name="Mean">Mean return.</param>
 /// <param name="StandardDeviation">Standard deviation of the returns.</param>
 /// <param name="Episodes">Episodes run.</param>
-public sealed record EvaluationResult(double Mean, double StandardDeviation, int Episodes);
+/// <param name="Returns">Every episode's return, in episode order (empty for planner evaluations).</param>
+/// <param name="Lengths">Every episode's length in steps, in episode order (empty for planner evaluations).</param>
+public sealed record EvaluationResult(double Mean, double StandardDeviation, int Episodes, IReadOnlyList<double> Returns, IReadOnlyList<int> Lengths)
+{
+    /// <summary>The result of episodes with these returns and lengths.</summary>
+    public static EvaluationResult Of(double[] returns, int[] lengths)
+    {
+        var mean = returns.Average();
+        var std = Math.Sqrt(returns.Average(r => (r - mean) * (r - mean)));
+        return new EvaluationResult(mean, std, returns.Length, returns, lengths);
+    }
+}
+
+/// <summary>A finished training episode.</summary>
+/// <param name="Step">The environment step at which it ended.</param>
+/// <param name="Return">Its return.</param>
+/// <param name="Length">Its length in steps.</param>
+public sealed record EpisodeRecord(int Step, double Return, int Length);
 
 /// <summary>One periodic evaluation during training (a row of metrics.csv).</summary>
 /// <param name="Step">Environment step of the evaluation.</param>

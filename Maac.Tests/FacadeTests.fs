@@ -211,7 +211,7 @@ let tests =
             use agent = new SacAgent("Pendulum", small (SacOptions.ForTask "Pendulum"))
             Expect.equal (paramOf (fun () -> agent.Act [| 1.0f |] |> ignore)) "observation" "wrong observation size"
             Expect.equal (paramOf (fun () -> agent.Act [| 1.0f; nanf; 0.0f |] |> ignore)) "observation" "NaN in the observation"
-            Expect.equal (paramOf (fun () -> agent.Train 1_000_000)) "steps" "more steps than the budget"
+            Expect.equal (paramOf (fun () -> agent.Train 0)) "steps" "no steps"
         }
 
         test "a user's environment that breaks its own observation space is refused with the problem listed" {
@@ -330,6 +330,67 @@ let tests =
             let e = caught<GpuUnavailableException> (fun () -> new SacAgent("Pendulum", options) |> ignore)
             Expect.stringContains e.Message "NVIDIA" "says what is missing"
             Expect.equal Backends.Default.Device Device.Cpu "new tensors still go to the CPU"
+        }
+
+        test "a loaded agent continues its run beyond the saved budget, on the device asked for, with its history" {
+            let dir = tempDir ()
+            try
+                let options = small (SacOptions.ForTask "Pendulum")
+                options.RunDirectory <- dir
+                do
+                    use first = new SacAgent("Pendulum", options)
+                    first.Train 240
+                use loaded = Agent.Load(dir, LoadOptions(Threads = Nullable 1))
+                Expect.equal (loaded.Evaluations |> Seq.map (fun e -> e.Step) |> List.ofSeq) [ 120; 240 ] "the run's evaluations"
+                loaded.Train 120 // beyond TotalSteps = 240: the budget is raised, as SB3's reset_num_timesteps=False
+                Expect.equal (loaded.Step, loaded.TotalSteps) (360, 360) "trained on"
+                Expect.equal (Maac.Algorithms.RunFolder.readSettings dir).Steps 360 "config.json records the new budget"
+                Expect.equal (loaded.Evaluations |> Seq.last).Step 360 "a new evaluation at the end"
+            finally
+                if Directory.Exists dir then Directory.Delete(dir, true)
+        }
+
+        test "evaluation gives every episode's return and length, on another environment too; batch actions equal single ones" {
+            use agent = new SacAgent((fun () -> new Reach() :> IEnvironment), small (SacOptions()))
+            agent.Train 240
+            let r = agent.Evaluate(4)
+            Expect.equal r.Returns.Count 4 "four returns"
+            Expect.equal (List.ofSeq r.Lengths) [ 20; 20; 20; 20 ] "20-step episodes"
+            Expect.floatClose Accuracy.high r.Mean (Seq.average r.Returns) "the mean of the returns"
+            let other = agent.Evaluate(2, fun () -> new Reach() :> IEnvironment)
+            Expect.equal other.Returns.Count 2 "on another environment"
+            let batch = Array2D.init 3 1 (fun i _ -> float32 i * 0.4f - 0.4f)
+            let acts = agent.Act batch
+            for i in 0 .. 2 do
+                Expect.floatClose Accuracy.high (float acts.[i, 0]) (float (agent.Act [| batch.[i, 0] |]).[0]) (sprintf "row %d" i)
+            let e = caught<ArgumentException> (fun () -> agent.Act(Array2D.zeroCreate<float32> 2 3) |> ignore)
+            Expect.equal e.ParamName "observations" "a wrong row size names the parameter"
+        }
+
+        test "callbacks see evaluations, episodes and checkpoints, and can stop training" {
+            let dir = tempDir ()
+            let best = tempDir ()
+            try
+                let options = small (SacOptions.ForTask "Pendulum")
+                options.RunDirectory <- dir
+                use agent = new SacAgent("Pendulum", options)
+                let episodes = ResizeArray<EpisodeRecord>()
+                let checkpoints = ResizeArray<string>()
+                let watcher =
+                    { new ITrainingCallback with
+                        member _.OnEpisode(_, e) = episodes.Add e; true
+                        member _.OnCheckpoint(_, path) = checkpoints.Add path }
+                // Any return beats −∞... a threshold of −1e9 is reached at the first evaluation: training stops there.
+                agent.Train(240, null, CancellationToken.None, watcher, StopOnReturnThreshold(-1e9), KeepBestModel(best))
+                Expect.equal agent.Step 120 "stopped at the first evaluation"
+                Expect.isNonEmpty checkpoints "checkpoints reported"
+                Expect.isTrue (episodes |> Seq.forall (fun e -> e.Length = 200)) "Pendulum's 200-step episodes"
+                Expect.isTrue (File.Exists(Path.Combine(best, "checkpoint.safetensors"))) "the best model was kept"
+                let stopper = StopOnNoImprovement(1)
+                Expect.isTrue ((stopper :> ITrainingCallback).OnEvaluation(agent, EvaluationRecord(1, 5.0, 0.0, 0f, 0f, 0f, 0f, 0.0))) "a first best"
+                Expect.isFalse ((stopper :> ITrainingCallback).OnEvaluation(agent, EvaluationRecord(2, 4.0, 0.0, 0f, 0f, 0f, 0f, 0.0))) "no improvement stops"
+            finally
+                for d in [ dir; best ] do if Directory.Exists d then Directory.Delete(d, true)
         }
 
         test "cancellation stops after the current step and leaves a checkpoint that loads and trains on" {

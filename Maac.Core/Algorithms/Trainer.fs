@@ -15,6 +15,10 @@ type ProgressInfo =
       TotalSteps: int
       StepsPerSecond: float
       LastEpisodeReturn: float
+      /// Episodes finished (training episodes, counting those cut at checkpoints).
+      Episodes: int
+      /// Length of the last finished training episode (0 before the first).
+      LastEpisodeLength: int
       LastEvalReturn: float
       CriticLoss: float32
       ActorLoss: float32
@@ -85,6 +89,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     let mutable runClock: Stopwatch = null
     let wallSeconds () = wallBefore + (if isNull runClock then 0.0 else runClock.Elapsed.TotalSeconds)
     let mutable lastEpisodeReturn = nan
+    let mutable lastEpisodeLength = 0
     let mutable lastEval = nan
     let mutable last = { CriticLoss = nanf; ActorLoss = nanf; Alpha = 1.0f }
     let metrics = Collections.Generic.List<MetricsRow>()
@@ -158,6 +163,50 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         let mean = Array.average rs
         mean, sqrt (rs |> Array.averageBy (fun r -> (r - mean) ** 2.0))
 
+    /// The policy's actions for a batch of observations (rows), scaled to the task's action space.
+    member _.ActBatch(observations: float32[][], deterministic: bool, key: RandomKey) =
+        if isNull observations then nullArg "observations"
+        for r in 0 .. observations.Length - 1 do
+            let o = observations.[r]
+            if isNull o || o.Length <> obsDim then
+                invalidArg "observations" (sprintf "%s expects observations of size %d; row %d has %d" task.Name obsDim r (if isNull o then 0 else o.Length))
+            match Array.tryFindIndex (fun v -> not (Single.IsFinite v)) o with
+            | Some i -> invalidArg "observations" (sprintf "row %d, element %d is %g" r i o.[i])
+            | None -> ()
+        if observations.Length = 0 then [||]
+        else
+            let o = Tensor.ofArray [| observations.Length; obsDim |] (Array.concat observations)
+            let a = if deterministic then Maac.Nn.TanhGaussianPolicy.deterministic agent.Policy o else fst (Maac.Nn.TanhGaussianPolicy.sample agent.Policy key o)
+            let flat = a.ToArray()
+            Array.init observations.Length (fun r -> toEnv flat.[r * actDim .. (r + 1) * actDim - 1])
+
+    /// The deterministic policy's episodes (returns and lengths) on this task's environment or another task's
+    /// (for example a wrapped copy), in parallel, episode i seeded with EvaluationSeedBase + i.
+    member _.EvaluateEpisodes(episodes: int, onTask: TaskInfo option) =
+        let target = defaultArg onTask task
+        if target.ObservationDim <> obsDim || target.ActionDim <> actDim then
+            invalidArg "onTask" (sprintf "%s has observation/action sizes %d/%d; the agent was trained for %d/%d" target.Name target.ObservationDim target.ActionDim obsDim actDim)
+        let a = agent
+        Evaluation.run target.Create (Agent.act a (keyFor 5L 0) true >> toEnv) episodes (Trainer.EvaluationSeedBase settings.Seed) target.EpisodeSteps
+
+    /// The same run with a larger budget: a new trainer with Steps raised, holding this one's whole state (through a
+    /// checkpoint in a temporary file). The run continues as one started with that budget would, except where
+    /// schedules depend on the budget (none of the built-in algorithms' do). Dispose this trainer afterwards.
+    member this.WithBudget(steps: int) =
+        if steps < step then invalidArg "steps" (sprintf "a budget of %d is below the %d steps already taken" steps step)
+        let file = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "maac-budget-%s.safetensors" (Guid.NewGuid().ToString "N"))
+        try
+            this.SaveCheckpoint file
+            let t = new Trainer({ settings with Steps = steps }, algorithm, task)
+            try
+                t.LoadCheckpoint file |> ignore
+                t
+            with _ ->
+                (t :> IDisposable).Dispose()
+                reraise ()
+        finally
+            if IO.File.Exists file then IO.File.Delete file
+
     /// Mean and standard deviation of deterministic-policy returns over parallel episodes.
     member this.Evaluate(episodes: int) =
         let a = agent
@@ -187,13 +236,19 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         let mutable obs = [||]
         let mutable needReset = true
         let mutable episodeReturn = 0.0
+        let mutable episodeLength = 0
         let mutable stop = false
+        // The remaining time is estimated from the rate of the phase the run is in: random actions are far
+        // faster than learning steps, so the learning phase's estimate starts afresh when it begins.
+        let mutable phaseStart = struct (startStep, 0.0)
         while step < until && not stop do
             if needReset then
                 obs <- (env.Reset(Some(settings.Seed * 1_000_003L + int64 episodes))).Observation
                 needReset <- false
                 episodeReturn <- 0.0
+                episodeLength <- 0
             step <- step + 1
+            if step = settings.RandomSteps + 1 && step > startStep + 1 then phaseStart <- struct (step - 1, sw.Elapsed.TotalSeconds)
             let action =
                 if step <= settings.RandomSteps then EnvSupport.uniform (keyFor 6L step) actDim -1.0f 1.0f
                 else Agent.act agent (keyFor 7L step) false obs
@@ -206,9 +261,11 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 raise (NonFiniteException(sprintf "%s returned a non-finite reward at environment step %d: %g" task.Name step r.Reward))
             real.Add(obs, action, float32 r.Reward, r.Observation, r.Terminated)
             episodeReturn <- episodeReturn + r.Reward
+            episodeLength <- episodeLength + 1
             obs <- r.Observation
             if r.Terminated || r.Truncated then
                 lastEpisodeReturn <- episodeReturn
+                lastEpisodeLength <- episodeLength
                 episodes <- episodes + 1
                 needReset <- true
             if algorithm.UsesModel && step >= settings.RandomSteps && (step - settings.RandomSteps) % settings.ModelTrainEvery = 0 then
@@ -239,11 +296,15 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                     episodes <- episodes + 1
                     needReset <- true
                 stop <- true
-            let rate = float (step - startStep) / max 1e-9 sw.Elapsed.TotalSeconds
+            let now = sw.Elapsed.TotalSeconds
+            let rate = float (step - startStep) / max 1e-9 now
+            let struct (phaseStep, phaseTime) = phaseStart
+            let phaseRate = float (step - phaseStep) / max 1e-9 (now - phaseTime)
             onProgress
-                { Step = step; TotalSteps = settings.Steps; StepsPerSecond = rate; LastEpisodeReturn = lastEpisodeReturn; LastEvalReturn = lastEval
+                { Step = step; TotalSteps = settings.Steps; StepsPerSecond = rate; LastEpisodeReturn = lastEpisodeReturn
+                  Episodes = episodes; LastEpisodeLength = lastEpisodeLength; LastEvalReturn = lastEval
                   CriticLoss = last.CriticLoss; ActorLoss = last.ActorLoss; Alpha = last.Alpha
-                  Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 rate) }
+                  Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 phaseRate) }
 
     /// Everything needed to continue: parameters, optimiser moments, buffers and counters.
     member _.SaveCheckpoint(path: string) =
