@@ -245,6 +245,18 @@ public abstract class Agent : IDisposable
     }
 
     /// <summary>
+    /// Writes the deterministic policy as an ONNX model (opset 13) that runs without Maac, for example with ONNX
+    /// Runtime: input "observation" [batch, <see cref="ObservationSize"/>], output "action" [batch, action size] in
+    /// <see cref="ActionSpace"/>; its actions equal <see cref="Act(float[], bool)"/>'s up to float32 rounding.
+    /// </summary>
+    public void ExportOnnx(string path)
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        trainer.ExportOnnx(path);
+    }
+
+    /// <summary>
     /// Saves the agent as a run folder (config.json, checkpoint.safetensors, metrics.csv) that <see cref="Load(string)"/>
     /// and the command line's eval, plot and train --resume read. The checkpoint holds parameters, optimiser state and
     /// replay buffers, and is written to a temporary file and renamed.

@@ -69,6 +69,16 @@ type EvalArgs =
             | Mpc -> "also evaluate with CEM planning through the learned model (the paper's Table 1 settings)."
             | Device _ -> "cpu (default), cuda or cuda:N."
 
+/// Options of `export`.
+type ExportArgs =
+    | [<Mandatory>] Run of string
+    | [<Mandatory>] Out of string
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Run _ -> "a run folder written by train."
+            | Out _ -> "the .onnx file to write."
+
 /// Options of `plot`.
 type PlotArgs =
     | [<MainCommand; Mandatory>] Runs of string list
@@ -172,6 +182,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Plot of ParseResults<PlotArgs>
+    | [<CliPrefix(CliPrefix.None)>] Export of ParseResults<ExportArgs>
     | [<CliPrefix(CliPrefix.None)>] Experiment of ParseResults<ExperimentCommand>
     interface IArgParserTemplate with
         member c.Usage =
@@ -181,6 +192,7 @@ type Command =
             | Train _ -> "train an agent on a task into a run folder."
             | Eval _ -> "evaluate a run folder's checkpoint."
             | Plot _ -> "draw learning curves of run folders (mean ± std across seeds)."
+            | Export _ -> "write a run's deterministic policy as an ONNX model (observation → action), to run without Maac."
             | Experiment _ -> "the paper's analyses: gradient-error, ablation, mpc, compare."
 
 [<EntryPoint>]
@@ -235,6 +247,11 @@ let main argv =
             Maac.Tensors.Devices.select (e.GetResult(EvalArgs.Device, defaultValue = "cpu")) |> ignore
             TrainCommands.eval (e.GetResult EvalArgs.Run) (e.GetResult(EvalArgs.Episodes, defaultValue = 10)) (e.Contains EvalArgs.Mpc)
         | Plot p -> TrainCommands.plot (p.GetResult Runs) (p.GetResult PlotArgs.Out)
+        | Export x ->
+            use trainer = Maac.Algorithms.RunFolder.openTrainer (x.GetResult ExportArgs.Run)
+            trainer.ExportOnnx(x.GetResult ExportArgs.Out)
+            printfn "wrote %s: input '%s' [batch, %d], output '%s' [batch, %d] in the task's action space" (x.GetResult ExportArgs.Out) Maac.Algorithms.OnnxExport.InputName trainer.ObservationDim Maac.Algorithms.OnnxExport.OutputName trainer.ActionSpace.Dim
+            0
         | Experiment x ->
             let runs (kind: string) (defaultAlgos: string) (r: ParseResults<RunsArgs>) =
                 let env = (Maac.Envs.Tasks.find (r.GetResult RunsArgs.Env)).Name

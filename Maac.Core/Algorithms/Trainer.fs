@@ -207,6 +207,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         finally
             if IO.File.Exists file then IO.File.Delete file
 
+    /// Writes the deterministic policy as an ONNX model (observation → action in the task's action space; OnnxExport).
+    member _.ExportOnnx(path: string) = OnnxExport.save path agent.Policy low high
+
     /// Mean and standard deviation of deterministic-policy returns over parallel episodes.
     member this.Evaluate(episodes: int) =
         let a = agent
