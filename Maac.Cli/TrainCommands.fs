@@ -32,20 +32,14 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
         e.Cancel <- true
         cancel.Cancel()
         eprintfn "\nstopping after this step; writing a checkpoint...")
-    let interactive = not Console.IsOutputRedirected
-    let progress (p: ProgressInfo) =
-        if interactive && (p.Step % 50 = 0 || p.Step = p.TotalSteps) then
-            Console.Write(
-                sprintf "\rstep %d/%d  %.1f steps/s  episode %.1f  eval %.1f  critic %.3g  actor %.3g  alpha %.3f  left %s   "
-                    p.Step p.TotalSteps p.StepsPerSecond p.LastEpisodeReturn p.LastEvalReturn p.CriticLoss p.ActorLoss p.Alpha
-                    (p.Remaining.ToString(@"hh\:mm\:ss")))
-    let checkpoint (row: MetricsRow) =
-        RunFolder.record outDir trainer
-        Plotting.draw (sprintf "%s on %s, seed %d" settings.Algorithm settings.Env settings.Seed) (Plotting.curves [ outDir ]) (RunFolder.curveFile outDir)
-        if not interactive || true then
-            printfn "%sstep %d: evaluation return %.1f ± %.1f (%d episodes), %.0f s" (if interactive then "\n" else "") row.Step row.EvalReturnMean row.EvalReturnStd settings.EvalEpisodes row.WallSeconds
+    let title = sprintf "%s on %s, seed %d" settings.Algorithm settings.Env settings.Seed
     try
-        trainer.Run(settings.Steps, progress, checkpoint, cancel.Token)
+        LiveProgress.show title settings trainer.Step (fun display ->
+            let checkpoint (row: MetricsRow) =
+                RunFolder.record outDir trainer
+                Plotting.draw title (Plotting.curves [ outDir ]) (RunFolder.curveFile outDir)
+                display.Evaluation row
+            trainer.Run(settings.Steps, display.Step, checkpoint, cancel.Token))
         if cancel.IsCancellationRequested then
             RunFolder.record outDir trainer
             printfn "stopped at step %d; continue with: train --resume %s" trainer.Step outDir
