@@ -11,10 +11,14 @@ open Maac
 open Maac.Tensors
 
 /// A one-dimensional reaching task written against the façade's interface, as a C# user would:
-/// x' = clip(x + 0.2·a, −1, 1), reward −x'², 20 steps, x₀ uniform from the seed.
-type Reach(?observationSize: int) =
+/// x' = clip(x + 0.2·a, −1, 1), reward −x'², 20 steps, x₀ uniform from the seed. A fault can be asked for: "noise"
+/// (a little reward noise: not reproducible), a NaN observation from the instance's `nanAt`-th step on (counted
+/// across episodes), or a reward function that disagrees with Step ("wrong reward") or has the wrong shape ("wrong shape").
+type Reach(?observationSize: int, ?fault: string, ?nanAt: int) =
     let size = defaultArg observationSize 1
+    let fault = defaultArg fault ""
     let mutable x = 0.0f
+    let mutable steps = 0
     let mutable rng = Random 0
     member val Disposed = false with get, set
     interface IEnvironment with
@@ -28,33 +32,9 @@ type Reach(?observationSize: int) =
             Array.create size x
         member _.Step(action: float32[]) =
             x <- Math.Clamp(x + 0.2f * action.[0], -1.0f, 1.0f)
-            StepResult([| x |], float (-(x * x)), false, false)
-    interface IRewardFunction with
-        member _.Reward(_, _, next) = -(next.Column(0).Square())
-    interface IDisposable with
-        member this.Dispose() = this.Disposed <- true
-
-/// Reach with a fault: reward noise (not reproducible), a NaN observation from step `nanAt` on, or a reward function
-/// that disagrees with Step or returns the wrong shape.
-type FaultyReach(fault: string, ?nanAt: int) =
-    let mutable x = 0.0f
-    let mutable t = 0
-    let mutable rng = Random 0
-    interface IEnvironment with
-        member _.Name = "FaultyReach"
-        member _.ObservationSpace = BoxSpace.Symmetric(1, 1.0f)
-        member _.ActionSpace = BoxSpace.Symmetric(1, 1.0f)
-        member _.MaxEpisodeSteps = 1000
-        member _.Reset(seed: Nullable<int64>) =
-            if seed.HasValue then rng <- Random(int seed.Value)
-            x <- float32 (rng.NextDouble() * 2.0 - 1.0)
-            t <- 0
-            [| x |]
-        member _.Step(action: float32[]) =
-            x <- Math.Clamp(x + 0.2f * action.[0], -1.0f, 1.0f)
-            t <- t + 1
+            steps <- steps + 1
             let noise = if fault = "noise" then 1e-6 * Random.Shared.NextDouble() else 0.0
-            let obs = if t >= defaultArg nanAt Int32.MaxValue then [| nanf |] else [| x |]
+            let obs = if steps >= defaultArg nanAt Int32.MaxValue then [| nanf |] else [| x |]
             StepResult(obs, float (-(x * x)) + noise, false, false)
     interface IRewardFunction with
         member _.Reward(_, _, next) =
@@ -62,6 +42,8 @@ type FaultyReach(fault: string, ?nanAt: int) =
             | "wrong reward" -> next.Column(0).Square()
             | "wrong shape" -> next.Square()
             | _ -> -(next.Column(0).Square())
+    interface IDisposable with
+        member this.Dispose() = this.Disposed <- true
 
 /// Small settings so that a façade test trains in seconds.
 let small (o: #AgentOptions) =
@@ -221,7 +203,7 @@ let tests =
         }
 
         test "a non-reproducible environment is accepted with a warning; strict checking refuses it" {
-            let e () = new FaultyReach("noise") :> IEnvironment
+            let e () = new Reach(fault = "noise") :> IEnvironment
             use agent = new SacAgent(e, small (SacOptions()))
             Expect.exists agent.EnvironmentWarnings (fun w -> w.Contains "seeding does not fix an episode") "warned"
             let strict = small (SacOptions())
@@ -231,22 +213,22 @@ let tests =
         }
 
         test "checker findings: NaN reported as NaN, once, with its step and element; functions compared with Step" {
-            let nan = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new FaultyReach("", 3) :> IEnvironment), small (SacOptions())) |> ignore)
+            let nan = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new Reach(nanAt = 3) :> IEnvironment), small (SacOptions())) |> ignore)
             Expect.stringContains nan.Message "the observation of step 3 is not finite: element 0 is NaN" "names step and element"
             Expect.stringContains nan.Message "and at " "reported once, with the count of further steps"
             Expect.isFalse (nan.Message.Contains "seeding") "not mistaken for non-determinism"
             Expect.equal (nan.Message.Split("not finite").Length - 1) 1 "one line for the finding"
-            let wrong = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new FaultyReach("wrong reward") :> IEnvironment), small (SacOptions())) |> ignore)
+            let wrong = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new Reach(fault = "wrong reward") :> IEnvironment), small (SacOptions())) |> ignore)
             Expect.stringContains wrong.Message "the reward function gives" "a reward function that disagrees with Step is refused"
-            let shape = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new FaultyReach("wrong shape") :> IEnvironment), small (SacOptions())) |> ignore)
+            let shape = caught<ArgumentException> (fun () -> new SacAgent((fun () -> new Reach(fault = "wrong shape") :> IEnvironment), small (SacOptions())) |> ignore)
             Expect.stringContains shape.Message "returned shape [50, 1]" "a wrong-shaped reward function is named as such"
         }
 
         test "during training, a NaN from the environment is reported as the environment's, with the step and element" {
             // NaN from step 120 on: after the checker's 50-step rollouts, within the first episode of training.
-            use agent = new SacAgent((fun () -> new FaultyReach("", 120) :> IEnvironment), small (SacOptions()))
+            use agent = new SacAgent((fun () -> new Reach(nanAt = 120) :> IEnvironment), small (SacOptions()))
             let e = caught<NonFiniteException> (fun () -> agent.Train 200)
-            Expect.stringContains e.Message "FaultyReach returned a non-finite observation at environment step 120: element 0 is NaN" "the environment's fault"
+            Expect.stringContains e.Message "Reach returned a non-finite observation at environment step 120: element 0 is NaN" "the environment's fault"
         }
 
         test "a user's environment trains like a built-in task; its reward function reaches model rollouts" {

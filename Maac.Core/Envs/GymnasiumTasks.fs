@@ -50,6 +50,15 @@ module GymnasiumTasks =
             (fun t -> MuJoCoSpec.velocityOf 0 t - 0.1 * MuJoCoSpec.squaredNorm t.Action) (fun _ -> false)
             { Reward = None; Termination = None } ("half_cheetah.xml", []) 17 6 1000
 
+    /// Hopper and Walker2d in v5: frame skip 4, qpos0 + U(±0.005) and qvel U(±0.005), obs qpos[1:] + clip(qvel, ±10),
+    /// reward Δx/dt + 1 while healthy − 0.001‖a‖², terminating when unhealthy (termination for rollouts: of the next
+    /// observation).
+    let private planarWalker name (healthy: Simulation -> bool) (termination: Tensor -> Tensor) model obs act =
+        task name 4 (MuJoCoReset.Uniform 0.005) (positionsAndVelocities 1 10.0) trackQpos0
+            (fun t -> MuJoCoSpec.velocityOf 0 t + (if healthy t.Simulation then 1.0 else 0.0) - 0.001 * MuJoCoSpec.squaredNorm t.Action)
+            (fun t -> not (healthy t.Simulation))
+            { Reward = None; Termination = Some(fun _ _ next -> termination next) } (model, []) obs act 1000
+
     /// Hopper-v5's health: z = qpos[1] in (0.7, ∞), torso angle qpos[2] in (−0.2, 0.2), and every element of
     /// (qpos, qvel)[2:] in (−100, 100), all strict.
     let private hopperHealthy (sim: Simulation) =
@@ -62,17 +71,14 @@ module GymnasiumTasks =
     /// velocities are clipped to ±10: it equals the environment's except for a velocity beyond ±100, which the
     /// observation cannot show.
     let hopper =
-        task "Hopper" 4 (MuJoCoReset.Uniform 0.005) (positionsAndVelocities 1 10.0) trackQpos0
-            (fun t -> MuJoCoSpec.velocityOf 0 t + (if hopperHealthy t.Simulation then 1.0 else 0.0) - 0.001 * MuJoCoSpec.squaredNorm t.Action)
-            (fun t -> not (hopperHealthy t.Simulation))
-            { Reward = None
-              Termination = Some(fun _ _ next ->
+        planarWalker "Hopper" hopperHealthy
+            (fun next ->
                 let state = Tensor.slice -1 1 10 next |> Tensor.abs
                 Indicators.any
                     [ Indicators.outsideOpen 0.7f Single.PositiveInfinity (Indicators.column 0 next)
                       Indicators.outsideOpen -0.2f 0.2f (Indicators.column 1 next)
-                      1.0f - Tensor.greater (Tensor.fullLike state 100.0f) state |> Tensor.maxAxis -1 false ]) }
-            ("hopper.xml", []) 11 3 1000
+                      1.0f - Tensor.greater (Tensor.fullLike state 100.0f) state |> Tensor.maxAxis -1 false ])
+            "hopper.xml" 11 3
 
     /// Walker2d-v5's health: z = qpos[1] in (0.8, 2) and the torso angle qpos[2] in (−1, 1), strict.
     let private walkerHealthy (sim: Simulation) =
@@ -82,13 +88,9 @@ module GymnasiumTasks =
     /// Walker2d-v5: obs qpos[1:] + clip(qvel, ±10) (17); reward Δx/dt + 1 (while healthy) − 0.001‖a‖²; terminates
     /// when unhealthy; qpos0 + U(±0.005), qvel U(±0.005).
     let walker2d =
-        task "Walker2d" 4 (MuJoCoReset.Uniform 0.005) (positionsAndVelocities 1 10.0) trackQpos0
-            (fun t -> MuJoCoSpec.velocityOf 0 t + (if walkerHealthy t.Simulation then 1.0 else 0.0) - 0.001 * MuJoCoSpec.squaredNorm t.Action)
-            (fun t -> not (walkerHealthy t.Simulation))
-            { Reward = None
-              Termination = Some(fun _ _ next ->
-                Indicators.any [ Indicators.outsideOpen 0.8f 2.0f (Indicators.column 0 next); Indicators.outsideOpen -1.0f 1.0f (Indicators.column 1 next) ]) }
-            ("walker2d.xml", []) 17 6 1000
+        planarWalker "Walker2d" walkerHealthy
+            (fun next -> Indicators.any [ Indicators.outsideOpen 0.8f 2.0f (Indicators.column 0 next); Indicators.outsideOpen -1.0f 1.0f (Indicators.column 1 next) ])
+            "walker2d.xml" 17 6
 
     /// Ant-v5's contact forces: cfrc_ext of every body clipped to [−1, 1] (row 0, the world, is always 0).
     let private antContactForces (sim: Simulation) = sim.Read SimQuantity.CfrcExt |> Array.map (clip -1.0 1.0)
