@@ -32,15 +32,23 @@ module GymnasiumTasks =
 
     let private clip (lo: float) (hi: float) (v: float) = Math.Clamp(v, lo, hi)
 
-    /// qpos[skip..] followed by qvel clipped to ±limit (or unclipped when limit is infinite), as float32.
+    /// qpos[skip..] followed by qvel clipped to ±limit (or unclipped when limit is infinite), as float32 (one array).
     let private positionsAndVelocities (skip: int) (limit: float) (sim: Simulation) =
-        let qpos, qvel = sim.Qpos, sim.Qvel
-        Array.append (qpos.[skip..] |> Array.map float32) (qvel |> Array.map (clip -limit limit >> float32))
+        let out = sim.PositionsAndVelocities skip
+        if not (Double.IsInfinity limit) then
+            let l = float32 limit
+            for i in sim.Nq - skip .. out.Length - 1 do out.[i] <- Math.Clamp(out.[i], -l, l)
+        out
 
-    let private trackQpos0 (sim: Simulation) = [| sim.Qpos.[0] |]
+    let private trackQpos0 (sim: Simulation) = [| sim.QposAt 0 |]
+
+    /// Tasks whose observation or reward reads contact forces (cfrc_ext).
+    let private readsContactForces = set [ "Ant"; "Humanoid" ]
 
     let private task name frameSkip reset observe track reward terminated functions model obs act steps =
-        { Spec = { Name = name; FrameSkip = frameSkip; Reset = reset; Observe = observe; Track = track; Reward = reward; Terminated = terminated }
+        { Spec =
+            { Name = name; FrameSkip = frameSkip; Reset = reset; Observe = observe; Track = track; Reward = reward; Terminated = terminated
+              ContactForces = readsContactForces.Contains name }
           Functions = functions; Model = model; ObservationDim = obs; ActionDim = act; EpisodeSteps = steps; Definition = Definition }
 
     /// HalfCheetah-v5: obs qpos[1:] + qvel (17); reward Δx/dt − 0.1‖a‖²; never terminates; qpos0 + U(±0.1),

@@ -39,7 +39,8 @@ module MbblTasks =
     let private task name frameSkip reset skip (reward: Reward) model obs act =
         { Spec =
             { Name = name + "-MBBL"; FrameSkip = frameSkip; Reset = reset; Observe = (fun sim -> sim.PositionsAndVelocities skip)
-              Track = MuJoCoSpec.trackNothing; Reward = (fun t -> reward.Scalar t.Observation t.Action); Terminated = fun _ -> false }
+              Track = MuJoCoSpec.trackNothing; ContactForces = false
+              Reward = (fun t -> reward.Scalar t.Observation t.Action); Terminated = fun _ -> false }
           Functions = { Reward = Some(fun o a _ -> reward.Tensor o a); Termination = None }
           Model = model; ObservationDim = obs; ActionDim = act; EpisodeSteps = 1000; Definition = Definition }
 

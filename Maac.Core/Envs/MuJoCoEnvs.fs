@@ -44,6 +44,9 @@ type MuJoCoTaskSpec =
       Observe: Simulation -> float32[]
       /// Values read from the simulation before and after each step for the reward ([||] when it needs none).
       Track: Simulation -> float[]
+      /// Whether each step ends with mj_rnePostConstraint (as Gymnasium's steps do), which computes the contact forces
+      /// (SimQuantity.CfrcExt) that an observation or reward reads; tasks that read none can leave it out.
+      ContactForces: bool
       Reward: MuJoCoTransition -> float
       Terminated: MuJoCoTransition -> bool }
 
@@ -61,7 +64,7 @@ module MuJoCoSpec =
     /// A spec whose reward and termination are functions of (observation, action, next observation) alone.
     let ofObservations name frameSkip reset observe (reward: float32[] -> float32[] -> float32[] -> float)
                        (terminated: float32[] -> float32[] -> float32[] -> bool) =
-        { Name = name; FrameSkip = frameSkip; Reset = reset; Observe = observe; Track = trackNothing
+        { Name = name; FrameSkip = frameSkip; Reset = reset; Observe = observe; Track = trackNothing; ContactForces = true
           Reward = fun t -> reward t.Observation t.Action t.NextObservation
           Terminated = fun t -> terminated t.Observation t.Action t.NextObservation }
 
@@ -116,7 +119,7 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
             if not started then invalidOp (sprintf "%s: call Reset before Step" spec.Name)
             let a = EnvSupport.validateAction spec.Name actionSpace action
             let warningsBefore = sim.UnstableCount
-            sim.Step(a, spec.FrameSkip)
+            sim.Step(a, spec.FrameSkip, spec.ContactForces)
             let next = spec.Observe sim
             if sim.UnstableCount <> warningsBefore || next |> Array.exists (fun v -> not (Single.IsFinite v)) then
                 started <- false

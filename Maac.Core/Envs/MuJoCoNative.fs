@@ -370,6 +370,11 @@ type Simulation(xmlPath: string) =
         for i in 0 .. nv - 1 do out.[nq - skip + i] <- float32 (NativePtr.get qv i)
         out
     member _.Qvel = check (); read (pointer data Layout.DataQvel) nv
+    /// qpos[i] without copying the rest.
+    member _.QposAt(i: int) =
+        check ()
+        if i < 0 || i >= nq then raise (ArgumentOutOfRangeException("i", i, sprintf "qpos has %d elements" nq))
+        NativePtr.get (pointer data Layout.DataQpos) i
     /// One of the state's derived quantities, row-major (see SimQuantity for the sizes).
     member _.Read(q: SimQuantity) =
         check ()
@@ -405,9 +410,12 @@ type Simulation(xmlPath: string) =
         Native.mj_forward(model, data)
     /// Sets the controls and advances `frames` physics steps, then computes the contact forces (cfrc_ext) with
     /// mj_rnePostConstraint, as Gymnasium's MuJoCo environments do after every step.
-    member this.Step(ctrl: float32[], frames: int) =
+    member this.Step(ctrl: float32[], frames: int) = this.Step(ctrl, frames, true)
+    /// Sets the controls and advances `frames` physics steps; with `contactForces`, then computes cfrc_ext (and the
+    /// other post-constraint quantities) with mj_rnePostConstraint, which only tasks that read them need.
+    member this.Step(ctrl: float32[], frames: int, contactForces: bool) =
         this.StepPhysics(ctrl, frames)
-        Native.mj_rnePostConstraint(model, data)
+        if contactForces then Native.mj_rnePostConstraint(model, data)
     /// Sets the controls and advances `frames` physics steps, nothing else: the bare loop `bench --env` compares with.
     member internal _.StepPhysics(ctrl: float32[], frames: int) =
         check ()
