@@ -137,7 +137,7 @@ public abstract class Agent : IDisposable
             void OnProgress(ProgressInfo p)
             {
                 if (episodes >= 0 && p.Episodes > episodes && p.LastEpisodeLength > 0 && !evaluated)
-                    Notify(c => c.OnEpisode(this, new EpisodeRecord(p.Step, p.LastEpisodeReturn, p.LastEpisodeLength)));
+                    Notify(c => c.OnEpisode(this, new EpisodeRecord(p.Step, p.LastEpisodeReturn, p.LastEpisodeLength, p.WallSeconds)));
                 episodes = p.Episodes;
                 foreach (var c in callbacks) c.OnStep(this, p.Step);
                 if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated)) { evaluated = false; return; }

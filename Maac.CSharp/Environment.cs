@@ -38,6 +38,9 @@ public interface IEnvironment
 
     /// <summary>Advances the environment by one action.</summary>
     StepResult Step(float[] action);
+
+    /// <summary>What the last <see cref="Reset"/> reports besides the observation (Gymnasium's reset info); optional.</summary>
+    IReadOnlyDictionary<string, object>? ResetInfo => null;
 }
 
 /// <summary>

@@ -29,7 +29,7 @@ internal sealed class EnvironmentAdapter : CoreEnv
     {
         long? s = FSharpOption<long>.get_IsSome(seed) ? seed.Value : null;
         var observation = env.Reset(s) ?? throw new InvalidOperationException($"{name}: Reset returned null");
-        return new CoreReset((float[])observation.Clone(), Envs.EnvSupport.noInfo);
+        return new CoreReset((float[])observation.Clone(), env.ResetInfo ?? Envs.EnvSupport.noInfo);
     }
 
     public CoreStep Step(float[] action)

@@ -16,9 +16,11 @@ public enum ComputeDevice
 }
 
 /// <summary>
-/// Settings shared by every agent. A new options object holds the MAAC paper's settings (its MuJoCo
-/// configuration); <c>ForTask</c> on each options class gives the settings the command line uses for a task
-/// (smaller networks and budgets for the small built-in tasks). Properties refuse out-of-range values with
+/// Settings shared by every agent. A new options object holds the MAAC paper's settings, made for the MuJoCo
+/// locomotion tasks (HalfCheetah, Hopper, Walker2d, Ant): 200,000 steps, the first 5,000 of them random actions,
+/// an evaluation every 5,000 steps, 8 gradient steps per environment step. For a small or a custom task use
+/// <c>ForTask</c> (the command line's settings for a built-in task: smaller networks and budgets) or lower
+/// RandomSteps and EvaluationInterval: a Train call that ends within the random steps learns nothing (a warning says so). Properties refuse out-of-range values with
 /// an <see cref="ArgumentOutOfRangeException"/> naming the property.
 /// </summary>
 public abstract class AgentOptions

@@ -35,7 +35,8 @@ public sealed record EvaluationResult(double Mean, double StandardDeviation, int
 /// <param name="Step">The environment step at which it ended.</param>
 /// <param name="Return">Its return.</param>
 /// <param name="Length">Its length in steps.</param>
-public sealed record EpisodeRecord(int Step, double Return, int Length);
+/// <param name="WallSeconds">Training time of the run when it ended.</param>
+public sealed record EpisodeRecord(int Step, double Return, int Length, double WallSeconds);
 
 /// <summary>One periodic evaluation during training (a row of metrics.csv).</summary>
 /// <param name="Step">Environment step of the evaluation.</param>

@@ -367,12 +367,53 @@ let tests =
                 Expect.equal agent.Step 120 "stopped at the first evaluation"
                 Expect.isNonEmpty checkpoints "checkpoints reported"
                 Expect.isTrue (episodes |> Seq.forall (fun e -> e.Length = 200)) "Pendulum's 200-step episodes"
+                Expect.isTrue (episodes |> Seq.forall (fun e -> e.WallSeconds > 0.0)) "with the run's time"
                 Expect.isTrue (File.Exists(Path.Combine(best, "checkpoint.safetensors"))) "the best model was kept"
                 let stopper = StopOnNoImprovement(1)
                 Expect.isTrue ((stopper :> ITrainingCallback).OnEvaluation(agent, EvaluationRecord(1, 5.0, 0.0, 0f, 0f, 0f, 0f, 0.0))) "a first best"
                 Expect.isFalse ((stopper :> ITrainingCallback).OnEvaluation(agent, EvaluationRecord(2, 4.0, 0.0, 0f, 0f, 0f, 0f, 0.0))) "no improvement stops"
             finally
                 for d in [ dir; best ] do if Directory.Exists d then Directory.Delete(d, true)
+        }
+
+        test "a Train call that ends within the random steps says so (which setting to change)" {
+            let captured = new StringWriter()
+            let previous = Console.Error
+            Console.SetError captured
+            try
+                use agent = new SacAgent((fun () -> new Reach() :> IEnvironment), SacOptions(TotalSteps = 2000)) // the paper's 5,000 random steps
+                agent.Train 100
+            finally
+                Console.SetError previous
+            Expect.stringContains (captured.ToString()) "within the first 5000 steps of random actions (RandomSteps)" "names the setting"
+        }
+
+        test "the remaining time is estimated from the learning phase's rate, not the random phase's" {
+            let options = small (SacOptions.ForTask "Pendulum")
+            use agent = new SacAgent("Pendulum", options)
+            let reports = ResizeArray<TrainingProgress>()
+            agent.Train(240, { new IProgress<TrainingProgress> with member _.Report p = reports.Add p })
+            // After the 80 random steps the call's overall rate still counts them (far faster): an estimate from it
+            // would be too short. The phase's estimate is longer.
+            let p = reports |> Seq.find (fun r -> r.Step >= 160 && r.Step < 240)
+            let fromOverallRate = float (p.TotalSteps - p.Step) / p.StepsPerSecond
+            Expect.isGreaterThan p.Remaining.TotalSeconds fromOverallRate "longer than the overall rate's estimate"
+        }
+
+        test "info dictionaries of Step and Reset reach the library's environment; episodes reach callbacks with their time" {
+            let info = dict [ "x_position", box 1.5 ] |> Collections.Generic.Dictionary |> fun d -> d :> Collections.Generic.IReadOnlyDictionary<string, obj>
+            let env =
+                { new IEnvironment with
+                    member _.Name = "Info"
+                    member _.ObservationSpace = BoxSpace.Symmetric(1, 1.0f)
+                    member _.ActionSpace = BoxSpace.Symmetric(1, 1.0f)
+                    member _.MaxEpisodeSteps = 5
+                    member _.Reset(_: Nullable<int64>) = [| 0.0f |]
+                    member _.Step(_: float32[]) = StepResult([| 0.0f |], 0.0, false, false, info)
+                    member _.ResetInfo = info }
+            let adapted = new EnvironmentAdapter(env) :> Maac.Envs.IEnv
+            Expect.equal ((adapted.Reset None).Info.["x_position"]) (box 1.5) "reset info"
+            Expect.equal ((adapted.Step [| 0.0f |]).Info.["x_position"]) (box 1.5) "step info"
         }
 
         test "cancellation stops after the current step and leaves a checkpoint that loads and trains on" {

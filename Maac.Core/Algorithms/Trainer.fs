@@ -19,6 +19,8 @@ type ProgressInfo =
       Episodes: int
       /// Length of the last finished training episode (0 before the first).
       LastEpisodeLength: int
+      /// Training time of the run so far (all calls of Run), in seconds.
+      WallSeconds: float
       LastEvalReturn: float
       CriticLoss: float32
       ActorLoss: float32
@@ -305,7 +307,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
             let phaseRate = float (step - phaseStep) / max 1e-9 (now - phaseTime)
             onProgress
                 { Step = step; TotalSteps = settings.Steps; StepsPerSecond = rate; LastEpisodeReturn = lastEpisodeReturn
-                  Episodes = episodes; LastEpisodeLength = lastEpisodeLength; LastEvalReturn = lastEval
+                  Episodes = episodes; LastEpisodeLength = lastEpisodeLength; WallSeconds = wallSeconds (); LastEvalReturn = lastEval
                   CriticLoss = last.CriticLoss; ActorLoss = last.ActorLoss; Alpha = last.Alpha
                   Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 phaseRate) }
 
