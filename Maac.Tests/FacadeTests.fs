@@ -13,7 +13,8 @@ open Maac.Tensors
 /// A one-dimensional reaching task written against the façade's interface, as a C# user would:
 /// x' = clip(x + 0.2·a, −1, 1), reward −x'², 20 steps, x₀ uniform from the seed. A fault can be asked for: "noise"
 /// (a little reward noise: not reproducible), a NaN observation from the instance's `nanAt`-th step on (counted
-/// across episodes), or a reward function that disagrees with Step ("wrong reward") or has the wrong shape ("wrong shape").
+/// across episodes; with "nan reward" the reward is NaN instead), or a reward function that disagrees with Step
+/// ("wrong reward") or has the wrong shape ("wrong shape").
 type Reach(?observationSize: int, ?fault: string, ?nanAt: int) =
     let size = defaultArg observationSize 1
     let fault = defaultArg fault ""
@@ -34,8 +35,10 @@ type Reach(?observationSize: int, ?fault: string, ?nanAt: int) =
             x <- Math.Clamp(x + 0.2f * action.[0], -1.0f, 1.0f)
             steps <- steps + 1
             let noise = if fault = "noise" then 1e-6 * Random.Shared.NextDouble() else 0.0
-            let obs = if steps >= defaultArg nanAt Int32.MaxValue then [| nanf |] else [| x |]
-            StepResult(obs, float (-(x * x)) + noise, false, false)
+            let broken = steps >= defaultArg nanAt Int32.MaxValue
+            let obs = if broken && fault <> "nan reward" then [| nanf |] else [| x |]
+            let reward = if broken && fault = "nan reward" then nan else float (-(x * x)) + noise
+            StepResult(obs, reward, false, false)
     interface IRewardFunction with
         member _.Reward(_, _, next) =
             match fault with
@@ -229,6 +232,9 @@ let tests =
             use agent = new SacAgent((fun () -> new Reach(nanAt = 120) :> IEnvironment), small (SacOptions()))
             let e = caught<NonFiniteException> (fun () -> agent.Train 200)
             Expect.stringContains e.Message "Reach returned a non-finite observation at environment step 120: element 0 is NaN" "the environment's fault"
+            use rewards = new SacAgent((fun () -> new Reach(fault = "nan reward", nanAt = 120) :> IEnvironment), small (SacOptions()))
+            let r = caught<NonFiniteException> (fun () -> rewards.Train 200)
+            Expect.stringContains r.Message "Reach returned a non-finite reward at environment step 120: NaN" "a NaN reward is the environment's too, not a critic loss"
         }
 
         test "a user's environment trains like a built-in task; its reward function reaches model rollouts" {
