@@ -258,7 +258,10 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 if step <= settings.RandomSteps then EnvSupport.uniform (keyFor 6L step) actDim -1.0f 1.0f
                 else Agent.act agent (keyFor 7L step) false obs
             let r = env.Step(toEnv action)
-            // A non-finite value from the environment is the environment's fault: reported as such, before any loss.
+            // A malformed or non-finite value from the environment is the environment's fault: reported as such,
+            // before it reaches a buffer or a loss.
+            if isNull r.Observation || r.Observation.Length <> obsDim then
+                invalidOp (sprintf "%s returned an observation of size %d at environment step %d; its observation space has %d dimensions" task.Name (if isNull r.Observation then 0 else r.Observation.Length) step obsDim)
             match Array.tryFindIndex (fun (v: float32) -> not (Single.IsFinite v)) r.Observation with
             | Some e -> raise (NonFiniteException(sprintf "%s returned a non-finite observation at environment step %d: element %d is %g" task.Name step e r.Observation.[e]))
             | None -> ()
