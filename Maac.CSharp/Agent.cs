@@ -127,7 +127,6 @@ public abstract class Agent : IDisposable
             var first = Step;
             var every = Math.Max(1, (steps + ProgressReports - 1) / ProgressReports);
             var evaluated = false;
-            var episodes = -1;
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             void Notify(Func<ITrainingCallback, bool> call)
             {
@@ -136,9 +135,8 @@ public abstract class Agent : IDisposable
             }
             void OnProgress(ProgressInfo p)
             {
-                if (episodes >= 0 && p.Episodes > episodes && p.LastEpisodeLength > 0 && !evaluated)
+                if (p.EpisodeEnded)
                     Notify(c => c.OnEpisode(this, new EpisodeRecord(p.Step, p.LastEpisodeReturn, p.LastEpisodeLength, p.WallSeconds)));
-                episodes = p.Episodes;
                 foreach (var c in callbacks) c.OnStep(this, p.Step);
                 if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated)) { evaluated = false; return; }
                 evaluated = false;

@@ -15,8 +15,8 @@ type ProgressInfo =
       TotalSteps: int
       StepsPerSecond: float
       LastEpisodeReturn: float
-      /// Episodes finished (training episodes, counting those cut at checkpoints).
-      Episodes: int
+      /// Whether a training episode ended (terminated or truncated) at this step; cuts at checkpoints do not count.
+      EpisodeEnded: bool
       /// Length of the last finished training episode (0 before the first).
       LastEpisodeLength: int
       /// Training time of the run so far (all calls of Run), in seconds.
@@ -271,7 +271,8 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
             episodeReturn <- episodeReturn + r.Reward
             episodeLength <- episodeLength + 1
             obs <- r.Observation
-            if r.Terminated || r.Truncated then
+            let endedNow = r.Terminated || r.Truncated
+            if endedNow then
                 lastEpisodeReturn <- episodeReturn
                 lastEpisodeLength <- episodeLength
                 episodes <- episodes + 1
@@ -310,7 +311,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
             let phaseRate = float (step - phaseStep) / max 1e-9 (now - phaseTime)
             onProgress
                 { Step = step; TotalSteps = settings.Steps; StepsPerSecond = rate; LastEpisodeReturn = lastEpisodeReturn
-                  Episodes = episodes; LastEpisodeLength = lastEpisodeLength; WallSeconds = wallSeconds (); LastEvalReturn = lastEval
+                  EpisodeEnded = endedNow; LastEpisodeLength = lastEpisodeLength; WallSeconds = wallSeconds (); LastEvalReturn = lastEval
                   CriticLoss = last.CriticLoss; ActorLoss = last.ActorLoss; Alpha = last.Alpha
                   Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 phaseRate) }
 
@@ -349,11 +350,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 // be made to agree with its checkpoint.
                 "metrics", MetricsCsv.text metrics ]
         // A checkpoint is only ever written from finite state (parameters, moments, statistics, buffers): the last
-        // good one stays otherwise.
-        for t in arrays do
-            if not (Array.forall Single.IsFinite t.Values) then
-                raise (DivergenceException(sprintf "training diverged by step %d: '%s' holds NaN or infinity; the checkpoint %s was not overwritten" step t.Name path))
-        Checkpoint.save path arrays meta
+        // good one stays otherwise. Checkpoint.save scans every value once and refuses; here that is a divergence.
+        try Checkpoint.save path arrays meta
+        with :? NonFiniteException as e -> raise (DivergenceException(sprintf "training diverged by step %d: %s" step e.Message))
 
     /// Restores a checkpoint written by SaveCheckpoint for the same task, algorithm and settings. Beyond the file's own
     /// checks (Checkpoint.load: layout, checksums, finite values), every tensor must be one this agent has, with the

@@ -90,8 +90,8 @@ module GymnasiumTasks =
 
     /// Walker2d-v5's health: z = qpos[1] in (0.8, 2) and the torso angle qpos[2] in (−1, 1), strict.
     let private walkerHealthy (sim: Simulation) =
-        let qpos = sim.Qpos
-        qpos.[1] > 0.8 && qpos.[1] < 2.0 && qpos.[2] > -1.0 && qpos.[2] < 1.0
+        let z, angle = sim.QposAt 1, sim.QposAt 2
+        z > 0.8 && z < 2.0 && angle > -1.0 && angle < 1.0
 
     /// Walker2d-v5: obs qpos[1:] + clip(qvel, ±10) (17); reward Δx/dt + 1 (while healthy) − 0.001‖a‖²; terminates
     /// when unhealthy; qpos0 + U(±0.005), qvel U(±0.005).
@@ -219,7 +219,7 @@ module GymnasiumTasks =
     /// − 0.1‖ctrl‖² − min(5·10⁻⁷‖cfrc_ext‖², 10); terminates when z = qpos[2] leaves (1, 2); qpos0 + U(±0.01),
     /// qvel U(±0.01). Controls lie in [−0.4, 0.4].
     let humanoid =
-        let healthy (sim: Simulation) = let z = sim.Qpos.[2] in z > 1.0 && z < 2.0
+        let healthy (sim: Simulation) = let z = sim.QposAt 2 in z > 1.0 && z < 2.0
         task "Humanoid" 5 (MuJoCoReset.Uniform 0.01)
             (fun sim ->
                 let skipWorld (q: SimQuantity) (width: int) = (sim.Read q).[width..]
