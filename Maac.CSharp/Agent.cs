@@ -18,42 +18,32 @@ public abstract class Agent : IDisposable
 {
     private const long ActingStream = 0x4163_7473; // keys of stochastic Act calls, apart from training's
     private const int ProgressReports = 200; // per Train call, besides one per evaluation
-    private Trainer trainer; // replaced by a trainer with a larger budget when Train goes beyond TotalSteps
+    private readonly RunSession session; // the run and its folder, shared with the command line
     private readonly List<EvaluationRecord> evaluations = [];
-    private string? runDirectory;
     private long actCalls;
     private int training;
     private bool disposed;
 
-    private protected Agent(Trainer trainer, string? runDirectory)
+    private protected Agent(RunSession session)
     {
-        this.trainer = trainer;
-        this.runDirectory = runDirectory;
+        this.session = session;
         // A loaded agent's history is the run's: the evaluations its checkpoint carries.
         foreach (var row in trainer.Metrics)
             evaluations.Add(new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
                 row.Alpha, row.ModelHoldoutMse, row.WallSeconds));
     }
 
-    /// <summary>Creates the trainer for a task and options, starting the run folder when one is asked for.</summary>
-    private protected static Trainer Start(Envs.TaskInfo task, AgentOptions options)
+    private Trainer trainer => session.Trainer;
+
+    /// <summary>Starts the run for a task and options, starting the run folder when one is asked for.</summary>
+    private protected static RunSession Start(Envs.TaskInfo task, AgentOptions options)
     {
         options.ApplyRuntime();
         var settings = options.ToSettings(task.Name);
         if (settings.ModelElites > settings.ModelMembers)
             throw new ArgumentOutOfRangeException(nameof(ModelBasedOptions.ModelElites), settings.ModelElites, $"more elites than the {settings.ModelMembers} ensemble members");
-        var trainer = new Trainer(settings, Algorithms.Algorithms.find(settings.Algorithm), task);
-        try
-        {
-            // After the trainer exists, so a failed construction leaves no half-started run folder behind.
-            if (options.RunDirectory is { } dir) RunFolder.create(dir, settings);
-            return trainer;
-        }
-        catch
-        {
-            ((IDisposable)trainer).Dispose();
-            throw;
-        }
+        var folder = options.RunDirectory is { } dir ? Microsoft.FSharp.Core.FSharpOption<string>.Some(dir) : Microsoft.FSharp.Core.FSharpOption<string>.None;
+        return RunSession.Start(settings, Algorithms.Algorithms.find(settings.Algorithm), task, folder);
     }
 
     /// <summary>The library task of a built-in environment name; a clear error listing the names otherwise.</summary>
@@ -68,8 +58,8 @@ public abstract class Agent : IDisposable
     private protected static Envs.TaskInfo Custom(Func<IEnvironment> environmentFactory, bool strictChecks = false) =>
         EnvironmentAdapter.ToTask(environmentFactory, strictChecks);
 
-    /// <summary>Creates the trainer for a user's environment, checked as the options ask.</summary>
-    private protected static Trainer StartCustom(Func<IEnvironment> environmentFactory, AgentOptions options) =>
+    /// <summary>Starts the run for a user's environment, checked as the options ask.</summary>
+    private protected static RunSession StartCustom(Func<IEnvironment> environmentFactory, AgentOptions options) =>
         Start(Custom(environmentFactory, options.StrictEnvironmentChecks), options);
 
     /// <summary>
@@ -97,7 +87,7 @@ public abstract class Agent : IDisposable
     public BoxSpace ActionSpace => BoxSpace.FromCore(trainer.ActionSpace);
 
     /// <summary>The run folder this agent trains into, or null when it lives in memory.</summary>
-    public string? RunDirectory => runDirectory;
+    public string? RunDirectory => session.Folder?.Value;
 
     /// <summary>The evaluations made during training by this object, oldest first.</summary>
     public IReadOnlyList<EvaluationRecord> Evaluations => evaluations.ToArray();
@@ -121,7 +111,7 @@ public abstract class Agent : IDisposable
         if (Interlocked.Exchange(ref training, 1) == 1) throw new InvalidOperationException("this agent is already training");
         try
         {
-            if (steps > TotalSteps - Step) ExtendBudget(Step + steps);
+            if (steps > TotalSteps - Step) session.SetBudget(Step + steps);
             if (Step + steps <= trainer.Settings.RandomSteps)
                 Console.Error.WriteLine($"warning: {Algorithm} on {Environment}: Train({steps}) ends at step {Step + steps}, within the first {trainer.Settings.RandomSteps} steps of random actions (RandomSteps), so nothing is learned; lower RandomSteps in the options or train longer");
             var first = Step;
@@ -135,45 +125,42 @@ public abstract class Agent : IDisposable
             }
             void OnProgress(ProgressInfo p)
             {
-                if (p.EpisodeEnded)
-                    Notify(c => c.OnEpisode(this, new EpisodeRecord(p.Step, p.LastEpisodeReturn, p.LastEpisodeLength, p.WallSeconds)));
                 foreach (var c in callbacks) c.OnStep(this, p.Step);
                 if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated)) { evaluated = false; return; }
                 evaluated = false;
                 progress.Report(new TrainingProgress(p.Step, p.TotalSteps, p.StepsPerSecond, p.LastEpisodeReturn, p.LastEvalReturn,
                     p.CriticLoss, p.ActorLoss, p.Alpha, p.Remaining));
             }
-            void OnEvaluation(MetricsRow row)
+            void OnEvent(TrainingEvent e)
             {
-                var record = new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
-                    row.Alpha, row.ModelHoldoutMse, row.WallSeconds);
-                evaluations.Add(record);
-                if (runDirectory is { } folder)
+                switch (e)
                 {
-                    RunFolder.record(folder, trainer);
-                    foreach (var c in callbacks) c.OnCheckpoint(this, RunFolder.checkpointFile(folder));
+                    case TrainingEvent.EpisodeEnded ended:
+                        Notify(c => c.OnEpisode(this, new EpisodeRecord(ended.step, ended.episodeReturn, ended.length, trainer.State.WallSeconds)));
+                        break;
+                    case TrainingEvent.Evaluated { Item: var row }:
+                        var record = new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
+                            row.Alpha, row.ModelHoldoutMse, row.WallSeconds);
+                        evaluations.Add(record);
+                        Notify(c => c.OnEvaluation(this, record));
+                        evaluated = true; // the progress report of this step follows at once
+                        break;
+                    case TrainingEvent.Stepped { Item: var p }:
+                        OnProgress(p);
+                        break;
                 }
-                Notify(c => c.OnEvaluation(this, record));
-                evaluated = true; // the progress report of this step follows at once
             }
-            trainer.Run(Step + steps, FuncConvert<ProgressInfo>(OnProgress), FuncConvert<MetricsRow>(OnEvaluation), stop.Token);
-            if (runDirectory is { } last) RunFolder.record(last, trainer);
+            void OnCheckpoint(string path)
+            {
+                foreach (var c in callbacks) c.OnCheckpoint(this, path);
+            }
+            session.Train(Step + steps, FuncConvert<TrainingEvent>(OnEvent), FuncConvert<string>(OnCheckpoint), stop.Token);
             cancellationToken.ThrowIfCancellationRequested();
         }
         finally
         {
             Volatile.Write(ref training, 0);
         }
-    }
-
-    /// <summary>Raises the budget: the trainer is replaced by one with the same state and a larger budget.</summary>
-    private void ExtendBudget(int steps)
-    {
-        var bigger = trainer.WithBudget(steps);
-        var old = trainer;
-        trainer = bigger;
-        ((IDisposable)old).Dispose();
-        if (runDirectory is { } dir) RunFolder.writeSettings(dir, trainer.Settings);
     }
 
     /// <summary>Trains on a thread-pool thread; see <see cref="Train"/>.</summary>
@@ -265,13 +252,7 @@ public abstract class Agent : IDisposable
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
-        var own = runDirectory is not null && Path.GetFullPath(runDirectory) == Path.GetFullPath(directory);
-        if (!own)
-        {
-            if (overwrite) RunFolder.writeSettings(directory, trainer.Settings);
-            else RunFolder.create(directory, trainer.Settings);
-        }
-        RunFolder.record(directory, trainer);
+        session.SaveTo(directory, overwrite);
     }
 
     /// <summary>
@@ -317,16 +298,22 @@ public abstract class Agent : IDisposable
 
     private static Agent Open(string runDirectory, Envs.TaskInfo task)
     {
-        var trainer = RunFolder.openTrainerFor(runDirectory, task);
-        return trainer.Algorithm.Name switch
+        var session = RunSession.Open(runDirectory, task);
+        return session.Trainer.Algorithm.Name switch
         {
-            "maac" => new MaacAgent(trainer, runDirectory),
-            "sac" => new SacAgent(trainer, runDirectory),
-            "mbpo" => new MbpoAgent(trainer, runDirectory),
-            "steve" => new SteveAgent(trainer, runDirectory),
-            "svg1" => new Svg1Agent(trainer, runDirectory),
-            var other => throw new CheckpointException($"{runDirectory} holds a run of '{other}', which has no agent class"),
+            "maac" => new MaacAgent(session),
+            "sac" => new SacAgent(session),
+            "mbpo" => new MbpoAgent(session),
+            "steve" => new SteveAgent(session),
+            "svg1" => new Svg1Agent(session),
+            var other => Refuse(session, other),
         };
+
+        static Agent Refuse(RunSession session, string algorithm)
+        {
+            ((IDisposable)session).Dispose();
+            throw new CheckpointException($"{session.Folder?.Value} holds a run of '{algorithm}', which has no agent class");
+        }
     }
 
     /// <summary>Loads a run folder as the agent class <typeparamref name="TAgent"/>; a clear error for another algorithm.</summary>
@@ -347,7 +334,7 @@ public abstract class Agent : IDisposable
     {
         if (disposed) return;
         disposed = true;
-        ((IDisposable)trainer).Dispose();
+        ((IDisposable)session).Dispose();
         GC.SuppressFinalize(this);
     }
 }

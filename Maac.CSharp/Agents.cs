@@ -7,16 +7,16 @@ public sealed class MaacAgent : Agent
     /// <param name="environment">The task's name, for example "Pendulum" or "HalfCheetah".</param>
     /// <param name="options">Settings; null for those the command line uses for this task (<see cref="MaacOptions.ForTask"/>).</param>
     public MaacAgent(string environment, MaacOptions? options = null)
-        : base(Start(BuiltIn(environment), options ?? MaacOptions.ForTask(environment)), options?.RunDirectory) { }
+        : base(Start(BuiltIn(environment), options ?? MaacOptions.ForTask(environment))) { }
 
     /// <summary>An agent for a user's environment; every instance comes from the factory (evaluation runs several at once).</summary>
     /// <param name="environmentFactory">Makes a fresh environment; the first one is checked by the environment checker.</param>
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public MaacAgent(Func<IEnvironment> environmentFactory, MaacOptions? options = null)
-        : base(StartCustom(environmentFactory, options ?? new MaacOptions()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new MaacOptions())) { }
 
-    internal MaacAgent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
+    internal MaacAgent(Algorithms.RunSession session) : base(session) { }
 
     /// <summary>Opens a maac run folder of a built-in task.</summary>
     public static new MaacAgent Load(string runDirectory) => Load<MaacAgent>(runDirectory, null);
@@ -36,16 +36,16 @@ public sealed class SacAgent : Agent
     /// <param name="environment">The task's name, for example "Pendulum" or "HalfCheetah".</param>
     /// <param name="options">Settings; null for those the command line uses for this task (<see cref="SacOptions.ForTask"/>).</param>
     public SacAgent(string environment, SacOptions? options = null)
-        : base(Start(BuiltIn(environment), options ?? SacOptions.ForTask(environment)), options?.RunDirectory) { }
+        : base(Start(BuiltIn(environment), options ?? SacOptions.ForTask(environment))) { }
 
     /// <summary>An agent for a user's environment; every instance comes from the factory (evaluation runs several at once).</summary>
     /// <param name="environmentFactory">Makes a fresh environment; the first one is checked by the environment checker.</param>
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public SacAgent(Func<IEnvironment> environmentFactory, SacOptions? options = null)
-        : base(StartCustom(environmentFactory, options ?? new SacOptions()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new SacOptions())) { }
 
-    internal SacAgent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
+    internal SacAgent(Algorithms.RunSession session) : base(session) { }
 
     /// <summary>Opens a sac run folder of a built-in task.</summary>
     public static new SacAgent Load(string runDirectory) => Load<SacAgent>(runDirectory, null);
@@ -65,16 +65,16 @@ public sealed class MbpoAgent : Agent
     /// <param name="environment">The task's name, for example "Pendulum" or "HalfCheetah".</param>
     /// <param name="options">Settings; null for those the command line uses for this task (<see cref="MbpoOptions.ForTask"/>).</param>
     public MbpoAgent(string environment, MbpoOptions? options = null)
-        : base(Start(BuiltIn(environment), options ?? MbpoOptions.ForTask(environment)), options?.RunDirectory) { }
+        : base(Start(BuiltIn(environment), options ?? MbpoOptions.ForTask(environment))) { }
 
     /// <summary>An agent for a user's environment; every instance comes from the factory (evaluation runs several at once).</summary>
     /// <param name="environmentFactory">Makes a fresh environment; the first one is checked by the environment checker.</param>
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public MbpoAgent(Func<IEnvironment> environmentFactory, MbpoOptions? options = null)
-        : base(StartCustom(environmentFactory, options ?? new MbpoOptions()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new MbpoOptions())) { }
 
-    internal MbpoAgent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
+    internal MbpoAgent(Algorithms.RunSession session) : base(session) { }
 
     /// <summary>Opens a mbpo run folder of a built-in task.</summary>
     public static new MbpoAgent Load(string runDirectory) => Load<MbpoAgent>(runDirectory, null);
@@ -94,16 +94,16 @@ public sealed class SteveAgent : Agent
     /// <param name="environment">The task's name, for example "Pendulum" or "HalfCheetah".</param>
     /// <param name="options">Settings; null for those the command line uses for this task (<see cref="SteveOptions.ForTask"/>).</param>
     public SteveAgent(string environment, SteveOptions? options = null)
-        : base(Start(BuiltIn(environment), options ?? SteveOptions.ForTask(environment)), options?.RunDirectory) { }
+        : base(Start(BuiltIn(environment), options ?? SteveOptions.ForTask(environment))) { }
 
     /// <summary>An agent for a user's environment; every instance comes from the factory (evaluation runs several at once).</summary>
     /// <param name="environmentFactory">Makes a fresh environment; the first one is checked by the environment checker.</param>
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public SteveAgent(Func<IEnvironment> environmentFactory, SteveOptions? options = null)
-        : base(StartCustom(environmentFactory, options ?? new SteveOptions()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new SteveOptions())) { }
 
-    internal SteveAgent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
+    internal SteveAgent(Algorithms.RunSession session) : base(session) { }
 
     /// <summary>Opens a steve run folder of a built-in task.</summary>
     public static new SteveAgent Load(string runDirectory) => Load<SteveAgent>(runDirectory, null);
@@ -123,16 +123,16 @@ public sealed class Svg1Agent : Agent
     /// <param name="environment">The task's name, for example "Pendulum" or "HalfCheetah".</param>
     /// <param name="options">Settings; null for those the command line uses for this task (<see cref="Svg1Options.ForTask"/>).</param>
     public Svg1Agent(string environment, Svg1Options? options = null)
-        : base(Start(BuiltIn(environment), options ?? Svg1Options.ForTask(environment)), options?.RunDirectory) { }
+        : base(Start(BuiltIn(environment), options ?? Svg1Options.ForTask(environment))) { }
 
     /// <summary>An agent for a user's environment; every instance comes from the factory (evaluation runs several at once).</summary>
     /// <param name="environmentFactory">Makes a fresh environment; the first one is checked by the environment checker.</param>
     /// <param name="options">Settings; null for the paper's.</param>
     /// <exception cref="ArgumentException">The environment failed the checks (every problem is listed).</exception>
     public Svg1Agent(Func<IEnvironment> environmentFactory, Svg1Options? options = null)
-        : base(StartCustom(environmentFactory, options ?? new Svg1Options()), options?.RunDirectory) { }
+        : base(StartCustom(environmentFactory, options ?? new Svg1Options())) { }
 
-    internal Svg1Agent(Algorithms.Trainer trainer, string runDirectory) : base(trainer, runDirectory) { }
+    internal Svg1Agent(Algorithms.RunSession session) : base(session) { }
 
     /// <summary>Opens a svg1 run folder of a built-in task.</summary>
     public static new Svg1Agent Load(string runDirectory) => Load<Svg1Agent>(runDirectory, null);

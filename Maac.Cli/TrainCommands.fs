@@ -10,21 +10,17 @@ open Maac.Algorithms
 open Maac.Envs
 
 /// Trains into a new run folder, or resumes one (`resume` with the budget given by --steps, if any); returns the
-/// process exit code.
+/// process exit code: 0 done, 130 stopped by Ctrl+C (a checkpoint written), 3 diverged (any part).
 let train (settings: Settings) (outDir: string) (resume: int option option) =
     let task = Tasks.find settings.Env
-    let trainer =
+    use session =
         match resume with
         | Some steps ->
-            let t = RunFolder.resume outDir task steps
-            printfn "resuming %s at step %d of %d" outDir t.Step t.Settings.Steps
-            t
-        | None ->
-            let t = new Trainer(settings, Algorithms.find settings.Algorithm, task)
-            try RunFolder.create outDir settings
-            with _ -> (t :> IDisposable).Dispose(); reraise ()
-            t
-    use _ = trainer
+            let s = RunSession.Resume(outDir, task, steps)
+            printfn "resuming %s at step %d of %d" outDir s.Trainer.Step s.Trainer.Settings.Steps
+            s
+        | None -> RunSession.Start(settings, Algorithms.find settings.Algorithm, task, Some outDir)
+    let trainer = session.Trainer
     let settings = trainer.Settings
     for w in Settings.warnings settings do eprintfn "warning: %s" w
     use cancel = new CancellationTokenSource()
@@ -35,24 +31,22 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
     let title = sprintf "%s on %s, seed %d" settings.Algorithm settings.Env settings.Seed
     try
         LiveProgress.show title settings trainer.Step (fun display ->
-            let checkpoint (row: MetricsRow) =
-                RunFolder.record outDir trainer
-                Plotting.draw title (Plotting.curves [ outDir ]) (RunFolder.curveFile outDir)
-                display.Evaluation row
-            trainer.Run(settings.Steps, display.Step, checkpoint, cancel.Token))
+            let onEvent =
+                function
+                | Stepped p -> display.Step p
+                | Evaluated row ->
+                    Plotting.draw title (Plotting.curves [ outDir ]) (RunFolder.curveFile outDir)
+                    display.Evaluation row
+                | _ -> ()
+            session.Train(settings.Steps, onEvent, ignore, cancel.Token))
         if cancel.IsCancellationRequested then
-            RunFolder.record outDir trainer
             printfn "stopped at step %d; continue with: train --resume %s" trainer.Step outDir
             130
         else
             printfn "done: %s (config.json, metrics.csv, checkpoint.safetensors, curve.png)" outDir
             0
     with :? DivergenceException as e ->
-        let kept =
-            if File.Exists(RunFolder.checkpointFile outDir) then
-                sprintf "The last good checkpoint (step %d or earlier) stays in %s; metrics.csv agrees with it." (trainer.Metrics |> List.tryLast |> Option.map (fun r -> r.Step) |> Option.defaultValue 0) outDir
-            else sprintf "No checkpoint had been written yet; %s holds only config.json." outDir
-        eprintfn "\n%s\nTraining stopped. %s" e.Message kept
+        eprintfn "\n%s" e.Message
         3
 
 /// Evaluates the checkpoint of a run folder, with the policy alone and, with mpc, also with CEM planning.

@@ -18,9 +18,12 @@ type NonFiniteException(message: string) =
 type CheckpointException(message: string) =
     inherit Exception(message)
 
-/// Raised when a loss, gradient or parameter becomes NaN or infinite; says where and at which step.
-type DivergenceException(message: string) =
+/// Raised when a loss, gradient, parameter or optimiser state becomes NaN or infinite; the message says where and at
+/// which step, Part names the part of the agent that diverged ("policy", "critic", "temperature" or "model").
+type DivergenceException(part: string, message: string) =
     inherit Exception(message)
+    /// The part that diverged: "policy", "critic", "temperature" or "model".
+    member _.Part = part
 
 /// Raised when the system's MuJoCo library cannot be loaded; the message names the Debian package.
 type MuJoCoUnavailableException(message: string) =

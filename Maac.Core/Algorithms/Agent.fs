@@ -99,7 +99,9 @@ module Algorithms =
         | Some a -> a
         | None -> invalidArg "name" (sprintf "unknown algorithm '%s'; choose one of %s" name (String.Join(", ", all @ ablations |> List.map (fun a -> a.Name))))
 
-/// All learned state of an agent (parameters and optimiser moments): data, replaced by each update.
+/// All learned state of an agent (parameters and optimiser moments): data, replaced by each update. As a parameter
+/// collection its tensors are named as in checkpoints ("policy.layer0.weight", "policyOpt.m.0", "model.net...",
+/// "modelStats.inputMean", ...); Adam's step counts and the model's elites are not tensors.
 type AgentState =
     { Policy: TanhGaussianPolicy
       PolicyOpt: AdamState
@@ -110,6 +112,33 @@ type AgentState =
       TemperatureOpt: AdamState
       Model: DynamicsModel
       ModelOpt: AdamState }
+    interface IParameters<AgentState> with
+        member a.Named =
+            let part (prefix: string) (p: IParameters<'P>) = Parameters.prefixed prefix p.Named
+            let m = a.Model
+            Array.concat
+                [ part "policy" a.Policy; part "policyOpt" a.PolicyOpt
+                  part "critics" a.Critics; part "criticsOpt" a.CriticsOpt
+                  part "targetCritics" a.TargetCritics
+                  part "temperature" a.Temperature; part "temperatureOpt" a.TemperatureOpt
+                  part "model" m.Net; part "modelOpt" a.ModelOpt
+                  Parameters.prefixed "modelStats" [| "inputMean", m.InputMean; "inputStd", m.InputStd; "targetMean", m.TargetMean; "targetStd", m.TargetStd |] ]
+        member a.WithTensors ts =
+            let mutable offset = 0
+            let policy = Parameters.take a.Policy ts &offset
+            let policyOpt = Parameters.take a.PolicyOpt ts &offset
+            let critics = Parameters.take a.Critics ts &offset
+            let criticsOpt = Parameters.take a.CriticsOpt ts &offset
+            let targetCritics = Parameters.take a.TargetCritics ts &offset
+            let temperature = Parameters.take a.Temperature ts &offset
+            let temperatureOpt = Parameters.take a.TemperatureOpt ts &offset
+            let net = Parameters.take a.Model.Net ts &offset
+            let modelOpt = Parameters.take a.ModelOpt ts &offset
+            { Policy = policy; PolicyOpt = policyOpt; Critics = critics; CriticsOpt = criticsOpt; TargetCritics = targetCritics
+              Temperature = temperature; TemperatureOpt = temperatureOpt; ModelOpt = modelOpt
+              Model =
+                { a.Model with
+                    Net = net; InputMean = ts.[offset]; InputStd = ts.[offset + 1]; TargetMean = ts.[offset + 2]; TargetStd = ts.[offset + 3] } }
 
 /// Losses of one gradient step.
 type UpdateMetrics =
@@ -144,16 +173,16 @@ module Agent =
         action.ToArray()
 
     /// Checks, with one read from the device, the losses of an update and a probe of each gradient (its sum,
-    /// which is NaN or infinite when any element is); raises DivergenceException naming the first bad one.
-    let private checkFinite (step: int) (probes: (string * Tensor)[]) =
-        let values = Tensor.toScalars (probes |> Array.map snd)
-        Array.iter2 (fun (what: string, _) (v: float32) ->
+    /// which is NaN or infinite when any element is); raises DivergenceException naming the part and the first bad one.
+    let private checkFinite (step: int) (probes: (string * string * Tensor)[]) =
+        let values = Tensor.toScalars (probes |> Array.map (fun (_, _, t) -> t))
+        Array.iter2 (fun (part: string, what: string, _) (v: float32) ->
             if not (Single.IsFinite v) then
-                raise (DivergenceException(sprintf "training diverged at step %d: %s is %g" step what v))) probes values
+                raise (DivergenceException(part, sprintf "training diverged at step %d: %s is %g" step what v))) probes values
         values
 
-    let private gradientProbes (where: string) (g: 'P when 'P :> IParameters<'P>) =
-        g.Named |> Array.map (fun (name, t) -> sprintf "the sum of the gradient of %s parameter '%s'" where name, Tensor.sum t)
+    let private gradientProbes (part: string) (g: 'P when 'P :> IParameters<'P>) =
+        g.Named |> Array.map (fun (name, t) -> part, sprintf "the sum of the gradient of %s parameter '%s'" part name, Tensor.sum t)
 
     let private updateOnce (alg: Algorithm) (s: Settings) (ctx: ModelContext option) (step: int) (key: RandomKey) (a: AgentState) (b: Batch) =
         let ks = RandomKey.split 4 key
@@ -180,7 +209,7 @@ module Agent =
         // without waiting, and a NaN anywhere is still caught before the new state is returned.
         let values =
             checkFinite step
-                (Array.concat [ [| "the critic loss", criticLoss; "the actor loss", actorLoss |]
+                (Array.concat [ [| "critic", "the critic loss", criticLoss; "policy", "the actor loss", actorLoss |]
                                 gradientProbes "critic" cg; gradientProbes "policy" pg; gradientProbes "temperature" tg ])
         { a with
             Policy = policy; PolicyOpt = pOpt
@@ -188,15 +217,8 @@ module Agent =
             Temperature = temperature; TemperatureOpt = tOpt },
         { CriticLoss = values.[0]; ActorLoss = values.[1]; Alpha = alpha }
 
-    /// Every tensor an agent's state holds (parameters and optimiser moments).
-    let tensors (a: AgentState) =
-        Array.concat
-            [ Adam.tensors (a.PolicyOpt, a.Policy)
-              Adam.tensors (a.CriticsOpt, a.Critics)
-              Parameters.tensors a.TargetCritics
-              Adam.tensors (a.TemperatureOpt, a.Temperature)
-              Adam.tensors (a.ModelOpt, a.Model.Net)
-              [| a.Model.InputMean; a.Model.InputStd; a.Model.TargetMean; a.Model.TargetStd |] ]
+    /// Every tensor an agent's state holds (parameters and optimiser moments, its parameter collection's tensors).
+    let tensors (a: AgentState) = Parameters.tensors a
 
     /// One gradient step on a batch: critics on the algorithm's target, then the actor on its
     /// objective, then the temperature, then Polyak averaging of the target critics. Every tensor the step

@@ -84,11 +84,10 @@ module RunFolder =
         trainer.SaveCheckpoint(checkpointFile dir)
         writeMetrics dir trainer.Metrics
 
-    /// A trainer for a run folder's settings (changed by `adjust`: a raised budget) and the given task, with its
-    /// checkpoint loaded; metrics.csv is rewritten to hold exactly the rows up to the checkpoint (a kill may have left
+    /// A trainer for a run folder's settings and the given task, with its checkpoint loaded; metrics.csv is rewritten to hold exactly the rows up to the checkpoint (a kill may have left
     /// it behind or ahead; a checkpoint without its rows, of format 1, keeps the file's rows up to its step).
-    let openTrainerWith (dir: string) (task: TaskInfo) (adjust: Settings -> Settings) =
-        let s = adjust (readSettings dir)
+    let openTrainerFor (dir: string) (task: TaskInfo) =
+        let s = readSettings dir
         if not (File.Exists(checkpointFile dir)) then raise (CheckpointException(sprintf "%s holds no checkpoint (%s is missing)" dir (checkpointFile dir)))
         let t = new Trainer(s, Algorithms.find s.Algorithm, task)
         try
@@ -99,16 +98,13 @@ module RunFolder =
             (t :> IDisposable).Dispose()
             reraise ()
 
-    /// A trainer for a run folder's settings and the given task, with its checkpoint loaded.
-    let openTrainerFor (dir: string) (task: TaskInfo) = openTrainerWith dir task id
-
     /// A trainer for a run folder of a built-in task, with its checkpoint loaded.
     let openTrainer (dir: string) = openTrainerFor dir (Tasks.find (readSettings dir).Env)
 
     /// A trainer that continues the run in a folder (the command line's `train --resume`, an agent's continued
-    /// training): its checkpoint loaded, the budget raised to `steps` when given (refused below the checkpoint's
-    /// step), config.json rewritten with the budget. A folder with this run's config.json and no checkpoint (killed
-    /// before its first) starts again from step 0.
+    /// training): its checkpoint loaded, the budget set to `steps` when given (refused below the checkpoint's step),
+    /// config.json rewritten with the budget. A folder with this run's config.json and no checkpoint (killed before its
+    /// first) starts again from step 0.
     let resume (dir: string) (task: TaskInfo) (steps: int option) =
         let withSteps (s: Settings) = match steps with Some n -> { s with Steps = n } | None -> s
         if not (File.Exists(checkpointFile dir)) then
@@ -118,14 +114,16 @@ module RunFolder =
             writeMetrics dir []
             t
         else
-            let t = openTrainerWith dir task id
-            match steps with
-            | Some n when n < t.Step ->
+            let t = openTrainerFor dir task
+            try
+                match steps with
+                | Some n when n < t.Step ->
+                    raise (ArgumentException(sprintf "--steps %d is below the step %d the checkpoint in %s has reached; give a budget of at least %d" n t.Step dir t.Step, "steps"))
+                | Some n when n <> t.Settings.Steps ->
+                    t.SetBudget n
+                    writeSettings dir t.Settings
+                | _ -> ()
+                t
+            with _ ->
                 (t :> IDisposable).Dispose()
-                raise (ArgumentException(sprintf "--steps %d is below the step %d the checkpoint in %s has reached; give a budget of at least %d" n t.Step dir t.Step, "steps"))
-            | Some n when n <> t.Settings.Steps ->
-                (t :> IDisposable).Dispose()
-                let raised = openTrainerWith dir task withSteps
-                writeSettings dir raised.Settings
-                raised
-            | _ -> t
+                reraise ()

@@ -17,11 +17,21 @@ type AdamConfig =
     static member WithLearningRate(lr: float32) =
         { LearningRate = lr; Beta1 = 0.9f; Beta2 = 0.999f; Epsilon = 1e-8f; CheckFinite = true }
 
-/// Adam's moments; a value, updated by returning a new one.
+/// Adam's moments; a value, updated by returning a new one. As a parameter collection its tensors are the moments of
+/// each parameter in turn ("m.0", "v.0", "m.1", ...); the step count is not a tensor.
 type AdamState =
     { Step: int
       FirstMoment: Tensor[]
       SecondMoment: Tensor[] }
+    interface IParameters<AdamState> with
+        member s.Named =
+            Array.init (2 * s.FirstMoment.Length) (fun j ->
+                let i = j / 2
+                if j % 2 = 0 then sprintf "m.%d" i, s.FirstMoment.[i] else sprintf "v.%d" i, s.SecondMoment.[i])
+        member s.WithTensors ts =
+            { s with
+                FirstMoment = Array.init s.FirstMoment.Length (fun i -> ts.[2 * i])
+                SecondMoment = Array.init s.SecondMoment.Length (fun i -> ts.[2 * i + 1]) }
 
 /// Adam as a pure function: (state, parameters, gradients) → (state', parameters').
 module Adam =

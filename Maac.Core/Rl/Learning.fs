@@ -84,6 +84,45 @@ module Rollout =
                 go (t + 1) (Tensor.indexSelect 0 alive next) ({ Obs = s; Action = a; Reward = r; NextObs = next; Done = d } :: acc)
         go 0 start []
 
+/// Where H imagined steps stand, row by row: the state reached, the discounted return so far, whether the path is still
+/// alive (1 until a step's done flag cuts it) and the discount γᵗ of the next reward. The actor objective, the STEVE
+/// targets and the planner all accumulate their paths with this one module.
+type ImaginedPath =
+    { State: Tensor
+      Return: Tensor
+      Alive: Tensor
+      Discount: float32 }
+
+/// Accumulating rewards along imagined paths.
+module ImaginedPath =
+    /// Paths from states with a return already collected, an alive mask and the discount of the next reward.
+    let from (state: Tensor) (ret: Tensor) (alive: Tensor) (discount: float32) = { State = state; Return = ret; Alive = alive; Discount = discount }
+
+    /// Fresh paths from states [N, o]: return 0, all alive, discount 1.
+    let start (state: Tensor) =
+        let n = state.Shape.[0]
+        from state (Tensor.zeros [| n |]) (Tensor.ones [| n |]) 1.0f
+
+    /// One step: the return gains discount · alive · reward, the done flags cut the alive mask, the discount gains a
+    /// factor γ and the state moves to next.
+    let advance (gamma: float32) (p: ImaginedPath) (next: Tensor, reward: Tensor, isDone: Tensor) =
+        { State = next
+          Return = p.Return + p.Discount * p.Alive * reward
+          Alive = p.Alive * (1.0f - isDone)
+          Discount = p.Discount * gamma }
+
+    /// Every path state of `horizon` steps, the start included (horizon + 1 of them); `stepAt t state` makes step t's
+    /// (next state, reward, done).
+    let scan (gamma: float32) (horizon: int) (stepAt: int -> Tensor -> Tensor * Tensor * Tensor) (p: ImaginedPath) =
+        Array.scan (fun (q: ImaginedPath) t -> advance gamma q (stepAt t q.State)) p [| 0 .. horizon - 1 |]
+
+    /// The path state after `horizon` steps.
+    let unroll (gamma: float32) (horizon: int) (stepAt: int -> Tensor -> Tensor * Tensor * Tensor) (p: ImaginedPath) =
+        Array.fold (fun (q: ImaginedPath) t -> advance gamma q (stepAt t q.State)) p [| 0 .. horizon - 1 |]
+
+    /// The return closed by a terminal value at the state reached: return + discount · alive · terminal.
+    let close (p: ImaginedPath) (terminal: Tensor) = p.Return + p.Discount * p.Alive * terminal
+
 /// Value targets for the critics.
 module Targets =
     /// The soft value of states under the target critics: min Q'(s, a) − α log π(a|s), a ~ π.
@@ -106,24 +145,18 @@ module Targets =
         let flat (t: Tensor) = Tensor.expand (Array.append [| e |] t.Shape) t |> Tensor.reshape (Array.append [| e * n |] t.Shape.[1 ..])
         // Rows e*n: block i is rolled out under elite member i only, all blocks in one batched pass.
         let memberStep (k: RandomKey) (s: Tensor) (a: Tensor) = Rollout.stepWith Dynamics.stepByBlocks ctx k s a
-        let mutable s = flat b.NextObs
-        let mutable ret = flat b.Reward
-        let mutable alive = 1.0f - flat b.Done
-        let mutable disc = gamma
+        let stepAt (t: int) (s: Tensor) =
+            let h = t + 1
+            let a, _ = TanhGaussianPolicy.sample policy keys.[2 * h] s
+            memberStep keys.[2 * h + 1] s a
+        let paths = ImaginedPath.from (flat b.NextObs) (flat b.Reward) (1.0f - flat b.Done) gamma |> ImaginedPath.scan gamma horizon stepAt
         let candidates =
-            [| for h in 0 .. horizon do
-                if h > 0 then
-                    let a, _ = TanhGaussianPolicy.sample policy keys.[2 * h] s
-                    let next, r, d = memberStep keys.[2 * h + 1] s a
-                    ret <- ret + disc * alive * r
-                    alive <- alive * (1.0f - d)
-                    disc <- disc * gamma
-                    s <- next
-                let a, logp = TanhGaussianPolicy.sample policy keys.[0] s
-                let q1, q2 = Critics.both target s a
-                let tail (q: Tensor) = ret + disc * alive * (q - alpha * logp)
+            paths |> Array.map (fun p ->
+                let a, logp = TanhGaussianPolicy.sample policy keys.[0] p.State
+                let q1, q2 = Critics.both target p.State a
+                let tail (q: Tensor) = ImaginedPath.close p (q - alpha * logp)
                 // [2e, n]: both critics under every member.
-                yield Tensor.concat 0 [| tail q1 |> Tensor.reshape [| e; n |]; tail q2 |> Tensor.reshape [| e; n |] |] |]
+                Tensor.concat 0 [| tail q1 |> Tensor.reshape [| e; n |]; tail q2 |> Tensor.reshape [| e; n |] |])
         let means = candidates |> Array.map (Tensor.meanAxis 0 false)
         let weights = Array.map2 (fun (c: Tensor) (mu: Tensor) -> 1.0f / (Tensor.meanAxis 0 false ((c - mu) * (c - mu)) + 1e-8f)) candidates means
         let total = Array.reduce (+) weights
@@ -150,19 +183,13 @@ module Objectives =
         let b, o = obs.Shape.[0], obs.Shape.[1]
         let start = if samples = 1 then obs else Tensor.expand [| samples; b; o |] obs |> Tensor.reshape [| samples * b; o |]
         let keys = RandomKey.split (2 * horizon + 1) key
-        let mutable s = start
-        let mutable ret = Tensor.zeros [| samples * b |]
-        let mutable alive = Tensor.ones [| samples * b |]
-        let mutable disc = 1.0f
-        for t in 0 .. horizon - 1 do
+        let stepAt (t: int) (s: Tensor) =
             let a, logp = parts.Act keys.[2 * t] s
             let next, r, d = parts.Step keys.[2 * t + 1] s a
-            ret <- ret + disc * alive * (r - alpha * logp)
-            alive <- alive * (1.0f - d)
-            disc <- disc * gamma
-            s <- next
-        let a, logp = parts.Act keys.[2 * horizon] s
-        ret <- ret + disc * alive * (parts.Terminal s a - alpha * logp)
+            next, r - alpha * logp, d
+        let path = ImaginedPath.start start |> ImaginedPath.unroll gamma horizon stepAt
+        let a, logp = parts.Act keys.[2 * horizon] path.State
+        let ret = ImaginedPath.close path (parts.Terminal path.State a - alpha * logp)
         -(Tensor.mean ret)
 
     /// MAAC's parts: the tanh-Gaussian policy, the learned ensemble (with the task's reward and

@@ -39,19 +39,10 @@ module Cem =
             let k1, k2 = RandomKey.split2 ks.[it]
             let noise = Tensor.randn k1 [| n; cfg.Horizon * act |]
             let candidates = Tensor.clamp -1.0f 1.0f (Tensor.ofSeq mean + Tensor.ofSeq std * noise)
-            let mutable st = Tensor.expand [| n; o |] (Tensor.ofArray [| 1; o |] obs)
-            let mutable ret = Tensor.zeros [| n |]
-            let mutable alive = Tensor.ones [| n |]
-            let mutable disc = 1.0f
-            for h in 0 .. cfg.Horizon - 1 do
-                let a = Tensor.slice 1 (h * act) act candidates
-                let next, r, d = Rollout.step ctx (RandomKey.fold (int64 h) k2) st a
-                ret <- ret + disc * alive * r
-                alive <- alive * (1.0f - d)
-                disc <- disc * gamma
-                st <- next
-            let terminal = Critics.minQ critics st (TanhGaussianPolicy.deterministic policy st)
-            let scores = (ret + disc * alive * terminal).ToArray()
+            let stepAt (h: int) (st: Tensor) = Rollout.step ctx (RandomKey.fold (int64 h) k2) st (Tensor.slice 1 (h * act) act candidates)
+            let path = ImaginedPath.start (Tensor.expand [| n; o |] (Tensor.ofArray [| 1; o |] obs)) |> ImaginedPath.unroll gamma cfg.Horizon stepAt
+            let terminal = Critics.minQ critics path.State (TanhGaussianPolicy.deterministic policy path.State)
+            let scores = (ImaginedPath.close path terminal).ToArray()
             let order = Array.init n id |> Array.sortBy (fun i -> -scores.[i])
             let c = candidates.ToArray()
             let width = cfg.Horizon * act
