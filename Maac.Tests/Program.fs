@@ -15,6 +15,7 @@ let allTests =
         MuJoCoTaskTests.tests
         RlTests.tests
         RunFolderTests.tests
+        TrainingStateTests.tests
         FacadeTests.tests
         OnnxTests.tests
         AnalysisTests.tests

@@ -134,6 +134,7 @@ let tests =
             let e = errorOf (fun () -> t.Run(200, ignore, ignore, Threading.CancellationToken.None))
             Expect.isTrue (e :? DivergenceException) (sprintf "a DivergenceException, got %s: %s" (e.GetType().Name) e.Message)
             Expect.stringContains e.Message "dynamics model" "names the model"
+            Expect.equal (e :?> DivergenceException).Part "model" "its Part is the model"
             Expect.stringContains e.Message "step" "and the step"
         }
     ]

@@ -93,11 +93,28 @@ module Algorithms =
     /// The paper's ablations (Figure 4), trainable by name like the algorithms.
     let ablations = [ maacNoHorizon; maacTdTargets; maacSingleSample ]
 
-    /// The algorithm or ablation with this name; a clear error listing the names otherwise.
+    let private registered = Collections.Concurrent.ConcurrentDictionary<string, Algorithm>(StringComparer.OrdinalIgnoreCase)
+
+    let private builtIn (name: string) = all @ ablations |> List.tryFind (fun a -> String.Equals(a.Name, name, StringComparison.OrdinalIgnoreCase))
+
+    /// Registers a user-composed algorithm under its name, so that `find` knows it: a run folder of it (whose
+    /// config.json names the algorithm) can then be reopened, evaluated and resumed. The names of the built-in
+    /// algorithms and ablations are refused; registering the same name again replaces the earlier variant.
+    let register (a: Algorithm) =
+        if String.IsNullOrWhiteSpace a.Name then invalidArg "a" "an algorithm needs a name to be registered"
+        if (builtIn a.Name).IsSome then invalidArg "a" (sprintf "'%s' is a built-in algorithm; give the variant its own name" a.Name)
+        registered.[a.Name] <- a
+
+    /// The algorithm or ablation with this name (built-in or registered); a clear error listing the names otherwise.
     let find (name: string) =
-        match all @ ablations |> List.tryFind (fun a -> String.Equals(a.Name, name, StringComparison.OrdinalIgnoreCase)) with
+        match builtIn name with
         | Some a -> a
-        | None -> invalidArg "name" (sprintf "unknown algorithm '%s'; choose one of %s" name (String.Join(", ", all @ ablations |> List.map (fun a -> a.Name))))
+        | None ->
+            match registered.TryGetValue name with
+            | true, a -> a
+            | _ ->
+                let known = (all @ ablations |> List.map (fun a -> a.Name)) @ (registered.Keys |> Seq.sort |> Seq.toList)
+                invalidArg "name" (sprintf "unknown algorithm '%s'; choose one of %s (a variant of your own must be registered under its name first: Algorithms.register)" name (String.Join(", ", known)))
 
 /// All learned state of an agent (parameters and optimiser moments): data, replaced by each update. As a parameter
 /// collection its tensors are named as in checkpoints ("policy.layer0.weight", "policyOpt.m.0", "model.net...",

@@ -156,10 +156,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         let arrays, meta = TrainingState.toCheckpoint settings algorithm.Name task.Name state
         try Checkpoint.save path arrays meta
         with :? NonFiniteException as e ->
-            let tensor = arrays |> List.tryFind (fun a -> e.Message.Contains(sprintf "'%s'" a.Name)) |> Option.map (fun a -> a.Name) |> Option.defaultValue ""
             let part =
-                if tensor.StartsWith "policy" then "policy" elif tensor.StartsWith "temperature" then "temperature"
-                elif tensor.StartsWith "model" then "model" elif tensor.Contains "ritics" then "critic" else "buffer"
+                arrays |> List.tryFind (fun a -> e.Message.Contains(sprintf "'%s'" a.Name))
+                |> Option.map (fun a -> TrainingState.partOfTensor a.Name) |> Option.defaultValue "buffer"
             raise (DivergenceException(part, sprintf "training diverged by step %d: %s" state.Step e.Message))
 
     /// Restores a checkpoint written by SaveCheckpoint for the same task, algorithm and settings (TrainingState.ofCheckpoint

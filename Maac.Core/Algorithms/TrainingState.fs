@@ -60,6 +60,16 @@ module TrainingState =
     let cutEpisode (s: TrainingState) =
         if s.Episode.IsSome then { s with Episodes = s.Episodes + 1; Episode = ValueNone } else s
 
+    /// The part of the agent a checkpoint tensor belongs to ("policy", "critic", "temperature", "model"; "buffer" for
+    /// the replay buffers), for reporting a divergence found in it.
+    let partOfTensor (name: string) =
+        let first = name.Split('.').[0]
+        if first.StartsWith "policy" then "policy"
+        elif first.StartsWith "critics" || first.StartsWith "targetCritics" then "critic"
+        elif first.StartsWith "temperature" then "temperature"
+        elif first.StartsWith "model" then "model"
+        else "buffer"
+
     let private buffers (s: TrainingState) = [ "real", s.Real; "imagined", s.Imagined ]
 
     let private invariant (x: 'T) = Convert.ToString(x, Globalization.CultureInfo.InvariantCulture)
