@@ -6,6 +6,7 @@ open System.Diagnostics
 open System.IO
 open Maac.Algorithms
 open Maac.Analysis
+open Maac.Cli.Sweep
 
 let private inv (x: float) = x.ToString("G6", Globalization.CultureInfo.InvariantCulture)
 
@@ -55,35 +56,19 @@ let private self () =
     if Path.GetFileNameWithoutExtension path = "dotnet" then path, [ Reflection.Assembly.GetEntryAssembly().Location ]
     else path, []
 
-/// One training run of an experiment and its run folder.
-type RunSpec =
-    { Env: string
-      Algorithm: string
-      Seed: int
-      Steps: int
-      Folder: string }
-
-/// Whether a run folder holds a finished run of `steps` steps.
-let private finished (r: RunSpec) =
-    File.Exists(RunFolder.metricsFile r.Folder)
-    && (RunFolder.readMetrics r.Folder |> Array.tryLast |> Option.exists (fun (step, _, _) -> step >= r.Steps))
-
-/// Trains every run in child processes, `concurrent` at a time with `threads` CPU threads each. Finished runs
-/// are kept; interrupted or shorter ones continue from their checkpoints up to `Steps`; each child's output goes
-/// to train.log in its folder.
-let trainAll (runs: RunSpec list) (concurrent: int) (threads: int) =
+/// Trains every unfinished run of a sweep on this machine in child processes, `concurrent` at a time (the local
+/// launcher): finished runs are kept, interrupted ones continue from their checkpoints; each run's output goes to
+/// logs/N.log and its status to status/N.txt in the sweep folder. Returns the runs that failed, with their exit codes.
+let trainLocally (dir: string) (runs: RunSpec list) (options: SweepOptions) (concurrent: int) =
     let exe, prefix = self ()
+    Directory.CreateDirectory(Path.Combine(dir, "logs")) |> ignore
+    let logOf (r: RunSpec) = Path.Combine(dir, "logs", sprintf "%d.log" r.Index)
     let start (r: RunSpec) =
-        Directory.CreateDirectory r.Folder |> ignore
-        let args =
-            if File.Exists(RunFolder.checkpointFile r.Folder) then [ "train"; "--env"; r.Env; "--resume"; r.Folder; "--steps"; string r.Steps; "--threads"; string threads ]
-            else
-                [ "train"; "--env"; r.Env; "--algo"; r.Algorithm; "--seed"; string r.Seed; "--steps"; string r.Steps
-                  "--out"; r.Folder; "--threads"; string threads ]
         let psi = ProcessStartInfo(exe, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-        for a in prefix @ args do psi.ArgumentList.Add a
+        for a in prefix @ trainArguments options r do psi.ArgumentList.Add a
         let proc = Process.Start psi
-        let log = new StreamWriter(Path.Combine(r.Folder, "train.log"), true)
+        writeStatus dir r.Index (sprintf "running pid %d on %s %s" proc.Id Environment.MachineName (DateTime.UtcNow.ToString "s"))
+        let log = new StreamWriter(logOf r, true)
         let sync = obj ()
         let write (line: string) = if not (isNull line) then lock sync (fun () -> log.WriteLine line)
         proc.OutputDataReceived.Add(fun e -> write e.Data)
@@ -92,50 +77,118 @@ let trainAll (runs: RunSpec list) (concurrent: int) (threads: int) =
         proc.BeginErrorReadLine()
         proc, log
     let todo = runs |> List.filter (finished >> not)
-    printfn "%d runs (%d already finished), %d at a time with %d threads each" runs.Length (runs.Length - todo.Length) concurrent threads
+    printfn "%d runs (%d already finished), %d at a time with %d threads each" runs.Length (runs.Length - todo.Length) concurrent options.Threads
     let sw = Stopwatch.StartNew()
-    let failures =
-        todo
-        |> List.chunkBySize concurrent
-        |> List.collect (fun batch ->
-            let started = batch |> List.map (fun r -> r, start r)
-            started |> List.map (fun (r, (proc, log)) ->
-                proc.WaitForExit()
-                log.Dispose()
-                let code = proc.ExitCode
-                printfn "  %s %s seed %d: %s (%.0f s elapsed)" r.Env r.Algorithm r.Seed (if code = 0 then "done" else sprintf "FAILED with exit code %d, see %s" code (Path.Combine(r.Folder, "train.log"))) sw.Elapsed.TotalSeconds
-                r, code))
-        |> List.filter (fun (_, code) -> code <> 0)
-    failures
+    todo
+    |> List.chunkBySize concurrent
+    |> List.collect (fun batch ->
+        let started = batch |> List.map (fun r -> r, start r)
+        started |> List.map (fun (r, (proc, log)) ->
+            proc.WaitForExit()
+            log.Dispose()
+            let code = proc.ExitCode
+            writeStatus dir r.Index (sprintf "exit %d %s" code (DateTime.UtcNow.ToString "s"))
+            printfn "  %s %s seed %d: %s (%.0f s elapsed)" r.Env r.Algorithm r.Seed (if code = 0 then "done" else sprintf "FAILED with exit code %d, see %s" code (logOf r)) sw.Elapsed.TotalSeconds
+            r, code))
+    |> List.filter (fun (_, code) -> code <> 0)
 
-/// Final evaluation, wall time and steps/s of each (env, algorithm) group, across seeds.
-let summarise (runs: RunSpec list) =
-    printfn "\n%-24s %-10s %-20s %-12s %s" "algorithm" "seeds" "final return" "wall (s)" "steps/s"
-    for (algo, group) in runs |> List.filter finished |> List.groupBy (fun r -> r.Algorithm) do
+/// Final evaluation, wall time and steps/s of each (task, algorithm) group across seeds, as lines of a table.
+let summaryLines (runs: RunSpec list) =
+    [ yield sprintf "%-20s %-24s %-6s %-20s %-12s %s" "task" "algorithm" "seeds" "final return" "wall (s)" "steps/s"
+      for (env, algo), group in runs |> List.filter finished |> List.groupBy (fun r -> r.Env, r.Algorithm) do
         let lasts = group |> List.map (fun r -> Array.last (RunFolder.readRows r.Folder))
         let finals = lasts |> List.map (fun row -> row.EvalReturnMean)
-        let walls = lasts |> List.map (fun row -> row.WallSeconds)
         let m, s = meanStd finals
-        let wall = List.average walls
-        printfn "%-24s %-10d %-20s %-12.0f %.1f" algo group.Length (sprintf "%.1f ± %.1f" m s) wall (float group.Head.Steps / wall)
-        printfn "%-24s %-10s per seed: %s" "" "" (String.Join(" / ", finals |> List.map (sprintf "%.1f")))
+        let wall = lasts |> List.averageBy (fun row -> row.WallSeconds)
+        yield sprintf "%-20s %-24s %-6d %-20s %-12.0f %.1f" env algo group.Length (sprintf "%.1f ± %.1f" m s) wall (float group.Head.Steps / wall)
+        yield sprintf "%-20s %-24s %-6s per seed: %s" "" "" "" (String.Join(" / ", finals |> List.map (sprintf "%.1f"))) ]
 
-/// Trains a set of algorithms over seeds and draws their mean ± std curves on one figure.
-let runAndPlot (title: string) (env: string) (algorithms: string list) (seeds: int) (steps: int) (outDir: string) (concurrent: int) (threads: int) =
-    let task = Maac.Envs.Tasks.find env
-    let runs =
-        [ for a in algorithms do
-            let a = (Algorithms.find a).Name
-            for seed in 0 .. seeds - 1 ->
-                { Env = task.Name; Algorithm = a; Seed = seed; Steps = steps; Folder = Path.Combine(outDir, sprintf "%s-%s-seed%d" task.Name a seed) } ]
-    let failures = trainAll runs concurrent threads
-    let png = Path.Combine(outDir, "curves.png")
+/// The summary table (printed and written to summary.txt) and one figure per task (curves.png for a sweep of one
+/// task, curves-TASK.png otherwise) of a sweep's finished runs; the same for every launcher.
+let collect (dir: string) =
+    let dir = Path.GetFullPath dir
+    let runs = readPlan dir
     let done' = runs |> List.filter finished
-    if not done'.IsEmpty then
-        Plotting.draw (sprintf "%s on %s (mean ± std over seeds)" title task.Name) (Plotting.curves (done' |> List.map (fun r -> r.Folder))) png
-        summarise runs
-        printfn "wrote %s" png
-    if failures.IsEmpty then 0 else 1
+    if done'.IsEmpty then
+        printfn "%s: none of the %d runs has finished yet (see experiment status %s)" dir runs.Length dir
+        1
+    else
+        let envs = done' |> List.map (fun r -> r.Env) |> List.distinct
+        for env in envs do
+            let png = Path.Combine(dir, if envs.Length = 1 && (runs |> List.forall (fun r -> r.Env = env)) then "curves.png" else sprintf "curves-%s.png" env)
+            let folders = done' |> List.filter (fun r -> r.Env = env) |> List.map (fun r -> r.Folder)
+            Plotting.draw (sprintf "%s on %s (mean ± std over seeds)" (Path.GetFileName dir) env) (Plotting.curves folders) png
+            printfn "wrote %s" png
+        let lines = summaryLines runs
+        File.WriteAllLines(Path.Combine(dir, "summary.txt"), lines)
+        printfn ""
+        for l in lines do printfn "%s" l
+        if done'.Length < runs.Length then printfn "(%d of %d runs finished; the others are not in the table)" done'.Length runs.Length
+        0
+
+/// What each run of a sweep is doing, from its status file, its folder and (for the Slurm launcher) the queue.
+let runStates (dir: string) (runs: RunSpec list) =
+    let queue = if File.Exists(slurmJobFile dir) then Slurm.queueStates ((File.ReadAllText(slurmJobFile dir)).Trim()) else Map.empty
+    let alive (pid: int) = try not (Process.GetProcessById(pid).HasExited) with _ -> false
+    runs |> List.map (fun r ->
+        let status = readStatus dir r.Index
+        let state =
+            match queue.TryFind r.Index, status with
+            | Some "PD", None -> "pending"
+            | Some "PD", Some _ -> "pending (requeued)"
+            | Some q, _ -> sprintf "running (Slurm state %s)" q
+            | None, None -> "pending"
+            | None, Some line ->
+                match exitCode line, line.Split(' ') with
+                | Some 0, _ when finished r -> "finished"
+                | Some 0, _ -> "failed (exit code 0 before its budget)"
+                | Some c, _ when stoppedBySignal c -> "stopped by a signal, checkpoint kept (resumes when requeued or relaunched)"
+                | Some c, _ -> sprintf "failed (exit code %d)" c
+                | None, parts when parts.Length > 2 && parts.[1] = "pid" ->
+                    match Int32.TryParse parts.[2] with
+                    | true, pid when alive pid -> "running"
+                    | _ -> "failed (its process ended without recording an exit code)"
+                | None, _ -> "failed (the task ended without recording an exit code)"
+        r, state, stepReached r)
+
+/// Prints each run's state and the step its checkpoint has reached; exit code 0 when every run finished, 3 when
+/// one failed, 1 otherwise.
+let status (dir: string) =
+    let dir = Path.GetFullPath dir
+    let states = runStates dir (readPlan dir)
+    printfn "%-5s %-36s %-13s %s" "index" "run" "step" "state"
+    for r, state, step in states do
+        printfn "%-5d %-36s %-13s %s" r.Index (Path.GetFileName r.Folder) (sprintf "%d/%d" step r.Steps) state
+    let count (prefix: string) = states |> List.filter (fun (_, s, _) -> s.StartsWith prefix) |> List.length
+    printfn "%d finished, %d running, %d pending, %d stopped, %d failed" (count "finished") (count "running") (count "pending") (count "stopped") (count "failed")
+    if count "failed" > 0 then 3 elif count "finished" = states.Length then 0 else 1
+
+/// How a sweep's runs are launched.
+type Launcher =
+    /// Child processes on this machine.
+    | Local of concurrent: int
+    /// One Slurm array job.
+    | SlurmArray of Slurm.SlurmOptions
+
+/// Plans a sweep of tasks × algorithms × seeds into `dir` and launches it: locally (then the summary and figures), or
+/// as a Slurm array job (then its id; `experiment status` and `experiment collect` follow it).
+let sweep (dir: string) (envs: string list) (algorithms: string list) (seeds: int) (steps: int) (config: string option) (threads: int) (launcher: Launcher) =
+    let dir = Path.GetFullPath dir
+    Directory.CreateDirectory dir |> ignore
+    let runs = plan dir envs algorithms seeds steps
+    writePlan dir runs config
+    let options = { Config = config |> Option.map (fun _ -> settingsCopy dir); Threads = threads }
+    match launcher with
+    | Local concurrent ->
+        let failures = trainLocally dir runs options concurrent
+        if runs |> List.exists finished then collect dir |> ignore
+        if failures.IsEmpty then 0 else 1
+    | SlurmArray slurm ->
+        let exe, prefix = self ()
+        let id = Slurm.submit dir runs options slurm (exe :: prefix)
+        printfn "submitted %d runs as Slurm array job %s (script %s, logs in %s)" runs.Length id (Slurm.scriptFile dir) (Path.Combine(dir, "logs"))
+        printfn "follow it with: maac experiment status %s; when done: maac experiment collect %s" dir dir
+        0
 
 /// The default split of this machine's cores among parallel runs: 2 threads each.
 let defaultParallel () = max 1 (Environment.ProcessorCount / 2)

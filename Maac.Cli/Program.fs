@@ -111,19 +111,43 @@ type RunsArgs =
     | Algos of string
     | Seeds of int
     | Steps of int
+    | Config of string
     | Out of string
+    | Launcher of string
     | Parallel of int
     | Threads of int
+    | Partition of string
+    | Time of string
+    | Cpus_Per_Task of int
+    | Gpus_Per_Task of int
+    | Signal_Seconds of int
+    | Sbatch_Arg of string
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Env _ -> "the task (see `envs`); needed unless --resume is given."
+            | Env _ -> "the task, or comma-separated tasks (see `envs`): one run per task, algorithm and seed."
             | Algos _ -> "comma-separated algorithms (ablation: maac,maac-h0,maac-td,maac-k1; compare: maac,sac,mbpo,steve,svg1)."
             | Seeds _ -> "seeds per algorithm (default 3)."
             | Steps _ -> "environment steps per run (default 3000; the task's full budget is in its settings, e.g. 5000 for Pendulum)."
-            | Out _ -> "output folder (default experiments/KIND-ENV); finished runs in it are reused, interrupted ones resumed."
-            | Parallel _ -> "runs at a time, each its own process (default: cores / 2)."
-            | Threads _ -> "CPU threads per run (default: cores / runs at a time)."
+            | Config _ -> "a settings file every run starts with (copied into the sweep folder; flags still win)."
+            | Out _ -> "the sweep folder (default experiments/KIND-ENV); finished runs in it are reused, interrupted ones resumed."
+            | Launcher _ -> "local (default: child processes here) or slurm (one sbatch array job; see docs/experiments.md)."
+            | Parallel _ -> "local: runs at a time, each its own process (default: cores / 2)."
+            | Threads _ -> "CPU threads per run (local default: cores / runs at a time; slurm default: --cpus-per-task)."
+            | Partition _ -> "slurm: the partition (sbatch --partition)."
+            | Time _ -> "slurm: each task's time limit (sbatch --time, e.g. 04:00:00); a task near it checkpoints and requeues itself."
+            | Cpus_Per_Task _ -> "slurm: CPUs per task (default 2)."
+            | Gpus_Per_Task _ -> "slurm: GPUs per task (sbatch --gpus-per-task)."
+            | Signal_Seconds _ -> "slurm: seconds before the time limit at which a task is sent SIGTERM (default 120)."
+            | Sbatch_Arg _ -> "slurm: a further sbatch argument, e.g. --sbatch-arg=--account=rl (repeatable)."
+
+/// Options of `experiment status` and `experiment collect`.
+type SweepFolderArgs =
+    | [<MainCommand; Mandatory>] Folder of string
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Folder _ -> "a sweep folder (the --out of experiment compare or ablation)."
 
 /// Options of `experiment mpc`.
 type MpcArgs =
@@ -165,6 +189,8 @@ type ExperimentCommand =
     | [<CliPrefix(CliPrefix.None)>] Compare of ParseResults<RunsArgs>
     | [<CliPrefix(CliPrefix.None)>] Checkpoint_Fuzz of ParseResults<FuzzArgs>
     | [<CliPrefix(CliPrefix.None)>] Pendulum_Optimum of ParseResults<OptimumArgs>
+    | [<CliPrefix(CliPrefix.None)>] Status of ParseResults<SweepFolderArgs>
+    | [<CliPrefix(CliPrefix.None)>] Collect of ParseResults<SweepFolderArgs>
     interface IArgParserTemplate with
         member c.Usage =
             match c with
@@ -173,6 +199,8 @@ type ExperimentCommand =
             | Mpc _ -> "a run's checkpoint with and without CEM MPC at test time (paper Table 1)."
             | Compare _ -> "several algorithms over seeds on one figure (paper Figure 2)."
             | Checkpoint_Fuzz _ -> "corrupted copies of a run's checkpoint (truncations, bit flips, offsets, shapes, dtypes, NaN, swaps, re-signed edits) loaded as eval does: every one must be refused naming the file."
+            | Status _ -> "each run of a sweep: pending, running, stopped, finished or failed, with the step reached (both launchers)."
+            | Collect _ -> "a sweep's summary table and figures from its finished runs (both launchers)."
             | Pendulum_Optimum _ -> "near-optimal returns (dynamic programming) on the Pendulum evaluation episodes of each seed: the best a policy can score there."
 
 /// The commands.
@@ -223,7 +251,7 @@ let main argv =
                       match t.TryGetResult Seed with
                       | Some seed when seed <> s.Seed -> yield sprintf "--seed %d (the run's is %d)" seed s.Seed
                       | _ -> ()
-                      if t.Contains Config then yield "--config (the run's settings are its config.json)"
+                      if t.Contains TrainArgs.Config then yield "--config (the run's settings are its config.json)"
                       if t.Contains TrainArgs.Out then yield "--out (the run's folder is the one resumed)" ]
                 if not conflicts.IsEmpty then
                     failwithf "--resume continues %s as it was configured; these flags would change it: %s. Start a new run with --out instead" dir (String.Join("; ", conflicts))
@@ -233,7 +261,7 @@ let main argv =
                 let env = (Maac.Envs.Tasks.find requested).Name
                 let algo = (Maac.Algorithms.Algorithms.find (t.GetResult(Algo, defaultValue = "maac"))).Name
                 let baseSettings =
-                    match t.TryGetResult Config with
+                    match t.TryGetResult TrainArgs.Config with
                     | Some file -> Maac.Algorithms.RunFolder.readSettingsFileFor file (Some env) (Some algo)
                     | None -> Maac.Algorithms.Settings.forTask env algo
                 let s =
@@ -254,13 +282,31 @@ let main argv =
             0
         | Experiment x ->
             let runs (kind: string) (defaultAlgos: string) (r: ParseResults<RunsArgs>) =
-                let env = (Maac.Envs.Tasks.find (r.GetResult RunsArgs.Env)).Name
-                let concurrent = r.GetResult(Parallel, defaultValue = Experiments.defaultParallel ())
-                let threads = r.GetResult(RunsArgs.Threads, defaultValue = max 1 (Environment.ProcessorCount / max 1 concurrent))
-                if concurrent < 1 || threads < 1 then failwith "--parallel and --threads must be at least 1"
-                let algos = r.GetResult(Algos, defaultValue = defaultAlgos).Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
-                let out = r.GetResult(RunsArgs.Out, defaultValue = IO.Path.Combine("experiments", sprintf "%s-%s" kind env))
-                Experiments.runAndPlot kind env algos (r.GetResult(RunsArgs.Seeds, defaultValue = 3)) (r.GetResult(RunsArgs.Steps, defaultValue = 3000)) out concurrent threads
+                let list (text: string) = text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+                let envs = list (r.GetResult RunsArgs.Env) |> List.map (fun e -> (Maac.Envs.Tasks.find e).Name)
+                if envs.IsEmpty then failwith "--env names no task"
+                let algos = list (r.GetResult(Algos, defaultValue = defaultAlgos))
+                let out = r.GetResult(RunsArgs.Out, defaultValue = IO.Path.Combine("experiments", sprintf "%s-%s" kind (String.Join("+", envs))))
+                let config = r.TryGetResult RunsArgs.Config
+                // A bad file fails here, not in every run.
+                config |> Option.iter (fun c -> for e in envs do for a in algos do Maac.Algorithms.RunFolder.readSettingsFileFor c (Some e) (Some a) |> ignore)
+                let seeds, steps = r.GetResult(RunsArgs.Seeds, defaultValue = 3), r.GetResult(RunsArgs.Steps, defaultValue = 3000)
+                match r.GetResult(Launcher, defaultValue = "local") with
+                | "local" ->
+                    let concurrent = r.GetResult(Parallel, defaultValue = Experiments.defaultParallel ())
+                    let threads = r.GetResult(RunsArgs.Threads, defaultValue = max 1 (Environment.ProcessorCount / max 1 concurrent))
+                    if concurrent < 1 || threads < 1 then failwith "--parallel and --threads must be at least 1"
+                    Experiments.sweep out envs algos seeds steps config threads (Experiments.Local concurrent)
+                | "slurm" ->
+                    let cpus = r.GetResult(Cpus_Per_Task, defaultValue = 2)
+                    let signal = r.GetResult(Signal_Seconds, defaultValue = 120)
+                    if cpus < 1 then failwithf "--cpus-per-task must be at least 1, got %d" cpus
+                    if signal < 1 then failwithf "--signal-seconds must be at least 1, got %d" signal
+                    let slurm: Slurm.SlurmOptions =
+                        { Partition = r.TryGetResult Partition; Time = r.TryGetResult Time; CpusPerTask = cpus; GpusPerTask = r.TryGetResult Gpus_Per_Task
+                          SignalSeconds = signal; Extra = r.GetResults Sbatch_Arg }
+                    Experiments.sweep out envs algos seeds steps config (r.GetResult(RunsArgs.Threads, defaultValue = cpus)) (Experiments.SlurmArray slurm)
+                | other -> failwithf "--launcher must be local or slurm, got '%s'" other
             match x.GetSubCommand() with
             | Gradient_Error g ->
                 let d = Maac.Analysis.GradientErrorSettings.Default
@@ -275,6 +321,8 @@ let main argv =
                     printfn "seed %d: near-optimal evaluation return %.1f (episodes: %s)" seed (Array.average rs) (String.Join(" ", rs |> Array.map (sprintf "%.0f")))
                 0
             | ExperimentCommand.Mpc m -> Experiments.mpc (m.GetResult MpcArgs.Run) (m.GetResult(MpcArgs.Episodes, defaultValue = 10))
+            | Status f -> Experiments.status (f.GetResult Folder)
+            | Collect f -> Experiments.collect (f.GetResult Folder)
             | Checkpoint_Fuzz f -> Experiments.checkpointFuzz (f.GetResult FuzzArgs.Run) (f.GetResult(Cases, defaultValue = 300)) (f.GetResult(Fuzz_Seed, defaultValue = 0))
         | Bench b when b.Contains BenchArgs.Env ->
             EnvCommands.bench (b.GetResult BenchArgs.Env) (b.GetResult(BenchArgs.Steps, defaultValue = 20_000))

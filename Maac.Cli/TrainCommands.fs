@@ -24,10 +24,16 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
     let settings = trainer.Settings
     for w in Settings.warnings settings do eprintfn "warning: %s" w
     use cancel = new CancellationTokenSource()
-    Console.CancelKeyPress.Add(fun e ->
-        e.Cancel <- true
+    // Ctrl+C (SIGINT) and SIGTERM (Slurm's preemption and time-limit signal, `kill`) both stop after the current step
+    // with a checkpoint written; the exit code says which (130, 143).
+    let mutable signalExit = 130
+    let stop (code: int) (ctx: Runtime.InteropServices.PosixSignalContext) =
+        ctx.Cancel <- true
+        signalExit <- code
         cancel.Cancel()
-        eprintfn "\nstopping after this step; writing a checkpoint...")
+        eprintfn "\n%s: stopping after this step; writing a checkpoint..." (if code = 143 then "SIGTERM" else "interrupted")
+    use _int = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGINT, stop 130)
+    use _term = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, stop 143)
     let title = sprintf "%s on %s, seed %d" settings.Algorithm settings.Env settings.Seed
     try
         LiveProgress.show title settings trainer.Step (fun display ->
@@ -41,7 +47,7 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
             session.Train(settings.Steps, onEvent, ignore, cancel.Token))
         if cancel.IsCancellationRequested then
             printfn "stopped at step %d; continue with: train --resume %s" trainer.Step outDir
-            130
+            signalExit
         else
             printfn "done: %s (config.json, metrics.csv, checkpoint.safetensors, curve.png)" outDir
             0

@@ -11,11 +11,7 @@ open Expecto
 open Maac.Tensors
 open Maac.Envs
 open Maac.Envs.MuJoCo
-
-/// Under CI a test that cannot run here is a failure, not a skip.
-let private skipOrFail (reason: string) =
-    if Environment.GetEnvironmentVariable "CI" = "true" then failtestf "cannot run under CI: %s" reason
-    else skiptest reason
+open Maac.Tests.Support
 
 let private requireMuJoCo () =
     match Library.unavailableReason () with

@@ -16,6 +16,7 @@ let allTests =
         RlTests.tests
         RunFolderTests.tests
         TrainingStateTests.tests
+        SweepTests.tests
         FacadeTests.tests
         OnnxTests.tests
         AnalysisTests.tests

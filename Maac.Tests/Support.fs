@@ -19,6 +19,11 @@ let configFew = { config with maxTest = 25 }
 
 let key (seed: int) = RandomKey.ofSeed (int64 seed)
 
+/// Under CI a test that cannot run here is a failure, not a skip.
+let skipOrFail (reason: string) =
+    if Environment.GetEnvironmentVariable "CI" = "true" then failtestf "cannot run under CI: %s" reason
+    else skiptest reason
+
 /// A tensor of the given shape with values uniform in [lo, hi).
 let uniform (seed: int) (shape: int[]) (lo: float32) (hi: float32) =
     Tensor.rand (key seed) shape * (hi - lo) + lo
