@@ -31,13 +31,21 @@ module internal Init =
         let bound = 1.0f / sqrt (float32 (max 1 fanIn))
         Tensor.rand key shape |> Tensor.mulScalar (2.0f * bound) |> Tensor.addScalar (-bound)
 
-/// An affine layer y = x·W + b with W of shape [in, out].
-type Linear =
+/// An affine map's parameters: a weight and a bias. One record serves a single layer (W [in, out], b [out]) and an
+/// ensemble of M layers evaluated as one batched product (W [M, in, out], b [M, 1, out]); the modules Linear and
+/// EnsembleLinear create and apply each kind, and the products check the shapes.
+type Affine =
     { Weight: Tensor
       Bias: Tensor }
-    interface IParameters<Linear> with
+    interface IParameters<Affine> with
         member l.Named = [| "weight", l.Weight; "bias", l.Bias |]
         member _.WithTensors ts = { Weight = ts.[0]; Bias = ts.[1] }
+
+/// An affine layer y = x·W + b with W of shape [in, out].
+type Linear = Affine
+
+/// M independent affine layers evaluated as one batched product: W [M, in, out], b [M, 1, out].
+type EnsembleLinear = Affine
 
 /// Creating and applying affine layers.
 module Linear =
@@ -70,13 +78,20 @@ module internal Stack =
         let last = layers.Length - 1
         layers |> Array.fold (fun (i, h) l -> i + 1, apply (if i < last then hidden else Identity) l h) (0, x) |> snd
 
-/// A multilayer perceptron: affine layers with an activation between them (none after the last).
-type Mlp =
-    { Layers: Linear[]
+/// Affine layers with an activation between them (none after the last): a multilayer perceptron (Mlp, of Linear
+/// layers) or an ensemble of M perceptrons of one architecture evaluated together (EnsembleMlp, of EnsembleLinear).
+type LayerStack =
+    { Layers: Affine[]
       Hidden: Activation }
-    interface IParameters<Mlp> with
+    interface IParameters<LayerStack> with
         member m.Named = Stack.named m.Layers
         member m.WithTensors ts = { m with Layers = Stack.rebuild m.Layers ts }
+
+/// A multilayer perceptron: affine layers with an activation between them (none after the last).
+type Mlp = LayerStack
+
+/// An ensemble of M MLPs of the same architecture, evaluated together.
+type EnsembleMlp = LayerStack
 
 /// Creating and applying MLPs.
 module Mlp =
@@ -89,14 +104,6 @@ module Mlp =
 
     /// x [N, in] → [N, out].
     let forward (m: Mlp) (x: Tensor) = Stack.forward Linear.forwardActivated m.Layers m.Hidden x
-
-/// M independent affine layers evaluated as one batched product: W [M, in, out], b [M, 1, out].
-type EnsembleLinear =
-    { Weight: Tensor
-      Bias: Tensor }
-    interface IParameters<EnsembleLinear> with
-        member l.Named = [| "weight", l.Weight; "bias", l.Bias |]
-        member _.WithTensors ts = { Weight = ts.[0]; Bias = ts.[1] }
 
 /// Creating and applying ensemble layers.
 module EnsembleLinear =
@@ -114,14 +121,6 @@ module EnsembleLinear =
         match Activation.operation activation with
         | Some op -> Tensor.baddbmmActivation op layer.Bias x layer.Weight
         | None -> forward layer x
-
-/// An ensemble of M MLPs of the same architecture, evaluated together.
-type EnsembleMlp =
-    { Layers: EnsembleLinear[]
-      Hidden: Activation }
-    interface IParameters<EnsembleMlp> with
-        member m.Named = Stack.named m.Layers
-        member m.WithTensors ts = { m with Layers = Stack.rebuild m.Layers ts }
 
 /// Creating and applying ensemble MLPs.
 module EnsembleMlp =

@@ -11,15 +11,17 @@ module internal Elementwise =
     [<Literal>]
     let Chunk = 16384
 
-    /// Loads w elements at i, or the remaining ones padded with zeros, so that every element,
-    /// including those of a ragged tail, goes through the same vector formula (same bits anywhere).
-    let inline load (src: float32[]) (i: int) (stop: int) =
-        let w = Vector256<float32>.Count
-        if i + w <= stop then Vector256.Create<float32>(ReadOnlySpan<float32>(src, i, w))
+    /// The w elements of src at i, or the remaining ones padded with zeros, so that every element, including those
+    /// of a ragged tail, goes through the same vector formula (same bits anywhere).
+    let inline lanes (src: float32[]) (i: int) (stop: int) (w: int) =
+        if i + w <= stop then ReadOnlySpan<float32>(src, i, w)
         else
             let tmp = Array.zeroCreate<float32> w
             Array.Copy(src, i, tmp, 0, stop - i)
-            Vector256.Create<float32>(ReadOnlySpan<float32>(tmp))
+            ReadOnlySpan<float32>(tmp)
+
+    /// Loads a 256-bit vector at i (a ragged tail padded with zeros).
+    let inline load (src: float32[]) (i: int) (stop: int) = Vector256.Create<float32>(lanes src i stop Vector256<float32>.Count)
 
     /// Stores the first min(w, stop − i) lanes of v at i.
     let inline store (v: Vector256<float32>) (dst: float32[]) (i: int) (stop: int) =
@@ -63,13 +65,7 @@ module internal Elementwise =
 
     /// 512-bit loops for the transcendental-heavy swish kernels on processors with AVX-512 (twice the
     /// lanes per exp); elements of a ragged tail take the same 512-bit formula through a padded copy.
-    let inline private load512 (src: float32[]) (i: int) (stop: int) =
-        let w = Vector512<float32>.Count
-        if i + w <= stop then Vector512.Create<float32>(ReadOnlySpan<float32>(src, i, w))
-        else
-            let tmp = Array.zeroCreate<float32> w
-            Array.Copy(src, i, tmp, 0, stop - i)
-            Vector512.Create<float32>(ReadOnlySpan<float32>(tmp))
+    let inline private load512 (src: float32[]) (i: int) (stop: int) = Vector512.Create<float32>(lanes src i stop Vector512<float32>.Count)
 
     let inline private store512 (v: Vector512<float32>) (dst: float32[]) (i: int) (stop: int) =
         let w = Vector512<float32>.Count
