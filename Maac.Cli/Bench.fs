@@ -11,10 +11,29 @@ open Maac.Optim
 
 /// Sizes of the reference workloads.
 type BenchShape =
-    { Obs: int; Act: int; Members: int; ModelHidden: int; Hidden: int; Batch: int; Horizon: int; Samples: int }
+    {
+        Obs: int
+        Act: int
+        Members: int
+        ModelHidden: int
+        Hidden: int
+        Batch: int
+        Horizon: int
+        Samples: int
+    }
 
 /// obs 17, act 6, 8 members of 4×200 swish, policy and twin Q 2×256, batch 256, horizon 4, 5 samples.
-let reference = { Obs = 17; Act = 6; Members = 8; ModelHidden = 200; Hidden = 256; Batch = 256; Horizon = 4; Samples = 5 }
+let reference =
+    {
+        Obs = 17
+        Act = 6
+        Members = 8
+        ModelHidden = 200
+        Hidden = 256
+        Batch = 256
+        Horizon = 4
+        Samples = 5
+    }
 
 /// The reference's structure (the same operations) with 4-unit networks, 8 start states and 1 sample: almost no
 /// arithmetic, so a step's time is the host's cost of its operations (differentiation layer, backend, launches).
@@ -22,30 +41,54 @@ let tiny = { reference with ModelHidden = 4; Hidden = 4; Batch = 8; Samples = 1 
 
 /// The networks and data of one benchmark run.
 type private Setup =
-    { Shape: BenchShape
-      Context: Maac.Rl.ModelContext
-      Policy: TanhGaussianPolicy
-      Critics: Maac.Rl.Critics
-      Start: Tensor
-      ModelInputs: Tensor
-      ModelTargets: Tensor }
+    {
+        Shape: BenchShape
+        Context: Maac.Rl.ModelContext
+        Policy: TanhGaussianPolicy
+        Critics: Maac.Rl.Critics
+        Start: Tensor
+        ModelInputs: Tensor
+        ModelTargets: Tensor
+    }
 
 let private setup (s: BenchShape) =
     let k = RandomKey.split 8 (RandomKey.ofSeed 0L)
+
     let model =
-        Maac.Rl.Dynamics.init k.[0]
-            { Members = s.Members; EliteCount = s.Members; Hidden = Array.create 4 s.ModelHidden; LearningRate = 1e-3f
-              BatchSize = s.Batch; MaxEpochs = 1; HoldoutFraction = 0.2; Patience = 1 }
-            s.Obs s.Act true
+        Maac.Rl.Dynamics.init
+            k.[0]
+            {
+                Members = s.Members
+                EliteCount = s.Members
+                Hidden = Array.create 4 s.ModelHidden
+                LearningRate = 1e-3f
+                BatchSize = s.Batch
+                MaxEpochs = 1
+                HoldoutFraction = 0.2
+                Patience = 1
+            }
+            s.Obs
+            s.Act
+            true
+
     let critics = Maac.Rl.Critics.init k.[2] s.Obs s.Act [| s.Hidden; s.Hidden |]
-    { Shape = s
-      // The model predicts state change and reward, as in the reference (no task reward function).
-      Context = { Model = model; Task = { Reward = None; Termination = None }; ActionLow = Tensor.full [| s.Act |] -1.0f; ActionHigh = Tensor.ones [| s.Act |] }
-      Policy = TanhGaussianPolicy.init k.[1] s.Obs s.Act [| s.Hidden; s.Hidden |]
-      Critics = critics
-      Start = Tensor.randn k.[4] [| s.Batch; s.Obs |]
-      ModelInputs = Tensor.randn k.[5] [| s.Members; s.Batch; s.Obs + s.Act |]
-      ModelTargets = Tensor.randn k.[6] [| s.Members; s.Batch; s.Obs + 1 |] }
+
+    {
+        Shape = s
+        // The model predicts state change and reward, as in the reference (no task reward function).
+        Context =
+            {
+                Model = model
+                Task = { Reward = None; Termination = None }
+                ActionLow = Tensor.full [| s.Act |] -1.0f
+                ActionHigh = Tensor.ones [| s.Act |]
+            }
+        Policy = TanhGaussianPolicy.init k.[1] s.Obs s.Act [| s.Hidden; s.Hidden |]
+        Critics = critics
+        Start = Tensor.randn k.[4] [| s.Batch; s.Obs |]
+        ModelInputs = Tensor.randn k.[5] [| s.Members; s.Batch; s.Obs + s.Act |]
+        ModelTargets = Tensor.randn k.[6] [| s.Members; s.Batch; s.Obs + 1 |]
+    }
 
 /// Median and minimum milliseconds of `reps` timed runs after `warmup` untimed ones (each run ends when the
 /// device has finished its work), the median time until the host had queued everything, GC pauses and
@@ -56,14 +99,19 @@ let private time (warmup: int) (reps: int) (f: int -> unit) =
         let queued = Stopwatch.GetTimestamp()
         Backends.Default.Synchronize()
         queued
-    for i in 1 .. warmup do once -i |> ignore
+
+    for i in 1..warmup do
+        once -i |> ignore
+
     let pause0 = GC.GetTotalPauseDuration()
     let bytes0 = GC.GetTotalAllocatedBytes(false)
+
     let runs =
         Array.init reps (fun i ->
             let start = Stopwatch.GetTimestamp()
             let queued = once i
             Stopwatch.GetElapsedTime(start).TotalMilliseconds, Stopwatch.GetElapsedTime(start, queued).TotalMilliseconds)
+
     let gcMs = (GC.GetTotalPauseDuration() - pause0).TotalMilliseconds / float reps
     let allocMb = float (GC.GetTotalAllocatedBytes(false) - bytes0) / 1e6 / float reps
     let ts = runs |> Array.map fst |> Array.sort
@@ -74,8 +122,10 @@ let private time (warmup: int) (reps: int) (f: int -> unit) =
 let private printCounts (name: string) (steps: int) (counter: CountingBackend) =
     let perStep (x: int64) = float x / float steps
     printfn "maac %s: %.0f raw operations per step (the time above includes the counter's own cost)" name (perStep counter.Total)
+
     for c in counter.Counts do
         printfn "  %-36s %8.1f calls/step %12.0f elements/step" c.Operation (perStep c.Calls) (perStep c.Elements)
+
     counter.Reset()
 
 /// Runs the workloads and prints `actor_step: median X ms`, `model_step: …` and `update_step: …` (a whole agent
@@ -83,8 +133,21 @@ let private printCounts (name: string) (steps: int) (counter: CountingBackend) =
 /// CountingBackend and each workload's operations per step are listed after its time.
 let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: BenchShape) =
     CpuSettings.Threads <- threads
-    let counter = if countOps then Some(CountingBackend(Backends.Default)) else None
-    use _counting = match counter with Some c -> Backends.Use c | None -> { new IDisposable with member _.Dispose() = () }
+
+    let counter =
+        if countOps then
+            Some(CountingBackend(Backends.Default))
+        else
+            None
+
+    use _counting =
+        match counter with
+        | Some c -> Backends.Use c
+        | None ->
+            { new IDisposable with
+                member _.Dispose() = ()
+            }
+
     let su = setup shape
     // As in the agent's update (and PyTorch's optimiser): no per-parameter finiteness read inside the step.
     let actorCfg = { AdamConfig.WithLearningRate 3e-4f with CheckFinite = false }
@@ -99,33 +162,66 @@ let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: Ben
         // The library's MAAC objective: H model steps, K samples per start state, terminal min-Q, α = 0.2.
         let o, p =
             Tensor.releasing Adam.tensors (fun () ->
-                let loss = Maac.Rl.Objectives.maac 0.99f shape.Horizon shape.Samples (Some su.Context) su.Critics 0.2f (RandomKey.fold (int64 i) root) su.Start
+                let loss =
+                    Maac.Rl.Objectives.maac
+                        0.99f
+                        shape.Horizon
+                        shape.Samples
+                        (Some su.Context)
+                        su.Critics
+                        0.2f
+                        (RandomKey.fold (int64 i) root)
+                        su.Start
+
                 let _, g = Diff.valueAndGradParams loss policy
                 Adam.step actorCfg policyOpt policy g)
+
         policyOpt <- o
         policy <- p
+
     let modelStep (_: int) =
         let o, m =
             Tensor.releasing Adam.tensors (fun () ->
-                let _, g = Diff.valueAndGradParams (fun m -> GaussianEnsemble.nll m su.ModelInputs su.ModelTargets) model
+                let _, g =
+                    Diff.valueAndGradParams (fun m -> GaussianEnsemble.nll m su.ModelInputs su.ModelTargets) model
+
                 Adam.step modelCfg modelOpt model g)
+
         modelOpt <- o
         model <- m
     // One whole agent update as training does it: STEVE critic target, MAAC actor, temperature, Polyak, and
     // the update's single read-back of losses and gradient probes (HalfCheetah's settings, this batch size).
     let settings =
         { Maac.Algorithms.Settings.forTask "HalfCheetah" "maac" with
-            BatchSize = shape.Batch; Hidden = [| shape.Hidden; shape.Hidden |]; ModelHidden = Array.create 4 shape.ModelHidden }
+            BatchSize = shape.Batch
+            Hidden = [| shape.Hidden; shape.Hidden |]
+            ModelHidden = Array.create 4 shape.ModelHidden
+        }
+
     let mutable agent =
-        { Maac.Algorithms.Agent.init settings (RandomKey.ofSeed 2L) shape.Obs shape.Act true with Model = su.Context.Model }
-    let batch : Maac.Rl.Batch =
+        { Maac.Algorithms.Agent.init settings (RandomKey.ofSeed 2L) shape.Obs shape.Act true with
+            Model = su.Context.Model
+        }
+
+    let batch: Maac.Rl.Batch =
         let k = RandomKey.split 4 (RandomKey.ofSeed 3L)
-        { Obs = su.Start; Action = Tensor.rand k.[0] [| shape.Batch; shape.Act |] * 2.0f - 1.0f; Reward = Tensor.randn k.[1] [| shape.Batch |]
-          NextObs = Tensor.randn k.[2] [| shape.Batch; shape.Obs |]; Done = Tensor.zeros [| shape.Batch |] }
+
+        {
+            Obs = su.Start
+            Action = Tensor.rand k.[0] [| shape.Batch; shape.Act |] * 2.0f - 1.0f
+            Reward = Tensor.randn k.[1] [| shape.Batch |]
+            NextObs = Tensor.randn k.[2] [| shape.Batch; shape.Obs |]
+            Done = Tensor.zeros [| shape.Batch |]
+        }
+
     let maac = Maac.Algorithms.Algorithms.find "maac"
+
     let updateStep (i: int) =
-        let next, _ = Maac.Algorithms.Agent.update maac settings (Some su.Context) (max 0 i) (RandomKey.fold (int64 i) root) agent batch
+        let next, _ =
+            Maac.Algorithms.Agent.update maac settings (Some su.Context) (max 0 i) (RandomKey.fold (int64 i) root) agent batch
+
         agent <- next
+
     let device =
         match device, Backends.Default with
         | Device.Cpu, _ -> sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName
@@ -140,17 +236,28 @@ let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: Ben
     // the floor under any step made of that many operations.
     let opCostOver (count: int) (keep: bool) =
         let kept = ResizeArray()
+
         let fillOne () =
             let t = Backends.Default.Full([| 1 |], 0.0f)
-            if keep then kept.Add t
-        for _ in 1 .. 200 do fillOne ()
+
+            if keep then
+                kept.Add t
+
+        for _ in 1..200 do
+            fillOne ()
+
         Backends.Default.Synchronize()
         let sw = Stopwatch.StartNew()
-        for _ in 1 .. count do fillOne ()
+
+        for _ in 1..count do
+            fillOne ()
+
         Backends.Default.Synchronize()
         sw.Elapsed.TotalMilliseconds * 1000.0 / float count
+
     let opCost = opCostOver 5000
     printfn "maac %s one small operation (full [1]): %.2f µs" device (opCost false)
+
     match Backends.Default with
     | :? Maac.Cuda.GpuBackend as g ->
         // Where a GPU operation's host time goes: the bare launch, the pool's collections, device allocation.
@@ -168,15 +275,34 @@ let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: Ben
         printfn "maac %s one small operation on a pooled buffer: %.2f µs" device (opCostOver 1000 false)
         Maac.Cuda.DevicePool.CollectAfter <- collectAfter
     | _ -> ()
+
     counter |> Option.iter (fun c -> c.Reset())
+
     for name, step in [ "actor_step", actorStep; "model_step", modelStep; "update_step", updateStep ] do
         let before = gpuCounters ()
         let med, best, queued, gc, alloc = time 5 reps step
+
         let perStep =
             match before, gpuCounters () with
-            | Some (l0, m0, c0), Some (l1, m1, c1) ->
+            | Some(l0, m0, c0), Some(l1, m1, c1) ->
                 let n = float (reps + 5)
-                sprintf "; %.0f kernel launches, %.1f device allocations, %.2f pool collections per step" (float (l1 - l0) / n) (float (m1 - m0) / n) (float (c1 - c0) / n)
+
+                sprintf
+                    "; %.0f kernel launches, %.1f device allocations, %.2f pool collections per step"
+                    (float (l1 - l0) / n)
+                    (float (m1 - m0) / n)
+                    (float (c1 - c0) / n)
             | _ -> ""
-        printfn "maac %s %s: median %.3f ms  min %.3f ms  (host done queueing at %.3f ms; GC pauses %.1f ms/step, %.0f MB fresh allocation/step%s)" device name med best queued gc alloc perStep
+
+        printfn
+            "maac %s %s: median %.3f ms  min %.3f ms  (host done queueing at %.3f ms; GC pauses %.1f ms/step, %.0f MB fresh allocation/step%s)"
+            device
+            name
+            med
+            best
+            queued
+            gc
+            alloc
+            perStep
+
         counter |> Option.iter (printCounts name (reps + 5))

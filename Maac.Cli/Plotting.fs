@@ -11,18 +11,25 @@ let curves (runs: string list) =
     |> List.map (fun dir -> RunFolder.readSettings dir, RunFolder.readMetrics dir)
     |> List.groupBy (fun (s, _) -> s.Env, s.Algorithm)
     |> List.map (fun ((env, algo), members) ->
-        let tables = members |> List.map (fun (_, rows) -> rows |> Array.map (fun (step, mean, _) -> step, mean) |> Map.ofArray)
+        let tables =
+            members
+            |> List.map (fun (_, rows) -> rows |> Array.map (fun (step, mean, _) -> step, mean) |> Map.ofArray)
+
         let steps = tables |> List.map (fun t -> set t.Keys) |> Set.intersectMany |> Set.toArray
+
         let stats =
-            steps |> Array.map (fun st ->
+            steps
+            |> Array.map (fun st ->
                 let vs = tables |> List.map (fun t -> t.[st]) |> List.toArray
                 let m = Array.average vs
                 float st, m, sqrt (vs |> Array.averageBy (fun v -> (v - m) ** 2.0)))
+
         sprintf "%s %s (%d run%s)" env algo members.Length (if members.Length = 1 then "" else "s"), stats)
 
 /// Draws (x, mean, std) series as lines with ±std bands into a PNG file.
 let drawWith (title: string) (xLabel: string) (yLabel: string) (groups: (string * (float * float * float)[]) list) (path: string) =
     use plt = new ScottPlot.Plot()
+
     for i, (label, stats) in List.indexed groups do
         if stats.Length > 0 then
             let color = plt.Add.Palette.GetColor i
@@ -36,6 +43,7 @@ let drawWith (title: string) (xLabel: string) (yLabel: string) (groups: (string 
             let line = plt.Add.Scatter(xs, ms)
             line.Color <- color
             line.LegendText <- label
+
     plt.Title title
     plt.XLabel xLabel
     plt.YLabel yLabel

@@ -12,12 +12,15 @@ type BenchArgs =
     | Steps of int
     | Count_Ops
     | Shape of string
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Count_Ops -> "also list the raw backend operations each workload runs per step (counted, by kind)."
-            | Shape _ -> "reference (default: the shapes of shared/bench/torch_maac_step.py) or tiny (the same operations on 4-unit networks: the host's cost per operation)."
-            | Device _ -> "cpu (default), cuda or cuda:N: where the workloads run; ilgpu-cpu runs the GPU backend's kernels on ILGPU's CPU accelerator (slow, but counts kernel launches without a GPU)."
+            | Shape _ ->
+                "reference (default: the shapes of shared/bench/torch_maac_step.py) or tiny (the same operations on 4-unit networks: the host's cost per operation)."
+            | Device _ ->
+                "cpu (default), cuda or cuda:N: where the workloads run; ilgpu-cpu runs the GPU backend's kernels on ILGPU's CPU accelerator (slow, but counts kernel launches without a GPU)."
             | Threads _ -> "CPU threads to use (default: all cores)."
             | Reps _ -> "timed repetitions per workload (default 20)."
             | Env _ -> "instead of the learning workloads, time stepping this task (see `envs`)."
@@ -26,10 +29,12 @@ type BenchArgs =
 /// Options of `envs`.
 type EnvsArgs =
     | Dump_Model of string
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Dump_Model _ -> "print the compiled physics of an MJCF file (or of a task's model, by task name) as JSON: masses, inertias, joint, geom and actuator parameters, time step."
+            | Dump_Model _ ->
+                "print the compiled physics of an MJCF file (or of a task's model, by task name) as JSON: masses, inertias, joint, geom and actuator parameters, time step."
 
 /// Options of `train`.
 type TrainArgs =
@@ -42,6 +47,7 @@ type TrainArgs =
     | Resume of string
     | Threads of int
     | Device of string
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -61,6 +67,7 @@ type EvalArgs =
     | Episodes of int
     | Mpc
     | Device of string
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -73,6 +80,7 @@ type EvalArgs =
 type ExportArgs =
     | [<Mandatory>] Run of string
     | [<Mandatory>] Out of string
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -83,6 +91,7 @@ type ExportArgs =
 type PlotArgs =
     | [<MainCommand; Mandatory>] Runs of string list
     | [<Mandatory>] Out of string
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -96,6 +105,7 @@ type GradientErrorArgs =
     | Samples of int
     | Model_Data of int
     | Out of string
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -122,6 +132,7 @@ type RunsArgs =
     | Gpus_Per_Task of int
     | Signal_Seconds of int
     | Sbatch_Arg of string
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -144,6 +155,7 @@ type RunsArgs =
 /// Options of `experiment status` and `experiment collect`.
 type SweepFolderArgs =
     | [<MainCommand; Mandatory>] Folder of string
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -153,6 +165,7 @@ type SweepFolderArgs =
 type MpcArgs =
     | [<Mandatory>] Run of string
     | Episodes of int
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -164,6 +177,7 @@ type FuzzArgs =
     | [<Mandatory>] Run of string
     | Cases of int
     | Fuzz_Seed of int
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -175,6 +189,7 @@ type FuzzArgs =
 type OptimumArgs =
     | Seeds of int
     | Episodes of int
+
     interface IArgParserTemplate with
         member a.Usage =
             match a with
@@ -191,6 +206,7 @@ type ExperimentCommand =
     | [<CliPrefix(CliPrefix.None)>] Pendulum_Optimum of ParseResults<OptimumArgs>
     | [<CliPrefix(CliPrefix.None)>] Status of ParseResults<SweepFolderArgs>
     | [<CliPrefix(CliPrefix.None)>] Collect of ParseResults<SweepFolderArgs>
+
     interface IArgParserTemplate with
         member c.Usage =
             match c with
@@ -198,10 +214,12 @@ type ExperimentCommand =
             | Ablation _ -> "MAAC, H = 0, without STEVE targets, single sample; several seeds; curves (paper Figure 4)."
             | Mpc _ -> "a run's checkpoint with and without CEM MPC at test time (paper Table 1)."
             | Compare _ -> "several algorithms over seeds on one figure (paper Figure 2)."
-            | Checkpoint_Fuzz _ -> "corrupted copies of a run's checkpoint (truncations, bit flips, offsets, shapes, dtypes, NaN, swaps, re-signed edits) loaded as eval does: every one must be refused naming the file."
+            | Checkpoint_Fuzz _ ->
+                "corrupted copies of a run's checkpoint (truncations, bit flips, offsets, shapes, dtypes, NaN, swaps, re-signed edits) loaded as eval does: every one must be refused naming the file."
             | Status _ -> "each run of a sweep: pending, running, stopped, finished or failed, with the step reached (both launchers)."
             | Collect _ -> "a sweep's summary table and figures from its finished runs (both launchers)."
-            | Pendulum_Optimum _ -> "near-optimal returns (dynamic programming) on the Pendulum evaluation episodes of each seed: the best a policy can score there."
+            | Pendulum_Optimum _ ->
+                "near-optimal returns (dynamic programming) on the Pendulum evaluation episodes of each seed: the best a policy can score there."
 
 /// The commands.
 type Command =
@@ -212,6 +230,7 @@ type Command =
     | [<CliPrefix(CliPrefix.None)>] Plot of ParseResults<PlotArgs>
     | [<CliPrefix(CliPrefix.None)>] Export of ParseResults<ExportArgs>
     | [<CliPrefix(CliPrefix.None)>] Experiment of ParseResults<ExperimentCommand>
+
     interface IArgParserTemplate with
         member c.Usage =
             match c with
@@ -226,50 +245,75 @@ type Command =
 [<EntryPoint>]
 let main argv =
     let parser = ArgumentParser.Create<Command>(programName = "maac")
+
     try
         let args = parser.ParseCommandLine(argv, raiseOnUsage = true)
+
         match args.GetSubCommand() with
         | Envs e ->
             match e.TryGetResult Dump_Model with
             | Some model -> EnvCommands.dumpModel model
             | None -> EnvCommands.list ()
+
             0
         | Train t ->
             Maac.Tensors.Cpu.CpuSettings.Threads <- t.GetResult(TrainArgs.Threads, defaultValue = Environment.ProcessorCount)
             Maac.Tensors.Devices.select (t.GetResult(TrainArgs.Device, defaultValue = "cpu")) |> ignore
+
             match t.TryGetResult Resume with
             | Some dir ->
                 let s = Maac.Algorithms.RunFolder.readSettings dir
                 // A resumed run continues as configured: flags that would change its meaning are refused, not ignored.
                 let conflicts =
-                    [ match t.TryGetResult TrainArgs.Env with
-                      | Some e when (Maac.Envs.Tasks.find e).Name <> s.Env -> yield sprintf "--env %s (the run is on %s)" e s.Env
-                      | _ -> ()
-                      match t.TryGetResult Algo with
-                      | Some a when (Maac.Algorithms.Algorithms.find a).Name <> s.Algorithm -> yield sprintf "--algo %s (the run is %s)" a s.Algorithm
-                      | _ -> ()
-                      match t.TryGetResult Seed with
-                      | Some seed when seed <> s.Seed -> yield sprintf "--seed %d (the run's is %d)" seed s.Seed
-                      | _ -> ()
-                      if t.Contains TrainArgs.Config then yield "--config (the run's settings are its config.json)"
-                      if t.Contains TrainArgs.Out then yield "--out (the run's folder is the one resumed)" ]
+                    [
+                        match t.TryGetResult TrainArgs.Env with
+                        | Some e when (Maac.Envs.Tasks.find e).Name <> s.Env -> yield sprintf "--env %s (the run is on %s)" e s.Env
+                        | _ -> ()
+                        match t.TryGetResult Algo with
+                        | Some a when (Maac.Algorithms.Algorithms.find a).Name <> s.Algorithm ->
+                            yield sprintf "--algo %s (the run is %s)" a s.Algorithm
+                        | _ -> ()
+                        match t.TryGetResult Seed with
+                        | Some seed when seed <> s.Seed -> yield sprintf "--seed %d (the run's is %d)" seed s.Seed
+                        | _ -> ()
+                        if t.Contains TrainArgs.Config then
+                            yield "--config (the run's settings are its config.json)"
+                        if t.Contains TrainArgs.Out then
+                            yield "--out (the run's folder is the one resumed)"
+                    ]
+
                 if not conflicts.IsEmpty then
-                    failwithf "--resume continues %s as it was configured; these flags would change it: %s. Start a new run with --out instead" dir (String.Join("; ", conflicts))
+                    failwithf
+                        "--resume continues %s as it was configured; these flags would change it: %s. Start a new run with --out instead"
+                        dir
+                        (String.Join("; ", conflicts))
+
                 TrainCommands.train s dir (Some(t.TryGetResult TrainArgs.Steps))
             | None ->
-                let requested = match t.TryGetResult TrainArgs.Env with Some e -> e | None -> failwith "train needs --env (or --resume DIR)"
+                let requested =
+                    match t.TryGetResult TrainArgs.Env with
+                    | Some e -> e
+                    | None -> failwith "train needs --env (or --resume DIR)"
+
                 let env = (Maac.Envs.Tasks.find requested).Name
                 let algo = (Maac.Algorithms.Algorithms.find (t.GetResult(Algo, defaultValue = "maac"))).Name
+
                 let baseSettings =
                     match t.TryGetResult TrainArgs.Config with
                     | Some file -> Maac.Algorithms.RunFolder.readSettingsFileFor file (Some env) (Some algo)
                     | None -> Maac.Algorithms.Settings.forTask env algo
+
                 let s =
                     { baseSettings with
-                        Env = env; Algorithm = algo
+                        Env = env
+                        Algorithm = algo
                         Steps = t.GetResult(TrainArgs.Steps, defaultValue = baseSettings.Steps)
-                        Seed = t.GetResult(Seed, defaultValue = baseSettings.Seed) }
-                let out = t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
+                        Seed = t.GetResult(Seed, defaultValue = baseSettings.Seed)
+                    }
+
+                let out =
+                    t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
+
                 TrainCommands.train s out None
         | Eval e ->
             Maac.Tensors.Devices.select (e.GetResult(EvalArgs.Device, defaultValue = "cpu")) |> ignore
@@ -278,71 +322,153 @@ let main argv =
         | Export x ->
             use trainer = Maac.Algorithms.RunFolder.openTrainer (x.GetResult ExportArgs.Run)
             trainer.ExportOnnx(x.GetResult ExportArgs.Out)
-            printfn "wrote %s: input '%s' [batch, %d], output '%s' [batch, %d] in the task's action space" (x.GetResult ExportArgs.Out) Maac.Algorithms.OnnxExport.InputName trainer.ObservationDim Maac.Algorithms.OnnxExport.OutputName trainer.ActionSpace.Dim
+
+            printfn
+                "wrote %s: input '%s' [batch, %d], output '%s' [batch, %d] in the task's action space"
+                (x.GetResult ExportArgs.Out)
+                Maac.Algorithms.OnnxExport.InputName
+                trainer.ObservationDim
+                Maac.Algorithms.OnnxExport.OutputName
+                trainer.ActionSpace.Dim
+
             0
         | Experiment x ->
             let runs (kind: string) (defaultAlgos: string) (r: ParseResults<RunsArgs>) =
-                let list (text: string) = text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> List.ofArray
+                let list (text: string) =
+                    text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+                    |> List.ofArray
+
                 let envs = list (r.GetResult RunsArgs.Env) |> List.map (fun e -> (Maac.Envs.Tasks.find e).Name)
-                if envs.IsEmpty then failwith "--env names no task"
+
+                if envs.IsEmpty then
+                    failwith "--env names no task"
+
                 let algos = list (r.GetResult(Algos, defaultValue = defaultAlgos))
-                let out = r.GetResult(RunsArgs.Out, defaultValue = IO.Path.Combine("experiments", sprintf "%s-%s" kind (String.Join("+", envs))))
+
+                let out =
+                    r.GetResult(RunsArgs.Out, defaultValue = IO.Path.Combine("experiments", sprintf "%s-%s" kind (String.Join("+", envs))))
+
                 let config = r.TryGetResult RunsArgs.Config
                 // A bad file fails here, not in every run.
-                config |> Option.iter (fun c -> for e in envs do for a in algos do Maac.Algorithms.RunFolder.readSettingsFileFor c (Some e) (Some a) |> ignore)
-                let seeds, steps = r.GetResult(RunsArgs.Seeds, defaultValue = 3), r.GetResult(RunsArgs.Steps, defaultValue = 3000)
+                config
+                |> Option.iter (fun c ->
+                    for e in envs do
+                        for a in algos do
+                            Maac.Algorithms.RunFolder.readSettingsFileFor c (Some e) (Some a) |> ignore)
+
+                let seeds, steps =
+                    r.GetResult(RunsArgs.Seeds, defaultValue = 3), r.GetResult(RunsArgs.Steps, defaultValue = 3000)
+
                 match r.GetResult(Launcher, defaultValue = "local") with
                 | "local" ->
                     let concurrent = r.GetResult(Parallel, defaultValue = Experiments.defaultParallel ())
-                    let threads = r.GetResult(RunsArgs.Threads, defaultValue = max 1 (Environment.ProcessorCount / max 1 concurrent))
-                    if concurrent < 1 || threads < 1 then failwith "--parallel and --threads must be at least 1"
+
+                    let threads =
+                        r.GetResult(RunsArgs.Threads, defaultValue = max 1 (Environment.ProcessorCount / max 1 concurrent))
+
+                    if concurrent < 1 || threads < 1 then
+                        failwith "--parallel and --threads must be at least 1"
+
                     Experiments.sweep out envs algos seeds steps config threads (Experiments.Local concurrent)
                 | "slurm" ->
                     let cpus = r.GetResult(Cpus_Per_Task, defaultValue = 2)
                     let signal = r.GetResult(Signal_Seconds, defaultValue = 120)
-                    if cpus < 1 then failwithf "--cpus-per-task must be at least 1, got %d" cpus
-                    if signal < 1 then failwithf "--signal-seconds must be at least 1, got %d" signal
+
+                    if cpus < 1 then
+                        failwithf "--cpus-per-task must be at least 1, got %d" cpus
+
+                    if signal < 1 then
+                        failwithf "--signal-seconds must be at least 1, got %d" signal
+
                     let slurm: Slurm.SlurmOptions =
-                        { Partition = r.TryGetResult Partition; Time = r.TryGetResult Time; CpusPerTask = cpus; GpusPerTask = r.TryGetResult Gpus_Per_Task
-                          SignalSeconds = signal; Extra = r.GetResults Sbatch_Arg }
-                    Experiments.sweep out envs algos seeds steps config (r.GetResult(RunsArgs.Threads, defaultValue = cpus)) (Experiments.SlurmArray slurm)
+                        {
+                            Partition = r.TryGetResult Partition
+                            Time = r.TryGetResult Time
+                            CpusPerTask = cpus
+                            GpusPerTask = r.TryGetResult Gpus_Per_Task
+                            SignalSeconds = signal
+                            Extra = r.GetResults Sbatch_Arg
+                        }
+
+                    Experiments.sweep
+                        out
+                        envs
+                        algos
+                        seeds
+                        steps
+                        config
+                        (r.GetResult(RunsArgs.Threads, defaultValue = cpus))
+                        (Experiments.SlurmArray slurm)
                 | other -> failwithf "--launcher must be local or slurm, got '%s'" other
+
             match x.GetSubCommand() with
             | Gradient_Error g ->
                 let d = Maac.Analysis.GradientErrorSettings.Default
-                let s = { d with Seeds = g.GetResult(GradientErrorArgs.Seeds, defaultValue = d.Seeds); Horizons = g.GetResult(Horizons, defaultValue = d.Horizons); Samples = g.GetResult(Samples, defaultValue = d.Samples); ModelData = g.GetResult(Model_Data, defaultValue = d.ModelData) }
-                Experiments.gradientError s (g.GetResult(GradientErrorArgs.Out, defaultValue = IO.Path.Combine("experiments", "gradient-error")))
+
+                let s =
+                    { d with
+                        Seeds = g.GetResult(GradientErrorArgs.Seeds, defaultValue = d.Seeds)
+                        Horizons = g.GetResult(Horizons, defaultValue = d.Horizons)
+                        Samples = g.GetResult(Samples, defaultValue = d.Samples)
+                        ModelData = g.GetResult(Model_Data, defaultValue = d.ModelData)
+                    }
+
+                Experiments.gradientError
+                    s
+                    (g.GetResult(GradientErrorArgs.Out, defaultValue = IO.Path.Combine("experiments", "gradient-error")))
             | Ablation r -> runs "ablation" "maac,maac-h0,maac-td,maac-k1" r
             | Compare r -> runs "compare" "maac,sac,mbpo,steve,svg1" r
             | Pendulum_Optimum o ->
                 let grid = Maac.Analysis.PendulumGrid.Fine
+
                 for seed in 0 .. o.GetResult(OptimumArgs.Seeds, defaultValue = 3) - 1 do
-                    let rs = Maac.Analysis.PendulumOptimum.evaluationReturns grid (int64 seed) (o.GetResult(OptimumArgs.Episodes, defaultValue = 10))
-                    printfn "seed %d: near-optimal evaluation return %.1f (episodes: %s)" seed (Array.average rs) (String.Join(" ", rs |> Array.map (sprintf "%.0f")))
+                    let rs =
+                        Maac.Analysis.PendulumOptimum.evaluationReturns
+                            grid
+                            (int64 seed)
+                            (o.GetResult(OptimumArgs.Episodes, defaultValue = 10))
+
+                    printfn
+                        "seed %d: near-optimal evaluation return %.1f (episodes: %s)"
+                        seed
+                        (Array.average rs)
+                        (String.Join(" ", rs |> Array.map (sprintf "%.0f")))
+
                 0
             | ExperimentCommand.Mpc m -> Experiments.mpc (m.GetResult MpcArgs.Run) (m.GetResult(MpcArgs.Episodes, defaultValue = 10))
             | Status f -> Experiments.status (f.GetResult Folder)
             | Collect f -> Experiments.collect (f.GetResult Folder)
-            | Checkpoint_Fuzz f -> Experiments.checkpointFuzz (f.GetResult FuzzArgs.Run) (f.GetResult(Cases, defaultValue = 300)) (f.GetResult(Fuzz_Seed, defaultValue = 0))
+            | Checkpoint_Fuzz f ->
+                Experiments.checkpointFuzz
+                    (f.GetResult FuzzArgs.Run)
+                    (f.GetResult(Cases, defaultValue = 300))
+                    (f.GetResult(Fuzz_Seed, defaultValue = 0))
         | Bench b when b.Contains BenchArgs.Env ->
             EnvCommands.bench (b.GetResult BenchArgs.Env) (b.GetResult(BenchArgs.Steps, defaultValue = 20_000))
             0
         | Bench b ->
             let threads = b.GetResult(BenchArgs.Threads, defaultValue = Environment.ProcessorCount)
             let reps = b.GetResult(Reps, defaultValue = 20)
-            if threads < 1 then failwithf "--threads must be at least 1, got %d" threads
-            if reps < 1 then failwithf "--reps must be at least 1, got %d" reps
+
+            if threads < 1 then
+                failwithf "--threads must be at least 1, got %d" threads
+
+            if reps < 1 then
+                failwithf "--reps must be at least 1, got %d" reps
+
             let device =
                 match b.GetResult(BenchArgs.Device, defaultValue = "cpu") with
                 | "ilgpu-cpu" ->
                     Maac.Tensors.Backends.Default <- Maac.Cuda.Gpu.cpuSimulator ()
                     Maac.Tensors.Device.Cuda 0
                 | spec -> Maac.Tensors.Devices.select spec
+
             let shape =
                 match b.GetResult(Shape, defaultValue = "reference") with
                 | "reference" -> Bench.reference
                 | "tiny" -> Bench.tiny
                 | other -> failwithf "--shape must be reference or tiny, got '%s'" other
+
             Bench.run device threads reps (b.Contains Count_Ops) shape
             0
     with

@@ -13,6 +13,7 @@ open Maac.Envs
 /// process exit code: 0 done, 130 stopped by Ctrl+C (a checkpoint written), 3 diverged (any part).
 let train (settings: Settings) (outDir: string) (resume: int option option) =
     let task = Tasks.find settings.Env
+
     use session =
         match resume with
         | Some steps ->
@@ -20,21 +21,32 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
             printfn "resuming %s at step %d of %d" outDir s.Trainer.Step s.Trainer.Settings.Steps
             s
         | None -> RunSession.Start(settings, Algorithms.find settings.Algorithm, task, Some outDir)
+
     let trainer = session.Trainer
     let settings = trainer.Settings
-    for w in Settings.warnings settings do eprintfn "warning: %s" w
+
+    for w in Settings.warnings settings do
+        eprintfn "warning: %s" w
+
     use cancel = new CancellationTokenSource()
     // Ctrl+C (SIGINT) and SIGTERM (Slurm's preemption and time-limit signal, `kill`) both stop after the current step
     // with a checkpoint written; the exit code says which (130, 143).
     let mutable signalExit = 130
+
     let stop (code: int) (ctx: Runtime.InteropServices.PosixSignalContext) =
         ctx.Cancel <- true
         signalExit <- code
         cancel.Cancel()
         eprintfn "\n%s: stopping after this step; writing a checkpoint..." (if code = 143 then "SIGTERM" else "interrupted")
-    use _int = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGINT, stop 130)
-    use _term = Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, stop 143)
+
+    use _int =
+        Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGINT, stop 130)
+
+    use _term =
+        Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, stop 143)
+
     let title = sprintf "%s on %s, seed %d" settings.Algorithm settings.Env settings.Seed
+
     try
         LiveProgress.show title settings trainer.Step (fun display ->
             let onEvent =
@@ -44,7 +56,9 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
                     Plotting.draw title (Plotting.curves [ outDir ]) (RunFolder.curveFile outDir)
                     display.Evaluation row
                 | _ -> ()
+
             session.Train(settings.Steps, onEvent, ignore, cancel.Token))
+
         if cancel.IsCancellationRequested then
             printfn "stopped at step %d; continue with: train --resume %s" trainer.Step outDir
             signalExit
@@ -59,20 +73,41 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
 let eval (runDir: string) (episodes: int) (mpc: bool) =
     use trainer = RunFolder.openTrainer runDir
     let mean, std = trainer.Evaluate episodes
-    printfn "%s on %s, step %d: evaluation return %.1f ± %.1f over %d episodes (policy)" trainer.Settings.Algorithm trainer.Settings.Env trainer.Step mean std episodes
+
+    printfn
+        "%s on %s, step %d: evaluation return %.1f ± %.1f over %d episodes (policy)"
+        trainer.Settings.Algorithm
+        trainer.Settings.Env
+        trainer.Step
+        mean
+        std
+        episodes
+
     if mpc then
         let sw = Diagnostics.Stopwatch.StartNew()
         let m, s = trainer.EvaluateWithPlanner(Maac.Rl.CemSettings.Paper, episodes)
-        printfn "%s on %s, step %d: evaluation return %.1f ± %.1f over %d episodes (CEM MPC: 256 candidates, horizon 5, 5 iterations; %.0f s)" trainer.Settings.Algorithm trainer.Settings.Env trainer.Step m s episodes sw.Elapsed.TotalSeconds
+
+        printfn
+            "%s on %s, step %d: evaluation return %.1f ± %.1f over %d episodes (CEM MPC: 256 candidates, horizon 5, 5 iterations; %.0f s)"
+            trainer.Settings.Algorithm
+            trainer.Settings.Env
+            trainer.Step
+            m
+            s
+            episodes
+            sw.Elapsed.TotalSeconds
+
     0
 
 /// Draws the curves of several runs into one PNG.
 let plot (runs: string list) (out: string) =
     let groups = Plotting.curves runs
     Plotting.draw "evaluation return (mean ± std across seeds)" groups out
+
     for label, stats in groups do
         match Array.tryLast stats with
-        | Some (step, m, s) -> printfn "%s: last step %.0f, return %.1f ± %.1f" label step m s
+        | Some(step, m, s) -> printfn "%s: last step %.0f, return %.1f ± %.1f" label step m s
         | None -> printfn "%s: no common evaluation steps" label
+
     printfn "wrote %s" out
     0

@@ -27,8 +27,12 @@ type internal DeviceBlock(lease: Lease, release: DeviceBlock -> unit) =
     member val Released = false with get, set
     /// Set while a release scope is asked to keep the block.
     member val Kept = false with get, set
+
     interface IReleasableBlock with
-        member b.Kept with get () = b.Kept and set v = b.Kept <- v
+        member b.Kept
+            with get () = b.Kept
+            and set v = b.Kept <- v
+
         member b.Release() = release b
 
 /// Device buffers kept for reuse, by length: allocating device memory is slow (about 9 µs on an H100) and
@@ -41,7 +45,10 @@ type internal DeviceBlock(lease: Lease, release: DeviceBlock -> unit) =
 [<Sealed; AllowNullLiteral>]
 type DevicePool(accelerator: Accelerator, capacity: int64) =
     let gate = obj ()
-    let free = Collections.Generic.Dictionary<int64, Collections.Generic.Stack<MemoryBuffer1D<float32, Stride1D.Dense>>>()
+
+    let free =
+        Collections.Generic.Dictionary<int64, Collections.Generic.Stack<MemoryBuffer1D<float32, Stride1D.Dense>>>()
+
     let lent = Collections.Generic.List<struct (Runtime.InteropServices.GCHandle * Lease)>()
     let mutable kept = 0L
     let mutable hits = 0L
@@ -62,28 +69,34 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
         if not buffer.IsDisposed then
             if kept + buffer.Length <= capacity then
                 kept <- kept + buffer.Length
+
                 match free.TryGetValue buffer.Length with
                 | true, stack -> stack.Push buffer
                 | _ ->
                     let stack = Collections.Generic.Stack()
                     stack.Push buffer
                     free.[buffer.Length] <- stack
-            else buffer.Dispose()
+            else
+                buffer.Dispose()
 
     /// Takes back the buffers of collected blocks.
     let sweep () =
         collectionsSeen <- GC.CollectionCount 0
         let mutable alive = 0
+
         for i in 0 .. lent.Count - 1 do
             let struct (handle, lease) = lent.[i]
+
             if isNull handle.Target then
                 handle.Free()
+
                 if not lease.Returned then
                     lease.Returned <- true
                     putBack lease.Buffer
             else
                 lent.[alive] <- lent.[i]
                 alive <- alive + 1
+
         lent.RemoveRange(alive, lent.Count - alive)
 
     let tryTake (length: int64) =
@@ -99,7 +112,9 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
     member _.Rent(length: int64) =
         // Buffers of blocks collected since the last sweep, then of those a forced collection finds.
         let reclaimed () =
-            if GC.CollectionCount 0 <> collectionsSeen then sweep ()
+            if GC.CollectionCount 0 <> collectionsSeen then
+                sweep ()
+
             match tryTake length with
             | None when rentsSinceCollection >= DevicePool.CollectAfter ->
                 rentsSinceCollection <- 0
@@ -108,8 +123,10 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
                 sweep ()
                 tryTake length
             | taken -> taken
+
         lock gate (fun () ->
             rentsSinceCollection <- rentsSinceCollection + 1
+
             match tryTake length |> Option.orElseWith reclaimed with
             | Some b -> b
             | None -> allocate length)
@@ -119,12 +136,14 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
 
     /// Watches a block: its buffer comes back once the block is collected.
     member internal _.Track(block: DeviceBlock) =
-        lock gate (fun () -> lent.Add(struct (Runtime.InteropServices.GCHandle.Alloc(block, Runtime.InteropServices.GCHandleType.Weak), block.Lease)))
+        lock gate (fun () ->
+            lent.Add(struct (Runtime.InteropServices.GCHandle.Alloc(block, Runtime.InteropServices.GCHandleType.Weak), block.Lease)))
 
     /// Gives a block's buffer back now (its release scope ended); the block is marked released.
     member internal _.Release(block: DeviceBlock) =
         lock gate (fun () ->
             block.Released <- true
+
             if not block.Lease.Returned then
                 block.Lease.Returned <- true
                 putBack block.Buffer)
@@ -140,8 +159,7 @@ type DevicePool(accelerator: Accelerator, capacity: int64) =
     static member val CollectAfter =
         match Int32.TryParse(Environment.GetEnvironmentVariable "MAAC_GPU_COLLECT_AFTER") with
         | true, n when n > 0 -> n
-        | _ -> 1024
-        with get, set
+        | _ -> 1024 with get, set
 
 /// A tensor whose values live in an accelerator's memory buffer (shared between reshaped views).
 [<Sealed; AllowNullLiteral>]
@@ -155,12 +173,23 @@ type GpuTensor internal (shape: int[], block: DeviceBlock, backend: IBackend) =
     /// Raises ObjectDisposedException when the block's release scope has given its buffer back.
     static member internal CheckLive(block: DeviceBlock) =
         if block.Released then
-            raise (ObjectDisposedException("GpuTensor", "a GPU tensor was used after the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks)"))
+            raise (
+                ObjectDisposedException(
+                    "GpuTensor",
+                    "a GPU tensor was used after the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks)"
+                )
+            )
+
     override _.Backend = backend
+
     override t.ToArray() =
         GpuTensor.CheckLive block
         let all = block.Buffer.GetAsArray1D()
-        if all.Length = t.Numel then all else Array.sub all 0 t.Numel
+
+        if all.Length = t.Numel then
+            all
+        else
+            Array.sub all 0 t.Numel
 
 /// The raw-kernel backend on an ILGPU accelerator: CUDA on NVIDIA GPUs, or ILGPU's CPU accelerator (which runs
 /// the same kernels on the host; the tests use it so that a kernel bug fails CI without a GPU). Every
@@ -171,57 +200,181 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// Up to 2³⁰ floats (4 GiB) of released buffers are kept for reuse.
     let pool = DevicePool(accelerator, 1L <<< 30)
     let fill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, float32>(Kernels.Fill)
-    let copyRows = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, int, ArrayView<float32>, int, int>(Kernels.CopyRows)
-    let unary = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int>(Kernels.Unary)
+
+    let copyRows =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, int, ArrayView<float32>, int, int>(Kernels.CopyRows)
+
+    let unary =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int>(Kernels.Unary)
+
     let unaryGrad =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int>(Kernels.UnaryGrad)
-    let scalar = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, float32, float32>(Kernels.Scalar)
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int>(
+            Kernels.UnaryGrad
+        )
+
+    let scalar =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, float32, float32>(Kernels.Scalar)
+
     let scalarGrad =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, float32, float32>(Kernels.ScalarGrad)
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, float32, float32>(
+            Kernels.ScalarGrad
+        )
+
     let binary =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, int, Dims, Dims, Dims>(Kernels.Binary)
+        accelerator.LoadAutoGroupedStreamKernel<
+            Index1D,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            int,
+            int,
+            Dims,
+            Dims,
+            Dims
+         >(
+            Kernels.Binary
+        )
+
     let binarySameShape =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int>(Kernels.BinarySameShape)
-    let gather = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, Dims, Dims, int>(Kernels.Gather)
-    let reduceGroups = accelerator.LoadStreamKernel<ArrayView<float32>, ArrayView<float32>, int, int, int, int>(Kernels.ReduceGroups)
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int>(
+            Kernels.BinarySameShape
+        )
+
+    let gather =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, Dims, Dims, int>(Kernels.Gather)
+
+    let reduceGroups =
+        accelerator.LoadStreamKernel<ArrayView<float32>, ArrayView<float32>, int, int, int, int>(Kernels.ReduceGroups)
+
     /// Threads per reduction group: 256, or the accelerator's largest power of two below that.
     let groupSize =
         let mutable g = 256
-        while g > accelerator.MaxNumThreadsPerGroup do g <- g / 2
+
+        while g > accelerator.MaxNumThreadsPerGroup do
+            g <- g / 2
+
         g
+
     let matMul =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, Dims, int, int>(Kernels.MatMul)
+        accelerator.LoadAutoGroupedStreamKernel<
+            Index1D,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            Dims,
+            int,
+            int
+         >(
+            Kernels.MatMul
+        )
+
     let indexSelect =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<int>, int, int, int>(Kernels.IndexSelect)
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<int>, int, int, int>(
+            Kernels.IndexSelect
+        )
+
     let indexAdd =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<int>, int, int, int>(Kernels.IndexAdd)
-    let checkFinite = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<int>>(Kernels.CheckFinite)
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<int>, int, int, int>(
+            Kernels.IndexAdd
+        )
+
+    let checkFinite =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<int>>(Kernels.CheckFinite)
+
     let adam =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
-                                                ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, AdamHyper>(Kernels.Adam)
-    let random = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, uint32, uint32, int>(Kernels.Random)
+        accelerator.LoadAutoGroupedStreamKernel<
+            Index1D,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            AdamHyper
+         >(
+            Kernels.Adam
+        )
+
+    let random =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, uint32, uint32, int>(Kernels.Random)
+
     let tanhGaussian =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, TanhGaussianArgs>(Kernels.TanhGaussian)
+        accelerator.LoadAutoGroupedStreamKernel<
+            Index1D,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            TanhGaussianArgs
+         >(
+            Kernels.TanhGaussian
+        )
+
     let tanhGaussianGrad =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
-                                                TanhGaussianArgs>(Kernels.TanhGaussianGrad)
+        accelerator.LoadAutoGroupedStreamKernel<
+            Index1D,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            TanhGaussianArgs
+         >(
+            Kernels.TanhGaussianGrad
+        )
+
     let gaussianHead =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int>(Kernels.GaussianHead)
+        accelerator.LoadAutoGroupedStreamKernel<
+            Index1D,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            int
+         >(
+            Kernels.GaussianHead
+        )
+
     let gaussianHeadGrad =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>,
-                                                ArrayView<float32>, int, int>(Kernels.GaussianHeadGrad)
+        accelerator.LoadAutoGroupedStreamKernel<
+            Index1D,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            ArrayView<float32>,
+            int,
+            int
+         >(
+            Kernels.GaussianHeadGrad
+        )
+
     let biasActivation =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, int, int, int, int>(Kernels.BiasActivation)
-    let biasFill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.BiasFill)
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, int, int, int, int>(
+            Kernels.BiasActivation
+        )
+
+    let biasFill =
+        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.BiasFill)
+
     /// The CUDA stream the kernels are queued on (none on ILGPU's CPU accelerator).
     let cudaStream =
         match accelerator with
         | :? CudaAccelerator -> Some (accelerator.DefaultStream :?> CudaStream).StreamPtr
         | _ -> None
+
     /// cuBLAS on that stream (so products and kernels stay in order); elsewhere products run the MatMul kernel.
     let blas = cudaStream |> Option.map (fun stream -> new CublasHandle(stream))
+
     /// On CUDA, uploads of up to 16 MiB go through page-locked memory without waiting for the device.
-    let staging = cudaStream |> Option.map (fun stream -> new StagingRing(16L <<< 20, stream, fun () -> accelerator.Synchronize()))
+    let staging =
+        cudaStream
+        |> Option.map (fun stream -> new StagingRing(16L <<< 20, stream, fun () -> accelerator.Synchronize()))
+
     /// Elements summed by one group in the first pass of SumAll.
     let piece = 16 * groupSize
     let mutable launches = 0L
@@ -234,7 +387,10 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         let block = DeviceBlock(Lease buffer, pool.Release)
         pool.Track block
         let scope = GpuBackend.currentScope
-        if not (isNull scope) && obj.ReferenceEquals(scope.Owner, this) then scope.Add block
+
+        if not (isNull scope) && obj.ReferenceEquals(scope.Owner, this) then
+            scope.Add block
+
         buffer, this.Wrap(shape, block)
 
     member private _.Of(x: RawTensor) : GpuTensor =
@@ -243,7 +399,10 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         | :? GpuTensor as g ->
             GpuTensor.CheckLive g.Block
             g
-        | other -> invalidArg "x" (sprintf "a tensor on %O was given to the %O backend; move it with Tensor.toDevice first" other.Backend.Device device)
+        | other ->
+            invalidArg
+                "x"
+                (sprintf "a tensor on %O was given to the %O backend; move it with Tensor.toDevice first" other.Backend.Device device)
 
     /// Launches over `count` elements. The closure holds the input tensors, and is kept alive until the launch is
     /// queued: otherwise an input's buffer could return to the pool, and be rented and written by another thread,
@@ -258,12 +417,16 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// The caller returns it to the pool once the kernel reading it is queued: work runs in stream order.
     member private this.Ints(values: int[]) =
         let b = pool.Rent(int64 (max 1 values.Length))
+
         if values.Length > 0 && not (this.Staged(fun ring -> ring.Upload(values, b.NativePtr))) then
             b.View.AsContiguous().Cast<int>().SubView(0L, int64 values.Length).CopyFromCPU(values)
+
         b
 
     /// Makes the accelerator's CUDA context current on this thread (driver calls made outside ILGPU need it).
-    member private _.Bind() = if Accelerator.Current <> accelerator then accelerator.Bind()
+    member private _.Bind() =
+        if Accelerator.Current <> accelerator then
+            accelerator.Bind()
 
     /// Runs an upload through the staging ring when there is one and it fits (false otherwise).
     member private this.Staged(upload: StagingRing -> bool) =
@@ -277,9 +440,11 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     static member private RangeStart(indices: int[]) =
         let mutable consecutive = indices.Length > 0
         let mutable i = 1
+
         while consecutive && i < indices.Length do
             consecutive <- indices.[i] = indices.[0] + i
             i <- i + 1
+
         if consecutive then Some indices.[0] else None
 
     static member private AsInts(b: MemoryBuffer1D<float32, Stride1D.Dense>) = b.View.AsContiguous().Cast<int>()
@@ -302,7 +467,10 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         fill.Invoke(Index1D 1, view, 0.0f)
         accelerator.Synchronize()
         let sw = Diagnostics.Stopwatch.StartNew()
-        for _ in 1 .. count do fill.Invoke(Index1D 1, view, 0.0f)
+
+        for _ in 1..count do
+            fill.Invoke(Index1D 1, view, 0.0f)
+
         accelerator.Synchronize()
         let perLaunch = sw.Elapsed.TotalMilliseconds * 1000.0 / float count
         pool.Return buffer
@@ -313,10 +481,16 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
     interface IReleasingBackend with
         member this.BeginScope() =
-            ReleaseScope<DeviceBlock>.Begin(this, GpuBackend.currentScope, (fun s -> GpuBackend.currentScope <- s), fun t ->
-                match t with
-                | :? GpuTensor as g -> g.Block
-                | _ -> null)
+            ReleaseScope<DeviceBlock>
+                .Begin(
+                    this,
+                    GpuBackend.currentScope,
+                    (fun s -> GpuBackend.currentScope <- s),
+                    fun t ->
+                        match t with
+                        | :? GpuTensor as g -> g.Block
+                        | _ -> null
+                )
 
     interface IBackend with
         member _.Device = device
@@ -324,8 +498,10 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         member this.OfArray(values, shape) =
             Plans.ofArray values.Length shape
             let buffer, t = this.Alloc shape
+
             if values.Length > 0 && not (this.Staged(fun ring -> ring.Upload(values, buffer.NativePtr))) then
                 buffer.View.SubView(0L, int64 values.Length).CopyFromCPU(values)
+
             t
 
         member this.Full(shape, value) =
@@ -337,7 +513,21 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         member this.Random(dist, key, shape) =
             Shape.validate "random" shape
             let buffer, t = this.Alloc shape
-            this.Launch(t.Numel, fun n -> random.Invoke(n, buffer.View.AsContiguous(), key.K0, key.K1, (match dist with Uniform -> 0 | Normal -> 1)))
+
+            this.Launch(
+                t.Numel,
+                fun n ->
+                    random.Invoke(
+                        n,
+                        buffer.View.AsContiguous(),
+                        key.K0,
+                        key.K1,
+                        (match dist with
+                         | Uniform -> 0
+                         | Normal -> 1)
+                    )
+            )
+
             t
 
         member this.Unary(op, x) =
@@ -349,8 +539,20 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         member this.UnaryGrad(op, x, y, g) =
             let x, y, g = this.Of x, this.Of y, this.Of g
             let buffer, t = this.Alloc x.Shape
-            this.Launch(x.Numel, fun n ->
-                unaryGrad.Invoke(n, x.View.AsContiguous(), y.View.AsContiguous(), g.View.AsContiguous(), buffer.View.AsContiguous(), OpCodes.unary op))
+
+            this.Launch(
+                x.Numel,
+                fun n ->
+                    unaryGrad.Invoke(
+                        n,
+                        x.View.AsContiguous(),
+                        y.View.AsContiguous(),
+                        g.View.AsContiguous(),
+                        buffer.View.AsContiguous(),
+                        OpCodes.unary op
+                    )
+            )
+
             t
 
         member this.Scalar(op, x) =
@@ -364,7 +566,12 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let x, g = this.Of x, this.Of g
             let code, c0, c1 = OpCodes.scalar op
             let buffer, t = this.Alloc x.Shape
-            this.Launch(x.Numel, fun n -> scalarGrad.Invoke(n, x.View.AsContiguous(), g.View.AsContiguous(), buffer.View.AsContiguous(), code, c0, c1))
+
+            this.Launch(
+                x.Numel,
+                fun n -> scalarGrad.Invoke(n, x.View.AsContiguous(), g.View.AsContiguous(), buffer.View.AsContiguous(), code, c0, c1)
+            )
+
             t
 
         member this.Binary(op, a, b) =
@@ -374,16 +581,42 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             // Strides of an input aligned to the right of the output shape, 0 along broadcast dimensions.
             let stridesOf (s: int[]) =
                 let own = Shape.strides s
+
                 Array.init r (fun d ->
                     let i = d - (r - s.Length)
                     if i < 0 || s.[i] = 1 then 0 else own.[i])
+
             let buffer, t = this.Alloc outShape
+
             if a.Shape = b.Shape then
-                this.Launch(t.Numel, fun n -> binarySameShape.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), OpCodes.binary op))
+                this.Launch(
+                    t.Numel,
+                    fun n ->
+                        binarySameShape.Invoke(
+                            n,
+                            a.View.AsContiguous(),
+                            b.View.AsContiguous(),
+                            buffer.View.AsContiguous(),
+                            OpCodes.binary op
+                        )
+                )
             else
-                this.Launch(t.Numel, fun n ->
-                    binary.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), OpCodes.binary op, r,
-                                  Dims.Of outShape, Dims.Of(stridesOf a.Shape), Dims.Of(stridesOf b.Shape)))
+                this.Launch(
+                    t.Numel,
+                    fun n ->
+                        binary.Invoke(
+                            n,
+                            a.View.AsContiguous(),
+                            b.View.AsContiguous(),
+                            buffer.View.AsContiguous(),
+                            OpCodes.binary op,
+                            r,
+                            Dims.Of outShape,
+                            Dims.Of(stridesOf a.Shape),
+                            Dims.Of(stridesOf b.Shape)
+                        )
+                )
+
             t
 
         member this.SumAxis(x, axis, keepDim) = this.Reduce(x, Shape.axis "sum" x.Shape.Length axis, keepDim, false)
@@ -392,8 +625,11 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         member this.SumAll(x) =
             let x = this.Of x
             let total, t = this.Alloc [||]
-            if x.Numel = 0 then this.Launch(1, fun c -> fill.Invoke(c, total.View.AsContiguous(), 0.0f))
-            elif x.Numel <= piece then this.ReduceInto(x.Buffer, total, 1, x.Numel, 1, x.Numel, false)
+
+            if x.Numel = 0 then
+                this.Launch(1, fun c -> fill.Invoke(c, total.View.AsContiguous(), 0.0f))
+            elif x.Numel <= piece then
+                this.ReduceInto(x.Buffer, total, 1, x.Numel, 1, x.Numel, false)
             else
                 // Two passes: one group per piece, then one group over the pieces' sums.
                 let pieces = (x.Numel + piece - 1) / piece
@@ -402,32 +638,69 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
                 this.ReduceInto(partial, total, 1, pieces, 1, pieces, false)
                 // The partial sums' buffer must not return to the pool before the second pass is queued.
                 GC.KeepAlive partialTensor
+
             GC.KeepAlive x
             t
 
         member this.MatMul(transA, transB, a, b, bias) =
             let a, b = this.Of a, this.Of b
             let p = Plans.matMul transA transB a.Shape b.Shape (if isNull bias then -1 else bias.Numel)
+
             let biasMode, biasView =
                 match bias with
                 | null -> 0, a.View.AsContiguous()
                 | bias -> (if bias.Numel = p.N then 1 else 2), (this.Of bias).View.AsContiguous()
+
             let buffer, t = this.Alloc p.OutShape
+
             match blas with
             | Some blas when p.K > 0 && t.Numel > 0 ->
                 if biasMode <> 0 then
-                    this.Launch(t.Numel, fun c -> biasFill.Invoke(c, biasView, buffer.View.AsContiguous(), p.N, p.M * p.N, (if biasMode = 2 then p.N else 0)))
+                    this.Launch(
+                        t.Numel,
+                        fun c -> biasFill.Invoke(c, biasView, buffer.View.AsContiguous(), p.N, p.M * p.N, (if biasMode = 2 then p.N else 0))
+                    )
+
                 this.Bind()
-                blas.Gemm(transA, transB, p.M, p.N, p.K, a.Buffer.NativePtr, p.LdA, int64 p.StrideA, b.Buffer.NativePtr, p.LdB, int64 p.StrideB,
-                          (if biasMode = 0 then 0.0f else 1.0f), buffer.NativePtr, t.Numel / (p.M * p.N))
+
+                blas.Gemm(
+                    transA,
+                    transB,
+                    p.M,
+                    p.N,
+                    p.K,
+                    a.Buffer.NativePtr,
+                    p.LdA,
+                    int64 p.StrideA,
+                    b.Buffer.NativePtr,
+                    p.LdB,
+                    int64 p.StrideB,
+                    (if biasMode = 0 then 0.0f else 1.0f),
+                    buffer.NativePtr,
+                    t.Numel / (p.M * p.N)
+                )
                 // The inputs' buffers must not return to the pool before the product that reads them is queued.
                 GC.KeepAlive a
                 GC.KeepAlive b
                 GC.KeepAlive bias
             | _ ->
                 let dims = Dims.Of [| p.M; p.N; p.K; p.LdA; p.LdB; p.StrideA; p.StrideB; biasMode |]
-                this.Launch(t.Numel, fun n ->
-                    matMul.Invoke(n, a.View.AsContiguous(), b.View.AsContiguous(), buffer.View.AsContiguous(), biasView, dims, (if transA then 1 else 0), (if transB then 1 else 0)))
+
+                this.Launch(
+                    t.Numel,
+                    fun n ->
+                        matMul.Invoke(
+                            n,
+                            a.View.AsContiguous(),
+                            b.View.AsContiguous(),
+                            buffer.View.AsContiguous(),
+                            biasView,
+                            dims,
+                            (if transA then 1 else 0),
+                            (if transB then 1 else 0)
+                        )
+                )
+
             t
 
         member this.MatMulActivation(transA, transB, a, b, bias, activation) =
@@ -439,9 +712,23 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let biasTensor = if isNull bias then product else this.Of bias
             let buffer, t = this.Alloc p.OutShape
             let perBatch = if not (isNull bias) && bias.Numel <> p.N then p.N else 0
-            this.Launch(t.Numel, fun c ->
-                biasActivation.Invoke(c, product.View.AsContiguous(), biasTensor.View.AsContiguous(), buffer.View.AsContiguous(), p.N, max 1 (p.M * p.N),
-                                      perBatch, (if isNull bias then 0 else 1), OpCodes.unary activation))
+
+            this.Launch(
+                t.Numel,
+                fun c ->
+                    biasActivation.Invoke(
+                        c,
+                        product.View.AsContiguous(),
+                        biasTensor.View.AsContiguous(),
+                        buffer.View.AsContiguous(),
+                        p.N,
+                        max 1 (p.M * p.N),
+                        perBatch,
+                        (if isNull bias then 0 else 1),
+                        OpCodes.unary activation
+                    )
+            )
+
             struct (product :> RawTensor, t)
 
         member this.Reshape(x, shape) =
@@ -460,7 +747,10 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             Plans.expand x.Shape shape
             let r = shape.Length
             let own = Shape.strides x.Shape
-            let strides = Array.init r (fun d -> let i = d - (r - x.Shape.Length) in if i < 0 || x.Shape.[i] = 1 then 0 else own.[i])
+
+            let strides =
+                Array.init r (fun d -> let i = d - (r - x.Shape.Length) in if i < 0 || x.Shape.[i] = 1 then 0 else own.[i])
+
             this.GatherInto(x, shape, strides, 0)
 
         member this.Concat(xs, axis) =
@@ -468,12 +758,19 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let ax, outShape, (outer, total, inner) = Plans.concat (xs |> Array.map (fun x -> x.Shape)) axis
             let buffer, t = this.Alloc outShape
             let mutable at = 0
+
             for x in xs do
                 // x, viewed as [outer, w], goes to the output's [outer, total·inner] rows at column at·inner.
                 let w = x.Shape.[ax] * inner
+
                 if w > 0 then
-                    this.Launch(outer * w, fun n -> copyRows.Invoke(n, x.View.AsContiguous(), w, buffer.View.AsContiguous(), total * inner, at * inner))
+                    this.Launch(
+                        outer * w,
+                        fun n -> copyRows.Invoke(n, x.View.AsContiguous(), w, buffer.View.AsContiguous(), total * inner, at * inner)
+                    )
+
                 at <- at + x.Shape.[ax]
+
             t
 
         member this.Slice(x, axis, start, length) =
@@ -486,12 +783,27 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
         member this.IndexSelect(x, axis, indices) =
             let x = this.Of x
             let ax, (_, n, inner) = Plans.indexSelect x.Shape axis indices
+
             match GpuBackend.RangeStart indices with
             | Some start -> (this :> IBackend).Slice(x, ax, start, indices.Length) // no indices to upload
             | None ->
                 let buffer, t = this.Alloc(Shape.withAxis x.Shape ax indices.Length)
                 let idx = this.Ints indices
-                this.Launch(t.Numel, fun c -> indexSelect.Invoke(c, x.View.AsContiguous(), buffer.View.AsContiguous(), GpuBackend.AsInts idx, n, indices.Length, inner))
+
+                this.Launch(
+                    t.Numel,
+                    fun c ->
+                        indexSelect.Invoke(
+                            c,
+                            x.View.AsContiguous(),
+                            buffer.View.AsContiguous(),
+                            GpuBackend.AsInts idx,
+                            n,
+                            indices.Length,
+                            inner
+                        )
+                )
+
                 pool.Return idx
                 t
 
@@ -500,15 +812,35 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let _, (outer, n, inner) = Plans.indexAdd shape axis indices src.Shape
             let buffer, t = this.Alloc shape
             this.Launch(t.Numel, fun c -> fill.Invoke(c, buffer.View.AsContiguous(), 0.0f))
+
             match GpuBackend.RangeStart indices with
             | Some start ->
                 // A slice's gradient: src's rows go to columns start·inner.. of the output's rows (no indices to upload).
                 let width = indices.Length * inner
-                this.Launch(outer * width, fun c -> copyRows.Invoke(c, src.View.AsContiguous(), width, buffer.View.AsContiguous(), n * inner, start * inner))
+
+                this.Launch(
+                    outer * width,
+                    fun c -> copyRows.Invoke(c, src.View.AsContiguous(), width, buffer.View.AsContiguous(), n * inner, start * inner)
+                )
             | None ->
                 let idx = this.Ints indices
-                this.Launch(outer * inner, fun c -> indexAdd.Invoke(c, src.View.AsContiguous(), buffer.View.AsContiguous(), GpuBackend.AsInts idx, n, indices.Length, inner))
+
+                this.Launch(
+                    outer * inner,
+                    fun c ->
+                        indexAdd.Invoke(
+                            c,
+                            src.View.AsContiguous(),
+                            buffer.View.AsContiguous(),
+                            GpuBackend.AsInts idx,
+                            n,
+                            indices.Length,
+                            inner
+                        )
+                )
+
                 pool.Return idx
+
             t
 
         member _.Synchronize() = accelerator.Synchronize()
@@ -527,9 +859,23 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let bw, tw = this.Alloc w.Shape
             let bm, tm = this.Alloc w.Shape
             let bv, tv = this.Alloc w.Shape
-            this.Launch(w.Numel, fun n ->
-                adam.Invoke(n, w.View.AsContiguous(), g.View.AsContiguous(), m.View.AsContiguous(), v.View.AsContiguous(),
-                            bw.View.AsContiguous(), bm.View.AsContiguous(), bv.View.AsContiguous(), hyper))
+
+            this.Launch(
+                w.Numel,
+                fun n ->
+                    adam.Invoke(
+                        n,
+                        w.View.AsContiguous(),
+                        g.View.AsContiguous(),
+                        m.View.AsContiguous(),
+                        v.View.AsContiguous(),
+                        bw.View.AsContiguous(),
+                        bm.View.AsContiguous(),
+                        bv.View.AsContiguous(),
+                        hyper
+                    )
+            )
+
             struct (tw, tm, tv)
 
         member this.TanhGaussianSample(head, eps, lo, hi) =
@@ -538,62 +884,179 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let actionBuffer, action = this.Alloc [| n; a |]
             let logProbBuffer, logProb = this.Alloc [| n |]
             let args = { Actions = a; Lo = lo; Hi = hi; HasActionGrad = 0; HasLogProbGrad = 0; WrtNoise = 0 }
-            this.Launch(n, fun rows ->
-                tanhGaussian.Invoke(rows, head.View.AsContiguous(), eps.View.AsContiguous(), actionBuffer.View.AsContiguous(), logProbBuffer.View.AsContiguous(), args))
+
+            this.Launch(
+                n,
+                fun rows ->
+                    tanhGaussian.Invoke(
+                        rows,
+                        head.View.AsContiguous(),
+                        eps.View.AsContiguous(),
+                        actionBuffer.View.AsContiguous(),
+                        logProbBuffer.View.AsContiguous(),
+                        args
+                    )
+            )
+
             struct (action, logProb)
 
         member this.GaussianHeadSample(head, maxLogVar, minLogVar, eps) =
             let head, hi, lo, eps = this.Of head, this.Of maxLogVar, this.Of minLogVar, this.Of eps
             let rows, d = Plans.gaussianHead head.Shape hi.Shape lo.Shape eps.Shape null
             let buffer, t = this.Alloc [| rows; d |]
-            this.Launch(t.Numel, fun n ->
-                gaussianHead.Invoke(n, head.View.AsContiguous(), hi.View.AsContiguous(), lo.View.AsContiguous(), eps.View.AsContiguous(), buffer.View.AsContiguous(), d))
+
+            this.Launch(
+                t.Numel,
+                fun n ->
+                    gaussianHead.Invoke(
+                        n,
+                        head.View.AsContiguous(),
+                        hi.View.AsContiguous(),
+                        lo.View.AsContiguous(),
+                        eps.View.AsContiguous(),
+                        buffer.View.AsContiguous(),
+                        d
+                    )
+            )
+
             t
 
         member this.GaussianHeadSampleGrad(head, maxLogVar, minLogVar, eps, g, input) =
             let head, hi, lo, eps, g = this.Of head, this.Of maxLogVar, this.Of minLogVar, this.Of eps, this.Of g
             let rows, d = Plans.gaussianHead head.Shape hi.Shape lo.Shape eps.Shape g.Shape
-            let code = match input with HeadInput -> 0 | MaxLogVarInput -> 1 | MinLogVarInput -> 2 | NoiseInput -> 3
+
+            let code =
+                match input with
+                | HeadInput -> 0
+                | MaxLogVarInput -> 1
+                | MinLogVarInput -> 2
+                | NoiseInput -> 3
+
             let buffer, t = this.Alloc [| rows; (if code = 0 then 2 * d else d) |]
-            this.Launch(t.Numel, fun n ->
-                gaussianHeadGrad.Invoke(n, head.View.AsContiguous(), hi.View.AsContiguous(), lo.View.AsContiguous(), eps.View.AsContiguous(), g.View.AsContiguous(),
-                                        buffer.View.AsContiguous(), d, code))
+
+            this.Launch(
+                t.Numel,
+                fun n ->
+                    gaussianHeadGrad.Invoke(
+                        n,
+                        head.View.AsContiguous(),
+                        hi.View.AsContiguous(),
+                        lo.View.AsContiguous(),
+                        eps.View.AsContiguous(),
+                        g.View.AsContiguous(),
+                        buffer.View.AsContiguous(),
+                        d,
+                        code
+                    )
+            )
+
             t
 
         member this.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
             let head, eps = this.Of head, this.Of eps
             let gAction = if isNull gAction then null else this.Of gAction
             let gLogProb = if isNull gLogProb then null else this.Of gLogProb
-            let n, a = Plans.tanhGaussian head.Shape eps.Shape (if isNull gAction then null else gAction.Shape) (if isNull gLogProb then null else gLogProb.Shape)
+
+            let n, a =
+                Plans.tanhGaussian
+                    head.Shape
+                    eps.Shape
+                    (if isNull gAction then null else gAction.Shape)
+                    (if isNull gLogProb then null else gLogProb.Shape)
+
             let buffer, t = this.Alloc [| n; (if wrtNoise then a else 2 * a) |]
             // A missing gradient is zero: a flag says so, and the noise's view stands in (it is not read).
             let viewOr (g: GpuTensor) = (if isNull g then eps else g).View.AsContiguous()
+
             let args =
-                { Actions = a; Lo = lo; Hi = hi; HasActionGrad = (if isNull gAction then 0 else 1)
-                  HasLogProbGrad = (if isNull gLogProb then 0 else 1); WrtNoise = (if wrtNoise then 1 else 0) }
-            this.Launch(t.Numel, fun count ->
-                tanhGaussianGrad.Invoke(count, head.View.AsContiguous(), eps.View.AsContiguous(), viewOr gAction, viewOr gLogProb, buffer.View.AsContiguous(), args))
+                {
+                    Actions = a
+                    Lo = lo
+                    Hi = hi
+                    HasActionGrad = (if isNull gAction then 0 else 1)
+                    HasLogProbGrad = (if isNull gLogProb then 0 else 1)
+                    WrtNoise = (if wrtNoise then 1 else 0)
+                }
+
+            this.Launch(
+                t.Numel,
+                fun count ->
+                    tanhGaussianGrad.Invoke(
+                        count,
+                        head.View.AsContiguous(),
+                        eps.View.AsContiguous(),
+                        viewOr gAction,
+                        viewOr gLogProb,
+                        buffer.View.AsContiguous(),
+                        args
+                    )
+            )
+
             t
 
     member private this.Reduce(x: RawTensor, ax: int, keepDim: bool, isMax: bool) =
         let x = this.Of x
         let outer, n, inner = Shape.splitAt x.Shape ax
-        let outShape = if keepDim then Shape.withAxis x.Shape ax 1 else Shape.removeAxis x.Shape ax
-        if n = 0 && isMax then Shape.fail "max" (sprintf "cannot take the maximum over an empty axis of shape %s" (Shape.show x.Shape))
+
+        let outShape =
+            if keepDim then
+                Shape.withAxis x.Shape ax 1
+            else
+                Shape.removeAxis x.Shape ax
+
+        if n = 0 && isMax then
+            Shape.fail "max" (sprintf "cannot take the maximum over an empty axis of shape %s" (Shape.show x.Shape))
+
         let buffer, t = this.Alloc outShape
-        if n = 0 then this.Launch(t.Numel, fun c -> fill.Invoke(c, buffer.View.AsContiguous(), 0.0f))
-        else this.ReduceInto(x.Buffer, buffer, outer * inner, n, inner, x.Numel, isMax)
+
+        if n = 0 then
+            this.Launch(t.Numel, fun c -> fill.Invoke(c, buffer.View.AsContiguous(), 0.0f))
+        else
+            this.ReduceInto(x.Buffer, buffer, outer * inner, n, inner, x.Numel, isMax)
+
         GC.KeepAlive x
         t
 
     /// Queues one reduction group per output (Kernels.ReduceGroups).
-    member private _.ReduceInto(x: MemoryBuffer1D<float32, Stride1D.Dense>, dst: MemoryBuffer1D<float32, Stride1D.Dense>, outputs: int, n: int, inner: int, count: int, isMax: bool) =
+    member private _.ReduceInto
+        (
+            x: MemoryBuffer1D<float32, Stride1D.Dense>,
+            dst: MemoryBuffer1D<float32, Stride1D.Dense>,
+            outputs: int,
+            n: int,
+            inner: int,
+            count: int,
+            isMax: bool
+        ) =
         launches <- launches + 1L
-        reduceGroups.Invoke(KernelConfig(Index1D outputs, Index1D groupSize), x.View.AsContiguous(), dst.View.AsContiguous(), n, inner, count, (if isMax then 1 else 0))
+
+        reduceGroups.Invoke(
+            KernelConfig(Index1D outputs, Index1D groupSize),
+            x.View.AsContiguous(),
+            dst.View.AsContiguous(),
+            n,
+            inner,
+            count,
+            (if isMax then 1 else 0)
+        )
 
     member private this.GatherInto(x: GpuTensor, outShape: int[], strides: int[], offset: int) =
         let buffer, t = this.Alloc outShape
-        this.Launch(t.Numel, fun n -> gather.Invoke(n, x.View.AsContiguous(), buffer.View.AsContiguous(), outShape.Length, Dims.Of outShape, Dims.Of strides, offset))
+
+        this.Launch(
+            t.Numel,
+            fun n ->
+                gather.Invoke(
+                    n,
+                    x.View.AsContiguous(),
+                    buffer.View.AsContiguous(),
+                    outShape.Length,
+                    Dims.Of outShape,
+                    Dims.Of strides,
+                    offset
+                )
+        )
+
         t
 
     /// Whether matrix products go through cuBLAS (on CUDA) rather than the MatMul kernel.
@@ -608,19 +1071,33 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 /// Creating GPU backends.
 module Gpu =
     // ILGPU.Algorithms supplies the PTX implementations of exp, log, tanh, sin, cos, pow and atan2 used by the kernels.
-    let private context = lazy (Context.Create(fun b -> b.Default().EnableAlgorithms().Math(MathMode.Default) |> ignore))
+    let private context =
+        lazy (Context.Create(fun b -> b.Default().EnableAlgorithms().Math(MathMode.Default) |> ignore))
 
     /// A backend on the NVIDIA GPU with this index; GpuUnavailableException naming what is missing otherwise.
     let cuda (index: int) =
         let devices =
             try
                 let found = ResizeArray<CudaDevice>()
-                for d in context.Value.GetCudaDevices() do found.Add d
+
+                for d in context.Value.GetCudaDevices() do
+                    found.Add d
+
                 found.ToArray()
-            with e -> raise (GpuUnavailableException("no CUDA driver was found (libcuda from the NVIDIA driver is needed for --device cuda)", e))
-        if devices.Length = 0 then raise (GpuUnavailableException("no NVIDIA GPU was found: CUDA reports no devices (is the NVIDIA driver installed and a GPU visible?)", null))
+            with e ->
+                raise (GpuUnavailableException("no CUDA driver was found (libcuda from the NVIDIA driver is needed for --device cuda)", e))
+
+        if devices.Length = 0 then
+            raise (
+                GpuUnavailableException(
+                    "no NVIDIA GPU was found: CUDA reports no devices (is the NVIDIA driver installed and a GPU visible?)",
+                    null
+                )
+            )
+
         if index < 0 || index >= devices.Length then
             raise (GpuUnavailableException(sprintf "CUDA device %d does not exist; this machine has %d" index devices.Length, null))
+
         Cublas.load ()
         new GpuBackend(devices.[index].CreateAccelerator(context.Value), Device.Cuda index)
 

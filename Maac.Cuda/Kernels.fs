@@ -8,7 +8,16 @@ open Maac.Tensors
 /// Up to eight dimensions (sizes or strides) passed to a kernel by value.
 [<Struct>]
 type Dims =
-    { D0: int; D1: int; D2: int; D3: int; D4: int; D5: int; D6: int; D7: int }
+    {
+        D0: int
+        D1: int
+        D2: int
+        D3: int
+        D4: int
+        D5: int
+        D6: int
+        D7: int
+    }
 
     static member Get(d: Dims, i: int) =
         match i with
@@ -23,7 +32,9 @@ type Dims =
 
     /// Dims from an array of at most eight values (missing ones are 0).
     static member Of(values: int[]) =
-        if values.Length > 8 then invalidArg "values" (sprintf "the GPU backend supports tensors of rank at most 8, got rank %d" values.Length)
+        if values.Length > 8 then
+            invalidArg "values" (sprintf "the GPU backend supports tensors of rank at most 8, got rank %d" values.Length)
+
         let at i = if i < values.Length then values.[i] else 0
         { D0 = at 0; D1 = at 1; D2 = at 2; D3 = at 3; D4 = at 4; D5 = at 5; D6 = at 6; D7 = at 7 }
 
@@ -31,13 +42,35 @@ type Dims =
 module internal OpCodes =
     let unary (op: UnaryOp) =
         match op with
-        | Neg -> 0 | Exp -> 1 | Log -> 2 | Sqrt -> 3 | Abs -> 4 | Sign -> 5 | Square -> 6 | Reciprocal -> 7
-        | Relu -> 8 | Silu -> 9 | Tanh -> 10 | Sigmoid -> 11 | Softplus -> 12 | Sin -> 13 | Cos -> 14
+        | Neg -> 0
+        | Exp -> 1
+        | Log -> 2
+        | Sqrt -> 3
+        | Abs -> 4
+        | Sign -> 5
+        | Square -> 6
+        | Reciprocal -> 7
+        | Relu -> 8
+        | Silu -> 9
+        | Tanh -> 10
+        | Sigmoid -> 11
+        | Softplus -> 12
+        | Sin -> 13
+        | Cos -> 14
 
     let binary (op: BinaryOp) =
         match op with
-        | Add -> 0 | Sub -> 1 | Mul -> 2 | Div -> 3 | Pow -> 4 | Atan2 -> 5 | Maximum -> 6 | Minimum -> 7
-        | Greater -> 8 | GreaterEqual -> 9 | Equal -> 10
+        | Add -> 0
+        | Sub -> 1
+        | Mul -> 2
+        | Div -> 3
+        | Pow -> 4
+        | Atan2 -> 5
+        | Maximum -> 6
+        | Minimum -> 7
+        | Greater -> 8
+        | GreaterEqual -> 9
+        | Equal -> 10
 
     /// (code, first constant, second constant) of a scalar operation.
     let scalar (op: ScalarOp) =
@@ -45,27 +78,32 @@ module internal OpCodes =
         | AddScalar c -> 0, c, 0.0f
         | MulScalar c -> 1, c, 0.0f
         | PowScalar c -> 2, c, 0.0f
-        | Clamp (lo, hi) -> 3, lo, hi
+        | Clamp(lo, hi) -> 3, lo, hi
 
 /// The constants of fused tanh-Gaussian sampling and its gradient, passed by value.
 [<Struct>]
 type TanhGaussianArgs =
-    { /// Action dimensions A (the head has 2A columns).
-      Actions: int
-      Lo: float32
-      Hi: float32
-      /// 1 when the actions' gradient is given (else it is zero and its view is not read).
-      HasActionGrad: int
-      /// 1 when the log-densities' gradient is given.
-      HasLogProbGrad: int
-      /// 1 for the gradient in the noise [N, A], 0 for the gradient in the head [N, 2A].
-      WrtNoise: int }
+    {
+        /// Action dimensions A (the head has 2A columns).
+        Actions: int
+        Lo: float32
+        Hi: float32
+        /// 1 when the actions' gradient is given (else it is zero and its view is not read).
+        HasActionGrad: int
+        /// 1 when the log-densities' gradient is given.
+        HasLogProbGrad: int
+        /// 1 for the gradient in the noise [N, A], 0 for the gradient in the head [N, 2A].
+        WrtNoise: int
+    }
 
 /// The device kernels: static methods that ILGPU compiles for CUDA or runs on its CPU accelerator.
 /// Their element formulas are those of the CPU backend (Maac.Core/Tensors/CpuKernels.fs).
 type internal Kernels =
 
-    static member SignOf(x: float32) = if x > 0.0f then 1.0f elif x < 0.0f then -1.0f else 0.0f
+    static member SignOf(x: float32) =
+        if x > 0.0f then 1.0f
+        elif x < 0.0f then -1.0f
+        else 0.0f
 
     static member Fill (i: Index1D) (dst: ArrayView<float32>) (value: float32) = dst.[i] <- value
 
@@ -97,16 +135,38 @@ type internal Kernels =
 
     /// After a product without bias: adds the bias to the product in place (as BiasFill places it; none when
     /// hasBias = 0) and writes op(product) to y, in one pass.
-    static member BiasActivation (i: Index1D) (product: ArrayView<float32>) (bias: ArrayView<float32>) (y: ArrayView<float32>) (n: int) (mn: int)
-                                 (perBatch: int) (hasBias: int) (op: int) =
-        let v = if hasBias = 1 then product.[i] + bias.[(i.X / mn) * perBatch + i.X % n] else product.[i]
+    static member BiasActivation
+        (i: Index1D)
+        (product: ArrayView<float32>)
+        (bias: ArrayView<float32>)
+        (y: ArrayView<float32>)
+        (n: int)
+        (mn: int)
+        (perBatch: int)
+        (hasBias: int)
+        (op: int)
+        =
+        let v =
+            if hasBias = 1 then
+                product.[i] + bias.[(i.X / mn) * perBatch + i.X % n]
+            else
+                product.[i]
+
         product.[i] <- v
         y.[i] <- Kernels.UnaryValue(op, v)
 
-    static member UnaryGrad (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (g: ArrayView<float32>) (dx: ArrayView<float32>) (op: int) =
+    static member UnaryGrad
+        (i: Index1D)
+        (x: ArrayView<float32>)
+        (y: ArrayView<float32>)
+        (g: ArrayView<float32>)
+        (dx: ArrayView<float32>)
+        (op: int)
+        =
         let xv = x.[i]
         let yv = y.[i]
         let gv = g.[i]
+
         dx.[i] <-
             match op with
             | 0 -> -gv
@@ -127,6 +187,7 @@ type internal Kernels =
 
     static member Scalar (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (op: int) (c0: float32) (c1: float32) =
         let v = x.[i]
+
         y.[i] <-
             match op with
             | 0 -> v + c0
@@ -134,14 +195,27 @@ type internal Kernels =
             | 2 -> if c0 = 2.0f then v * v else MathF.Pow(v, c0)
             | _ -> MathF.Min(MathF.Max(v, c0), c1)
 
-    static member ScalarGrad (i: Index1D) (x: ArrayView<float32>) (g: ArrayView<float32>) (dx: ArrayView<float32>) (op: int) (c0: float32) (c1: float32) =
+    static member ScalarGrad
+        (i: Index1D)
+        (x: ArrayView<float32>)
+        (g: ArrayView<float32>)
+        (dx: ArrayView<float32>)
+        (op: int)
+        (c0: float32)
+        (c1: float32)
+        =
         let v = x.[i]
         let gv = g.[i]
+
         dx.[i] <-
             match op with
             | 0 -> gv
             | 1 -> gv * c0
-            | 2 -> if c0 = 0.0f then 0.0f else gv * c0 * MathF.Pow(v, c0 - 1.0f)
+            | 2 ->
+                if c0 = 0.0f then
+                    0.0f
+                else
+                    gv * c0 * MathF.Pow(v, c0 - 1.0f)
             | _ -> if v >= c0 && v <= c1 then gv else 0.0f
 
     static member BinaryValue(op: int, a: float32, b: float32) =
@@ -160,11 +234,22 @@ type internal Kernels =
 
     /// z[i] = op(a[·], b[·]) with broadcasting: the output index is decomposed over `shape` and each input
     /// is read through its strides (0 along broadcast dimensions).
-    static member Binary (i: Index1D) (a: ArrayView<float32>) (b: ArrayView<float32>) (z: ArrayView<float32>) (op: int) (rank: int) (shape: Dims) (aStrides: Dims) (bStrides: Dims) =
+    static member Binary
+        (i: Index1D)
+        (a: ArrayView<float32>)
+        (b: ArrayView<float32>)
+        (z: ArrayView<float32>)
+        (op: int)
+        (rank: int)
+        (shape: Dims)
+        (aStrides: Dims)
+        (bStrides: Dims)
+        =
         let mutable rest = i.X
         let mutable ao = 0
         let mutable bo = 0
         let mutable d = rank - 1
+
         while d >= 0 do
             let size = Dims.Get(shape, d)
             let k = rest % size
@@ -172,6 +257,7 @@ type internal Kernels =
             ao <- ao + k * Dims.Get(aStrides, d)
             bo <- bo + k * Dims.Get(bStrides, d)
             d <- d - 1
+
         z.[i] <- Kernels.BinaryValue(op, a.[ao], b.[bo])
 
     /// z[i] = op(a[i], b[i]) for operands of one shape: no index arithmetic, and fewer arguments to launch.
@@ -179,15 +265,25 @@ type internal Kernels =
         z.[i] <- Kernels.BinaryValue(op, a.[i], b.[i])
 
     /// dst[i] = src[base + Σ index_d · strides_d] over the output shape: permute, expand and slice.
-    static member Gather (i: Index1D) (src: ArrayView<float32>) (dst: ArrayView<float32>) (rank: int) (shape: Dims) (strides: Dims) (offset: int) =
+    static member Gather
+        (i: Index1D)
+        (src: ArrayView<float32>)
+        (dst: ArrayView<float32>)
+        (rank: int)
+        (shape: Dims)
+        (strides: Dims)
+        (offset: int)
+        =
         let mutable rest = i.X
         let mutable o = offset
         let mutable d = rank - 1
+
         while d >= 0 do
             let size = Dims.Get(shape, d)
             o <- o + (rest % size) * Dims.Get(strides, d)
             rest <- rest / size
             d <- d - 1
+
         dst.[i] <- src.[o]
 
     /// One group per output of a tensor viewed as [outer, n, inner] (elements past `count` ignored): the
@@ -202,25 +298,47 @@ type internal Kernels =
         let r = g % inner
         let mutable acc = if isMax = 1 then Single.NegativeInfinity else 0.0f
         let mutable j = t
+
         while j < n do
             let e = (o * n + j) * inner + r
+
             if e < count then
                 let v = x.[e]
                 acc <- if isMax = 1 then MathF.Max(acc, v) else acc + v
+
             j <- j + Group.DimX
+
         shared.[t] <- acc
         Group.Barrier()
         let mutable half = Group.DimX / 2
+
         while half > 0 do
             if t < half then
                 let other = shared.[t + half]
-                shared.[t] <- if isMax = 1 then MathF.Max(shared.[t], other) else shared.[t] + other
+
+                shared.[t] <-
+                    if isMax = 1 then
+                        MathF.Max(shared.[t], other)
+                    else
+                        shared.[t] + other
+
             Group.Barrier()
             half <- half / 2
-        if t = 0 then dst.[g] <- shared.[0]
+
+        if t = 0 then
+            dst.[g] <- shared.[0]
 
     /// c[b, r, col] = Σₖ op(a)[b, r, k] · op(b)[b, k, col] (+ bias), one thread per output element.
-    static member MatMul (i: Index1D) (a: ArrayView<float32>) (b: ArrayView<float32>) (c: ArrayView<float32>) (bias: ArrayView<float32>) (dims: Dims) (transA: int) (transB: int) =
+    static member MatMul
+        (i: Index1D)
+        (a: ArrayView<float32>)
+        (b: ArrayView<float32>)
+        (c: ArrayView<float32>)
+        (bias: ArrayView<float32>)
+        (dims: Dims)
+        (transA: int)
+        (transB: int)
+        =
         // dims: m, n, k, a's row length, b's row length, a's batch stride, b's batch stride, bias per batch (0/1/2)
         let m = dims.D0
         let n = dims.D1
@@ -233,15 +351,28 @@ type internal Kernels =
         let aBase = batch * dims.D5
         let bBase = batch * dims.D6
         let mutable acc = 0.0f
+
         for j in 0 .. k - 1 do
-            let av = if transA = 1 then a.[aBase + j * lda + r] else a.[aBase + r * lda + j]
-            let bv = if transB = 1 then b.[bBase + col * ldb + j] else b.[bBase + j * ldb + col]
+            let av =
+                if transA = 1 then
+                    a.[aBase + j * lda + r]
+                else
+                    a.[aBase + r * lda + j]
+
+            let bv =
+                if transB = 1 then
+                    b.[bBase + col * ldb + j]
+                else
+                    b.[bBase + j * ldb + col]
+
             acc <- acc + av * bv
+
         let withBias =
             match dims.D7 with
             | 1 -> acc + bias.[col]
             | 2 -> acc + bias.[batch * n + col]
             | _ -> acc
+
         c.[i] <- withBias
 
     /// c[i] = the bias of c's column: bias[col] (perBatch = 0) or bias[batch·n + col] (perBatch = n), over
@@ -250,7 +381,15 @@ type internal Kernels =
         c.[i] <- bias.[(i.X / mn) * perBatch + i.X % n]
 
     /// dst[(o·m + j)·inner + r] = src[(o·n + indices[j])·inner + r].
-    static member IndexSelect (i: Index1D) (src: ArrayView<float32>) (dst: ArrayView<float32>) (indices: ArrayView<int>) (n: int) (m: int) (inner: int) =
+    static member IndexSelect
+        (i: Index1D)
+        (src: ArrayView<float32>)
+        (dst: ArrayView<float32>)
+        (indices: ArrayView<int>)
+        (n: int)
+        (m: int)
+        (inner: int)
+        =
         let r = i.X % inner
         let row = i.X / inner
         let o = row / m
@@ -259,9 +398,18 @@ type internal Kernels =
 
     /// One thread per (outer, inner): adds src's slices j into dst at indices[j], in the order of j (deterministic,
     /// the CPU backend's order).
-    static member IndexAdd (i: Index1D) (src: ArrayView<float32>) (dst: ArrayView<float32>) (indices: ArrayView<int>) (n: int) (m: int) (inner: int) =
+    static member IndexAdd
+        (i: Index1D)
+        (src: ArrayView<float32>)
+        (dst: ArrayView<float32>)
+        (indices: ArrayView<int>)
+        (n: int)
+        (m: int)
+        (inner: int)
+        =
         let o = i.X / inner
         let r = i.X % inner
+
         for j in 0 .. m - 1 do
             let t = (o * n + indices.[j]) * inner + r
             dst.[t] <- dst.[t] + src.[(o * m + j) * inner + r]
@@ -270,11 +418,21 @@ type internal Kernels =
     static member CheckFinite (i: Index1D) (x: ArrayView<float32>) (flag: ArrayView<int>) =
         let v = x.[i]
         // v − v is 0 for finite v and NaN for NaN or ±∞.
-        if not (v - v = 0.0f) then flag.[0] <- 0
+        if not (v - v = 0.0f) then
+            flag.[0] <- 0
 
     /// The fused Adam update of IBackend.AdamStep.
-    static member Adam (i: Index1D) (w: ArrayView<float32>) (g: ArrayView<float32>) (m: ArrayView<float32>) (v: ArrayView<float32>)
-                       (w2: ArrayView<float32>) (m2: ArrayView<float32>) (v2: ArrayView<float32>) (h: AdamHyper) =
+    static member Adam
+        (i: Index1D)
+        (w: ArrayView<float32>)
+        (g: ArrayView<float32>)
+        (m: ArrayView<float32>)
+        (v: ArrayView<float32>)
+        (w2: ArrayView<float32>)
+        (m2: ArrayView<float32>)
+        (v2: ArrayView<float32>)
+        (h: AdamHyper)
+        =
         let gv = g.[i]
         let mv = h.Beta1 * m.[i] + (1.0f - h.Beta1) * gv
         let vv = h.Beta2 * v.[i] + (1.0f - h.Beta2) * gv * gv
@@ -291,8 +449,16 @@ type internal Kernels =
         let e = i.X
         let struct (a, b, c, d) = Philox.block k0 k1 (uint32 (e >>> 2)) 0u 0u (uint32 normal)
         let lane = e &&& 3
+
         if normal = 0 then
-            dst.[i] <- Kernels.ToUnit(match lane with 0 -> a | 1 -> b | 2 -> c | _ -> d)
+            dst.[i] <-
+                Kernels.ToUnit(
+                    match lane with
+                    | 0 -> a
+                    | 1 -> b
+                    | 2 -> c
+                    | _ -> d
+                )
         else
             let first = lane < 2
             let r = Math.Sqrt(-2.0 * Math.Log(float (Kernels.ToUnitOpen(if first then a else c))))
@@ -300,49 +466,98 @@ type internal Kernels =
             dst.[i] <- float32 (if lane % 2 = 0 then r * Math.Cos t else r * Math.Sin t)
 
     /// Row i of fused tanh-Gaussian sampling: its actions and its log-density (TanhGaussianFormulas).
-    static member TanhGaussian (i: Index1D) (head: ArrayView<float32>) (eps: ArrayView<float32>) (action: ArrayView<float32>)
-                               (logProb: ArrayView<float32>) (args: TanhGaussianArgs) =
+    static member TanhGaussian
+        (i: Index1D)
+        (head: ArrayView<float32>)
+        (eps: ArrayView<float32>)
+        (action: ArrayView<float32>)
+        (logProb: ArrayView<float32>)
+        (args: TanhGaussianArgs)
+        =
         let a = args.Actions
         let mutable total = 0.0f
+
         for j in 0 .. a - 1 do
             let m, r, e = head.[i.X * 2 * a + j], head.[i.X * 2 * a + a + j], eps.[i.X * a + j]
             action.[i.X * a + j] <- TanhGaussianFormulas.Action(m, r, e, args.Lo, args.Hi)
             total <- total + TanhGaussianFormulas.LogProbTerm(m, r, e, args.Lo, args.Hi)
+
         logProb.[i] <- total
 
     /// Element i of the gradient of fused tanh-Gaussian sampling, in the head (rows of 2A: means, then log
     /// standard deviations) or in the noise (rows of A).
-    static member TanhGaussianGrad (i: Index1D) (head: ArrayView<float32>) (eps: ArrayView<float32>) (gAction: ArrayView<float32>)
-                                   (gLogProb: ArrayView<float32>) (dst: ArrayView<float32>) (args: TanhGaussianArgs) =
+    static member TanhGaussianGrad
+        (i: Index1D)
+        (head: ArrayView<float32>)
+        (eps: ArrayView<float32>)
+        (gAction: ArrayView<float32>)
+        (gLogProb: ArrayView<float32>)
+        (dst: ArrayView<float32>)
+        (args: TanhGaussianArgs)
+        =
         let a = args.Actions
         let width = if args.WrtNoise = 1 then a else 2 * a
         let row = i.X / width
         let col = i.X % width
         let j = if col < a then col else col - a
         let m, r, e = head.[row * 2 * a + j], head.[row * 2 * a + a + j], eps.[row * a + j]
-        let gA = if args.HasActionGrad = 1 then gAction.[row * a + j] else 0.0f
+
+        let gA =
+            if args.HasActionGrad = 1 then
+                gAction.[row * a + j]
+            else
+                0.0f
+
         let gL = if args.HasLogProbGrad = 1 then gLogProb.[row] else 0.0f
+
         dst.[i] <-
-            if args.WrtNoise = 1 then TanhGaussianFormulas.NoiseGrad(m, r, e, args.Lo, args.Hi, gA, gL)
-            elif col < a then TanhGaussianFormulas.MeanGrad(m, r, e, args.Lo, args.Hi, gA, gL)
-            else TanhGaussianFormulas.LogStdGrad(m, r, e, args.Lo, args.Hi, gA, gL)
+            if args.WrtNoise = 1 then
+                TanhGaussianFormulas.NoiseGrad(m, r, e, args.Lo, args.Hi, gA, gL)
+            elif col < a then
+                TanhGaussianFormulas.MeanGrad(m, r, e, args.Lo, args.Hi, gA, gL)
+            else
+                TanhGaussianFormulas.LogStdGrad(m, r, e, args.Lo, args.Hi, gA, gL)
 
     /// Element i of fused Gaussian-head sampling (GaussianHeadFormulas): head rows of 2D, samples rows of D.
-    static member GaussianHead (i: Index1D) (head: ArrayView<float32>) (hi: ArrayView<float32>) (lo: ArrayView<float32>) (eps: ArrayView<float32>)
-                               (dst: ArrayView<float32>) (d: int) =
+    static member GaussianHead
+        (i: Index1D)
+        (head: ArrayView<float32>)
+        (hi: ArrayView<float32>)
+        (lo: ArrayView<float32>)
+        (eps: ArrayView<float32>)
+        (dst: ArrayView<float32>)
+        (d: int)
+        =
         let row, j = i.X / d, i.X % d
         dst.[i] <- GaussianHeadFormulas.Sample(head.[row * 2 * d + j], head.[row * 2 * d + d + j], hi.[j], lo.[j], eps.[i])
 
     /// Element i of the gradient of fused Gaussian-head sampling in one input: 0 the head (rows of 2D), 1 the upper
     /// bound, 2 the lower bound, 3 the noise (rows of D, per row).
-    static member GaussianHeadGrad (i: Index1D) (head: ArrayView<float32>) (hi: ArrayView<float32>) (lo: ArrayView<float32>) (eps: ArrayView<float32>)
-                                   (g: ArrayView<float32>) (dst: ArrayView<float32>) (d: int) (input: int) =
+    static member GaussianHeadGrad
+        (i: Index1D)
+        (head: ArrayView<float32>)
+        (hi: ArrayView<float32>)
+        (lo: ArrayView<float32>)
+        (eps: ArrayView<float32>)
+        (g: ArrayView<float32>)
+        (dst: ArrayView<float32>)
+        (d: int)
+        (input: int)
+        =
         let width = if input = 0 then 2 * d else d
         let row, c = i.X / width, i.X % width
         let j = c % d
         let r, x, gk = head.[row * 2 * d + d + j], eps.[row * d + j], g.[row * d + j]
+
         dst.[i] <-
-            if input = 0 then (if c < d then gk else GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk))
-            elif input = 1 then GaussianHeadFormulas.MaxGrad(r, hi.[j], lo.[j], x, gk)
-            elif input = 2 then GaussianHeadFormulas.MinGrad(r, hi.[j], lo.[j], x, gk)
-            else GaussianHeadFormulas.NoiseGrad(r, hi.[j], lo.[j], gk)
+            if input = 0 then
+                (if c < d then
+                     gk
+                 else
+                     GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk))
+            elif input = 1 then
+                GaussianHeadFormulas.MaxGrad(r, hi.[j], lo.[j], x, gk)
+            elif input = 2 then
+                GaussianHeadFormulas.MinGrad(r, hi.[j], lo.[j], x, gk)
+            else
+                GaussianHeadFormulas.NoiseGrad(r, hi.[j], lo.[j], gk)

@@ -19,7 +19,8 @@ module internal CudaDriver =
     extern int cuMemcpyHtoDAsync_v2(uint64 destination, nativeint source, unativeint bytes, nativeint stream)
 
     let check (call: string) (status: int) =
-        if status <> 0 then raise (InvalidOperationException(sprintf "%s failed with CUDA error %d" call status))
+        if status <> 0 then
+            raise (InvalidOperationException(sprintf "%s failed with CUDA error %d" call status))
 
 /// A ring of page-locked host memory through which small uploads are queued on the stream without waiting:
 /// values are copied into the ring and the device copy is queued behind the kernels before it. When the ring
@@ -28,20 +29,25 @@ module internal CudaDriver =
 type internal StagingRing(capacity: int64, stream: nativeint, synchronize: unit -> unit) =
     let start =
         let mutable p = 0n
-        CudaDriver.cuMemAllocHost_v2(&p, unativeint capacity) |> CudaDriver.check "cuMemAllocHost"
+        CudaDriver.cuMemAllocHost_v2 (&p, unativeint capacity) |> CudaDriver.check "cuMemAllocHost"
         p
+
     let mutable offset = 0L
     let mutable disposed = false
 
     /// Reserves `bytes` of the ring (aligned to 256 bytes), waiting for the device when it wraps; None when
     /// the upload is larger than the ring.
     member private this.Reserve(bytes: int64) =
-        if bytes > capacity then None
+        if bytes > capacity then
+            None
         else
-            if disposed then raise (ObjectDisposedException "StagingRing")
+            if disposed then
+                raise (ObjectDisposedException "StagingRing")
+
             if offset + bytes > capacity then
                 synchronize ()
                 offset <- 0L
+
             let at = start + nativeint offset
             offset <- offset + ((bytes + 255L) &&& ~~~255L)
             Some at
@@ -51,10 +57,14 @@ type internal StagingRing(capacity: int64, stream: nativeint, synchronize: unit 
     member private this.Queue(count: int, destination: nativeint, write: nativeint -> unit) =
         lock this (fun () ->
             let bytes = int64 count * 4L
+
             match this.Reserve bytes with
             | Some at ->
                 write at
-                CudaDriver.cuMemcpyHtoDAsync_v2(uint64 destination, at, unativeint bytes, stream) |> CudaDriver.check "cuMemcpyHtoDAsync"
+
+                CudaDriver.cuMemcpyHtoDAsync_v2 (uint64 destination, at, unativeint bytes, stream)
+                |> CudaDriver.check "cuMemcpyHtoDAsync"
+
                 true
             | None -> false)
 

@@ -22,137 +22,196 @@ let private checkProduct (ta: bool) (tb: bool) (batches: int) (m: int) (k: int) 
     let av, bv, cv = a.ToArray(), b.ToArray(), c.ToArray()
     let u = Math.Pow(2.0, -24.0)
     let gamma = float k * u / (1.0 - float k * u)
+
     for bi in 0 .. max 1 batches - 1 do
         for i in 0 .. m - 1 do
             for j in 0 .. n - 1 do
                 let mutable exact = 0.0
                 let mutable absSum = 0.0
+
                 for p in 0 .. k - 1 do
                     let x = float av.[bi * m * k + (if ta then p * m + i else i * k + p)]
                     let y = float bv.[bi * k * n + (if tb then j * k + p else p * n + j)]
                     exact <- exact + x * y
                     absSum <- absSum + abs (x * y)
+
                 let got = float cv.[(bi * m + i) * n + j]
                 // The inputs themselves are exact float32 values, so only the summation rounds.
                 if abs (got - exact) > gamma * absSum + 1e-30 then
-                    failtestf "product %dx%dx%d (batches %d, transA %b, transB %b): element (%d,%d) is %g, exact %g, bound %g"
-                        m k n batches ta tb i j got exact (gamma * absSum)
+                    failtestf
+                        "product %dx%dx%d (batches %d, transA %b, transB %b): element (%d,%d) is %g, exact %g, bound %g"
+                        m
+                        k
+                        n
+                        batches
+                        ta
+                        tb
+                        i
+                        j
+                        got
+                        exact
+                        (gamma * absSum)
 
 let tests =
-    testList "engine" [
-        test "softplus holds float32 accuracy over the whole range, down to x = -87 (CPU kernel and scalar formula)" {
-            // A few float32 roundings: 4e-7 relative would do; 2e-6 leaves room for exp's and log's own error.
-            // Without log1p, 1 + eˣ rounds to 1 for x ≤ -17 (softplus 0) and is 17% off at x = -15.
-            let kernel = (Tensor.ofArray [| softplusGrid.Length |] softplusGrid |> Tensor.softplus).ToArray()
-            Expect.isLessThan (softplusWorstError kernel) 2e-6 "CPU kernel"
-            Expect.isLessThan (softplusWorstError (softplusGrid |> Array.map ScalarMath.Softplus)) 2e-6 "ScalarMath.Softplus"
-            Expect.isGreaterThan (Tensor.softplus (Tensor.scalar -30.0f) |> Tensor.toScalar) 0.0f "no underflow to 0 at x = -30"
-        }
-        testPropertyWithConfig configFew "SGEMM matches the float64 product within the rounding bound (edge tiles, transposes, batches)" (fun () ->
-            Prop.forAll (Arb.fromGen (genProduct 40 40 70)) (fun (m, k, n, ta, tb, batches) -> checkProduct ta tb batches m k n (m + 7 * k + 13 * n)))
+    testList
+        "engine"
+        [
+            test "softplus holds float32 accuracy over the whole range, down to x = -87 (CPU kernel and scalar formula)" {
+                // A few float32 roundings: 4e-7 relative would do; 2e-6 leaves room for exp's and log's own error.
+                // Without log1p, 1 + eˣ rounds to 1 for x ≤ -17 (softplus 0) and is 17% off at x = -15.
+                let kernel = (Tensor.ofArray [| softplusGrid.Length |] softplusGrid |> Tensor.softplus).ToArray()
+                Expect.isLessThan (softplusWorstError kernel) 2e-6 "CPU kernel"
+                Expect.isLessThan (softplusWorstError (softplusGrid |> Array.map ScalarMath.Softplus)) 2e-6 "ScalarMath.Softplus"
+                Expect.isGreaterThan (Tensor.softplus (Tensor.scalar -30.0f) |> Tensor.toScalar) 0.0f "no underflow to 0 at x = -30"
+            }
+            testPropertyWithConfig
+                configFew
+                "SGEMM matches the float64 product within the rounding bound (edge tiles, transposes, batches)"
+                (fun () ->
+                    Prop.forAll (Arb.fromGen (genProduct 40 40 70)) (fun (m, k, n, ta, tb, batches) ->
+                        checkProduct ta tb batches m k n (m + 7 * k + 13 * n)))
 
-        test "SGEMM across several k-blocks and m-blocks" {
-            checkProduct false false 0 300 530 45 1
-            checkProduct true true 2 150 270 33 2
-        }
+            test "SGEMM across several k-blocks and m-blocks" {
+                checkProduct false false 0 300 530 45 1
+                checkProduct true true 2 150 270 33 2
+            }
 
-        test "bias is added to every row of the fused product" {
-            let x = uniform 3 [| 5; 4 |] -1.0f 1.0f
-            let w = uniform 4 [| 4; 3 |] -1.0f 1.0f
-            let b = Tensor.ofArray [| 3 |] [| 1.0f; -2.0f; 0.5f |]
-            let fused = (Tensor.linear x w b).ToArray()
-            let plain = (Tensor.matmul x w + b).ToArray()
-            Expect.sequenceEqual fused plain "linear equals matmul + broadcast bias exactly"
-        }
+            test "bias is added to every row of the fused product" {
+                let x = uniform 3 [| 5; 4 |] -1.0f 1.0f
+                let w = uniform 4 [| 4; 3 |] -1.0f 1.0f
+                let b = Tensor.ofArray [| 3 |] [| 1.0f; -2.0f; 0.5f |]
+                let fused = (Tensor.linear x w b).ToArray()
+                let plain = (Tensor.matmul x w + b).ToArray()
+                Expect.sequenceEqual fused plain "linear equals matmul + broadcast bias exactly"
+            }
 
-        test "Philox4x32-10 reproduces Random123's known-answer vectors" {
-            let check (k0, k1) (c0, c1, c2, c3) expected =
-                let struct (a, b, c, d) = Philox.block k0 k1 c0 c1 c2 c3
-                Expect.equal [| a; b; c; d |] expected (sprintf "philox(%x,%x)" k0 k1)
-            check (0u, 0u) (0u, 0u, 0u, 0u) [| 0x6627e8d5u; 0xe169c58du; 0xbc57ac4cu; 0x9b00dbd8u |]
-            check (0xffffffffu, 0xffffffffu) (0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu) [| 0x408f276du; 0x41c83b0eu; 0xa20bc7c6u; 0x6d5451fdu |]
-            check (0xa4093822u, 0x299f31d0u) (0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u) [| 0xd16cfe09u; 0x94fdccebu; 0x5001e420u; 0x24126ea1u |]
-        }
+            test "Philox4x32-10 reproduces Random123's known-answer vectors" {
+                let check (k0, k1) (c0, c1, c2, c3) expected =
+                    let struct (a, b, c, d) = Philox.block k0 k1 c0 c1 c2 c3
+                    Expect.equal [| a; b; c; d |] expected (sprintf "philox(%x,%x)" k0 k1)
 
-        test "random tensors: same key same values, split keys differ, moments are right" {
-            let k = key 42
-            Expect.sequenceEqual ((Tensor.randn k [| 1000 |]).ToArray()) ((Tensor.randn k [| 1000 |]).ToArray()) "same key, same values"
-            let k1, k2 = RandomKey.split2 k
-            Expect.notEqual ((Tensor.randn k1 [| 8 |]).ToArray()) ((Tensor.randn k2 [| 8 |]).ToArray()) "split keys give different streams"
-            let n = 200_000
-            let z = (Tensor.randn k [| n |]).ToArray() |> Array.map float
-            let mean = Array.average z
-            let var = z |> Array.averageBy (fun x -> (x - mean) ** 2.0)
-            // Standard errors: mean 1/√n ≈ 0.0022, variance √(2/n) ≈ 0.0032; allow five of them.
-            Expect.isLessThan (abs mean) 0.011 "normal mean ≈ 0"
-            Expect.isLessThan (abs (var - 1.0)) 0.016 "normal variance ≈ 1"
-            let u = (Tensor.rand k [| n |]).ToArray()
-            Expect.isTrue (u |> Array.forall (fun x -> x >= 0.0f && x < 1.0f)) "uniform in [0, 1)"
-            Expect.isLessThan (abs (Array.averageBy float u - 0.5)) 0.0033 "uniform mean ≈ 1/2 (5 standard errors)"
-            let prefix = (Tensor.randn k [| 13 |]).ToArray()
-            Expect.sequenceEqual prefix ((Tensor.randn k [| 1000 |]).ToArray().[.. 12]) "element i depends only on (key, i)"
-        }
+                check (0u, 0u) (0u, 0u, 0u, 0u) [| 0x6627e8d5u; 0xe169c58du; 0xbc57ac4cu; 0x9b00dbd8u |]
 
-        test "permutations are permutations" {
-            let p = RandomKey.permutation 1000 (key 5)
-            Expect.sequenceEqual (Array.sort p) [| 0 .. 999 |] "every index once"
-            Expect.notEqual p [| 0 .. 999 |] "not the identity"
-        }
+                check
+                    (0xffffffffu, 0xffffffffu)
+                    (0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu)
+                    [| 0x408f276du; 0x41c83b0eu; 0xa20bc7c6u; 0x6d5451fdu |]
 
-        testSequenced <| test "same seed gives identical bits on 1 and 2 threads" {
-            let workload () =
-                let k = key 11
-                let ks = RandomKey.split 4 k
-                let mlp = Maac.Nn.Mlp.init ks.[0] [| 37; 300; 129; 5 |] Maac.Nn.Activation.Silu
-                let x = Tensor.randn ks.[1] [| 513; 37 |]
-                let loss (p: Maac.Nn.Mlp) = Maac.Nn.Mlp.forward p x |> Tensor.tanh |> Tensor.mean
-                let v, g = Diff.valueAndGradParams loss mlp
-                let big = Tensor.randn ks.[2] [| 70_000 |]
-                let reductions = [| Tensor.sum big; Tensor.sumAxis 0 false (Tensor.reshape [| 700; 100 |] big); Tensor.exp big |]
-                Array.concat [ [| v |]; Parameters.tensors g; reductions ] |> Array.collect (fun t -> t.ToArray()) |> Array.map BitConverter.SingleToInt32Bits
-            let before = CpuSettings.Threads
-            try
-                CpuSettings.Threads <- 1
-                let one = workload ()
-                CpuSettings.Threads <- 2
-                let two = workload ()
-                Expect.sequenceEqual two one "bit-identical results"
-            finally
-                CpuSettings.Threads <- before
-        }
+                check
+                    (0xa4093822u, 0x299f31d0u)
+                    (0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u)
+                    [| 0xd16cfe09u; 0x94fdccebu; 0x5001e420u; 0x24126ea1u |]
+            }
 
-        test "CPU release scopes: what is not kept is released and refuses use, and its array serves the next tensor at once" {
-            let be = Backends.Get Device.Cpu
-            let length = 7_907 // a length no other test uses, above the pool's minimum
-            checkReleaseScopes be length
-            // Both arrays of `length` released above are in the pool: the next tensors of that length take them
-            // instead of allocating (a fresh array alone would be 4·length bytes).
-            let allocated = GC.GetAllocatedBytesForCurrentThread()
-            let again = be.Full([| length |], 5.0f)
-            Expect.isLessThan (GC.GetAllocatedBytesForCurrentThread() - allocated) (int64 length) "no fresh array"
-            Expect.allEqual (again.ToArray()) 5.0f "with its own values"
-        }
+            test "random tensors: same key same values, split keys differ, moments are right" {
+                let k = key 42
+                Expect.sequenceEqual ((Tensor.randn k [| 1000 |]).ToArray()) ((Tensor.randn k [| 1000 |]).ToArray()) "same key, same values"
+                let k1, k2 = RandomKey.split2 k
 
-        test "the counting backend counts each raw operation by kind and gives the inner backend's results" {
-            let counter = CountingBackend(Backends.Get Device.Cpu)
-            let valueAndGrad () =
-                let x = Tensor.ofArray [| 2; 3 |] [| 1.0f; -2.0f; 3.0f; 0.5f; -0.5f; 2.0f |]
-                Diff.valueAndGrad (fun x -> Tensor.sum (Tensor.exp x * x)) x
-                |> fun (v, g) -> Array.append (v.ToArray()) (g.ToArray())
-            let plain = valueAndGrad ()
-            let counted = using (Backends.Use counter) (fun _ -> valueAndGrad ())
-            Expect.sequenceEqual counted plain "same values through the counter"
-            let calls = counter.Counts |> Array.map (fun c -> c.Operation, c.Calls) |> Map.ofArray
-            // Forward: ofArray, exp, mul, sumAll; backward: the seed (full), expand, two muls, exp's gradient, one add.
-            Expect.equal calls
-                (Map.ofList [ "ofArray", 1L; "unary Exp", 1L; "binary mul", 3L; "sumAll", 1L; "full", 1L; "expand", 1L; "unaryGrad Exp", 1L; "binary add", 1L ])
-                "calls by kind"
-            Expect.equal counter.Total 10L "total"
-            let expElements = counter.Counts |> Array.find (fun c -> c.Operation = "unary Exp")
-            Expect.equal expElements.Elements 6L "elements of exp"
-            counter.Reset()
-            Expect.equal counter.Total 0L "reset"
-            Expect.throwsT<ArgumentException> (fun () -> (counter :> IBackend).Unary(Exp, (Backends.Get Device.Cpu).Full([| 1 |], 0.0f)) |> ignore)
-                "a tensor made outside the counter is refused"
-        }
-    ]
+                Expect.notEqual
+                    ((Tensor.randn k1 [| 8 |]).ToArray())
+                    ((Tensor.randn k2 [| 8 |]).ToArray())
+                    "split keys give different streams"
+
+                let n = 200_000
+                let z = (Tensor.randn k [| n |]).ToArray() |> Array.map float
+                let mean = Array.average z
+                let var = z |> Array.averageBy (fun x -> (x - mean) ** 2.0)
+                // Standard errors: mean 1/√n ≈ 0.0022, variance √(2/n) ≈ 0.0032; allow five of them.
+                Expect.isLessThan (abs mean) 0.011 "normal mean ≈ 0"
+                Expect.isLessThan (abs (var - 1.0)) 0.016 "normal variance ≈ 1"
+                let u = (Tensor.rand k [| n |]).ToArray()
+                Expect.isTrue (u |> Array.forall (fun x -> x >= 0.0f && x < 1.0f)) "uniform in [0, 1)"
+                Expect.isLessThan (abs (Array.averageBy float u - 0.5)) 0.0033 "uniform mean ≈ 1/2 (5 standard errors)"
+                let prefix = (Tensor.randn k [| 13 |]).ToArray()
+                Expect.sequenceEqual prefix ((Tensor.randn k [| 1000 |]).ToArray().[..12]) "element i depends only on (key, i)"
+            }
+
+            test "permutations are permutations" {
+                let p = RandomKey.permutation 1000 (key 5)
+                Expect.sequenceEqual (Array.sort p) [| 0..999 |] "every index once"
+                Expect.notEqual p [| 0..999 |] "not the identity"
+            }
+
+            testSequenced
+            <| test "same seed gives identical bits on 1 and 2 threads" {
+                let workload () =
+                    let k = key 11
+                    let ks = RandomKey.split 4 k
+                    let mlp = Maac.Nn.Mlp.init ks.[0] [| 37; 300; 129; 5 |] Maac.Nn.Activation.Silu
+                    let x = Tensor.randn ks.[1] [| 513; 37 |]
+                    let loss (p: Maac.Nn.Mlp) = Maac.Nn.Mlp.forward p x |> Tensor.tanh |> Tensor.mean
+                    let v, g = Diff.valueAndGradParams loss mlp
+                    let big = Tensor.randn ks.[2] [| 70_000 |]
+
+                    let reductions =
+                        [| Tensor.sum big; Tensor.sumAxis 0 false (Tensor.reshape [| 700; 100 |] big); Tensor.exp big |]
+
+                    Array.concat [ [| v |]; Parameters.tensors g; reductions ]
+                    |> Array.collect (fun t -> t.ToArray())
+                    |> Array.map BitConverter.SingleToInt32Bits
+
+                let before = CpuSettings.Threads
+
+                try
+                    CpuSettings.Threads <- 1
+                    let one = workload ()
+                    CpuSettings.Threads <- 2
+                    let two = workload ()
+                    Expect.sequenceEqual two one "bit-identical results"
+                finally
+                    CpuSettings.Threads <- before
+            }
+
+            test "CPU release scopes: what is not kept is released and refuses use, and its array serves the next tensor at once" {
+                let be = Backends.Get Device.Cpu
+                let length = 7_907 // a length no other test uses, above the pool's minimum
+                checkReleaseScopes be length
+                // Both arrays of `length` released above are in the pool: the next tensors of that length take them
+                // instead of allocating (a fresh array alone would be 4·length bytes).
+                let allocated = GC.GetAllocatedBytesForCurrentThread()
+                let again = be.Full([| length |], 5.0f)
+                Expect.isLessThan (GC.GetAllocatedBytesForCurrentThread() - allocated) (int64 length) "no fresh array"
+                Expect.allEqual (again.ToArray()) 5.0f "with its own values"
+            }
+
+            test "the counting backend counts each raw operation by kind and gives the inner backend's results" {
+                let counter = CountingBackend(Backends.Get Device.Cpu)
+
+                let valueAndGrad () =
+                    let x = Tensor.ofArray [| 2; 3 |] [| 1.0f; -2.0f; 3.0f; 0.5f; -0.5f; 2.0f |]
+
+                    Diff.valueAndGrad (fun x -> Tensor.sum (Tensor.exp x * x)) x
+                    |> fun (v, g) -> Array.append (v.ToArray()) (g.ToArray())
+
+                let plain = valueAndGrad ()
+                let counted = using (Backends.Use counter) (fun _ -> valueAndGrad ())
+                Expect.sequenceEqual counted plain "same values through the counter"
+                let calls = counter.Counts |> Array.map (fun c -> c.Operation, c.Calls) |> Map.ofArray
+                // Forward: ofArray, exp, mul, sumAll; backward: the seed (full), expand, two muls, exp's gradient, one add.
+                Expect.equal
+                    calls
+                    (Map.ofList
+                        [
+                            "ofArray", 1L
+                            "unary Exp", 1L
+                            "binary mul", 3L
+                            "sumAll", 1L
+                            "full", 1L
+                            "expand", 1L
+                            "unaryGrad Exp", 1L
+                            "binary add", 1L
+                        ])
+                    "calls by kind"
+
+                Expect.equal counter.Total 10L "total"
+                let expElements = counter.Counts |> Array.find (fun c -> c.Operation = "unary Exp")
+                Expect.equal expElements.Elements 6L "elements of exp"
+                counter.Reset()
+                Expect.equal counter.Total 0L "reset"
+
+                Expect.throwsT<ArgumentException>
+                    (fun () -> (counter :> IBackend).Unary(Exp, (Backends.Get Device.Cpu).Full([| 1 |], 0.0f)) |> ignore)
+                    "a tensor made outside the counter is refused"
+            }
+        ]

@@ -14,15 +14,22 @@ open Maac.Cuda
 open Maac.Tests.Support
 
 let private cpu = Backends.Get Device.Cpu
-let private random (seed: int) (shape: int[]) = cpu.Random(Uniform, key seed, shape) |> fun r -> cpu.Scalar(AddScalar -0.5f, cpu.Scalar(MulScalar 4.0f, r))
+
+let private random (seed: int) (shape: int[]) =
+    cpu.Random(Uniform, key seed, shape)
+    |> fun r -> cpu.Scalar(AddScalar -0.5f, cpu.Scalar(MulScalar 4.0f, r))
 
 /// |gpu − cpu| ≤ abs + rel·|cpu| elementwise, with the same shape.
 let private close (what: string) (absTol: float32) (relTol: float32) (expected: RawTensor) (actual: RawTensor) =
     Expect.equal actual.Shape expected.Shape (what + ": shape")
     let e, a = expected.ToArray(), actual.ToArray()
+
     for i in 0 .. e.Length - 1 do
-        let ok = (Single.IsNaN e.[i] && Single.IsNaN a.[i]) || abs (a.[i] - e.[i]) <= absTol + relTol * abs e.[i]
-        if not ok then failtestf "%s: element %d is %g on the GPU backend, %g on the CPU" what i a.[i] e.[i]
+        let ok =
+            (Single.IsNaN e.[i] && Single.IsNaN a.[i]) || abs (a.[i] - e.[i]) <= absTol + relTol * abs e.[i]
+
+        if not ok then
+            failtestf "%s: element %d is %g on the GPU backend, %g on the CPU" what i a.[i] e.[i]
 
 // Element formulas are the same arithmetic, but exp/log/tanh/sin/cos come from different libraries
 // (TensorPrimitives vs MathF): a few ulps apart, so relative 1e-5 (≈ 80 ulps) and absolute 1e-6 near zero.
@@ -35,237 +42,456 @@ let private dropNew (g: IBackend) (length: int) = g.Full([| length |], 1.0f) |> 
 /// The suite for one GPU backend (created on first use, once for the whole run).
 let private suite (name: string) (gpu: Lazy<GpuBackend>) =
     let onGpu (t: RawTensor) = (gpu.Value :> IBackend).OfArray(t.ToArray(), t.Shape)
-    testList name [
-        test "softplus holds float32 accuracy down to x = -87" {
-            let x = (gpu.Value :> IBackend).OfArray(softplusGrid, [| softplusGrid.Length |])
-            Expect.isLessThan (softplusWorstError ((gpu.Value :> IBackend).Unary(Softplus, x).ToArray())) 2e-6 "GPU kernel"
-        }
-        testPropertyWithConfig configFew "unary operations and their gradient kernels match the CPU backend" (fun () ->
-            Prop.forAll arbShapeSeed (fun c ->
-                let shape, seed = c.Shape, c.Seed
-                let x = random seed shape
-                let g = random (seed + 1) shape
-                for op in [ Neg; Exp; Log; Sqrt; Abs; Sign; Square; Reciprocal; UnaryOp.Relu; UnaryOp.Silu; UnaryOp.Tanh; Sigmoid; Softplus; Sin; Cos ] do
-                    // Log, Sqrt and Reciprocal on positive inputs (away from their poles).
-                    let x = match op with Log | Sqrt | Reciprocal -> cpu.Scalar(AddScalar 2.5f, x) | _ -> x
-                    let y = cpu.Unary(op, x)
+
+    testList
+        name
+        [
+            test "softplus holds float32 accuracy down to x = -87" {
+                let x = (gpu.Value :> IBackend).OfArray(softplusGrid, [| softplusGrid.Length |])
+                Expect.isLessThan (softplusWorstError ((gpu.Value :> IBackend).Unary(Softplus, x).ToArray())) 2e-6 "GPU kernel"
+            }
+            testPropertyWithConfig configFew "unary operations and their gradient kernels match the CPU backend" (fun () ->
+                Prop.forAll arbShapeSeed (fun c ->
+                    let shape, seed = c.Shape, c.Seed
+                    let x = random seed shape
+                    let g = random (seed + 1) shape
+
+                    for op in
+                        [
+                            Neg
+                            Exp
+                            Log
+                            Sqrt
+                            Abs
+                            Sign
+                            Square
+                            Reciprocal
+                            UnaryOp.Relu
+                            UnaryOp.Silu
+                            UnaryOp.Tanh
+                            Sigmoid
+                            Softplus
+                            Sin
+                            Cos
+                        ] do
+                        // Log, Sqrt and Reciprocal on positive inputs (away from their poles).
+                        let x =
+                            match op with
+                            | Log
+                            | Sqrt
+                            | Reciprocal -> cpu.Scalar(AddScalar 2.5f, x)
+                            | _ -> x
+
+                        let y = cpu.Unary(op, x)
+                        let absT, relT = elementTol
+                        close (sprintf "%A" op) absT relT y ((gpu.Value :> IBackend).Unary(op, onGpu x))
+
+                        close
+                            (sprintf "%A gradient" op)
+                            absT
+                            relT
+                            (cpu.UnaryGrad(op, x, y, g))
+                            ((gpu.Value :> IBackend).UnaryGrad(op, onGpu x, onGpu y, onGpu g))
+
+                    true))
+
+            testPropertyWithConfig configFew "scalar and broadcast binary operations match the CPU backend" (fun () ->
+                Prop.forAll arbPairSeed (fun c ->
+                    let sa, sb, seed = c.A, c.B, c.Seed
+                    let a, b = random seed sa, random (seed + 1) sb
+                    let g = random (seed + 2) sa
                     let absT, relT = elementTol
-                    close (sprintf "%A" op) absT relT y ((gpu.Value :> IBackend).Unary(op, onGpu x))
-                    close (sprintf "%A gradient" op) absT relT (cpu.UnaryGrad(op, x, y, g)) ((gpu.Value :> IBackend).UnaryGrad(op, onGpu x, onGpu y, onGpu g))
-                true))
 
-        testPropertyWithConfig configFew "scalar and broadcast binary operations match the CPU backend" (fun () ->
-            Prop.forAll arbPairSeed (fun c ->
-                let sa, sb, seed = c.A, c.B, c.Seed
-                let a, b = random seed sa, random (seed + 1) sb
-                let g = random (seed + 2) sa
-                let absT, relT = elementTol
-                for op in [ AddScalar 0.5f; MulScalar -2.0f; PowScalar 2.0f; PowScalar 3.0f; Clamp (-0.5f, 0.7f) ] do
-                    close (sprintf "%A" op) absT relT (cpu.Scalar(op, a)) ((gpu.Value :> IBackend).Scalar(op, onGpu a))
-                    close (sprintf "%A gradient" op) absT relT (cpu.ScalarGrad(op, a, g)) ((gpu.Value :> IBackend).ScalarGrad(op, onGpu a, onGpu g))
-                let positive = cpu.Scalar(AddScalar 2.5f, a)
-                // The same shape on both sides takes the GPU's kernel without index arithmetic.
-                let sameShape = random (seed + 3) sa
-                for op in [ Add; Sub; Mul; Div; Pow; Atan2; Maximum; Minimum; Greater; GreaterEqual; Equal ] do
-                    let left = if op = Pow then positive else a
-                    close (BinaryOp.name op) absT relT (cpu.Binary(op, left, b)) ((gpu.Value :> IBackend).Binary(op, onGpu left, onGpu b))
-                    close (BinaryOp.name op + ", same shapes") absT relT (cpu.Binary(op, left, sameShape)) ((gpu.Value :> IBackend).Binary(op, onGpu left, onGpu sameShape))
-                true))
+                    for op in [ AddScalar 0.5f; MulScalar -2.0f; PowScalar 2.0f; PowScalar 3.0f; Clamp(-0.5f, 0.7f) ] do
+                        close (sprintf "%A" op) absT relT (cpu.Scalar(op, a)) ((gpu.Value :> IBackend).Scalar(op, onGpu a))
 
-        testPropertyWithConfig configFew "reductions, reshape, permute, expand, concat, slice, index select and index add match" (fun () ->
-            Prop.forAll arbShapeSeed (fun c ->
-                let shape, seed = c.Shape, c.Seed
-                let x = random seed shape
-                let gx = onGpu x
+                        close
+                            (sprintf "%A gradient" op)
+                            absT
+                            relT
+                            (cpu.ScalarGrad(op, a, g))
+                            ((gpu.Value :> IBackend).ScalarGrad(op, onGpu a, onGpu g))
+
+                    let positive = cpu.Scalar(AddScalar 2.5f, a)
+                    // The same shape on both sides takes the GPU's kernel without index arithmetic.
+                    let sameShape = random (seed + 3) sa
+
+                    for op in [ Add; Sub; Mul; Div; Pow; Atan2; Maximum; Minimum; Greater; GreaterEqual; Equal ] do
+                        let left = if op = Pow then positive else a
+
+                        close
+                            (BinaryOp.name op)
+                            absT
+                            relT
+                            (cpu.Binary(op, left, b))
+                            ((gpu.Value :> IBackend).Binary(op, onGpu left, onGpu b))
+
+                        close
+                            (BinaryOp.name op + ", same shapes")
+                            absT
+                            relT
+                            (cpu.Binary(op, left, sameShape))
+                            ((gpu.Value :> IBackend).Binary(op, onGpu left, onGpu sameShape))
+
+                    true))
+
+            testPropertyWithConfig
+                configFew
+                "reductions, reshape, permute, expand, concat, slice, index select and index add match"
+                (fun () ->
+                    Prop.forAll arbShapeSeed (fun c ->
+                        let shape, seed = c.Shape, c.Seed
+                        let x = random seed shape
+                        let gx = onGpu x
+                        let g = gpu.Value :> IBackend
+                        let r = shape.Length
+                        // Sums are accumulated in another order (SIMD lanes on the CPU): within n·ε of the sum of magnitudes.
+                        let sumTol = 1e-5f * float32 (max 1 x.Numel)
+
+                        for axis in 0 .. r - 1 do
+                            close (sprintf "sum over %d" axis) sumTol 1e-5f (cpu.SumAxis(x, axis, false)) (g.SumAxis(gx, axis, false))
+
+                            if shape.[axis] > 0 then
+                                close (sprintf "max over %d" axis) 0.0f 0.0f (cpu.MaxAxis(x, axis, true)) (g.MaxAxis(gx, axis, true))
+
+                        close "sum of all" sumTol 1e-5f (cpu.SumAll x) (g.SumAll gx)
+                        close "reshape" 0.0f 0.0f (cpu.Reshape(x, [| x.Numel |])) (g.Reshape(gx, [| x.Numel |]))
+                        let perm = Array.init r (fun i -> r - 1 - i)
+                        close "permute" 0.0f 0.0f (cpu.Permute(x, perm)) (g.Permute(gx, perm))
+                        let bigger = Array.append [| 2 |] shape
+                        close "expand" 0.0f 0.0f (cpu.Expand(x, bigger)) (g.Expand(gx, bigger))
+                        let axis = if r = 0 then 0 else seed % r
+
+                        if r > 0 then
+                            close "concat" 0.0f 0.0f (cpu.Concat([| x; x |], axis)) (g.Concat([| gx; gx |], axis))
+
+                        let n = if r = 0 then 0 else shape.[axis]
+
+                        if n > 0 then
+                            close "slice" 0.0f 0.0f (cpu.Slice(x, axis, n / 2, n - n / 2)) (g.Slice(gx, axis, n / 2, n - n / 2))
+                            let idx = [| n - 1; 0; n / 2; n - 1 |]
+                            let sel = cpu.IndexSelect(x, axis, idx)
+                            close "indexSelect" 0.0f 0.0f sel (g.IndexSelect(gx, axis, idx))
+                            // Repeated indices accumulate in the same order on both backends: equal bits.
+                            close "indexAdd" 0.0f 0.0f (cpu.IndexAdd(shape, axis, idx, sel)) (g.IndexAdd(shape, axis, idx, onGpu sel))
+                            // A run of consecutive indices is a slice (and its gradient): the GPU takes another path.
+                            let run = [| n / 2 .. n - 1 |]
+                            let selRun = cpu.IndexSelect(x, axis, run)
+                            close "indexSelect of a run" 0.0f 0.0f selRun (g.IndexSelect(gx, axis, run))
+
+                            close
+                                "indexAdd of a run"
+                                0.0f
+                                0.0f
+                                (cpu.IndexAdd(shape, axis, run, selRun))
+                                (g.IndexAdd(shape, axis, run, onGpu selRun))
+
+                        true))
+
+            testPropertyWithConfig configFew "matrix products (transposes, batches, bias) match within the rounding bound" (fun () ->
+                Prop.forAll
+                    (Arb.fromGen (Gen.zip (genProduct 20 30 20) (Gen.elements [ false; true ])))
+                    (fun ((m, k, n, ta, tb, batches), withBias) ->
+                        let lead = if batches = 0 then [||] else [| batches |]
+                        let a = random (m + k) (Array.append lead (if ta then [| k; m |] else [| m; k |]))
+                        let b = random (k + n) (Array.append lead (if tb then [| n; k |] else [| k; n |]))
+                        let bias = if withBias then random n [| n |] else null
+                        // Inputs in [−2, 2]: each product is a k-term sum of terms ≤ 4 in magnitude, rounded differently
+                        // (blocked SIMD vs sequential): |error| ≤ 2·k·ε·Σ|terms| ≤ 2·k·ε·4k (+ the bias).
+                        let tol = 2.0f * float32 k * 1.2e-7f * (4.0f * float32 k + 2.0f)
+                        let gpuBias = if withBias then onGpu bias else null
+
+                        close
+                            "matmul"
+                            tol
+                            0.0f
+                            (cpu.MatMul(ta, tb, a, b, bias))
+                            ((gpu.Value :> IBackend).MatMul(ta, tb, onGpu a, onGpu b, gpuBias))
+                        // With an activation: the product (bias added after it on the GPU, before on the CPU: one more
+                        // rounding of a value ≤ 4k + 2) and the activation of it.
+                        for activation in [ UnaryOp.Relu; UnaryOp.Silu; UnaryOp.Tanh ] do
+                            let struct (product, activated) = cpu.MatMulActivation(ta, tb, a, b, bias, activation)
+
+                            let struct (gpuProduct, gpuActivated) =
+                                (gpu.Value :> IBackend).MatMulActivation(ta, tb, onGpu a, onGpu b, gpuBias, activation)
+
+                            close (sprintf "matmul before %A" activation) (2.0f * tol) 0.0f product gpuProduct
+                            // Each activation has slope at most 1.1 (swish): the product's error, passed on, plus a few ulps.
+                            close (sprintf "matmul and %A" activation) (2.2f * tol + 1e-6f) 1e-5f activated gpuActivated
+
+                        true))
+
+            testPropertyWithConfig configFew "fused tanh-Gaussian sampling and its gradients match the CPU backend" (fun () ->
+                Prop.forAll
+                    (Arb.fromGen (Gen.zip3 (Gen.choose (1, 40)) (Gen.choose (1, 7)) (Gen.choose (0, 1_000_000))))
+                    (fun (n, a, seed) ->
+                        let g = gpu.Value :> IBackend
+                        // Head values in [−2, 2] against clamp bounds [−1, 1]: both sides of both bounds.
+                        let head, eps = random seed [| n; 2 * a |], random (seed + 1) [| n; a |]
+                        let gA, gL = random (seed + 2) [| n; a |], random (seed + 3) [| n |]
+                        let struct (action, logProb) = cpu.TanhGaussianSample(head, eps, -1.0f, 1.0f)
+                        let struct (gpuAction, gpuLogProb) = g.TanhGaussianSample(onGpu head, onGpu eps, -1.0f, 1.0f)
+                        let absT, relT = elementTol
+                        close "actions" absT relT action gpuAction
+                        // A sum of a terms, each a few ulps apart between the math libraries.
+                        close "log-densities" (absT * float32 a) relT logProb gpuLogProb
+
+                        for withA, withL in [ true, true; true, false; false, true ] do
+                            let pick flag (t: RawTensor) = if flag then t else null
+
+                            for wrtNoise in [ false; true ] do
+                                let expected =
+                                    cpu.TanhGaussianSampleGrad(head, eps, pick withA gA, pick withL gL, -1.0f, 1.0f, wrtNoise)
+
+                                let actual =
+                                    g.TanhGaussianSampleGrad(
+                                        onGpu head,
+                                        onGpu eps,
+                                        pick withA (onGpu gA),
+                                        pick withL (onGpu gL),
+                                        -1.0f,
+                                        1.0f,
+                                        wrtNoise
+                                    )
+
+                                close
+                                    (sprintf "gradient (actions' %b, log-densities' %b, in the noise %b)" withA withL wrtNoise)
+                                    absT
+                                    relT
+                                    expected
+                                    actual
+
+                        true))
+
+            testPropertyWithConfig configFew "fused Gaussian-head sampling and its gradients match the CPU backend" (fun () ->
+                Prop.forAll
+                    (Arb.fromGen (Gen.zip3 (Gen.choose (1, 40)) (Gen.choose (1, 7)) (Gen.choose (0, 1_000_000))))
+                    (fun (r, d, seed) ->
+                        let g = gpu.Value :> IBackend
+
+                        let head, eps, grad =
+                            random seed [| r; 2 * d |], random (seed + 1) [| r; d |], random (seed + 2) [| r; d |]
+
+                        let hi, lo =
+                            cpu.Scalar(AddScalar 1.0f, random (seed + 3) [| d |]), cpu.Scalar(AddScalar -3.0f, random (seed + 4) [| d |])
+
+                        let absT, relT = elementTol
+
+                        close
+                            "samples"
+                            absT
+                            relT
+                            (cpu.GaussianHeadSample(head, hi, lo, eps))
+                            (g.GaussianHeadSample(onGpu head, onGpu hi, onGpu lo, onGpu eps))
+
+                        for input in [ HeadInput; MaxLogVarInput; MinLogVarInput; NoiseInput ] do
+                            close
+                                (sprintf "gradient in %A" input)
+                                absT
+                                relT
+                                (cpu.GaussianHeadSampleGrad(head, hi, lo, eps, grad, input))
+                                (g.GaussianHeadSampleGrad(onGpu head, onGpu hi, onGpu lo, onGpu eps, onGpu grad, input))
+
+                        true))
+
+            test "random streams are the CPU backend's, Adam and the finiteness check agree" {
                 let g = gpu.Value :> IBackend
-                let r = shape.Length
-                // Sums are accumulated in another order (SIMD lanes on the CPU): within n·ε of the sum of magnitudes.
-                let sumTol = 1e-5f * float32 (max 1 x.Numel)
-                for axis in 0 .. r - 1 do
-                    close (sprintf "sum over %d" axis) sumTol 1e-5f (cpu.SumAxis(x, axis, false)) (g.SumAxis(gx, axis, false))
-                    if shape.[axis] > 0 then close (sprintf "max over %d" axis) 0.0f 0.0f (cpu.MaxAxis(x, axis, true)) (g.MaxAxis(gx, axis, true))
-                close "sum of all" sumTol 1e-5f (cpu.SumAll x) (g.SumAll gx)
-                close "reshape" 0.0f 0.0f (cpu.Reshape(x, [| x.Numel |])) (g.Reshape(gx, [| x.Numel |]))
-                let perm = Array.init r (fun i -> r - 1 - i)
-                close "permute" 0.0f 0.0f (cpu.Permute(x, perm)) (g.Permute(gx, perm))
-                let bigger = Array.append [| 2 |] shape
-                close "expand" 0.0f 0.0f (cpu.Expand(x, bigger)) (g.Expand(gx, bigger))
-                let axis = if r = 0 then 0 else seed % r
-                if r > 0 then close "concat" 0.0f 0.0f (cpu.Concat([| x; x |], axis)) (g.Concat([| gx; gx |], axis))
-                let n = if r = 0 then 0 else shape.[axis]
-                if n > 0 then
-                    close "slice" 0.0f 0.0f (cpu.Slice(x, axis, n / 2, n - n / 2)) (g.Slice(gx, axis, n / 2, n - n / 2))
-                    let idx = [| n - 1; 0; n / 2; n - 1 |]
-                    let sel = cpu.IndexSelect(x, axis, idx)
-                    close "indexSelect" 0.0f 0.0f sel (g.IndexSelect(gx, axis, idx))
-                    // Repeated indices accumulate in the same order on both backends: equal bits.
-                    close "indexAdd" 0.0f 0.0f (cpu.IndexAdd(shape, axis, idx, sel)) (g.IndexAdd(shape, axis, idx, onGpu sel))
-                    // A run of consecutive indices is a slice (and its gradient): the GPU takes another path.
-                    let run = [| n / 2 .. n - 1 |]
-                    let selRun = cpu.IndexSelect(x, axis, run)
-                    close "indexSelect of a run" 0.0f 0.0f selRun (g.IndexSelect(gx, axis, run))
-                    close "indexAdd of a run" 0.0f 0.0f (cpu.IndexAdd(shape, axis, run, selRun)) (g.IndexAdd(shape, axis, run, onGpu selRun))
-                true))
+                let k = key 42
+                close "uniform" 0.0f 0.0f (cpu.Random(Uniform, k, [| 1001 |])) (g.Random(Uniform, k, [| 1001 |]))
+                close "normal" 1e-6f 1e-6f (cpu.Random(Normal, k, [| 7; 143 |])) (g.Random(Normal, k, [| 7; 143 |]))
 
-        testPropertyWithConfig configFew "matrix products (transposes, batches, bias) match within the rounding bound" (fun () ->
-            Prop.forAll (Arb.fromGen (Gen.zip (genProduct 20 30 20) (Gen.elements [ false; true ]))) (fun ((m, k, n, ta, tb, batches), withBias) ->
-                let lead = if batches = 0 then [||] else [| batches |]
-                let a = random (m + k) (Array.append lead (if ta then [| k; m |] else [| m; k |]))
-                let b = random (k + n) (Array.append lead (if tb then [| n; k |] else [| k; n |]))
-                let bias = if withBias then random n [| n |] else null
-                // Inputs in [−2, 2]: each product is a k-term sum of terms ≤ 4 in magnitude, rounded differently
-                // (blocked SIMD vs sequential): |error| ≤ 2·k·ε·Σ|terms| ≤ 2·k·ε·4k (+ the bias).
-                let tol = 2.0f * float32 k * 1.2e-7f * (4.0f * float32 k + 2.0f)
-                let gpuBias = if withBias then onGpu bias else null
-                close "matmul" tol 0.0f (cpu.MatMul(ta, tb, a, b, bias)) ((gpu.Value :> IBackend).MatMul(ta, tb, onGpu a, onGpu b, gpuBias))
-                // With an activation: the product (bias added after it on the GPU, before on the CPU: one more
-                // rounding of a value ≤ 4k + 2) and the activation of it.
-                for activation in [ UnaryOp.Relu; UnaryOp.Silu; UnaryOp.Tanh ] do
-                    let struct (product, activated) = cpu.MatMulActivation(ta, tb, a, b, bias, activation)
-                    let struct (gpuProduct, gpuActivated) = (gpu.Value :> IBackend).MatMulActivation(ta, tb, onGpu a, onGpu b, gpuBias, activation)
-                    close (sprintf "matmul before %A" activation) (2.0f * tol) 0.0f product gpuProduct
-                    // Each activation has slope at most 1.1 (swish): the product's error, passed on, plus a few ulps.
-                    close (sprintf "matmul and %A" activation) (2.2f * tol + 1e-6f) 1e-5f activated gpuActivated
-                true))
+                let w, grad, m, v =
+                    random 1 [| 37 |], random 2 [| 37 |], random 3 [| 37 |], cpu.Unary(Abs, random 4 [| 37 |])
 
-        testPropertyWithConfig configFew "fused tanh-Gaussian sampling and its gradients match the CPU backend" (fun () ->
-            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 40)) (Gen.choose (1, 7)) (Gen.choose (0, 1_000_000)))) (fun (n, a, seed) ->
-                let g = gpu.Value :> IBackend
-                // Head values in [−2, 2] against clamp bounds [−1, 1]: both sides of both bounds.
-                let head, eps = random seed [| n; 2 * a |], random (seed + 1) [| n; a |]
-                let gA, gL = random (seed + 2) [| n; a |], random (seed + 3) [| n |]
-                let struct (action, logProb) = cpu.TanhGaussianSample(head, eps, -1.0f, 1.0f)
-                let struct (gpuAction, gpuLogProb) = g.TanhGaussianSample(onGpu head, onGpu eps, -1.0f, 1.0f)
-                let absT, relT = elementTol
-                close "actions" absT relT action gpuAction
-                // A sum of a terms, each a few ulps apart between the math libraries.
-                close "log-densities" (absT * float32 a) relT logProb gpuLogProb
-                for withA, withL in [ true, true; true, false; false, true ] do
-                    let pick flag (t: RawTensor) = if flag then t else null
-                    for wrtNoise in [ false; true ] do
-                        let expected = cpu.TanhGaussianSampleGrad(head, eps, pick withA gA, pick withL gL, -1.0f, 1.0f, wrtNoise)
-                        let actual = g.TanhGaussianSampleGrad(onGpu head, onGpu eps, pick withA (onGpu gA), pick withL (onGpu gL), -1.0f, 1.0f, wrtNoise)
-                        close (sprintf "gradient (actions' %b, log-densities' %b, in the noise %b)" withA withL wrtNoise) absT relT expected actual
-                true))
+                let h =
+                    {
+                        LearningRate = 1e-3f
+                        Beta1 = 0.9f
+                        Beta2 = 0.999f
+                        Epsilon = 1e-8f
+                        Correction1 = 0.1f
+                        Correction2 = 0.001f
+                    }
 
-        testPropertyWithConfig configFew "fused Gaussian-head sampling and its gradients match the CPU backend" (fun () ->
-            Prop.forAll (Arb.fromGen (Gen.zip3 (Gen.choose (1, 40)) (Gen.choose (1, 7)) (Gen.choose (0, 1_000_000)))) (fun (r, d, seed) ->
-                let g = gpu.Value :> IBackend
-                let head, eps, grad = random seed [| r; 2 * d |], random (seed + 1) [| r; d |], random (seed + 2) [| r; d |]
-                let hi, lo = cpu.Scalar(AddScalar 1.0f, random (seed + 3) [| d |]), cpu.Scalar(AddScalar -3.0f, random (seed + 4) [| d |])
-                let absT, relT = elementTol
-                close "samples" absT relT (cpu.GaussianHeadSample(head, hi, lo, eps)) (g.GaussianHeadSample(onGpu head, onGpu hi, onGpu lo, onGpu eps))
-                for input in [ HeadInput; MaxLogVarInput; MinLogVarInput; NoiseInput ] do
-                    close (sprintf "gradient in %A" input) absT relT
-                        (cpu.GaussianHeadSampleGrad(head, hi, lo, eps, grad, input))
-                        (g.GaussianHeadSampleGrad(onGpu head, onGpu hi, onGpu lo, onGpu eps, onGpu grad, input))
-                true))
+                let struct (w1, m1, v1) = cpu.AdamStep(w, grad, m, v, h)
+                let struct (w2, m2, v2) = g.AdamStep(onGpu w, onGpu grad, onGpu m, onGpu v, h)
+                close "adam w" 1e-6f 1e-5f w1 w2
+                close "adam m" 1e-6f 1e-5f m1 m2
+                close "adam v" 1e-6f 1e-5f v1 v2
+                Expect.isTrue (g.AllFinite(onGpu w)) "finite"
+                Expect.isFalse (g.AllFinite(g.OfArray([| 1.0f; nanf; 2.0f |], [| 3 |]))) "NaN found"
+                Expect.isFalse (g.AllFinite(g.OfArray([| infinityf |], [| 1 |]))) "infinity found"
+            }
 
-        test "random streams are the CPU backend's, Adam and the finiteness check agree" {
-            let g = gpu.Value :> IBackend
-            let k = key 42
-            close "uniform" 0.0f 0.0f (cpu.Random(Uniform, k, [| 1001 |])) (g.Random(Uniform, k, [| 1001 |]))
-            close "normal" 1e-6f 1e-6f (cpu.Random(Normal, k, [| 7; 143 |])) (g.Random(Normal, k, [| 7; 143 |]))
-            let w, grad, m, v = random 1 [| 37 |], random 2 [| 37 |], random 3 [| 37 |], cpu.Unary(Abs, random 4 [| 37 |])
-            let h = { LearningRate = 1e-3f; Beta1 = 0.9f; Beta2 = 0.999f; Epsilon = 1e-8f; Correction1 = 0.1f; Correction2 = 0.001f }
-            let struct (w1, m1, v1) = cpu.AdamStep(w, grad, m, v, h)
-            let struct (w2, m2, v2) = g.AdamStep(onGpu w, onGpu grad, onGpu m, onGpu v, h)
-            close "adam w" 1e-6f 1e-5f w1 w2
-            close "adam m" 1e-6f 1e-5f m1 m2
-            close "adam v" 1e-6f 1e-5f v1 v2
-            Expect.isTrue (g.AllFinite(onGpu w)) "finite"
-            Expect.isFalse (g.AllFinite(g.OfArray([| 1.0f; nanf; 2.0f |], [| 3 |]))) "NaN found"
-            Expect.isFalse (g.AllFinite(g.OfArray([| infinityf |], [| 1 |]))) "infinity found"
-        }
+            test "device buffers of collected tensors are reused, and a reused buffer holds the new values" {
+                let g = gpu.Value
+                let length = 12_347 // a length no other test uses
+                let make (v: float32) = (g :> IBackend).Full([| length |], v)
+                dropNew g length
+                // Queued launches (also other tests' on the shared backend) may still hold their inputs until they run.
+                (g :> IBackend).Synchronize()
 
-        test "device buffers of collected tensors are reused, and a reused buffer holds the new values" {
-            let g = gpu.Value
-            let length = 12_347 // a length no other test uses
-            let make (v: float32) = (g :> IBackend).Full([| length |], v)
-            dropNew g length
-            // Queued launches (also other tests' on the shared backend) may still hold their inputs until they run.
-            (g :> IBackend).Synchronize()
-            for _ in 1 .. 2 do
-                GC.Collect()
-                GC.WaitForPendingFinalizers()
-            let hits = g.Pool.Hits
-            let again = make 2.0f
-            Expect.isGreaterThan g.Pool.Hits hits "the released buffer served the new tensor"
-            Expect.allEqual (again.ToArray()) 2.0f "with its own values"
-        }
+                for _ in 1..2 do
+                    GC.Collect()
+                    GC.WaitForPendingFinalizers()
 
-        test "a release scope gives back what it made except what it keeps, and a released tensor cannot be used" {
-            let g = gpu.Value
-            let be = g :> IBackend
-            let length = 7_919 // a length no other test uses
-            checkReleaseScopes be length
-            // The released buffers are in the pool at once, without a collection.
-            let hits = g.Pool.Hits
-            let again = be.Full([| length |], 5.0f)
-            Expect.isGreaterThan g.Pool.Hits hits "a released buffer served the next tensor of its length"
-            Expect.allEqual (again.ToArray()) 5.0f "with its own values"
-        }
+                let hits = g.Pool.Hits
+                let again = make 2.0f
+                Expect.isGreaterThan g.Pool.Hits hits "the released buffer served the new tensor"
+                Expect.allEqual (again.ToArray()) 2.0f "with its own values"
+            }
 
-        test "a whole MAAC agent update (STEVE critic target, actor, temperature, Polyak) gives the same result on both backends" {
-            let settings =
-                { Maac.Algorithms.Settings.forTask "Pendulum" "maac" with
-                    Hidden = [| 16; 16 |]; ModelMembers = 3; ModelElites = 2; ModelHidden = [| 16 |]; BatchSize = 24 }
-            let run () =
-                let agent = Maac.Algorithms.Agent.init settings (key 11) 3 1 false
-                let ctx = { Model = agent.Model; Task = (Maac.Envs.Tasks.find "Pendulum").Functions; ActionLow = Tensor.ofSeq [ -2.0f ]; ActionHigh = Tensor.ofSeq [ 2.0f ] }
-                let k = RandomKey.split 4 (key 12)
-                let batch : Batch =
-                    { Obs = Tensor.rand k.[0] [| 24; 3 |] * 2.0f - 1.0f; Action = Tensor.rand k.[1] [| 24; 1 |] * 2.0f - 1.0f
-                      Reward = Tensor.randn k.[2] [| 24 |]; NextObs = Tensor.rand k.[3] [| 24; 3 |] * 2.0f - 1.0f; Done = Tensor.zeros [| 24 |] }
-                let next, metrics = Maac.Algorithms.Agent.update (Maac.Algorithms.Algorithms.find "maac") settings (Some ctx) 0 (key 13) agent batch
-                // Adam's first moments after one step are 0.1 × the gradients: the critics', the policy's, α's.
-                metrics, Array.concat [ next.CriticsOpt.FirstMoment; next.PolicyOpt.FirstMoment; next.TemperatureOpt.FirstMoment ] |> Array.map (fun t -> t.Primal)
-            let cpuMetrics, cpuMoments = run ()
-            let gpuMetrics, gpuMoments =
-                use _ = Backends.Use(gpu.Value)
-                run ()
-            Expect.all gpuMoments (fun t -> t.Backend.Device = Device.Cuda 0) "the GPU run computed on the GPU backend"
-            Expect.floatClose { absolute = 1e-4; relative = 1e-4 } (float gpuMetrics.CriticLoss) (float cpuMetrics.CriticLoss) "same critic loss"
-            Expect.floatClose { absolute = 1e-4; relative = 1e-4 } (float gpuMetrics.ActorLoss) (float cpuMetrics.ActorLoss) "same actor loss"
-            // As in the actor step test: different summation orders through two networks and the model, so
-            // relative 1e-3 of each tensor's largest entry.
-            Array.iter2 (fun (c: RawTensor) (g: RawTensor) ->
-                let scale = c.ToArray() |> Array.map abs |> Array.fold max 1e-3f
-                close "gradient (Adam's first moment)" (1e-3f * scale) 0.0f c g) cpuMoments gpuMoments
-        }
+            test "a release scope gives back what it made except what it keeps, and a released tensor cannot be used" {
+                let g = gpu.Value
+                let be = g :> IBackend
+                let length = 7_919 // a length no other test uses
+                checkReleaseScopes be length
+                // The released buffers are in the pool at once, without a collection.
+                let hits = g.Pool.Hits
+                let again = be.Full([| length |], 5.0f)
+                Expect.isGreaterThan g.Pool.Hits hits "a released buffer served the next tensor of its length"
+                Expect.allEqual (again.ToArray()) 5.0f "with its own values"
+            }
 
-        test "a whole MAAC actor step gives the same loss and gradient on both backends" {
-            let run () =
-                let policy = TanhGaussianPolicy.init (key 1) 3 1 [| 16; 16 |]
-                let critics = Critics.init (key 2) 3 1 [| 16; 16 |]
-                let model = Dynamics.init (key 3) { Members = 3; EliteCount = 2; Hidden = [| 16 |]; LearningRate = 1e-3f; BatchSize = 8; MaxEpochs = 1; HoldoutFraction = 0.2; Patience = 1 } 3 1 false
-                let model = { model with Elites = [| 0; 2 |] }
-                let ctx = { Model = model; Task = (Maac.Envs.Tasks.find "Pendulum").Functions; ActionLow = Tensor.ofSeq [ -2.0f ]; ActionHigh = Tensor.ofSeq [ 2.0f ] }
-                let obs = Tensor.rand (key 4) [| 32; 3 |] * 2.0f - 1.0f
-                let loss, grads = Diff.valueAndGradParams (Objectives.maac 0.99f 3 2 (Some ctx) critics 0.2f (key 5) obs) policy
-                Tensor.toScalar loss, Parameters.tensors grads |> Array.map (fun t -> t.Primal)
-            let cpuLoss, cpuGrads = run ()
-            let gpuLoss, gpuGrads =
-                use _ = Backends.Use(gpu.Value)
-                run ()
-            Expect.all gpuGrads (fun t -> t.Backend.Device = Device.Cuda 0) "the GPU run computed on the GPU backend"
-            Expect.floatClose { absolute = 1e-5; relative = 1e-4 } (float gpuLoss) (float cpuLoss) "same loss"
-            // Three model steps and two networks deep, different summation orders: relative 1e-3 of the largest entry.
-            Array.iter2 (fun (c: RawTensor) (g: RawTensor) ->
-                let scale = c.ToArray() |> Array.map abs |> Array.fold max 1e-3f
-                close "gradient" (1e-3f * scale) 0.0f c g) cpuGrads gpuGrads
-        }
-    ]
+            test "a whole MAAC agent update (STEVE critic target, actor, temperature, Polyak) gives the same result on both backends" {
+                let settings =
+                    { Maac.Algorithms.Settings.forTask "Pendulum" "maac" with
+                        Hidden = [| 16; 16 |]
+                        ModelMembers = 3
+                        ModelElites = 2
+                        ModelHidden = [| 16 |]
+                        BatchSize = 24
+                    }
+
+                let run () =
+                    let agent = Maac.Algorithms.Agent.init settings (key 11) 3 1 false
+
+                    let ctx =
+                        {
+                            Model = agent.Model
+                            Task = (Maac.Envs.Tasks.find "Pendulum").Functions
+                            ActionLow = Tensor.ofSeq [ -2.0f ]
+                            ActionHigh = Tensor.ofSeq [ 2.0f ]
+                        }
+
+                    let k = RandomKey.split 4 (key 12)
+
+                    let batch: Batch =
+                        {
+                            Obs = Tensor.rand k.[0] [| 24; 3 |] * 2.0f - 1.0f
+                            Action = Tensor.rand k.[1] [| 24; 1 |] * 2.0f - 1.0f
+                            Reward = Tensor.randn k.[2] [| 24 |]
+                            NextObs = Tensor.rand k.[3] [| 24; 3 |] * 2.0f - 1.0f
+                            Done = Tensor.zeros [| 24 |]
+                        }
+
+                    let next, metrics =
+                        Maac.Algorithms.Agent.update (Maac.Algorithms.Algorithms.find "maac") settings (Some ctx) 0 (key 13) agent batch
+                    // Adam's first moments after one step are 0.1 × the gradients: the critics', the policy's, α's.
+                    metrics,
+                    Array.concat [ next.CriticsOpt.FirstMoment; next.PolicyOpt.FirstMoment; next.TemperatureOpt.FirstMoment ]
+                    |> Array.map (fun t -> t.Primal)
+
+                let cpuMetrics, cpuMoments = run ()
+
+                let gpuMetrics, gpuMoments =
+                    use _ = Backends.Use(gpu.Value)
+                    run ()
+
+                Expect.all gpuMoments (fun t -> t.Backend.Device = Device.Cuda 0) "the GPU run computed on the GPU backend"
+
+                Expect.floatClose
+                    { absolute = 1e-4; relative = 1e-4 }
+                    (float gpuMetrics.CriticLoss)
+                    (float cpuMetrics.CriticLoss)
+                    "same critic loss"
+
+                Expect.floatClose
+                    { absolute = 1e-4; relative = 1e-4 }
+                    (float gpuMetrics.ActorLoss)
+                    (float cpuMetrics.ActorLoss)
+                    "same actor loss"
+                // As in the actor step test: different summation orders through two networks and the model, so
+                // relative 1e-3 of each tensor's largest entry.
+                Array.iter2
+                    (fun (c: RawTensor) (g: RawTensor) ->
+                        let scale = c.ToArray() |> Array.map abs |> Array.fold max 1e-3f
+                        close "gradient (Adam's first moment)" (1e-3f * scale) 0.0f c g)
+                    cpuMoments
+                    gpuMoments
+            }
+
+            test "a whole MAAC actor step gives the same loss and gradient on both backends" {
+                let run () =
+                    let policy = TanhGaussianPolicy.init (key 1) 3 1 [| 16; 16 |]
+                    let critics = Critics.init (key 2) 3 1 [| 16; 16 |]
+
+                    let model =
+                        Dynamics.init
+                            (key 3)
+                            {
+                                Members = 3
+                                EliteCount = 2
+                                Hidden = [| 16 |]
+                                LearningRate = 1e-3f
+                                BatchSize = 8
+                                MaxEpochs = 1
+                                HoldoutFraction = 0.2
+                                Patience = 1
+                            }
+                            3
+                            1
+                            false
+
+                    let model = { model with Elites = [| 0; 2 |] }
+
+                    let ctx =
+                        {
+                            Model = model
+                            Task = (Maac.Envs.Tasks.find "Pendulum").Functions
+                            ActionLow = Tensor.ofSeq [ -2.0f ]
+                            ActionHigh = Tensor.ofSeq [ 2.0f ]
+                        }
+
+                    let obs = Tensor.rand (key 4) [| 32; 3 |] * 2.0f - 1.0f
+
+                    let loss, grads =
+                        Diff.valueAndGradParams (Objectives.maac 0.99f 3 2 (Some ctx) critics 0.2f (key 5) obs) policy
+
+                    Tensor.toScalar loss, Parameters.tensors grads |> Array.map (fun t -> t.Primal)
+
+                let cpuLoss, cpuGrads = run ()
+
+                let gpuLoss, gpuGrads =
+                    use _ = Backends.Use(gpu.Value)
+                    run ()
+
+                Expect.all gpuGrads (fun t -> t.Backend.Device = Device.Cuda 0) "the GPU run computed on the GPU backend"
+                Expect.floatClose { absolute = 1e-5; relative = 1e-4 } (float gpuLoss) (float cpuLoss) "same loss"
+                // Three model steps and two networks deep, different summation orders: relative 1e-3 of the largest entry.
+                Array.iter2
+                    (fun (c: RawTensor) (g: RawTensor) ->
+                        let scale = c.ToArray() |> Array.map abs |> Array.fold max 1e-3f
+                        close "gradient" (1e-3f * scale) 0.0f c g)
+                    cpuGrads
+                    gpuGrads
+            }
+        ]
 
 /// The real GPU when this machine has one (with its driver and cuBLAS), else nothing: CI has none.
 let private cuda =
-    try Some(Gpu.cuda 0) with :? GpuUnavailableException -> None
+    try
+        Some(Gpu.cuda 0)
+    with :? GpuUnavailableException ->
+        None
 
 let tests =
-    testList "GPU backend" [
-        // The kernels on ILGPU's CPU accelerator: a kernel bug fails CI, which has no GPU.
-        suite "ILGPU CPU accelerator" (lazy (Gpu.cpuSimulator ()))
-        match cuda with
-        | Some backend -> suite "CUDA" (lazy backend)
-        | None -> ()
-    ]
+    testList
+        "GPU backend"
+        [
+            // The kernels on ILGPU's CPU accelerator: a kernel bug fails CI, which has no GPU.
+            suite "ILGPU CPU accelerator" (lazy (Gpu.cpuSimulator ()))
+            match cuda with
+            | Some backend -> suite "CUDA" (lazy backend)
+            | None -> ()
+        ]

@@ -5,33 +5,44 @@ open Expecto.Impl
 
 /// All tests of the suite.
 let allTests =
-    testList "Maac" [
-        OpGradientTests.tests
-        EngineTests.tests
-        DiffTests.tests
-        NnTests.tests
-        ErrorTests.tests
-        EnvTests.tests
-        MuJoCoTaskTests.tests
-        RlTests.tests
-        RunFolderTests.tests
-        TrainingStateTests.tests
-        SweepTests.tests
-        FacadeTests.tests
-        OnnxTests.tests
-        AnalysisTests.tests
-        GpuBackendTests.tests
-    ]
+    testList
+        "Maac"
+        [
+            OpGradientTests.tests
+            EngineTests.tests
+            DiffTests.tests
+            NnTests.tests
+            ErrorTests.tests
+            EnvTests.tests
+            MuJoCoTaskTests.tests
+            RlTests.tests
+            RunFolderTests.tests
+            TrainingStateTests.tests
+            SweepTests.tests
+            FacadeTests.tests
+            OnnxTests.tests
+            AnalysisTests.tests
+            GpuBackendTests.tests
+        ]
 
 [<EntryPoint>]
 let main argv =
     let mutable closing = "0 passed, 0 failed, 0 skipped"
+
     let printer =
         let d = TestPrinters.defaultPrinter
+
         { d with
-            summary = fun cfg s -> async {
-                do! d.summary cfg s
-                closing <- sprintf "%d passed, %d failed, %d skipped" s.passed.Length (s.failed.Length + s.errored.Length) s.ignored.Length } }
+            summary =
+                fun cfg s ->
+                    async {
+                        do! d.summary cfg s
+
+                        closing <-
+                            sprintf "%d passed, %d failed, %d skipped" s.passed.Length (s.failed.Length + s.errored.Length) s.ignored.Length
+                    }
+        }
+
     let code = runTestsWithCLIArgs [ CLIArguments.Printer printer; CLIArguments.No_Spinner ] argv allTests
     // The closing line CI reads, alone on its line: "N passed, N failed, N skipped".
     // Written to the raw stream: Expecto's console writer pads lines with spaces.

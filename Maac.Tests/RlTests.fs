@@ -16,24 +16,66 @@ open Maac.Tests.Support
 /// Settings small enough for tests: tiny networks and budgets on a managed task.
 let tiny (env: string) (algo: string) =
     { Settings.forTask env algo with
-        Steps = 400; RandomSteps = 100; Hidden = [| 32; 32 |]; BatchSize = 64; UpdatesPerStep = 1
-        ModelMembers = 3; ModelElites = 2; ModelHidden = [| 32; 32 |]; ModelMaxEpochs = 5; ModelTrainEvery = 100
-        RolloutStarts = 64; RolloutLength = 1; RealCapacity = 10_000; ImaginedCapacity = 10_000
-        ActorHorizon = 2; ActorSamples = 2; CriticHorizon = 1; EvalEvery = 200; EvalEpisodes = 2 }
+        Steps = 400
+        RandomSteps = 100
+        Hidden = [| 32; 32 |]
+        BatchSize = 64
+        UpdatesPerStep = 1
+        ModelMembers = 3
+        ModelElites = 2
+        ModelHidden = [| 32; 32 |]
+        ModelMaxEpochs = 5
+        ModelTrainEvery = 100
+        RolloutStarts = 64
+        RolloutLength = 1
+        RealCapacity = 10_000
+        ImaginedCapacity = 10_000
+        ActorHorizon = 2
+        ActorSamples = 2
+        CriticHorizon = 1
+        EvalEvery = 200
+        EvalEpisodes = 2
+    }
 
 let private fittedContextWith (predictReward: bool) (seed: int) =
     let task = Tasks.find "Pendulum"
     use env = task.Create()
     let buffer = ReplayBuffer(2000, 3, 1)
     let mutable obs = (env.Reset(Some(int64 seed))).Observation
+
     for a in EnvSupport.uniform (key seed) 600 -1.0f 1.0f do
         let r = env.Step [| 2.0f * a |]
         buffer.Add(obs, [| a |], float32 r.Reward, r.Observation, r.Terminated)
-        obs <- if r.Truncated then (env.Reset None).Observation else r.Observation
-    let s = { Members = 3; EliteCount = 2; Hidden = [| 32; 32 |]; LearningRate = 1e-3f; BatchSize = 64; MaxEpochs = 60; HoldoutFraction = 0.2; Patience = 10 }
+
+        obs <-
+            if r.Truncated then
+                (env.Reset None).Observation
+            else
+                r.Observation
+
+    let s =
+        {
+            Members = 3
+            EliteCount = 2
+            Hidden = [| 32; 32 |]
+            LearningRate = 1e-3f
+            BatchSize = 64
+            MaxEpochs = 60
+            HoldoutFraction = 0.2
+            Patience = 10
+        }
+
     let m0 = Dynamics.init (key (seed + 1)) s 3 1 predictReward
     let m, _, report = Dynamics.fit s (key (seed + 2)) m0 (Maac.Optim.Adam.init m0.Net) (buffer.All())
-    { Model = m; Task = task.Functions; ActionLow = Tensor.ofSeq [ -2.0f ]; ActionHigh = Tensor.ofSeq [ 2.0f ] }, report, buffer
+
+    {
+        Model = m
+        Task = task.Functions
+        ActionLow = Tensor.ofSeq [ -2.0f ]
+        ActionHigh = Tensor.ofSeq [ 2.0f ]
+    },
+    report,
+    buffer
 
 let private fittedContext = fittedContextWith false
 
@@ -43,237 +85,335 @@ let private runTrainer (s: Settings) (alg: Algorithm) (until: int) (onCheckpoint
     t
 
 let private policyBits (a: AgentState) =
-    Parameters.tensors a.Policy |> Array.collect (fun t -> t.ToArray()) |> Array.map BitConverter.SingleToInt32Bits
+    Parameters.tensors a.Policy
+    |> Array.collect (fun t -> t.ToArray())
+    |> Array.map BitConverter.SingleToInt32Bits
 
 let tests =
-    testList "learning" [
-        test "H = 0, K = 1: the MAAC objective is SAC's actor loss exactly (value and gradient)" {
-            let policy = TanhGaussianPolicy.init (key 1) 3 1 [| 16 |]
-            let critics = Critics.init (key 2) 3 1 [| 16 |]
-            let obs = uniform 3 [| 20; 3 |] -1.0f 1.0f
-            let k = key 4
-            let v1, g1 = Diff.valueAndGradParams (Objectives.maac 0.99f 0 1 None critics 0.2f k obs) policy
-            let v2, g2 = Diff.valueAndGradParams (Objectives.sac critics 0.2f k obs) policy
-            // The same quantity summed in a different order: equal up to float32 rounding of a mean of
-            // 20 terms (a few units in the last place, relative 1e-6).
-            Expect.floatClose { absolute = 1e-7; relative = 1e-6 } (float (Tensor.toScalar v1)) (float (Tensor.toScalar v2)) "same loss"
-            Array.iter2 (fun (a: Tensor) (b: Tensor) ->
-                Array.iter2 (fun (x: float32) (y: float32) -> Expect.floatClose { absolute = 1e-8; relative = 1e-5 } (float x) (float y) "same gradient") (a.ToArray()) (b.ToArray()))
-                (Parameters.tensors g1) (Parameters.tensors g2)
-        }
+    testList
+        "learning"
+        [
+            test "H = 0, K = 1: the MAAC objective is SAC's actor loss exactly (value and gradient)" {
+                let policy = TanhGaussianPolicy.init (key 1) 3 1 [| 16 |]
+                let critics = Critics.init (key 2) 3 1 [| 16 |]
+                let obs = uniform 3 [| 20; 3 |] -1.0f 1.0f
+                let k = key 4
+                let v1, g1 = Diff.valueAndGradParams (Objectives.maac 0.99f 0 1 None critics 0.2f k obs) policy
+                let v2, g2 = Diff.valueAndGradParams (Objectives.sac critics 0.2f k obs) policy
+                // The same quantity summed in a different order: equal up to float32 rounding of a mean of
+                // 20 terms (a few units in the last place, relative 1e-6).
+                Expect.floatClose { absolute = 1e-7; relative = 1e-6 } (float (Tensor.toScalar v1)) (float (Tensor.toScalar v2)) "same loss"
 
-        test "the MAAC objective's gradient through the learned model matches finite differences" {
-            let ctx, _, _ = fittedContext 10
-            let policy = TanhGaussianPolicy.init (key 11) 3 1 [| 16 |]
-            let policy = { policy with Net = { policy.Net with Hidden = Activation.Tanh } }
-            let critics = Critics.init (key 12) 3 1 [| 16 |]
-            let critics = { Q1 = { critics.Q1 with Hidden = Activation.Tanh }; Q2 = { critics.Q2 with Hidden = Activation.Tanh } }
-            let obs = uniform 13 [| 8; 3 |] -1.0f 1.0f
-            let k = key 14
-            checkGradient "maac objective H=3 K=2" (fun ts ->
-                Objectives.maac 0.99f 3 2 (Some ctx) critics 0.2f k obs (Parameters.rebuild policy ts)) (Parameters.tensors policy) 15
-        }
+                Array.iter2
+                    (fun (a: Tensor) (b: Tensor) ->
+                        Array.iter2
+                            (fun (x: float32) (y: float32) ->
+                                Expect.floatClose { absolute = 1e-8; relative = 1e-5 } (float x) (float y) "same gradient")
+                            (a.ToArray())
+                            (b.ToArray()))
+                    (Parameters.tensors g1)
+                    (Parameters.tensors g2)
+            }
 
-        test "model fitting learns the pendulum's dynamics and chooses elites by hold-out error" {
-            let ctx, report, buffer = fittedContext 20
-            Expect.equal ctx.Model.Elites.Length 2 "two elites"
-            let worst = Array.max report.HoldoutMse
-            let elitesWorst = ctx.Model.Elites |> Array.map (fun i -> report.HoldoutMse.[i]) |> Array.max
-            Expect.isLessThanOrEqual elitesWorst worst "elites are the best members"
-            // Standardised targets start with hold-out error ≈ 1; a fitted model explains most of the variance.
-            Expect.isLessThan (Array.average report.HoldoutMse) 0.2f "hold-out MSE of normalised state changes"
-            let b = buffer.Sample(key 21, 256)
-            let predicted, _ = Dynamics.step ctx.Model (key 22) b.Obs b.Action
-            let err = Tensor.mean ((predicted - b.NextObs) * (predicted - b.NextObs)) |> Tensor.toScalar
-            let spread = Tensor.mean ((b.Obs - b.NextObs) * (b.Obs - b.NextObs)) |> Tensor.toScalar
-            Expect.isLessThan err (0.5f * spread) "sampled next states are closer than 'no change'"
-        }
+            test "the MAAC objective's gradient through the learned model matches finite differences" {
+                let ctx, _, _ = fittedContext 10
+                let policy = TanhGaussianPolicy.init (key 11) 3 1 [| 16 |]
+                let policy = { policy with Net = { policy.Net with Hidden = Activation.Tanh } }
+                let critics = Critics.init (key 12) 3 1 [| 16 |]
 
-        test "a model step by blocks sends block i to elite i: every member's prediction, that member picked, the same noise" {
-            let ctx, _, buffer = fittedContextWith true 40
-            // Elites in an order other than the members': block 0 goes to member 2, block 1 to member 0.
-            let m = { ctx.Model with Elites = [| 2; 0 |] }
-            let b = buffer.Sample(key 41, 40)
-            let next, reward = Dynamics.stepByBlocks m (key 42) b.Obs b.Action
-            let mean, logVar = Dynamics.predictAll m b.Obs b.Action
-            let pick (t: Tensor) = Tensor.concat 0 [| Tensor.slice 1 0 20 (Tensor.slice 0 2 1 t); Tensor.slice 1 20 20 (Tensor.slice 0 0 1 t) |] |> Tensor.reshape [| 40; -1 |]
-            let mean, logVar = pick mean, pick logVar
-            let sample = (mean + Tensor.exp (0.5f * logVar) * Tensor.randnLike (key 42) mean) * m.TargetStd + m.TargetMean
-            let expectedNext = b.Obs + Tensor.slice 1 0 3 sample
-            let expectedReward = Tensor.slice 1 3 1 sample |> Tensor.squeeze 1
-            // The same float32 arithmetic on the same rows (a batched product per member either way).
-            let closeTo what (x: Tensor) (y: Tensor) =
-                Array.iteri2 (fun i (u: float32) (v: float32) -> Expect.floatClose { absolute = 1e-5; relative = 1e-5 } (float u) (float v) (sprintf "%s %d" what i)) (x.ToArray()) (y.ToArray())
-            closeTo "next observation" next expectedNext
-            closeTo "reward" reward.Value expectedReward
-            Expect.throwsT<ArgumentException> (fun () -> Dynamics.stepByBlocks m (key 43) (Tensor.slice 0 0 39 b.Obs) (Tensor.slice 0 0 39 b.Action) |> ignore)
-                "rows that do not split into one block per elite are refused"
-        }
+                let critics =
+                    {
+                        Q1 = { critics.Q1 with Hidden = Activation.Tanh }
+                        Q2 = { critics.Q2 with Hidden = Activation.Tanh }
+                    }
 
-        test "STEVE with horizon 0 and one member is the mean of both critics' soft TD targets" {
-            let ctx, _, buffer = fittedContext 30
-            let ctx = { ctx with Model = { ctx.Model with Elites = [| ctx.Model.Elites.[0] |] } }
-            let policy = TanhGaussianPolicy.init (key 31) 3 1 [| 16 |]
-            let critics = Critics.init (key 32) 3 1 [| 16 |]
-            let b = buffer.Sample(key 33, 64)
-            let steve0 = Targets.steve 0.99f 0 ctx policy critics 0.2f (key 34) b
-            // With horizon 0 every candidate is r + γ(Q'ⱼ − α log π); the combination is their mean:
-            // the mean of both critics' soft values with the same action sample.
-            let a, logp = TanhGaussianPolicy.sample policy (RandomKey.split 2 (key 34)).[0] b.NextObs
-            let q1, q2 = Critics.both critics b.NextObs a
-            let expected = b.Reward + 0.99f * (1.0f - b.Done) * (0.5f * (q1 + q2) - 0.2f * logp)
-            Array.iter2 (fun (x: float32) (y: float32) -> Expect.floatClose { absolute = 1e-3; relative = 1e-4 } (float x) (float y) "horizon-0 STEVE") (steve0.ToArray()) (expected.ToArray())
-            let steve2 = Targets.steve 0.99f 2 ctx policy critics 0.2f (key 34) b
-            Expect.isTrue (Tensor.allFinite steve2) "finite with horizon 2"
-        }
+                let obs = uniform 13 [| 8; 3 |] -1.0f 1.0f
+                let k = key 14
 
-        test "every algorithm trains a few hundred steps and writes metrics" {
-            for alg in Algorithms.all do
-                use t = runTrainer { tiny "Pendulum" alg.Name with Steps = 300 } alg 300 (fun _ _ -> ())
-                Expect.equal t.Step 300 (sprintf "%s ran" alg.Name)
-                Expect.equal (t.Metrics |> List.map (fun r -> r.Step)) [ 200; 300 ] (sprintf "%s evaluated at 200 and at the end" alg.Name)
-                Expect.isTrue (t.Metrics |> List.forall (fun r -> not (Double.IsNaN r.EvalReturnMean))) "finite evaluations"
-        }
+                checkGradient
+                    "maac objective H=3 K=2"
+                    (fun ts -> Objectives.maac 0.99f 3 2 (Some ctx) critics 0.2f k obs (Parameters.rebuild policy ts))
+                    (Parameters.tensors policy)
+                    15
+            }
 
-        test "a user-composed variant: MAAC whose horizon grows with training progress" {
-            let seen = Collections.Generic.HashSet<int>()
-            let growing = { Algorithms.maac with Name = "maac"; ActorHorizon = fun s step -> let h = min 3 (1 + (step - s.RandomSteps) / 100) in lock seen (fun () -> seen.Add h |> ignore); h }
-            use _t = runTrainer (tiny "Pendulum" "maac") growing 400 (fun _ _ -> ())
-            Expect.equal (Set.ofSeq seen) (set [ 1; 2; 3 ]) "the schedule was used: horizons 1, 2 and 3"
-        }
+            test "model fitting learns the pendulum's dynamics and chooses elites by hold-out error" {
+                let ctx, report, buffer = fittedContext 20
+                Expect.equal ctx.Model.Elites.Length 2 "two elites"
+                let worst = Array.max report.HoldoutMse
+                let elitesWorst = ctx.Model.Elites |> Array.map (fun i -> report.HoldoutMse.[i]) |> Array.max
+                Expect.isLessThanOrEqual elitesWorst worst "elites are the best members"
+                // Standardised targets start with hold-out error ≈ 1; a fitted model explains most of the variance.
+                Expect.isLessThan (Array.average report.HoldoutMse) 0.2f "hold-out MSE of normalised state changes"
+                let b = buffer.Sample(key 21, 256)
+                let predicted, _ = Dynamics.step ctx.Model (key 22) b.Obs b.Action
+                let err = Tensor.mean ((predicted - b.NextObs) * (predicted - b.NextObs)) |> Tensor.toScalar
+                let spread = Tensor.mean ((b.Obs - b.NextObs) * (b.Obs - b.NextObs)) |> Tensor.toScalar
+                Expect.isLessThan err (0.5f * spread) "sampled next states are closer than 'no change'"
+            }
 
-        test "a resumed run ends with the same parameters as an uninterrupted one" {
-            let s = { tiny "Pendulum" "maac" with Steps = 400 }
-            let dir = Directory.CreateTempSubdirectory("maac-resume").FullName
-            let path = Path.Combine(dir, "checkpoint.safetensors")
-            use whole = runTrainer s Algorithms.maac 400 (fun _ _ -> ())
-            use _first = runTrainer s Algorithms.maac 200 (fun t _ -> t.SaveCheckpoint path)
-            use second = new Trainer(s, Algorithms.maac, Tasks.find "Pendulum")
-            second.LoadCheckpoint path |> ignore
-            Expect.equal second.Step 200 "restored step"
-            let clock = Diagnostics.Stopwatch.StartNew()
-            second.Run(400, ignore, ignore, Threading.CancellationToken.None)
-            let own = clock.Elapsed.TotalSeconds
-            Expect.sequenceEqual (policyBits second.Agent) (policyBits whole.Agent) "bit-identical policy"
-            // The wall time carries over: the checkpoint holds the time spent up to step 200.
-            let before = (_first.Metrics |> List.last).WallSeconds
-            Expect.isGreaterThan before 0.0 "the first part took time"
-            Expect.isGreaterThanOrEqual (second.Metrics |> List.last).WallSeconds (before + 0.9 * own) "the resumed run's wall time includes it"
-        }
+            test "a model step by blocks sends block i to elite i: every member's prediction, that member picked, the same noise" {
+                let ctx, _, buffer = fittedContextWith true 40
+                // Elites in an order other than the members': block 0 goes to member 2, block 1 to member 0.
+                let m = { ctx.Model with Elites = [| 2; 0 |] }
+                let b = buffer.Sample(key 41, 40)
+                let next, reward = Dynamics.stepByBlocks m (key 42) b.Obs b.Action
+                let mean, logVar = Dynamics.predictAll m b.Obs b.Action
 
-        test "corrupt and mismatched checkpoints are refused with clear errors" {
-            let s = tiny "Pendulum" "sac"
-            let dir = Directory.CreateTempSubdirectory("maac-corrupt").FullName
-            let path = Path.Combine(dir, "checkpoint.safetensors")
-            use _t = runTrainer s Algorithms.sac 200 (fun t _ -> t.SaveCheckpoint path)
-            let bytes = File.ReadAllBytes path
-            let cut = Path.Combine(dir, "cut.safetensors")
-            File.WriteAllBytes(cut, bytes.[.. bytes.Length / 2])
-            use fresh = new Trainer(s, Algorithms.sac, Tasks.find "Pendulum")
-            let msg = Expect.throwsC (fun () -> fresh.LoadCheckpoint cut |> ignore) (fun e -> e.Message)
-            Expect.stringContains msg "cut.safetensors" "names the file"
-            use other = new Trainer(tiny "Pendulum" "mbpo", Algorithms.mbpo, Tasks.find "Pendulum")
-            let msg2 = Expect.throwsC (fun () -> other.LoadCheckpoint path |> ignore) (fun e -> e.Message)
-            Expect.stringContains msg2 "sac" "says which algorithm the checkpoint is for"
-        }
+                let pick (t: Tensor) =
+                    Tensor.concat 0 [| Tensor.slice 1 0 20 (Tensor.slice 0 2 1 t); Tensor.slice 1 20 20 (Tensor.slice 0 0 1 t) |]
+                    |> Tensor.reshape [| 40; -1 |]
 
-        test "the checkpoint fuzzer: every corrupted copy of a small MBPO run is refused naming the file (a subset of the full set)" {
-            // `experiment checkpoint-fuzz --run DIR` runs ~300 cases; here every family with about a fifth of them.
-            let s = { tiny "Pendulum" "mbpo" with Steps = 200 }
-            let dir = Directory.CreateTempSubdirectory("maac-fuzz-run").FullName
-            RunFolder.create dir s
-            use _trainer = runTrainer s Algorithms.mbpo 200 (fun t _ -> t.SaveCheckpoint(RunFolder.checkpointFile dir))
-            let task = Tasks.find "Pendulum"
-            let results = CheckpointFuzz.run dir 60 7 (fun d -> (RunFolder.openTrainerFor d task :> IDisposable).Dispose())
-            Expect.isGreaterThanOrEqual results.Length 60 "cases run"
-            Expect.equal (results |> List.map (fun c -> c.Family) |> List.distinct |> List.length) 10 "every family"
-            let bad = results |> List.filter (fun c -> not c.Outcome.IsRefused) |> List.map (fun c -> sprintf "%s (%s): %A" c.Family c.Description c.Outcome)
-            Expect.isEmpty bad (String.Join("\n", bad))
-            // The uncorrupted checkpoint loads: the fuzzer's refusals are not a loader that refuses everything.
-            (RunFolder.openTrainerFor dir task :> IDisposable).Dispose()
-        }
+                let mean, logVar = pick mean, pick logVar
 
-        test "nothing non-finite is written: a NaN in any tensor is refused naming it, the previous file stays" {
-            let dir = Directory.CreateTempSubdirectory("maac-nonfinite").FullName
-            let path = Path.Combine(dir, "c.safetensors")
-            let good = [ { Name = "a"; Shape = [| 2 |]; Values = [| 1.0f; 2.0f |] } ]
-            Checkpoint.save path good Map.empty
-            let before = File.ReadAllBytes path
-            let e = Expect.throwsC (fun () -> Checkpoint.save path [ { Name = "a"; Shape = [| 2 |]; Values = [| 1.0f; nanf |] } ] Map.empty) id
-            Expect.stringContains e.Message "'a' element 1" "names the tensor and the element"
-            Expect.equal (File.ReadAllBytes path) before "the previous checkpoint is untouched"
-            let arrays, _ = Checkpoint.load path
-            Expect.equal arrays.["a"].Values [| 1.0f; 2.0f |] "and still loads"
-        }
+                let sample =
+                    (mean + Tensor.exp (0.5f * logVar) * Tensor.randnLike (key 42) mean) * m.TargetStd + m.TargetMean
 
-        test "a killed checkpoint write leaves no temporary file behind after the next write" {
-            let dir = Directory.CreateTempSubdirectory("maac-stale").FullName
-            let path = Path.Combine(dir, "checkpoint.safetensors")
-            File.WriteAllText(Path.Combine(dir, ".checkpoint.safetensors.99999.tmp"), "half written")
-            Checkpoint.save path [ { Name = "a"; Shape = [| 1 |]; Values = [| 1.0f |] } ] Map.empty
-            Expect.equal (Directory.GetFiles dir |> Array.map Path.GetFileName) [| "checkpoint.safetensors" |] "only the checkpoint"
-        }
+                let expectedNext = b.Obs + Tensor.slice 1 0 3 sample
+                let expectedReward = Tensor.slice 1 3 1 sample |> Tensor.squeeze 1
+                // The same float32 arithmetic on the same rows (a batched product per member either way).
+                let closeTo what (x: Tensor) (y: Tensor) =
+                    Array.iteri2
+                        (fun i (u: float32) (v: float32) ->
+                            Expect.floatClose { absolute = 1e-5; relative = 1e-5 } (float u) (float v) (sprintf "%s %d" what i))
+                        (x.ToArray())
+                        (y.ToArray())
 
-        test "learning check: MAAC improves the double integrator's return well beyond its initial policy" {
-            // Deterministic (fixed seed, bit-identical on any thread count). The initial policy returns
-            // −48.7 from (1, 1); the finite-horizon LQR optimum is −34.2; this run reaches about −40.8.
-            // The policy changes only through the actor's gradient, so cutting it keeps −48.7 and fails.
-            let s =
-                { Settings.forTask "DoubleIntegrator" "maac" with
-                    Steps = 1200; RandomSteps = 200; Hidden = [| 64; 64 |]; BatchSize = 128
-                    ModelMembers = 3; ModelElites = 2; ModelHidden = [| 64; 64 |]; ModelMaxEpochs = 20; ModelTrainEvery = 200
-                    RolloutStarts = 256; EvalEvery = 200; EvalEpisodes = 5; RealCapacity = 20_000; ImaginedCapacity = 20_000 }
-            use t = runTrainer s Algorithms.maac 1200 (fun _ _ -> ())
-            let returns = t.Metrics |> List.map (fun r -> r.EvalReturnMean)
-            let first, last = List.head returns, List.last returns
-            Expect.isGreaterThan last (first + 5.0) (sprintf "return improves by more than 5 (%A)" returns)
-            Expect.isGreaterThan last -43.5 (sprintf "return above −43.5 (%A)" returns)
-        }
+                closeTo "next observation" next expectedNext
+                closeTo "reward" reward.Value expectedReward
 
-        test "CEM planning returns bounded, reproducible actions" {
-            let ctx, _, _ = fittedContext 40
-            let policy = TanhGaussianPolicy.init (key 41) 3 1 [| 16 |]
-            let critics = Critics.init (key 42) 3 1 [| 16 |]
-            let cfg = { CemSettings.Paper with Candidates = 64 }
-            let obs = [| 1.0f; 0.0f; 0.5f |]
-            let a1 = Cem.plan cfg 0.99f ctx policy critics (key 43) obs
-            let a2 = Cem.plan cfg 0.99f ctx policy critics (key 43) obs
-            Expect.equal a1 a2 "same key, same plan"
-            Expect.isTrue (a1 |> Array.forall (fun v -> v >= -1.0f && v <= 1.0f)) "within [−1, 1]"
-        }
+                Expect.throwsT<ArgumentException>
+                    (fun () ->
+                        Dynamics.stepByBlocks m (key 43) (Tensor.slice 0 0 39 b.Obs) (Tensor.slice 0 0 39 b.Action)
+                        |> ignore)
+                    "rows that do not split into one block per elite are refused"
+            }
 
-        test "without a task reward function the model learns the reward, and training runs on it" {
-            let pendulum = Tasks.find "Pendulum"
-            let noReward = { pendulum with Functions = { Reward = None; Termination = None } }
-            let s = { tiny "Pendulum" "maac" with Steps = 300 }
-            use t = new Trainer(s, Algorithms.maac, noReward)
-            t.Run(300, ignore, ignore, Threading.CancellationToken.None)
-            Expect.isTrue t.Agent.Model.PredictsReward "the model predicts rewards"
-            // A model fitted on enough data predicts the reward far better than a constant.
-            let ctx, _, buffer = fittedContextWith true 50
-            let b = buffer.All()
-            let mean, _ = Dynamics.predictAll ctx.Model b.Obs b.Action
-            let rewardColumn = Tensor.slice -1 3 1 mean |> Tensor.meanAxis 0 false |> Tensor.squeeze -1
-            let predicted = rewardColumn * Tensor.slice 0 3 1 ctx.Model.TargetStd + Tensor.slice 0 3 1 ctx.Model.TargetMean
-            let err = Tensor.mean ((predicted - b.Reward) * (predicted - b.Reward)) |> Tensor.toScalar
-            let c = b.Reward - Tensor.mean b.Reward
-            Expect.isLessThan err (0.2f * Tensor.toScalar (Tensor.mean (c * c))) "reward MSE below a fifth of the reward variance"
-        }
+            test "STEVE with horizon 0 and one member is the mean of both critics' soft TD targets" {
+                let ctx, _, buffer = fittedContext 30
+                let ctx = { ctx with Model = { ctx.Model with Elites = [| ctx.Model.Elites.[0] |] } }
+                let policy = TanhGaussianPolicy.init (key 31) 3 1 [| 16 |]
+                let critics = Critics.init (key 32) 3 1 [| 16 |]
+                let b = buffer.Sample(key 33, 64)
+                let steve0 = Targets.steve 0.99f 0 ctx policy critics 0.2f (key 34) b
+                // With horizon 0 every candidate is r + γ(Q'ⱼ − α log π); the combination is their mean:
+                // the mean of both critics' soft values with the same action sample.
+                let a, logp = TanhGaussianPolicy.sample policy (RandomKey.split 2 (key 34)).[0] b.NextObs
+                let q1, q2 = Critics.both critics b.NextObs a
+                let expected = b.Reward + 0.99f * (1.0f - b.Done) * (0.5f * (q1 + q2) - 0.2f * logp)
 
-        test "settings round-trip through config.json; malformed settings files are refused with their path" {
-            let dir = Directory.CreateTempSubdirectory("maac-config").FullName
-            let s = tiny "Pendulum" "mbpo"
-            RunFolder.writeSettings dir s
-            Expect.equal (RunFolder.readSettings dir) s "round trip"
-            let bad = Path.Combine(dir, "bad.json")
-            File.WriteAllText(bad, "{ \"Env\": ")
-            let msg = Expect.throwsC (fun () -> RunFolder.readSettingsFile bad |> ignore) (fun e -> e.Message)
-            Expect.stringContains msg "bad.json" "names the file"
-        }
+                Array.iter2
+                    (fun (x: float32) (y: float32) ->
+                        Expect.floatClose { absolute = 1e-3; relative = 1e-4 } (float x) (float y) "horizon-0 STEVE")
+                    (steve0.ToArray())
+                    (expected.ToArray())
 
-        test "a diverging run stops with a report of where the NaN appeared" {
-            let s = { tiny "Pendulum" "sac" with CriticLearningRate = 1e30f; ActorLearningRate = 1e30f }
-            let msg = Expect.throwsC (fun () -> (runTrainer s Algorithms.sac 400 (fun _ _ -> ()) :> IDisposable).Dispose()) (fun e -> e.Message)
-            Expect.stringContains msg "diverged at step" "reports the step"
-        }
-    ]
+                let steve2 = Targets.steve 0.99f 2 ctx policy critics 0.2f (key 34) b
+                Expect.isTrue (Tensor.allFinite steve2) "finite with horizon 2"
+            }
+
+            test "every algorithm trains a few hundred steps and writes metrics" {
+                for alg in Algorithms.all do
+                    use t = runTrainer { tiny "Pendulum" alg.Name with Steps = 300 } alg 300 (fun _ _ -> ())
+                    Expect.equal t.Step 300 (sprintf "%s ran" alg.Name)
+
+                    Expect.equal
+                        (t.Metrics |> List.map (fun r -> r.Step))
+                        [ 200; 300 ]
+                        (sprintf "%s evaluated at 200 and at the end" alg.Name)
+
+                    Expect.isTrue (t.Metrics |> List.forall (fun r -> not (Double.IsNaN r.EvalReturnMean))) "finite evaluations"
+            }
+
+            test "a user-composed variant: MAAC whose horizon grows with training progress" {
+                let seen = Collections.Generic.HashSet<int>()
+
+                let growing =
+                    { Algorithms.maac with
+                        Name = "maac"
+                        ActorHorizon =
+                            fun s step ->
+                                let h = min 3 (1 + (step - s.RandomSteps) / 100) in
+                                lock seen (fun () -> seen.Add h |> ignore)
+                                h
+                    }
+
+                use _t = runTrainer (tiny "Pendulum" "maac") growing 400 (fun _ _ -> ())
+                Expect.equal (Set.ofSeq seen) (set [ 1; 2; 3 ]) "the schedule was used: horizons 1, 2 and 3"
+            }
+
+            test "a resumed run ends with the same parameters as an uninterrupted one" {
+                let s = { tiny "Pendulum" "maac" with Steps = 400 }
+                let dir = Directory.CreateTempSubdirectory("maac-resume").FullName
+                let path = Path.Combine(dir, "checkpoint.safetensors")
+                use whole = runTrainer s Algorithms.maac 400 (fun _ _ -> ())
+                use _first = runTrainer s Algorithms.maac 200 (fun t _ -> t.SaveCheckpoint path)
+                use second = new Trainer(s, Algorithms.maac, Tasks.find "Pendulum")
+                second.LoadCheckpoint path |> ignore
+                Expect.equal second.Step 200 "restored step"
+                let clock = Diagnostics.Stopwatch.StartNew()
+                second.Run(400, ignore, ignore, Threading.CancellationToken.None)
+                let own = clock.Elapsed.TotalSeconds
+                Expect.sequenceEqual (policyBits second.Agent) (policyBits whole.Agent) "bit-identical policy"
+                // The wall time carries over: the checkpoint holds the time spent up to step 200.
+                let before = (_first.Metrics |> List.last).WallSeconds
+                Expect.isGreaterThan before 0.0 "the first part took time"
+
+                Expect.isGreaterThanOrEqual
+                    (second.Metrics |> List.last).WallSeconds
+                    (before + 0.9 * own)
+                    "the resumed run's wall time includes it"
+            }
+
+            test "corrupt and mismatched checkpoints are refused with clear errors" {
+                let s = tiny "Pendulum" "sac"
+                let dir = Directory.CreateTempSubdirectory("maac-corrupt").FullName
+                let path = Path.Combine(dir, "checkpoint.safetensors")
+                use _t = runTrainer s Algorithms.sac 200 (fun t _ -> t.SaveCheckpoint path)
+                let bytes = File.ReadAllBytes path
+                let cut = Path.Combine(dir, "cut.safetensors")
+                File.WriteAllBytes(cut, bytes.[.. bytes.Length / 2])
+                use fresh = new Trainer(s, Algorithms.sac, Tasks.find "Pendulum")
+                let msg = Expect.throwsC (fun () -> fresh.LoadCheckpoint cut |> ignore) (fun e -> e.Message)
+                Expect.stringContains msg "cut.safetensors" "names the file"
+                use other = new Trainer(tiny "Pendulum" "mbpo", Algorithms.mbpo, Tasks.find "Pendulum")
+                let msg2 = Expect.throwsC (fun () -> other.LoadCheckpoint path |> ignore) (fun e -> e.Message)
+                Expect.stringContains msg2 "sac" "says which algorithm the checkpoint is for"
+            }
+
+            test "the checkpoint fuzzer: every corrupted copy of a small MBPO run is refused naming the file (a subset of the full set)" {
+                // `experiment checkpoint-fuzz --run DIR` runs ~300 cases; here every family with about a fifth of them.
+                let s = { tiny "Pendulum" "mbpo" with Steps = 200 }
+                let dir = Directory.CreateTempSubdirectory("maac-fuzz-run").FullName
+                RunFolder.create dir s
+
+                use _trainer =
+                    runTrainer s Algorithms.mbpo 200 (fun t _ -> t.SaveCheckpoint(RunFolder.checkpointFile dir))
+
+                let task = Tasks.find "Pendulum"
+
+                let results =
+                    CheckpointFuzz.run dir 60 7 (fun d -> (RunFolder.openTrainerFor d task :> IDisposable).Dispose())
+
+                Expect.isGreaterThanOrEqual results.Length 60 "cases run"
+                Expect.equal (results |> List.map (fun c -> c.Family) |> List.distinct |> List.length) 10 "every family"
+
+                let bad =
+                    results
+                    |> List.filter (fun c -> not c.Outcome.IsRefused)
+                    |> List.map (fun c -> sprintf "%s (%s): %A" c.Family c.Description c.Outcome)
+
+                Expect.isEmpty bad (String.Join("\n", bad))
+                // The uncorrupted checkpoint loads: the fuzzer's refusals are not a loader that refuses everything.
+                (RunFolder.openTrainerFor dir task :> IDisposable).Dispose()
+            }
+
+            test "nothing non-finite is written: a NaN in any tensor is refused naming it, the previous file stays" {
+                let dir = Directory.CreateTempSubdirectory("maac-nonfinite").FullName
+                let path = Path.Combine(dir, "c.safetensors")
+                let good = [ { Name = "a"; Shape = [| 2 |]; Values = [| 1.0f; 2.0f |] } ]
+                Checkpoint.save path good Map.empty
+                let before = File.ReadAllBytes path
+
+                let e =
+                    Expect.throwsC
+                        (fun () -> Checkpoint.save path [ { Name = "a"; Shape = [| 2 |]; Values = [| 1.0f; nanf |] } ] Map.empty)
+                        id
+
+                Expect.stringContains e.Message "'a' element 1" "names the tensor and the element"
+                Expect.equal (File.ReadAllBytes path) before "the previous checkpoint is untouched"
+                let arrays, _ = Checkpoint.load path
+                Expect.equal arrays.["a"].Values [| 1.0f; 2.0f |] "and still loads"
+            }
+
+            test "a killed checkpoint write leaves no temporary file behind after the next write" {
+                let dir = Directory.CreateTempSubdirectory("maac-stale").FullName
+                let path = Path.Combine(dir, "checkpoint.safetensors")
+                File.WriteAllText(Path.Combine(dir, ".checkpoint.safetensors.99999.tmp"), "half written")
+                Checkpoint.save path [ { Name = "a"; Shape = [| 1 |]; Values = [| 1.0f |] } ] Map.empty
+                Expect.equal (Directory.GetFiles dir |> Array.map Path.GetFileName) [| "checkpoint.safetensors" |] "only the checkpoint"
+            }
+
+            test "learning check: MAAC improves the double integrator's return well beyond its initial policy" {
+                // Deterministic (fixed seed, bit-identical on any thread count). The initial policy returns
+                // −48.7 from (1, 1); the finite-horizon LQR optimum is −34.2; this run reaches about −40.8.
+                // The policy changes only through the actor's gradient, so cutting it keeps −48.7 and fails.
+                let s =
+                    { Settings.forTask "DoubleIntegrator" "maac" with
+                        Steps = 1200
+                        RandomSteps = 200
+                        Hidden = [| 64; 64 |]
+                        BatchSize = 128
+                        ModelMembers = 3
+                        ModelElites = 2
+                        ModelHidden = [| 64; 64 |]
+                        ModelMaxEpochs = 20
+                        ModelTrainEvery = 200
+                        RolloutStarts = 256
+                        EvalEvery = 200
+                        EvalEpisodes = 5
+                        RealCapacity = 20_000
+                        ImaginedCapacity = 20_000
+                    }
+
+                use t = runTrainer s Algorithms.maac 1200 (fun _ _ -> ())
+                let returns = t.Metrics |> List.map (fun r -> r.EvalReturnMean)
+                let first, last = List.head returns, List.last returns
+                Expect.isGreaterThan last (first + 5.0) (sprintf "return improves by more than 5 (%A)" returns)
+                Expect.isGreaterThan last -43.5 (sprintf "return above −43.5 (%A)" returns)
+            }
+
+            test "CEM planning returns bounded, reproducible actions" {
+                let ctx, _, _ = fittedContext 40
+                let policy = TanhGaussianPolicy.init (key 41) 3 1 [| 16 |]
+                let critics = Critics.init (key 42) 3 1 [| 16 |]
+                let cfg = { CemSettings.Paper with Candidates = 64 }
+                let obs = [| 1.0f; 0.0f; 0.5f |]
+                let a1 = Cem.plan cfg 0.99f ctx policy critics (key 43) obs
+                let a2 = Cem.plan cfg 0.99f ctx policy critics (key 43) obs
+                Expect.equal a1 a2 "same key, same plan"
+                Expect.isTrue (a1 |> Array.forall (fun v -> v >= -1.0f && v <= 1.0f)) "within [−1, 1]"
+            }
+
+            test "without a task reward function the model learns the reward, and training runs on it" {
+                let pendulum = Tasks.find "Pendulum"
+                let noReward = { pendulum with Functions = { Reward = None; Termination = None } }
+                let s = { tiny "Pendulum" "maac" with Steps = 300 }
+                use t = new Trainer(s, Algorithms.maac, noReward)
+                t.Run(300, ignore, ignore, Threading.CancellationToken.None)
+                Expect.isTrue t.Agent.Model.PredictsReward "the model predicts rewards"
+                // A model fitted on enough data predicts the reward far better than a constant.
+                let ctx, _, buffer = fittedContextWith true 50
+                let b = buffer.All()
+                let mean, _ = Dynamics.predictAll ctx.Model b.Obs b.Action
+                let rewardColumn = Tensor.slice -1 3 1 mean |> Tensor.meanAxis 0 false |> Tensor.squeeze -1
+
+                let predicted =
+                    rewardColumn * Tensor.slice 0 3 1 ctx.Model.TargetStd + Tensor.slice 0 3 1 ctx.Model.TargetMean
+
+                let err = Tensor.mean ((predicted - b.Reward) * (predicted - b.Reward)) |> Tensor.toScalar
+                let c = b.Reward - Tensor.mean b.Reward
+                Expect.isLessThan err (0.2f * Tensor.toScalar (Tensor.mean (c * c))) "reward MSE below a fifth of the reward variance"
+            }
+
+            test "settings round-trip through config.json; malformed settings files are refused with their path" {
+                let dir = Directory.CreateTempSubdirectory("maac-config").FullName
+                let s = tiny "Pendulum" "mbpo"
+                RunFolder.writeSettings dir s
+                Expect.equal (RunFolder.readSettings dir) s "round trip"
+                let bad = Path.Combine(dir, "bad.json")
+                File.WriteAllText(bad, "{ \"Env\": ")
+                let msg = Expect.throwsC (fun () -> RunFolder.readSettingsFile bad |> ignore) (fun e -> e.Message)
+                Expect.stringContains msg "bad.json" "names the file"
+            }
+
+            test "a diverging run stops with a report of where the NaN appeared" {
+                let s = { tiny "Pendulum" "sac" with CriticLearningRate = 1e30f; ActorLearningRate = 1e30f }
+
+                let msg =
+                    Expect.throwsC (fun () -> (runTrainer s Algorithms.sac 400 (fun _ _ -> ()) :> IDisposable).Dispose()) (fun e ->
+                        e.Message)
+
+                Expect.stringContains msg "diverged at step" "reports the step"
+            }
+        ]

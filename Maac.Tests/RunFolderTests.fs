@@ -12,8 +12,15 @@ open Maac.Algorithms
 
 let private tiny =
     { Settings.forTask "Pendulum" "sac" with
-        Steps = 300; RandomSteps = 100; Hidden = [| 16; 16 |]; BatchSize = 32; UpdatesPerStep = 1; EvalEvery = 100; EvalEpisodes = 1
-        RealCapacity = 1000 }
+        Steps = 300
+        RandomSteps = 100
+        Hidden = [| 16; 16 |]
+        BatchSize = 32
+        UpdatesPerStep = 1
+        EvalEvery = 100
+        EvalEpisodes = 1
+        RealCapacity = 1000
+    }
 
 let private folder (name: string) = Directory.CreateTempSubdirectory("maac-" + name).FullName
 
@@ -28,113 +35,157 @@ let private errorOf (f: unit -> unit) =
     try
         f ()
         failtest "expected an error, nothing was thrown"
-    with e -> e
+    with e ->
+        e
 
 let tests =
-    testList "settings and run folders" [
-        test "every out-of-range setting is named with its value, all at once" {
-            let bad = { tiny with Gamma = 0.0f; ActorLearningRate = -1e-3f; EvalEvery = 0; ModelElites = 9; ModelMembers = 3; Hidden = [| 16; 0 |] }
-            let problems = Settings.problems bad
-            for expected in [ "Gamma must lie in (0, 1], got 0"; "ActorLearningRate must be a positive learning rate, got -0.001"
-                              "EvalEvery must be positive, got 0"; "ModelElites (9) must not exceed ModelMembers (3)"; "Hidden must list positive layer widths, got [16, 0]" ] do
-                Expect.contains problems expected expected
-            Expect.isEmpty (Settings.problems tiny) "the defaults are valid"
-            // The Trainer refuses them before anything is created.
-            let e = errorOf (fun () -> new Trainer(bad, Algorithms.sac, Tasks.find "Pendulum") |> ignore)
-            Expect.stringContains e.Message "EvalEvery must be positive" "refused by the trainer"
-        }
+    testList
+        "settings and run folders"
+        [
+            test "every out-of-range setting is named with its value, all at once" {
+                let bad =
+                    { tiny with
+                        Gamma = 0.0f
+                        ActorLearningRate = -1e-3f
+                        EvalEvery = 0
+                        ModelElites = 9
+                        ModelMembers = 3
+                        Hidden = [| 16; 0 |]
+                    }
 
-        test "a settings file may leave keys out (the task's defaults) but not misspell one (the nearest name is offered)" {
-            let partial = """{ "Env": "Pendulum", "Algorithm": "sac", "Seed": 3, "BatchSize": 64 }"""
-            let s = SettingsFile.parse "partial.json" partial None None
-            Expect.equal (s.Seed, s.BatchSize) (3L, 64) "the keys given"
-            Expect.equal s.Gamma (Settings.forTask "Pendulum" "sac").Gamma "a missing Gamma takes the task's default, not 0"
-            let e = errorOf (fun () -> SettingsFile.parse "typo.json" """{ "Env": "Pendulum", "ActorSample": 5 }""" None None |> ignore)
-            Expect.stringContains e.Message "typo.json" "names the file"
-            Expect.stringContains e.Message "unknown setting 'ActorSample'; did you mean 'ActorSamples'?" "names the nearest key"
-            let e2 = errorOf (fun () -> SettingsFile.parse "neg.json" """{ "Env": "Pendulum", "CriticLearningRate": -0.5 }""" None None |> ignore)
-            Expect.stringContains e2.Message "CriticLearningRate must be a positive learning rate, got -0.5" "ranges checked"
-            let e3 = errorOf (fun () -> SettingsFile.parse "type.json" """{ "Env": "Pendulum", "BatchSize": "big" }""" None None |> ignore)
-            Expect.stringContains e3.Message "BatchSize" "a wrong type names the key"
-            // Flags win over the file's Env and Algorithm, and the defaults follow them.
-            let s2 = SettingsFile.parse "f.json" """{ "Seed": 1 }""" (Some "InvertedPendulum") (Some "maac")
-            Expect.equal (s2.Env, s2.Algorithm, s2.UpdatesPerStep) ("InvertedPendulum", "maac", 4) "InvertedPendulum's defaults"
-        }
+                let problems = Settings.problems bad
 
-        test "a checkpoint refuses settings edited since it was written (the budget aside)" {
-            let dir = folder "edited"
-            trainInto dir tiny 200
-            let config = RunFolder.configFile dir
-            let o = JsonNode.Parse(File.ReadAllText config).AsObject()
-            o.["Seed"] <- JsonValue.Create 7L
-            o.["ActorLearningRate"] <- JsonValue.Create 0.1
-            File.WriteAllText(config, o.ToJsonString())
-            let e = errorOf (fun () -> (RunFolder.openTrainer dir :> IDisposable).Dispose())
-            Expect.isTrue (e :? CheckpointException) "a CheckpointException"
-            Expect.stringContains e.Message "Seed: 0 → 7" "names the seed change"
-            Expect.stringContains e.Message "ActorLearningRate" "and the learning rate's"
-            // A raised budget is a continuation, not a change.
-            o.["Seed"] <- JsonValue.Create 0L
-            o.["ActorLearningRate"] <- JsonValue.Create tiny.ActorLearningRate
-            o.["Steps"] <- JsonValue.Create 400
-            File.WriteAllText(config, o.ToJsonString())
-            use t = RunFolder.openTrainer dir
-            Expect.equal t.Step 200 "opens at its step"
-        }
+                for expected in
+                    [
+                        "Gamma must lie in (0, 1], got 0"
+                        "ActorLearningRate must be a positive learning rate, got -0.001"
+                        "EvalEvery must be positive, got 0"
+                        "ModelElites (9) must not exceed ModelMembers (3)"
+                        "Hidden must list positive layer widths, got [16, 0]"
+                    ] do
+                    Expect.contains problems expected expected
 
-        test "resuming: a budget below the checkpoint's step is refused; a raised one continues and is recorded" {
-            let dir = folder "budget"
-            trainInto dir tiny 200
-            let task = Tasks.find "Pendulum"
-            let e = errorOf (fun () -> (RunFolder.resume dir task (Some 150) :> IDisposable).Dispose())
-            Expect.stringContains e.Message "--steps 150 is below the step 200" "refused, naming both"
-            Expect.equal (RunFolder.readSettings dir).Steps 300 "config.json untouched"
-            use t = RunFolder.resume dir task (Some 500)
-            Expect.equal (t.Step, t.Settings.Steps) (200, 500) "continues with the raised budget"
-            Expect.equal (RunFolder.readSettings dir).Steps 500 "config.json records it"
-        }
+                Expect.isEmpty (Settings.problems tiny) "the defaults are valid"
+                // The Trainer refuses them before anything is created.
+                let e = errorOf (fun () -> new Trainer(bad, Algorithms.sac, Tasks.find "Pendulum") |> ignore)
+                Expect.stringContains e.Message "EvalEvery must be positive" "refused by the trainer"
+            }
 
-        test "metrics.csv always holds exactly the rows up to the checkpoint (a kill between the two writes, a stale file)" {
-            let dir = folder "metrics"
-            trainInto dir tiny 200
-            let rows () = RunFolder.readRows dir |> Array.map (fun r -> r.Step)
-            Expect.equal (rows ()) [| 100; 200 |] "rows at 100 and 200"
-            // As after a kill between the checkpoint's rename and the metrics write: the last row is missing.
-            File.WriteAllText(RunFolder.metricsFile dir, MetricsCsv.text (RunFolder.readRows dir |> Array.take 1))
-            (RunFolder.openTrainer dir :> IDisposable).Dispose()
-            Expect.equal (rows ()) [| 100; 200 |] "restored from the checkpoint"
-            // A metrics.csv ahead of its checkpoint (rows of a later, lost step) is cut back.
-            let extra = { (RunFolder.readRows dir).[1] with Step = 300 }
-            File.WriteAllText(RunFolder.metricsFile dir, MetricsCsv.text (Array.append (RunFolder.readRows dir) [| extra |]))
-            (RunFolder.openTrainer dir :> IDisposable).Dispose()
-            Expect.equal (rows ()) [| 100; 200 |] "cut back to the checkpoint"
-        }
+            test "a settings file may leave keys out (the task's defaults) but not misspell one (the nearest name is offered)" {
+                let partial = """{ "Env": "Pendulum", "Algorithm": "sac", "Seed": 3, "BatchSize": 64 }"""
+                let s = SettingsFile.parse "partial.json" partial None None
+                Expect.equal (s.Seed, s.BatchSize) (3L, 64) "the keys given"
+                Expect.equal s.Gamma (Settings.forTask "Pendulum" "sac").Gamma "a missing Gamma takes the task's default, not 0"
 
-        test "run folders: foreign files are refused, a run killed before its first checkpoint can start again" {
-            let dir = folder "foreign"
-            File.WriteAllText(Path.Combine(dir, "thesis.tex"), "mine")
-            let e = errorOf (fun () -> RunFolder.create dir tiny)
-            Expect.stringContains e.Message "thesis.tex" "names the foreign file"
-            Expect.equal (File.ReadAllText(Path.Combine(dir, "thesis.tex"))) "mine" "untouched"
-            let killed = folder "killed"
-            RunFolder.create killed tiny
-            RunFolder.create killed tiny // the same run again: allowed, nothing was trained yet
-            let other = errorOf (fun () -> RunFolder.create killed { tiny with Seed = 5L })
-            Expect.stringContains other.Message "another run's config.json" "another run's settings are not overwritten"
-            use t = RunFolder.resume killed (Tasks.find "Pendulum") None
-            Expect.equal t.Step 0 "resuming it starts from step 0"
-        }
+                let e =
+                    errorOf (fun () -> SettingsFile.parse "typo.json" """{ "Env": "Pendulum", "ActorSample": 5 }""" None None |> ignore)
 
-        test "a diverging model is reported as a divergence naming the part and the step" {
-            // A learning rate so large that the model's loss overflows.
-            let s = { Settings.forTask "Pendulum" "mbpo" with
-                        Steps = 200; RandomSteps = 100; Hidden = [| 16 |]; ModelMembers = 2; ModelElites = 1; ModelHidden = [| 16 |]
-                        ModelLearningRate = 1e9f; ModelMaxEpochs = 3; ModelTrainEvery = 100; RolloutStarts = 8; EvalEvery = 100; EvalEpisodes = 1 }
-            use t = new Trainer(s, Algorithms.mbpo, Tasks.find "Pendulum")
-            let e = errorOf (fun () -> t.Run(200, ignore, ignore, Threading.CancellationToken.None))
-            Expect.isTrue (e :? DivergenceException) (sprintf "a DivergenceException, got %s: %s" (e.GetType().Name) e.Message)
-            Expect.stringContains e.Message "dynamics model" "names the model"
-            Expect.equal (e :?> DivergenceException).Part "model" "its Part is the model"
-            Expect.stringContains e.Message "step" "and the step"
-        }
-    ]
+                Expect.stringContains e.Message "typo.json" "names the file"
+                Expect.stringContains e.Message "unknown setting 'ActorSample'; did you mean 'ActorSamples'?" "names the nearest key"
+
+                let e2 =
+                    errorOf (fun () ->
+                        SettingsFile.parse "neg.json" """{ "Env": "Pendulum", "CriticLearningRate": -0.5 }""" None None
+                        |> ignore)
+
+                Expect.stringContains e2.Message "CriticLearningRate must be a positive learning rate, got -0.5" "ranges checked"
+
+                let e3 =
+                    errorOf (fun () -> SettingsFile.parse "type.json" """{ "Env": "Pendulum", "BatchSize": "big" }""" None None |> ignore)
+
+                Expect.stringContains e3.Message "BatchSize" "a wrong type names the key"
+                // Flags win over the file's Env and Algorithm, and the defaults follow them.
+                let s2 = SettingsFile.parse "f.json" """{ "Seed": 1 }""" (Some "InvertedPendulum") (Some "maac")
+                Expect.equal (s2.Env, s2.Algorithm, s2.UpdatesPerStep) ("InvertedPendulum", "maac", 4) "InvertedPendulum's defaults"
+            }
+
+            test "a checkpoint refuses settings edited since it was written (the budget aside)" {
+                let dir = folder "edited"
+                trainInto dir tiny 200
+                let config = RunFolder.configFile dir
+                let o = JsonNode.Parse(File.ReadAllText config).AsObject()
+                o.["Seed"] <- JsonValue.Create 7L
+                o.["ActorLearningRate"] <- JsonValue.Create 0.1
+                File.WriteAllText(config, o.ToJsonString())
+                let e = errorOf (fun () -> (RunFolder.openTrainer dir :> IDisposable).Dispose())
+                Expect.isTrue (e :? CheckpointException) "a CheckpointException"
+                Expect.stringContains e.Message "Seed: 0 → 7" "names the seed change"
+                Expect.stringContains e.Message "ActorLearningRate" "and the learning rate's"
+                // A raised budget is a continuation, not a change.
+                o.["Seed"] <- JsonValue.Create 0L
+                o.["ActorLearningRate"] <- JsonValue.Create tiny.ActorLearningRate
+                o.["Steps"] <- JsonValue.Create 400
+                File.WriteAllText(config, o.ToJsonString())
+                use t = RunFolder.openTrainer dir
+                Expect.equal t.Step 200 "opens at its step"
+            }
+
+            test "resuming: a budget below the checkpoint's step is refused; a raised one continues and is recorded" {
+                let dir = folder "budget"
+                trainInto dir tiny 200
+                let task = Tasks.find "Pendulum"
+                let e = errorOf (fun () -> (RunFolder.resume dir task (Some 150) :> IDisposable).Dispose())
+                Expect.stringContains e.Message "--steps 150 is below the step 200" "refused, naming both"
+                Expect.equal (RunFolder.readSettings dir).Steps 300 "config.json untouched"
+                use t = RunFolder.resume dir task (Some 500)
+                Expect.equal (t.Step, t.Settings.Steps) (200, 500) "continues with the raised budget"
+                Expect.equal (RunFolder.readSettings dir).Steps 500 "config.json records it"
+            }
+
+            test "metrics.csv always holds exactly the rows up to the checkpoint (a kill between the two writes, a stale file)" {
+                let dir = folder "metrics"
+                trainInto dir tiny 200
+                let rows () = RunFolder.readRows dir |> Array.map (fun r -> r.Step)
+                Expect.equal (rows ()) [| 100; 200 |] "rows at 100 and 200"
+                // As after a kill between the checkpoint's rename and the metrics write: the last row is missing.
+                File.WriteAllText(RunFolder.metricsFile dir, MetricsCsv.text (RunFolder.readRows dir |> Array.take 1))
+                (RunFolder.openTrainer dir :> IDisposable).Dispose()
+                Expect.equal (rows ()) [| 100; 200 |] "restored from the checkpoint"
+                // A metrics.csv ahead of its checkpoint (rows of a later, lost step) is cut back.
+                let extra = { (RunFolder.readRows dir).[1] with Step = 300 }
+                File.WriteAllText(RunFolder.metricsFile dir, MetricsCsv.text (Array.append (RunFolder.readRows dir) [| extra |]))
+                (RunFolder.openTrainer dir :> IDisposable).Dispose()
+                Expect.equal (rows ()) [| 100; 200 |] "cut back to the checkpoint"
+            }
+
+            test "run folders: foreign files are refused, a run killed before its first checkpoint can start again" {
+                let dir = folder "foreign"
+                File.WriteAllText(Path.Combine(dir, "thesis.tex"), "mine")
+                let e = errorOf (fun () -> RunFolder.create dir tiny)
+                Expect.stringContains e.Message "thesis.tex" "names the foreign file"
+                Expect.equal (File.ReadAllText(Path.Combine(dir, "thesis.tex"))) "mine" "untouched"
+                let killed = folder "killed"
+                RunFolder.create killed tiny
+                RunFolder.create killed tiny // the same run again: allowed, nothing was trained yet
+                let other = errorOf (fun () -> RunFolder.create killed { tiny with Seed = 5L })
+                Expect.stringContains other.Message "another run's config.json" "another run's settings are not overwritten"
+                use t = RunFolder.resume killed (Tasks.find "Pendulum") None
+                Expect.equal t.Step 0 "resuming it starts from step 0"
+            }
+
+            test "a diverging model is reported as a divergence naming the part and the step" {
+                // A learning rate so large that the model's loss overflows.
+                let s =
+                    { Settings.forTask "Pendulum" "mbpo" with
+                        Steps = 200
+                        RandomSteps = 100
+                        Hidden = [| 16 |]
+                        ModelMembers = 2
+                        ModelElites = 1
+                        ModelHidden = [| 16 |]
+                        ModelLearningRate = 1e9f
+                        ModelMaxEpochs = 3
+                        ModelTrainEvery = 100
+                        RolloutStarts = 8
+                        EvalEvery = 100
+                        EvalEpisodes = 1
+                    }
+
+                use t = new Trainer(s, Algorithms.mbpo, Tasks.find "Pendulum")
+                let e = errorOf (fun () -> t.Run(200, ignore, ignore, Threading.CancellationToken.None))
+                Expect.isTrue (e :? DivergenceException) (sprintf "a DivergenceException, got %s: %s" (e.GetType().Name) e.Message)
+                Expect.stringContains e.Message "dynamics model" "names the model"
+                Expect.equal (e :?> DivergenceException).Part "model" "its Part is the model"
+                Expect.stringContains e.Message "step" "and the step"
+            }
+        ]

@@ -12,7 +12,8 @@ open Maac.Tensors
 let config =
     { FsCheckConfig.defaultConfig with
         maxTest = 100
-        replay = Some(0x5EEDUL, 0x9E3779B97F4A7C15UL, None) }
+        replay = Some(0x5EEDUL, 0x9E3779B97F4A7C15UL, None)
+    }
 
 /// The same with fewer cases (for expensive properties).
 let configFew = { config with maxTest = 25 }
@@ -21,50 +22,65 @@ let key (seed: int) = RandomKey.ofSeed (int64 seed)
 
 /// Under CI a test that cannot run here is a failure, not a skip.
 let skipOrFail (reason: string) =
-    if Environment.GetEnvironmentVariable "CI" = "true" then failtestf "cannot run under CI: %s" reason
-    else skiptest reason
+    if Environment.GetEnvironmentVariable "CI" = "true" then
+        failtestf "cannot run under CI: %s" reason
+    else
+        skiptest reason
 
 /// A tensor of the given shape with values uniform in [lo, hi).
-let uniform (seed: int) (shape: int[]) (lo: float32) (hi: float32) =
-    Tensor.rand (key seed) shape * (hi - lo) + lo
+let uniform (seed: int) (shape: int[]) (lo: float32) (hi: float32) = Tensor.rand (key seed) shape * (hi - lo) + lo
 
 /// Shapes of rank 0..3 with dimensions 1..4.
-let genShape = gen {
-    let! rank = Gen.choose (0, 3)
-    return! Gen.arrayOfLength rank (Gen.choose (1, 4)) }
+let genShape =
+    gen {
+        let! rank = Gen.choose (0, 3)
+        return! Gen.arrayOfLength rank (Gen.choose (1, 4))
+    }
 
 /// A shape and another that broadcasts against it (some dimensions set to 1, some leading ones dropped).
-let genBroadcastPair = gen {
-    let! a = genShape
-    let! ones = Gen.arrayOfLength a.Length (Gen.elements [ false; false; true ])
-    let b = Array.map2 (fun d one -> if one then 1 else d) a ones
-    let! drop = Gen.choose (0, b.Length)
-    let! swap = Gen.elements [ false; true ]
-    let b' = b.[drop ..]
-    return if swap then (b', a) else (a, b') }
+let genBroadcastPair =
+    gen {
+        let! a = genShape
+        let! ones = Gen.arrayOfLength a.Length (Gen.elements [ false; false; true ])
+        let b = Array.map2 (fun d one -> if one then 1 else d) a ones
+        let! drop = Gen.choose (0, b.Length)
+        let! swap = Gen.elements [ false; true ]
+        let b' = b.[drop..]
+        return if swap then (b', a) else (a, b')
+    }
 
 type ShapeSeed = { Shape: int[]; Seed: int }
 type PairSeed = { A: int[]; B: int[]; Seed: int }
 
-let arbShapeSeed = Arb.fromGen (gen {
-    let! s = genShape
-    let! seed = Gen.choose (0, 1_000_000)
-    return { Shape = s; Seed = seed } })
+let arbShapeSeed =
+    Arb.fromGen (
+        gen {
+            let! s = genShape
+            let! seed = Gen.choose (0, 1_000_000)
+            return { Shape = s; Seed = seed }
+        }
+    )
 
-let arbPairSeed = Arb.fromGen (gen {
-    let! (a, b) = genBroadcastPair
-    let! seed = Gen.choose (0, 1_000_000)
-    return { A = a; B = b; Seed = seed } })
+let arbPairSeed =
+    Arb.fromGen (
+        gen {
+            let! (a, b) = genBroadcastPair
+            let! seed = Gen.choose (0, 1_000_000)
+            return { A = a; B = b; Seed = seed }
+        }
+    )
 
 /// Sizes of a matrix product op(a)[m×k]·op(b)[k×n]: which operands are transposed, and 0 (unbatched) to 3 batches.
-let genProduct (maxM: int) (maxK: int) (maxN: int) = gen {
-    let! m = Gen.choose (1, maxM)
-    let! k = Gen.choose (1, maxK)
-    let! n = Gen.choose (1, maxN)
-    let! ta = Gen.elements [ false; true ]
-    let! tb = Gen.elements [ false; true ]
-    let! batches = Gen.choose (0, 3)
-    return m, k, n, ta, tb, batches }
+let genProduct (maxM: int) (maxK: int) (maxN: int) =
+    gen {
+        let! m = Gen.choose (1, maxM)
+        let! k = Gen.choose (1, maxK)
+        let! n = Gen.choose (1, maxN)
+        let! ta = Gen.elements [ false; true ]
+        let! tb = Gen.elements [ false; true ]
+        let! batches = Gen.choose (0, 3)
+        return m, k, n, ta, tb, batches
+    }
 
 let toF64 (t: Tensor) = t.ToArray() |> Array.map float
 
@@ -82,18 +98,35 @@ let checkGradient (name: string) (f: Tensor[] -> Tensor) (xs: Tensor[]) (seed: i
     let loss (ts: Tensor[]) = Tensor.sum (f ts * w)
     let vs = xs |> Array.mapi (fun i x -> Tensor.rand ks.[i + 1] x.Shape * 2.0f - 1.0f)
     let gs = Diff.grads loss xs
-    let ad = Array.map2 (fun (g: Tensor) (v: Tensor) -> Array.map2 (*) (toF64 g) (toF64 v) |> Array.sum) gs vs |> Array.sum
+
+    let ad =
+        Array.map2 (fun (g: Tensor) (v: Tensor) -> Array.map2 (*) (toF64 g) (toF64 v) |> Array.sum) gs vs
+        |> Array.sum
+
     let h = 1e-2f
     let at (s: float32) = Array.map2 (fun (x: Tensor) (v: Tensor) -> x + s * v) xs vs |> loss |> Tensor.toScalar |> float
     let fd = (at h - at -h) / (2.0 * float h)
     let tol = 2e-3 + 1e-2 * max (abs ad) (abs fd)
+
     if not (abs (ad - fd) <= tol) then
-        failtestf "%s: gradient along a random direction is %.6g by AD but %.6g by finite differences (tolerance %.3g, shapes %s)"
-            name ad fd tol (String.Join(" ", xs |> Array.map (fun x -> Shape.show x.Shape)))
+        failtestf
+            "%s: gradient along a random direction is %.6g by AD but %.6g by finite differences (tolerance %.3g, shapes %s)"
+            name
+            ad
+            fd
+            tol
+            (String.Join(" ", xs |> Array.map (fun x -> Shape.show x.Shape)))
 
 /// Moves values at least `gap` away from a kink at `at` (keeps finite differences on one side of it).
 let awayFrom (at: float32) (gap: float32) (x: Tensor) =
-    let v = x.ToArray() |> Array.map (fun e -> if abs (e - at) < gap then (if e >= at then at + gap else at - gap) else e)
+    let v =
+        x.ToArray()
+        |> Array.map (fun e ->
+            if abs (e - at) < gap then
+                (if e >= at then at + gap else at - gap)
+            else
+                e)
+
     Tensor.ofArray x.Shape v
 
 /// What release scopes promise on any backend that has them (IReleasingBackend): nested scopes, a kept tensor
@@ -105,8 +138,10 @@ let checkReleaseScopes (be: IBackend) (length: int) =
     let mutable dropped = null
     let mutable kept = null
     let mutable innerKept = null
+
     do
         use outer = scoped.BeginScope()
+
         do
             use inner = scoped.BeginScope()
             innerKept <- be.Full([| length |], 4.0f)
@@ -119,6 +154,7 @@ let checkReleaseScopes (be: IBackend) (length: int) =
         Expect.throwsT<ObjectDisposedException> (fun () -> be.Reshape(dropped, [| 1; length |]) |> ignore) "nor a view of it"
         kept <- be.Scalar(MulScalar 3.0f, be.Full([| 5 |], 1.0f))
         outer.Keep kept
+
     Expect.throwsT<ObjectDisposedException> (fun () -> innerKept.ToArray() |> ignore) "the outer scope did not keep it"
     Expect.allEqual (kept.ToArray()) 3.0f "a kept tensor keeps its values"
     Expect.allEqual (before.ToArray()) 1.0f "a tensor made before the scopes is untouched"
@@ -126,7 +162,13 @@ let checkReleaseScopes (be: IBackend) (length: int) =
 /// log(1 + eˣ) in float64 to about 1e-15 relative (a series where eˣ is small, so that no rounding of 1 + eˣ enters).
 let softplusReference (x: float) =
     let z = Math.Exp(-(abs x))
-    let log1p = if z < 1e-5 then z - z * z / 2.0 + z * z * z / 3.0 else Math.Log(1.0 + z)
+
+    let log1p =
+        if z < 1e-5 then
+            z - z * z / 2.0 + z * z * z / 3.0
+        else
+            Math.Log(1.0 + z)
+
     max x 0.0 + log1p
 
 /// Softplus arguments from −87 (eˣ still a normal float32) to 30, including where 1 + eˣ rounds to 1 in float32.

@@ -15,147 +15,297 @@ open Maac.Algorithms
 open Maac.Tests.Support
 
 let private bits (a: AgentState) =
-    Parameters.tensors a |> Array.collect (fun t -> t.ToArray()) |> Array.map BitConverter.SingleToInt32Bits
+    Parameters.tensors a
+    |> Array.collect (fun t -> t.ToArray())
+    |> Array.map BitConverter.SingleToInt32Bits
 
 let private withoutWall (rows: MetricsRow list) = rows |> List.map (fun r -> { r with WallSeconds = 0.0 }) |> MetricsCsv.text
 
 let private tempDir () = Path.Combine(Path.GetTempPath(), "maac-state-" + Guid.NewGuid().ToString "N")
 
 let tests =
-    testList "training state" [
-        test "the trainer's Run is the fold of TrainingStep.step: same agent bits, buffers, counters and metrics" {
-            let s = { RlTests.tiny "Pendulum" "maac" with Steps = 300; EvalEvery = 100 }
-            let task = Tasks.find "Pendulum"
-            use t = new Trainer(s, Algorithms.maac, task)
-            let events = Collections.Generic.List<TrainingEvent>()
-            t.Run(300, events.Add, Threading.CancellationToken.None)
-            let run = TrainingStep.run s Algorithms.maac task
-            use _env = run.Env
-            let init = TrainingState.init s (TrainingStep.key run 1L 0) 3 1 false
-            let folded, foldedEvents =
-                Seq.fold (fun (st, evs) _ -> let next, e = TrainingStep.step run (fun () -> 0.0) st in next, evs @ e) (init, []) [ 1 .. 300 ]
-            Expect.equal (bits folded.Agent) (bits t.State.Agent) "the same parameters and moments, bit for bit"
-            Expect.equal (folded.Step, folded.Episodes, folded.Real.Count, folded.Imagined.Count) (t.State.Step, t.State.Episodes, t.State.Real.Count, t.State.Imagined.Count) "the same counters and buffers"
-            Expect.equal (withoutWall folded.Metrics) (withoutWall t.State.Metrics) "the same metrics rows"
-            let kinds (es: TrainingEvent seq) = es |> Seq.choose (function Stepped _ -> None | Evaluated r -> Some(sprintf "evaluated %d" r.Step) | e -> Some(sprintf "%A" e)) |> Seq.toList
-            Expect.equal (kinds events) (kinds foldedEvents) "the trainer publishes the step's events, in order"
-            Expect.equal (events |> Seq.filter (function Stepped _ -> true | _ -> false) |> Seq.length) 300 "and one Stepped per environment step"
-            Expect.contains (kinds events) "evaluated 300" "an evaluation at the budget"
-            Expect.isTrue (events |> Seq.exists (function ModelFitted _ -> true | _ -> false)) "the model fits are events"
-        }
-
-        test "the agent is one parameter collection: unique checkpoint names, a rebuild round trip, and checkpoints hold exactly its tensors and the buffers" {
-            let s = RlTests.tiny "Pendulum" "maac"
-            let a = Agent.init s (key 3) 3 1 false
-            let named = (a :> IParameters<_>).Named
-            Expect.equal (named |> Array.map fst |> Array.distinct).Length named.Length "names are unique"
-            for prefix in [ "policy."; "policyOpt.m."; "policyOpt.v."; "critics."; "criticsOpt."; "targetCritics."; "temperature."; "temperatureOpt."; "model."; "modelOpt."; "modelStats." ] do
-                Expect.isTrue (named |> Array.exists (fun (n, _) -> n.StartsWith prefix)) (sprintf "holds %s*" prefix)
-            let shifted = Parameters.map (fun t -> t + 1.0f) a
-            Expect.equal (Parameters.tensors shifted |> Array.map (fun t -> t.ToArray())) (named |> Array.map (fun (_, t) -> (t + 1.0f).ToArray())) "rebuild puts every tensor back in its place"
-            Expect.equal shifted.Model.Elites a.Model.Elites "the elites are kept"
-            let st = TrainingState.init s (key 3) 3 1 false
-            let arrays, meta = TrainingState.toCheckpoint s "maac" "Pendulum" st
-            let expected = Array.append (named |> Array.map fst) [| for b in [ "real"; "imagined" ] do for i in 0 .. 4 -> sprintf "%s.%d" b i |]
-            Expect.equal (arrays |> List.map (fun x -> x.Name) |> List.toArray) expected "the checkpoint's tensors are the state's named tensors and the buffers"
-            Expect.equal meta.["adamSteps"] "0,0,0,0" "Adam's step counts in the metadata"
-        }
-
-        testPropertyWithConfig config "an imagined path's return is Σ γᵗ rₜ up to the first done flag, closed by γᴴ·V where still alive" (fun () ->
-            Prop.forAll (Arb.fromGen (gen {
-                let! n = Gen.choose (1, 5)
-                let! h = Gen.choose (0, 5)
-                let! rewards = Gen.arrayOfLength (n * h) (Gen.choose (-100, 100))
-                let! dones = Gen.arrayOfLength (n * h) (Gen.elements [ 0; 0; 0; 1 ])
-                let! terminal = Gen.arrayOfLength n (Gen.choose (-100, 100))
-                return n, h, rewards |> Array.map (fun r -> float32 r / 10.0f), dones |> Array.map float32, terminal |> Array.map float32 })) (fun (n, h, rewards, dones, terminal) ->
-                let gamma = 0.9f
-                let row (t: int) (v: float32[]) = Tensor.ofArray [| n |] v.[t * n .. (t + 1) * n - 1]
-                let stepAt (t: int) (s: Tensor) = s + 1.0f, row t rewards, row t dones
-                let path = ImaginedPath.start (Tensor.zeros [| n; 2 |]) |> ImaginedPath.unroll gamma h stepAt
-                let closed = (ImaginedPath.close path (Tensor.ofArray [| n |] terminal)).ToArray()
-                let scanned = ImaginedPath.start (Tensor.zeros [| n; 2 |]) |> ImaginedPath.scan gamma h stepAt
-                for i in 0 .. n - 1 do
-                    let mutable expected, alive, disc = 0.0, 1.0, 1.0
-                    for t in 0 .. h - 1 do
-                        expected <- expected + disc * alive * float rewards.[t * n + i]
-                        alive <- alive * (1.0 - float dones.[t * n + i])
-                        disc <- disc * float gamma
-                    expected <- expected + disc * alive * float terminal.[i]
-                    Expect.floatClose { absolute = 1e-4; relative = 1e-5 } (float closed.[i]) expected (sprintf "row %d" i)
-                Expect.equal scanned.Length (h + 1) "scan keeps the start and every step"
-                Expect.equal ((Array.last scanned).Return.ToArray()) (path.Return.ToArray()) "scan ends where unroll does"
-                Expect.equal ((Array.last scanned).State.ToArray()) (Array.create (2 * n) (float32 h)) "the state moved h times"))
-
-        test "a diverging part ends the run with a Diverged event, the part's name, the step and what the folder keeps" {
-            let s = { RlTests.tiny "Pendulum" "sac" with CriticLearningRate = 1e30f; ActorLearningRate = 1e30f; Steps = 400 }
-            let dir = tempDir ()
-            try
-                use session = RunSession.Start(s, Algorithms.sac, Tasks.find "Pendulum", Some dir)
+    testList
+        "training state"
+        [
+            test "the trainer's Run is the fold of TrainingStep.step: same agent bits, buffers, counters and metrics" {
+                let s = { RlTests.tiny "Pendulum" "maac" with Steps = 300; EvalEvery = 100 }
+                let task = Tasks.find "Pendulum"
+                use t = new Trainer(s, Algorithms.maac, task)
                 let events = Collections.Generic.List<TrainingEvent>()
-                let e = Expect.throwsC (fun () -> session.Train(400, events.Add, ignore, Threading.CancellationToken.None)) id
-                match e with
-                | :? DivergenceException as d ->
-                    Expect.contains [ "critic"; "policy"; "temperature" ] d.Part "names an agent part"
-                    Expect.stringContains d.Message "diverged at step" "and the step"
-                    Expect.isTrue (d.Message.Contains "The last good checkpoint (step 200)" || d.Message.Contains "No checkpoint had been written yet") (sprintf "says what is kept: %s" d.Message)
-                    Expect.isTrue (events |> Seq.exists (function Diverged _ -> true | _ -> false)) "a Diverged event was published first"
-                    let onDisk = if File.Exists(RunFolder.checkpointFile dir) then (RunFolder.readRows dir |> Array.length) else 0
-                    Expect.equal onDisk (session.Trainer.Metrics.Length) "metrics.csv agrees with what the session kept"
-                | other -> failtestf "a DivergenceException, got %s: %s" (other.GetType().Name) other.Message
-            finally
-                if Directory.Exists dir then Directory.Delete(dir, true)
-        }
+                t.Run(300, events.Add, Threading.CancellationToken.None)
+                let run = TrainingStep.run s Algorithms.maac task
+                use _env = run.Env
+                let init = TrainingState.init s (TrainingStep.key run 1L 0) 3 1 false
 
-        test "a diverging run without a folder says that nothing was written" {
-            let s = { RlTests.tiny "Pendulum" "sac" with CriticLearningRate = 1e30f; ActorLearningRate = 1e30f }
-            use session = RunSession.Start(s, Algorithms.sac, Tasks.find "Pendulum", None)
-            let msg = Expect.throwsC (fun () -> session.Train(400, ignore, ignore, Threading.CancellationToken.None)) (fun e -> e.Message)
-            Expect.stringContains msg "Nothing was written to disk" "in memory"
-        }
+                let folded, foldedEvents =
+                    Seq.fold
+                        (fun (st, evs) _ -> let next, e = TrainingStep.step run (fun () -> 0.0) st in next, evs @ e)
+                        (init, [])
+                        [ 1..300 ]
 
-        test "a checkpoint with a non-finite moment is refused on save as that part's divergence, and the old file stays" {
-            let s = { RlTests.tiny "Pendulum" "sac" with Steps = 200 }
-            let dir = tempDir ()
-            try
-                use session = RunSession.Start(s, Algorithms.sac, Tasks.find "Pendulum", Some dir)
-                session.Train(200, ignore, ignore, Threading.CancellationToken.None)
-                let before = File.ReadAllBytes(RunFolder.checkpointFile dir)
-                let t = session.Trainer
-                let st = t.State
-                let poisoned = { st.Agent.CriticsOpt with SecondMoment = st.Agent.CriticsOpt.SecondMoment |> Array.mapi (fun i m -> if i = 0 then m * nanf else m) }
-                let file = Path.Combine(dir, "poisoned.safetensors")
-                let arrays, meta = TrainingState.toCheckpoint s "sac" "Pendulum" { st with Agent = { st.Agent with CriticsOpt = poisoned } }
-                let e = Expect.throwsC (fun () -> Checkpoint.save file arrays meta) id
-                Expect.isTrue (e :? NonFiniteException) "refused"
-                Expect.stringContains e.Message "criticsOpt.v.0" "naming the moment"
-                Expect.isFalse (File.Exists file) "nothing written"
-                Expect.equal (File.ReadAllBytes(RunFolder.checkpointFile dir)) before "the run's checkpoint is untouched"
-                Expect.equal (TrainingState.partOfTensor "criticsOpt.v.0") "critic" "a critic moment is the critic's divergence"
-                Expect.equal ([ "policyOpt.m.1"; "targetCritics.q1.layer0.bias"; "temperatureOpt.v.0"; "modelStats.inputStd"; "real.2" ] |> List.map TrainingState.partOfTensor)
-                    [ "policy"; "critic"; "temperature"; "model"; "buffer" ] "every part by its prefix"
-            finally
-                if Directory.Exists dir then Directory.Delete(dir, true)
-        }
-    
-        test "a run of a user-composed variant reopens once the variant is registered under its name" {
-            let variant = { Algorithms.maac with Name = "maac-test-horizon1"; ActorHorizon = fun _ _ -> 1 }
-            let s = { RlTests.tiny "Pendulum" variant.Name with Steps = 200 }
-            let dir = tempDir ()
-            try
-                do
-                    use session = RunSession.Start(s, variant, Tasks.find "Pendulum", Some dir)
+                Expect.equal (bits folded.Agent) (bits t.State.Agent) "the same parameters and moments, bit for bit"
+
+                Expect.equal
+                    (folded.Step, folded.Episodes, folded.Real.Count, folded.Imagined.Count)
+                    (t.State.Step, t.State.Episodes, t.State.Real.Count, t.State.Imagined.Count)
+                    "the same counters and buffers"
+
+                Expect.equal (withoutWall folded.Metrics) (withoutWall t.State.Metrics) "the same metrics rows"
+
+                let kinds (es: TrainingEvent seq) =
+                    es
+                    |> Seq.choose (function
+                        | Stepped _ -> None
+                        | Evaluated r -> Some(sprintf "evaluated %d" r.Step)
+                        | e -> Some(sprintf "%A" e))
+                    |> Seq.toList
+
+                Expect.equal (kinds events) (kinds foldedEvents) "the trainer publishes the step's events, in order"
+
+                Expect.equal
+                    (events
+                     |> Seq.filter (function
+                         | Stepped _ -> true
+                         | _ -> false)
+                     |> Seq.length)
+                    300
+                    "and one Stepped per environment step"
+
+                Expect.contains (kinds events) "evaluated 300" "an evaluation at the budget"
+
+                Expect.isTrue
+                    (events
+                     |> Seq.exists (function
+                         | ModelFitted _ -> true
+                         | _ -> false))
+                    "the model fits are events"
+            }
+
+            test
+                "the agent is one parameter collection: unique checkpoint names, a rebuild round trip, and checkpoints hold exactly its tensors and the buffers" {
+                let s = RlTests.tiny "Pendulum" "maac"
+                let a = Agent.init s (key 3) 3 1 false
+                let named = (a :> IParameters<_>).Named
+                Expect.equal (named |> Array.map fst |> Array.distinct).Length named.Length "names are unique"
+
+                for prefix in
+                    [
+                        "policy."
+                        "policyOpt.m."
+                        "policyOpt.v."
+                        "critics."
+                        "criticsOpt."
+                        "targetCritics."
+                        "temperature."
+                        "temperatureOpt."
+                        "model."
+                        "modelOpt."
+                        "modelStats."
+                    ] do
+                    Expect.isTrue (named |> Array.exists (fun (n, _) -> n.StartsWith prefix)) (sprintf "holds %s*" prefix)
+
+                let shifted = Parameters.map (fun t -> t + 1.0f) a
+
+                Expect.equal
+                    (Parameters.tensors shifted |> Array.map (fun t -> t.ToArray()))
+                    (named |> Array.map (fun (_, t) -> (t + 1.0f).ToArray()))
+                    "rebuild puts every tensor back in its place"
+
+                Expect.equal shifted.Model.Elites a.Model.Elites "the elites are kept"
+                let st = TrainingState.init s (key 3) 3 1 false
+                let arrays, meta = TrainingState.toCheckpoint s "maac" "Pendulum" st
+
+                let expected =
+                    Array.append
+                        (named |> Array.map fst)
+                        [|
+                            for b in [ "real"; "imagined" ] do
+                                for i in 0..4 -> sprintf "%s.%d" b i
+                        |]
+
+                Expect.equal
+                    (arrays |> List.map (fun x -> x.Name) |> List.toArray)
+                    expected
+                    "the checkpoint's tensors are the state's named tensors and the buffers"
+
+                Expect.equal meta.["adamSteps"] "0,0,0,0" "Adam's step counts in the metadata"
+            }
+
+            testPropertyWithConfig
+                config
+                "an imagined path's return is Σ γᵗ rₜ up to the first done flag, closed by γᴴ·V where still alive"
+                (fun () ->
+                    Prop.forAll
+                        (Arb.fromGen (
+                            gen {
+                                let! n = Gen.choose (1, 5)
+                                let! h = Gen.choose (0, 5)
+                                let! rewards = Gen.arrayOfLength (n * h) (Gen.choose (-100, 100))
+                                let! dones = Gen.arrayOfLength (n * h) (Gen.elements [ 0; 0; 0; 1 ])
+                                let! terminal = Gen.arrayOfLength n (Gen.choose (-100, 100))
+
+                                return
+                                    n,
+                                    h,
+                                    rewards |> Array.map (fun r -> float32 r / 10.0f),
+                                    dones |> Array.map float32,
+                                    terminal |> Array.map float32
+                            }
+                        ))
+                        (fun (n, h, rewards, dones, terminal) ->
+                            let gamma = 0.9f
+                            let row (t: int) (v: float32[]) = Tensor.ofArray [| n |] v.[t * n .. (t + 1) * n - 1]
+                            let stepAt (t: int) (s: Tensor) = s + 1.0f, row t rewards, row t dones
+                            let path = ImaginedPath.start (Tensor.zeros [| n; 2 |]) |> ImaginedPath.unroll gamma h stepAt
+                            let closed = (ImaginedPath.close path (Tensor.ofArray [| n |] terminal)).ToArray()
+                            let scanned = ImaginedPath.start (Tensor.zeros [| n; 2 |]) |> ImaginedPath.scan gamma h stepAt
+
+                            for i in 0 .. n - 1 do
+                                let mutable expected, alive, disc = 0.0, 1.0, 1.0
+
+                                for t in 0 .. h - 1 do
+                                    expected <- expected + disc * alive * float rewards.[t * n + i]
+                                    alive <- alive * (1.0 - float dones.[t * n + i])
+                                    disc <- disc * float gamma
+
+                                expected <- expected + disc * alive * float terminal.[i]
+                                Expect.floatClose { absolute = 1e-4; relative = 1e-5 } (float closed.[i]) expected (sprintf "row %d" i)
+
+                            Expect.equal scanned.Length (h + 1) "scan keeps the start and every step"
+                            Expect.equal ((Array.last scanned).Return.ToArray()) (path.Return.ToArray()) "scan ends where unroll does"
+
+                            Expect.equal
+                                ((Array.last scanned).State.ToArray())
+                                (Array.create (2 * n) (float32 h))
+                                "the state moved h times"))
+
+            test "a diverging part ends the run with a Diverged event, the part's name, the step and what the folder keeps" {
+                let s =
+                    { RlTests.tiny "Pendulum" "sac" with
+                        CriticLearningRate = 1e30f
+                        ActorLearningRate = 1e30f
+                        Steps = 400
+                    }
+
+                let dir = tempDir ()
+
+                try
+                    use session = RunSession.Start(s, Algorithms.sac, Tasks.find "Pendulum", Some dir)
+                    let events = Collections.Generic.List<TrainingEvent>()
+
+                    let e =
+                        Expect.throwsC (fun () -> session.Train(400, events.Add, ignore, Threading.CancellationToken.None)) id
+
+                    match e with
+                    | :? DivergenceException as d ->
+                        Expect.contains [ "critic"; "policy"; "temperature" ] d.Part "names an agent part"
+                        Expect.stringContains d.Message "diverged at step" "and the step"
+
+                        Expect.isTrue
+                            (d.Message.Contains "The last good checkpoint (step 200)"
+                             || d.Message.Contains "No checkpoint had been written yet")
+                            (sprintf "says what is kept: %s" d.Message)
+
+                        Expect.isTrue
+                            (events
+                             |> Seq.exists (function
+                                 | Diverged _ -> true
+                                 | _ -> false))
+                            "a Diverged event was published first"
+
+                        let onDisk =
+                            if File.Exists(RunFolder.checkpointFile dir) then
+                                (RunFolder.readRows dir |> Array.length)
+                            else
+                                0
+
+                        Expect.equal onDisk (session.Trainer.Metrics.Length) "metrics.csv agrees with what the session kept"
+                    | other -> failtestf "a DivergenceException, got %s: %s" (other.GetType().Name) other.Message
+                finally
+                    if Directory.Exists dir then
+                        Directory.Delete(dir, true)
+            }
+
+            test "a diverging run without a folder says that nothing was written" {
+                let s = { RlTests.tiny "Pendulum" "sac" with CriticLearningRate = 1e30f; ActorLearningRate = 1e30f }
+                use session = RunSession.Start(s, Algorithms.sac, Tasks.find "Pendulum", None)
+
+                let msg =
+                    Expect.throwsC (fun () -> session.Train(400, ignore, ignore, Threading.CancellationToken.None)) (fun e -> e.Message)
+
+                Expect.stringContains msg "Nothing was written to disk" "in memory"
+            }
+
+            test "a checkpoint with a non-finite moment is refused on save as that part's divergence, and the old file stays" {
+                let s = { RlTests.tiny "Pendulum" "sac" with Steps = 200 }
+                let dir = tempDir ()
+
+                try
+                    use session = RunSession.Start(s, Algorithms.sac, Tasks.find "Pendulum", Some dir)
                     session.Train(200, ignore, ignore, Threading.CancellationToken.None)
-                let before = Expect.throwsC (fun () -> (RunFolder.openTrainer dir :> IDisposable).Dispose()) (fun e -> e.Message)
-                Expect.stringContains before "maac-test-horizon1" "an unknown variant is named"
-                Expect.stringContains before "Algorithms.register" "and the way to make it known"
-                Algorithms.register variant
-                use reopened = RunFolder.openTrainer dir
-                Expect.equal reopened.Algorithm.Name variant.Name "the registered variant"
-                Expect.equal (reopened.Algorithm.ActorHorizon s 0) 1 "with its own schedule"
-                Expect.equal reopened.Step 200 "and the run's state"
-                Expect.throwsT<ArgumentException> (fun () -> Algorithms.register { variant with Name = "MAAC" }) "a built-in name is refused"
-            finally
-                if Directory.Exists dir then Directory.Delete(dir, true)
-        }
-    ]
+                    let before = File.ReadAllBytes(RunFolder.checkpointFile dir)
+                    let t = session.Trainer
+                    let st = t.State
+
+                    let poisoned =
+                        { st.Agent.CriticsOpt with
+                            SecondMoment = st.Agent.CriticsOpt.SecondMoment |> Array.mapi (fun i m -> if i = 0 then m * nanf else m)
+                        }
+
+                    let file = Path.Combine(dir, "poisoned.safetensors")
+
+                    let arrays, meta =
+                        TrainingState.toCheckpoint s "sac" "Pendulum" { st with Agent = { st.Agent with CriticsOpt = poisoned } }
+
+                    let e = Expect.throwsC (fun () -> Checkpoint.save file arrays meta) id
+                    Expect.isTrue (e :? NonFiniteException) "refused"
+                    Expect.stringContains e.Message "criticsOpt.v.0" "naming the moment"
+                    Expect.isFalse (File.Exists file) "nothing written"
+                    Expect.equal (File.ReadAllBytes(RunFolder.checkpointFile dir)) before "the run's checkpoint is untouched"
+                    Expect.equal (TrainingState.partOfTensor "criticsOpt.v.0") "critic" "a critic moment is the critic's divergence"
+
+                    Expect.equal
+                        ([
+                            "policyOpt.m.1"
+                            "targetCritics.q1.layer0.bias"
+                            "temperatureOpt.v.0"
+                            "modelStats.inputStd"
+                            "real.2"
+                         ]
+                         |> List.map TrainingState.partOfTensor)
+                        [ "policy"; "critic"; "temperature"; "model"; "buffer" ]
+                        "every part by its prefix"
+                finally
+                    if Directory.Exists dir then
+                        Directory.Delete(dir, true)
+            }
+
+            test "a run of a user-composed variant reopens once the variant is registered under its name" {
+                let variant = { Algorithms.maac with Name = "maac-test-horizon1"; ActorHorizon = fun _ _ -> 1 }
+                let s = { RlTests.tiny "Pendulum" variant.Name with Steps = 200 }
+                let dir = tempDir ()
+
+                try
+                    do
+                        use session = RunSession.Start(s, variant, Tasks.find "Pendulum", Some dir)
+                        session.Train(200, ignore, ignore, Threading.CancellationToken.None)
+
+                    let before =
+                        Expect.throwsC (fun () -> (RunFolder.openTrainer dir :> IDisposable).Dispose()) (fun e -> e.Message)
+
+                    Expect.stringContains before "maac-test-horizon1" "an unknown variant is named"
+                    Expect.stringContains before "Algorithms.register" "and the way to make it known"
+                    Algorithms.register variant
+                    use reopened = RunFolder.openTrainer dir
+                    Expect.equal reopened.Algorithm.Name variant.Name "the registered variant"
+                    Expect.equal (reopened.Algorithm.ActorHorizon s 0) 1 "with its own schedule"
+                    Expect.equal reopened.Step 200 "and the run's state"
+
+                    Expect.throwsT<ArgumentException>
+                        (fun () -> Algorithms.register { variant with Name = "MAAC" })
+                        "a built-in name is refused"
+                finally
+                    if Directory.Exists dir then
+                        Directory.Delete(dir, true)
+            }
+        ]

@@ -21,15 +21,22 @@ type NamedArray = { Name: string; Shape: int[]; Values: float32[] }
 module Checkpoint =
     /// The format written now; files of the previous format (without checksums) still load, with every check
     /// but the checksums.
-    let [<Literal>] Format = "maac-checkpoint-2"
-    let [<Literal>] private PreviousFormat = "maac-checkpoint-1"
-    let [<Literal>] private ChecksumPrefix = "sha256:"
-    let [<Literal>] private HeaderChecksum = "sha256:header"
+    [<Literal>]
+    let Format = "maac-checkpoint-2"
+
+    [<Literal>]
+    let private PreviousFormat = "maac-checkpoint-1"
+
+    [<Literal>]
+    let private ChecksumPrefix = "sha256:"
+
+    [<Literal>]
+    let private HeaderChecksum = "sha256:header"
 
     let private hex (bytes: byte[]) = Convert.ToHexString(bytes).ToLowerInvariant()
 
     let private bytesOf (values: float32[]) =
-        let bytes = Array.zeroCreate<byte> (4 * values.Length)
+        let bytes = Array.zeroCreate<byte>(4 * values.Length)
         Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length)
         bytes
 
@@ -37,10 +44,17 @@ module Checkpoint =
     /// tensor's name, dtype and shape in file order, one line each.
     let private headerDigest (metadata: (string * string) seq) (tensors: (string * int[]) seq) =
         let text = StringBuilder()
-        for k, v in metadata |> Seq.filter (fun (k, _) -> not (k.StartsWith ChecksumPrefix)) |> Seq.sortWith (fun (a, _) (b, _) -> String.CompareOrdinal(a, b)) do
+
+        for k, v in
+            metadata
+            |> Seq.filter (fun (k, _) -> not (k.StartsWith ChecksumPrefix))
+            |> Seq.sortWith (fun (a, _) (b, _) -> String.CompareOrdinal(a, b)) do
             text.Append("meta\t").Append(k).Append('\t').Append(v).Append('\n') |> ignore
+
         for name, shape in tensors do
-            text.Append("tensor\t").Append(name).Append("\tF32\t").Append(String.Join(",", shape)).Append('\n') |> ignore
+            text.Append("tensor\t").Append(name).Append("\tF32\t").Append(String.Join(",", shape)).Append('\n')
+            |> ignore
+
         hex (SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())))
 
     /// Writes the file without checking values (the fuzzer writes non-finite tensors through it to test loading).
@@ -50,9 +64,13 @@ module Checkpoint =
         let payloads = arrays |> List.map (fun a -> a, bytesOf a.Values)
         let checksums = payloads |> List.map (fun (a, b) -> ChecksumPrefix + a.Name, hex (SHA256.HashData b))
         let headerSum = headerDigest (Map.toSeq metadata) (arrays |> Seq.map (fun a -> a.Name, a.Shape))
-        for k, v in Map.toList metadata @ checksums @ [ HeaderChecksum, headerSum ] do meta.[k] <- JsonValue.Create v
+
+        for k, v in Map.toList metadata @ checksums @ [ HeaderChecksum, headerSum ] do
+            meta.[k] <- JsonValue.Create v
+
         header.["__metadata__"] <- meta
         let mutable offset = 0L
+
         for a in arrays do
             let entry = JsonObject()
             entry.["dtype"] <- JsonValue.Create "F32"
@@ -61,21 +79,29 @@ module Checkpoint =
             entry.["data_offsets"] <- JsonArray(JsonValue.Create offset :> JsonNode, JsonValue.Create(offset + bytes) :> JsonNode)
             header.[a.Name] <- entry
             offset <- offset + bytes
+
         let json = Encoding.UTF8.GetBytes(header.ToJsonString())
         let padded = Array.append json (Array.create ((8 - json.Length % 8) % 8) (byte ' '))
         let dir = Path.GetDirectoryName(Path.GetFullPath path)
         Directory.CreateDirectory dir |> ignore
         // Temporary files of writes that were killed (any process id) are removed before writing a new one.
-        for stale in Directory.GetFiles(dir, sprintf ".%s.*.tmp" (Path.GetFileName path)) do File.Delete stale
+        for stale in Directory.GetFiles(dir, sprintf ".%s.*.tmp" (Path.GetFileName path)) do
+            File.Delete stale
+
         let temp = Path.Combine(dir, sprintf ".%s.%d.tmp" (Path.GetFileName path) Environment.ProcessId)
+
         do
             use f = new FileStream(temp, FileMode.Create, FileAccess.Write)
             use w = new BinaryWriter(f)
             w.Write(uint64 padded.Length)
             w.Write padded
-            for _, bytes in payloads do w.Write bytes
+
+            for _, bytes in payloads do
+                w.Write bytes
+
             w.Flush()
             f.Flush(true)
+
         File.Move(temp, path, true)
 
     /// Writes tensors and metadata to path atomically. Every value must be finite and every shape must hold its
@@ -83,12 +109,32 @@ module Checkpoint =
     let save (path: string) (arrays: NamedArray list) (metadata: Map<string, string>) =
         for a in arrays do
             if Array.fold (fun n d -> n * int64 d) 1L a.Shape <> int64 a.Values.Length then
-                invalidArg "arrays" (sprintf "checkpoint tensor '%s': shape %s does not hold %d values" a.Name (Maac.Tensors.Shape.show a.Shape) a.Values.Length)
+                invalidArg
+                    "arrays"
+                    (sprintf
+                        "checkpoint tensor '%s': shape %s does not hold %d values"
+                        a.Name
+                        (Maac.Tensors.Shape.show a.Shape)
+                        a.Values.Length)
+
             match Array.tryFindIndex (fun (v: float32) -> not (Single.IsFinite v)) a.Values with
-            | Some i -> raise (NonFiniteException(sprintf "checkpoint tensor '%s' element %d is %g: nothing non-finite is written (%s was not replaced)" a.Name i a.Values.[i] path))
+            | Some i ->
+                raise (
+                    NonFiniteException(
+                        sprintf
+                            "checkpoint tensor '%s' element %d is %g: nothing non-finite is written (%s was not replaced)"
+                            a.Name
+                            i
+                            a.Values.[i]
+                            path
+                    )
+                )
             | None -> ()
+
         for k in metadata.Keys do
-            if k.StartsWith ChecksumPrefix then invalidArg "metadata" (sprintf "metadata key '%s' is reserved for checksums" k)
+            if k.StartsWith ChecksumPrefix then
+                invalidArg "metadata" (sprintf "metadata key '%s' is reserved for checksums" k)
+
         writeUnchecked path arrays metadata
 
     /// Reads a checkpoint and checks everything the file itself can show: its layout (header length, JSON, every
@@ -96,17 +142,35 @@ module Checkpoint =
     /// exactly; shapes of non-negative dimensions whose products fit), the header's and every tensor's checksum, and
     /// that every value is finite. Any failure is a CheckpointException naming the file and the tensor or key.
     let load (path: string) : Map<string, NamedArray> * Map<string, string> =
-        let fail fmt = Printf.kprintf (fun m -> raise (CheckpointException(sprintf "checkpoint %s is corrupt or not a Maac checkpoint: %s" path m))) fmt
-        if not (File.Exists path) then raise (CheckpointException(sprintf "checkpoint not found: %s" path))
+        let fail fmt =
+            Printf.kprintf
+                (fun m -> raise (CheckpointException(sprintf "checkpoint %s is corrupt or not a Maac checkpoint: %s" path m)))
+                fmt
+
+        if not (File.Exists path) then
+            raise (CheckpointException(sprintf "checkpoint not found: %s" path))
+
         let bytes =
-            try File.ReadAllBytes path
-            with :? IOException | :? UnauthorizedAccessException as e -> raise (CheckpointException(sprintf "checkpoint %s cannot be read: %s" path e.Message))
-        if bytes.Length < 8 then fail "the file has %d bytes, fewer than the 8 of the header length" bytes.Length
+            try
+                File.ReadAllBytes path
+            with
+            | :? IOException
+            | :? UnauthorizedAccessException as e -> raise (CheckpointException(sprintf "checkpoint %s cannot be read: %s" path e.Message))
+
+        if bytes.Length < 8 then
+            fail "the file has %d bytes, fewer than the 8 of the header length" bytes.Length
+
         let headerLength = BitConverter.ToUInt64(bytes, 0)
-        if headerLength > uint64 (bytes.Length - 8) then fail "the header claims %d bytes but the file has %d" headerLength bytes.Length
+
+        if headerLength > uint64 (bytes.Length - 8) then
+            fail "the header claims %d bytes but the file has %d" headerLength bytes.Length
+
         let headerText =
-            try UTF8Encoding(false, true).GetString(bytes, 8, int headerLength)
-            with :? DecoderFallbackException -> fail "the header is not valid UTF-8"
+            try
+                UTF8Encoding(false, true).GetString(bytes, 8, int headerLength)
+            with :? DecoderFallbackException ->
+                fail "the header is not valid UTF-8"
+
         let header =
             try
                 match JsonNode.Parse headerText with
@@ -115,88 +179,160 @@ module Checkpoint =
             with
             | :? CheckpointException -> reraise ()
             | e -> fail "the header is not JSON (%s)" e.Message
+
         let dataStart = 8L + int64 headerLength
         let dataLength = int64 bytes.Length - dataStart
+
         let metadata =
             match header.["__metadata__"] with
             | null -> Map.empty
             | :? JsonObject as m ->
-                m |> Seq.map (fun kv ->
+                m
+                |> Seq.map (fun kv ->
                     match kv.Value with
                     | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> kv.Key, v.GetValue<string>()
-                    | _ -> fail "metadata '%s' is not a string" kv.Key) |> Map.ofSeq
+                    | _ -> fail "metadata '%s' is not a string" kv.Key)
+                |> Map.ofSeq
             | _ -> fail "__metadata__ is not an object"
+
         let entries =
-            [ for kv in header do
-                if kv.Key <> "__metadata__" then
-                    let name = kv.Key
-                    let o = match kv.Value with :? JsonObject as o -> o | _ -> fail "tensor '%s' is not described by an object" name
-                    let field (key: string) = match o.[key] with null -> fail "tensor '%s' has no %s" name key | v -> v
-                    let dtype =
-                        match field "dtype" with
-                        | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> v.GetValue<string>()
-                        | _ -> fail "tensor '%s' has a dtype that is not a string" name
-                    if dtype <> "F32" then fail "tensor '%s' has dtype %s, expected F32" name dtype
-                    let integers (key: string) =
-                        match field key with
-                        | :? JsonArray as a ->
-                            a |> Seq.map (fun d ->
-                                match d with
-                                | :? JsonValue as v when v.GetValueKind() = JsonValueKind.Number ->
-                                    match v.TryGetValue<int64>() with
-                                    | true, x -> x
-                                    | _ -> fail "tensor '%s' has a %s entry that is not an integer" name key
-                                | _ -> fail "tensor '%s' has a %s entry that is not a number" name key) |> Seq.toArray
-                        | _ -> fail "tensor '%s' has a %s that is not an array" name key
-                    let shape = integers "shape"
-                    if shape |> Array.exists (fun d -> d < 0L || d > int64 Int32.MaxValue) then
-                        fail "tensor '%s' has shape [%s]: dimensions must be between 0 and %d" name (String.Join(", ", shape)) Int32.MaxValue
-                    let count = shape |> Array.fold (fun n d -> if n = 0L || d <= (int64 Int32.MaxValue / 4L) / n then n * d else Int64.MaxValue) 1L
-                    if count > int64 Int32.MaxValue / 4L then fail "tensor '%s' has shape [%s], more values than a checkpoint can hold" name (String.Join(", ", shape))
-                    let offsets = integers "data_offsets"
-                    if offsets.Length <> 2 then fail "tensor '%s' has %d data offsets, expected 2" name offsets.Length
-                    if offsets.[0] < 0L || offsets.[1] < offsets.[0] || offsets.[1] > dataLength then
-                        fail "tensor '%s' has data range [%d, %d] outside the %d data bytes" name offsets.[0] offsets.[1] dataLength
-                    if offsets.[1] - offsets.[0] <> 4L * count then
-                        fail "tensor '%s' has shape [%s] (%d bytes) but a data range of %d bytes" name (String.Join(", ", shape)) (4L * count) (offsets.[1] - offsets.[0])
-                    yield name, Array.map int shape, offsets.[0], offsets.[1] ]
+            [
+                for kv in header do
+                    if kv.Key <> "__metadata__" then
+                        let name = kv.Key
+
+                        let o =
+                            match kv.Value with
+                            | :? JsonObject as o -> o
+                            | _ -> fail "tensor '%s' is not described by an object" name
+
+                        let field (key: string) =
+                            match o.[key] with
+                            | null -> fail "tensor '%s' has no %s" name key
+                            | v -> v
+
+                        let dtype =
+                            match field "dtype" with
+                            | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> v.GetValue<string>()
+                            | _ -> fail "tensor '%s' has a dtype that is not a string" name
+
+                        if dtype <> "F32" then
+                            fail "tensor '%s' has dtype %s, expected F32" name dtype
+
+                        let integers (key: string) =
+                            match field key with
+                            | :? JsonArray as a ->
+                                a
+                                |> Seq.map (fun d ->
+                                    match d with
+                                    | :? JsonValue as v when v.GetValueKind() = JsonValueKind.Number ->
+                                        match v.TryGetValue<int64>() with
+                                        | true, x -> x
+                                        | _ -> fail "tensor '%s' has a %s entry that is not an integer" name key
+                                    | _ -> fail "tensor '%s' has a %s entry that is not a number" name key)
+                                |> Seq.toArray
+                            | _ -> fail "tensor '%s' has a %s that is not an array" name key
+
+                        let shape = integers "shape"
+
+                        if shape |> Array.exists (fun d -> d < 0L || d > int64 Int32.MaxValue) then
+                            fail
+                                "tensor '%s' has shape [%s]: dimensions must be between 0 and %d"
+                                name
+                                (String.Join(", ", shape))
+                                Int32.MaxValue
+
+                        let count =
+                            shape
+                            |> Array.fold
+                                (fun n d ->
+                                    if n = 0L || d <= (int64 Int32.MaxValue / 4L) / n then
+                                        n * d
+                                    else
+                                        Int64.MaxValue)
+                                1L
+
+                        if count > int64 Int32.MaxValue / 4L then
+                            fail "tensor '%s' has shape [%s], more values than a checkpoint can hold" name (String.Join(", ", shape))
+
+                        let offsets = integers "data_offsets"
+
+                        if offsets.Length <> 2 then
+                            fail "tensor '%s' has %d data offsets, expected 2" name offsets.Length
+
+                        if offsets.[0] < 0L || offsets.[1] < offsets.[0] || offsets.[1] > dataLength then
+                            fail "tensor '%s' has data range [%d, %d] outside the %d data bytes" name offsets.[0] offsets.[1] dataLength
+
+                        if offsets.[1] - offsets.[0] <> 4L * count then
+                            fail
+                                "tensor '%s' has shape [%s] (%d bytes) but a data range of %d bytes"
+                                name
+                                (String.Join(", ", shape))
+                                (4L * count)
+                                (offsets.[1] - offsets.[0])
+
+                        yield name, Array.map int shape, offsets.[0], offsets.[1]
+            ]
             |> List.sortBy (fun (_, _, start, finish) -> start, finish)
         // Ranges in order, each starting where the previous ended, together covering the data exactly.
         let covered =
-            entries |> List.fold (fun expected (name, _, start, finish) ->
-                if start <> expected then
-                    fail "tensor '%s' starts at data byte %d where %d was expected (ranges overlap or leave a gap)" name start expected
-                finish) 0L
-        if covered <> dataLength then fail "the tensors cover %d data bytes but the file holds %d" covered dataLength
+            entries
+            |> List.fold
+                (fun expected (name, _, start, finish) ->
+                    if start <> expected then
+                        fail "tensor '%s' starts at data byte %d where %d was expected (ranges overlap or leave a gap)" name start expected
+
+                    finish)
+                0L
+
+        if covered <> dataLength then
+            fail "the tensors cover %d data bytes but the file holds %d" covered dataLength
+
         let format = metadata.TryFind "format"
         let checksummed = format <> Some PreviousFormat
+
         if not checksummed && metadata |> Map.exists (fun k _ -> k.StartsWith ChecksumPrefix) then
             fail "the format says %s, which has no checksums, but the file holds checksums: the format was changed" PreviousFormat
+
         if checksummed then
             match metadata.TryFind HeaderChecksum with
             | None -> fail "the header has no checksum (%s)" HeaderChecksum
             | Some expected ->
                 let actual = headerDigest (Map.toSeq metadata) (entries |> Seq.map (fun (n, s, _, _) -> n, s))
-                if actual <> expected then fail "the header's checksum does not match: its metadata or a tensor's name or shape was changed"
+
+                if actual <> expected then
+                    fail "the header's checksum does not match: its metadata or a tensor's name or shape was changed"
+
         let arrays =
-            entries |> List.map (fun (name, shape, start, finish) ->
+            entries
+            |> List.map (fun (name, shape, start, finish) ->
                 let length = int (finish - start)
                 let offset = int (dataStart + start)
+
                 if checksummed then
                     match metadata.TryFind(ChecksumPrefix + name) with
                     | None -> fail "tensor '%s' has no checksum" name
                     | Some expected ->
                         if hex (SHA256.HashData(ReadOnlySpan<byte>(bytes, offset, length))) <> expected then
                             fail "tensor '%s' does not match its checksum: its data was changed" name
-                let values = Array.zeroCreate<float32> (length / 4)
+
+                let values = Array.zeroCreate<float32>(length / 4)
                 Buffer.BlockCopy(bytes, offset, values, 0, length)
+
                 match Array.tryFindIndex (fun (v: float32) -> not (Single.IsFinite v)) values with
                 | Some i -> fail "tensor '%s' element %d is %g (checkpoints hold finite values only)" name i values.[i]
                 | None -> ()
+
                 name, { Name = name; Shape = shape; Values = values })
             |> Map.ofList
+
         if checksummed then
             for k in metadata.Keys do
-                if k.StartsWith ChecksumPrefix && k <> HeaderChecksum && not (arrays.ContainsKey(k.Substring ChecksumPrefix.Length)) then
+                if
+                    k.StartsWith ChecksumPrefix
+                    && k <> HeaderChecksum
+                    && not (arrays.ContainsKey(k.Substring ChecksumPrefix.Length))
+                then
                     fail "metadata '%s' is the checksum of a tensor the file does not hold" k
+
         arrays, metadata |> Map.filter (fun k _ -> not (k.StartsWith ChecksumPrefix))

@@ -28,8 +28,18 @@ type FuzzCase = { Family: string; Description: string; Outcome: FuzzOutcome }
 module CheckpointFuzz =
     /// The families and how many cases each gets per 100 (the full set is about 300 cases).
     let private shares =
-        [ "truncation", 10; "header bit flip", 18; "data bit flip", 18; "data offsets", 10; "shape", 10; "dtype", 5
-          "huge size", 4; "non-finite value (re-signed)", 10; "swapped tensors", 5; "meaning (re-signed)", 10 ]
+        [
+            "truncation", 10
+            "header bit flip", 18
+            "data bit flip", 18
+            "data offsets", 10
+            "shape", 10
+            "dtype", 5
+            "huge size", 4
+            "non-finite value (re-signed)", 10
+            "swapped tensors", 5
+            "meaning (re-signed)", 10
+        ]
 
     /// The header of a safetensors file as JSON, and where its data starts.
     let private parse (bytes: byte[]) =
@@ -42,29 +52,46 @@ module CheckpointFuzz =
         let padded = Array.append json (Array.create ((8 - json.Length % 8) % 8) (byte ' '))
         Array.concat [ BitConverter.GetBytes(uint64 padded.Length); padded; data.ToArray() ]
 
-    let private tensorNames (header: JsonObject) = [| for kv in header do if kv.Key <> "__metadata__" then yield kv.Key |]
+    let private tensorNames (header: JsonObject) =
+        [|
+            for kv in header do
+                if kv.Key <> "__metadata__" then
+                    yield kv.Key
+        |]
 
     /// The corruptions of one family: (description, bytes of the corrupted file) for case index i, from the
     /// original file's bytes and the checkpoint's arrays and metadata (for the re-signed families).
-    let private corrupt (family: string) (rng: Random) (original: byte[]) (arrays: NamedArray list) (meta: Map<string, string>) (scratch: string) =
+    let private corrupt
+        (family: string)
+        (rng: Random)
+        (original: byte[])
+        (arrays: NamedArray list)
+        (meta: Map<string, string>)
+        (scratch: string)
+        =
         let header, dataStart = parse original
         let names = tensorNames header
         let pick () = names.[rng.Next names.Length]
+
         let flip (lo: int) (hi: int) =
             let bytes = Array.copy original
             let at = lo + rng.Next(hi - lo)
             let bit = rng.Next 8
             bytes.[at] <- bytes.[at] ^^^ (1uy <<< bit)
             sprintf "bit %d of byte %d" bit at, bytes
+
         let editEntry (f: JsonObject -> string) =
             let h = JsonNode.Parse(header.ToJsonString()).AsObject()
             let name = pick ()
             let what = f (h.[name].AsObject())
             sprintf "tensor '%s': %s" name what, withHeader h (ReadOnlySpan<byte>(original, dataStart, original.Length - dataStart))
+
         let resigned (description: string) (arrays': NamedArray list) (meta': Map<string, string>) =
             Checkpoint.writeUnchecked scratch arrays' meta'
             description, File.ReadAllBytes scratch
+
         let nonEmpty = arrays |> List.filter (fun a -> a.Values.Length > 0) |> List.toArray
+
         match family with
         | "truncation" ->
             let n = rng.Next original.Length
@@ -76,6 +103,7 @@ module CheckpointFuzz =
                 let o = e.["data_offsets"].AsArray()
                 let start, finish = o.[0].GetValue<int64>(), o.[1].GetValue<int64>()
                 let choice = rng.Next 5
+
                 let s', f', label =
                     match choice with
                     | 0 -> -4L, finish - start - 4L, "start -4"
@@ -83,11 +111,13 @@ module CheckpointFuzz =
                     | 2 -> finish, start, "start and end swapped"
                     | 3 -> start, finish + int64 original.Length, "end beyond the file"
                     | _ -> max 0L (start - 8L), max 0L (finish - 8L), "overlapping the previous tensor"
+
                 e.["data_offsets"] <- JsonArray(JsonValue.Create s' :> JsonNode, JsonValue.Create f' :> JsonNode)
                 label)
         | "shape" ->
             editEntry (fun e ->
                 let shape = e.["shape"].AsArray() |> Seq.map (fun d -> d.GetValue<int64>()) |> Seq.toArray
+
                 let shape', label =
                     match rng.Next 5 with
                     | 0 -> Array.append shape [| 1L |], "an extra dimension of 1"
@@ -95,6 +125,7 @@ module CheckpointFuzz =
                     | 2 -> [| 65536L; 65536L |], "[65536, 65536]"
                     | 3 -> Array.append shape [| -1L |], "a negative dimension"
                     | _ -> [| 0L |], "[0]"
+
                 e.["shape"] <- JsonArray(shape' |> Array.map (fun d -> JsonValue.Create d :> JsonNode))
                 label)
         | "dtype" ->
@@ -111,22 +142,42 @@ module CheckpointFuzz =
             let target = nonEmpty.[rng.Next nonEmpty.Length]
             let at = rng.Next target.Values.Length
             let value = [| Single.NaN; Single.PositiveInfinity; Single.NegativeInfinity |].[rng.Next 3]
-            let arrays' = arrays |> List.map (fun a -> if a.Name = target.Name then { a with Values = Array.updateAt at value a.Values } else a)
+
+            let arrays' =
+                arrays
+                |> List.map (fun a ->
+                    if a.Name = target.Name then
+                        { a with Values = Array.updateAt at value a.Values }
+                    else
+                        a)
+
             resigned (sprintf "tensor '%s' element %d set to %g, checksums rewritten" target.Name at value) arrays' meta
         | "swapped tensors" ->
             // Two tensors of one shape and different values (two critics' layers, two moments, ...).
-            let candidates = nonEmpty |> Array.groupBy (fun a -> a.Shape) |> Array.map snd |> Array.filter (fun g -> g.Length > 1 && g.[0].Values <> g.[1].Values)
+            let candidates =
+                nonEmpty
+                |> Array.groupBy (fun a -> a.Shape)
+                |> Array.map snd
+                |> Array.filter (fun g -> g.Length > 1 && g.[0].Values <> g.[1].Values)
+
             let g = candidates.[rng.Next candidates.Length]
             let a, b = g.[0], g.[1]
             let h, start = parse original
-            let range (n: string) = let o = h.[n].["data_offsets"].AsArray() in int (o.[0].GetValue<int64>()), int (o.[1].GetValue<int64>())
+
+            let range (n: string) =
+                let o = h.[n].["data_offsets"].AsArray() in int (o.[0].GetValue<int64>()), int (o.[1].GetValue<int64>())
+
             let (a0, a1), (b0, _) = range a.Name, range b.Name
             let bytes = Array.copy original
             Buffer.BlockCopy(original, start + b0, bytes, start + a0, a1 - a0)
             Buffer.BlockCopy(original, start + a0, bytes, start + b0, a1 - a0)
             sprintf "data of '%s' and '%s' swapped" a.Name b.Name, bytes
         | _ ->
-            let counters = meta |> Map.filter (fun k _ -> k.EndsWith "Count" || k.EndsWith "Head" || k = "step" || k = "episodes") |> Map.toArray
+            let counters =
+                meta
+                |> Map.filter (fun k _ -> k.EndsWith "Count" || k.EndsWith "Head" || k = "step" || k = "episodes")
+                |> Map.toArray
+
             match rng.Next 6 with
             | 0 ->
                 let k, _ = counters.[rng.Next counters.Length]
@@ -134,17 +185,43 @@ module CheckpointFuzz =
                 resigned (sprintf "metadata '%s' set to %s, re-signed" k v) arrays (meta.Add(k, v))
             | 1 ->
                 let target = nonEmpty.[rng.Next nonEmpty.Length]
-                let arrays' = arrays |> List.map (fun a -> if a.Name = target.Name then { a with Shape = [| a.Values.Length - 1 |]; Values = a.Values.[1..] } else a)
+
+                let arrays' =
+                    arrays
+                    |> List.map (fun a ->
+                        if a.Name = target.Name then
+                            { a with Shape = [| a.Values.Length - 1 |]; Values = a.Values.[1..] }
+                        else
+                            a)
+
                 resigned (sprintf "tensor '%s' one value short, re-signed" target.Name) arrays' meta
             | 2 ->
                 let target = arrays.[rng.Next arrays.Length]
-                resigned (sprintf "tensor '%s' left out, re-signed" target.Name) (arrays |> List.filter (fun a -> a.Name <> target.Name)) meta
-            | 3 -> resigned "a tensor 'extra.weight' added, re-signed" (arrays @ [ { Name = "extra.weight"; Shape = [| 2 |]; Values = [| 1.0f; 2.0f |] } ]) meta
+
+                resigned
+                    (sprintf "tensor '%s' left out, re-signed" target.Name)
+                    (arrays |> List.filter (fun a -> a.Name <> target.Name))
+                    meta
+            | 3 ->
+                resigned
+                    "a tensor 'extra.weight' added, re-signed"
+                    (arrays @ [ { Name = "extra.weight"; Shape = [| 2 |]; Values = [| 1.0f; 2.0f |] } ])
+                    meta
             | 4 -> resigned "metadata 'elites' set to 99, re-signed" arrays (meta.Add("elites", "99"))
             | _ ->
                 let dones = arrays |> List.tryFind (fun a -> a.Name = "real.4" && a.Values.Length > 0)
+
                 match dones with
-                | Some d -> resigned "real.4 (done flags) element 0 set to 0.5, re-signed" (arrays |> List.map (fun a -> if a.Name = d.Name then { a with Values = Array.updateAt 0 0.5f a.Values } else a)) meta
+                | Some d ->
+                    resigned
+                        "real.4 (done flags) element 0 set to 0.5, re-signed"
+                        (arrays
+                         |> List.map (fun a ->
+                             if a.Name = d.Name then
+                                 { a with Values = Array.updateAt 0 0.5f a.Values }
+                             else
+                                 a))
+                        meta
                 | None -> resigned "metadata 'adamSteps' set to 1,2, re-signed" arrays (meta.Add("adamSteps", "1,2"))
 
     /// The arrays of a checkpoint in file order, and its metadata (checksums left out).
@@ -161,23 +238,30 @@ module CheckpointFuzz =
         let arrays, meta = contents checkpoint
         let rng = Random seed
         let scratchDir = Directory.CreateTempSubdirectory("maac-fuzz").FullName
+
         try
             File.Copy(RunFolder.configFile runDir, RunFolder.configFile scratchDir)
             let target = RunFolder.checkpointFile scratchDir
             let resignScratch = Path.Combine(scratchDir, "resigned.safetensors")
             let total = shares |> List.sumBy snd
-            [ for family, share in shares do
-                let n = max 1 ((cases * share + total - 1) / total)
-                for _ in 1 .. n do
-                    let description, bytes = corrupt family rng original arrays meta resignScratch
-                    File.WriteAllBytes(target, bytes)
-                    let outcome =
-                        try
-                            openRun scratchDir
-                            Loaded
-                        with
-                        | :? CheckpointException as e when e.Message.Contains target -> Refused e.Message
-                        | e -> Unclear(sprintf "%s: %s" (e.GetType().Name) e.Message)
-                    yield { Family = family; Description = description; Outcome = outcome } ]
+
+            [
+                for family, share in shares do
+                    let n = max 1 ((cases * share + total - 1) / total)
+
+                    for _ in 1..n do
+                        let description, bytes = corrupt family rng original arrays meta resignScratch
+                        File.WriteAllBytes(target, bytes)
+
+                        let outcome =
+                            try
+                                openRun scratchDir
+                                Loaded
+                            with
+                            | :? CheckpointException as e when e.Message.Contains target -> Refused e.Message
+                            | e -> Unclear(sprintf "%s: %s" (e.GetType().Name) e.Message)
+
+                        yield { Family = family; Description = description; Outcome = outcome }
+            ]
         finally
             Directory.Delete(scratchDir, true)

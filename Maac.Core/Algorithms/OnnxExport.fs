@@ -11,9 +11,11 @@ module internal Protobuf =
 
     let private varint (m: Message) (value: uint64) =
         let mutable v = value
+
         while v >= 0x80UL do
             m.WriteByte(byte (v &&& 0x7FUL ||| 0x80UL))
             v <- v >>> 7
+
         m.WriteByte(byte v)
 
     let private key (m: Message) (field: int) (wire: int) = varint m (uint64 ((field <<< 3) ||| wire))
@@ -35,13 +37,19 @@ module internal Protobuf =
     /// A nested message field, built by the given writers.
     let message (field: int) (writers: (Message -> unit) list) (m: Message) =
         use inner = new MemoryStream()
-        for w in writers do w inner
+
+        for w in writers do
+            w inner
+
         bytes field (inner.ToArray()) m
 
     /// The bytes of a top-level message.
     let encode (writers: (Message -> unit) list) =
         use m = new MemoryStream()
-        for w in writers do w m
+
+        for w in writers do
+            w m
+
         m.ToArray()
 
 /// Exports a trained policy as an ONNX model (opset 13) that runs without Maac: the deterministic policy, from
@@ -49,47 +57,77 @@ module internal Protobuf =
 /// half of its head, tanh, and the affine map from [−1, 1] to the action bounds. ONNX Runtime (or any ONNX runtime)
 /// computes the same actions as Agent.act up to float32 rounding.
 module OnnxExport =
-    let [<Literal>] InputName = "observation"
-    let [<Literal>] OutputName = "action"
-    let [<Literal>] private FloatType = 1L
+    [<Literal>]
+    let InputName = "observation"
+
+    [<Literal>]
+    let OutputName = "action"
+
+    [<Literal>]
+    let private FloatType = 1L
 
     let private tensor (name: string) (dims: int[]) (values: float32[]) =
-        let raw = Array.zeroCreate<byte> (4 * values.Length)
+        let raw = Array.zeroCreate<byte>(4 * values.Length)
         Buffer.BlockCopy(values, 0, raw, 0, raw.Length)
-        Protobuf.message 5
-            [ for d in dims do yield Protobuf.int 1 (int64 d)
-              yield Protobuf.int 2 FloatType
-              yield Protobuf.string 8 name
-              yield Protobuf.bytes 9 raw ]
+
+        Protobuf.message
+            5
+            [
+                for d in dims do
+                    yield Protobuf.int 1 (int64 d)
+                yield Protobuf.int 2 FloatType
+                yield Protobuf.string 8 name
+                yield Protobuf.bytes 9 raw
+            ]
 
     let private node (op: string) (inputs: string list) (output: string) =
-        Protobuf.message 1
-            [ for i in inputs do yield Protobuf.string 1 i
-              yield Protobuf.string 2 output
-              yield Protobuf.string 3 (output + "_" + op)
-              yield Protobuf.string 4 op ]
+        Protobuf.message
+            1
+            [
+                for i in inputs do
+                    yield Protobuf.string 1 i
+                yield Protobuf.string 2 output
+                yield Protobuf.string 3 (output + "_" + op)
+                yield Protobuf.string 4 op
+            ]
 
     /// A float tensor value [batch, width] with a symbolic batch dimension.
     let private valueInfo (field: int) (name: string) (width: int) =
-        Protobuf.message field
-            [ Protobuf.string 1 name
-              Protobuf.message 2
-                  [ Protobuf.message 1
-                        [ Protobuf.int 1 FloatType
-                          Protobuf.message 2
-                              [ Protobuf.message 1 [ Protobuf.string 2 "batch" ]
-                                Protobuf.message 1 [ Protobuf.int 1 (int64 width) ] ] ] ] ]
+        Protobuf.message
+            field
+            [
+                Protobuf.string 1 name
+                Protobuf.message
+                    2
+                    [
+                        Protobuf.message
+                            1
+                            [
+                                Protobuf.int 1 FloatType
+                                Protobuf.message
+                                    2
+                                    [
+                                        Protobuf.message 1 [ Protobuf.string 2 "batch" ]
+                                        Protobuf.message 1 [ Protobuf.int 1 (int64 width) ]
+                                    ]
+                            ]
+                    ]
+            ]
 
     /// The ONNX model's bytes for a policy and the action space's bounds.
     let model (policy: TanhGaussianPolicy) (low: float32[]) (high: float32[]) =
         let layers = policy.Net.Layers
         let actDim = TanhGaussianPolicy.actionDim policy
+
         if low.Length <> actDim || high.Length <> actDim then
             invalidArg "low" (sprintf "the policy has %d action dimensions, the bounds %d and %d" actDim low.Length high.Length)
+
         let obsDim = layers.[0].Weight.Shape.[0]
         let last = layers.Length - 1
+
         let initializers, nodes =
-            layers |> Array.mapi (fun i layer ->
+            layers
+            |> Array.mapi (fun i layer ->
                 let w, b = layer.Weight.ToArray(), layer.Bias.ToArray()
                 let rows, cols = layer.Weight.Shape.[0], layer.Weight.Shape.[1]
                 // The head's first half is the mean; its second (the log standard deviations) is not needed.
@@ -97,28 +135,42 @@ module OnnxExport =
                 let weight = Array.init (rows * keep) (fun k -> w.[(k / keep) * cols + k % keep])
                 let input = if i = 0 then InputName else sprintf "hidden%d" (i - 1)
                 let product = if i = last then "mean" else sprintf "linear%d" i
-                [ tensor (sprintf "layer%d.weight" i) [| rows; keep |] weight; tensor (sprintf "layer%d.bias" i) [| keep |] b.[.. keep - 1] ],
-                [ yield node "Gemm" [ input; sprintf "layer%d.weight" i; sprintf "layer%d.bias" i ] product
-                  if i < last then yield node "Relu" [ product ] (sprintf "hidden%d" i) ])
+
+                [
+                    tensor (sprintf "layer%d.weight" i) [| rows; keep |] weight
+                    tensor (sprintf "layer%d.bias" i) [| keep |] b.[.. keep - 1]
+                ],
+                [
+                    yield node "Gemm" [ input; sprintf "layer%d.weight" i; sprintf "layer%d.bias" i ] product
+                    if i < last then
+                        yield node "Relu" [ product ] (sprintf "hidden%d" i)
+                ])
             |> Array.unzip
+
         let halfRange = Array.init actDim (fun j -> 0.5f * (high.[j] - low.[j]))
         let centre = Array.init actDim (fun j -> low.[j] + halfRange.[j])
+
         let graph =
-            [ yield! List.concat nodes
-              yield node "Tanh" [ "mean" ] "squashed"
-              yield node "Mul" [ "squashed"; "halfRange" ] "scaled"
-              yield node "Add" [ "scaled"; "centre" ] OutputName
-              yield Protobuf.string 2 "maac_policy"
-              yield! List.concat initializers
-              yield tensor "halfRange" [| actDim |] halfRange
-              yield tensor "centre" [| actDim |] centre
-              yield valueInfo 11 InputName obsDim
-              yield valueInfo 12 OutputName actDim ]
+            [
+                yield! List.concat nodes
+                yield node "Tanh" [ "mean" ] "squashed"
+                yield node "Mul" [ "squashed"; "halfRange" ] "scaled"
+                yield node "Add" [ "scaled"; "centre" ] OutputName
+                yield Protobuf.string 2 "maac_policy"
+                yield! List.concat initializers
+                yield tensor "halfRange" [| actDim |] halfRange
+                yield tensor "centre" [| actDim |] centre
+                yield valueInfo 11 InputName obsDim
+                yield valueInfo 12 OutputName actDim
+            ]
+
         Protobuf.encode
-            [ Protobuf.int 1 8L // IR version 8
-              Protobuf.string 2 "Maac"
-              Protobuf.message 7 graph
-              Protobuf.message 8 [ Protobuf.string 1 ""; Protobuf.int 2 13L ] ]
+            [
+                Protobuf.int 1 8L // IR version 8
+                Protobuf.string 2 "Maac"
+                Protobuf.message 7 graph
+                Protobuf.message 8 [ Protobuf.string 1 ""; Protobuf.int 2 13L ]
+            ]
 
     /// Writes the policy's ONNX model to a file (written whole, then renamed).
     let save (path: string) (policy: TanhGaussianPolicy) (low: float32[]) (high: float32[]) =

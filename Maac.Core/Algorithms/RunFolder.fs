@@ -25,7 +25,9 @@ module RunFolder =
     /// Reads settings from a JSON file (SettingsFile.parse: keys left out take the task's defaults, unknown keys are
     /// refused); `env` and `algorithm` (flags) win over the file's.
     let readSettingsFileFor (path: string) (env: string option) (algorithm: string option) =
-        if not (File.Exists path) then raise (CheckpointException(sprintf "settings file not found: %s" path))
+        if not (File.Exists path) then
+            raise (CheckpointException(sprintf "settings file not found: %s" path))
+
         SettingsFile.parse path (File.ReadAllText path) env algorithm
 
     /// Reads settings from a JSON file; a clear error when it is missing or malformed.
@@ -33,7 +35,9 @@ module RunFolder =
 
     /// Reads a run folder's config.json.
     let readSettings (dir: string) =
-        if not (File.Exists(configFile dir)) then raise (CheckpointException(sprintf "%s is not a run folder: %s is missing" dir (configFile dir)))
+        if not (File.Exists(configFile dir)) then
+            raise (CheckpointException(sprintf "%s is not a run folder: %s is missing" dir (configFile dir)))
+
         readSettingsFile (configFile dir)
 
     /// Writes metrics.csv whole (temporary file, then renamed): the rows given and nothing else.
@@ -46,14 +50,26 @@ module RunFolder =
     /// Reads every row of metrics.csv.
     let readRows (dir: string) =
         let path = metricsFile dir
-        if not (File.Exists path) then raise (CheckpointException(sprintf "%s has no %s" dir path))
+
+        if not (File.Exists path) then
+            raise (CheckpointException(sprintf "%s has no %s" dir path))
+
         MetricsCsv.parse path (File.ReadAllText path)
 
     /// Reads metrics.csv as (step, mean, std) rows.
     let readMetrics (dir: string) = readRows dir |> Array.map (fun r -> r.Step, r.EvalReturnMean, r.EvalReturnStd)
 
     /// The files a run folder may hold (their temporary versions included).
-    let private ownFiles = set [ "config.json"; "metrics.csv"; "checkpoint.safetensors"; "curve.png"; "config.json.tmp"; "metrics.csv.tmp" ]
+    let private ownFiles =
+        set
+            [
+                "config.json"
+                "metrics.csv"
+                "checkpoint.safetensors"
+                "curve.png"
+                "config.json.tmp"
+                "metrics.csv.tmp"
+            ]
 
     let private isOwn (file: string) =
         let name = Path.GetFileName file
@@ -65,15 +81,42 @@ module RunFolder =
     let create (dir: string) (s: Settings) =
         if Directory.Exists dir then
             let foreign = Directory.GetFiles dir |> Array.filter (isOwn >> not) |> Array.map Path.GetFileName
+
             if foreign.Length > 0 || Directory.GetDirectories(dir).Length > 0 then
-                raise (IOException(sprintf "%s is not empty and holds files that are not a run's (%s); choose another folder" dir (String.Join(", ", Array.append foreign (Directory.GetDirectories dir |> Array.map Path.GetFileName)))))
+                raise (
+                    IOException(
+                        sprintf
+                            "%s is not empty and holds files that are not a run's (%s); choose another folder"
+                            dir
+                            (String.Join(", ", Array.append foreign (Directory.GetDirectories dir |> Array.map Path.GetFileName)))
+                    )
+                )
+
         if File.Exists(checkpointFile dir) then
-            raise (IOException(sprintf "the run folder %s already holds a run; nothing was overwritten (resume it, or choose another folder)" dir))
+            raise (
+                IOException(
+                    sprintf "the run folder %s already holds a run; nothing was overwritten (resume it, or choose another folder)" dir
+                )
+            )
+
         if File.Exists(configFile dir) then
-            let existing = try Some(readSettingsFile (configFile dir)) with _ -> None
+            let existing =
+                try
+                    Some(readSettingsFile (configFile dir))
+                with _ ->
+                    None
+
             match existing with
             | Some e when SettingsFile.differences e s = [] && e.Steps = s.Steps -> () // the same run, killed before its first checkpoint
-            | _ -> raise (IOException(sprintf "the run folder %s already holds another run's config.json and no checkpoint; nothing was overwritten (choose another folder)" dir))
+            | _ ->
+                raise (
+                    IOException(
+                        sprintf
+                            "the run folder %s already holds another run's config.json and no checkpoint; nothing was overwritten (choose another folder)"
+                            dir
+                    )
+                )
+
         writeSettings dir s
         writeMetrics dir []
 
@@ -88,10 +131,16 @@ module RunFolder =
     /// it behind or ahead; a checkpoint without its rows, of format 1, keeps the file's rows up to its step).
     let openTrainerFor (dir: string) (task: TaskInfo) =
         let s = readSettings dir
-        if not (File.Exists(checkpointFile dir)) then raise (CheckpointException(sprintf "%s holds no checkpoint (%s is missing)" dir (checkpointFile dir)))
+
+        if not (File.Exists(checkpointFile dir)) then
+            raise (CheckpointException(sprintf "%s holds no checkpoint (%s is missing)" dir (checkpointFile dir)))
+
         let t = new Trainer(s, Algorithms.find s.Algorithm, task)
+
         try
-            if not (t.LoadCheckpoint(checkpointFile dir)) && File.Exists(metricsFile dir) then t.RestoreMetrics(readRows dir)
+            if not (t.LoadCheckpoint(checkpointFile dir)) && File.Exists(metricsFile dir) then
+                t.RestoreMetrics(readRows dir)
+
             writeMetrics dir t.Metrics
             t
         with _ ->
@@ -106,7 +155,11 @@ module RunFolder =
     /// config.json rewritten with the budget. A folder with this run's config.json and no checkpoint (killed before its
     /// first) starts again from step 0.
     let resume (dir: string) (task: TaskInfo) (steps: int option) =
-        let withSteps (s: Settings) = match steps with Some n -> { s with Steps = n } | None -> s
+        let withSteps (s: Settings) =
+            match steps with
+            | Some n -> { s with Steps = n }
+            | None -> s
+
         if not (File.Exists(checkpointFile dir)) then
             let s = withSteps (readSettings dir)
             let t = new Trainer(s, Algorithms.find s.Algorithm, task)
@@ -115,14 +168,26 @@ module RunFolder =
             t
         else
             let t = openTrainerFor dir task
+
             try
                 match steps with
                 | Some n when n < t.Step ->
-                    raise (ArgumentException(sprintf "--steps %d is below the step %d the checkpoint in %s has reached; give a budget of at least %d" n t.Step dir t.Step, "steps"))
+                    raise (
+                        ArgumentException(
+                            sprintf
+                                "--steps %d is below the step %d the checkpoint in %s has reached; give a budget of at least %d"
+                                n
+                                t.Step
+                                dir
+                                t.Step,
+                            "steps"
+                        )
+                    )
                 | Some n when n <> t.Settings.Steps ->
                     t.SetBudget n
                     writeSettings dir t.Settings
                 | _ -> ()
+
                 t
             with _ ->
                 (t :> IDisposable).Dispose()

@@ -32,6 +32,7 @@ type RunSession private (trainer: Trainer, folder: string option) =
     /// holding another run or foreign files is refused, nothing is overwritten).
     static member Start(settings: Settings, algorithm: Algorithm, task: TaskInfo, folder: string option) =
         let t = new Trainer(settings, algorithm, task)
+
         try
             // After the trainer exists, so a failed construction leaves no half-started run folder behind.
             folder |> Option.iter (fun dir -> RunFolder.create dir settings)
@@ -41,7 +42,8 @@ type RunSession private (trainer: Trainer, folder: string option) =
             reraise ()
 
     /// The run in a folder, continued (RunFolder.resume: the budget set to `steps` when given).
-    static member Resume(folder: string, task: TaskInfo, steps: int option) = new RunSession(RunFolder.resume folder task steps, Some folder)
+    static member Resume(folder: string, task: TaskInfo, steps: int option) =
+        new RunSession(RunFolder.resume folder task steps, Some folder)
 
     /// The run in a folder, opened with its checkpoint loaded; training continues into the same folder.
     static member Open(folder: string, task: TaskInfo) = new RunSession(RunFolder.openTrainerFor folder task, Some folder)
@@ -55,8 +57,13 @@ type RunSession private (trainer: Trainer, folder: string option) =
     /// run would be (refused when it holds a run) unless `overwrite`.
     member _.SaveTo(dir: string, overwrite: bool) =
         let own = folder |> Option.exists (fun f -> Path.GetFullPath f = Path.GetFullPath dir)
+
         if not own then
-            if overwrite then RunFolder.writeSettings dir trainer.Settings else RunFolder.create dir trainer.Settings
+            if overwrite then
+                RunFolder.writeSettings dir trainer.Settings
+            else
+                RunFolder.create dir trainer.Settings
+
         RunFolder.record dir trainer
 
     /// Trains to step `until` (at most the budget), publishing every event to onEvent. At each evaluation the
@@ -71,8 +78,12 @@ type RunSession private (trainer: Trainer, folder: string option) =
                 onEvent e
                 onCheckpoint (RunFolder.checkpointFile dir)
             | _ -> onEvent e
-        try trainer.Run(until, publish, cancel)
-        with :? DivergenceException as e -> raise (DivergenceException(e.Part, sprintf "%s\nTraining stopped. %s" e.Message (kept ())))
+
+        try
+            trainer.Run(until, publish, cancel)
+        with :? DivergenceException as e ->
+            raise (DivergenceException(e.Part, sprintf "%s\nTraining stopped. %s" e.Message (kept ())))
+
         record ()
 
     interface IDisposable with

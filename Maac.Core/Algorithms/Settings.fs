@@ -5,56 +5,81 @@ open System
 /// Every setting of a training run (written to config.json). Defaults are the MAAC authors'
 /// MuJoCo settings; Settings.forTask scales model and budgets down for the small managed tasks.
 type Settings =
-    { Env: string
-      Algorithm: string
-      Seed: int64
-      Steps: int
-      Gamma: float32
-      /// Target smoothing τ.
-      Tau: float32
-      BatchSize: int
-      Hidden: int[]
-      ActorLearningRate: float32
-      CriticLearningRate: float32
-      AlphaLearningRate: float32
-      /// Uniformly random actions before learning starts.
-      RandomSteps: int
-      /// Gradient steps per environment step.
-      UpdatesPerStep: int
-      ModelMembers: int
-      ModelElites: int
-      ModelHidden: int[]
-      ModelLearningRate: float32
-      ModelBatchSize: int
-      ModelMaxEpochs: int
-      /// Environment steps between model fits.
-      ModelTrainEvery: int
-      /// Start states per imagined-data refresh, and the rollout length from each.
-      RolloutStarts: int
-      RolloutLength: int
-      ImaginedCapacity: int
-      RealCapacity: int
-      /// Share of real transitions in critic and actor batches when imagined data is used.
-      RealFraction: float32
-      /// The actor's model horizon H, samples per start state K, and the STEVE critic horizon.
-      ActorHorizon: int
-      ActorSamples: int
-      CriticHorizon: int
-      EvalEvery: int
-      EvalEpisodes: int }
+    {
+        Env: string
+        Algorithm: string
+        Seed: int64
+        Steps: int
+        Gamma: float32
+        /// Target smoothing τ.
+        Tau: float32
+        BatchSize: int
+        Hidden: int[]
+        ActorLearningRate: float32
+        CriticLearningRate: float32
+        AlphaLearningRate: float32
+        /// Uniformly random actions before learning starts.
+        RandomSteps: int
+        /// Gradient steps per environment step.
+        UpdatesPerStep: int
+        ModelMembers: int
+        ModelElites: int
+        ModelHidden: int[]
+        ModelLearningRate: float32
+        ModelBatchSize: int
+        ModelMaxEpochs: int
+        /// Environment steps between model fits.
+        ModelTrainEvery: int
+        /// Start states per imagined-data refresh, and the rollout length from each.
+        RolloutStarts: int
+        RolloutLength: int
+        ImaginedCapacity: int
+        RealCapacity: int
+        /// Share of real transitions in critic and actor batches when imagined data is used.
+        RealFraction: float32
+        /// The actor's model horizon H, samples per start state K, and the STEVE critic horizon.
+        ActorHorizon: int
+        ActorSamples: int
+        CriticHorizon: int
+        EvalEvery: int
+        EvalEpisodes: int
+    }
 
 module Settings =
     /// The authors' settings (HalfCheetah-style) for an environment and algorithm.
     let authors (env: string) (algorithm: string) =
-        { Env = env; Algorithm = algorithm; Seed = 0L; Steps = 200_000
-          Gamma = 0.99f; Tau = 5e-3f; BatchSize = 256; Hidden = [| 256; 256 |]
-          ActorLearningRate = 3e-4f; CriticLearningRate = 3e-4f; AlphaLearningRate = 3e-4f
-          RandomSteps = 5000; UpdatesPerStep = 8
-          ModelMembers = 8; ModelElites = 6; ModelHidden = [| 200; 200; 200; 200 |]; ModelLearningRate = 1e-3f
-          ModelBatchSize = 256; ModelMaxEpochs = 200; ModelTrainEvery = 250
-          RolloutStarts = 100_000; RolloutLength = 1; ImaginedCapacity = 2_000_000; RealCapacity = 1_000_000
-          RealFraction = 0.05f; ActorHorizon = 4; ActorSamples = 5; CriticHorizon = 2
-          EvalEvery = 5000; EvalEpisodes = 10 }
+        {
+            Env = env
+            Algorithm = algorithm
+            Seed = 0L
+            Steps = 200_000
+            Gamma = 0.99f
+            Tau = 5e-3f
+            BatchSize = 256
+            Hidden = [| 256; 256 |]
+            ActorLearningRate = 3e-4f
+            CriticLearningRate = 3e-4f
+            AlphaLearningRate = 3e-4f
+            RandomSteps = 5000
+            UpdatesPerStep = 8
+            ModelMembers = 8
+            ModelElites = 6
+            ModelHidden = [| 200; 200; 200; 200 |]
+            ModelLearningRate = 1e-3f
+            ModelBatchSize = 256
+            ModelMaxEpochs = 200
+            ModelTrainEvery = 250
+            RolloutStarts = 100_000
+            RolloutLength = 1
+            ImaginedCapacity = 2_000_000
+            RealCapacity = 1_000_000
+            RealFraction = 0.05f
+            ActorHorizon = 4
+            ActorSamples = 5
+            CriticHorizon = 2
+            EvalEvery = 5000
+            EvalEpisodes = 10
+        }
 
     /// Settings for a task: the authors' for the MuJoCo locomotion tasks and their MBBL variants (H = 2 on Walker2d);
     /// for the small tasks smaller networks, model and budgets that fit a 2-core machine, with 4 gradient steps per environment
@@ -63,16 +88,31 @@ module Settings =
     /// and 2 steps, 3 of 3 with these: docs/results.md).
     let forTask (env: string) (algorithm: string) =
         let a = authors env algorithm
+
         let small =
             { a with
-                Steps = 5000; Hidden = [| 128; 128 |]; RandomSteps = 500; UpdatesPerStep = 2
-                ModelMembers = 5; ModelElites = 4; ModelHidden = [| 128; 128; 128 |]; ModelMaxEpochs = 30
-                RolloutStarts = 2000; RealCapacity = 100_000; ImaginedCapacity = 100_000
-                ActorHorizon = 3; ActorSamples = 2; EvalEvery = 500; EvalEpisodes = 10 }
+                Steps = 5000
+                Hidden = [| 128; 128 |]
+                RandomSteps = 500
+                UpdatesPerStep = 2
+                ModelMembers = 5
+                ModelElites = 4
+                ModelHidden = [| 128; 128; 128 |]
+                ModelMaxEpochs = 30
+                RolloutStarts = 2000
+                RealCapacity = 100_000
+                ImaginedCapacity = 100_000
+                ActorHorizon = 3
+                ActorSamples = 2
+                EvalEvery = 500
+                EvalEpisodes = 10
+            }
         // The MBBL variants take the settings of the task they vary.
         match env.ToLowerInvariant().Replace("-mbbl", "") with
         | "walker2d" -> { a with ActorHorizon = 2 }
-        | "halfcheetah" | "hopper" | "ant" -> a
+        | "halfcheetah"
+        | "hopper"
+        | "ant" -> a
         | "invertedpendulum" -> { small with UpdatesPerStep = 4 }
         | "pendulum" -> { small with UpdatesPerStep = 4; Hidden = [| 256; 256 |] }
         | _ -> small
@@ -80,57 +120,90 @@ module Settings =
     /// Every out-of-range setting, each naming the setting and its value; empty when the settings can be run.
     /// The one check used by the command line, the C# options and F# callers (Trainer runs it).
     let problems (s: Settings) =
-        [ let positive name (v: int) = if v <= 0 then Some(sprintf "%s must be positive, got %d" name v) else None
-          let atLeast0 name (v: int) = if v < 0 then Some(sprintf "%s must not be negative, got %d" name v) else None
-          let rate name (v: float32) =
-              if not (Single.IsFinite v) || v <= 0.0f then Some(sprintf "%s must be a positive learning rate, got %g" name v) else None
-          let widths name (v: int[]) =
-              if isNull v || v.Length = 0 || Array.exists (fun w -> w <= 0) v then
-                  Some(sprintf "%s must list positive layer widths, got [%s]" name (if isNull v then "" else String.Join(", ", v)))
-              else None
-          let unit name (v: float32) (lowOpen: bool) =
-              if not (Single.IsFinite v) || (if lowOpen then v <= 0.0f else v < 0.0f) || v > 1.0f then
-                  Some(sprintf "%s must lie in %s0, 1], got %g" name (if lowOpen then "(" else "[") v)
-              else None
-          if String.IsNullOrWhiteSpace s.Env then Some "Env must name a task"
-          if String.IsNullOrWhiteSpace s.Algorithm then Some "Algorithm must name an algorithm"
-          positive "Steps" s.Steps
-          unit "Gamma" s.Gamma true
-          unit "Tau" s.Tau true
-          positive "BatchSize" s.BatchSize
-          widths "Hidden" s.Hidden
-          rate "ActorLearningRate" s.ActorLearningRate
-          rate "CriticLearningRate" s.CriticLearningRate
-          rate "AlphaLearningRate" s.AlphaLearningRate
-          atLeast0 "RandomSteps" s.RandomSteps
-          positive "UpdatesPerStep" s.UpdatesPerStep
-          positive "ModelMembers" s.ModelMembers
-          positive "ModelElites" s.ModelElites
-          if s.ModelElites > s.ModelMembers then Some(sprintf "ModelElites (%d) must not exceed ModelMembers (%d)" s.ModelElites s.ModelMembers)
-          widths "ModelHidden" s.ModelHidden
-          rate "ModelLearningRate" s.ModelLearningRate
-          positive "ModelBatchSize" s.ModelBatchSize
-          positive "ModelMaxEpochs" s.ModelMaxEpochs
-          positive "ModelTrainEvery" s.ModelTrainEvery
-          positive "RolloutStarts" s.RolloutStarts
-          positive "RolloutLength" s.RolloutLength
-          positive "ImaginedCapacity" s.ImaginedCapacity
-          positive "RealCapacity" s.RealCapacity
-          unit "RealFraction" s.RealFraction false
-          atLeast0 "ActorHorizon" s.ActorHorizon
-          positive "ActorSamples" s.ActorSamples
-          atLeast0 "CriticHorizon" s.CriticHorizon
-          positive "EvalEvery" s.EvalEvery
-          positive "EvalEpisodes" s.EvalEpisodes ]
+        [
+            let positive name (v: int) =
+                if v <= 0 then
+                    Some(sprintf "%s must be positive, got %d" name v)
+                else
+                    None
+
+            let atLeast0 name (v: int) =
+                if v < 0 then
+                    Some(sprintf "%s must not be negative, got %d" name v)
+                else
+                    None
+
+            let rate name (v: float32) =
+                if not (Single.IsFinite v) || v <= 0.0f then
+                    Some(sprintf "%s must be a positive learning rate, got %g" name v)
+                else
+                    None
+
+            let widths name (v: int[]) =
+                if isNull v || v.Length = 0 || Array.exists (fun w -> w <= 0) v then
+                    Some(sprintf "%s must list positive layer widths, got [%s]" name (if isNull v then "" else String.Join(", ", v)))
+                else
+                    None
+
+            let unit name (v: float32) (lowOpen: bool) =
+                if not (Single.IsFinite v) || (if lowOpen then v <= 0.0f else v < 0.0f) || v > 1.0f then
+                    Some(sprintf "%s must lie in %s0, 1], got %g" name (if lowOpen then "(" else "[") v)
+                else
+                    None
+
+            if String.IsNullOrWhiteSpace s.Env then
+                Some "Env must name a task"
+
+            if String.IsNullOrWhiteSpace s.Algorithm then
+                Some "Algorithm must name an algorithm"
+
+            positive "Steps" s.Steps
+            unit "Gamma" s.Gamma true
+            unit "Tau" s.Tau true
+            positive "BatchSize" s.BatchSize
+            widths "Hidden" s.Hidden
+            rate "ActorLearningRate" s.ActorLearningRate
+            rate "CriticLearningRate" s.CriticLearningRate
+            rate "AlphaLearningRate" s.AlphaLearningRate
+            atLeast0 "RandomSteps" s.RandomSteps
+            positive "UpdatesPerStep" s.UpdatesPerStep
+            positive "ModelMembers" s.ModelMembers
+            positive "ModelElites" s.ModelElites
+
+            if s.ModelElites > s.ModelMembers then
+                Some(sprintf "ModelElites (%d) must not exceed ModelMembers (%d)" s.ModelElites s.ModelMembers)
+
+            widths "ModelHidden" s.ModelHidden
+            rate "ModelLearningRate" s.ModelLearningRate
+            positive "ModelBatchSize" s.ModelBatchSize
+            positive "ModelMaxEpochs" s.ModelMaxEpochs
+            positive "ModelTrainEvery" s.ModelTrainEvery
+            positive "RolloutStarts" s.RolloutStarts
+            positive "RolloutLength" s.RolloutLength
+            positive "ImaginedCapacity" s.ImaginedCapacity
+            positive "RealCapacity" s.RealCapacity
+            unit "RealFraction" s.RealFraction false
+            atLeast0 "ActorHorizon" s.ActorHorizon
+            positive "ActorSamples" s.ActorSamples
+            atLeast0 "CriticHorizon" s.CriticHorizon
+            positive "EvalEvery" s.EvalEvery
+            positive "EvalEpisodes" s.EvalEpisodes
+        ]
         |> List.choose id
 
     /// Settings that can be run but will not do what was probably meant (a budget spent on random actions or
     /// without an evaluation).
     let warnings (s: Settings) =
-        [ if s.RandomSteps >= s.Steps then
-              yield sprintf "RandomSteps (%d) is not below Steps (%d): the whole budget is random actions and nothing is learned" s.RandomSteps s.Steps
-          if s.EvalEvery > s.Steps then
-              yield sprintf "EvalEvery (%d) exceeds Steps (%d): the only evaluation is at the end" s.EvalEvery s.Steps ]
+        [
+            if s.RandomSteps >= s.Steps then
+                yield
+                    sprintf
+                        "RandomSteps (%d) is not below Steps (%d): the whole budget is random actions and nothing is learned"
+                        s.RandomSteps
+                        s.Steps
+            if s.EvalEvery > s.Steps then
+                yield sprintf "EvalEvery (%d) exceeds Steps (%d): the only evaluation is at the end" s.EvalEvery s.Steps
+        ]
 
     /// Raises ArgumentException listing every problem (naming the first problem's setting as the parameter).
     let validate (s: Settings) =

@@ -19,11 +19,18 @@ module SettingsFile =
     /// Levenshtein distance, case-insensitive.
     let private distance (a: string) (b: string) =
         let a, b = a.ToLowerInvariant(), b.ToLowerInvariant()
-        let d = Array2D.init (a.Length + 1) (b.Length + 1) (fun i j -> if i = 0 then j elif j = 0 then i else 0)
+
+        let d =
+            Array2D.init (a.Length + 1) (b.Length + 1) (fun i j ->
+                if i = 0 then j
+                elif j = 0 then i
+                else 0)
+
         for i in 1 .. a.Length do
             for j in 1 .. b.Length do
                 let cost = if a.[i - 1] = b.[j - 1] then 0 else 1
                 d.[i, j] <- min (min (d.[i - 1, j] + 1) (d.[i, j - 1] + 1)) (d.[i - 1, j - 1] + cost)
+
         d.[a.Length, b.Length]
 
     /// The known setting nearest to a name.
@@ -37,40 +44,74 @@ module SettingsFile =
     /// errors (ArgumentException).
     let parse (source: string) (text: string) (env: string option) (algorithm: string option) =
         let fail fmt = Printf.kprintf (fun m -> raise (ArgumentException(sprintf "%s: %s" source m))) fmt
+
         let o =
             try
                 match JsonNode.Parse text with
                 | :? JsonObject as o -> o
                 | _ -> fail "a settings file holds one JSON object"
-            with :? JsonException as e -> fail "not valid JSON (%s)" e.Message
+            with :? JsonException as e ->
+                fail "not valid JSON (%s)" e.Message
+
         for kv in o do
-            if not (Array.contains kv.Key names) then fail "unknown setting '%s'; did you mean '%s'?" kv.Key (nearest kv.Key)
+            if not (Array.contains kv.Key names) then
+                fail "unknown setting '%s'; did you mean '%s'?" kv.Key (nearest kv.Key)
+
         let text (key: string) =
             match o.[key] with
             | null -> None
             | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> Some(v.GetValue<string>())
             | _ -> fail "setting '%s' must be a string" key
-        let env = match env with Some e -> e | None -> (match text "Env" with Some e -> e | None -> fail "no Env is set (give it in the file or with --env)")
-        let algorithm = match algorithm with Some a -> a | None -> defaultArg (text "Algorithm") "maac"
+
+        let env =
+            match env with
+            | Some e -> e
+            | None ->
+                (match text "Env" with
+                 | Some e -> e
+                 | None -> fail "no Env is set (give it in the file or with --env)")
+
+        let algorithm =
+            match algorithm with
+            | Some a -> a
+            | None -> defaultArg (text "Algorithm") "maac"
+
         let merged = JsonSerializer.SerializeToNode(Settings.forTask env algorithm).AsObject()
+
         for kv in o do
-            merged.[kv.Key] <- match kv.Value with null -> null | v -> v.DeepClone()
+            merged.[kv.Key] <-
+                match kv.Value with
+                | null -> null
+                | v -> v.DeepClone()
+
         merged.["Env"] <- JsonValue.Create env
         merged.["Algorithm"] <- JsonValue.Create algorithm
+
         let s =
-            try merged.Deserialize<Settings>()
-            with :? JsonException as e -> fail "setting '%s' has a value of the wrong type (%s)" (e.Path |> Option.ofObj |> Option.map (fun p -> p.TrimStart('$', '.')) |> Option.defaultValue "?") e.Message
+            try
+                merged.Deserialize<Settings>()
+            with :? JsonException as e ->
+                fail
+                    "setting '%s' has a value of the wrong type (%s)"
+                    (e.Path |> Option.ofObj |> Option.map (fun p -> p.TrimStart('$', '.')) |> Option.defaultValue "?")
+                    e.Message
+
         for name in names do
             match merged.[name] with
             | null -> fail "setting '%s' is null" name
             | _ -> ()
+
         match Settings.problems s with
         | [] -> s
         | problems -> fail "invalid settings:\n- %s" (String.Join("\n- ", problems))
 
     /// Where the settings of two runs differ, as "Name: a → b", Steps left out (a run's budget may be raised).
     let differences (before: Settings) (after: Settings) =
-        let a, b = JsonSerializer.SerializeToNode(before).AsObject(), JsonSerializer.SerializeToNode(after).AsObject()
-        [ for name in names do
-            if name <> "Steps" && not (JsonNode.DeepEquals(a.[name], b.[name])) then
-                yield sprintf "%s: %s → %s" name (a.[name].ToJsonString()) (b.[name].ToJsonString()) ]
+        let a, b =
+            JsonSerializer.SerializeToNode(before).AsObject(), JsonSerializer.SerializeToNode(after).AsObject()
+
+        [
+            for name in names do
+                if name <> "Steps" && not (JsonNode.DeepEquals(a.[name], b.[name])) then
+                    yield sprintf "%s: %s → %s" name (a.[name].ToJsonString()) (b.[name].ToJsonString())
+        ]

@@ -17,11 +17,16 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     do Settings.validate settings
     let run = TrainingStep.run settings algorithm task
     let obsDim, actDim = run.Env.ObservationSpace.Dim, run.Env.ActionSpace.Dim
-    let mutable state = TrainingState.init settings (TrainingStep.key run 1L 0) obsDim actDim task.Functions.Reward.IsNone
+
+    let mutable state =
+        TrainingState.init settings (TrainingStep.key run 1L 0) obsDim actDim task.Functions.Reward.IsNone
 
     let checkObservation (name: string) (row: string) (o: float32[]) =
         if isNull o || o.Length <> obsDim then
-            invalidArg name (sprintf "%s expects observations of size %d; %s has %d" task.Name obsDim row (if isNull o then 0 else o.Length))
+            invalidArg
+                name
+                (sprintf "%s expects observations of size %d; %s has %d" task.Name obsDim row (if isNull o then 0 else o.Length))
+
         match Array.tryFindIndex (fun v -> not (Single.IsFinite v)) o with
         | Some i -> invalidArg name (sprintf "%s, element %d is %g" row i o.[i])
         | None -> ()
@@ -50,19 +55,31 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     /// The policy's action for one observation, scaled to the task's action space (the mean when
     /// deterministic; otherwise a sample drawn from the given key).
     member _.Act(observation: float32[], deterministic: bool, key: RandomKey) =
-        if isNull observation then nullArg "observation"
+        if isNull observation then
+            nullArg "observation"
+
         checkObservation "observation" "the observation" observation
         Agent.act state.Agent key deterministic observation |> TrainingStep.toEnv run
 
     /// The policy's actions for a batch of observations (rows), scaled to the task's action space.
     member _.ActBatch(observations: float32[][], deterministic: bool, key: RandomKey) =
-        if isNull observations then nullArg "observations"
+        if isNull observations then
+            nullArg "observations"
+
         observations |> Array.iteri (fun r o -> checkObservation "observations" (sprintf "row %d" r) o)
-        if observations.Length = 0 then [||]
+
+        if observations.Length = 0 then
+            [||]
         else
             let policy = state.Agent.Policy
             let o = Tensor.ofArray [| observations.Length; obsDim |] (Array.concat observations)
-            let a = if deterministic then Maac.Nn.TanhGaussianPolicy.deterministic policy o else fst (Maac.Nn.TanhGaussianPolicy.sample policy key o)
+
+            let a =
+                if deterministic then
+                    Maac.Nn.TanhGaussianPolicy.deterministic policy o
+                else
+                    fst (Maac.Nn.TanhGaussianPolicy.sample policy key o)
+
             let flat = a.ToArray()
             Array.init observations.Length (fun r -> TrainingStep.toEnv run flat.[r * actDim .. (r + 1) * actDim - 1])
 
@@ -74,15 +91,32 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     /// (for example a wrapped copy), in parallel, episode i seeded with EvaluationSeedBase + i.
     member _.EvaluateEpisodes(episodes: int, onTask: TaskInfo option) =
         let target = defaultArg onTask task
+
         if target.ObservationDim <> obsDim || target.ActionDim <> actDim then
-            invalidArg "onTask" (sprintf "%s has observation/action sizes %d/%d; the agent was trained for %d/%d" target.Name target.ObservationDim target.ActionDim obsDim actDim)
-        Evaluation.run target.Create (TrainingStep.deterministicPolicy run state.Agent >> TrainingStep.toEnv run) episodes (TrainingStep.evaluationSeedBase settings.Seed) target.EpisodeSteps
+            invalidArg
+                "onTask"
+                (sprintf
+                    "%s has observation/action sizes %d/%d; the agent was trained for %d/%d"
+                    target.Name
+                    target.ObservationDim
+                    target.ActionDim
+                    obsDim
+                    actDim)
+
+        Evaluation.run
+            target.Create
+            (TrainingStep.deterministicPolicy run state.Agent >> TrainingStep.toEnv run)
+            episodes
+            (TrainingStep.evaluationSeedBase settings.Seed)
+            target.EpisodeSteps
 
     /// Sets the budget to `steps` (Settings.Steps; at least the steps taken): the run continues as one started with that budget would, except
     /// where schedules depend on the budget (MBPO's rollout length grows over the first half of the budget; the other
     /// built-in algorithms' schedules do not depend on it).
     member _.SetBudget(steps: int) =
-        if steps < state.Step then invalidArg "steps" (sprintf "a budget of %d is below the %d steps already taken" steps state.Step)
+        if steps < state.Step then
+            invalidArg "steps" (sprintf "a budget of %d is below the %d steps already taken" steps state.Step)
+
         Settings.validate { settings with Steps = steps }
         state <- { state with Budget = steps }
 
@@ -95,13 +129,17 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     /// The same with CEM planning through the learned model at every step (test-time MPC).
     member _.EvaluateWithPlanner(cfg: CemSettings, episodes: int) =
         let s = state
+
         match TrainingStep.modelContext run s with
         | None -> invalidOp (sprintf "%s has no fitted model to plan with" algorithm.Name)
         | Some ctx ->
             let a = s.Agent
             // The planner's key is derived from the observation, so episodes run in parallel stay reproducible.
             let keyOf (o: float32[]) = o |> Array.fold (fun acc v -> acc * 31L + int64 (BitConverter.SingleToInt32Bits v)) 17L
-            let plan o = Cem.plan cfg settings.Gamma ctx a.Policy a.Critics (RandomKey.fold (keyOf o) (TrainingStep.key run 9L 0)) o
+
+            let plan o =
+                Cem.plan cfg settings.Gamma ctx a.Policy a.Critics (RandomKey.fold (keyOf o) (TrainingStep.key run 9L 0)) o
+
             TrainingStep.evaluatePolicy run plan episodes
 
     /// Trains until step `until` (at most the budget), publishing every step's events to onEvent, Stepped last. At
@@ -118,54 +156,89 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         // faster than learning steps, so the learning phase's estimate starts afresh when it begins.
         let mutable phaseStart = struct (startStep, 0.0)
         let mutable stop = false
+
         while state.Step < until && not stop do
-            if state.Step = settings.RandomSteps && state.Step > startStep then phaseStart <- struct (state.Step, sw.Elapsed.TotalSeconds)
+            if state.Step = settings.RandomSteps && state.Step > startStep then
+                phaseStart <- struct (state.Step, sw.Elapsed.TotalSeconds)
+
             let next, events = TrainingStep.step run clock state
             state <- { next with WallSeconds = clock () }
+
             for e in events do
                 onEvent e
+
                 match e with
                 | Diverged ex -> raise ex
                 | _ -> ()
+
             if cancel.IsCancellationRequested then
                 state <- TrainingState.cutEpisode state
                 stop <- true
+
             let now = sw.Elapsed.TotalSeconds
             let step = state.Step
             let struct (phaseStep, phaseTime) = phaseStart
             let phaseRate = float (step - phaseStep) / max 1e-9 (now - phaseTime)
             let u = state.LastUpdate
+
             onEvent (
                 Stepped
-                    { Step = step; TotalSteps = state.Budget; StepsPerSecond = float (step - startStep) / max 1e-9 now
-                      LastEpisodeReturn = state.LastEpisodeReturn
-                      EpisodeEnded = events |> List.exists (function EpisodeEnded _ -> true | _ -> false)
-                      LastEpisodeLength = state.LastEpisodeLength; WallSeconds = state.WallSeconds; LastEvalReturn = state.LastEvalReturn
-                      CriticLoss = u.CriticLoss; ActorLoss = u.ActorLoss; Alpha = u.Alpha
-                      Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 phaseRate) })
+                    {
+                        Step = step
+                        TotalSteps = state.Budget
+                        StepsPerSecond = float (step - startStep) / max 1e-9 now
+                        LastEpisodeReturn = state.LastEpisodeReturn
+                        EpisodeEnded =
+                            events
+                            |> List.exists (function
+                                | EpisodeEnded _ -> true
+                                | _ -> false)
+                        LastEpisodeLength = state.LastEpisodeLength
+                        WallSeconds = state.WallSeconds
+                        LastEvalReturn = state.LastEvalReturn
+                        CriticLoss = u.CriticLoss
+                        ActorLoss = u.ActorLoss
+                        Alpha = u.Alpha
+                        Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 phaseRate)
+                    }
+            )
 
     /// Trains until step `until`: onProgress after every environment step, onCheckpoint after every evaluation with
     /// its metrics row (see the event form of Run).
     member this.Run(until: int, onProgress: ProgressInfo -> unit, onCheckpoint: MetricsRow -> unit, cancel: Threading.CancellationToken) =
-        this.Run(until, (function Stepped p -> onProgress p | Evaluated row -> onCheckpoint row | _ -> ()), cancel)
+        this.Run(
+            until,
+            (function
+            | Stepped p -> onProgress p
+            | Evaluated row -> onCheckpoint row
+            | _ -> ()),
+            cancel
+        )
 
     /// Everything needed to continue: the state's named tensors (parameters, optimiser moments, model statistics,
     /// buffers) and counters. A checkpoint is only ever written from finite state: the last good one stays otherwise,
     /// and the non-finite value is this run's divergence, naming the part.
     member _.SaveCheckpoint(path: string) =
         let arrays, meta = TrainingState.toCheckpoint settings algorithm.Name task.Name state
-        try Checkpoint.save path arrays meta
+
+        try
+            Checkpoint.save path arrays meta
         with :? NonFiniteException as e ->
             let part =
-                arrays |> List.tryFind (fun a -> e.Message.Contains(sprintf "'%s'" a.Name))
-                |> Option.map (fun a -> TrainingState.partOfTensor a.Name) |> Option.defaultValue "buffer"
+                arrays
+                |> List.tryFind (fun a -> e.Message.Contains(sprintf "'%s'" a.Name))
+                |> Option.map (fun a -> TrainingState.partOfTensor a.Name)
+                |> Option.defaultValue "buffer"
+
             raise (DivergenceException(part, sprintf "training diverged by step %d: %s" state.Step e.Message))
 
     /// Restores a checkpoint written by SaveCheckpoint for the same task, algorithm and settings (TrainingState.ofCheckpoint
     /// says what is checked); the state is replaced only when everything fits. Returns whether the checkpoint carried its
     /// metrics rows (those of format 1 do not: see RestoreMetrics).
     member _.LoadCheckpoint(path: string) : bool =
-        let fresh = TrainingState.init settings (TrainingStep.key run 1L 0) obsDim actDim task.Functions.Reward.IsNone
+        let fresh =
+            TrainingState.init settings (TrainingStep.key run 1L 0) obsDim actDim task.Functions.Reward.IsNone
+
         let loaded, carried = TrainingState.ofCheckpoint path settings algorithm.Name task.Name fresh
         state <- loaded
         carried

@@ -8,67 +8,84 @@ open Maac.Optim
 open Maac.Rl
 
 /// The training episode in progress: the observation to act on, and its return and length so far.
-type RunningEpisode =
-    { Observation: float32[]
-      Return: float
-      Length: int }
+type RunningEpisode = { Observation: float32[]; Return: float; Length: int }
 
 /// Everything a run is at one environment step: what one training step maps to the next and what a checkpoint holds.
 /// The replay buffers are the run's append-only rings, shared by successive states (a step adds its transition to
 /// them, where copying a million transitions per step is not an option); everything else is a value.
 type TrainingState =
-    { /// Parameters and optimiser states of policy, critics, temperature and model.
-      Agent: AgentState
-      Real: ReplayBuffer
-      Imagined: ReplayBuffer
-      /// Environment steps taken.
-      Step: int
-      /// The budget in environment steps (Settings.Steps; raised when a run is continued beyond it).
-      Budget: int
-      /// Training episodes finished or cut at a checkpoint; the next episode's reset seed derives from it.
-      Episodes: int
-      /// The running episode; ValueNone when the next step starts a new one.
-      Episode: RunningEpisode voption
-      ModelFitted: bool
-      /// Mean hold-out MSE of the last model fit (NaN before the first).
-      ModelHoldoutMse: float32
-      LastEpisodeReturn: float
-      LastEpisodeLength: int
-      LastEvalReturn: float
-      /// Losses and temperature of the last gradient step.
-      LastUpdate: UpdateMetrics
-      /// The metrics rows so far, oldest first.
-      Metrics: MetricsRow list
-      /// Training time of the run so far (every call of a trainer's Run), in seconds.
-      WallSeconds: float }
+    {
+        /// Parameters and optimiser states of policy, critics, temperature and model.
+        Agent: AgentState
+        Real: ReplayBuffer
+        Imagined: ReplayBuffer
+        /// Environment steps taken.
+        Step: int
+        /// The budget in environment steps (Settings.Steps; raised when a run is continued beyond it).
+        Budget: int
+        /// Training episodes finished or cut at a checkpoint; the next episode's reset seed derives from it.
+        Episodes: int
+        /// The running episode; ValueNone when the next step starts a new one.
+        Episode: RunningEpisode voption
+        ModelFitted: bool
+        /// Mean hold-out MSE of the last model fit (NaN before the first).
+        ModelHoldoutMse: float32
+        LastEpisodeReturn: float
+        LastEpisodeLength: int
+        LastEvalReturn: float
+        /// Losses and temperature of the last gradient step.
+        LastUpdate: UpdateMetrics
+        /// The metrics rows so far, oldest first.
+        Metrics: MetricsRow list
+        /// Training time of the run so far (every call of a trainer's Run), in seconds.
+        WallSeconds: float
+    }
 
 /// Creating training states and converting them to and from checkpoints.
 module TrainingState =
     /// The state of a new run: a fresh agent (from `agentKey`), empty buffers, nothing done.
     let init (s: Settings) (agentKey: RandomKey) (obsDim: int) (actDim: int) (predictReward: bool) =
-        { Agent = Agent.init s agentKey obsDim actDim predictReward
-          Real = ReplayBuffer(s.RealCapacity, obsDim, actDim)
-          Imagined = ReplayBuffer(s.ImaginedCapacity, obsDim, actDim)
-          Step = 0; Budget = s.Steps; Episodes = 0; Episode = ValueNone
-          ModelFitted = false; ModelHoldoutMse = nanf
-          LastEpisodeReturn = nan; LastEpisodeLength = 0; LastEvalReturn = nan
-          LastUpdate = { CriticLoss = nanf; ActorLoss = nanf; Alpha = 1.0f }
-          Metrics = []; WallSeconds = 0.0 }
+        {
+            Agent = Agent.init s agentKey obsDim actDim predictReward
+            Real = ReplayBuffer(s.RealCapacity, obsDim, actDim)
+            Imagined = ReplayBuffer(s.ImaginedCapacity, obsDim, actDim)
+            Step = 0
+            Budget = s.Steps
+            Episodes = 0
+            Episode = ValueNone
+            ModelFitted = false
+            ModelHoldoutMse = nanf
+            LastEpisodeReturn = nan
+            LastEpisodeLength = 0
+            LastEvalReturn = nan
+            LastUpdate = { CriticLoss = nanf; ActorLoss = nanf; Alpha = 1.0f }
+            Metrics = []
+            WallSeconds = 0.0
+        }
 
     /// The state with its running episode cut (counted as an episode, the next step resets), as at every checkpoint:
     /// a run resumed from a checkpoint then continues exactly as the uninterrupted one.
     let cutEpisode (s: TrainingState) =
-        if s.Episode.IsSome then { s with Episodes = s.Episodes + 1; Episode = ValueNone } else s
+        if s.Episode.IsSome then
+            { s with Episodes = s.Episodes + 1; Episode = ValueNone }
+        else
+            s
 
     /// The part of the agent a checkpoint tensor belongs to ("policy", "critic", "temperature", "model"; "buffer" for
     /// the replay buffers), for reporting a divergence found in it.
     let partOfTensor (name: string) =
         let first = name.Split('.').[0]
-        if first.StartsWith "policy" then "policy"
-        elif first.StartsWith "critics" || first.StartsWith "targetCritics" then "critic"
-        elif first.StartsWith "temperature" then "temperature"
-        elif first.StartsWith "model" then "model"
-        else "buffer"
+
+        if first.StartsWith "policy" then
+            "policy"
+        elif first.StartsWith "critics" || first.StartsWith "targetCritics" then
+            "critic"
+        elif first.StartsWith "temperature" then
+            "temperature"
+        elif first.StartsWith "model" then
+            "model"
+        else
+            "buffer"
 
     let private buffers (s: TrainingState) = [ "real", s.Real; "imagined", s.Imagined ]
 
@@ -78,25 +95,43 @@ module TrainingState =
     /// counters, Adam's step counts, the model's elites, the settings and the metrics rows as metadata.
     let toCheckpoint (settings: Settings) (algorithm: string) (taskName: string) (s: TrainingState) =
         let agent = s.Agent
+
         let arrays =
-            [ for name, t in (agent :> IParameters<_>).Named -> { Name = name; Shape = t.Shape; Values = t.ToArray() }
-              for prefix, b in buffers s do
-                  yield! b.Arrays |> Array.mapi (fun i a -> { Name = sprintf "%s.%d" prefix i; Shape = [| a.Length |]; Values = a }) ]
+            [
+                for name, t in (agent :> IParameters<_>).Named -> { Name = name; Shape = t.Shape; Values = t.ToArray() }
+                for prefix, b in buffers s do
+                    yield!
+                        b.Arrays
+                        |> Array.mapi (fun i a -> { Name = sprintf "%s.%d" prefix i; Shape = [| a.Length |]; Values = a })
+            ]
+
         let meta =
-            Map.ofList [
-                "format", Checkpoint.Format; "algorithm", algorithm; "env", taskName
-                "step", string s.Step; "episodes", string s.Episodes; "modelFitted", string s.ModelFitted
-                "modelMse", invariant s.ModelHoldoutMse; "elites", String.Join(",", agent.Model.Elites)
-                "wallSeconds", invariant s.WallSeconds
-                "adamSteps", String.Join(",", [ agent.PolicyOpt.Step; agent.CriticsOpt.Step; agent.TemperatureOpt.Step; agent.ModelOpt.Step ])
-                "realCount", string s.Real.Count; "realHead", string s.Real.Head
-                "imaginedCount", string s.Imagined.Count; "imaginedHead", string s.Imagined.Head
-                "lastEpisodeReturn", invariant s.LastEpisodeReturn; "lastEpisodeLength", string s.LastEpisodeLength
-                "lastEval", invariant s.LastEvalReturn
-                "settings", SettingsFile.toJson { settings with Steps = s.Budget }
-                // The metrics rows up to this checkpoint travel with it, so that the run folder's metrics.csv can always
-                // be made to agree with its checkpoint.
-                "metrics", MetricsCsv.text s.Metrics ]
+            Map.ofList
+                [
+                    "format", Checkpoint.Format
+                    "algorithm", algorithm
+                    "env", taskName
+                    "step", string s.Step
+                    "episodes", string s.Episodes
+                    "modelFitted", string s.ModelFitted
+                    "modelMse", invariant s.ModelHoldoutMse
+                    "elites", String.Join(",", agent.Model.Elites)
+                    "wallSeconds", invariant s.WallSeconds
+                    "adamSteps",
+                    String.Join(",", [ agent.PolicyOpt.Step; agent.CriticsOpt.Step; agent.TemperatureOpt.Step; agent.ModelOpt.Step ])
+                    "realCount", string s.Real.Count
+                    "realHead", string s.Real.Head
+                    "imaginedCount", string s.Imagined.Count
+                    "imaginedHead", string s.Imagined.Head
+                    "lastEpisodeReturn", invariant s.LastEpisodeReturn
+                    "lastEpisodeLength", string s.LastEpisodeLength
+                    "lastEval", invariant s.LastEvalReturn
+                    "settings", SettingsFile.toJson { settings with Steps = s.Budget }
+                    // The metrics rows up to this checkpoint travel with it, so that the run folder's metrics.csv can always
+                    // be made to agree with its checkpoint.
+                    "metrics", MetricsCsv.text s.Metrics
+                ]
+
         arrays, meta
 
     /// The state a checkpoint holds, checked against `fresh` (a new run's state for the same settings, algorithm and
@@ -108,23 +143,33 @@ module TrainingState =
     let ofCheckpoint (path: string) (settings: Settings) (algorithm: string) (taskName: string) (fresh: TrainingState) =
         let arrays, meta = Checkpoint.load path
         let refuse fmt = Printf.kprintf (fun m -> raise (CheckpointException(sprintf "checkpoint %s: %s" path m))) fmt
+
         let get (key: string) =
             match meta.TryFind key with
             | Some v -> v
             | None -> refuse "lacks the metadata '%s'" key
+
         let parse (key: string) (reader: string -> bool * 'T) (what: string) =
             match reader (get key) with
             | true, v -> v
             | _ -> refuse "metadata '%s' is '%s', not %s" key (get key) what
+
         let integerIn (key: string) (text: string) (lo: int) (hi: int) =
             match Int32.TryParse(text, Globalization.NumberStyles.Integer, Globalization.CultureInfo.InvariantCulture) with
             | true, v when v >= lo && v <= hi -> v
             | true, v -> refuse "metadata '%s' holds %d, outside [%d, %d]" key v lo hi
             | _ -> refuse "metadata '%s' holds '%s', not an integer" key text
+
         let integer (key: string) (lo: int) (hi: int) = integerIn key (get key) lo hi
-        let number (key: string) = parse key (fun t -> Double.TryParse(t, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)) "a number"
+
+        let number (key: string) =
+            parse key (fun t -> Double.TryParse(t, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)) "a number"
+
         let format = get "format"
-        if format <> Checkpoint.Format && format <> "maac-checkpoint-1" then refuse "has format '%s', expected %s" format Checkpoint.Format
+
+        if format <> Checkpoint.Format && format <> "maac-checkpoint-1" then
+            refuse "has format '%s', expected %s" format Checkpoint.Format
+
         if get "algorithm" <> algorithm || get "env" <> taskName then
             refuse "is for %s on %s, not %s on %s" (get "algorithm") (get "env") algorithm taskName
         // The settings the checkpoint was trained with must be the ones it is loaded with (the budget aside):
@@ -132,69 +177,127 @@ module TrainingState =
         match meta.TryFind "settings" with
         | Some text ->
             let saved =
-                try SettingsFile.parse (path + " (its settings)") text None None
-                with :? ArgumentException as e -> refuse "its recorded settings are unreadable: %s" e.Message
+                try
+                    SettingsFile.parse (path + " (its settings)") text None None
+                with :? ArgumentException as e ->
+                    refuse "its recorded settings are unreadable: %s" e.Message
+
             match SettingsFile.differences saved settings with
             | [] -> ()
             | changed -> refuse "was trained with other settings than these (config.json edited?):\n- %s" (String.Join("\n- ", changed))
         | None -> ()
+
         let used = Collections.Generic.HashSet<string>()
+
         let shaped (name: string) (expected: int[]) =
             match arrays.TryFind name with
             | None -> refuse "lacks tensor '%s'" name
             | Some a ->
                 used.Add name |> ignore
-                if a.Shape <> expected then refuse "tensor '%s' has shape %s where these settings imply %s" name (Shape.show a.Shape) (Shape.show expected)
+
+                if a.Shape <> expected then
+                    refuse "tensor '%s' has shape %s where these settings imply %s" name (Shape.show a.Shape) (Shape.show expected)
+
                 a
         // The agent: every tensor of the fresh agent's collection by name, with its shape.
         let agent =
             let a = fresh.Agent
-            let tensors = (a :> IParameters<_>).Named |> Array.map (fun (n, t) -> let x = shaped n t.Shape in Tensor.ofArray x.Shape x.Values)
+
+            let tensors =
+                (a :> IParameters<_>).Named
+                |> Array.map (fun (n, t) -> let x = shaped n t.Shape in Tensor.ofArray x.Shape x.Values)
+
             let restored = Parameters.rebuild a tensors
+
             let adamSteps =
                 let parts = (get "adamSteps").Split(',')
-                if parts.Length <> 4 then refuse "metadata 'adamSteps' has %d entries, expected 4" parts.Length
+
+                if parts.Length <> 4 then
+                    refuse "metadata 'adamSteps' has %d entries, expected 4" parts.Length
+
                 parts |> Array.map (fun t -> integerIn "adamSteps" t 0 Int32.MaxValue)
+
             let members = settings.ModelMembers
+
             let elites =
-                let ids = (get "elites").Split(',', StringSplitOptions.RemoveEmptyEntries) |> Array.map (fun t -> integerIn "elites" t 0 (members - 1))
+                let ids =
+                    (get "elites").Split(',', StringSplitOptions.RemoveEmptyEntries)
+                    |> Array.map (fun t -> integerIn "elites" t 0 (members - 1))
+
                 if ids.Length <> a.Model.Elites.Length || (Array.distinct ids).Length <> ids.Length then
-                    refuse "metadata 'elites' is '%s': expected %d distinct members of the %d-member ensemble" (get "elites") a.Model.Elites.Length members
+                    refuse
+                        "metadata 'elites' is '%s': expected %d distinct members of the %d-member ensemble"
+                        (get "elites")
+                        a.Model.Elites.Length
+                        members
+
                 ids
+
             let withStep (o: AdamState) (t: int) = { o with Step = t }
+
             { restored with
-                PolicyOpt = withStep restored.PolicyOpt adamSteps.[0]; CriticsOpt = withStep restored.CriticsOpt adamSteps.[1]
-                TemperatureOpt = withStep restored.TemperatureOpt adamSteps.[2]; ModelOpt = withStep restored.ModelOpt adamSteps.[3]
-                Model = { restored.Model with Elites = elites } }
+                PolicyOpt = withStep restored.PolicyOpt adamSteps.[0]
+                CriticsOpt = withStep restored.CriticsOpt adamSteps.[1]
+                TemperatureOpt = withStep restored.TemperatureOpt adamSteps.[2]
+                ModelOpt = withStep restored.ModelOpt adamSteps.[3]
+                Model = { restored.Model with Elites = elites }
+            }
         // Buffers: the filled part of each array, done flags 0 or 1; restored only once everything is checked.
         let buffer (prefix: string) (b: ReplayBuffer) =
             let count = integer (prefix + "Count") 0 b.Capacity
             let head = integer (prefix + "Head") 0 (b.Capacity - 1)
             let widths = [| b.ObsDim; b.ActDim; 1; b.ObsDim; 1 |]
             let parts = widths |> Array.mapi (fun i w -> (shaped (sprintf "%s.%d" prefix i) [| count * w |]).Values)
+
             match parts.[4] |> Array.tryFindIndex (fun d -> d <> 0.0f && d <> 1.0f) with
             | Some i -> refuse "tensor '%s.4' (done flags) element %d is %g, not 0 or 1" prefix i parts.[4].[i]
             | None -> ()
+
             fun () -> b.Restore(parts, count, head)
+
         let restoreBuffers = buffers fresh |> List.map (fun (prefix, b) -> buffer prefix b)
         let unknown = arrays.Keys |> Seq.filter (fun k -> not (used.Contains k)) |> Seq.toList
-        if not unknown.IsEmpty then refuse "holds tensors this agent does not have: %s" (String.Join(", ", unknown))
+
+        if not unknown.IsEmpty then
+            refuse "holds tensors this agent does not have: %s" (String.Join(", ", unknown))
+
         let step = integer "step" 0 settings.Steps
         let wall = number "wallSeconds"
-        if not (wall >= 0.0) then refuse "metadata 'wallSeconds' is %g" wall
+
+        if not (wall >= 0.0) then
+            refuse "metadata 'wallSeconds' is %g" wall
+
         let rows =
             match meta.TryFind "metrics" with
-            | Some text -> Some(MetricsCsv.parse (path + " (its metrics)") text |> Array.filter (fun r -> r.Step <= step) |> Array.toList)
+            | Some text ->
+                Some(
+                    MetricsCsv.parse (path + " (its metrics)") text
+                    |> Array.filter (fun r -> r.Step <= step)
+                    |> Array.toList
+                )
             | None -> None
+
         let state =
             { fresh with
-                Agent = agent; Step = step; Budget = settings.Steps
-                Episodes = integer "episodes" 0 Int32.MaxValue; Episode = ValueNone
+                Agent = agent
+                Step = step
+                Budget = settings.Steps
+                Episodes = integer "episodes" 0 Int32.MaxValue
+                Episode = ValueNone
                 ModelFitted = parse "modelFitted" (fun t -> Boolean.TryParse t) "true or false"
                 ModelHoldoutMse = float32 (number "modelMse")
                 LastEpisodeReturn = number "lastEpisodeReturn"
-                LastEpisodeLength = (if meta.ContainsKey "lastEpisodeLength" then integer "lastEpisodeLength" 0 Int32.MaxValue else 0)
+                LastEpisodeLength =
+                    (if meta.ContainsKey "lastEpisodeLength" then
+                         integer "lastEpisodeLength" 0 Int32.MaxValue
+                     else
+                         0)
                 LastEvalReturn = number "lastEval"
-                Metrics = defaultArg rows []; WallSeconds = wall }
-        for restore in restoreBuffers do restore ()
+                Metrics = defaultArg rows []
+                WallSeconds = wall
+            }
+
+        for restore in restoreBuffers do
+            restore ()
+
         state, rows.IsSome

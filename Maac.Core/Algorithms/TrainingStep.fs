@@ -25,12 +25,14 @@ type TrainingEvent =
 /// What every step of a run shares and never changes: its settings (the budget aside, which the state holds), the
 /// algorithm, the task with its environment, and the action bounds.
 type TrainingRun =
-    { Settings: Settings
-      Algorithm: Algorithm
-      Task: TaskInfo
-      Env: IEnv
-      ActionLow: Tensor
-      ActionHigh: Tensor }
+    {
+        Settings: Settings
+        Algorithm: Algorithm
+        Task: TaskInfo
+        Env: IEnv
+        ActionLow: Tensor
+        ActionHigh: Tensor
+    }
 
 /// One environment step of training as a function from state to state and events: act (randomly for the first
 /// RandomSteps), store the transition, fit the model every ModelTrainEvery steps, make UpdatesPerStep gradient steps,
@@ -41,14 +43,26 @@ module TrainingStep =
     let run (settings: Settings) (algorithm: Algorithm) (task: TaskInfo) =
         let env = task.Create()
         let space = env.ActionSpace
-        { Settings = settings; Algorithm = algorithm; Task = task; Env = env
-          ActionLow = Tensor.ofArray [| space.Dim |] space.Low; ActionHigh = Tensor.ofArray [| space.Dim |] space.High }
+
+        {
+            Settings = settings
+            Algorithm = algorithm
+            Task = task
+            Env = env
+            ActionLow = Tensor.ofArray [| space.Dim |] space.Low
+            ActionHigh = Tensor.ofArray [| space.Dim |] space.High
+        }
 
     /// The key of a purpose (a small number: what the draw is for) at a step.
-    let key (run: TrainingRun) (purpose: int64) (step: int) = RandomKey.ofSeed run.Settings.Seed |> RandomKey.fold purpose |> RandomKey.fold (int64 step)
+    let key (run: TrainingRun) (purpose: int64) (step: int) =
+        RandomKey.ofSeed run.Settings.Seed |> RandomKey.fold purpose |> RandomKey.fold (int64 step)
 
     /// The settings in force in a state (its budget).
-    let settingsOf (run: TrainingRun) (s: TrainingState) = if run.Settings.Steps = s.Budget then run.Settings else { run.Settings with Steps = s.Budget }
+    let settingsOf (run: TrainingRun) (s: TrainingState) =
+        if run.Settings.Steps = s.Budget then
+            run.Settings
+        else
+            { run.Settings with Steps = s.Budget }
 
     /// A policy action in [−1, 1] scaled to the task's action space.
     let toEnv (run: TrainingRun) (a: float32[]) =
@@ -58,8 +72,15 @@ module TrainingStep =
     /// The learned model with the task's functions, once the algorithm has one and it was fitted.
     let modelContext (run: TrainingRun) (s: TrainingState) =
         if run.Algorithm.UsesModel && s.ModelFitted then
-            Some { Model = s.Agent.Model; Task = run.Task.Functions; ActionLow = run.ActionLow; ActionHigh = run.ActionHigh }
-        else None
+            Some
+                {
+                    Model = s.Agent.Model
+                    Task = run.Task.Functions
+                    ActionLow = run.ActionLow
+                    ActionHigh = run.ActionHigh
+                }
+        else
+            None
 
     /// Evaluation episode i of a run with this seed resets its environment with seed evaluationSeedBase + i.
     let evaluationSeedBase (seed: int64) = 1_000_000L + seed * 1000L
@@ -67,7 +88,9 @@ module TrainingStep =
     /// Mean and standard deviation of returns over parallel episodes of a policy mapping an observation to an action
     /// in [−1, 1].
     let evaluatePolicy (run: TrainingRun) (policy: float32[] -> float32[]) (episodes: int) =
-        let results = Evaluation.run run.Task.Create (policy >> toEnv run) episodes (evaluationSeedBase run.Settings.Seed) run.Task.EpisodeSteps
+        let results =
+            Evaluation.run run.Task.Create (policy >> toEnv run) episodes (evaluationSeedBase run.Settings.Seed) run.Task.EpisodeSteps
+
         let rs = results |> Array.map (fun r -> r.Return)
         let mean = Array.average rs
         mean, sqrt (rs |> Array.averageBy (fun r -> (r - mean) ** 2.0))
@@ -76,75 +99,146 @@ module TrainingStep =
     let deterministicPolicy (run: TrainingRun) (a: AgentState) = Agent.act a (key run 5L 0) true
 
     let private dynamicsSettings (s: Settings) =
-        { Members = s.ModelMembers; EliteCount = s.ModelElites; Hidden = s.ModelHidden; LearningRate = s.ModelLearningRate
-          BatchSize = s.ModelBatchSize; MaxEpochs = s.ModelMaxEpochs; HoldoutFraction = 0.2; Patience = 5 }
+        {
+            Members = s.ModelMembers
+            EliteCount = s.ModelElites
+            Hidden = s.ModelHidden
+            LearningRate = s.ModelLearningRate
+            BatchSize = s.ModelBatchSize
+            MaxEpochs = s.ModelMaxEpochs
+            HoldoutFraction = 0.2
+            Patience = 5
+        }
 
     /// Fits the model on the real buffer and, for algorithms that train on imagined data, refreshes it with rollouts.
     let private fitModel (run: TrainingRun) (s: TrainingState) =
         let settings = settingsOf run s
+
         let m, opt, report =
             // A diverging model is a diverging run, reported as every other part's divergence is.
-            try Dynamics.fit (dynamicsSettings settings) (key run 2L s.Step) s.Agent.Model s.Agent.ModelOpt (s.Real.All())
-            with :? NonFiniteException as e -> raise (DivergenceException("model", sprintf "training diverged at step %d: %s" s.Step e.Message))
+            try
+                Dynamics.fit (dynamicsSettings settings) (key run 2L s.Step) s.Agent.Model s.Agent.ModelOpt (s.Real.All())
+            with :? NonFiniteException as e ->
+                raise (DivergenceException("model", sprintf "training diverged at step %d: %s" s.Step e.Message))
+
         let mse = Array.average report.HoldoutMse
-        let fitted = { s with Agent = { s.Agent with Model = m; ModelOpt = opt }; ModelFitted = true; ModelHoldoutMse = mse }
+
+        let fitted =
+            { s with
+                Agent = { s.Agent with Model = m; ModelOpt = opt }
+                ModelFitted = true
+                ModelHoldoutMse = mse
+            }
+
         if run.Algorithm.UsesImaginedData then
             let starts = s.Real.Sample(key run 3L s.Step, settings.RolloutStarts).Obs
             let ctx = (modelContext run fitted).Value
+
             for b in Rollout.imagine ctx fitted.Agent.Policy (key run 4L s.Step) starts (run.Algorithm.RolloutLength settings s.Step) do
                 s.Imagined.AddBatch b
+
         fitted, ModelFitted(s.Step, mse)
 
     /// A training batch: real transitions only, or a RealFraction of real ones and the rest imagined.
     let private sampleBatch (run: TrainingRun) (s: TrainingState) (k: RandomKey) =
         let settings = run.Settings
         let k1, k2 = RandomKey.split2 k
+
         if run.Algorithm.UsesImaginedData && s.Imagined.Count > 0 then
             let nReal = max 1 (int (MathF.Round(float32 settings.BatchSize * settings.RealFraction)))
             Batch.append (s.Real.Sample(k1, nReal)) (s.Imagined.Sample(k2, settings.BatchSize - nReal))
-        else s.Real.Sample(k1, settings.BatchSize)
+        else
+            s.Real.Sample(k1, settings.BatchSize)
 
     /// The environment's step, checked: a malformed or non-finite value is the environment's fault, reported as such
     /// with the step, before it reaches a buffer or a loss.
     let private envStep (run: TrainingRun) (step: int) (action: float32[]) =
         let task, obsDim = run.Task, run.Env.ObservationSpace.Dim
         let r = run.Env.Step(toEnv run action)
+
         if isNull r.Observation || r.Observation.Length <> obsDim then
-            invalidOp (sprintf "%s returned an observation of size %d at environment step %d; its observation space has %d dimensions" task.Name (if isNull r.Observation then 0 else r.Observation.Length) step obsDim)
+            invalidOp (
+                sprintf
+                    "%s returned an observation of size %d at environment step %d; its observation space has %d dimensions"
+                    task.Name
+                    (if isNull r.Observation then 0 else r.Observation.Length)
+                    step
+                    obsDim
+            )
+
         match Array.tryFindIndex (fun (v: float32) -> not (Single.IsFinite v)) r.Observation with
-        | Some e -> raise (NonFiniteException(sprintf "%s returned a non-finite observation at environment step %d: element %d is %g" task.Name step e r.Observation.[e]))
+        | Some e ->
+            raise (
+                NonFiniteException(
+                    sprintf
+                        "%s returned a non-finite observation at environment step %d: element %d is %g"
+                        task.Name
+                        step
+                        e
+                        r.Observation.[e]
+                )
+            )
         | None -> ()
+
         if not (Double.IsFinite r.Reward) then
             raise (NonFiniteException(sprintf "%s returned a non-finite reward at environment step %d: %g" task.Name step r.Reward))
+
         r
 
     /// Acts and stores the transition: the state one environment step on, and the episode's end if it ended.
     let private act (run: TrainingRun) (s: TrainingState) =
         let settings = run.Settings
         let step = s.Step + 1
+
         let episode =
             match s.Episode with
             | ValueSome e -> e
-            | ValueNone -> { Observation = (run.Env.Reset(Some(settings.Seed * 1_000_003L + int64 s.Episodes))).Observation; Return = 0.0; Length = 0 }
+            | ValueNone ->
+                {
+                    Observation = (run.Env.Reset(Some(settings.Seed * 1_000_003L + int64 s.Episodes))).Observation
+                    Return = 0.0
+                    Length = 0
+                }
+
         let action =
-            if step <= settings.RandomSteps then EnvSupport.uniform (key run 6L step) run.Env.ActionSpace.Dim -1.0f 1.0f
-            else Agent.act s.Agent (key run 7L step) false episode.Observation
+            if step <= settings.RandomSteps then
+                EnvSupport.uniform (key run 6L step) run.Env.ActionSpace.Dim -1.0f 1.0f
+            else
+                Agent.act s.Agent (key run 7L step) false episode.Observation
+
         let r = envStep run step action
         s.Real.Add(episode.Observation, action, float32 r.Reward, r.Observation, r.Terminated)
         let ret, length = episode.Return + r.Reward, episode.Length + 1
+
         if r.Terminated || r.Truncated then
-            { s with Step = step; Episodes = s.Episodes + 1; Episode = ValueNone; LastEpisodeReturn = ret; LastEpisodeLength = length },
+            { s with
+                Step = step
+                Episodes = s.Episodes + 1
+                Episode = ValueNone
+                LastEpisodeReturn = ret
+                LastEpisodeLength = length
+            },
             [ EpisodeEnded(step, ret, length) ]
-        else { s with Step = step; Episode = ValueSome { Observation = r.Observation; Return = ret; Length = length } }, []
+        else
+            { s with
+                Step = step
+                Episode = ValueSome { Observation = r.Observation; Return = ret; Length = length }
+            },
+            []
 
     /// UpdatesPerStep gradient steps of the algorithm.
     let private update (run: TrainingRun) (s: TrainingState) =
         let settings = settingsOf run s
         let ctx = modelContext run s
+
         let agent, last =
-            Seq.fold (fun (agent, _) g ->
-                let k1, k2 = RandomKey.split2 (key run 8L (s.Step * settings.UpdatesPerStep + g))
-                Agent.update run.Algorithm settings ctx s.Step k2 agent (sampleBatch run s k1)) (s.Agent, s.LastUpdate) [ 0 .. settings.UpdatesPerStep - 1 ]
+            Seq.fold
+                (fun (agent, _) g ->
+                    let k1, k2 = RandomKey.split2 (key run 8L (s.Step * settings.UpdatesPerStep + g))
+                    Agent.update run.Algorithm settings ctx s.Step k2 agent (sampleBatch run s k1))
+                (s.Agent, s.LastUpdate)
+                [ 0 .. settings.UpdatesPerStep - 1 ]
+
         { s with Agent = agent; LastUpdate = last }
 
     /// Evaluates the deterministic policy, adds the metrics row (its wall time from `clock`) and cuts the running
@@ -152,28 +246,54 @@ module TrainingStep =
     let private evaluate (run: TrainingRun) (clock: unit -> float) (s: TrainingState) =
         let mean, std = evaluatePolicy run (deterministicPolicy run s.Agent) run.Settings.EvalEpisodes
         let u = s.LastUpdate
+
         let row =
-            { Step = s.Step; EvalReturnMean = mean; EvalReturnStd = std; CriticLoss = u.CriticLoss; ActorLoss = u.ActorLoss
-              Alpha = u.Alpha; ModelHoldoutMse = s.ModelHoldoutMse; WallSeconds = clock () }
+            {
+                Step = s.Step
+                EvalReturnMean = mean
+                EvalReturnStd = std
+                CriticLoss = u.CriticLoss
+                ActorLoss = u.ActorLoss
+                Alpha = u.Alpha
+                ModelHoldoutMse = s.ModelHoldoutMse
+                WallSeconds = clock ()
+            }
+
         TrainingState.cutEpisode { s with LastEvalReturn = mean; Metrics = s.Metrics @ [ row ] }, Evaluated row
 
     /// One environment step of training: the next state and what happened, in order. A part that diverges ends the
     /// step with the state before it and a Diverged event.
     let step (run: TrainingRun) (clock: unit -> float) (s: TrainingState) : TrainingState * TrainingEvent list =
         let settings = settingsOf run s
+
         try
             let acted, ended = act run s
             let t = acted.Step
+
             let fitted, fit =
-                if run.Algorithm.UsesModel && t >= settings.RandomSteps && (t - settings.RandomSteps) % settings.ModelTrainEvery = 0 then
+                if
+                    run.Algorithm.UsesModel
+                    && t >= settings.RandomSteps
+                    && (t - settings.RandomSteps) % settings.ModelTrainEvery = 0
+                then
                     let f, e = fitModel run acted
                     f, [ e ]
-                else acted, []
-            let updated = if t > settings.RandomSteps then update run fitted else fitted
+                else
+                    acted, []
+
+            let updated =
+                if t > settings.RandomSteps then
+                    update run fitted
+                else
+                    fitted
+
             let final, evaluated =
                 if t % settings.EvalEvery = 0 || t = settings.Steps then
                     let e, row = evaluate run clock updated
                     e, [ row ]
-                else updated, []
+                else
+                    updated, []
+
             final, List.concat [ ended; fit; evaluated ]
-        with :? DivergenceException as e -> s, [ Diverged e ]
+        with :? DivergenceException as e ->
+            s, [ Diverged e ]

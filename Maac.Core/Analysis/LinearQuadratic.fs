@@ -15,7 +15,9 @@ module Mat =
     let scale (c: float) (a: float[,]) = Array2D.map ((*) c) a
 
     let mul (a: float[,]) (b: float[,]) =
-        if cols a <> rows b then invalidArg "b" (sprintf "cannot multiply %dx%d by %dx%d" (rows a) (cols a) (rows b) (cols b))
+        if cols a <> rows b then
+            invalidArg "b" (sprintf "cannot multiply %dx%d by %dx%d" (rows a) (cols a) (rows b) (cols b))
+
         Array2D.init (rows a) (cols b) (fun i j -> Seq.sum (seq { for k in 0 .. cols a - 1 -> a.[i, k] * b.[k, j] }))
 
     let trace (a: float[,]) = Seq.sum (seq { for i in 0 .. rows a - 1 -> a.[i, i] })
@@ -30,11 +32,13 @@ module Mat =
         let ata = mul (transpose a) a
         let mutable v = Array.init (cols a) (fun i -> 1.0 + 0.1 * float i)
         let mutable lambda = 0.0
-        for _ in 1 .. 500 do
+
+        for _ in 1..500 do
             let w = apply ata v
             let n = vecNorm w
             lambda <- n / max 1e-300 (vecNorm v)
             v <- if n = 0.0 then v else Array.map (fun x -> x / n) w
+
         sqrt lambda
 
     /// Spectral radius by Gelfand's formula ‖aᵏ‖^(1/k) at k = 256 (a is small, k large enough for tests).
@@ -42,29 +46,39 @@ module Mat =
         let mutable p = a
         let mutable logScale = 0.0
         // Invariant: a^(2^i) = p · exp(logScale); each step normalises p and squares it.
-        for _ in 1 .. 8 do
+        for _ in 1..8 do
             let n = max 1e-300 (frobenius p)
             logScale <- 2.0 * (logScale + log n)
             let q = scale (1.0 / n) p
             p <- mul q q
+
         exp ((log (max 1e-300 (frobenius p)) + logScale) / 256.0)
 
     let ofTensor (t: Tensor) =
         let v = t.ToArray()
         Array2D.init t.Shape.[0] t.Shape.[1] (fun i j -> float v.[i * t.Shape.[1] + j])
 
-    let toTensor (a: float[,]) = Tensor.ofArray [| rows a; cols a |] [| for i in 0 .. rows a - 1 do for j in 0 .. cols a - 1 -> float32 a.[i, j] |]
+    let toTensor (a: float[,]) =
+        Tensor.ofArray
+            [| rows a; cols a |]
+            [|
+                for i in 0 .. rows a - 1 do
+                    for j in 0 .. cols a - 1 -> float32 a.[i, j]
+            |]
 
 /// A discounted linear-quadratic problem: s' = A s + B u, reward −½(sᵀQs + uᵀRu), a linear-Gaussian
 /// policy u = K s + σ ε (ε standard normal), discount γ, a fixed start state.
 type LqProblem =
-    { A: float[,]
-      B: float[,]
-      Q: float[,]
-      R: float[,]
-      Gamma: float
-      NoiseStd: float
-      Start: float[] }
+    {
+        A: float[,]
+        B: float[,]
+        Q: float[,]
+        R: float[,]
+        Gamma: float
+        NoiseStd: float
+        Start: float[]
+    }
+
     member p.StateDim = Mat.rows p.A
     member p.ActionDim = Mat.cols p.B
 
@@ -80,12 +94,16 @@ module LinearQuadratic =
         let mutable x = start
         let mutable change = infinity
         let mutable it = 0
+
         while change > 1e-13 * (1.0 + Mat.frobenius x) && it < 100_000 do
             let next = step x
             change <- Mat.maxAbsDiff next x
             x <- next
             it <- it + 1
-        if change > 1e-9 * (1.0 + Mat.frobenius x) then invalidOp "the discounted Lyapunov iteration did not converge (is γρ(A+BK)² < 1?)"
+
+        if change > 1e-9 * (1.0 + Mat.frobenius x) then
+            invalidOp "the discounted Lyapunov iteration did not converge (is γρ(A+BK)² < 1?)"
+
         x
 
     /// P with V(s) = −½ sᵀPs − c: the fixed point of P = Q + KᵀRK + γ MᵀPM.
@@ -102,6 +120,7 @@ module LinearQuadratic =
         let ss = Mat.add p.Q (Mat.scale g (Mat.mul (Mat.transpose p.A) (Mat.mul pm p.A)))
         let sa = Mat.scale g (Mat.mul (Mat.transpose p.A) (Mat.mul pm p.B))
         let aa = Mat.add p.R (Mat.scale g (Mat.mul (Mat.transpose p.B) (Mat.mul pm p.B)))
+
         Array2D.init (n + m) (n + m) (fun i j ->
             match i < n, j < n with
             | true, true -> ss.[i, j]
@@ -113,7 +132,7 @@ module LinearQuadratic =
     let secondMoments (p: LqProblem) (k: float[,]) (steps: int) =
         let m = closedLoop p k
         let noise = Mat.scale (p.NoiseStd * p.NoiseStd) (Mat.mul p.B (Mat.transpose p.B))
-        Array.scan (fun s _ -> Mat.add (Mat.mul m (Mat.mul s (Mat.transpose m))) noise) (Mat.outer p.Start p.Start) [| 1 .. steps |]
+        Array.scan (fun s _ -> Mat.add (Mat.mul m (Mat.mul s (Mat.transpose m))) noise) (Mat.outer p.Start p.Start) [| 1..steps |]
 
     /// Σ_K = Σₜ γᵗ E[s_t s_tᵀ], the fixed point of Σ = S₀ + γ (M Σ Mᵀ + σ² B Bᵀ/(1 − γ)).
     let discountedMoments (p: LqProblem) (k: float[,]) =
@@ -132,8 +151,12 @@ module LinearQuadratic =
     let exactGradient (p: LqProblem) (k: float[,]) =
         let pm = valueMatrix p k
         let g = p.Gamma
-        let e = Mat.add (Mat.mul (Mat.add p.R (Mat.scale g (Mat.mul (Mat.transpose p.B) (Mat.mul pm p.B)))) k)
-                        (Mat.scale g (Mat.mul (Mat.transpose p.B) (Mat.mul pm p.A)))
+
+        let e =
+            Mat.add
+                (Mat.mul (Mat.add p.R (Mat.scale g (Mat.mul (Mat.transpose p.B) (Mat.mul pm p.B)))) k)
+                (Mat.scale g (Mat.mul (Mat.transpose p.B) (Mat.mul pm p.A)))
+
         Mat.scale -1.0 (Mat.mul e (discountedMoments p k))
 
     /// n start states from the block distribution d_H(s) = (1 − γ^(H+1)) Σⱼ γ^(j(H+1)) ρ_(j(H+1))(s): a
@@ -148,12 +171,15 @@ module LinearQuadratic =
         let blocks = u |> Array.map (fun v -> int (floor (log (1.0 - float v * (1.0 - 1e-7)) / log q)))
         let steps = blocks |> Array.map (fun j -> j * (horizon + 1))
         let longest = Array.max steps
-        let noise = Array.zeroCreate<float32> (max 1 (n * longest * p.ActionDim))
+        let noise = Array.zeroCreate<float32>(max 1 (n * longest * p.ActionDim))
         RandomKey.fillNormal ks.[1] (Span<float32>(noise)) 0
         let m = closedLoop p k
+
         Array.init n (fun i ->
             let mutable s = Array.copy p.Start
+
             for t in 0 .. steps.[i] - 1 do
                 let e = Array.init p.ActionDim (fun j -> p.NoiseStd * float noise.[(i * longest + t) * p.ActionDim + j])
                 s <- Array.map2 (+) (Mat.apply m s) (Mat.apply p.B e)
+
             s)

@@ -12,9 +12,12 @@ module Diff =
     /// Gradients of the scalar y with respect to the leaf variables vars (zeros where y does not depend on one).
     let private backward (op: string) (y: Tensor) (vars: Tensor[]) : Tensor[] =
         if y.Numel <> 1 then
-            raise (ShapeException(sprintf "%s: the function must return a single number, but returned shape %s" op (Shape.show y.Primal.Shape)))
+            raise (
+                ShapeException(sprintf "%s: the function must return a single number, but returned shape %s" op (Shape.show y.Primal.Shape))
+            )
         // The gradient of each output of each node reached so far (null for an output not yet reached).
         let grads = Dictionary<Node, RawTensor[]>(HashIdentity.Reference)
+
         let accumulate (target: Tensor) (g: RawTensor) =
             let slots =
                 match grads.TryGetValue target.Node with
@@ -23,8 +26,10 @@ module Diff =
                     let s = Array.zeroCreate target.Node.Outputs
                     grads.[target.Node] <- s
                     s
+
             let acc = slots.[target.Output]
             slots.[target.Output] <- if isNull acc then g else acc.Backend.Binary(Add, acc, g)
+
         if y.IsTracked then
             let leaves = HashSet<Node>(vars |> Seq.map (fun v -> v.Node), HashIdentity.Reference)
             // Post-order walk over tracked nodes; depends[n] says whether n reaches one of our variables.
@@ -32,29 +37,41 @@ module Diff =
             let order = List<Node>()
             let stack = Stack<struct (Node * int)>()
             stack.Push(struct (y.Node, 0))
+
             while stack.Count > 0 do
                 let struct (n, i) = stack.Pop()
+
                 if i < n.Inputs.Length then
                     stack.Push(struct (n, i + 1))
                     let child = n.Inputs.[i]
+
                     if child.IsTracked && not (depends.ContainsKey child.Node) then
                         depends.[child.Node] <- false
                         stack.Push(struct (child.Node, 0))
                 else
                     depends.[n] <- leaves.Contains n || (n.Inputs |> Array.exists (fun t -> t.IsTracked && depends.[t.Node]))
                     order.Add n
+
             accumulate y (y.Primal.Backend.Full(y.Primal.Shape, 1.0f))
+
             for idx in order.Count - 1 .. -1 .. 0 do
                 let n = order.[idx]
+
                 match grads.TryGetValue n with
                 | true, gs when n.Inputs.Length > 0 && depends.[n] ->
                     let need = n.Inputs |> Array.map (fun t -> t.IsTracked && depends.[t.Node])
                     let inputGrads = n.Backward gs need
+
                     for j in 0 .. n.Inputs.Length - 1 do
-                        if need.[j] then accumulate n.Inputs.[j] inputGrads.[j]
-                    if not (leaves.Contains n) then grads.Remove n |> ignore
+                        if need.[j] then
+                            accumulate n.Inputs.[j] inputGrads.[j]
+
+                    if not (leaves.Contains n) then
+                        grads.Remove n |> ignore
                 | _ -> ()
-        vars |> Array.map (fun v ->
+
+        vars
+        |> Array.map (fun v ->
             match grads.TryGetValue v.Node with
             | true, gs -> Tensor.ofRaw gs.[0]
             | _ -> Tensor.zerosLike v)
@@ -77,9 +94,9 @@ module Diff =
     let grad (f: Tensor -> Tensor) (x: Tensor) = valueAndGrad f x |> snd
 
     /// Value and gradient of a scalar function of a parameter collection; the gradient has the same structure.
-    let valueAndGradParams (f: 'P -> Tensor) (p: 'P when 'P :> IParameters<'P>) : Tensor * 'P =
+    let valueAndGradParams (f: 'P -> Tensor) (p: 'P :> IParameters<'P>) : Tensor * 'P =
         let v, gs = valueAndGrads (fun ts -> f (Parameters.rebuild p ts)) (Parameters.tensors p)
         v, Parameters.rebuild p gs
 
     /// Gradient of a scalar function of a parameter collection.
-    let gradParams (f: 'P -> Tensor) (p: 'P when 'P :> IParameters<'P>) : 'P = valueAndGradParams f p |> snd
+    let gradParams (f: 'P -> Tensor) (p: 'P :> IParameters<'P>) : 'P = valueAndGradParams f p |> snd

@@ -21,28 +21,39 @@ module Parameters =
     let count (p: #IParameters<'T>) = p.Named |> Array.sumBy (fun (_, t) -> t.Numel)
 
     /// Rebuilds p from tensors, checking count and shapes and naming the first one that does not fit.
-    let rebuild (p: 'T when 'T :> IParameters<'T>) (ts: Tensor[]) : 'T =
+    let rebuild (p: 'T :> IParameters<'T>) (ts: Tensor[]) : 'T =
         let named = p.Named
+
         if ts.Length <> named.Length then
             invalidArg "tensors" (sprintf "expected %d tensors for this parameter collection, got %d" named.Length ts.Length)
+
         for i in 0 .. ts.Length - 1 do
             let name, t = named.[i]
+
             if t.Primal.Shape <> ts.[i].Primal.Shape then
-                raise (ShapeException(sprintf "parameter '%s': expected shape %s, got %s" name (Shape.show t.Primal.Shape) (Shape.show ts.[i].Primal.Shape)))
+                raise (
+                    ShapeException(
+                        sprintf
+                            "parameter '%s': expected shape %s, got %s"
+                            name
+                            (Shape.show t.Primal.Shape)
+                            (Shape.show ts.[i].Primal.Shape)
+                    )
+                )
+
         p.WithTensors ts
 
     /// Applies f to every tensor.
-    let map (f: Tensor -> Tensor) (p: 'T when 'T :> IParameters<'T>) : 'T = tensors p |> Array.map f |> rebuild p
+    let map (f: Tensor -> Tensor) (p: 'T :> IParameters<'T>) : 'T = tensors p |> Array.map f |> rebuild p
 
     /// Combines two collections of the same structure tensor by tensor.
-    let map2 (f: Tensor -> Tensor -> Tensor) (a: 'T when 'T :> IParameters<'T>) (b: 'T) : 'T =
-        Array.map2 f (tensors a) (tensors b) |> rebuild a
+    let map2 (f: Tensor -> Tensor -> Tensor) (a: 'T :> IParameters<'T>) (b: 'T) : 'T = Array.map2 f (tensors a) (tensors b) |> rebuild a
 
     /// Prefixes names (for nesting collections: "policy." + "layer0.weight").
     let prefixed (prefix: string) (named: (string * Tensor)[]) = named |> Array.map (fun (n, t) -> prefix + "." + n, t)
 
     /// Takes the next `part`-sized run of tensors from ts at offset and rebuilds part from it.
-    let take (part: 'P when 'P :> IParameters<'P>) (ts: Tensor[]) (offset: int byref) : 'P =
+    let take (part: 'P :> IParameters<'P>) (ts: Tensor[]) (offset: int byref) : 'P =
         let n = part.Named.Length
         let r = rebuild part ts.[offset .. offset + n - 1]
         offset <- offset + n
@@ -53,14 +64,17 @@ module Parameters =
 type ParameterDict(entries: Map<string, Tensor>) =
     /// The entries.
     member _.Entries = entries
+
     /// The tensor with this name; a clear error when absent.
     member _.Item
         with get (name: string) =
             match entries.TryFind name with
             | Some t -> t
             | None -> invalidArg "name" (sprintf "no parameter named '%s' (have: %s)" name (System.String.Join(", ", entries.Keys)))
+
     /// A dictionary from name-tensor pairs.
     static member OfSeq(pairs: seq<string * Tensor>) = ParameterDict(Map.ofSeq pairs)
+
     interface IParameters<ParameterDict> with
         member _.Named = entries |> Map.toArray
         member _.WithTensors ts = ParameterDict(Seq.zip entries.Keys ts |> Map.ofSeq)

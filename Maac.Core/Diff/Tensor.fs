@@ -35,10 +35,18 @@ and [<Sealed>] Tensor internal (primal: RawTensor, node: Node, output: int) =
     member _.IsTracked = not (isNull node)
     /// Copies the values to a host array (row-major).
     member _.ToArray() = primal.ToArray()
+
     override t.ToString() =
         let v = primal.ToArray()
         let shown = v |> Seq.truncate 8 |> Seq.map (fun x -> x.ToString("G5")) |> String.concat ", "
-        sprintf "Tensor(%s, %O%s: [%s%s])" (Shape.show primal.Shape) primal.Backend.Device (if isNull node then "" else ", tracked") shown (if v.Length > 8 then ", ..." else "")
+
+        sprintf
+            "Tensor(%s, %O%s: [%s%s])"
+            (Shape.show primal.Shape)
+            primal.Backend.Device
+            (if isNull node then "" else ", tracked")
+            shown
+            (if v.Length > 8 then ", ..." else "")
 
 /// Differentiable tensor operations (the library's primitive vocabulary).
 /// Shapes follow NumPy broadcasting; a mismatch raises ShapeException naming the operation and shapes.
@@ -51,8 +59,10 @@ module Tensor =
 
     /// A tensor recording an operation when any input is tracked, or a plain value otherwise.
     let internal record (value: RawTensor) (inputs: Tensor[]) (backward: RawTensor -> bool[] -> RawTensor[]) =
-        if inputs |> Array.exists (fun t -> t.IsTracked) then Tensor(value, Node(inputs, 1, fun gs need -> backward gs.[0] need))
-        else Tensor(value, null)
+        if inputs |> Array.exists (fun t -> t.IsTracked) then
+            Tensor(value, Node(inputs, 1, fun gs need -> backward gs.[0] need))
+        else
+            Tensor(value, null)
 
     /// Tensors for the outputs of one operation, recording it when any input is tracked. backward gets one
     /// gradient per output, null for an output that nothing differentiated depended on.
@@ -60,37 +70,48 @@ module Tensor =
         if inputs |> Array.exists (fun t -> t.IsTracked) then
             let node = Node(inputs, values.Length, backward)
             values |> Array.mapi (fun i v -> Tensor(v, node, i))
-        else values |> Array.map (fun v -> Tensor(v, null))
+        else
+            values |> Array.map (fun v -> Tensor(v, null))
 
     /// A fresh leaf variable with the same values (used by Diff to start a gradient computation).
     let internal variable (t: Tensor) = Tensor(t.Primal, Node([||], 1, (fun _ _ -> [||])))
 
     let private backendOf (op: string) (ts: Tensor[]) =
         let b = ts.[0].Primal.Backend
+
         for t in ts do
             if not (obj.ReferenceEquals(t.Primal.Backend, b)) then
                 Shape.fail op (sprintf "tensors are on different devices (%O and %O)" b.Device t.Device)
+
         b
 
     /// Sums a broadcast gradient back to the shape of the operand it came from.
     let internal sumTo (shape: int[]) (g: RawTensor) =
-        if g.Shape = shape then g
+        if g.Shape = shape then
+            g
         else
             let be = g.Backend
             let mutable r = g
-            while r.Shape.Length > shape.Length do r <- be.SumAxis(r, 0, false)
+
+            while r.Shape.Length > shape.Length do
+                r <- be.SumAxis(r, 0, false)
+
             for i in 0 .. shape.Length - 1 do
-                if shape.[i] = 1 && r.Shape.[i] <> 1 then r <- be.SumAxis(r, i, true)
+                if shape.[i] = 1 && r.Shape.[i] <> 1 then
+                    r <- be.SumAxis(r, i, true)
+
             if r.Shape <> shape then be.Reshape(r, shape) else r
 
     // ---------------------------------------------------------------- creation
 
     /// A tensor of the given shape holding a copy of values (row-major), on the default device.
     let ofArray (shape: int[]) (values: float32[]) = ofRaw (Backends.Default.OfArray(values, shape))
+
     /// A tensor from a 2-D array.
     let ofArray2D (values: float32[,]) =
         let r, c = Array2D.length1 values, Array2D.length2 values
         ofArray [| r; c |] (Array.init (r * c) (fun i -> values.[i / c, i % c]))
+
     /// A vector from a sequence of values.
     let ofSeq (values: seq<float32>) = let a = Seq.toArray values in ofArray [| a.Length |] a
     /// A scalar (shape [||]).
@@ -113,22 +134,31 @@ module Tensor =
     let randnLike (key: RandomKey) (t: Tensor) = ofRaw (t.Primal.Backend.Random(Normal, key, t.Primal.Shape))
     /// Standard normal values of the given shape on t's device (and backend), a pure function of key and shape.
     let randnOnDeviceOf (t: Tensor) (key: RandomKey) (shape: int[]) = ofRaw (t.Primal.Backend.Random(Normal, key, shape))
+
     /// The same values on another device.
     let toDevice (device: Device) (t: Tensor) =
-        if t.Device = device then t else ofRaw ((Backends.Get device).OfArray(t.Primal.ToArray(), t.Primal.Shape))
+        if t.Device = device then
+            t
+        else
+            ofRaw ((Backends.Get device).OfArray(t.Primal.ToArray(), t.Primal.Shape))
 
     // ---------------------------------------------------------------- reading
 
     /// The value of a one-element tensor.
     let toScalar (t: Tensor) =
-        if t.Numel <> 1 then Shape.fail "toScalar" (sprintf "a tensor of shape %s has %d elements, not 1" (Shape.show t.Primal.Shape) t.Numel)
+        if t.Numel <> 1 then
+            Shape.fail "toScalar" (sprintf "a tensor of shape %s has %d elements, not 1" (Shape.show t.Primal.Shape) t.Numel)
+
         t.Primal.ToArray().[0]
+
     /// True when every element is finite.
     let allFinite (t: Tensor) = t.Primal.Backend.AllFinite t.Primal
+
     /// Raises NonFiniteException naming `where` when t holds a NaN or infinity; returns t otherwise.
     let checkFinite (where: string) (t: Tensor) =
         if not (allFinite t) then
             raise (NonFiniteException(sprintf "NaN or infinity in %s (shape %s)" where (Shape.show t.Primal.Shape)))
+
         t
 
     /// The same values, cut off from differentiation (a constant to every gradient computation).
@@ -169,9 +199,12 @@ module Tensor =
     let mulScalar (c: float32) x = scalarOp (MulScalar c) x
     /// xᶜ.
     let powScalar (c: float32) x = scalarOp (PowScalar c) x
+
     /// x limited to [lo, hi] (gradient 1 inside, 0 outside).
     let clamp (lo: float32) (hi: float32) x =
-        if lo > hi then invalidArg "lo" (sprintf "clamp: lower bound %g is above upper bound %g" lo hi)
+        if lo > hi then
+            invalidArg "lo" (sprintf "clamp: lower bound %g is above upper bound %g" lo hi)
+
         scalarOp (Clamp(lo, hi)) x
 
     let private binary (op: BinaryOp) (a: Tensor) (b: Tensor) (grads: RawTensor -> RawTensor -> bool[] -> RawTensor[]) =
@@ -180,56 +213,117 @@ module Tensor =
         record y [| a; b |] (grads y)
 
     let add (a: Tensor) (b: Tensor) =
-        binary Add a b (fun _ g need -> [| (if need.[0] then sumTo a.Primal.Shape g else null); (if need.[1] then sumTo b.Primal.Shape g else null) |])
+        binary Add a b (fun _ g need ->
+            [|
+                (if need.[0] then sumTo a.Primal.Shape g else null)
+                (if need.[1] then sumTo b.Primal.Shape g else null)
+            |])
 
     let sub (a: Tensor) (b: Tensor) =
         binary Sub a b (fun _ g need ->
-            [| (if need.[0] then sumTo a.Primal.Shape g else null)
-               (if need.[1] then sumTo b.Primal.Shape (g.Backend.Unary(Neg, g)) else null) |])
+            [|
+                (if need.[0] then sumTo a.Primal.Shape g else null)
+                (if need.[1] then
+                     sumTo b.Primal.Shape (g.Backend.Unary(Neg, g))
+                 else
+                     null)
+            |])
 
     let mul (a: Tensor) (b: Tensor) =
         binary Mul a b (fun _ g need ->
             let be = g.Backend
-            [| (if need.[0] then sumTo a.Primal.Shape (be.Binary(Mul, g, b.Primal)) else null)
-               (if need.[1] then sumTo b.Primal.Shape (be.Binary(Mul, g, a.Primal)) else null) |])
+
+            [|
+                (if need.[0] then
+                     sumTo a.Primal.Shape (be.Binary(Mul, g, b.Primal))
+                 else
+                     null)
+                (if need.[1] then
+                     sumTo b.Primal.Shape (be.Binary(Mul, g, a.Primal))
+                 else
+                     null)
+            |])
 
     let div (a: Tensor) (b: Tensor) =
         binary Div a b (fun y g need ->
             let be = g.Backend
-            [| (if need.[0] then sumTo a.Primal.Shape (be.Binary(Div, g, b.Primal)) else null)
-               (if need.[1] then sumTo b.Primal.Shape (be.Unary(Neg, be.Binary(Div, be.Binary(Mul, g, y), b.Primal))) else null) |])
+
+            [|
+                (if need.[0] then
+                     sumTo a.Primal.Shape (be.Binary(Div, g, b.Primal))
+                 else
+                     null)
+                (if need.[1] then
+                     sumTo b.Primal.Shape (be.Unary(Neg, be.Binary(Div, be.Binary(Mul, g, y), b.Primal)))
+                 else
+                     null)
+            |])
 
     /// aᵇ element-wise (the gradient in b needs a > 0).
     let pow (a: Tensor) (b: Tensor) =
         binary Pow a b (fun y g need ->
             let be = g.Backend
-            [| (if need.[0] then
-                    let d = be.Binary(Mul, b.Primal, be.Binary(Pow, a.Primal, be.Scalar(AddScalar -1.0f, b.Primal)))
-                    sumTo a.Primal.Shape (be.Binary(Mul, g, d))
-                else null)
-               (if need.[1] then sumTo b.Primal.Shape (be.Binary(Mul, be.Binary(Mul, g, y), be.Unary(Log, a.Primal))) else null) |])
+
+            [|
+                (if need.[0] then
+                     let d = be.Binary(Mul, b.Primal, be.Binary(Pow, a.Primal, be.Scalar(AddScalar -1.0f, b.Primal)))
+                     sumTo a.Primal.Shape (be.Binary(Mul, g, d))
+                 else
+                     null)
+                (if need.[1] then
+                     sumTo b.Primal.Shape (be.Binary(Mul, be.Binary(Mul, g, y), be.Unary(Log, a.Primal)))
+                 else
+                     null)
+            |])
 
     /// atan2(y, x) element-wise: the angle of the point (x, y), in (−π, π].
     let atan2 (y: Tensor) (x: Tensor) =
         binary Atan2 y x (fun _ g need ->
             let be = g.Backend
             let r2 = be.Binary(Add, be.Binary(Mul, y.Primal, y.Primal), be.Binary(Mul, x.Primal, x.Primal))
-            [| (if need.[0] then sumTo y.Primal.Shape (be.Binary(Mul, g, be.Binary(Div, x.Primal, r2))) else null)
-               (if need.[1] then sumTo x.Primal.Shape (be.Unary(Neg, be.Binary(Mul, g, be.Binary(Div, y.Primal, r2)))) else null) |])
+
+            [|
+                (if need.[0] then
+                     sumTo y.Primal.Shape (be.Binary(Mul, g, be.Binary(Div, x.Primal, r2)))
+                 else
+                     null)
+                (if need.[1] then
+                     sumTo x.Primal.Shape (be.Unary(Neg, be.Binary(Mul, g, be.Binary(Div, y.Primal, r2))))
+                 else
+                     null)
+            |])
 
     /// Element-wise maximum (ties send the gradient to a).
     let maximum (a: Tensor) (b: Tensor) =
         binary Maximum a b (fun _ g need ->
             let be = g.Backend
-            [| (if need.[0] then sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, a.Primal, b.Primal))) else null)
-               (if need.[1] then sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, b.Primal, a.Primal))) else null) |])
+
+            [|
+                (if need.[0] then
+                     sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, a.Primal, b.Primal)))
+                 else
+                     null)
+                (if need.[1] then
+                     sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, b.Primal, a.Primal)))
+                 else
+                     null)
+            |])
 
     /// Element-wise minimum (ties send the gradient to a).
     let minimum (a: Tensor) (b: Tensor) =
         binary Minimum a b (fun _ g need ->
             let be = g.Backend
-            [| (if need.[0] then sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, b.Primal, a.Primal))) else null)
-               (if need.[1] then sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, a.Primal, b.Primal))) else null) |])
+
+            [|
+                (if need.[0] then
+                     sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, b.Primal, a.Primal)))
+                 else
+                     null)
+                (if need.[1] then
+                     sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, a.Primal, b.Primal)))
+                 else
+                     null)
+            |])
 
     /// 1 where a > b, else 0 (a constant: comparisons have no gradient).
     let greater (a: Tensor) (b: Tensor) = ofRaw ((backendOf "greater" [| a; b |]).Binary(Greater, a.Primal, b.Primal))
@@ -244,12 +338,15 @@ module Tensor =
     let tanhGaussianSample (logStdMin: float32) (logStdMax: float32) (head: Tensor) (eps: Tensor) =
         if logStdMin > logStdMax then
             invalidArg "logStdMin" (sprintf "tanhGaussianSample: lower bound %g is above upper bound %g" logStdMin logStdMax)
+
         let be = backendOf "tanhGaussianSample" [| head; eps |]
         let struct (action, logProb) = be.TanhGaussianSample(head.Primal, eps.Primal, logStdMin, logStdMax)
+
         let outputs =
             recordMany [| action; logProb |] [| head; eps |] (fun gs need ->
                 let grad wrtNoise = be.TanhGaussianSampleGrad(head.Primal, eps.Primal, gs.[0], gs.[1], logStdMin, logStdMax, wrtNoise)
                 [| (if need.[0] then grad false else null); (if need.[1] then grad true else null) |])
+
         outputs.[0], outputs.[1]
 
     /// Samples a Gaussian head with softly bounded log-variance in one fused operation (formulas in
@@ -261,13 +358,23 @@ module Tensor =
         let flat (t: Tensor) = be.Reshape(t.Primal, [| t.Numel |])
         let hi, lo = flat maxLogVar, flat minLogVar
         let y = be.GaussianHeadSample(head.Primal, hi, lo, eps.Primal)
+
         record y [| head; maxLogVar; minLogVar; eps |] (fun g need ->
             let grad input = be.GaussianHeadSampleGrad(head.Primal, hi, lo, eps.Primal, g, input)
             let perRowToBound (bound: Tensor) (input: GaussianHeadInput) = be.Reshape(be.SumAxis(grad input, 0, false), bound.Primal.Shape)
-            [| (if need.[0] then grad HeadInput else null)
-               (if need.[1] then perRowToBound maxLogVar MaxLogVarInput else null)
-               (if need.[2] then perRowToBound minLogVar MinLogVarInput else null)
-               (if need.[3] then grad NoiseInput else null) |])
+
+            [|
+                (if need.[0] then grad HeadInput else null)
+                (if need.[1] then
+                     perRowToBound maxLogVar MaxLogVarInput
+                 else
+                     null)
+                (if need.[2] then
+                     perRowToBound minLogVar MinLogVarInput
+                 else
+                     null)
+                (if need.[3] then grad NoiseInput else null)
+            |])
 
     // ---------------------------------------------------------------- shape
 
@@ -278,11 +385,15 @@ module Tensor =
             | 0 -> shape
             | 1 ->
                 let known = shape |> Array.filter (fun d -> d <> -1) |> Array.fold (*) 1
+
                 if known = 0 || x.Numel % known <> 0 then
                     Shape.fail "reshape" (sprintf "cannot view shape %s as %s" (Shape.show x.Primal.Shape) (Shape.show shape))
+
                 shape |> Array.map (fun d -> if d = -1 then x.Numel / known else d)
             | _ -> Shape.fail "reshape" (sprintf "more than one -1 in %s" (Shape.show shape))
-        if resolved = x.Primal.Shape then x
+
+        if resolved = x.Primal.Shape then
+            x
         else
             let be = x.Primal.Backend
             let inShape = x.Primal.Shape
@@ -292,13 +403,16 @@ module Tensor =
     let unsqueeze (axis: int) (x: Tensor) =
         let s = x.Primal.Shape
         let a = Shape.axis "unsqueeze" (s.Length + 1) axis
-        reshape (Array.concat [ s.[.. a - 1]; [| 1 |]; s.[a ..] ]) x
+        reshape (Array.concat [ s.[.. a - 1]; [| 1 |]; s.[a..] ]) x
 
     /// Removes a dimension of size 1.
     let squeeze (axis: int) (x: Tensor) =
         let s = x.Primal.Shape
         let a = Shape.axis "squeeze" s.Length axis
-        if s.[a] <> 1 then Shape.fail "squeeze" (sprintf "axis %d of shape %s has size %d, not 1" axis (Shape.show s) s.[a])
+
+        if s.[a] <> 1 then
+            Shape.fail "squeeze" (sprintf "axis %d of shape %s has size %d, not 1" axis (Shape.show s) s.[a])
+
         reshape (Shape.removeAxis s a) x
 
     /// Reorders dimensions: result dimension i is input dimension perm[i].
@@ -312,12 +426,21 @@ module Tensor =
     /// Swaps the last two dimensions.
     let transpose (x: Tensor) =
         let r = x.Rank
-        if r < 2 then Shape.fail "transpose" (sprintf "needs at least 2 dimensions, got shape %s" (Shape.show x.Primal.Shape))
-        permute (Array.init r (fun i -> if i = r - 2 then r - 1 elif i = r - 1 then r - 2 else i)) x
+
+        if r < 2 then
+            Shape.fail "transpose" (sprintf "needs at least 2 dimensions, got shape %s" (Shape.show x.Primal.Shape))
+
+        permute
+            (Array.init r (fun i ->
+                if i = r - 2 then r - 1
+                elif i = r - 1 then r - 2
+                else i))
+            x
 
     /// x broadcast to a larger shape.
     let expand (shape: int[]) (x: Tensor) =
-        if shape = x.Primal.Shape then x
+        if shape = x.Primal.Shape then
+            x
         else
             let be = x.Primal.Backend
             let inShape = x.Primal.Shape
@@ -325,13 +448,18 @@ module Tensor =
 
     /// Joins tensors along an axis.
     let concat (axis: int) (xs: Tensor[]) =
-        if xs.Length = 0 then Shape.fail "concat" "no tensors were given"
+        if xs.Length = 0 then
+            Shape.fail "concat" "no tensors were given"
+
         let be = backendOf "concat" xs
         let y = be.Concat(raws xs, axis)
         let ax = Shape.axis "concat" y.Shape.Length axis
+
         record y xs (fun g need ->
             let mutable at = 0
-            xs |> Array.mapi (fun i x ->
+
+            xs
+            |> Array.mapi (fun i x ->
                 let n = x.Primal.Shape.[ax]
                 let r = if need.[i] then be.Slice(g, ax, at, n) else null
                 at <- at + n
@@ -347,17 +475,23 @@ module Tensor =
         | :? IReleasingBackend as b ->
             use scope = b.BeginScope()
             let result = work ()
-            for t in keep result do scope.Keep t.Primal
+
+            for t in keep result do
+                scope.Keep t.Primal
+
             result
         | _ -> work ()
 
     /// The values of several one-element tensors, read back in one transfer: on a GPU, one wait for the queued
     /// work instead of one per tensor. Not recorded for differentiation.
     let toScalars (xs: Tensor[]) =
-        if xs.Length = 0 then [||]
+        if xs.Length = 0 then
+            [||]
         else
             for x in xs do
-                if x.Numel <> 1 then Shape.fail "toScalars" (sprintf "a tensor of shape %s has %d elements, not 1" (Shape.show x.Primal.Shape) x.Numel)
+                if x.Numel <> 1 then
+                    Shape.fail "toScalars" (sprintf "a tensor of shape %s has %d elements, not 1" (Shape.show x.Primal.Shape) x.Numel)
+
             let be = backendOf "toScalars" xs
             be.Concat(xs |> Array.map (fun x -> be.Reshape(x.Primal, [| 1 |])), 0).ToArray()
 
@@ -371,8 +505,10 @@ module Tensor =
     /// Splits an axis into pieces of the given sizes.
     let split (axis: int) (sizes: int[]) (x: Tensor) =
         let ax = Shape.axis "split" x.Rank axis
+
         if Array.sum sizes <> x.Primal.Shape.[ax] then
             Shape.fail "split" (sprintf "sizes %s do not add up to axis %d of shape %s" (Shape.show sizes) axis (Shape.show x.Primal.Shape))
+
         let starts = Array.scan (+) 0 sizes
         let be = x.Primal.Backend
         let inShape = x.Primal.Shape
@@ -384,13 +520,19 @@ module Tensor =
             | [| only |] ->
                 let i = Array.IndexOf(gs, only)
                 [| be.IndexAdd(inShape, ax, Array.init sizes.[i] (fun k -> starts.[i] + k), only) |]
-            | _ -> [| be.Concat(gs |> Array.mapi (fun i g -> if isNull g then be.Full(pieces.[i].Shape, 0.0f) else g), ax) |])
+            | _ ->
+                [|
+                    be.Concat(gs |> Array.mapi (fun i g -> if isNull g then be.Full(pieces.[i].Shape, 0.0f) else g), ax)
+                |])
 
     /// Splits an axis into n equal pieces.
     let chunk (axis: int) (n: int) (x: Tensor) =
         let ax = Shape.axis "chunk" x.Rank axis
         let size = x.Primal.Shape.[ax]
-        if n <= 0 || size % n <> 0 then Shape.fail "chunk" (sprintf "axis %d of shape %s does not split into %d equal pieces" axis (Shape.show x.Primal.Shape) n)
+
+        if n <= 0 || size % n <> 0 then
+            Shape.fail "chunk" (sprintf "axis %d of shape %s does not split into %d equal pieces" axis (Shape.show x.Primal.Shape) n)
+
         split ax (Array.create n (size / n)) x
 
     /// Entries indices[j] of an axis (a gather); the gradient scatters back, adding at repeated indices.
@@ -422,8 +564,14 @@ module Tensor =
         let be = x.Primal.Backend
         let inShape = x.Primal.Shape
         let ax = Shape.axis "sum" inShape.Length axis
+
         record (be.SumAxis(x.Primal, ax, keepDim)) [| x |] (fun g _ ->
-            let gk = if keepDim then g else be.Reshape(g, Shape.withAxis inShape ax 1)
+            let gk =
+                if keepDim then
+                    g
+                else
+                    be.Reshape(g, Shape.withAxis inShape ax 1)
+
             [| be.Expand(gk, inShape) |])
 
     /// Mean over one axis.
@@ -437,7 +585,13 @@ module Tensor =
         let inShape = x.Primal.Shape
         let ax = Shape.axis "max" inShape.Length axis
         let yk = be.MaxAxis(x.Primal, ax, true)
-        let y = if keepDim then yk else be.Reshape(yk, Shape.removeAxis inShape ax)
+
+        let y =
+            if keepDim then
+                yk
+            else
+                be.Reshape(yk, Shape.removeAxis inShape ax)
+
         record y [| x |] (fun g _ ->
             let gk = if keepDim then g else be.Reshape(g, yk.Shape)
             let mask = be.Binary(Equal, x.Primal, yk)
@@ -452,23 +606,33 @@ module Tensor =
     let private productBiasGrad (bias: RawTensor) (g: RawTensor) =
         let be = g.Backend
         let n = g.Shape.[g.Shape.Length - 1]
+
         let summed =
-            if bias.Numel = n then Seq.fold (fun (r: RawTensor) _ -> be.SumAxis(r, 0, false)) g (seq { 2 .. g.Shape.Length })
-            else be.SumAxis(g, 1, false)
-        if summed.Shape = bias.Shape then summed else be.Reshape(summed, bias.Shape)
+            if bias.Numel = n then
+                Seq.fold (fun (r: RawTensor) _ -> be.SumAxis(r, 0, false)) g (seq { 2 .. g.Shape.Length })
+            else
+                be.SumAxis(g, 1, false)
+
+        if summed.Shape = bias.Shape then
+            summed
+        else
+            be.Reshape(summed, bias.Shape)
 
     /// The inputs' gradients of op(a)·op(b) (+ bias) given the product's gradient g.
     let private productGrads (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) (g: RawTensor) (need: bool[]) =
         let be = g.Backend
         let ap, bp = a.Primal, b.Primal
+
         let dA =
             if not need.[0] then null
             elif transA then be.MatMul(transB, true, bp, g, null)
             else be.MatMul(false, not transB, g, bp, null)
+
         let dB =
             if not need.[1] then null
             elif transB then be.MatMul(true, transA, g, ap, null)
             else be.MatMul(not transA, false, ap, g, null)
+
         match bias with
         | Some c -> [| dA; dB; (if need.[2] then productBiasGrad c.Primal g else null) |]
         | None -> [| dA; dB |]
@@ -477,36 +641,69 @@ module Tensor =
     /// bias has n elements (shared by all rows, of any shape: [n], [1, n], [n, 1], ...) or batch·n (one row per batch
     /// entry: [B, n], [B, 1, n] or [B·n]), or is None; values and gradients follow that reading for every shape.
     let matmulWith (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) =
-        let inputs = match bias with Some c -> [| a; b; c |] | None -> [| a; b |]
+        let inputs =
+            match bias with
+            | Some c -> [| a; b; c |]
+            | None -> [| a; b |]
+
         let be = backendOf "matmul" inputs
-        let biasRaw = match bias with Some c -> c.Primal | None -> null
+
+        let biasRaw =
+            match bias with
+            | Some c -> c.Primal
+            | None -> null
+
         let y = be.MatMul(transA, transB, a.Primal, b.Primal, biasRaw)
         record y inputs (productGrads transA transB a b bias)
 
     /// activation(op(a)·op(b) (+ bias)) as one operation, with the operands of matmulWith: on a GPU the bias and
     /// the activation take one kernel after the product instead of two.
     let matmulActivationWith (activation: UnaryOp) (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) =
-        let inputs = match bias with Some c -> [| a; b; c |] | None -> [| a; b |]
+        let inputs =
+            match bias with
+            | Some c -> [| a; b; c |]
+            | None -> [| a; b |]
+
         let be = backendOf "matmul" inputs
-        let biasRaw = match bias with Some c -> c.Primal | None -> null
+
+        let biasRaw =
+            match bias with
+            | Some c -> c.Primal
+            | None -> null
+
         let struct (product, y) = be.MatMulActivation(transA, transB, a.Primal, b.Primal, biasRaw, activation)
         record y inputs (fun g need -> productGrads transA transB a b bias (be.UnaryGrad(activation, product, y, g)) need)
 
     /// Matrix product of two rank-2 tensors.
     let matmul (a: Tensor) (b: Tensor) =
         if a.Rank <> 2 || b.Rank <> 2 then
-            Shape.fail "matmul" (sprintf "needs two rank-2 tensors, got %s and %s (use bmm for batches)" (Shape.show a.Primal.Shape) (Shape.show b.Primal.Shape))
+            Shape.fail
+                "matmul"
+                (sprintf
+                    "needs two rank-2 tensors, got %s and %s (use bmm for batches)"
+                    (Shape.show a.Primal.Shape)
+                    (Shape.show b.Primal.Shape))
+
         matmulWith false false a b None
 
     /// Batched matrix product: [B, m, k] · [B, k, n] → [B, m, n].
     let bmm (a: Tensor) (b: Tensor) =
         if a.Rank <> 3 || b.Rank <> 3 then
             Shape.fail "bmm" (sprintf "needs two rank-3 tensors, got %s and %s" (Shape.show a.Primal.Shape) (Shape.show b.Primal.Shape))
+
         matmulWith false false a b None
 
     let private fusedBias (op: string) (rows: Tensor) (bias: Tensor) (outCols: int) (batches: int) =
-        if bias.Numel = outCols || bias.Numel = batches * outCols then Some bias
-        else Shape.fail op (sprintf "bias of shape %s does not fit inputs %s with %d outputs" (Shape.show bias.Primal.Shape) (Shape.show rows.Primal.Shape) outCols)
+        if bias.Numel = outCols || bias.Numel = batches * outCols then
+            Some bias
+        else
+            Shape.fail
+                op
+                (sprintf
+                    "bias of shape %s does not fit inputs %s with %d outputs"
+                    (Shape.show bias.Primal.Shape)
+                    (Shape.show rows.Primal.Shape)
+                    outCols)
 
     let private productWith (activation: UnaryOp option) =
         match activation with
@@ -515,12 +712,24 @@ module Tensor =
 
     let private linearWith (activation: UnaryOp option) (x: Tensor) (weight: Tensor) (bias: Tensor) =
         if x.Rank <> 2 || weight.Rank <> 2 then
-            Shape.fail "linear" (sprintf "needs input [N, in] and weight [in, out], got %s and %s" (Shape.show x.Primal.Shape) (Shape.show weight.Primal.Shape))
+            Shape.fail
+                "linear"
+                (sprintf
+                    "needs input [N, in] and weight [in, out], got %s and %s"
+                    (Shape.show x.Primal.Shape)
+                    (Shape.show weight.Primal.Shape))
+
         productWith activation x weight (fusedBias "linear" x bias weight.Primal.Shape.[1] 1)
 
     let private baddbmmWith (activation: UnaryOp option) (bias: Tensor) (x: Tensor) (weight: Tensor) =
         if x.Rank <> 3 || weight.Rank <> 3 then
-            Shape.fail "baddbmm" (sprintf "needs input [B, N, in] and weight [B, in, out], got %s and %s" (Shape.show x.Primal.Shape) (Shape.show weight.Primal.Shape))
+            Shape.fail
+                "baddbmm"
+                (sprintf
+                    "needs input [B, N, in] and weight [B, in, out], got %s and %s"
+                    (Shape.show x.Primal.Shape)
+                    (Shape.show weight.Primal.Shape))
+
         productWith activation x weight (fusedBias "baddbmm" x bias weight.Primal.Shape.[2] weight.Primal.Shape.[0])
 
     /// x·W + b for x [N, in], W [in, out], b [out] (one fused product).

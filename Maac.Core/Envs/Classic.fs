@@ -25,17 +25,29 @@ type ManagedEnvironment(name: string, observationSpace: Box, actionSpace: Box) =
         member _.Name = name
         member _.ObservationSpace = observationSpace
         member _.ActionSpace = actionSpace
+
         member this.Reset seed =
             key <- EnvSupport.episodeKey seed key
             state <- this.Initial key
             started <- true
             { Observation = this.Observe state; Info = EnvSupport.noInfo }
+
         member this.Step action =
-            if not started then invalidOp (sprintf "%s: call Reset before Step" name)
+            if not started then
+                invalidOp (sprintf "%s: call Reset before Step" name)
+
             let a = EnvSupport.validateAction name actionSpace action
             let next, reward, terminated = this.Transition(state, a)
             state <- next
-            { Observation = this.Observe next; Reward = reward; Terminated = terminated; Truncated = false; Info = EnvSupport.noInfo }
+
+            {
+                Observation = this.Observe next
+                Reward = reward
+                Terminated = terminated
+                Truncated = false
+                Info = EnvSupport.noInfo
+            }
+
         member _.Dispose() = ()
 
 /// The classic pendulum swing-up (Gymnasium's Pendulum-v1): g = 10, m = l = 1, dt = 0.05,
@@ -59,7 +71,9 @@ type Pendulum() =
 
     /// The next (θ, θ̇) after torque u (semi-implicit Euler, speed clipped to ±MaxSpeed).
     static member Advance(th: float, thdot: float, u: float) =
-        let newThdot = Math.Clamp(thdot + (3.0 * Pendulum.Gravity / 2.0 * sin th + 3.0 * u) * Pendulum.Dt, -Pendulum.MaxSpeed, Pendulum.MaxSpeed)
+        let newThdot =
+            Math.Clamp(thdot + (3.0 * Pendulum.Gravity / 2.0 * sin th + 3.0 * u) * Pendulum.Dt, -Pendulum.MaxSpeed, Pendulum.MaxSpeed)
+
         struct (th + newThdot * Pendulum.Dt, newThdot)
 
     override _.Transition(s, a) =
@@ -72,12 +86,16 @@ type Pendulum() =
 
     /// The reward as a tensor function of (observation, action, next observation).
     static member Functions =
-        { Reward = Some <| fun obs act _ ->
-            let cols = Tensor.split -1 [| 1; 1; 1 |] obs
-            let theta = Tensor.atan2 cols.[1] cols.[0]
-            let u = Tensor.clamp -2.0f 2.0f act
-            -(Tensor.squeeze -1 (theta * theta + 0.1f * cols.[2] * cols.[2] + 0.001f * u * u))
-          Termination = None }
+        {
+            Reward =
+                Some
+                <| fun obs act _ ->
+                    let cols = Tensor.split -1 [| 1; 1; 1 |] obs
+                    let theta = Tensor.atan2 cols.[1] cols.[0]
+                    let u = Tensor.clamp -2.0f 2.0f act
+                    -(Tensor.squeeze -1 (theta * theta + 0.1f * cols.[2] * cols.[2] + 0.001f * u * u))
+            Termination = None
+        }
 
 /// Gymnasium's MountainCarContinuous-v0: position in [−1.2, 0.6], speed within ±0.07, force in [−1, 1];
 /// reaching position 0.45 ends the episode with +100; each step costs 0.1·force²; 999 steps.
@@ -102,13 +120,21 @@ type MountainCarContinuous() =
     static member Functions =
         let reached (next: Tensor) =
             let cols = Tensor.split -1 [| 1; 1 |] next
-            let atGoal = Tensor.greater cols.[0] (Tensor.fullLike cols.[0] (float32 MountainCarContinuous.GoalPosition - 1e-6f))
+
+            let atGoal =
+                Tensor.greater cols.[0] (Tensor.fullLike cols.[0] (float32 MountainCarContinuous.GoalPosition - 1e-6f))
+
             let moving = Tensor.greater cols.[1] (Tensor.fullLike cols.[1] -1e-9f)
             Tensor.squeeze -1 (atGoal * moving)
-        { Reward = Some <| fun _ act next ->
-            let f = Tensor.clamp -1.0f 1.0f act
-            100.0f * reached next - 0.1f * Tensor.squeeze -1 (f * f)
-          Termination = Some(fun _ _ next -> reached next) }
+
+        {
+            Reward =
+                Some
+                <| fun _ act next ->
+                    let f = Tensor.clamp -1.0f 1.0f act
+                    100.0f * reached next - 0.1f * Tensor.squeeze -1 (f * f)
+            Termination = Some(fun _ _ next -> reached next)
+        }
 
 /// Cart-pole swing-up from the classic cart-pole equations (Barto, Sutton & Anderson 1983; as
 /// corrected by Florian 2007): cart 1 kg, pole 0.1 kg, half-length 0.5 m, g 9.8, force 10·a with a in
@@ -116,7 +142,13 @@ type MountainCarContinuous() =
 /// (x, ẋ, cos θ, sin θ, θ̇); reward cos θ − 0.01·x² − 0.001·a²; leaving |x| ≤ 2.4 terminates; 200 steps.
 [<Sealed>]
 type CartPoleSwingUp() =
-    inherit ManagedEnvironment("CartPoleSwingUp", Box.create [| -infinityf; -infinityf; -1.0f; -1.0f; -infinityf |] [| infinityf; infinityf; 1.0f; 1.0f; infinityf |], Box.symmetric 1 1.0f)
+    inherit
+        ManagedEnvironment(
+            "CartPoleSwingUp",
+            Box.create [| -infinityf; -infinityf; -1.0f; -1.0f; -infinityf |] [| infinityf; infinityf; 1.0f; 1.0f; infinityf |],
+            Box.symmetric 1 1.0f
+        )
+
     static member Dt = 0.05
     static member TrackLimit = 2.4
 
@@ -141,13 +173,18 @@ type CartPoleSwingUp() =
 
     /// Reward and termination as tensor functions.
     static member Functions =
-        { Reward = Some <| fun obs act _ ->
-            let cols = Tensor.split -1 [| 1; 1; 1; 1; 1 |] obs
-            let a = Tensor.clamp -1.0f 1.0f act
-            Tensor.squeeze -1 (cols.[2] - 0.01f * cols.[0] * cols.[0] - 0.001f * a * a)
-          Termination = Some(fun _ _ next ->
-            let x = Tensor.slice -1 0 1 next |> Tensor.squeeze -1
-            Tensor.greater (Tensor.abs x) (Tensor.fullLike x (float32 CartPoleSwingUp.TrackLimit))) }
+        {
+            Reward =
+                Some
+                <| fun obs act _ ->
+                    let cols = Tensor.split -1 [| 1; 1; 1; 1; 1 |] obs
+                    let a = Tensor.clamp -1.0f 1.0f act
+                    Tensor.squeeze -1 (cols.[2] - 0.01f * cols.[0] * cols.[0] - 0.001f * a * a)
+            Termination =
+                Some(fun _ _ next ->
+                    let x = Tensor.slice -1 0 1 next |> Tensor.squeeze -1
+                    Tensor.greater (Tensor.abs x) (Tensor.fullLike x (float32 CartPoleSwingUp.TrackLimit)))
+        }
 
 /// The double integrator of the MAAC paper's gradient-error study: state (x, v), dt = 0.05,
 /// s' = A·s + B·u with the exact zero-order-hold discretisation A = [[1, dt], [0, 1]], B = [dt²/2, dt],
@@ -169,18 +206,31 @@ type DoubleIntegrator(randomStart: bool) =
     static member Start = [| 1.0; 1.0 |]
 
     override _.Initial key =
-        if randomStart then EnvSupport.uniform key 2 -1.0f 1.0f |> Array.map float else Array.copy DoubleIntegrator.Start
+        if randomStart then
+            EnvSupport.uniform key 2 -1.0f 1.0f |> Array.map float
+        else
+            Array.copy DoubleIntegrator.Start
 
     override _.Transition(s, a) =
         let u = float a.[0]
-        let next = [| s.[0] + DoubleIntegrator.Dt * s.[1] + DoubleIntegrator.B.[0, 0] * u; s.[1] + DoubleIntegrator.B.[1, 0] * u |]
+
+        let next =
+            [|
+                s.[0] + DoubleIntegrator.Dt * s.[1] + DoubleIntegrator.B.[0, 0] * u
+                s.[1] + DoubleIntegrator.B.[1, 0] * u
+            |]
+
         next, -0.5 * (s.[0] * s.[0] + s.[1] * s.[1] + u * u), false
 
     override _.Observe s = [| float32 s.[0]; float32 s.[1] |]
 
     /// The reward as a tensor function (the dynamics are linear, so models can also be checked exactly).
     static member Functions =
-        { Reward = Some <| fun obs act _ ->
-            let u = Tensor.clamp -1.0f 1.0f act
-            -0.5f * (Tensor.sumAxis -1 false (obs * obs) + Tensor.sumAxis -1 false (u * u))
-          Termination = None }
+        {
+            Reward =
+                Some
+                <| fun obs act _ ->
+                    let u = Tensor.clamp -1.0f 1.0f act
+                    -0.5f * (Tensor.sumAxis -1 false (obs * obs) + Tensor.sumAxis -1 false (u * u))
+            Termination = None
+        }

@@ -9,20 +9,22 @@ open Maac.Envs
 
 /// One environment step of a MuJoCo task as its reward and termination see it.
 type MuJoCoTransition =
-    { /// The observation before the step.
-      Observation: float32[]
-      /// The action applied (clipped into the action space).
-      Action: float32[]
-      /// The observation after the step.
-      NextObservation: float32[]
-      /// Simulated seconds the step took (time step × frame skip).
-      Dt: float
-      /// The task's tracked values (MuJoCoTaskSpec.Track) before and after the step, for rewards of quantities
-      /// the observation leaves out (the x position of a runner, whose change per second is the forward reward).
-      TrackedBefore: float[]
-      TrackedAfter: float[]
-      /// The simulation after the step (qpos, qvel, contact forces, ...).
-      Simulation: Simulation }
+    {
+        /// The observation before the step.
+        Observation: float32[]
+        /// The action applied (clipped into the action space).
+        Action: float32[]
+        /// The observation after the step.
+        NextObservation: float32[]
+        /// Simulated seconds the step took (time step × frame skip).
+        Dt: float
+        /// The task's tracked values (MuJoCoTaskSpec.Track) before and after the step, for rewards of quantities
+        /// the observation leaves out (the x position of a runner, whose change per second is the forward reward).
+        TrackedBefore: float[]
+        TrackedAfter: float[]
+        /// The simulation after the step (qpos, qvel, contact forces, ...).
+        Simulation: Simulation
+    }
 
 /// How a MuJoCo task's episodes start, around the model's reference configuration qpos0 and zero velocity.
 [<RequireQualifiedAccess>]
@@ -36,19 +38,21 @@ type MuJoCoReset =
 
 /// How an episode of a MuJoCo task is started, observed, rewarded and ended.
 type MuJoCoTaskSpec =
-    { Name: string
-      /// Physics steps per environment step.
-      FrameSkip: int
-      Reset: MuJoCoReset
-      /// The observation of the simulation's current state.
-      Observe: Simulation -> float32[]
-      /// Values read from the simulation before and after each step for the reward ([||] when it needs none).
-      Track: Simulation -> float[]
-      /// Whether each step ends with mj_rnePostConstraint (as Gymnasium's steps do), which computes the contact forces
-      /// (SimQuantity.CfrcExt) that an observation or reward reads; tasks that read none can leave it out.
-      ContactForces: bool
-      Reward: MuJoCoTransition -> float
-      Terminated: MuJoCoTransition -> bool }
+    {
+        Name: string
+        /// Physics steps per environment step.
+        FrameSkip: int
+        Reset: MuJoCoReset
+        /// The observation of the simulation's current state.
+        Observe: Simulation -> float32[]
+        /// Values read from the simulation before and after each step for the reward ([||] when it needs none).
+        Track: Simulation -> float[]
+        /// Whether each step ends with mj_rnePostConstraint (as Gymnasium's steps do), which computes the contact forces
+        /// (SimQuantity.CfrcExt) that an observation or reward reads; tasks that read none can leave it out.
+        ContactForces: bool
+        Reward: MuJoCoTransition -> float
+        Terminated: MuJoCoTransition -> bool
+    }
 
 /// Helpers for writing task specs.
 module MuJoCoSpec =
@@ -62,11 +66,24 @@ module MuJoCoSpec =
     let velocityOf (i: int) (t: MuJoCoTransition) = (t.TrackedAfter.[i] - t.TrackedBefore.[i]) / t.Dt
 
     /// A spec whose reward and termination are functions of (observation, action, next observation) alone.
-    let ofObservations name frameSkip reset observe (reward: float32[] -> float32[] -> float32[] -> float)
-                       (terminated: float32[] -> float32[] -> float32[] -> bool) =
-        { Name = name; FrameSkip = frameSkip; Reset = reset; Observe = observe; Track = trackNothing; ContactForces = true
-          Reward = fun t -> reward t.Observation t.Action t.NextObservation
-          Terminated = fun t -> terminated t.Observation t.Action t.NextObservation }
+    let ofObservations
+        name
+        frameSkip
+        reset
+        observe
+        (reward: float32[] -> float32[] -> float32[] -> float)
+        (terminated: float32[] -> float32[] -> float32[] -> bool)
+        =
+        {
+            Name = name
+            FrameSkip = frameSkip
+            Reset = reset
+            Observe = observe
+            Track = trackNothing
+            ContactForces = true
+            Reward = fun t -> reward t.Observation t.Action t.NextObservation
+            Terminated = fun t -> terminated t.Observation t.Action t.NextObservation
+        }
 
 /// A MuJoCo model stepped with frame skip, as a Gymnasium-shaped environment. Actions are clipped to the
 /// actuators' control ranges. A simulation that becomes unstable (MuJoCo's bad-acceleration warning,
@@ -76,9 +93,12 @@ module MuJoCoSpec =
 type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
     let sim = new Simulation(xmlPath)
     let low, high = sim.ControlRange
+
     let actionSpace =
-        Box.create (Array.init sim.Nu (fun i -> if low.[i] < high.[i] then float32 low.[i] else -1.0f))
-                   (Array.init sim.Nu (fun i -> if low.[i] < high.[i] then float32 high.[i] else 1.0f))
+        Box.create
+            (Array.init sim.Nu (fun i -> if low.[i] < high.[i] then float32 low.[i] else -1.0f))
+            (Array.init sim.Nu (fun i -> if low.[i] < high.[i] then float32 high.[i] else 1.0f))
+
     let qpos0 = sim.InitialQpos
     let dt = sim.Timestep * float spec.FrameSkip
     let obsDim = (spec.Observe sim).Length
@@ -93,6 +113,7 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
         let around (scale: float) (velocities: float32[]) =
             let u = EnvSupport.uniform (RandomKey.fold 0L k) sim.Nq (float32 -scale) (float32 scale)
             Array.init sim.Nq (fun i -> qpos0.[i] + float u.[i]), Array.map float velocities
+
         match spec.Reset with
         | MuJoCoReset.Uniform scale -> around scale (EnvSupport.uniform (RandomKey.fold 1L k) sim.Nv (float32 -scale) (float32 scale))
         | MuJoCoReset.UniformPositionsNormalVelocities scale ->
@@ -108,6 +129,7 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
         member _.Name = spec.Name
         member _.ObservationSpace = observationSpace
         member _.ActionSpace = actionSpace
+
         member _.Reset seed =
             key <- EnvSupport.episodeKey seed key
             sim.SetState(startState key)
@@ -115,23 +137,46 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
             tracked <- spec.Track sim
             started <- true
             { Observation = obs; Info = EnvSupport.noInfo }
+
         member _.Step action =
-            if not started then invalidOp (sprintf "%s: call Reset before Step" spec.Name)
+            if not started then
+                invalidOp (sprintf "%s: call Reset before Step" spec.Name)
+
             let a = EnvSupport.validateAction spec.Name actionSpace action
             let warningsBefore = sim.UnstableCount
             sim.Step(a, spec.FrameSkip, spec.ContactForces)
             let next = spec.Observe sim
+
             if sim.UnstableCount <> warningsBefore || next |> Array.exists (fun v -> not (Single.IsFinite v)) then
                 started <- false
                 { Observation = obs; Reward = 0.0; Terminated = false; Truncated = true; Info = unstable }
             else
                 let after = spec.Track sim
-                let t = { Observation = obs; Action = a; NextObservation = next; Dt = dt; TrackedBefore = tracked; TrackedAfter = after; Simulation = sim }
+
+                let t =
+                    {
+                        Observation = obs
+                        Action = a
+                        NextObservation = next
+                        Dt = dt
+                        TrackedBefore = tracked
+                        TrackedAfter = after
+                        Simulation = sim
+                    }
+
                 let r = spec.Reward t
                 let terminated = spec.Terminated t
                 obs <- next
                 tracked <- after
-                { Observation = next; Reward = r; Terminated = terminated; Truncated = false; Info = EnvSupport.noInfo }
+
+                {
+                    Observation = next
+                    Reward = r
+                    Terminated = terminated
+                    Truncated = false
+                    Info = EnvSupport.noInfo
+                }
+
         member _.Dispose() = (sim :> IDisposable).Dispose()
 
 /// Built-in model files (embedded resources) written to disk for MuJoCo, optionally edited first.
@@ -148,7 +193,11 @@ module ModelFiles =
         | SetAttribute(tag, name, attribute, value) ->
             let target =
                 doc.Descendants(XName.Get tag)
-                |> Seq.tryFind (fun e -> match e.Attribute(XName.Get "name") with null -> false | a -> a.Value = name)
+                |> Seq.tryFind (fun e ->
+                    match e.Attribute(XName.Get "name") with
+                    | null -> false
+                    | a -> a.Value = name)
+
             match target with
             | Some e -> e.SetAttributeValue(XName.Get attribute, value)
             | None -> invalidArg "edits" (sprintf "model %s has no <%s name=\"%s\">" resource tag name)
@@ -158,7 +207,10 @@ module ModelFiles =
     let path (resource: string) (edits: Edit list) =
         let asm = typeof<MuJoCoEnvironment>.Assembly
         use s = asm.GetManifestResourceStream("Maac.Models." + resource)
-        if isNull s then invalidArg "resource" (sprintf "no built-in model named %s" resource)
+
+        if isNull s then
+            invalidArg "resource" (sprintf "no built-in model named %s" resource)
+
         let bytes =
             if List.isEmpty edits then
                 use ms = new MemoryStream()
@@ -168,33 +220,40 @@ module ModelFiles =
                 let doc = XDocument.Load s
                 edits |> List.iter (apply resource doc)
                 Text.Encoding.UTF8.GetBytes(doc.ToString())
+
         let hash = Convert.ToHexString(SHA256.HashData(bytes)).Substring(0, 16)
         Directory.CreateDirectory modelDirectory |> ignore
         let file = Path.Combine(modelDirectory, sprintf "%s-%s" hash resource)
+
         if not (File.Exists file) then
             let temp = file + "." + string Environment.ProcessId + ".tmp"
             File.WriteAllBytes(temp, bytes)
             File.Move(temp, file, true)
+
         file
 
 /// A built-in MuJoCo task: its spec, its reward and termination as tensor functions for model rollouts, its
 /// model file, sizes, episode length and the published definition it follows.
 type MuJoCoTask =
-    { Spec: MuJoCoTaskSpec
-      Functions: TaskFunctions
-      /// The embedded model file and the edits made to it before loading.
-      Model: string * ModelFiles.Edit list
-      ObservationDim: int
-      ActionDim: int
-      EpisodeSteps: int
-      /// The published definition followed, for example "Gymnasium v5" or "MBBL".
-      Definition: string }
+    {
+        Spec: MuJoCoTaskSpec
+        Functions: TaskFunctions
+        /// The embedded model file and the edits made to it before loading.
+        Model: string * ModelFiles.Edit list
+        ObservationDim: int
+        ActionDim: int
+        EpisodeSteps: int
+        /// The published definition followed, for example "Gymnasium v5" or "MBBL".
+        Definition: string
+    }
 
 /// Environments for users' own MJCF files.
 module MuJoCoTasks =
     /// An environment for a user's MJCF file with their observation, reward and termination.
     let fromFile (path: string) (spec: MuJoCoTaskSpec) =
-        if not (File.Exists path) then invalidArg "path" (sprintf "MJCF file not found: %s" path)
+        if not (File.Exists path) then
+            invalidArg "path" (sprintf "MJCF file not found: %s" path)
+
         new MuJoCoEnvironment(path, spec)
 
     /// A new environment of a built-in MuJoCo task (without its time limit).

@@ -50,173 +50,274 @@ module internal Native =
 module Layout =
     [<Literal>]
     let ModelNq = 0
+
     [<Literal>]
     let ModelNv = 4
+
     [<Literal>]
     let ModelNu = 8
+
     [<Literal>]
     let ModelNbody = 16
+
     [<Literal>]
     let ModelNjnt = 20
+
     [<Literal>]
     let ModelNgeom = 24
+
     [<Literal>]
     let ModelNsite = 28
+
     [<Literal>]
     let ModelNsensordata = 224
+
     [<Literal>]
     let ModelTimestep = 232
+
     [<Literal>]
     let ModelGravity = 280
+
     [<Literal>]
     let ModelDensity = 352
+
     [<Literal>]
     let ModelViscosity = 360
+
     [<Literal>]
     let ModelIntegrator = 432
+
     [<Literal>]
     let ModelSolver = 448
+
     [<Literal>]
     let ModelIterations = 452
+
     [<Literal>]
     let ModelQpos0 = 1096
+
     [<Literal>]
     let ModelBodyParentid = 1112
+
     [<Literal>]
     let ModelBodyPos = 1208
+
     [<Literal>]
     let ModelBodyQuat = 1216
+
     [<Literal>]
     let ModelBodyIpos = 1224
+
     [<Literal>]
     let ModelBodyIquat = 1232
+
     [<Literal>]
     let ModelBodyMass = 1240
+
     [<Literal>]
     let ModelBodyInertia = 1256
+
     [<Literal>]
     let ModelJntType = 1280
+
     [<Literal>]
     let ModelJntQposadr = 1288
+
     [<Literal>]
     let ModelJntDofadr = 1296
+
     [<Literal>]
     let ModelJntBodyid = 1304
+
     [<Literal>]
     let ModelJntLimited = 1320
+
     [<Literal>]
     let ModelJntPos = 1344
+
     [<Literal>]
     let ModelJntAxis = 1352
+
     [<Literal>]
     let ModelJntStiffness = 1360
+
     [<Literal>]
     let ModelJntRange = 1368
+
     [<Literal>]
     let ModelDofArmature = 1456
+
     [<Literal>]
     let ModelDofDamping = 1464
+
     [<Literal>]
     let ModelGeomType = 1488
+
     [<Literal>]
     let ModelGeomContype = 1496
+
     [<Literal>]
     let ModelGeomConaffinity = 1504
+
     [<Literal>]
     let ModelGeomCondim = 1512
+
     [<Literal>]
     let ModelGeomBodyid = 1520
+
     [<Literal>]
     let ModelGeomSize = 1592
+
     [<Literal>]
     let ModelGeomPos = 1608
+
     [<Literal>]
     let ModelGeomQuat = 1616
+
     [<Literal>]
     let ModelGeomFriction = 1624
+
     [<Literal>]
     let ModelGeomMargin = 1632
+
     [<Literal>]
     let ModelActuatorTrntype = 2696
+
     [<Literal>]
     let ModelActuatorTrnid = 2728
+
     [<Literal>]
     let ModelActuatorCtrllimited = 2744
+
     [<Literal>]
     let ModelActuatorCtrlrange = 2792
+
     [<Literal>]
     let ModelActuatorGear = 2816
+
     [<Literal>]
     let DataNcon = 40332
+
     [<Literal>]
     let DataTime = 40336
+
     [<Literal>]
     let DataQpos = 40376
+
     [<Literal>]
     let DataQvel = 40384
+
     [<Literal>]
     let DataCtrl = 40408
+
     [<Literal>]
     let DataSensordata = 40472
+
     [<Literal>]
     let DataXpos = 40480
+
     [<Literal>]
     let DataXipos = 40504
+
     [<Literal>]
     let DataSiteXpos = 40552
+
     [<Literal>]
     let DataSubtreeCom = 40600
+
     [<Literal>]
     let DataCinert = 40616
+
     [<Literal>]
     let DataCvel = 40960
+
     [<Literal>]
     let DataQfrcActuator = 41088
+
     [<Literal>]
     let DataQfrcConstraint = 41136
+
     [<Literal>]
     let DataCfrcExt = 41168
+
     /// d->warning[mjWARN_BADQACC].number: MuJoCo counts (and recovers from, by resetting) NaN or huge accelerations here.
     [<Literal>]
     let DataWarningBadQaccNumber = 76
+
     /// The version these offsets belong to (mj_version() = 222).
     [<Literal>]
     let Version = 222
 
     /// Every offset with the C expression it stands for, as the layout test's probe prints them.
     let all =
-        [ "offsetof(mjModel, nq)", ModelNq; "offsetof(mjModel, nv)", ModelNv; "offsetof(mjModel, nu)", ModelNu
-          "offsetof(mjModel, nbody)", ModelNbody; "offsetof(mjModel, njnt)", ModelNjnt; "offsetof(mjModel, ngeom)", ModelNgeom
-          "offsetof(mjModel, nsite)", ModelNsite; "offsetof(mjModel, nsensordata)", ModelNsensordata
-          "offsetof(mjModel, opt.timestep)", ModelTimestep; "offsetof(mjModel, opt.gravity)", ModelGravity
-          "offsetof(mjModel, opt.density)", ModelDensity; "offsetof(mjModel, opt.viscosity)", ModelViscosity
-          "offsetof(mjModel, opt.integrator)", ModelIntegrator; "offsetof(mjModel, opt.solver)", ModelSolver
-          "offsetof(mjModel, opt.iterations)", ModelIterations; "offsetof(mjModel, qpos0)", ModelQpos0
-          "offsetof(mjModel, body_parentid)", ModelBodyParentid; "offsetof(mjModel, body_pos)", ModelBodyPos
-          "offsetof(mjModel, body_quat)", ModelBodyQuat; "offsetof(mjModel, body_ipos)", ModelBodyIpos
-          "offsetof(mjModel, body_iquat)", ModelBodyIquat; "offsetof(mjModel, body_mass)", ModelBodyMass
-          "offsetof(mjModel, body_inertia)", ModelBodyInertia; "offsetof(mjModel, jnt_type)", ModelJntType
-          "offsetof(mjModel, jnt_qposadr)", ModelJntQposadr; "offsetof(mjModel, jnt_dofadr)", ModelJntDofadr
-          "offsetof(mjModel, jnt_bodyid)", ModelJntBodyid; "offsetof(mjModel, jnt_limited)", ModelJntLimited
-          "offsetof(mjModel, jnt_pos)", ModelJntPos; "offsetof(mjModel, jnt_axis)", ModelJntAxis
-          "offsetof(mjModel, jnt_stiffness)", ModelJntStiffness; "offsetof(mjModel, jnt_range)", ModelJntRange
-          "offsetof(mjModel, dof_armature)", ModelDofArmature; "offsetof(mjModel, dof_damping)", ModelDofDamping
-          "offsetof(mjModel, geom_type)", ModelGeomType; "offsetof(mjModel, geom_contype)", ModelGeomContype
-          "offsetof(mjModel, geom_conaffinity)", ModelGeomConaffinity; "offsetof(mjModel, geom_condim)", ModelGeomCondim
-          "offsetof(mjModel, geom_bodyid)", ModelGeomBodyid; "offsetof(mjModel, geom_size)", ModelGeomSize
-          "offsetof(mjModel, geom_pos)", ModelGeomPos; "offsetof(mjModel, geom_quat)", ModelGeomQuat
-          "offsetof(mjModel, geom_friction)", ModelGeomFriction; "offsetof(mjModel, geom_margin)", ModelGeomMargin
-          "offsetof(mjModel, actuator_trntype)", ModelActuatorTrntype; "offsetof(mjModel, actuator_trnid)", ModelActuatorTrnid
-          "offsetof(mjModel, actuator_ctrllimited)", ModelActuatorCtrllimited
-          "offsetof(mjModel, actuator_ctrlrange)", ModelActuatorCtrlrange; "offsetof(mjModel, actuator_gear)", ModelActuatorGear
-          "offsetof(mjData, ncon)", DataNcon; "offsetof(mjData, time)", DataTime; "offsetof(mjData, qpos)", DataQpos
-          "offsetof(mjData, qvel)", DataQvel; "offsetof(mjData, ctrl)", DataCtrl; "offsetof(mjData, sensordata)", DataSensordata
-          "offsetof(mjData, xpos)", DataXpos; "offsetof(mjData, xipos)", DataXipos; "offsetof(mjData, site_xpos)", DataSiteXpos
-          "offsetof(mjData, subtree_com)", DataSubtreeCom; "offsetof(mjData, cinert)", DataCinert; "offsetof(mjData, cvel)", DataCvel
-          "offsetof(mjData, qfrc_actuator)", DataQfrcActuator; "offsetof(mjData, qfrc_constraint)", DataQfrcConstraint
-          "offsetof(mjData, cfrc_ext)", DataCfrcExt
-          "offsetof(mjData, warning) + mjWARN_BADQACC * sizeof(mjWarningStat) + offsetof(mjWarningStat, number)", DataWarningBadQaccNumber
-          "mjVERSION_HEADER", Version ]
+        [
+            "offsetof(mjModel, nq)", ModelNq
+            "offsetof(mjModel, nv)", ModelNv
+            "offsetof(mjModel, nu)", ModelNu
+            "offsetof(mjModel, nbody)", ModelNbody
+            "offsetof(mjModel, njnt)", ModelNjnt
+            "offsetof(mjModel, ngeom)", ModelNgeom
+            "offsetof(mjModel, nsite)", ModelNsite
+            "offsetof(mjModel, nsensordata)", ModelNsensordata
+            "offsetof(mjModel, opt.timestep)", ModelTimestep
+            "offsetof(mjModel, opt.gravity)", ModelGravity
+            "offsetof(mjModel, opt.density)", ModelDensity
+            "offsetof(mjModel, opt.viscosity)", ModelViscosity
+            "offsetof(mjModel, opt.integrator)", ModelIntegrator
+            "offsetof(mjModel, opt.solver)", ModelSolver
+            "offsetof(mjModel, opt.iterations)", ModelIterations
+            "offsetof(mjModel, qpos0)", ModelQpos0
+            "offsetof(mjModel, body_parentid)", ModelBodyParentid
+            "offsetof(mjModel, body_pos)", ModelBodyPos
+            "offsetof(mjModel, body_quat)", ModelBodyQuat
+            "offsetof(mjModel, body_ipos)", ModelBodyIpos
+            "offsetof(mjModel, body_iquat)", ModelBodyIquat
+            "offsetof(mjModel, body_mass)", ModelBodyMass
+            "offsetof(mjModel, body_inertia)", ModelBodyInertia
+            "offsetof(mjModel, jnt_type)", ModelJntType
+            "offsetof(mjModel, jnt_qposadr)", ModelJntQposadr
+            "offsetof(mjModel, jnt_dofadr)", ModelJntDofadr
+            "offsetof(mjModel, jnt_bodyid)", ModelJntBodyid
+            "offsetof(mjModel, jnt_limited)", ModelJntLimited
+            "offsetof(mjModel, jnt_pos)", ModelJntPos
+            "offsetof(mjModel, jnt_axis)", ModelJntAxis
+            "offsetof(mjModel, jnt_stiffness)", ModelJntStiffness
+            "offsetof(mjModel, jnt_range)", ModelJntRange
+            "offsetof(mjModel, dof_armature)", ModelDofArmature
+            "offsetof(mjModel, dof_damping)", ModelDofDamping
+            "offsetof(mjModel, geom_type)", ModelGeomType
+            "offsetof(mjModel, geom_contype)", ModelGeomContype
+            "offsetof(mjModel, geom_conaffinity)", ModelGeomConaffinity
+            "offsetof(mjModel, geom_condim)", ModelGeomCondim
+            "offsetof(mjModel, geom_bodyid)", ModelGeomBodyid
+            "offsetof(mjModel, geom_size)", ModelGeomSize
+            "offsetof(mjModel, geom_pos)", ModelGeomPos
+            "offsetof(mjModel, geom_quat)", ModelGeomQuat
+            "offsetof(mjModel, geom_friction)", ModelGeomFriction
+            "offsetof(mjModel, geom_margin)", ModelGeomMargin
+            "offsetof(mjModel, actuator_trntype)", ModelActuatorTrntype
+            "offsetof(mjModel, actuator_trnid)", ModelActuatorTrnid
+            "offsetof(mjModel, actuator_ctrllimited)", ModelActuatorCtrllimited
+            "offsetof(mjModel, actuator_ctrlrange)", ModelActuatorCtrlrange
+            "offsetof(mjModel, actuator_gear)", ModelActuatorGear
+            "offsetof(mjData, ncon)", DataNcon
+            "offsetof(mjData, time)", DataTime
+            "offsetof(mjData, qpos)", DataQpos
+            "offsetof(mjData, qvel)", DataQvel
+            "offsetof(mjData, ctrl)", DataCtrl
+            "offsetof(mjData, sensordata)", DataSensordata
+            "offsetof(mjData, xpos)", DataXpos
+            "offsetof(mjData, xipos)", DataXipos
+            "offsetof(mjData, site_xpos)", DataSiteXpos
+            "offsetof(mjData, subtree_com)", DataSubtreeCom
+            "offsetof(mjData, cinert)", DataCinert
+            "offsetof(mjData, cvel)", DataCvel
+            "offsetof(mjData, qfrc_actuator)", DataQfrcActuator
+            "offsetof(mjData, qfrc_constraint)", DataQfrcConstraint
+            "offsetof(mjData, cfrc_ext)", DataCfrcExt
+            "offsetof(mjData, warning) + mjWARN_BADQACC * sizeof(mjWarningStat) + offsetof(mjWarningStat, number)", DataWarningBadQaccNumber
+            "mjVERSION_HEADER", Version
+        ]
 
 /// MuJoCo's warnings (instability, buffer sizes) would go to the C library's stdout; Maac routes them
 /// to standard error so that they never mix with a program's own output.
@@ -238,33 +339,57 @@ module Library =
     let private candidates = [ "libmujoco.so.2.2.2"; "libmujoco.so"; "mujoco" ]
 
     let private load =
-        lazy (
-            let handle =
-                candidates |> List.tryPick (fun name ->
+        lazy
+            (let handle =
+                candidates
+                |> List.tryPick (fun name ->
                     match NativeLibrary.TryLoad(name) with
                     | true, h -> Some h
                     | _ -> None)
-            match handle with
-            | None -> Error "MuJoCo 2.2.2 was not found (tried libmujoco.so.2.2.2). Install the Debian package libmujoco2.2.2: apt-get install libmujoco2.2.2"
-            | Some h ->
-                try
-                    NativeLibrary.SetDllImportResolver(Assembly.GetExecutingAssembly(), fun name _ _ ->
-                        if name = Native.Lib then h else IntPtr.Zero)
-                    let v = Native.mj_version ()
-                    Warnings.install h
-                    if v <> Layout.Version then
-                        Error(sprintf "MuJoCo version %d was found, but Maac's binding reads the data layout of version %d (Debian package libmujoco2.2.2)" v Layout.Version)
-                    else Ok()
-                with e -> Error(sprintf "MuJoCo could not be loaded: %s. Install the Debian package libmujoco2.2.2" e.Message))
+
+             match handle with
+             | None ->
+                 Error
+                     "MuJoCo 2.2.2 was not found (tried libmujoco.so.2.2.2). Install the Debian package libmujoco2.2.2: apt-get install libmujoco2.2.2"
+             | Some h ->
+                 try
+                     NativeLibrary.SetDllImportResolver(
+                         Assembly.GetExecutingAssembly(),
+                         fun name _ _ -> if name = Native.Lib then h else IntPtr.Zero
+                     )
+
+                     let v = Native.mj_version ()
+                     Warnings.install h
+
+                     if v <> Layout.Version then
+                         Error(
+                             sprintf
+                                 "MuJoCo version %d was found, but Maac's binding reads the data layout of version %d (Debian package libmujoco2.2.2)"
+                                 v
+                                 Layout.Version
+                         )
+                     else
+                         Ok()
+                 with e ->
+                     Error(sprintf "MuJoCo could not be loaded: %s. Install the Debian package libmujoco2.2.2" e.Message))
 
     /// True when MuJoCo 2.2.2 can be used on this machine.
-    let isAvailable () = match load.Force() with Ok () -> true | Error _ -> false
+    let isAvailable () =
+        match load.Force() with
+        | Ok() -> true
+        | Error _ -> false
 
     /// Why MuJoCo cannot be used, or None when it can.
-    let unavailableReason () = match load.Force() with Ok () -> None | Error e -> Some e
+    let unavailableReason () =
+        match load.Force() with
+        | Ok() -> None
+        | Error e -> Some e
 
     /// Raises MuJoCoUnavailableException (naming the package) unless MuJoCo 2.2.2 is usable.
-    let ensure () = match load.Force() with Ok () -> () | Error e -> raise (MuJoCoUnavailableException e)
+    let ensure () =
+        match load.Force() with
+        | Ok() -> ()
+        | Error e -> raise (MuJoCoUnavailableException e)
 
 /// Quantities of the simulation's state beyond qpos and qvel, read from mjData (MuJoCo's names; sizes per row).
 [<RequireQualifiedAccess>]
@@ -302,29 +427,54 @@ type MuJoCoObject =
 [<Sealed>]
 type Simulation(xmlPath: string) =
     do Library.ensure ()
+
     let model =
         let err = Array.zeroCreate<byte> 1000
-        let m = Native.mj_loadXML(xmlPath, IntPtr.Zero, err, err.Length)
+        let m = Native.mj_loadXML (xmlPath, IntPtr.Zero, err, err.Length)
+
         if m = IntPtr.Zero then
             let msg = Text.Encoding.UTF8.GetString(err).TrimEnd('\000')
             let version = Native.mj_version ()
             let installed = sprintf "%d.%d.%d" (version / 100) (version / 10 % 10) (version % 10)
+
             let tooNew =
                 let m = msg.ToLowerInvariant()
-                (m.Contains "unrecognized" || m.Contains "unknown") && (m.Contains "attribute" || m.Contains "element")
+
+                (m.Contains "unrecognized" || m.Contains "unknown")
+                && (m.Contains "attribute" || m.Contains "element")
+
             if tooNew then
-                invalidArg "xmlPath" (sprintf "MuJoCo %s could not load %s: %s. The installed MuJoCo is %s (Debian package libmujoco2.2.2); this file uses a feature of a newer MuJoCo, so it needs a newer version or must be written without it" installed xmlPath msg installed)
+                invalidArg
+                    "xmlPath"
+                    (sprintf
+                        "MuJoCo %s could not load %s: %s. The installed MuJoCo is %s (Debian package libmujoco2.2.2); this file uses a feature of a newer MuJoCo, so it needs a newer version or must be written without it"
+                        installed
+                        xmlPath
+                        msg
+                        installed)
+
             invalidArg "xmlPath" (sprintf "MuJoCo %s could not load %s: %s" installed xmlPath msg)
+
         m
+
     let data = Native.mj_makeData model
     let mutable disposed = false
     let readInt (p: nativeint) (offset: int) = Marshal.ReadInt32(p, offset)
     let pointer (p: nativeint) (offset: int) : nativeptr<float> = NativePtr.ofNativeInt (Marshal.ReadIntPtr(p, offset))
-    let nq, nv, nu = readInt model Layout.ModelNq, readInt model Layout.ModelNv, readInt model Layout.ModelNu
-    let nbody, nsite, nsensordata = readInt model Layout.ModelNbody, readInt model Layout.ModelNsite, readInt model Layout.ModelNsensordata
-    let check () = if disposed then raise (ObjectDisposedException "Simulation")
+
+    let nq, nv, nu =
+        readInt model Layout.ModelNq, readInt model Layout.ModelNv, readInt model Layout.ModelNu
+
+    let nbody, nsite, nsensordata =
+        readInt model Layout.ModelNbody, readInt model Layout.ModelNsite, readInt model Layout.ModelNsensordata
+
+    let check () =
+        if disposed then
+            raise (ObjectDisposedException "Simulation")
+
     let read (p: nativeptr<float>) n = Array.init n (fun i -> NativePtr.get p i)
     let write (p: nativeptr<float>) (values: float[]) = values |> Array.iteri (fun i v -> NativePtr.set p i v)
+
     let quantity (q: SimQuantity) =
         match q with
         | SimQuantity.Xpos -> Layout.DataXpos, 3 * nbody
@@ -349,79 +499,134 @@ type Simulation(xmlPath: string) =
     member _.Nsite = nsite
     /// The simulation time step in seconds.
     member _.Timestep = BitConverter.Int64BitsToDouble(Marshal.ReadInt64(model, Layout.ModelTimestep))
+
     /// The simulated time.
-    member _.Time = check (); BitConverter.Int64BitsToDouble(Marshal.ReadInt64(data, Layout.DataTime))
+    member _.Time =
+        check ()
+        BitConverter.Int64BitsToDouble(Marshal.ReadInt64(data, Layout.DataTime))
+
     /// The model's reference configuration qpos0.
-    member _.InitialQpos = check (); read (pointer model Layout.ModelQpos0) nq
+    member _.InitialQpos =
+        check ()
+        read (pointer model Layout.ModelQpos0) nq
+
     /// The bodies' masses (body_mass, nbody; the world's is 0).
-    member _.BodyMasses = check (); read (pointer model Layout.ModelBodyMass) nbody
+    member _.BodyMasses =
+        check ()
+        read (pointer model Layout.ModelBodyMass) nbody
+
     /// The actuators' control ranges as (low, high) arrays.
     member _.ControlRange =
         check ()
         let r = read (pointer model Layout.ModelActuatorCtrlrange) (2 * nu)
         Array.init nu (fun i -> r.[2 * i]), Array.init nu (fun i -> r.[2 * i + 1])
-    member _.Qpos = check (); read (pointer data Layout.DataQpos) nq
+
+    member _.Qpos =
+        check ()
+        read (pointer data Layout.DataQpos) nq
+
     /// qpos[skip..] followed by qvel, as float32, read straight from the simulation (one allocation).
     member _.PositionsAndVelocities(skip: int) =
         check ()
         let qp, qv = pointer data Layout.DataQpos, pointer data Layout.DataQvel
-        let out = Array.zeroCreate<float32> (nq - skip + nv)
-        for i in skip .. nq - 1 do out.[i - skip] <- float32 (NativePtr.get qp i)
-        for i in 0 .. nv - 1 do out.[nq - skip + i] <- float32 (NativePtr.get qv i)
+        let out = Array.zeroCreate<float32>(nq - skip + nv)
+
+        for i in skip .. nq - 1 do
+            out.[i - skip] <- float32 (NativePtr.get qp i)
+
+        for i in 0 .. nv - 1 do
+            out.[nq - skip + i] <- float32 (NativePtr.get qv i)
+
         out
-    member _.Qvel = check (); read (pointer data Layout.DataQvel) nv
+
+    member _.Qvel =
+        check ()
+        read (pointer data Layout.DataQvel) nv
+
     /// qpos[i] without copying the rest.
     member _.QposAt(i: int) =
         check ()
-        if i < 0 || i >= nq then raise (ArgumentOutOfRangeException("i", i, sprintf "qpos has %d elements" nq))
+
+        if i < 0 || i >= nq then
+            raise (ArgumentOutOfRangeException("i", i, sprintf "qpos has %d elements" nq))
+
         NativePtr.get (pointer data Layout.DataQpos) i
+
     /// One of the state's derived quantities, row-major (see SimQuantity for the sizes).
     member _.Read(q: SimQuantity) =
         check ()
         let offset, n = quantity q
         read (pointer data offset) n
+
     /// Element i of a derived quantity, without copying the rest.
     member _.ReadAt(q: SimQuantity, i: int) =
         check ()
         let offset, n = quantity q
-        if i < 0 || i >= n then raise (ArgumentOutOfRangeException("i", i, sprintf "%A has %d elements" q n))
+
+        if i < 0 || i >= n then
+            raise (ArgumentOutOfRangeException("i", i, sprintf "%A has %d elements" q n))
+
         NativePtr.get (pointer data offset) i
+
     /// Contacts found in the last step (mjData.ncon).
-    member _.ContactCount = check (); readInt data Layout.DataNcon
+    member _.ContactCount =
+        check ()
+        readInt data Layout.DataNcon
+
     /// The index of a named body, joint, geom or site; an error naming the model file when it has none.
     member _.IdOf(kind: MuJoCoObject, name: string) =
         check ()
-        match Native.mj_name2id(model, int kind, name) with
+
+        match Native.mj_name2id (model, int kind, name) with
         | -1 -> invalidArg "name" (sprintf "%s has no %O named '%s'" xmlPath kind name)
         | id -> id
+
     /// The native mjModel, for reading compiled model values (see ModelFacts).
-    member internal _.ModelPointer = check (); model
+    member internal _.ModelPointer =
+        check ()
+        model
+
     /// How many times MuJoCo has found NaN or huge accelerations (and reset the state) since the last reset.
-    member _.UnstableCount = check (); Marshal.ReadInt32(data, Layout.DataWarningBadQaccNumber)
+    member _.UnstableCount =
+        check ()
+        Marshal.ReadInt32(data, Layout.DataWarningBadQaccNumber)
+
     /// Resets the data, sets positions and velocities, and recomputes derived quantities (as Gymnasium's set_state:
     /// mj_resetData, then mj_forward; contact forces read as zero until the next step).
     member _.SetState(qpos: float[], qvel: float[]) =
         check ()
+
         if qpos.Length <> nq || qvel.Length <> nv then
             invalidArg "qpos" (sprintf "state sizes %d/%d do not match the model's nq = %d, nv = %d" qpos.Length qvel.Length nq nv)
-        Native.mj_resetData(model, data)
+
+        Native.mj_resetData (model, data)
         write (pointer data Layout.DataQpos) qpos
         write (pointer data Layout.DataQvel) qvel
-        Native.mj_forward(model, data)
+        Native.mj_forward (model, data)
+
     /// Sets the controls and advances `frames` physics steps, then computes the contact forces (cfrc_ext) with
     /// mj_rnePostConstraint, as Gymnasium's MuJoCo environments do after every step.
     member this.Step(ctrl: float32[], frames: int) = this.Step(ctrl, frames, true)
+
     /// Sets the controls and advances `frames` physics steps; with `contactForces`, then computes cfrc_ext (and the
     /// other post-constraint quantities) with mj_rnePostConstraint, which only tasks that read them need.
     member this.Step(ctrl: float32[], frames: int, contactForces: bool) =
         this.StepPhysics(ctrl, frames)
-        if contactForces then Native.mj_rnePostConstraint(model, data)
+
+        if contactForces then
+            Native.mj_rnePostConstraint (model, data)
+
     /// Sets the controls and advances `frames` physics steps, nothing else: the bare loop `bench --env` compares with.
     member internal _.StepPhysics(ctrl: float32[], frames: int) =
         check ()
         let p = pointer data Layout.DataCtrl
-        for i in 0 .. nu - 1 do NativePtr.set p i (float ctrl.[i])
-        for _ in 1 .. frames do Native.mj_step(model, data)
+
+        for i in 0 .. nu - 1 do
+            NativePtr.set p i (float ctrl.[i])
+
+        for _ in 1..frames do
+            Native.mj_step (model, data)
+
     interface IDisposable with
         member _.Dispose() =
             if not disposed then

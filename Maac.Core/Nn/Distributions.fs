@@ -7,12 +7,18 @@ open Maac.Tensors
 /// and the log-variance is kept inside learned soft bounds (Chua et al. 2018):
 /// lv ← max − softplus(max − lv); lv ← min + softplus(lv − min).
 type GaussianEnsemble =
-    { Net: EnsembleMlp
-      MaxLogVar: Tensor
-      MinLogVar: Tensor }
+    {
+        Net: EnsembleMlp
+        MaxLogVar: Tensor
+        MinLogVar: Tensor
+    }
+
     interface IParameters<GaussianEnsemble> with
         member g.Named =
-            Array.append (Parameters.prefixed "net" (g.Net :> IParameters<_>).Named) [| "maxLogVar", g.MaxLogVar; "minLogVar", g.MinLogVar |]
+            Array.append
+                (Parameters.prefixed "net" (g.Net :> IParameters<_>).Named)
+                [| "maxLogVar", g.MaxLogVar; "minLogVar", g.MinLogVar |]
+
         member g.WithTensors ts =
             let mutable offset = 0
             let net = Parameters.take g.Net ts &offset
@@ -27,9 +33,11 @@ module GaussianEnsemble =
     /// members networks from inDim through hidden layers to a mean and log-variance of outDim each.
     /// The bounds start at 0.5 (max) and −10 (min).
     let init (key: RandomKey) (members: int) (inDim: int) (hidden: int[]) (outDim: int) (activation: Activation) =
-        { Net = EnsembleMlp.init key members (Array.concat [ [| inDim |]; hidden; [| 2 * outDim |] ]) activation
-          MaxLogVar = Tensor.full [| 1; 1; outDim |] 0.5f
-          MinLogVar = Tensor.full [| 1; 1; outDim |] -10.0f }
+        {
+            Net = EnsembleMlp.init key members (Array.concat [ [| inDim |]; hidden; [| 2 * outDim |] ]) activation
+            MaxLogVar = Tensor.full [| 1; 1; outDim |] 0.5f
+            MinLogVar = Tensor.full [| 1; 1; outDim |] -10.0f
+        }
 
     /// x [M, N, in] → mean [M, N, out], bounded log-variance [M, N, out].
     let forward (g: GaussianEnsemble) (x: Tensor) =
@@ -50,9 +58,12 @@ module GaussianEnsemble =
 
 /// A tanh-squashed diagonal Gaussian policy (as in SAC): u = μ(s) + σ(s)·ε, a = tanh(u) ∈ (−1, 1)^d.
 type TanhGaussianPolicy =
-    { Net: Mlp
-      LogStdMin: float32
-      LogStdMax: float32 }
+    {
+        Net: Mlp
+        LogStdMin: float32
+        LogStdMax: float32
+    }
+
     interface IParameters<TanhGaussianPolicy> with
         member p.Named = (p.Net :> IParameters<_>).Named
         member p.WithTensors ts = { p with Net = Parameters.rebuild p.Net ts }
@@ -64,9 +75,11 @@ module TanhGaussianPolicy =
 
     /// A policy for obsDim observations and actDim actions with the given hidden sizes (ReLU).
     let init (key: RandomKey) (obsDim: int) (actDim: int) (hidden: int[]) =
-        { Net = Mlp.init key (Array.concat [ [| obsDim |]; hidden; [| 2 * actDim |] ]) Activation.Relu
-          LogStdMin = -20.0f
-          LogStdMax = 2.0f }
+        {
+            Net = Mlp.init key (Array.concat [ [| obsDim |]; hidden; [| 2 * actDim |] ]) Activation.Relu
+            LogStdMin = -20.0f
+            LogStdMax = 2.0f
+        }
 
     /// The Gaussian before squashing: mean and clamped log standard deviation, each [N, act].
     let distribution (p: TanhGaussianPolicy) (obs: Tensor) =

@@ -35,8 +35,11 @@ module internal Init =
 /// ensemble of M layers evaluated as one batched product (W [M, in, out], b [M, 1, out]); the modules Linear and
 /// EnsembleLinear create and apply each kind, and the products check the shapes.
 type Affine =
-    { Weight: Tensor
-      Bias: Tensor }
+    {
+        Weight: Tensor
+        Bias: Tensor
+    }
+
     interface IParameters<Affine> with
         member l.Named = [| "weight", l.Weight; "bias", l.Bias |]
         member _.WithTensors ts = { Weight = ts.[0]; Bias = ts.[1] }
@@ -52,8 +55,7 @@ module Linear =
     /// A layer from inDim to outDim inputs, initialised from key.
     let init (key: RandomKey) (inDim: int) (outDim: int) =
         let kw, kb = RandomKey.split2 key
-        { Weight = Init.uniform kw [| inDim; outDim |] inDim
-          Bias = Init.uniform kb [| outDim |] inDim }
+        { Weight = Init.uniform kw [| inDim; outDim |] inDim; Bias = Init.uniform kb [| outDim |] inDim }
 
     /// x [N, in] → [N, out].
     let forward (layer: Linear) (x: Tensor) = Tensor.linear x layer.Weight layer.Bias
@@ -76,13 +78,19 @@ module internal Stack =
     /// Applies the layers in turn with the hidden activation fused into each but the last.
     let forward (apply: Activation -> 'L -> Tensor -> Tensor) (layers: 'L[]) (hidden: Activation) (x: Tensor) =
         let last = layers.Length - 1
-        layers |> Array.fold (fun (i, h) l -> i + 1, apply (if i < last then hidden else Identity) l h) (0, x) |> snd
+
+        layers
+        |> Array.fold (fun (i, h) l -> i + 1, apply (if i < last then hidden else Identity) l h) (0, x)
+        |> snd
 
 /// Affine layers with an activation between them (none after the last): a multilayer perceptron (Mlp, of Linear
 /// layers) or an ensemble of M perceptrons of one architecture evaluated together (EnsembleMlp, of EnsembleLinear).
 type LayerStack =
-    { Layers: Affine[]
-      Hidden: Activation }
+    {
+        Layers: Affine[]
+        Hidden: Activation
+    }
+
     interface IParameters<LayerStack> with
         member m.Named = Stack.named m.Layers
         member m.WithTensors ts = { m with Layers = Stack.rebuild m.Layers ts }
@@ -97,10 +105,15 @@ type EnsembleMlp = LayerStack
 module Mlp =
     /// An MLP through the given layer sizes, for example [| 17; 256; 256; 6 |].
     let init (key: RandomKey) (sizes: int[]) (hidden: Activation) =
-        if sizes.Length < 2 then invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %s" (Shape.show sizes))
+        if sizes.Length < 2 then
+            invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %s" (Shape.show sizes))
+
         let keys = RandomKey.split (sizes.Length - 1) key
-        { Layers = Array.init (sizes.Length - 1) (fun i -> Linear.init keys.[i] sizes.[i] sizes.[i + 1])
-          Hidden = hidden }
+
+        {
+            Layers = Array.init (sizes.Length - 1) (fun i -> Linear.init keys.[i] sizes.[i] sizes.[i + 1])
+            Hidden = hidden
+        }
 
     /// x [N, in] → [N, out].
     let forward (m: Mlp) (x: Tensor) = Stack.forward Linear.forwardActivated m.Layers m.Hidden x
@@ -110,8 +123,11 @@ module EnsembleLinear =
     /// members independent layers from inDim to outDim.
     let init (key: RandomKey) (members: int) (inDim: int) (outDim: int) =
         let kw, kb = RandomKey.split2 key
-        { Weight = Init.uniform kw [| members; inDim; outDim |] inDim
-          Bias = Init.uniform kb [| members; 1; outDim |] inDim }
+
+        {
+            Weight = Init.uniform kw [| members; inDim; outDim |] inDim
+            Bias = Init.uniform kb [| members; 1; outDim |] inDim
+        }
 
     /// x [M, N, in] → [M, N, out]: member m sees only its own rows x[m].
     let forward (layer: EnsembleLinear) (x: Tensor) = Tensor.baddbmm layer.Bias x layer.Weight
@@ -126,10 +142,15 @@ module EnsembleLinear =
 module EnsembleMlp =
     /// members MLPs through the given sizes.
     let init (key: RandomKey) (members: int) (sizes: int[]) (hidden: Activation) =
-        if sizes.Length < 2 then invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %s" (Shape.show sizes))
+        if sizes.Length < 2 then
+            invalidArg "sizes" (sprintf "an MLP needs at least input and output sizes, got %s" (Shape.show sizes))
+
         let keys = RandomKey.split (sizes.Length - 1) key
-        { Layers = Array.init (sizes.Length - 1) (fun i -> EnsembleLinear.init keys.[i] members sizes.[i] sizes.[i + 1])
-          Hidden = hidden }
+
+        {
+            Layers = Array.init (sizes.Length - 1) (fun i -> EnsembleLinear.init keys.[i] members sizes.[i] sizes.[i + 1])
+            Hidden = hidden
+        }
 
     /// The number of members.
     let members (m: EnsembleMlp) = m.Layers.[0].Weight.Primal.Shape.[0]

@@ -5,21 +5,19 @@ open Maac.Tensors
 
 /// A batch of transitions as tensors: observations [N, o], actions [N, a], rewards [N],
 /// next observations [N, o], and done [N] (1 where the next state is terminal).
-type Batch =
-    { Obs: Tensor
-      Action: Tensor
-      Reward: Tensor
-      NextObs: Tensor
-      Done: Tensor }
+type Batch = { Obs: Tensor; Action: Tensor; Reward: Tensor; NextObs: Tensor; Done: Tensor }
 
 /// A fixed-capacity ring buffer of transitions with uniform, seeded sampling.
 [<Sealed>]
 type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
-    do if capacity <= 0 then invalidArg "capacity" (sprintf "capacity must be positive, got %d" capacity)
-    let obs = Array.zeroCreate<float32> (capacity * obsDim)
-    let act = Array.zeroCreate<float32> (capacity * actDim)
+    do
+        if capacity <= 0 then
+            invalidArg "capacity" (sprintf "capacity must be positive, got %d" capacity)
+
+    let obs = Array.zeroCreate<float32>(capacity * obsDim)
+    let act = Array.zeroCreate<float32>(capacity * actDim)
     let reward = Array.zeroCreate<float32> capacity
-    let next = Array.zeroCreate<float32> (capacity * obsDim)
+    let next = Array.zeroCreate<float32>(capacity * obsDim)
     let fin = Array.zeroCreate<float32> capacity
     let mutable count = 0
     let mutable head = 0
@@ -35,7 +33,16 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
     /// Adds one transition (overwriting the oldest when full).
     member _.Add(o: float32[], a: float32[], r: float32, o2: float32[], isDone: bool) =
         if o.Length <> obsDim || o2.Length <> obsDim || a.Length <> actDim then
-            invalidArg "o" (sprintf "replay buffer holds observations of size %d and actions of size %d; got %d, %d, %d" obsDim actDim o.Length a.Length o2.Length)
+            invalidArg
+                "o"
+                (sprintf
+                    "replay buffer holds observations of size %d and actions of size %d; got %d, %d, %d"
+                    obsDim
+                    actDim
+                    o.Length
+                    a.Length
+                    o2.Length)
+
         Array.Copy(o, 0, obs, head * obsDim, obsDim)
         Array.Copy(a, 0, act, head * actDim, actDim)
         Array.Copy(o2, 0, next, head * obsDim, obsDim)
@@ -47,26 +54,41 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
     /// Adds a batch of transitions given as tensors (imagined data).
     member this.AddBatch(b: Batch) =
         let n = b.Obs.Shape.[0]
-        let o, a, r, o2, d = b.Obs.ToArray(), b.Action.ToArray(), b.Reward.ToArray(), b.NextObs.ToArray(), b.Done.ToArray()
+
+        let o, a, r, o2, d =
+            b.Obs.ToArray(), b.Action.ToArray(), b.Reward.ToArray(), b.NextObs.ToArray(), b.Done.ToArray()
+
         for i in 0 .. n - 1 do
-            this.Add(o.[i * obsDim .. (i + 1) * obsDim - 1], a.[i * actDim .. (i + 1) * actDim - 1], r.[i], o2.[i * obsDim .. (i + 1) * obsDim - 1], d.[i] > 0.5f)
+            this.Add(
+                o.[i * obsDim .. (i + 1) * obsDim - 1],
+                a.[i * actDim .. (i + 1) * actDim - 1],
+                r.[i],
+                o2.[i * obsDim .. (i + 1) * obsDim - 1],
+                d.[i] > 0.5f
+            )
 
     /// The transitions at the given indices.
     member _.Gather(indices: int[]) =
         let n = indices.Length
+
         let pick (src: float32[]) (width: int) =
             let dst = Array.zeroCreate (n * width)
             indices |> Array.iteri (fun j i -> Array.Copy(src, i * width, dst, j * width, width))
             dst
-        { Obs = Tensor.ofArray [| n; obsDim |] (pick obs obsDim)
-          Action = Tensor.ofArray [| n; actDim |] (pick act actDim)
-          Reward = Tensor.ofArray [| n |] (pick reward 1)
-          NextObs = Tensor.ofArray [| n; obsDim |] (pick next obsDim)
-          Done = Tensor.ofArray [| n |] (pick fin 1) }
+
+        {
+            Obs = Tensor.ofArray [| n; obsDim |] (pick obs obsDim)
+            Action = Tensor.ofArray [| n; actDim |] (pick act actDim)
+            Reward = Tensor.ofArray [| n |] (pick reward 1)
+            NextObs = Tensor.ofArray [| n; obsDim |] (pick next obsDim)
+            Done = Tensor.ofArray [| n |] (pick fin 1)
+        }
 
     /// n transitions drawn uniformly with replacement.
     member this.Sample(key: RandomKey, n: int) =
-        if count = 0 then invalidOp "cannot sample from an empty replay buffer"
+        if count = 0 then
+            invalidOp "cannot sample from an empty replay buffer"
+
         this.Gather(RandomKey.integers n count key)
 
     /// Everything held, in storage order.
@@ -75,14 +97,30 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
     /// The filled part of the storage (Count rows of observations, actions, rewards, next observations,
     /// done flags), for checkpoints.
     member _.Arrays =
-        [| obs, obsDim; act, actDim; reward, 1; next, obsDim; fin, 1 |] |> Array.map (fun (a, w) -> a.[.. count * w - 1])
+        [| obs, obsDim; act, actDim; reward, 1; next, obsDim; fin, 1 |]
+        |> Array.map (fun (a, w) -> a.[.. count * w - 1])
 
     /// Restores contents saved from Arrays, Count and Head.
     member _.Restore(arrays: float32[][], savedCount: int, savedHead: int) =
         let targets = [| obs, obsDim; act, actDim; reward, 1; next, obsDim; fin, 1 |]
-        if savedCount < 0 || savedCount > capacity || savedHead < 0 || savedHead >= capacity
-           || arrays.Length <> targets.Length || Array.exists2 (fun (a: float32[]) (_, w) -> a.Length <> savedCount * w) arrays targets then
-            invalidArg "arrays" (sprintf "the saved buffer (%d transitions) does not fit this buffer (capacity %d, observation %d, action %d)" savedCount capacity obsDim actDim)
+
+        if
+            savedCount < 0
+            || savedCount > capacity
+            || savedHead < 0
+            || savedHead >= capacity
+            || arrays.Length <> targets.Length
+            || Array.exists2 (fun (a: float32[]) (_, w) -> a.Length <> savedCount * w) arrays targets
+        then
+            invalidArg
+                "arrays"
+                (sprintf
+                    "the saved buffer (%d transitions) does not fit this buffer (capacity %d, observation %d, action %d)"
+                    savedCount
+                    capacity
+                    obsDim
+                    actDim)
+
         Array.iter2 (fun (src: float32[]) (dst: float32[], _) -> Array.Copy(src, dst, src.Length)) arrays targets
         count <- savedCount
         head <- savedHead
@@ -91,8 +129,10 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
 module Batch =
     /// Rows of a then rows of b.
     let append (a: Batch) (b: Batch) =
-        { Obs = Tensor.concat 0 [| a.Obs; b.Obs |]
-          Action = Tensor.concat 0 [| a.Action; b.Action |]
-          Reward = Tensor.concat 0 [| a.Reward; b.Reward |]
-          NextObs = Tensor.concat 0 [| a.NextObs; b.NextObs |]
-          Done = Tensor.concat 0 [| a.Done; b.Done |] }
+        {
+            Obs = Tensor.concat 0 [| a.Obs; b.Obs |]
+            Action = Tensor.concat 0 [| a.Action; b.Action |]
+            Reward = Tensor.concat 0 [| a.Reward; b.Reward |]
+            NextObs = Tensor.concat 0 [| a.NextObs; b.NextObs |]
+            Done = Tensor.concat 0 [| a.Done; b.Done |]
+        }

@@ -6,10 +6,15 @@ open Maac.Envs
 
 /// Twin Q networks (Fujimoto et al. 2018), each MLP([obs, act]) → 1.
 type Critics =
-    { Q1: Mlp
-      Q2: Mlp }
+    {
+        Q1: Mlp
+        Q2: Mlp
+    }
+
     interface IParameters<Critics> with
-        member c.Named = Array.append (Parameters.prefixed "q1" (c.Q1 :> IParameters<_>).Named) (Parameters.prefixed "q2" (c.Q2 :> IParameters<_>).Named)
+        member c.Named =
+            Array.append (Parameters.prefixed "q1" (c.Q1 :> IParameters<_>).Named) (Parameters.prefixed "q2" (c.Q2 :> IParameters<_>).Named)
+
         member c.WithTensors ts =
             let mutable offset = 0
             let q1 = Parameters.take c.Q1 ts &offset
@@ -17,18 +22,17 @@ type Critics =
 
 /// The entropy temperature α = exp(LogAlpha), learned towards a target entropy.
 type Temperature =
-    { LogAlpha: Tensor }
+    {
+        LogAlpha: Tensor
+    }
+
     interface IParameters<Temperature> with
         member t.Named = [| "logAlpha", t.LogAlpha |]
         member _.WithTensors ts = { LogAlpha = ts.[0] }
 
 /// Everything a rollout through the learned model needs: the model, the task's reward and
 /// termination functions, and the map from policy actions in [−1, 1] to the task's action space.
-type ModelContext =
-    { Model: DynamicsModel
-      Task: TaskFunctions
-      ActionLow: Tensor
-      ActionHigh: Tensor }
+type ModelContext = { Model: DynamicsModel; Task: TaskFunctions; ActionLow: Tensor; ActionHigh: Tensor }
 
 /// Critic construction and evaluation.
 module Critics =
@@ -53,18 +57,27 @@ module Rollout =
     /// One imagined transition through a dynamics step function (Dynamics.step, Dynamics.stepByBlocks or another):
     /// (next observation, reward, done), the reward from the task's function (or the model's prediction when the
     /// task has none), done from the task's termination function.
-    let stepWith (dynamics: DynamicsModel -> RandomKey -> Tensor -> Tensor -> Tensor * Tensor option) (ctx: ModelContext) (key: RandomKey) (obs: Tensor) (act: Tensor) =
+    let stepWith
+        (dynamics: DynamicsModel -> RandomKey -> Tensor -> Tensor -> Tensor * Tensor option)
+        (ctx: ModelContext)
+        (key: RandomKey)
+        (obs: Tensor)
+        (act: Tensor)
+        =
         let next, predicted = dynamics ctx.Model key obs act
         let envAct = toEnvAction ctx act
+
         let reward =
             match ctx.Task.Reward, predicted with
             | Some f, _ -> f obs envAct next
             | None, Some r -> r
             | None, None -> invalidOp "the task has no reward function and the model does not predict rewards"
+
         let isDone =
             match ctx.Task.Termination with
             | Some f -> f obs envAct next |> Tensor.stopGradient
             | None -> Tensor.zerosLike reward
+
         next, reward, isDone
 
     /// One imagined transition with Dynamics.step (each row to a random elite): (next observation, reward, done).
@@ -74,7 +87,8 @@ module Rollout =
     /// stopping rows that reach a terminal state. Returns every transition made.
     let imagine (ctx: ModelContext) (policy: TanhGaussianPolicy) (key: RandomKey) (start: Tensor) (length: int) =
         let rec go t (s: Tensor) acc =
-            if t >= length || s.Shape.[0] = 0 then List.rev acc
+            if t >= length || s.Shape.[0] = 0 then
+                List.rev acc
             else
                 let k = RandomKey.fold (int64 t) key
                 let k1, k2 = RandomKey.split2 k
@@ -82,21 +96,19 @@ module Rollout =
                 let next, r, d = step ctx k2 s a
                 let alive = d.ToArray() |> Array.indexed |> Array.filter (fun (_, v) -> v < 0.5f) |> Array.map fst
                 go (t + 1) (Tensor.indexSelect 0 alive next) ({ Obs = s; Action = a; Reward = r; NextObs = next; Done = d } :: acc)
+
         go 0 start []
 
 /// Where H imagined steps stand, row by row: the state reached, the discounted return so far, whether the path is still
 /// alive (1 until a step's done flag cuts it) and the discount γᵗ of the next reward. The actor objective, the STEVE
 /// targets and the planner all accumulate their paths with this one module.
-type ImaginedPath =
-    { State: Tensor
-      Return: Tensor
-      Alive: Tensor
-      Discount: float32 }
+type ImaginedPath = { State: Tensor; Return: Tensor; Alive: Tensor; Discount: float32 }
 
 /// Accumulating rewards along imagined paths.
 module ImaginedPath =
     /// Paths from states with a return already collected, an alive mask and the discount of the next reward.
-    let from (state: Tensor) (ret: Tensor) (alive: Tensor) (discount: float32) = { State = state; Return = ret; Alive = alive; Discount = discount }
+    let from (state: Tensor) (ret: Tensor) (alive: Tensor) (discount: float32) =
+        { State = state; Return = ret; Alive = alive; Discount = discount }
 
     /// Fresh paths from states [N, o]: return 0, all alive, discount 1.
     let start (state: Tensor) =
@@ -106,10 +118,12 @@ module ImaginedPath =
     /// One step: the return gains discount · alive · reward, the done flags cut the alive mask, the discount gains a
     /// factor γ and the state moves to next.
     let advance (gamma: float32) (p: ImaginedPath) (next: Tensor, reward: Tensor, isDone: Tensor) =
-        { State = next
-          Return = p.Return + p.Discount * p.Alive * reward
-          Alive = p.Alive * (1.0f - isDone)
-          Discount = p.Discount * gamma }
+        {
+            State = next
+            Return = p.Return + p.Discount * p.Alive * reward
+            Alive = p.Alive * (1.0f - isDone)
+            Discount = p.Discount * gamma
+        }
 
     /// Every path state of `horizon` steps, the start included (horizon + 1 of them); `stepAt t state` makes step t's
     /// (next state, reward, done).
@@ -137,40 +151,64 @@ module Targets =
     /// STEVE targets (Buckman et al. 2018): for h = 0..horizon, candidates
     /// r + Σᵢ₌₁ʰ γⁱ rᵢ + γʰ⁺¹ (Q'ⱼ(sₕ₊₁, a) − α log π) under every elite model member m and both target
     /// critics j; each horizon's mean is weighted by 1/(variance over (m, j) + 1e-8), per row.
-    let steve (gamma: float32) (horizon: int) (ctx: ModelContext) (policy: TanhGaussianPolicy) (target: Critics) (alpha: float32) (key: RandomKey) (b: Batch) =
+    let steve
+        (gamma: float32)
+        (horizon: int)
+        (ctx: ModelContext)
+        (policy: TanhGaussianPolicy)
+        (target: Critics)
+        (alpha: float32)
+        (key: RandomKey)
+        (b: Batch)
+        =
         let model = ctx.Model
         let e = model.Elites.Length
         let n = b.Obs.Shape.[0]
         let keys = RandomKey.split (2 * horizon + 2) key
-        let flat (t: Tensor) = Tensor.expand (Array.append [| e |] t.Shape) t |> Tensor.reshape (Array.append [| e * n |] t.Shape.[1 ..])
+
+        let flat (t: Tensor) =
+            Tensor.expand (Array.append [| e |] t.Shape) t
+            |> Tensor.reshape (Array.append [| e * n |] t.Shape.[1..])
         // Rows e*n: block i is rolled out under elite member i only, all blocks in one batched pass.
         let memberStep (k: RandomKey) (s: Tensor) (a: Tensor) = Rollout.stepWith Dynamics.stepByBlocks ctx k s a
+
         let stepAt (t: int) (s: Tensor) =
             let h = t + 1
             let a, _ = TanhGaussianPolicy.sample policy keys.[2 * h] s
             memberStep keys.[2 * h + 1] s a
-        let paths = ImaginedPath.from (flat b.NextObs) (flat b.Reward) (1.0f - flat b.Done) gamma |> ImaginedPath.scan gamma horizon stepAt
+
+        let paths =
+            ImaginedPath.from (flat b.NextObs) (flat b.Reward) (1.0f - flat b.Done) gamma
+            |> ImaginedPath.scan gamma horizon stepAt
+
         let candidates =
-            paths |> Array.map (fun p ->
+            paths
+            |> Array.map (fun p ->
                 let a, logp = TanhGaussianPolicy.sample policy keys.[0] p.State
                 let q1, q2 = Critics.both target p.State a
                 let tail (q: Tensor) = ImaginedPath.close p (q - alpha * logp)
                 // [2e, n]: both critics under every member.
                 Tensor.concat 0 [| tail q1 |> Tensor.reshape [| e; n |]; tail q2 |> Tensor.reshape [| e; n |] |])
+
         let means = candidates |> Array.map (Tensor.meanAxis 0 false)
-        let weights = Array.map2 (fun (c: Tensor) (mu: Tensor) -> 1.0f / (Tensor.meanAxis 0 false ((c - mu) * (c - mu)) + 1e-8f)) candidates means
+
+        let weights =
+            Array.map2 (fun (c: Tensor) (mu: Tensor) -> 1.0f / (Tensor.meanAxis 0 false ((c - mu) * (c - mu)) + 1e-8f)) candidates means
+
         let total = Array.reduce (+) weights
         Array.map2 (*) weights means |> Array.reduce (+) |> fun num -> num / total
 
 /// The parts the pathwise actor objective is composed of; replace any of them to build a variant
 /// (another policy class, true dynamics instead of a learned model, another terminal value).
 type PathwiseParts =
-    { /// A reparameterised action and its log-probability for each row of states: key → states → (actions, log π).
-      Act: RandomKey -> Tensor -> Tensor * Tensor
-      /// One model step: key → states → actions → (next states, rewards, done flags), all differentiable except done.
-      Step: RandomKey -> Tensor -> Tensor -> Tensor * Tensor * Tensor
-      /// The value that closes the horizon: states → actions → values.
-      Terminal: Tensor -> Tensor -> Tensor }
+    {
+        /// A reparameterised action and its log-probability for each row of states: key → states → (actions, log π).
+        Act: RandomKey -> Tensor -> Tensor * Tensor
+        /// One model step: key → states → actions → (next states, rewards, done flags), all differentiable except done.
+        Step: RandomKey -> Tensor -> Tensor -> Tensor * Tensor * Tensor
+        /// The value that closes the horizon: states → actions → values.
+        Terminal: Tensor -> Tensor -> Tensor
+    }
 
 /// Actor and temperature objectives.
 module Objectives =
@@ -178,15 +216,27 @@ module Objectives =
     /// steps of policy and model, J = Σₜ<H γᵗ (rₜ − α log πₜ) + γᴴ (V(s_H, a_H) − α log π(a_H|s_H)),
     /// cut where the step's done flag says so, averaged over start states and samples.
     let pathwise (gamma: float32) (horizon: int) (samples: int) (parts: PathwiseParts) (alpha: float32) (key: RandomKey) (obs: Tensor) =
-        if horizon < 0 then invalidArg "horizon" (sprintf "the horizon must not be negative, got %d" horizon)
-        if samples < 1 then invalidArg "samples" (sprintf "at least one sample per start state is needed, got %d" samples)
+        if horizon < 0 then
+            invalidArg "horizon" (sprintf "the horizon must not be negative, got %d" horizon)
+
+        if samples < 1 then
+            invalidArg "samples" (sprintf "at least one sample per start state is needed, got %d" samples)
+
         let b, o = obs.Shape.[0], obs.Shape.[1]
-        let start = if samples = 1 then obs else Tensor.expand [| samples; b; o |] obs |> Tensor.reshape [| samples * b; o |]
+
+        let start =
+            if samples = 1 then
+                obs
+            else
+                Tensor.expand [| samples; b; o |] obs |> Tensor.reshape [| samples * b; o |]
+
         let keys = RandomKey.split (2 * horizon + 1) key
+
         let stepAt (t: int) (s: Tensor) =
             let a, logp = parts.Act keys.[2 * t] s
             let next, r, d = parts.Step keys.[2 * t + 1] s a
             next, r - alpha * logp, d
+
         let path = ImaginedPath.start start |> ImaginedPath.unroll gamma horizon stepAt
         let a, logp = parts.Act keys.[2 * horizon] path.State
         let ret = ImaginedPath.close path (parts.Terminal path.State a - alpha * logp)
@@ -195,18 +245,32 @@ module Objectives =
     /// MAAC's parts: the tanh-Gaussian policy, the learned ensemble (with the task's reward and
     /// termination), and the smaller of the twin critics at the horizon.
     let maacParts (ctx: ModelContext option) (critics: Critics) (policy: TanhGaussianPolicy) =
-        { Act = fun k s -> TanhGaussianPolicy.sample policy k s
-          Step =
-            fun k s a ->
-                match ctx with
-                | Some c -> Rollout.step c k s a
-                | None -> invalidArg "ctx" "a model horizon above 0 needs a model"
-          Terminal = Critics.minQ critics }
+        {
+            Act = fun k s -> TanhGaussianPolicy.sample policy k s
+            Step =
+                fun k s a ->
+                    match ctx with
+                    | Some c -> Rollout.step c k s a
+                    | None -> invalidArg "ctx" "a model horizon above 0 needs a model"
+            Terminal = Critics.minQ critics
+        }
 
     /// The MAAC policy objective: the pathwise objective with MAAC's parts. With H = 0 and K = 1 this is
     /// SAC's actor loss exactly.
-    let maac (gamma: float32) (horizon: int) (samples: int) (ctx: ModelContext option) (critics: Critics) (alpha: float32) (key: RandomKey) (obs: Tensor) (policy: TanhGaussianPolicy) =
-        if horizon > 0 && ctx.IsNone then invalidArg "ctx" "a model horizon above 0 needs a model"
+    let maac
+        (gamma: float32)
+        (horizon: int)
+        (samples: int)
+        (ctx: ModelContext option)
+        (critics: Critics)
+        (alpha: float32)
+        (key: RandomKey)
+        (obs: Tensor)
+        (policy: TanhGaussianPolicy)
+        =
+        if horizon > 0 && ctx.IsNone then
+            invalidArg "ctx" "a model horizon above 0 needs a model"
+
         pathwise gamma horizon samples (maacParts ctx critics policy) alpha key obs
 
     /// SAC's actor loss E[α log π(a|s) − min Q(s, a)], written directly (the reference for H = 0).

@@ -17,7 +17,10 @@ type Backends private () =
     static member Get(device: Device) =
         match registry.TryGetValue device with
         | true, b -> b
-        | _ -> invalidArg "device" (sprintf "no backend is registered for device %O (registered: %s)" device (System.String.Join(", ", registry.Keys)))
+        | _ ->
+            invalidArg
+                "device"
+                (sprintf "no backend is registered for device %O (registered: %s)" device (System.String.Join(", ", registry.Keys)))
 
     /// The backend that tensor-creating functions use when no device is named: the innermost Backends.Use
     /// of this thread or async flow, otherwise the process-wide setting (the CPU unless set).
@@ -27,7 +30,12 @@ type Backends private () =
 
     /// Makes `backend` the default for this thread or async flow until the result is disposed (scopes nest).
     static member Use(backend: IBackend) =
-        if isNull (box backend) then nullArg "backend"
+        if isNull (box backend) then
+            nullArg "backend"
+
         let previous = scoped.Value
         scoped.Value <- backend
-        { new System.IDisposable with member _.Dispose() = scoped.Value <- previous }
+
+        { new System.IDisposable with
+            member _.Dispose() = scoped.Value <- previous
+        }

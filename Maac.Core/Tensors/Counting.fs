@@ -5,10 +5,7 @@ open System.Collections.Generic
 
 /// How often one kind of raw operation ran, and on how many output elements in all.
 [<Struct>]
-type OperationCount =
-    { Operation: string
-      Calls: int64
-      Elements: int64 }
+type OperationCount = { Operation: string; Calls: int64; Elements: int64 }
 
 /// A raw tensor of a CountingBackend: the inner backend's tensor, tagged so that operations on it come back
 /// through the counter.
@@ -32,12 +29,16 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
     let unaryNames, unaryGradNames, randomNames = cache (), cache (), cache ()
     let binaryNames, concatNames = cache (), cache ()
     let activationNames = cache ()
+
     let named (names: System.Collections.Concurrent.ConcurrentDictionary<'K, string>) (key: 'K) (format: 'K -> string) =
         match names.TryGetValue key with
         | true, name -> name
         | _ -> names.GetOrAdd(key, format key)
+
     let nameOf names (prefix: string) op = named names op (sprintf "%s %A" prefix)
-    let productName (batched: bool) (withBias: bool) = (if batched then "batched matmul" else "matmul") + (if withBias then " + bias" else "")
+
+    let productName (batched: bool) (withBias: bool) =
+        (if batched then "batched matmul" else "matmul") + (if withBias then " + bias" else "")
 
     member private this.Wrap(t: RawTensor) = CountedTensor(t, this) :> RawTensor
 
@@ -45,11 +46,20 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         match t with
         | null -> null
         | :? CountedTensor as c when obj.ReferenceEquals(c.Backend, this) -> c.Inner
-        | _ -> invalidArg "t" (sprintf "a tensor from %O's backend was given to the counting backend; create it while the counting backend is in use" t.Backend.Device)
+        | _ ->
+            invalidArg
+                "t"
+                (sprintf
+                    "a tensor from %O's backend was given to the counting backend; create it while the counting backend is in use"
+                    t.Backend.Device)
 
     member private _.Count(name: string, elements: int) =
         lock sync (fun () ->
-            let struct (calls, total) = match counts.TryGetValue name with | true, c -> c | _ -> struct (0L, 0L)
+            let struct (calls, total) =
+                match counts.TryGetValue name with
+                | true, c -> c
+                | _ -> struct (0L, 0L)
+
             counts.[name] <- struct (calls + 1L, total + int64 elements))
 
     member private this.Counted(name: string, result: RawTensor) =
@@ -62,7 +72,9 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
     /// The counts so far, most called first.
     member _.Counts =
         lock sync (fun () ->
-            [| for KeyValue (name, struct (calls, elements)) in counts -> { Operation = name; Calls = calls; Elements = elements } |])
+            [|
+                for KeyValue(name, struct (calls, elements)) in counts -> { Operation = name; Calls = calls; Elements = elements }
+            |])
         |> Array.sortByDescending (fun c -> c.Calls, c.Operation)
 
     /// The number of operations counted so far.
@@ -76,12 +88,16 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
             match inner with
             | :? IReleasingBackend as r ->
                 let scope = r.BeginScope()
+
                 { new IReleaseScope with
                     member _.Keep t = scope.Keep(this.Unwrap t)
-                    member _.Dispose() = scope.Dispose() }
-            | _ -> { new IReleaseScope with
-                       member _.Keep _ = ()
-                       member _.Dispose() = () }
+                    member _.Dispose() = scope.Dispose()
+                }
+            | _ ->
+                { new IReleaseScope with
+                    member _.Keep _ = ()
+                    member _.Dispose() = ()
+                }
 
     interface IBackend with
         member _.Device = inner.Device
@@ -89,55 +105,108 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         member this.Full(shape, value) = this.Counted("full", inner.Full(shape, value))
         member this.Random(dist, key, shape) = this.Counted(nameOf randomNames "random" dist, inner.Random(dist, key, shape))
         member this.Unary(op, x) = this.Counted(nameOf unaryNames "unary" op, inner.Unary(op, this.Unwrap x))
+
         member this.UnaryGrad(op, x, y, g) =
             this.Counted(nameOf unaryGradNames "unaryGrad" op, inner.UnaryGrad(op, this.Unwrap x, this.Unwrap y, this.Unwrap g))
+
         member this.Scalar(op, x) =
-            let name = match op with AddScalar _ -> "addScalar" | MulScalar _ -> "mulScalar" | PowScalar _ -> "powScalar" | Clamp _ -> "clamp"
+            let name =
+                match op with
+                | AddScalar _ -> "addScalar"
+                | MulScalar _ -> "mulScalar"
+                | PowScalar _ -> "powScalar"
+                | Clamp _ -> "clamp"
+
             this.Counted(name, inner.Scalar(op, this.Unwrap x))
+
         member this.ScalarGrad(op, x, g) =
-            let name = match op with AddScalar _ -> "addScalarGrad" | MulScalar _ -> "mulScalarGrad" | PowScalar _ -> "powScalarGrad" | Clamp _ -> "clampGrad"
+            let name =
+                match op with
+                | AddScalar _ -> "addScalarGrad"
+                | MulScalar _ -> "mulScalarGrad"
+                | PowScalar _ -> "powScalarGrad"
+                | Clamp _ -> "clampGrad"
+
             this.Counted(name, inner.ScalarGrad(op, this.Unwrap x, this.Unwrap g))
+
         member this.Binary(op, a, b) =
             let name =
                 named binaryNames struct (op, a.Shape <> b.Shape) (fun struct (op, broadcast) ->
                     "binary " + BinaryOp.name op + (if broadcast then " (broadcast)" else ""))
+
             this.Counted(name, inner.Binary(op, this.Unwrap a, this.Unwrap b))
+
         member this.SumAxis(x, axis, keepDim) = this.Counted("sumAxis", inner.SumAxis(this.Unwrap x, axis, keepDim))
         member this.MaxAxis(x, axis, keepDim) = this.Counted("maxAxis", inner.MaxAxis(this.Unwrap x, axis, keepDim))
         member this.SumAll(x) = this.Counted("sumAll", inner.SumAll(this.Unwrap x))
+
         member this.MatMul(transA, transB, a, b, bias) =
-            this.Counted(productName (a.Shape.Length = 3) (not (isNull bias)), inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias))
+            this.Counted(
+                productName (a.Shape.Length = 3) (not (isNull bias)),
+                inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias)
+            )
+
         member this.MatMulActivation(transA, transB, a, b, bias, activation) =
-            let struct (product, activated) = inner.MatMulActivation(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias, activation)
+            let struct (product, activated) =
+                inner.MatMulActivation(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias, activation)
+
             let name =
                 named activationNames struct (a.Shape.Length = 3, not (isNull bias), activation) (fun struct (batched, withBias, act) ->
                     sprintf "%s + %A" (productName batched withBias) act)
+
             this.Count(name, activated.Numel)
             struct (this.Wrap product, this.Wrap activated)
+
         member this.Reshape(x, shape) = this.Counted("reshape (view)", inner.Reshape(this.Unwrap x, shape))
         member this.Permute(x, perm) = this.Counted("permute", inner.Permute(this.Unwrap x, perm))
         member this.Expand(x, shape) = this.Counted("expand", inner.Expand(this.Unwrap x, shape))
-        member this.Concat(xs, axis) = this.Counted(nameOf concatNames "concat of" xs.Length, inner.Concat(Array.map this.Unwrap xs, axis))
+
+        member this.Concat(xs, axis) =
+            this.Counted(nameOf concatNames "concat of" xs.Length, inner.Concat(Array.map this.Unwrap xs, axis))
+
         member this.Slice(x, axis, start, length) = this.Counted("slice", inner.Slice(this.Unwrap x, axis, start, length))
         member this.IndexSelect(x, axis, indices) = this.Counted("indexSelect", inner.IndexSelect(this.Unwrap x, axis, indices))
         member this.IndexAdd(shape, axis, indices, src) = this.Counted("indexAdd", inner.IndexAdd(shape, axis, indices, this.Unwrap src))
+
         member this.AllFinite(x) =
             this.Count("allFinite", 0)
             inner.AllFinite(this.Unwrap x)
+
         member _.Synchronize() = inner.Synchronize()
+
         member this.AdamStep(w, g, m, v, hyper) =
-            let struct (w', m', v') = inner.AdamStep(this.Unwrap w, this.Unwrap g, this.Unwrap m, this.Unwrap v, hyper)
+            let struct (w', m', v') =
+                inner.AdamStep(this.Unwrap w, this.Unwrap g, this.Unwrap m, this.Unwrap v, hyper)
+
             this.Count("adamStep", w'.Numel)
             struct (this.Wrap w', this.Wrap m', this.Wrap v')
+
         member this.TanhGaussianSample(head, eps, lo, hi) =
             let struct (action, logProb) = inner.TanhGaussianSample(this.Unwrap head, this.Unwrap eps, lo, hi)
             this.Count("tanhGaussianSample", action.Numel + logProb.Numel)
             struct (this.Wrap action, this.Wrap logProb)
+
         member this.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
-            this.Counted("tanhGaussianSampleGrad",
-                         inner.TanhGaussianSampleGrad(this.Unwrap head, this.Unwrap eps, this.Unwrap gAction, this.Unwrap gLogProb, lo, hi, wrtNoise))
+            this.Counted(
+                "tanhGaussianSampleGrad",
+                inner.TanhGaussianSampleGrad(this.Unwrap head, this.Unwrap eps, this.Unwrap gAction, this.Unwrap gLogProb, lo, hi, wrtNoise)
+            )
+
         member this.GaussianHeadSample(head, maxLogVar, minLogVar, eps) =
-            this.Counted("gaussianHeadSample", inner.GaussianHeadSample(this.Unwrap head, this.Unwrap maxLogVar, this.Unwrap minLogVar, this.Unwrap eps))
+            this.Counted(
+                "gaussianHeadSample",
+                inner.GaussianHeadSample(this.Unwrap head, this.Unwrap maxLogVar, this.Unwrap minLogVar, this.Unwrap eps)
+            )
+
         member this.GaussianHeadSampleGrad(head, maxLogVar, minLogVar, eps, g, input) =
-            this.Counted("gaussianHeadSampleGrad",
-                         inner.GaussianHeadSampleGrad(this.Unwrap head, this.Unwrap maxLogVar, this.Unwrap minLogVar, this.Unwrap eps, this.Unwrap g, input))
+            this.Counted(
+                "gaussianHeadSampleGrad",
+                inner.GaussianHeadSampleGrad(
+                    this.Unwrap head,
+                    this.Unwrap maxLogVar,
+                    this.Unwrap minLogVar,
+                    this.Unwrap eps,
+                    this.Unwrap g,
+                    input
+                )
+            )

@@ -15,8 +15,15 @@ type CpuTensor internal (storage: CpuStorage, shape: int[]) =
     /// Raises ObjectDisposedException when the storage's release scope has given its array back.
     static member internal CheckLive(storage: CpuStorage) =
         if storage.Released then
-            raise (ObjectDisposedException("CpuTensor", "a tensor was used after the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks)"))
+            raise (
+                ObjectDisposedException(
+                    "CpuTensor",
+                    "a tensor was used after the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks)"
+                )
+            )
+
     override _.Backend = CpuBackend.Instance :> IBackend
+
     override this.ToArray() =
         CpuTensor.CheckLive storage
         let copy = Array.copy storage.Data
@@ -31,7 +38,11 @@ and [<Sealed>] CpuBackend private () =
     static member Instance = instance
 
     /// Which matrix-product micro-kernel this processor runs (for benchmark reports).
-    static member KernelName = if Gemm.wide then sprintf "AVX-512 %dx%d kernel" Gemm.MR Gemm.NR else sprintf "256-bit %dx%d kernel" Gemm.MR Gemm.NR
+    static member KernelName =
+        if Gemm.wide then
+            sprintf "AVX-512 %dx%d kernel" Gemm.MR Gemm.NR
+        else
+            sprintf "256-bit %dx%d kernel" Gemm.MR Gemm.NR
 
     static member private Data(x: RawTensor) = CpuBackend.Cpu(x).Data
 
@@ -53,7 +64,10 @@ and [<Sealed>] CpuBackend private () =
     static member private Make(data: float32[], shape: int[]) =
         let storage = CpuStorage.Of data
         let scope = CpuBackend.currentScope
-        if not (isNull scope) then scope.Add storage
+
+        if not (isNull scope) then
+            scope.Add storage
+
         CpuTensor(storage, shape) :> RawTensor
 
     /// The innermost release scope of this thread.
@@ -71,10 +85,19 @@ and [<Sealed>] CpuBackend private () =
     static member private Reduce(x: RawTensor, axis: int, keepDim: bool, isMax: bool) =
         let src = CpuBackend.Data x
         let outer, n, inner = Shape.splitAt x.Shape axis
-        let outShape = if keepDim then Shape.withAxis x.Shape axis 1 else Shape.removeAxis x.Shape axis
+
+        let outShape =
+            if keepDim then
+                Shape.withAxis x.Shape axis 1
+            else
+                Shape.removeAxis x.Shape axis
+
         let dst = CpuBackend.Alloc(outer * inner)
+
         if n = 0 then
-            if isMax then Shape.fail "max" (sprintf "cannot take the maximum over an empty axis of shape %s" (Shape.show x.Shape))
+            if isMax then
+                Shape.fail "max" (sprintf "cannot take the maximum over an empty axis of shape %s" (Shape.show x.Shape))
+
             Array.Clear dst
         elif inner = 1 then
             Workers.forChunks outer (max 1 (Elementwise.Chunk / n)) (fun o0 count ->
@@ -86,19 +109,31 @@ and [<Sealed>] CpuBackend private () =
                 for o in o0 .. o0 + count - 1 do
                     let acc = Span<float32>(dst, o * inner, inner)
                     ReadOnlySpan<float32>(src, o * n * inner, inner).CopyTo(acc)
+
                     for j in 1 .. n - 1 do
                         let row = ReadOnlySpan<float32>(src, (o * n + j) * inner, inner)
-                        if isMax then Reductions.maxInto acc row else Reductions.addInto acc row)
+
+                        if isMax then
+                            Reductions.maxInto acc row
+                        else
+                            Reductions.addInto acc row)
+
         CpuBackend.Out(dst, outShape, x)
 
     /// Release scopes: the arrays of the tensors a step makes go back to the pool when it ends (except those it
     /// keeps), instead of when the garbage collector finds them, so the next step reuses warm memory.
     interface IReleasingBackend with
         member this.BeginScope() =
-            ReleaseScope<CpuStorage>.Begin(this, CpuBackend.currentScope, (fun s -> CpuBackend.currentScope <- s), fun t ->
-                match t with
-                | :? CpuTensor as c -> c.Storage
-                | _ -> null)
+            ReleaseScope<CpuStorage>
+                .Begin(
+                    this,
+                    CpuBackend.currentScope,
+                    (fun s -> CpuBackend.currentScope <- s),
+                    fun t ->
+                        match t with
+                        | :? CpuTensor as c -> c.Storage
+                        | _ -> null
+                )
 
     interface IBackend with
         member _.Device = Device.Cpu
@@ -118,10 +153,12 @@ and [<Sealed>] CpuBackend private () =
         member _.Random(dist, key, shape) =
             Shape.validate "random" shape
             let d = CpuBackend.Alloc(Shape.numel shape)
+
             Workers.forChunks d.Length Elementwise.Chunk (fun s len ->
                 match dist with
                 | Uniform -> RandomKey.fillUniform key (Span<float32>(d, s, len)) s
                 | Normal -> RandomKey.fillNormal key (Span<float32>(d, s, len)) s)
+
             CpuBackend.Make(d, Array.copy shape)
 
         member _.Unary(op, x) =
@@ -157,15 +194,20 @@ and [<Sealed>] CpuBackend private () =
             let src = CpuBackend.Data x
             let pieces = (src.Length + Elementwise.Chunk - 1) / Elementwise.Chunk
             let partial = Array.zeroCreate (max 1 pieces)
+
             Workers.forChunks src.Length Elementwise.Chunk (fun s len ->
                 partial.[s / Elementwise.Chunk] <- Reductions.sum (ReadOnlySpan<float32>(src, s, len)))
+
             CpuBackend.Out([| Reductions.sum (ReadOnlySpan<float32>(partial)) |], [||], x)
 
         member _.MatMul(transA, transB, a, b, bias) =
             let p = Plans.matMul transA transB a.Shape b.Shape (if isNull bias then -1 else bias.Numel)
             let c = CpuBackend.Alloc(p.Batches * p.M * p.N)
             let biasData = if isNull bias then null else CpuBackend.Data bias
-            let operand (x: RawTensor) trans ld stride = { Data = CpuBackend.Data x; Offset = 0; Ld = ld; Trans = trans; BatchStride = stride }
+
+            let operand (x: RawTensor) trans ld stride =
+                { Data = CpuBackend.Data x; Offset = 0; Ld = ld; Trans = trans; BatchStride = stride }
+
             Gemm.run p.Batches p.M p.N p.K (operand a transA p.LdA p.StrideA) (operand b transB p.LdB p.StrideB) c biasData
             CpuBackend.Out(c, p.OutShape, a, b, bias)
 
@@ -185,28 +227,38 @@ and [<Sealed>] CpuBackend private () =
             let inStrides = Shape.strides x.Shape
             let strideOf = perm |> Array.map (fun p -> inStrides.[p])
             let dst = CpuBackend.Alloc src.Length
+
             if r = 2 && perm = [| 1; 0 |] then
                 let rows, cols = x.Shape.[0], x.Shape.[1]
                 let blk = 32
-                for i0 in 0 .. blk .. rows - 1 do
-                    for j0 in 0 .. blk .. cols - 1 do
+
+                for i0 in 0..blk .. rows - 1 do
+                    for j0 in 0..blk .. cols - 1 do
                         for i in i0 .. min rows (i0 + blk) - 1 do
                             for j in j0 .. min cols (j0 + blk) - 1 do
                                 dst.[j * rows + i] <- src.[i * cols + j]
             else
                 let idx = Array.zeroCreate r
+
                 for o in 0 .. dst.Length - 1 do
                     let mutable off = 0
-                    for d in 0 .. r - 1 do off <- off + idx.[d] * strideOf.[d]
+
+                    for d in 0 .. r - 1 do
+                        off <- off + idx.[d] * strideOf.[d]
+
                     dst.[o] <- src.[off]
                     let mutable d = r - 1
                     let mutable carry = true
+
                     while carry && d >= 0 do
                         idx.[d] <- idx.[d] + 1
-                        if idx.[d] < outShape.[d] then carry <- false
+
+                        if idx.[d] < outShape.[d] then
+                            carry <- false
                         else
                             idx.[d] <- 0
                             d <- d - 1
+
             CpuBackend.Out(dst, outShape, x)
 
         member _.Expand(x, shape) =
@@ -220,12 +272,16 @@ and [<Sealed>] CpuBackend private () =
             let ax, outShape, (outer, total, inner) = Plans.concat (xs |> Array.map (fun x -> x.Shape)) axis
             let d = CpuBackend.Alloc(Shape.numel outShape)
             let mutable at = 0
+
             for x in xs do
                 let src = CpuBackend.Data x
                 let w = x.Shape.[ax] * inner
+
                 for o in 0 .. outer - 1 do
                     Array.Copy(src, o * w, d, o * total * inner + at * inner, w)
+
                 at <- at + x.Shape.[ax]
+
             CpuBackend.Out(d, outShape, xs)
 
         member _.Slice(x, axis, start, length) =
@@ -233,8 +289,10 @@ and [<Sealed>] CpuBackend private () =
             let outer, n, inner = Shape.splitAt x.Shape ax
             let src = CpuBackend.Data x
             let d = CpuBackend.Alloc(outer * length * inner)
+
             for o in 0 .. outer - 1 do
                 Array.Copy(src, (o * n + start) * inner, d, o * length * inner, length * inner)
+
             CpuBackend.Out(d, Shape.withAxis x.Shape ax length, x)
 
         member _.IndexSelect(x, axis, indices) =
@@ -242,10 +300,12 @@ and [<Sealed>] CpuBackend private () =
             let src = CpuBackend.Data x
             let m = indices.Length
             let d = CpuBackend.Alloc(outer * m * inner)
+
             Workers.forChunks (outer * m) (max 1 (Elementwise.Chunk / max 1 inner)) (fun r0 count ->
                 for r in r0 .. r0 + count - 1 do
                     let o, j = r / m, r % m
                     Array.Copy(src, (o * n + indices.[j]) * inner, d, r * inner, inner))
+
             CpuBackend.Out(d, Shape.withAxis x.Shape ax m, x)
 
         member _.IndexAdd(shape, axis, indices, src) =
@@ -253,9 +313,13 @@ and [<Sealed>] CpuBackend private () =
             let m = indices.Length
             let s = CpuBackend.Data src
             let d = CpuBackend.Zeros(outer * n * inner)
+
             Workers.forEach outer (outer * m * inner >= 2 * Elementwise.Chunk) (fun o ->
                 for j in 0 .. m - 1 do
-                    Reductions.addInto (Span<float32>(d, (o * n + indices.[j]) * inner, inner)) (ReadOnlySpan<float32>(s, (o * m + j) * inner, inner)))
+                    Reductions.addInto
+                        (Span<float32>(d, (o * n + indices.[j]) * inner, inner))
+                        (ReadOnlySpan<float32>(s, (o * m + j) * inner, inner)))
+
             CpuBackend.Out(d, Array.copy shape, src)
 
         member _.AdamStep(w, g, m, v, hyper) =
@@ -263,7 +327,10 @@ and [<Sealed>] CpuBackend private () =
             let n = w.Numel
             let w', m', v' = CpuBackend.Alloc n, CpuBackend.Alloc n, CpuBackend.Alloc n
             Elementwise.adam (CpuBackend.Data w) (CpuBackend.Data g) (CpuBackend.Data m) (CpuBackend.Data v) hyper w' m' v'
-            let r = struct (CpuBackend.Make(w', w.Shape), CpuBackend.Make(m', w.Shape), CpuBackend.Make(v', w.Shape))
+
+            let r =
+                struct (CpuBackend.Make(w', w.Shape), CpuBackend.Make(m', w.Shape), CpuBackend.Make(v', w.Shape))
+
             GC.KeepAlive [| w; g; m; v |]
             r
 
@@ -271,63 +338,93 @@ and [<Sealed>] CpuBackend private () =
             let n, a = Plans.tanhGaussian head.Shape eps.Shape null null
             let h, e = CpuBackend.Data head, CpuBackend.Data eps
             let action, logProb = CpuBackend.Alloc(n * a), CpuBackend.Alloc n
+
             Workers.forChunks n (max 1 (Elementwise.Chunk / (8 * max 1 a))) (fun r0 count ->
                 for i in r0 .. r0 + count - 1 do
                     let mutable total = 0.0f
+
                     for j in 0 .. a - 1 do
                         let m, r, x = h.[i * 2 * a + j], h.[i * 2 * a + a + j], e.[i * a + j]
                         action.[i * a + j] <- TanhGaussianFormulas.Action(m, r, x, lo, hi)
                         total <- total + TanhGaussianFormulas.LogProbTerm(m, r, x, lo, hi)
+
                     logProb.[i] <- total)
+
             let r = struct (CpuBackend.Make(action, [| n; a |]), CpuBackend.Make(logProb, [| n |]))
             GC.KeepAlive [| head; eps |]
             r
 
         member _.GaussianHeadSample(head, maxLogVar, minLogVar, eps) =
             let rows, d = Plans.gaussianHead head.Shape maxLogVar.Shape minLogVar.Shape eps.Shape null
-            let h, hi, lo, e = CpuBackend.Data head, CpuBackend.Data maxLogVar, CpuBackend.Data minLogVar, CpuBackend.Data eps
+
+            let h, hi, lo, e =
+                CpuBackend.Data head, CpuBackend.Data maxLogVar, CpuBackend.Data minLogVar, CpuBackend.Data eps
+
             let dst = CpuBackend.Alloc(rows * d)
+
             Workers.forChunks (rows * d) (Elementwise.Chunk / 8) (fun s len ->
                 for k in s .. s + len - 1 do
                     let i, j = k / d, k % d
                     dst.[k] <- GaussianHeadFormulas.Sample(h.[i * 2 * d + j], h.[i * 2 * d + d + j], hi.[j], lo.[j], e.[k]))
+
             CpuBackend.Out(dst, [| rows; d |], head, maxLogVar, minLogVar, eps)
 
         member _.GaussianHeadSampleGrad(head, maxLogVar, minLogVar, eps, g, input) =
             let rows, d = Plans.gaussianHead head.Shape maxLogVar.Shape minLogVar.Shape eps.Shape g.Shape
-            let h, hi, lo, e, gv = CpuBackend.Data head, CpuBackend.Data maxLogVar, CpuBackend.Data minLogVar, CpuBackend.Data eps, CpuBackend.Data g
+
+            let h, hi, lo, e, gv =
+                CpuBackend.Data head, CpuBackend.Data maxLogVar, CpuBackend.Data minLogVar, CpuBackend.Data eps, CpuBackend.Data g
+
             let width = if input = HeadInput then 2 * d else d
             let dst = CpuBackend.Alloc(rows * width)
+
             Workers.forChunks (rows * width) (Elementwise.Chunk / 8) (fun s len ->
                 for k in s .. s + len - 1 do
                     let i, c = k / width, k % width
                     let j = c % d
                     let r, x, gk = h.[i * 2 * d + d + j], e.[i * d + j], gv.[i * d + j]
+
                     dst.[k] <-
                         match input with
-                        | HeadInput -> if c < d then gk else GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk)
+                        | HeadInput ->
+                            if c < d then
+                                gk
+                            else
+                                GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk)
                         | MaxLogVarInput -> GaussianHeadFormulas.MaxGrad(r, hi.[j], lo.[j], x, gk)
                         | MinLogVarInput -> GaussianHeadFormulas.MinGrad(r, hi.[j], lo.[j], x, gk)
                         | NoiseInput -> GaussianHeadFormulas.NoiseGrad(r, hi.[j], lo.[j], gk))
+
             CpuBackend.Out(dst, [| rows; width |], head, maxLogVar, minLogVar, eps, g)
 
         member _.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
-            let n, a = Plans.tanhGaussian head.Shape eps.Shape (if isNull gAction then null else gAction.Shape) (if isNull gLogProb then null else gLogProb.Shape)
+            let n, a =
+                Plans.tanhGaussian
+                    head.Shape
+                    eps.Shape
+                    (if isNull gAction then null else gAction.Shape)
+                    (if isNull gLogProb then null else gLogProb.Shape)
+
             let h, e = CpuBackend.Data head, CpuBackend.Data eps
             let ga = if isNull gAction then null else CpuBackend.Data gAction
             let gl = if isNull gLogProb then null else CpuBackend.Data gLogProb
             let width = if wrtNoise then a else 2 * a
             let d = CpuBackend.Alloc(n * width)
+
             Workers.forChunks n (max 1 (Elementwise.Chunk / (8 * max 1 a))) (fun r0 count ->
                 for i in r0 .. r0 + count - 1 do
                     let gL = if isNull gl then 0.0f else gl.[i]
+
                     for j in 0 .. a - 1 do
                         let m, r, x = h.[i * 2 * a + j], h.[i * 2 * a + a + j], e.[i * a + j]
                         let gA = if isNull ga then 0.0f else ga.[i * a + j]
-                        if wrtNoise then d.[i * a + j] <- TanhGaussianFormulas.NoiseGrad(m, r, x, lo, hi, gA, gL)
+
+                        if wrtNoise then
+                            d.[i * a + j] <- TanhGaussianFormulas.NoiseGrad(m, r, x, lo, hi, gA, gL)
                         else
                             d.[i * 2 * a + j] <- TanhGaussianFormulas.MeanGrad(m, r, x, lo, hi, gA, gL)
                             d.[i * 2 * a + a + j] <- TanhGaussianFormulas.LogStdGrad(m, r, x, lo, hi, gA, gL))
+
             CpuBackend.Out(d, [| n; width |], head, eps, gAction, gLogProb)
 
         member _.Synchronize() = ()
@@ -336,8 +433,12 @@ and [<Sealed>] CpuBackend private () =
             let src = CpuBackend.Data x
             let mutable ok = true
             let mutable i = 0
+
             while ok && i < src.Length do
-                if not (Single.IsFinite src.[i]) then ok <- false
+                if not (Single.IsFinite src.[i]) then
+                    ok <- false
+
                 i <- i + 1
+
             GC.KeepAlive x
             ok

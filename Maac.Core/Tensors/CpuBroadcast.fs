@@ -7,18 +7,21 @@ open Maac.Tensors
 /// How two contiguous operands are walked to produce a broadcast result: the output is seen as
 /// rows of Inner elements; each operand's inner stride is 0 (one value repeated) or 1 (contiguous).
 type internal BroadcastPlan =
-    { OuterShape: int[]
-      OuterStrideA: int[]
-      OuterStrideB: int[]
-      Inner: int
-      InnerA: int
-      InnerB: int }
+    {
+        OuterShape: int[]
+        OuterStrideA: int[]
+        OuterStrideB: int[]
+        Inner: int
+        InnerA: int
+        InnerB: int
+    }
 
 module internal Broadcast =
     /// Strides of an operand aligned to the output's rank (0 where the operand is broadcast).
     let private alignedStrides (shape: int[]) (outShape: int[]) =
         let r = outShape.Length
         let own = Shape.strides shape
+
         Array.init r (fun i ->
             let j = i - (r - shape.Length)
             if j < 0 || shape.[j] = 1 then 0 else own.[j])
@@ -26,55 +29,84 @@ module internal Broadcast =
     /// Builds the plan: drops unit dimensions and merges neighbours that both operands walk contiguously.
     let plan (aShape: int[]) (bShape: int[]) (outShape: int[]) =
         let sa, sb = alignedStrides aShape outShape, alignedStrides bShape outShape
-        let dims = [ for i in 0 .. outShape.Length - 1 do if outShape.[i] <> 1 then yield (outShape.[i], sa.[i], sb.[i]) ]
+
+        let dims =
+            [
+                for i in 0 .. outShape.Length - 1 do
+                    if outShape.[i] <> 1 then
+                        yield (outShape.[i], sa.[i], sb.[i])
+            ]
+
         let merged = Collections.Generic.List<int * int * int>()
+
         for (n, a, b) in dims do
             if merged.Count > 0 then
                 let (pn, pa, pb) = merged.[merged.Count - 1]
-                if pa = a * n && pb = b * n then merged.[merged.Count - 1] <- (pn * n, a, b)
-                else merged.Add((n, a, b))
-            else merged.Add((n, a, b))
+
+                if pa = a * n && pb = b * n then
+                    merged.[merged.Count - 1] <- (pn * n, a, b)
+                else
+                    merged.Add((n, a, b))
+            else
+                merged.Add((n, a, b))
+
         if merged.Count = 0 then
             { OuterShape = [||]; OuterStrideA = [||]; OuterStrideB = [||]; Inner = 1; InnerA = 0; InnerB = 0 }
         else
             let (n, a, b) = merged.[merged.Count - 1]
             let outer = merged |> Seq.take (merged.Count - 1) |> Seq.toArray
-            { OuterShape = outer |> Array.map (fun (n, _, _) -> n)
-              OuterStrideA = outer |> Array.map (fun (_, a, _) -> a)
-              OuterStrideB = outer |> Array.map (fun (_, _, b) -> b)
-              Inner = n
-              InnerA = (if a = 0 then 0 else 1)
-              InnerB = (if b = 0 then 0 else 1) }
+
+            {
+                OuterShape = outer |> Array.map (fun (n, _, _) -> n)
+                OuterStrideA = outer |> Array.map (fun (_, a, _) -> a)
+                OuterStrideB = outer |> Array.map (fun (_, _, b) -> b)
+                Inner = n
+                InnerA = (if a = 0 then 0 else 1)
+                InnerB = (if b = 0 then 0 else 1)
+            }
 
     /// Where row `row` of the output starts in each operand.
     let rowOffsets (p: BroadcastPlan) (row: int) =
         let mutable offA = 0
         let mutable offB = 0
         let mutable rem = row
+
         for d in p.OuterShape.Length - 1 .. -1 .. 0 do
             let i = rem % p.OuterShape.[d]
             rem <- rem / p.OuterShape.[d]
             offA <- offA + i * p.OuterStrideA.[d]
             offB <- offB + i * p.OuterStrideB.[d]
+
         struct (offA, offB)
 
     /// The vector of an operand at position rel of a row (a repeated value when its inner stride is 0).
     let inline operandAt (src: float32[]) (off: int) (contiguous: int) (rel: int) (inner: int) =
-        if contiguous = 1 then Elementwise.load src (off + rel) (off + inner) else Vector256.Create src.[off]
+        if contiguous = 1 then
+            Elementwise.load src (off + rel) (off + inner)
+        else
+            Vector256.Create src.[off]
 
     /// dst = f(a, b) under the plan (every element through the same vector formula).
-    let inline apply (p: BroadcastPlan) (a: float32[]) (b: float32[]) (dst: float32[])
-                     ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32> -> Vector256<float32>) =
+    let inline apply
+        (p: BroadcastPlan)
+        (a: float32[])
+        (b: float32[])
+        (dst: float32[])
+        ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32> -> Vector256<float32>)
+        =
         let rows = Shape.numel p.OuterShape
         let inner = p.Inner
         let rowsPerPiece = max 1 (Elementwise.Chunk / max 1 inner)
+
         Workers.forChunks rows rowsPerPiece (fun r0 count ->
             let w = Vector256<float32>.Count
+
             for row in r0 .. r0 + count - 1 do
                 let struct (offA, offB) = rowOffsets p row
                 let o = row * inner
                 let stop = o + inner
                 let mutable i = o
+
                 while i < stop do
                     Elementwise.store (vf (operandAt a offA p.InnerA (i - o) inner) (operandAt b offB p.InnerB (i - o) inner)) dst i stop
                     i <- i + w)
@@ -83,6 +115,7 @@ module internal Broadcast =
         let one = Vector256<float32>.One
         let zero = Vector256<float32>.Zero
         let inline flag (m: Vector256<float32>) = Vector256.ConditionalSelect(m, one, zero)
+
         match op with
         | Add -> apply p a b dst (fun x y -> x + y)
         | Sub -> apply p a b dst (fun x y -> x - y)
@@ -93,11 +126,19 @@ module internal Broadcast =
         | Greater -> apply p a b dst (fun x y -> flag (Vector256.GreaterThan(x, y)))
         | GreaterEqual -> apply p a b dst (fun x y -> flag (Vector256.GreaterThanOrEqual(x, y)))
         | Equal -> apply p a b dst (fun x y -> flag (Vector256.Equals(x, y)))
-        | Pow | Atan2 ->
+        | Pow
+        | Atan2 ->
             // No exact vector pow or atan2: evaluate element by element.
-            let f = if op = Pow then (fun (x: float32) (y: float32) -> MathF.Pow(x, y)) else (fun x y -> MathF.Atan2(x, y))
+            let f =
+                if op = Pow then
+                    (fun (x: float32) (y: float32) -> MathF.Pow(x, y))
+                else
+                    (fun x y -> MathF.Atan2(x, y))
+
             let rows = Shape.numel p.OuterShape
+
             for row in 0 .. rows - 1 do
                 let struct (offA, offB) = rowOffsets p row
+
                 for i in 0 .. p.Inner - 1 do
                     dst.[row * p.Inner + i] <- f a.[offA + i * p.InnerA] b.[offB + i * p.InnerB]

@@ -9,18 +9,21 @@ open Microsoft.FSharp.NativeInterop
 /// A matrix operand in a float array: element (r, c) of op(X) is Data[Offset + r*Ld + c],
 /// or Data[Offset + c*Ld + r] when Trans.
 [<Struct>]
-type internal Operand =
-    { Data: float32[]; Offset: int; Ld: int; Trans: bool; BatchStride: int }
+type internal Operand = { Data: float32[]; Offset: int; Ld: int; Trans: bool; BatchStride: int }
 
 /// Per-thread buffers for packed panels, grown on demand and kept for the thread's life.
 type private Scratch =
     [<ThreadStatic; DefaultValue>]
     static val mutable private forA: float32[]
+
     [<ThreadStatic; DefaultValue>]
     static val mutable private forB: float32[]
 
     static member private Grow(current: float32[], n: int) =
-        if isNull current || current.Length < n then GC.AllocateUninitializedArray<float32>(n) else current
+        if isNull current || current.Length < n then
+            GC.AllocateUninitializedArray<float32>(n)
+        else
+            current
 
     /// A buffer of at least n floats for packing A on this thread.
     static member A(n: int) =
@@ -46,8 +49,15 @@ module internal Gemm =
     let inline private fma (a: Vector512<float32>) (b: Vector512<float32>) (c: Vector512<float32>) = Vector512.FusedMultiplyAdd(a, b, c)
     let inline private fma2 (a: Vector256<float32>) (b: Vector256<float32>) (c: Vector256<float32>) = Vector256.FusedMultiplyAdd(a, b, c)
 
-    let inline private storeRow512 (c: nativeptr<float32>) (acc: bool) (bias: nativeptr<float32>) (v0: Vector512<float32>) (v1: Vector512<float32>) =
+    let inline private storeRow512
+        (c: nativeptr<float32>)
+        (acc: bool)
+        (bias: nativeptr<float32>)
+        (v0: Vector512<float32>)
+        (v1: Vector512<float32>)
+        =
         let p1 = NativePtr.add c 16
+
         if acc then
             Vector512.Store(Vector512.Load(c) + v0, c)
             Vector512.Store(Vector512.Load(p1) + v1, p1)
@@ -58,8 +68,15 @@ module internal Gemm =
             Vector512.Store(v0, c)
             Vector512.Store(v1, p1)
 
-    let inline private storeRow256 (c: nativeptr<float32>) (acc: bool) (bias: nativeptr<float32>) (v0: Vector256<float32>) (v1: Vector256<float32>) =
+    let inline private storeRow256
+        (c: nativeptr<float32>)
+        (acc: bool)
+        (bias: nativeptr<float32>)
+        (v0: Vector256<float32>)
+        (v1: Vector256<float32>)
+        =
         let p1 = NativePtr.add c 8
+
         if acc then
             Vector256.Store(Vector256.Load(c) + v0, c)
             Vector256.Store(Vector256.Load(p1) + v1, p1)
@@ -71,7 +88,15 @@ module internal Gemm =
             Vector256.Store(v1, p1)
 
     /// C[8×32] (+)= Apanel[kc×8]ᵀ · Bpanel[kc×32].
-    let private kernel8x32 (kc: int) (a: nativeptr<float32>) (b: nativeptr<float32>) (c: nativeptr<float32>) (ldc: int) (acc: bool) (bias: nativeptr<float32>) =
+    let private kernel8x32
+        (kc: int)
+        (a: nativeptr<float32>)
+        (b: nativeptr<float32>)
+        (c: nativeptr<float32>)
+        (ldc: int)
+        (acc: bool)
+        (bias: nativeptr<float32>)
+        =
         let mutable c00 = Vector512<float32>.Zero
         let mutable c01 = Vector512<float32>.Zero
         let mutable c10 = Vector512<float32>.Zero
@@ -90,7 +115,8 @@ module internal Gemm =
         let mutable c71 = Vector512<float32>.Zero
         let mutable pa = a
         let mutable pb = b
-        for _ in 1 .. kc do
+
+        for _ in 1..kc do
             let b0 = Vector512.Load(pb)
             let b1 = Vector512.Load(NativePtr.add pb 16)
             let mutable x = Vector512.Create(NativePtr.get pa 0)
@@ -119,6 +145,7 @@ module internal Gemm =
             c71 <- fma x b1 c71
             pa <- NativePtr.add pa 8
             pb <- NativePtr.add pb 32
+
         storeRow512 c acc bias c00 c01
         storeRow512 (NativePtr.add c ldc) acc bias c10 c11
         storeRow512 (NativePtr.add c (2 * ldc)) acc bias c20 c21
@@ -129,7 +156,15 @@ module internal Gemm =
         storeRow512 (NativePtr.add c (7 * ldc)) acc bias c70 c71
 
     /// C[6×16] (+)= Apanel[kc×6]ᵀ · Bpanel[kc×16].
-    let private kernel6x16 (kc: int) (a: nativeptr<float32>) (b: nativeptr<float32>) (c: nativeptr<float32>) (ldc: int) (acc: bool) (bias: nativeptr<float32>) =
+    let private kernel6x16
+        (kc: int)
+        (a: nativeptr<float32>)
+        (b: nativeptr<float32>)
+        (c: nativeptr<float32>)
+        (ldc: int)
+        (acc: bool)
+        (bias: nativeptr<float32>)
+        =
         let mutable c00 = Vector256<float32>.Zero
         let mutable c01 = Vector256<float32>.Zero
         let mutable c10 = Vector256<float32>.Zero
@@ -144,7 +179,8 @@ module internal Gemm =
         let mutable c51 = Vector256<float32>.Zero
         let mutable pa = a
         let mutable pb = b
-        for _ in 1 .. kc do
+
+        for _ in 1..kc do
             let b0 = Vector256.Load(pb)
             let b1 = Vector256.Load(NativePtr.add pb 8)
             let mutable x = Vector256.Create(NativePtr.get pa 0)
@@ -167,6 +203,7 @@ module internal Gemm =
             c51 <- fma2 x b1 c51
             pa <- NativePtr.add pa 6
             pb <- NativePtr.add pb 16
+
         storeRow256 c acc bias c00 c01
         storeRow256 (NativePtr.add c ldc) acc bias c10 c11
         storeRow256 (NativePtr.add c (2 * ldc)) acc bias c20 c21
@@ -176,21 +213,30 @@ module internal Gemm =
 
     /// C tile (+)= A panel · B panel; when not accumulating, a non-null bias row (NR values) is added.
     let private kernel kc a b c ldc acc bias =
-        if wide then kernel8x32 kc a b c ldc acc bias else kernel6x16 kc a b c ldc acc bias
+        if wide then
+            kernel8x32 kc a b c ldc acc bias
+        else
+            kernel6x16 kc a b c ldc acc bias
 
     /// Packs rows [k0, k0+kc) × columns [j0, j0+NR) of op(B) into dst (kc×NR, zero-padded).
     let private packB (b: Operand) (batch: int) (k0: int) (kc: int) (j0: int) (cols: int) (dst: Span<float32>) =
         let src = b.Data
         let baseOff = b.Offset + batch * b.BatchStride
+
         if not b.Trans then
             for kk in 0 .. kc - 1 do
                 let row = dst.Slice(kk * NR, NR)
                 ReadOnlySpan<float32>(src, baseOff + (k0 + kk) * b.Ld + j0, cols).CopyTo(row)
-                if cols < NR then row.Slice(cols).Clear()
+
+                if cols < NR then
+                    row.Slice(cols).Clear()
         else
-            if cols < NR then dst.Slice(0, kc * NR).Clear()
+            if cols < NR then
+                dst.Slice(0, kc * NR).Clear()
+
             for c in 0 .. cols - 1 do
                 let colStart = baseOff + (j0 + c) * b.Ld + k0
+
                 for kk in 0 .. kc - 1 do
                     dst.[kk * NR + c] <- src.[colStart + kk]
 
@@ -199,17 +245,22 @@ module internal Gemm =
         let src = a.Data
         let baseOff = a.Offset + batch * a.BatchStride
         let panels = (rows + MR - 1) / MR
+
         for p in 0 .. panels - 1 do
             let panel = dst.Slice(p * kc * MR, kc * MR)
             let r0 = p * MR
             let prows = min MR (rows - r0)
-            if prows < MR then panel.Clear()
+
+            if prows < MR then
+                panel.Clear()
+
             if a.Trans then
                 for kk in 0 .. kc - 1 do
                     ReadOnlySpan<float32>(src, baseOff + (k0 + kk) * a.Ld + i0 + r0, prows).CopyTo(panel.Slice(kk * MR, prows))
             else
                 for r in 0 .. prows - 1 do
                     let rowStart = baseOff + (i0 + r0 + r) * a.Ld + k0
+
                     for kk in 0 .. kc - 1 do
                         panel.[kk * MR + r] <- src.[rowStart + kk]
 
@@ -218,11 +269,14 @@ module internal Gemm =
     let run (batches: int) (m: int) (n: int) (k: int) (a: Operand) (b: Operand) (c: float32[]) (bias: float32[]) =
         let biasStride = if isNull bias || bias.Length = n then 0 else n
         let cStride = m * n
+
         if k = 0 || m = 0 || n = 0 then
             for bi in 0 .. batches - 1 do
                 for row in 0 .. m - 1 do
-                    if isNull bias then Array.Clear(c, (bi * m + row) * n, n)
-                    else Array.Copy(bias, bi * biasStride, c, (bi * m + row) * n, n)
+                    if isNull bias then
+                        Array.Clear(c, (bi * m + row) * n, n)
+                    else
+                        Array.Copy(bias, bi * biasStride, c, (bi * m + row) * n, n)
         else
             let nPanels = (n + NR - 1) / NR
             let mBlocks = (m + MCMax - 1) / MCMax
@@ -231,13 +285,16 @@ module internal Gemm =
             let packedB = Scratch.B(batches * nPanels * panelSize)
             let bigEnough = int64 batches * int64 m * int64 n * int64 k >= 300_000L
             let mutable k0 = 0
+
             while k0 < k do
                 let kc = min KC (k - k0)
                 let accHere = k0 > 0
+
                 Workers.forEach (batches * nPanels) bigEnough (fun item ->
                     let bi, q = item / nPanels, item % nPanels
                     let j0 = q * NR
                     packB b bi k0 kc j0 (min NR (n - j0)) (Span<float32>(packedB, (bi * nPanels + q) * panelSize, panelSize)))
+
                 Workers.forEach (batches * mBlocks) bigEnough (fun item ->
                     let bi, mb = item / mBlocks, item % mBlocks
                     let i0 = mb * mc
@@ -249,30 +306,43 @@ module internal Gemm =
                     use pC = fixed c
                     use pBias = fixed bias
                     let withBias = not accHere && not (isNull bias)
-                    let tile = NativePtr.stackalloc<float32> (MR * NR)
+                    let tile = NativePtr.stackalloc<float32>(MR * NR)
                     let cBase = NativePtr.add pC (bi * cStride + i0 * n)
+
                     for q in 0 .. nPanels - 1 do
                         let j0 = q * NR
                         let cols = min NR (n - j0)
                         let bPanel = NativePtr.add pB ((bi * nPanels + q) * panelSize)
                         let mutable r0 = 0
+
                         while r0 < rows do
                             let prows = min MR (rows - r0)
                             let aPanel = NativePtr.add pA (r0 * kc)
                             let cTile = NativePtr.add cBase (r0 * n + j0)
-                            let biasRow = if withBias then NativePtr.add pBias (bi * biasStride + j0) else NativePtr.nullPtr
+
+                            let biasRow =
+                                if withBias then
+                                    NativePtr.add pBias (bi * biasStride + j0)
+                                else
+                                    NativePtr.nullPtr
+
                             if prows = MR && cols = NR then
                                 kernel kc aPanel bPanel cTile n accHere biasRow
                             else
                                 kernel kc aPanel bPanel tile NR false NativePtr.nullPtr
+
                                 for r in 0 .. prows - 1 do
                                     for cc in 0 .. cols - 1 do
                                         let dst = NativePtr.add cTile (r * n + cc)
                                         let v = NativePtr.get tile (r * NR + cc)
+
                                         let baseValue =
                                             if accHere then NativePtr.read dst
                                             elif withBias then NativePtr.get biasRow cc
                                             else 0.0f
+
                                         NativePtr.write dst (baseValue + v)
+
                             r0 <- r0 + MR)
+
                 k0 <- k0 + kc

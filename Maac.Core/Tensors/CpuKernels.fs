@@ -14,7 +14,8 @@ module internal Elementwise =
     /// The w elements of src at i, or the remaining ones padded with zeros, so that every element, including those
     /// of a ragged tail, goes through the same vector formula (same bits anywhere).
     let inline lanes (src: float32[]) (i: int) (stop: int) (w: int) =
-        if i + w <= stop then ReadOnlySpan<float32>(src, i, w)
+        if i + w <= stop then
+            ReadOnlySpan<float32>(src, i, w)
         else
             let tmp = Array.zeroCreate<float32> w
             Array.Copy(src, i, tmp, 0, stop - i)
@@ -26,25 +27,35 @@ module internal Elementwise =
     /// Stores the first min(w, stop − i) lanes of v at i.
     let inline store (v: Vector256<float32>) (dst: float32[]) (i: int) (stop: int) =
         let w = Vector256<float32>.Count
-        if i + w <= stop then v.CopyTo(Span<float32>(dst, i, w))
+
+        if i + w <= stop then
+            v.CopyTo(Span<float32>(dst, i, w))
         else
-            for j in 0 .. stop - i - 1 do dst.[i + j] <- v.[j]
+            for j in 0 .. stop - i - 1 do
+                dst.[i + j] <- v.[j]
 
     /// dst[i] = f(x[i]).
     let inline map1 (x: float32[]) (dst: float32[]) ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32>) =
         Workers.forChunks dst.Length Chunk (fun start len ->
             let stop = start + len
             let mutable i = start
+
             while i < stop do
                 store (vf (load x i stop)) dst i stop
                 i <- i + Vector256<float32>.Count)
 
     /// dst[i] = f(x[i], y[i], z[i]).
-    let inline map3 (x: float32[]) (y: float32[]) (z: float32[]) (dst: float32[])
-                    ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32> -> Vector256<float32> -> Vector256<float32>) =
+    let inline map3
+        (x: float32[])
+        (y: float32[])
+        (z: float32[])
+        (dst: float32[])
+        ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32> -> Vector256<float32> -> Vector256<float32>)
+        =
         Workers.forChunks dst.Length Chunk (fun start len ->
             let stop = start + len
             let mutable i = start
+
             while i < stop do
                 store (vf (load x i stop) (load y i stop) (load z i stop)) dst i stop
                 i <- i + Vector256<float32>.Count)
@@ -54,6 +65,7 @@ module internal Elementwise =
         Workers.forChunks dst.Length Chunk (fun start len ->
             let s = ReadOnlySpan<float32>(x, start, len)
             let d = Span<float32>(dst, start, len)
+
             match op with
             | Exp -> TensorPrimitives.Exp(s, d)
             | Log -> TensorPrimitives.Log(s, d)
@@ -69,38 +81,60 @@ module internal Elementwise =
 
     let inline private store512 (v: Vector512<float32>) (dst: float32[]) (i: int) (stop: int) =
         let w = Vector512<float32>.Count
-        if i + w <= stop then v.CopyTo(Span<float32>(dst, i, w))
+
+        if i + w <= stop then
+            v.CopyTo(Span<float32>(dst, i, w))
         else
-            for j in 0 .. stop - i - 1 do dst.[i + j] <- v.[j]
+            for j in 0 .. stop - i - 1 do
+                dst.[i + j] <- v.[j]
 
     let inline private sigmoid512 (x: Vector512<float32>) = Vector512<float32>.One / (Vector512<float32>.One + Vector512.Exp(-x))
 
     /// Swish forward (y = x·σ(x)) and backward (dx = g·σ(x)·(1 + x·(1 − σ(x)))) with 512-bit vectors.
     let private silu512 (x: float32[]) (g: float32[]) (dst: float32[]) (backward: bool) =
         let one = Vector512<float32>.One
+
         Workers.forChunks dst.Length Chunk (fun start len ->
             let stop = start + len
             let mutable i = start
+
             while i < stop do
                 let xv = load512 x i stop
                 let s = sigmoid512 xv
-                let r = if backward then load512 g i stop * s * (one + xv * (one - s)) else xv * s
+
+                let r =
+                    if backward then
+                        load512 g i stop * s * (one + xv * (one - s))
+                    else
+                        xv * s
+
                 store512 r dst i stop
                 i <- i + Vector512<float32>.Count)
 
     let private wide = Vector512.IsHardwareAccelerated
 
     let inline private vsigmoid (x: Vector256<float32>) = Vector256<float32>.One / (Vector256<float32>.One + Vector256.Exp(-x))
-    let inline private select (mask: Vector256<float32>) (a: Vector256<float32>) (b: Vector256<float32>) = Vector256.ConditionalSelect(mask, a, b)
+
+    let inline private select (mask: Vector256<float32>) (a: Vector256<float32>) (b: Vector256<float32>) =
+        Vector256.ConditionalSelect(mask, a, b)
+
     let inline private signOf (v: Vector256<float32>) =
         let zero = Vector256<float32>.Zero
-        select (Vector256.GreaterThan(v, zero)) Vector256<float32>.One zero - select (Vector256.LessThan(v, zero)) Vector256<float32>.One zero
+
+        select (Vector256.GreaterThan(v, zero)) Vector256<float32>.One zero
+        - select (Vector256.LessThan(v, zero)) Vector256<float32>.One zero
 
     let unary (op: UnaryOp) (x: float32[]) (y: float32[]) =
         let zero = Vector256<float32>.Zero
         let one = Vector256<float32>.One
+
         match op with
-        | Exp | Log | Tanh | Sigmoid | Sin | Cos -> primitive op x y
+        | Exp
+        | Log
+        | Tanh
+        | Sigmoid
+        | Sin
+        | Cos -> primitive op x y
         | Neg -> map1 x y (fun v -> -v)
         | Sqrt -> map1 x y Vector256.Sqrt
         | Abs -> map1 x y Vector256.Abs
@@ -124,6 +158,7 @@ module internal Elementwise =
         let zero = Vector256<float32>.Zero
         let half = Vector256.Create 0.5f
         let two = Vector256.Create 2.0f
+
         match op with
         | Neg -> map3 x y g dx (fun _ _ g -> -g)
         | Exp -> map3 x y g dx (fun _ y g -> g * y)
@@ -147,8 +182,10 @@ module internal Elementwise =
         | AddScalar c -> let v = Vector256.Create c in map1 x y (fun a -> a + v)
         | MulScalar c -> let v = Vector256.Create c in map1 x y (fun a -> a * v)
         | PowScalar 2.0f -> map1 x y (fun a -> a * a)
-        | PowScalar c -> for i in 0 .. x.Length - 1 do y.[i] <- MathF.Pow(x.[i], c)
-        | Clamp (lo, hi) ->
+        | PowScalar c ->
+            for i in 0 .. x.Length - 1 do
+                y.[i] <- MathF.Pow(x.[i], c)
+        | Clamp(lo, hi) ->
             let vl, vh = Vector256.Create lo, Vector256.Create hi
             map1 x y (fun a -> Vector256.Min(Vector256.Max(a, vl), vh))
 
@@ -158,8 +195,12 @@ module internal Elementwise =
         | MulScalar c -> let v = Vector256.Create c in map1 g dx (fun a -> a * v)
         | PowScalar c ->
             for i in 0 .. x.Length - 1 do
-                dx.[i] <- if c = 0.0f then 0.0f else g.[i] * c * MathF.Pow(x.[i], c - 1.0f)
-        | Clamp (lo, hi) ->
+                dx.[i] <-
+                    if c = 0.0f then
+                        0.0f
+                    else
+                        g.[i] * c * MathF.Pow(x.[i], c - 1.0f)
+        | Clamp(lo, hi) ->
             let vl, vh = Vector256.Create lo, Vector256.Create hi
             let zero = Vector256<float32>.Zero
             map3 x x g dx (fun a _ gv -> select (Vector256.GreaterThanOrEqual(a, vl) &&& Vector256.LessThanOrEqual(a, vh)) gv zero)
@@ -170,9 +211,11 @@ module internal Elementwise =
         let a1, a2 = Vector256.Create(1.0f - h.Beta1), Vector256.Create(1.0f - h.Beta2)
         let lr, eps = Vector256.Create h.LearningRate, Vector256.Create h.Epsilon
         let ic1, ic2 = Vector256.Create(1.0f / h.Correction1), Vector256.Create(1.0f / h.Correction2)
+
         Workers.forChunks w.Length Chunk (fun start len ->
             let stop = start + len
             let mutable i = start
+
             while i < stop do
                 let gv = load g i stop
                 let mv = b1 * load m i stop + a1 * gv

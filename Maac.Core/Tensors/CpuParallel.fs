@@ -6,12 +6,15 @@ open System.Threading.Tasks
 /// Settings of the managed CPU backend.
 type CpuSettings private () =
     static let mutable threads = Environment.ProcessorCount
+
     /// Threads the CPU backend may use (default: the processor count). Results are bit-identical
     /// for every value: work is split into pieces whose arithmetic does not depend on the split.
     static member Threads
         with get () = threads
         and set (v: int) =
-            if v < 1 then invalidArg "Threads" (sprintf "thread count must be at least 1, got %d" v)
+            if v < 1 then
+                invalidArg "Threads" (sprintf "thread count must be at least 1, got %d" v)
+
             threads <- v
 
 /// Runs independent pieces of work on the configured number of threads.
@@ -21,13 +24,15 @@ module internal Workers =
     /// body i for i in 0..count-1; in parallel when worthwhile. Pieces must not depend on one another.
     let forEach (count: int) (parallelWorthIt: bool) (body: int -> unit) =
         if count <= 1 || not parallelWorthIt || CpuSettings.Threads <= 1 then
-            for i in 0 .. count - 1 do body i
+            for i in 0 .. count - 1 do
+                body i
         else
             Parallel.For(0, count, options (), Action<int>(body)) |> ignore
 
     /// Splits [0, n) into fixed chunks (the same for every thread count) and runs body start length on each.
     let forChunks (n: int) (chunk: int) (body: int -> int -> unit) =
         let pieces = (n + chunk - 1) / chunk
+
         forEach pieces (n >= 2 * chunk) (fun p ->
             let s = p * chunk
             body s (min chunk (n - s)))

@@ -29,11 +29,13 @@ module internal StoragePool =
             Interlocked.Exchange(&missedBytes, 0L) |> ignore
             GC.Collect(2, GCCollectionMode.Forced, true, false)
             GC.WaitForPendingFinalizers()
+
         GC.AllocateUninitializedArray<float32> n
 
     /// An array of length n with unspecified contents.
     let rent (n: int) =
-        if n < MinPooledLength then GC.AllocateUninitializedArray<float32> n
+        if n < MinPooledLength then
+            GC.AllocateUninitializedArray<float32> n
         else
             match buckets.TryGetValue n with
             | true, stack ->
@@ -47,6 +49,7 @@ module internal StoragePool =
     /// Takes back an array nobody references any more.
     let give (a: float32[]) =
         let bytes = 4L * int64 a.Length
+
         if Interlocked.Add(&pooledBytes, bytes) <= capacityBytes then
             buckets.GetOrAdd(a.Length, fun _ -> ConcurrentStack<float32[]>()).Push a
         else
@@ -62,15 +65,28 @@ type internal CpuStorage private (data: float32[]) =
     member val Released = false with get, set
     /// Set while a release scope is asked to keep the storage.
     member val Kept = false with get, set
-    override s.Finalize() = if not s.Released then StoragePool.give data
+
+    override s.Finalize() =
+        if not s.Released then
+            StoragePool.give data
+
     interface IReleasableBlock with
-        member s.Kept with get () = s.Kept and set v = s.Kept <- v
+        member s.Kept
+            with get () = s.Kept
+            and set v = s.Kept <- v
+
         member s.Release() =
             s.Released <- true
             GC.SuppressFinalize s
-            if data.Length >= StoragePool.MinPooledLength then StoragePool.give data
+
+            if data.Length >= StoragePool.MinPooledLength then
+                StoragePool.give data
+
     /// Storage for an array (only pooled sizes keep their finaliser).
     static member Of(data: float32[]) =
         let s = new CpuStorage(data)
-        if data.Length < StoragePool.MinPooledLength then GC.SuppressFinalize s
+
+        if data.Length < StoragePool.MinPooledLength then
+            GC.SuppressFinalize s
+
         s

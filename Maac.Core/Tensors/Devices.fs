@@ -15,8 +15,11 @@ type IBackendProvider =
 /// for a CUDA device without it fails with a GpuUnavailableException naming the package.
 module Devices =
     /// The assembly and type that supply CUDA backends when the Maac.Cuda package is referenced.
-    let [<Literal>] CudaPackage = "Maac.Cuda"
-    let [<Literal>] private CudaProviderType = "Maac.Cuda.CudaProvider"
+    [<Literal>]
+    let CudaPackage = "Maac.Cuda"
+
+    [<Literal>]
+    let private CudaProviderType = "Maac.Cuda.CudaProvider"
 
     let private gate = obj ()
     let mutable private cudaProvider: IBackendProvider option = None
@@ -25,21 +28,30 @@ module Devices =
     let internal loadProvider (assemblyName: string) (typeName: string) : IBackendProvider =
         let missing (inner: exn) =
             GpuUnavailableException(
-                sprintf "a CUDA device needs the %s package, which this application does not reference (add it: dotnet add package %s)" assemblyName assemblyName,
-                inner)
+                sprintf
+                    "a CUDA device needs the %s package, which this application does not reference (add it: dotnet add package %s)"
+                    assemblyName
+                    assemblyName,
+                inner
+            )
+
         let assembly =
-            try Assembly.Load(AssemblyName assemblyName)
+            try
+                Assembly.Load(AssemblyName assemblyName)
             with
             | :? IO.FileNotFoundException
             | :? IO.FileLoadException
             | :? BadImageFormatException as e -> raise (missing e)
+
         match assembly.GetType(typeName, false) with
         | null -> raise (missing null)
         | t -> Activator.CreateInstance t :?> IBackendProvider
 
     /// Makes a provider of CUDA backends known explicitly (the Maac.Cuda package is otherwise found by name).
     let registerCuda (provider: IBackendProvider) =
-        if isNull (box provider) then nullArg "provider"
+        if isNull (box provider) then
+            nullArg "provider"
+
         lock gate (fun () -> cudaProvider <- Some provider)
 
     let private cuda () =
@@ -53,7 +65,10 @@ module Devices =
     /// The device a name stands for: "cpu", "cuda" (the first GPU) or "cuda:N".
     let parse (spec: string) =
         let notADevice () = invalidArg "spec" (sprintf "'%s' is not a device: use cpu, cuda or cuda:N" spec)
-        if isNull spec then nullArg "spec"
+
+        if isNull spec then
+            nullArg "spec"
+
         match spec.Trim().ToLowerInvariant() with
         | "cpu" -> Device.Cpu
         | "cuda" -> Device.Cuda 0
@@ -69,7 +84,8 @@ module Devices =
             match device with
             | Device.Cpu -> Backends.Get Device.Cpu
             | Device.Cuda index ->
-                try Backends.Get device
+                try
+                    Backends.Get device
                 with :? ArgumentException ->
                     let b = (cuda ()).Create index
                     Backends.Register b

@@ -41,7 +41,11 @@ type TanhGaussianFormulas =
     static member LogProbTerm(m: float32, r: float32, e: float32, lo: float32, hi: float32) =
         let ls = TanhGaussianFormulas.LogStd(r, lo, hi)
         let u = m + MathF.Exp ls * e
-        -0.5f * e * e - ls - TanhGaussianFormulas.HalfLog2Pi - 2.0f * (0.693147181f - u - ScalarMath.Softplus(-2.0f * u))
+
+        -0.5f * e * e
+        - ls
+        - TanhGaussianFormulas.HalfLog2Pi
+        - 2.0f * (0.693147181f - u - ScalarMath.Softplus(-2.0f * u))
 
     /// dL/dm given dL/da (gA) and dL/d(log π) (gL): gA·(1 − a²) + gL·2a.
     static member MeanGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
@@ -52,11 +56,14 @@ type TanhGaussianFormulas =
     static member LogStdGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
         if r >= lo && r <= hi then
             TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL) * MathF.Exp r * e - gL
-        else 0.0f
+        else
+            0.0f
 
     /// dL/de: dL/dm·σ − gL·e.
     static member NoiseGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
-        TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL) * MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi)) - gL * e
+        TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL)
+        * MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi))
+        - gL * e
 
 /// The element formulas of fused sampling from a Gaussian head with softly bounded log-variance (the dynamics
 /// ensemble's output; Chua et al. 2018), shared by every backend. For one output with mean μ, raw log-variance
@@ -80,15 +87,23 @@ type GaussianHeadFormulas =
 
     /// dL/dr for dL/dsample g: g·(e^(v/2)·e/2)·σ(t)·σ(hi − r).
     static member RawGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)) * ScalarMath.Sigmoid(hi - r)
+        g
+        * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e)
+        * ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo))
+        * ScalarMath.Sigmoid(hi - r)
 
     /// dL/dhi: g·(e^(v/2)·e/2)·σ(t)·(1 − σ(hi − r)).
     static member MaxGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)) * (1.0f - ScalarMath.Sigmoid(hi - r))
+        g
+        * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e)
+        * ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo))
+        * (1.0f - ScalarMath.Sigmoid(hi - r))
 
     /// dL/dlo: g·(e^(v/2)·e/2)·(1 − σ(t)).
     static member MinGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        g * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e) * (1.0f - ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)))
+        g
+        * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e)
+        * (1.0f - ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)))
 
     /// dL/de: g·e^(v/2).
     static member NoiseGrad(r: float32, hi: float32, lo: float32, g: float32) = g * MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo))

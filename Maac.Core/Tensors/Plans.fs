@@ -4,18 +4,20 @@ open Maac
 
 /// The sizes of a (batched) matrix product op(a)·op(b), checked once for every backend.
 type MatMulPlan =
-    { Batched: bool
-      Batches: int
-      M: int
-      N: int
-      K: int
-      /// Elements per row of a and of b as stored (the leading dimensions).
-      LdA: int
-      LdB: int
-      /// Elements between consecutive matrices of a batch (0 when not batched).
-      StrideA: int
-      StrideB: int
-      OutShape: int[] }
+    {
+        Batched: bool
+        Batches: int
+        M: int
+        N: int
+        K: int
+        /// Elements per row of a and of b as stored (the leading dimensions).
+        LdA: int
+        LdB: int
+        /// Elements between consecutive matrices of a batch (0 when not batched).
+        StrideA: int
+        StrideB: int
+        OutShape: int[]
+    }
 
 /// Shape checks and size plans shared by the backends, so that every device refuses the same inputs with the
 /// same messages.
@@ -23,29 +25,60 @@ module Plans =
     /// The plan of op(a)·op(b) (+ a bias of biasNumel elements, or −1 for none); ShapeException otherwise.
     let matMul (transA: bool) (transB: bool) (a: int[]) (b: int[]) (biasNumel: int) =
         let op = if a.Length = 3 then "bmm" else "matmul"
+
         let fail () =
-            Shape.fail op (sprintf "cannot multiply %s%s by %s%s" (Shape.show a) (if transA then "ᵀ" else "") (Shape.show b) (if transB then "ᵀ" else ""))
-        if a.Length <> b.Length || (a.Length <> 2 && a.Length <> 3) then fail ()
+            Shape.fail
+                op
+                (sprintf
+                    "cannot multiply %s%s by %s%s"
+                    (Shape.show a)
+                    (if transA then "ᵀ" else "")
+                    (Shape.show b)
+                    (if transB then "ᵀ" else ""))
+
+        if a.Length <> b.Length || (a.Length <> 2 && a.Length <> 3) then
+            fail ()
+
         let batched = a.Length = 3
         let batches = if batched then a.[0] else 1
-        if batched && b.[0] <> batches then fail ()
+
+        if batched && b.[0] <> batches then
+            fail ()
+
         let r = a.Length
         let ar, ac = a.[r - 2], a.[r - 1]
         let br, bc = b.[r - 2], b.[r - 1]
         let m, k = (if transA then ac, ar else ar, ac)
         let k2, n = (if transB then bc, br else br, bc)
-        if k <> k2 then fail ()
+
+        if k <> k2 then
+            fail ()
+
         let outShape = if batched then [| batches; m; n |] else [| m; n |]
+
         if biasNumel >= 0 && biasNumel <> n && biasNumel <> batches * n then
             Shape.fail op (sprintf "a bias of %d elements does not fit a product of shape %s" biasNumel (Shape.show outShape))
-        { Batched = batched; Batches = batches; M = m; N = n; K = k; LdA = ac; LdB = bc
-          StrideA = (if batched then ar * ac else 0); StrideB = (if batched then br * bc else 0); OutShape = outShape }
+
+        {
+            Batched = batched
+            Batches = batches
+            M = m
+            N = n
+            K = k
+            LdA = ac
+            LdB = bc
+            StrideA = (if batched then ar * ac else 0)
+            StrideB = (if batched then br * bc else 0)
+            OutShape = outShape
+        }
 
     /// The output shape of a permutation (checked).
     let permute (shape: int[]) (perm: int[]) =
         let r = shape.Length
+
         if perm.Length <> r || (Array.sort perm <> Array.init r id) then
             Shape.fail "permute" (sprintf "%s is not a permutation of the %d axes of shape %s" (Shape.show perm) r (Shape.show shape))
+
         perm |> Array.map (fun p -> shape.[p])
 
     /// Checks that shape broadcasts to target.
@@ -55,12 +88,18 @@ module Plans =
 
     /// (axis, output shape, (outer, total, inner)) of a concatenation (checked).
     let concat (shapes: int[][]) (axis: int) =
-        if shapes.Length = 0 then Shape.fail "concat" "no tensors were given"
+        if shapes.Length = 0 then
+            Shape.fail "concat" "no tensors were given"
+
         let first = shapes.[0]
         let ax = Shape.axis "concat" first.Length axis
+
         for s in shapes do
             if s.Length <> first.Length || (Shape.removeAxis s ax <> Shape.removeAxis first ax) then
-                Shape.fail "concat" (sprintf "shapes %s differ outside axis %d" (System.String.Join(", ", shapes |> Array.map Shape.show)) axis)
+                Shape.fail
+                    "concat"
+                    (sprintf "shapes %s differ outside axis %d" (System.String.Join(", ", shapes |> Array.map Shape.show)) axis)
+
         let total = shapes |> Array.sumBy (fun s -> s.[ax])
         let outShape = Shape.withAxis first ax total
         ax, outShape, Shape.splitAt outShape ax
@@ -68,66 +107,106 @@ module Plans =
     /// The axis of a slice (checked).
     let slice (shape: int[]) (axis: int) (start: int) (length: int) =
         let ax = Shape.axis "slice" shape.Length axis
+
         if start < 0 || length < 0 || start + length > shape.[ax] then
             Shape.fail "slice" (sprintf "range [%d, %d) is outside axis %d of shape %s" start (start + length) axis (Shape.show shape))
+
         ax
 
     /// (axis, (outer, n, inner)) of an index selection (indices checked).
     let indexSelect (shape: int[]) (axis: int) (indices: int[]) =
         let ax = Shape.axis "indexSelect" shape.Length axis
         let outer, n, inner = Shape.splitAt shape ax
+
         for i in indices do
-            if i < 0 || i >= n then Shape.fail "indexSelect" (sprintf "index %d is outside axis %d of size %d (shape %s)" i axis n (Shape.show shape))
+            if i < 0 || i >= n then
+                Shape.fail "indexSelect" (sprintf "index %d is outside axis %d of size %d (shape %s)" i axis n (Shape.show shape))
+
         ax, (outer, n, inner)
 
     /// (axis, (outer, n, inner)) of an index addition into `shape` (source shape and indices checked).
     let indexAdd (shape: int[]) (axis: int) (indices: int[]) (source: int[]) =
         let ax = Shape.axis "indexAdd" shape.Length axis
         let outer, n, inner = Shape.splitAt shape ax
+
         if source <> Shape.withAxis shape ax indices.Length then
-            Shape.fail "indexAdd" (sprintf "source of shape %s does not match %d indices into shape %s along axis %d" (Shape.show source) indices.Length (Shape.show shape) axis)
+            Shape.fail
+                "indexAdd"
+                (sprintf
+                    "source of shape %s does not match %d indices into shape %s along axis %d"
+                    (Shape.show source)
+                    indices.Length
+                    (Shape.show shape)
+                    axis)
+
         for i in indices do
-            if i < 0 || i >= n then Shape.fail "indexAdd" (sprintf "index %d is outside axis %d of size %d" i axis n)
+            if i < 0 || i >= n then
+                Shape.fail "indexAdd" (sprintf "index %d is outside axis %d of size %d" i axis n)
+
         ax, (outer, n, inner)
 
     /// Checks that the four tensors of an Adam step share one shape.
     let adam (w: int[]) (g: int[]) (m: int[]) (v: int[]) =
         if g <> w || m <> w || v <> w then
-            Shape.fail "adam" (sprintf "parameter %s, gradient %s and moments %s, %s differ in shape" (Shape.show w) (Shape.show g) (Shape.show m) (Shape.show v))
+            Shape.fail
+                "adam"
+                (sprintf
+                    "parameter %s, gradient %s and moments %s, %s differ in shape"
+                    (Shape.show w)
+                    (Shape.show g)
+                    (Shape.show m)
+                    (Shape.show v))
 
     /// Checks that values fill a shape.
     let ofArray (count: int) (shape: int[]) =
         Shape.validate "ofArray" shape
+
         if count <> Shape.numel shape then
             Shape.fail "ofArray" (sprintf "%d values do not fill shape %s (%d elements)" count (Shape.show shape) (Shape.numel shape))
 
     /// Checks a reshape.
     let reshape (numel: int) (from: int[]) (shape: int[]) =
         Shape.validate "reshape" shape
+
         if Shape.numel shape <> numel then
             Shape.fail "reshape" (sprintf "cannot view a tensor of shape %s (%d elements) as %s" (Shape.show from) numel (Shape.show shape))
 
     /// Checks the operands of fused tanh-Gaussian sampling and returns (rows, action size).
     let tanhGaussian (head: int[]) (eps: int[]) (gAction: int[]) (gLogProb: int[]) =
         let op = "tanhGaussianSample"
+
         if head.Length <> 2 || head.[1] % 2 <> 0 then
             Shape.fail op (sprintf "the head must be [N, 2A] (means then log standard deviations), got %s" (Shape.show head))
+
         let n, a = head.[0], head.[1] / 2
-        if eps <> [| n; a |] then Shape.fail op (sprintf "the noise must be [%d, %d] for a head of shape %s, got %s" n a (Shape.show head) (Shape.show eps))
+
+        if eps <> [| n; a |] then
+            Shape.fail op (sprintf "the noise must be [%d, %d] for a head of shape %s, got %s" n a (Shape.show head) (Shape.show eps))
+
         if not (isNull gAction) && gAction <> [| n; a |] then
             Shape.fail op (sprintf "the actions' gradient must be [%d, %d], got %s" n a (Shape.show gAction))
+
         if not (isNull gLogProb) && gLogProb <> [| n |] then
             Shape.fail op (sprintf "the log-densities' gradient must be [%d], got %s" n (Shape.show gLogProb))
+
         n, a
 
     /// Checks the operands of fused Gaussian-head sampling and returns (rows, outputs).
     let gaussianHead (head: int[]) (maxLogVar: int[]) (minLogVar: int[]) (eps: int[]) (g: int[]) =
         let op = "gaussianHeadSample"
+
         if head.Length <> 2 || head.[1] % 2 <> 0 then
             Shape.fail op (sprintf "the head must be [R, 2D] (means then raw log-variances), got %s" (Shape.show head))
+
         let r, d = head.[0], head.[1] / 2
+
         if maxLogVar <> [| d |] || minLogVar <> [| d |] then
             Shape.fail op (sprintf "the log-variance bounds must be [%d], got %s and %s" d (Shape.show maxLogVar) (Shape.show minLogVar))
-        if eps <> [| r; d |] then Shape.fail op (sprintf "the noise must be [%d, %d] for a head of shape %s, got %s" r d (Shape.show head) (Shape.show eps))
-        if not (isNull g) && g <> [| r; d |] then Shape.fail op (sprintf "the samples' gradient must be [%d, %d], got %s" r d (Shape.show g))
+
+        if eps <> [| r; d |] then
+            Shape.fail op (sprintf "the noise must be [%d, %d] for a head of shape %s, got %s" r d (Shape.show head) (Shape.show eps))
+
+        if not (isNull g) && g <> [| r; d |] then
+            Shape.fail op (sprintf "the samples' gradient must be [%d, %d], got %s" r d (Shape.show g))
+
         r, d

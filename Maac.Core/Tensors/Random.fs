@@ -7,11 +7,16 @@ open System
 /// so results never depend on thread count or scheduling, and a GPU backend can produce the same stream.
 [<Struct; CustomEquality; NoComparison>]
 type RandomKey =
-    { K0: uint32; K1: uint32 }
+    {
+        K0: uint32
+        K1: uint32
+    }
+
     override k.Equals(o) =
         match o with
         | :? RandomKey as x -> x.K0 = k.K0 && x.K1 = k.K1
         | _ -> false
+
     override k.GetHashCode() = HashCode.Combine(k.K0, k.K1)
     override k.ToString() = sprintf "RandomKey(%08x%08x)" k.K1 k.K0
 
@@ -19,10 +24,13 @@ type RandomKey =
 module Philox =
     [<Literal>]
     let private M0 = 0xD2511F53u
+
     [<Literal>]
     let private M1 = 0xCD9E8D57u
+
     [<Literal>]
     let private W0 = 0x9E3779B9u
+
     [<Literal>]
     let private W1 = 0xBB67AE85u
 
@@ -34,7 +42,8 @@ module Philox =
         let mutable x3 = c3
         let mutable a = k0
         let mutable b = k1
-        for _ in 1 .. 10 do
+
+        for _ in 1..10 do
             let p0 = uint64 M0 * uint64 x0
             let p1 = uint64 M1 * uint64 x2
             let hi0, lo0 = uint32 (p0 >>> 32), uint32 p0
@@ -45,14 +54,17 @@ module Philox =
             x3 <- lo0
             a <- a + W0
             b <- b + W1
+
         struct (x0, x1, x2, x3)
 
 /// Stream tags keep the counter spaces of different uses of one key apart.
 module internal Streams =
     [<Literal>]
     let Values = 0u
+
     [<Literal>]
     let Split = 0x5EED5EEDu
+
     [<Literal>]
     let Fold = 0xF01DF01Du
 
@@ -74,7 +86,9 @@ module RandomKey =
 
     /// A key derived from this one and an integer (for example a step number).
     let fold (data: int64) (key: RandomKey) =
-        let struct (a, b, _, _) = Philox.block key.K0 key.K1 (uint32 (uint64 data)) (uint32 (uint64 data >>> 32)) Streams.Fold 0u
+        let struct (a, b, _, _) =
+            Philox.block key.K0 key.K1 (uint32 (uint64 data)) (uint32 (uint64 data >>> 32)) Streams.Fold 0u
+
         { K0 = a; K1 = b }
 
     /// Uniform in [0, 1) from the top 24 bits.
@@ -85,16 +99,29 @@ module RandomKey =
 
     /// Fills dst with the values at element indices start.. of a stream: each Philox block (counter
     /// = element index / 4, tagged by stream) becomes four values through convert.
-    let inline private fillBlocks (key: RandomKey) (stream: uint32) (dst: Span<float32>) (start: int)
-                                  ([<InlineIfLambda>] convert: uint32 -> uint32 -> uint32 -> uint32 -> struct (float32 * float32 * float32 * float32)) =
+    let inline private fillBlocks
+        (key: RandomKey)
+        (stream: uint32)
+        (dst: Span<float32>)
+        (start: int)
+        ([<InlineIfLambda>] convert: uint32 -> uint32 -> uint32 -> uint32 -> struct (float32 * float32 * float32 * float32))
+        =
         let mutable i = 0
+
         while i < dst.Length do
             let e = start + i
             let struct (a, b, c, d) = Philox.block key.K0 key.K1 (uint32 (e >>> 2)) 0u Streams.Values stream
             let struct (v0, v1, v2, v3) = convert a b c d
             let mutable w = e &&& 3
+
             while w < 4 && i < dst.Length do
-                dst.[i] <- (match w with 0 -> v0 | 1 -> v1 | 2 -> v2 | _ -> v3)
+                dst.[i] <-
+                    (match w with
+                     | 0 -> v0
+                     | 1 -> v1
+                     | 2 -> v2
+                     | _ -> v3)
+
                 w <- w + 1
                 i <- i + 1
 
@@ -113,16 +140,20 @@ module RandomKey =
 
     /// A uniformly random permutation of 0..n-1 (sorting by Philox keys: a pure function of key and n).
     let permutation (n: int) (key: RandomKey) =
-        let sortKeys = Array.init n (fun i ->
-            let struct (a, b, _, _) = Philox.block key.K0 key.K1 (uint32 i) 0u Streams.Values 2u
-            (uint64 a <<< 32) ||| uint64 b)
+        let sortKeys =
+            Array.init n (fun i ->
+                let struct (a, b, _, _) = Philox.block key.K0 key.K1 (uint32 i) 0u Streams.Values 2u
+                (uint64 a <<< 32) ||| uint64 b)
+
         let idx = Array.init n id
         Array.Sort(sortKeys, idx)
         idx
 
     /// n integers uniform in [0, bound).
     let integers (n: int) (bound: int) (key: RandomKey) =
-        if bound <= 0 then invalidArg "bound" (sprintf "bound must be positive, got %d" bound)
+        if bound <= 0 then
+            invalidArg "bound" (sprintf "bound must be positive, got %d" bound)
+
         Array.init n (fun i ->
             let struct (a, b, _, _) = Philox.block key.K0 key.K1 (uint32 i) 0u Streams.Values 3u
             int ((((uint64 a <<< 32) ||| uint64 b) % uint64 bound)))

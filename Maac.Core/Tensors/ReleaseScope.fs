@@ -21,17 +21,22 @@ type ReleaseScope<'Block when 'Block :> IReleasableBlock>(owner: obj, parent: Re
     member _.Owner = owner
     /// Records a block made while this scope is the innermost.
     member _.Add(block: 'Block) = made.Add block
+
     /// Ends the scope (once; later calls do nothing): makes the parent the innermost scope again, hands kept
     /// blocks to it and releases the others.
     member _.End() =
         if not ended then
             ended <- true
             restore parent
+
             for block in made do
                 if block.Kept then
                     block.Kept <- false
-                    if not (isNull parent) then parent.Add block
-                else block.Release()
+
+                    if not (isNull parent) then
+                        parent.Add block
+                else
+                    block.Release()
 
     /// Opens a scope inside `parent` (this thread's innermost on the backend `owner`, or null) and makes it the
     /// innermost through `setCurrent`. The IReleaseScope returned keeps a tensor by marking the block `blockOf`
@@ -39,8 +44,13 @@ type ReleaseScope<'Block when 'Block :> IReleasableBlock>(owner: obj, parent: Re
     static member Begin(owner: obj, parent: ReleaseScope<'Block>, setCurrent: ReleaseScope<'Block> -> unit, blockOf: RawTensor -> 'Block) =
         let scope = ReleaseScope<'Block>(owner, parent, setCurrent)
         setCurrent scope
+
         { new IReleaseScope with
             member _.Keep t =
                 let block = blockOf t
-                if not (isNull (box block)) then block.Kept <- true
-            member _.Dispose() = scope.End() }
+
+                if not (isNull (box block)) then
+                    block.Kept <- true
+
+            member _.Dispose() = scope.End()
+        }

@@ -11,8 +11,7 @@ open Maac.Algorithms
 open Maac.Envs
 
 /// H grows by one every `every` steps after learning starts, up to the settings' ActorHorizon.
-let growingHorizon (every: int) (s: Settings) (step: int) =
-    min s.ActorHorizon (1 + max 0 (step - s.RandomSteps) / every)
+let growingHorizon (every: int) (s: Settings) (step: int) = min s.ActorHorizon (1 + max 0 (step - s.RandomSteps) / every)
 
 /// Terminal value: mean of the two critics minus κ times half their absolute difference. κ = 1 is min(Q1, Q2)
 /// (MAAC's choice), κ = 0 their mean.
@@ -27,13 +26,27 @@ let variant =
         ActorHorizon = growingHorizon 500
         ActorObjective =
             fun inputs policy ->
-                let parts = { Objectives.maacParts inputs.Context inputs.Critics policy with Terminal = pessimistic 0.5f inputs.Critics }
-                Objectives.pathwise inputs.Gamma inputs.Horizon inputs.Samples parts inputs.Alpha inputs.Key inputs.Observations }
+                let parts =
+                    { Objectives.maacParts inputs.Context inputs.Critics policy with
+                        Terminal = pessimistic 0.5f inputs.Critics
+                    }
+
+                Objectives.pathwise inputs.Gamma inputs.Horizon inputs.Samples parts inputs.Alpha inputs.Key inputs.Observations
+    }
 
 let train (algorithm: Algorithm) (steps: int) =
-    let settings = { Settings.forTask "Pendulum" "maac" with Steps = steps; Seed = 1L; EvalEvery = max 1 (steps / 4) }
+    let settings =
+        { Settings.forTask "Pendulum" "maac" with Steps = steps; Seed = 1L; EvalEvery = max 1 (steps / 4) }
+
     use trainer = new Trainer(settings, algorithm, Tasks.find "Pendulum")
-    trainer.Run(steps, ignore, (fun row -> printfn "%-18s step %5d: evaluation return %8.1f ± %.1f" algorithm.Name row.Step row.EvalReturnMean row.EvalReturnStd), Threading.CancellationToken.None)
+
+    trainer.Run(
+        steps,
+        ignore,
+        (fun row -> printfn "%-18s step %5d: evaluation return %8.1f ± %.1f" algorithm.Name row.Step row.EvalReturnMean row.EvalReturnStd),
+        Threading.CancellationToken.None
+    )
+
     (trainer.Metrics |> List.last).EvalReturnMean
 
 [<EntryPoint>]
@@ -42,9 +55,18 @@ let main argv =
     // κ = 1 must reproduce MAAC's min(Q1, Q2): a check that the formula is right before training with κ = 0.5.
     let critics = Critics.init (RandomKey.ofSeed 3L) 3 1 [| 8 |]
     let s, a = Tensor.randn (RandomKey.ofSeed 4L) [| 5; 3 |], Tensor.randn (RandomKey.ofSeed 5L) [| 5; 1 |]
-    let gap = Tensor.abs (pessimistic 1.0f critics s a - Critics.minQ critics s a) |> Tensor.sum |> Tensor.toScalar
+
+    let gap =
+        Tensor.abs (pessimistic 1.0f critics s a - Critics.minQ critics s a)
+        |> Tensor.sum
+        |> Tensor.toScalar
+
     printfn "κ = 1 value vs min(Q1, Q2) on 5 random pairs: total |difference| %.2g" gap
     let plain = train Algorithms.maac steps
     let composed = train variant steps
     printfn "after %d steps: MAAC %.1f, %s %.1f" steps plain variant.Name composed
-    if Double.IsFinite plain && Double.IsFinite composed && gap < 1e-4f then 0 else 1
+
+    if Double.IsFinite plain && Double.IsFinite composed && gap < 1e-4f then
+        0
+    else
+        1

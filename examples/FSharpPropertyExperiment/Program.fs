@@ -17,8 +17,12 @@ open Maac.Envs
 
 /// The double integrator's exact step as pathwise-objective parts: s' = A s + B u, reward −½(sᵀs + u²).
 let trueStep (_: RandomKey) (s: Tensor) (u: Tensor) =
-    let a = Tensor.ofArray [| 2; 2 |] (DoubleIntegrator.A |> Seq.cast<float> |> Seq.map float32 |> Seq.toArray)
-    let b = Tensor.ofArray [| 1; 2 |] [| float32 DoubleIntegrator.B.[0, 0]; float32 DoubleIntegrator.B.[1, 0] |]
+    let a =
+        Tensor.ofArray [| 2; 2 |] (DoubleIntegrator.A |> Seq.cast<float> |> Seq.map float32 |> Seq.toArray)
+
+    let b =
+        Tensor.ofArray [| 1; 2 |] [| float32 DoubleIntegrator.B.[0, 0]; float32 DoubleIntegrator.B.[1, 0] |]
+
     let next = Tensor.matmulWith false true s a None + Tensor.matmul u b
     let reward = (DoubleIntegrator.Functions.Reward.Value) s u next
     next, reward, Tensor.zerosLike reward
@@ -32,7 +36,8 @@ let cases =
         let! horizon = Gen.choose (1, 6)
         let! samples = Gen.choose (1, 3)
         return { Seed = seed; Horizon = horizon; Samples = samples }
-    } |> Arb.fromGen
+    }
+    |> Arb.fromGen
 
 /// Objective before and after a step of length 1e-2 against the gradient (in parameter space).
 let descent (c: Case) =
@@ -41,23 +46,31 @@ let descent (c: Case) =
     let policy = TanhGaussianPolicy.init ks.[0] 2 1 [| 16; 16 |]
     let critics = Critics.init ks.[1] 2 1 [| 16; 16 |]
     let starts = Tensor.rand ks.[2] [| 32; 2 |] * 2.0f - 1.0f
+
     let objective (p: TanhGaussianPolicy) =
         let parts = { Objectives.maacParts None critics p with Step = trueStep }
         Objectives.pathwise 0.99f c.Horizon c.Samples parts 0.1f ks.[3] starts
+
     let value, grad = Diff.valueAndGradParams objective policy
-    let norm = Parameters.tensors grad |> Array.sumBy (fun g -> Tensor.sum (g * g) |> Tensor.toScalar) |> sqrt
+
+    let norm =
+        Parameters.tensors grad |> Array.sumBy (fun g -> Tensor.sum (g * g) |> Tensor.toScalar) |> sqrt
+
     let stepped = Parameters.map2 (fun p g -> p - (1e-2f / norm) * g) policy grad
     Tensor.toScalar value, Tensor.toScalar (objective stepped), norm
 
 [<EntryPoint>]
 let main argv =
     let count = if argv.Length > 0 then int argv.[0] else 100
+
     let property (c: Case) =
         let before, after, norm = descent c
         // First order: after ≈ before − 1e-2·|∇|; demand at least a quarter of that decrease.
         (after <= before - 0.25f * 1e-2f * norm)
         |> Prop.label (sprintf "H=%d K=%d: %.6f → %.6f (|∇| = %.4f)" c.Horizon c.Samples before after norm)
+
     let config = Config.QuickThrowOnFailure.WithMaxTest(count)
+
     try
         Check.One(config, Prop.forAll cases property)
         printfn "the MAAC gradient was a descent direction in all %d cases" count
