@@ -35,6 +35,22 @@ let tests =
                 messageOf (fun () -> Tensor.linear (Tensor.ones [| 2; 3 |]) (Tensor.ones [| 3; 5 |]) (Tensor.ones [| 4 |]) |> ignore)
                 |> contains [ "linear"; "[4]" ]
             }
+            test "a fused Adam step with a moment of another shape names it and both shapes" {
+                let hyper =
+                    {
+                        LearningRate = 1e-3f
+                        Beta1 = 0.9f
+                        Beta2 = 0.999f
+                        Epsilon = 1e-8f
+                        Correction1 = 0.1f
+                        Correction2 = 0.001f
+                    }
+
+                let w = Tensor.ones [| 2; 3 |]
+
+                messageOf (fun () -> Tensor.adamStep hyper w w (Tensor.zeros [| 3; 2 |]) (Tensor.zeros [| 2; 3 |]) |> ignore)
+                |> contains [ "adamStep"; "first moment"; "[3, 2]"; "[2, 3]" ]
+            }
             test "reshape to a wrong size names both shapes" {
                 messageOf (fun () -> Tensor.reshape [| 4 |] (Tensor.ones [| 2; 3 |]) |> ignore)
                 |> contains [ "reshape"; "[2, 3]"; "[4]" ]

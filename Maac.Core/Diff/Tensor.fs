@@ -349,6 +349,21 @@ module Tensor =
 
         outputs.[0], outputs.[1]
 
+    /// One fused Adam update of a parameter w with its gradient g and moments m, v (AdamHyper: learning rate, betas,
+    /// epsilon and bias corrections): the new parameter, first and second moments, untracked (an optimiser step is
+    /// not differentiated). Every operand has w's shape.
+    let adamStep (hyper: AdamHyper) (w: Tensor) (g: Tensor) (m: Tensor) (v: Tensor) =
+        let be = backendOf "adamStep" [| w; g; m; v |]
+
+        for name, t in [ "gradient", g; "first moment", m; "second moment", v ] do
+            if t.Shape <> w.Shape then
+                Shape.fail
+                    "adamStep"
+                    (sprintf "the %s has shape %s where the parameter has %s" name (Shape.show t.Shape) (Shape.show w.Shape))
+
+        let struct (w', m', v') = be.AdamStep(w.Primal, g.Primal, m.Primal, v.Primal, hyper)
+        ofRaw w', ofRaw m', ofRaw v'
+
     /// Samples a Gaussian head with softly bounded log-variance in one fused operation (formulas in
     /// GaussianHeadFormulas): head [R, 2D] holds each row's means, then its raw log-variances; maxLogVar and minLogVar
     /// ([D], or any shape of D elements) the learned bounds; eps [R, D] the standard-normal noise. Returns

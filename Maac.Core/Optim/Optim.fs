@@ -84,10 +84,8 @@ module Adam =
                 if cfg.CheckFinite then
                     Tensor.checkFinite (sprintf "the gradient of parameter '%s'" name) g |> ignore
 
-                let struct (w', m', v') =
-                    w.Primal.Backend.AdamStep(w.Primal, g.Primal, state.FirstMoment.[i].Primal, state.SecondMoment.[i].Primal, hyper)
-
-                Tensor.ofRaw m', Tensor.ofRaw v', Tensor.ofRaw w')
+                let w', m', v' = Tensor.adamStep hyper w g state.FirstMoment.[i] state.SecondMoment.[i]
+                m', v', w')
 
         {
             Step = t
