@@ -231,6 +231,19 @@ type UpdateMetrics = { CriticLoss: float32; ActorLoss: float32; Alpha: float32 }
 /// Creating agents, acting, and one gradient step of an algorithm.
 [<CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Agent =
+    /// The model-fitting settings of a run's settings (hold-out 20%, patience 5 epochs).
+    let dynamicsSettings (s: Settings) =
+        {
+            Members = s.ModelMembers
+            EliteCount = s.ModelElites
+            Hidden = s.ModelHidden
+            LearningRate = s.ModelLearningRate
+            BatchSize = s.ModelBatchSize
+            MaxEpochs = s.ModelMaxEpochs
+            HoldoutFraction = 0.2
+            Patience = 5
+        }
+
     /// A fresh agent for a task's sizes; the model learns rewards when the task has no reward function.
     let init (s: Settings) (key: RandomKey) (obsDim: int) (actDim: int) (predictReward: bool) =
         let ks = RandomKey.split 4 key
@@ -238,22 +251,7 @@ module Agent =
         let critics = Critics.init ks.[1] obsDim actDim s.Hidden
         let temperature = { LogAlpha = Tensor.zeros [| 1 |] }
 
-        let model =
-            Dynamics.init
-                ks.[2]
-                {
-                    Members = s.ModelMembers
-                    EliteCount = s.ModelElites
-                    Hidden = s.ModelHidden
-                    LearningRate = s.ModelLearningRate
-                    BatchSize = s.ModelBatchSize
-                    MaxEpochs = s.ModelMaxEpochs
-                    HoldoutFraction = 0.2
-                    Patience = 5
-                }
-                obsDim
-                actDim
-                predictReward
+        let model = Dynamics.init ks.[2] (dynamicsSettings s) obsDim actDim predictReward
 
         {
             Policy = policy

@@ -98,18 +98,6 @@ module TrainingStep =
     /// The deterministic policy of an agent (its key fixed: the mean does not draw).
     let deterministicPolicy (run: TrainingRun) (a: AgentState) = Agent.act a (key run 5L 0) true
 
-    let private dynamicsSettings (s: Settings) =
-        {
-            Members = s.ModelMembers
-            EliteCount = s.ModelElites
-            Hidden = s.ModelHidden
-            LearningRate = s.ModelLearningRate
-            BatchSize = s.ModelBatchSize
-            MaxEpochs = s.ModelMaxEpochs
-            HoldoutFraction = 0.2
-            Patience = 5
-        }
-
     /// Fits the model on the real buffer and, for algorithms that train on imagined data, refreshes it with rollouts.
     let private fitModel (run: TrainingRun) (s: TrainingState) =
         let settings = settingsOf run s
@@ -117,7 +105,7 @@ module TrainingStep =
         let m, opt, report =
             // A diverging model is a diverging run, reported as every other part's divergence is.
             try
-                Dynamics.fit (dynamicsSettings settings) (key run 2L s.Step) s.Agent.Model s.Agent.ModelOpt (s.Real.All())
+                Dynamics.fit (Agent.dynamicsSettings settings) (key run 2L s.Step) s.Agent.Model s.Agent.ModelOpt (s.Real.All())
             with :? NonFiniteException as e ->
                 raise (DivergenceException("model", sprintf "training diverged at step %d: %s" s.Step e.Message))
 
