@@ -76,6 +76,10 @@ module Tensor =
     /// A fresh leaf variable with the same values (used by Diff to start a gradient computation).
     let internal variable (t: Tensor) = Tensor(t.Primal, Node([||], 1, (fun _ _ -> [||])))
 
+    /// The gradient of input i when the caller needs it (its thunk is only run then), null otherwise.
+    let inline private whenNeeded (need: bool[]) (i: int) ([<InlineIfLambda>] gradient: unit -> RawTensor) =
+        if need.[i] then gradient () else null
+
     let private backendOf (op: string) (ts: Tensor[]) =
         let b = ts.[0].Primal.Backend
 
@@ -223,10 +227,7 @@ module Tensor =
         binary Sub a b (fun _ g need ->
             [|
                 (if need.[0] then sumTo a.Primal.Shape g else null)
-                (if need.[1] then
-                     sumTo b.Primal.Shape (g.Backend.Unary(Neg, g))
-                 else
-                     null)
+                (whenNeeded need 1 (fun () -> sumTo b.Primal.Shape (g.Backend.Unary(Neg, g))))
             |])
 
     let mul (a: Tensor) (b: Tensor) =
@@ -234,14 +235,8 @@ module Tensor =
             let be = g.Backend
 
             [|
-                (if need.[0] then
-                     sumTo a.Primal.Shape (be.Binary(Mul, g, b.Primal))
-                 else
-                     null)
-                (if need.[1] then
-                     sumTo b.Primal.Shape (be.Binary(Mul, g, a.Primal))
-                 else
-                     null)
+                (whenNeeded need 0 (fun () -> sumTo a.Primal.Shape (be.Binary(Mul, g, b.Primal))))
+                (whenNeeded need 1 (fun () -> sumTo b.Primal.Shape (be.Binary(Mul, g, a.Primal))))
             |])
 
     let div (a: Tensor) (b: Tensor) =
@@ -249,14 +244,8 @@ module Tensor =
             let be = g.Backend
 
             [|
-                (if need.[0] then
-                     sumTo a.Primal.Shape (be.Binary(Div, g, b.Primal))
-                 else
-                     null)
-                (if need.[1] then
-                     sumTo b.Primal.Shape (be.Unary(Neg, be.Binary(Div, be.Binary(Mul, g, y), b.Primal)))
-                 else
-                     null)
+                (whenNeeded need 0 (fun () -> sumTo a.Primal.Shape (be.Binary(Div, g, b.Primal))))
+                (whenNeeded need 1 (fun () -> sumTo b.Primal.Shape (be.Unary(Neg, be.Binary(Div, be.Binary(Mul, g, y), b.Primal)))))
             |])
 
     /// aᵇ element-wise (the gradient in b needs a > 0).
@@ -270,10 +259,7 @@ module Tensor =
                      sumTo a.Primal.Shape (be.Binary(Mul, g, d))
                  else
                      null)
-                (if need.[1] then
-                     sumTo b.Primal.Shape (be.Binary(Mul, be.Binary(Mul, g, y), be.Unary(Log, a.Primal)))
-                 else
-                     null)
+                (whenNeeded need 1 (fun () -> sumTo b.Primal.Shape (be.Binary(Mul, be.Binary(Mul, g, y), be.Unary(Log, a.Primal)))))
             |])
 
     /// atan2(y, x) element-wise: the angle of the point (x, y), in (−π, π].
@@ -283,14 +269,8 @@ module Tensor =
             let r2 = be.Binary(Add, be.Binary(Mul, y.Primal, y.Primal), be.Binary(Mul, x.Primal, x.Primal))
 
             [|
-                (if need.[0] then
-                     sumTo y.Primal.Shape (be.Binary(Mul, g, be.Binary(Div, x.Primal, r2)))
-                 else
-                     null)
-                (if need.[1] then
-                     sumTo x.Primal.Shape (be.Unary(Neg, be.Binary(Mul, g, be.Binary(Div, y.Primal, r2))))
-                 else
-                     null)
+                (whenNeeded need 0 (fun () -> sumTo y.Primal.Shape (be.Binary(Mul, g, be.Binary(Div, x.Primal, r2)))))
+                (whenNeeded need 1 (fun () -> sumTo x.Primal.Shape (be.Unary(Neg, be.Binary(Mul, g, be.Binary(Div, y.Primal, r2))))))
             |])
 
     /// Element-wise maximum (ties send the gradient to a).
@@ -299,14 +279,8 @@ module Tensor =
             let be = g.Backend
 
             [|
-                (if need.[0] then
-                     sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, a.Primal, b.Primal)))
-                 else
-                     null)
-                (if need.[1] then
-                     sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, b.Primal, a.Primal)))
-                 else
-                     null)
+                (whenNeeded need 0 (fun () -> sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, a.Primal, b.Primal)))))
+                (whenNeeded need 1 (fun () -> sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, b.Primal, a.Primal)))))
             |])
 
     /// Element-wise minimum (ties send the gradient to a).
@@ -315,14 +289,8 @@ module Tensor =
             let be = g.Backend
 
             [|
-                (if need.[0] then
-                     sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, b.Primal, a.Primal)))
-                 else
-                     null)
-                (if need.[1] then
-                     sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, a.Primal, b.Primal)))
-                 else
-                     null)
+                (whenNeeded need 0 (fun () -> sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, b.Primal, a.Primal)))))
+                (whenNeeded need 1 (fun () -> sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, a.Primal, b.Primal)))))
             |])
 
     /// 1 where a > b, else 0 (a constant: comparisons have no gradient).
@@ -380,14 +348,8 @@ module Tensor =
 
             [|
                 (if need.[0] then grad HeadInput else null)
-                (if need.[1] then
-                     perRowToBound maxLogVar MaxLogVarInput
-                 else
-                     null)
-                (if need.[2] then
-                     perRowToBound minLogVar MinLogVarInput
-                 else
-                     null)
+                (whenNeeded need 1 (fun () -> perRowToBound maxLogVar MaxLogVarInput))
+                (whenNeeded need 2 (fun () -> perRowToBound minLogVar MinLogVarInput))
                 (if need.[3] then grad NoiseInput else null)
             |])
 
