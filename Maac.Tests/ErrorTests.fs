@@ -5,6 +5,7 @@ open Maac
 
 open Expecto
 open Maac.Tensors
+open Maac.Tests.Support
 
 let private messageOf (f: unit -> unit) =
     try
@@ -36,15 +37,7 @@ let tests =
                 |> contains [ "linear"; "[4]" ]
             }
             test "a fused Adam step with a moment of another shape names it and both shapes" {
-                let hyper =
-                    {
-                        LearningRate = 1e-3f
-                        Beta1 = 0.9f
-                        Beta2 = 0.999f
-                        Epsilon = 1e-8f
-                        Correction1 = 0.1f
-                        Correction2 = 0.001f
-                    }
+                let hyper = adamHyperAtStepOne
 
                 let w = Tensor.ones [| 2; 3 |]
 

@@ -303,15 +303,7 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                 let w, grad, m, v =
                     random 1 [| 37 |], random 2 [| 37 |], random 3 [| 37 |], cpu.Unary(Abs, random 4 [| 37 |])
 
-                let h =
-                    {
-                        LearningRate = 1e-3f
-                        Beta1 = 0.9f
-                        Beta2 = 0.999f
-                        Epsilon = 1e-8f
-                        Correction1 = 0.1f
-                        Correction2 = 0.001f
-                    }
+                let h = adamHyperAtStepOne
 
                 let struct (w1, m1, v1) = cpu.AdamStep(w, grad, m, v, h)
                 let struct (w2, m2, v2) = g.AdamStep(onGpu w, onGpu grad, onGpu m, onGpu v, h)

@@ -20,6 +20,18 @@ let configFew = { config with maxTest = 25 }
 
 let key (seed: int) = RandomKey.ofSeed (int64 seed)
 
+/// Adam's hyper-parameters at its first step (learning rate 1e-3, β = (0.9, 0.999), ε = 1e-8, bias corrections
+/// 1 − β¹), for tests of the fused update.
+let adamHyperAtStepOne =
+    {
+        LearningRate = 1e-3f
+        Beta1 = 0.9f
+        Beta2 = 0.999f
+        Epsilon = 1e-8f
+        Correction1 = 0.1f
+        Correction2 = 0.001f
+    }
+
 /// Under CI a test that cannot run here is a failure, not a skip.
 let skipOrFail (reason: string) =
     if Environment.GetEnvironmentVariable "CI" = "true" then
