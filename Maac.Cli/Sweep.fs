@@ -58,11 +58,16 @@ let writePlan (dir: string) (runs: RunSpec list) (config: string option) =
         )
         + "\n"
 
-    if File.Exists(planFile dir) && File.ReadAllText(planFile dir) <> text then
-        failwithf
-            "%s already holds another sweep (%s differs: other tasks, algorithms, seeds or steps); choose another --out"
-            dir
-            (planFile dir)
+    // The same runs with another budget continue the sweep (each run resumes to the new --steps); other runs refuse.
+    let withoutSteps (plan: string) =
+        plan.Split('\n')
+        |> Array.map (fun line ->
+            match line.Split('\t') with
+            | [| index; env; algo; seed; _; folder |] -> String.Join("\t", [| index; env; algo; seed; folder |])
+            | _ -> line)
+
+    if File.Exists(planFile dir) && withoutSteps (File.ReadAllText(planFile dir)) <> withoutSteps text then
+        failwithf "%s already holds another sweep (%s differs: other tasks, algorithms or seeds); choose another --out" dir (planFile dir)
 
     File.WriteAllText(planFile dir, text)
 

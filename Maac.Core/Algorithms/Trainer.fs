@@ -236,10 +236,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     /// says what is checked); the state is replaced only when everything fits. Returns whether the checkpoint carried its
     /// metrics rows (those of format 1 do not: see RestoreMetrics).
     member _.LoadCheckpoint(path: string) : bool =
-        let fresh =
-            TrainingState.init settings (TrainingStep.key run 1L 0) obsDim actDim task.Functions.Reward.IsNone
-
-        let loaded, carried = TrainingState.ofCheckpoint path settings algorithm.Name task.Name fresh
+        // The current state gives the shapes and its buffers are refilled (only once everything is checked): no second
+        // set of buffers is allocated.
+        let loaded, carried = TrainingState.ofCheckpoint path settings algorithm.Name task.Name state
         state <- loaded
         carried
 

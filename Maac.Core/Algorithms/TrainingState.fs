@@ -43,6 +43,9 @@ type TrainingState =
 
 /// Creating training states and converting them to and from checkpoints.
 module TrainingState =
+    /// The losses before any gradient step: none yet (α starts at 1).
+    let private noUpdate = { CriticLoss = nanf; ActorLoss = nanf; Alpha = 1.0f }
+
     /// The state of a new run: a fresh agent (from `agentKey`), empty buffers, nothing done.
     let init (s: Settings) (agentKey: RandomKey) (obsDim: int) (actDim: int) (predictReward: bool) =
         {
@@ -58,7 +61,7 @@ module TrainingState =
             LastEpisodeReturn = nan
             LastEpisodeLength = 0
             LastEvalReturn = nan
-            LastUpdate = { CriticLoss = nanf; ActorLoss = nanf; Alpha = 1.0f }
+            LastUpdate = noUpdate
             Metrics = []
             WallSeconds = 0.0
         }
@@ -134,11 +137,11 @@ module TrainingState =
 
         arrays, meta
 
-    /// The state a checkpoint holds, checked against `fresh` (a new run's state for the same settings, algorithm and
-    /// task): beyond the file's own checks (Checkpoint.load: layout, checksums, finite values), every tensor must be one
+    /// The state a checkpoint holds, checked against `fresh` (a state of a run with the same settings, algorithm and
+    /// task, which gives the shapes and whose buffers are refilled, only once every check has passed): beyond the file's own checks (Checkpoint.load: layout, checksums, finite values), every tensor must be one
     /// the agent has, with the shape its settings imply (parameters, Adam moments, model statistics, buffers), and every
     /// counter must be in range; anything else is a CheckpointException naming the file and the tensor or key. Returns
-    /// the state (its buffers are fresh's, filled) and whether the checkpoint carried its metrics rows (those of
+    /// the state (fresh's buffers, filled; nothing of fresh's progress kept) and whether the checkpoint carried its metrics rows (those of
     /// format 1 do not).
     let ofCheckpoint (path: string) (settings: Settings) (algorithm: string) (taskName: string) (fresh: TrainingState) =
         let arrays, meta = Checkpoint.load path
@@ -293,6 +296,7 @@ module TrainingState =
                      else
                          0)
                 LastEvalReturn = number "lastEval"
+                LastUpdate = noUpdate
                 Metrics = defaultArg rows []
                 WallSeconds = wall
             }
