@@ -196,7 +196,7 @@ type GpuTensor internal (shape: int[], block: DeviceBlock, backend: IBackend) =
 /// operation launches kernels on the accelerator's default stream and returns without waiting; only ToArray
 /// and AllFinite read back to the host.
 [<Sealed>]
-type GpuBackend(accelerator: Accelerator, device: Device) =
+type GpuBackend(accelerator: Accelerator, device: Device) as this =
     /// Up to 2³⁰ floats (4 GiB) of released buffers are kept for reuse.
     let pool = DevicePool(accelerator, 1L <<< 30)
     let fill = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, float32>(Kernels.Fill)
@@ -282,81 +282,8 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     let checkFinite =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<int>>(Kernels.CheckFinite)
 
-    let adam =
-        accelerator.LoadAutoGroupedStreamKernel<
-            Index1D,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            AdamHyper
-         >(
-            Kernels.Adam
-        )
-
     let random =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, uint32, uint32, int>(Kernels.Random)
-
-    let tanhGaussian =
-        accelerator.LoadAutoGroupedStreamKernel<
-            Index1D,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            TanhGaussianArgs
-         >(
-            Kernels.TanhGaussian
-        )
-
-    let tanhGaussianGrad =
-        accelerator.LoadAutoGroupedStreamKernel<
-            Index1D,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            TanhGaussianArgs
-         >(
-            Kernels.TanhGaussianGrad
-        )
-
-    let gaussianHead =
-        accelerator.LoadAutoGroupedStreamKernel<
-            Index1D,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            int
-         >(
-            Kernels.GaussianHead
-        )
-
-    let gaussianHeadGrad =
-        accelerator.LoadAutoGroupedStreamKernel<
-            Index1D,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            ArrayView<float32>,
-            int,
-            int
-         >(
-            Kernels.GaussianHeadGrad
-        )
-
-    let biasActivation =
-        accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, ArrayView<float32>, int, int, int, int, int>(
-            Kernels.BiasActivation
-        )
 
     let biasFill =
         accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float32>, ArrayView<float32>, int, int, int>(Kernels.BiasFill)
@@ -378,6 +305,22 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
     /// Elements summed by one group in the first pass of SumAll.
     let piece = 16 * groupSize
     let mutable launches = 0L
+
+    /// The fused operations with GPU kernels, compiled on first use (the others run as their reference
+    /// compositions).
+    let kernels =
+        lazy
+            (FusedKernelTable(
+                [
+                    MatMulActivationGpu.op
+                    TanhGaussianGpu.sample
+                    TanhGaussianGpu.gradient
+                    GaussianHeadGpu.sample
+                    GaussianHeadGpu.gradient
+                    AdamGpu.step
+                ]
+                |> List.map (fun k -> k.Bind accelerator (this :> IGpuDevice))
+            ))
 
     member private this.Wrap(shape: int[], block: DeviceBlock) = GpuTensor(Array.copy shape, block, this) :> RawTensor
 
@@ -491,6 +434,19 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
                         | :? GpuTensor as g -> g.Block
                         | _ -> null
                 )
+
+    interface IGpuDevice with
+        member this.Backend = this :> IBackend
+        member this.View x = this.Of(x).View.AsContiguous()
+
+        member this.Alloc shape =
+            let buffer, t = this.Alloc shape
+            struct (buffer.View.AsContiguous(), t)
+
+        member this.Launch(count, run) = this.Launch(count, run)
+
+    interface IFusedKernels with
+        member _.TryKernel op = kernels.Force().TryFind op
 
     interface IBackend with
         member _.Device = device
@@ -703,34 +659,6 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
 
             t
 
-        member this.MatMulActivation(transA, transB, a, b, bias, activation) =
-            // The product without bias (one cuBLAS call), then bias and activation in one kernel: two launches
-            // where MatMul then Unary would take three (bias fill, product, activation).
-            let be = this :> IBackend
-            let p = Plans.matMul transA transB a.Shape b.Shape (if isNull bias then -1 else bias.Numel)
-            let product = this.Of(be.MatMul(transA, transB, a, b, null))
-            let biasTensor = if isNull bias then product else this.Of bias
-            let buffer, t = this.Alloc p.OutShape
-            let perBatch = if not (isNull bias) && bias.Numel <> p.N then p.N else 0
-
-            this.Launch(
-                t.Numel,
-                fun c ->
-                    biasActivation.Invoke(
-                        c,
-                        product.View.AsContiguous(),
-                        biasTensor.View.AsContiguous(),
-                        buffer.View.AsContiguous(),
-                        p.N,
-                        max 1 (p.M * p.N),
-                        perBatch,
-                        (if isNull bias then 0 else 1),
-                        OpCodes.unary activation
-                    )
-            )
-
-            struct (product :> RawTensor, t)
-
         member this.Reshape(x, shape) =
             let x = this.Of x
             Plans.reshape x.Numel x.Shape shape
@@ -852,147 +780,6 @@ type GpuBackend(accelerator: Accelerator, device: Device) =
             let ok = BitConverter.SingleToInt32Bits(flag.View.SubView(0L, 1L).GetAsArray1D().[0]) = 1
             pool.Return flag
             ok
-
-        member this.AdamStep(w, g, m, v, hyper) =
-            let w, g, m, v = this.Of w, this.Of g, this.Of m, this.Of v
-            Plans.adam w.Shape g.Shape m.Shape v.Shape
-            let bw, tw = this.Alloc w.Shape
-            let bm, tm = this.Alloc w.Shape
-            let bv, tv = this.Alloc w.Shape
-
-            this.Launch(
-                w.Numel,
-                fun n ->
-                    adam.Invoke(
-                        n,
-                        w.View.AsContiguous(),
-                        g.View.AsContiguous(),
-                        m.View.AsContiguous(),
-                        v.View.AsContiguous(),
-                        bw.View.AsContiguous(),
-                        bm.View.AsContiguous(),
-                        bv.View.AsContiguous(),
-                        hyper
-                    )
-            )
-
-            struct (tw, tm, tv)
-
-        member this.TanhGaussianSample(head, eps, lo, hi) =
-            let head, eps = this.Of head, this.Of eps
-            let n, a = Plans.tanhGaussian head.Shape eps.Shape null null
-            let actionBuffer, action = this.Alloc [| n; a |]
-            let logProbBuffer, logProb = this.Alloc [| n |]
-            let args = { Actions = a; Lo = lo; Hi = hi; HasActionGrad = 0; HasLogProbGrad = 0; WrtNoise = 0 }
-
-            this.Launch(
-                n,
-                fun rows ->
-                    tanhGaussian.Invoke(
-                        rows,
-                        head.View.AsContiguous(),
-                        eps.View.AsContiguous(),
-                        actionBuffer.View.AsContiguous(),
-                        logProbBuffer.View.AsContiguous(),
-                        args
-                    )
-            )
-
-            struct (action, logProb)
-
-        member this.GaussianHeadSample(head, maxLogVar, minLogVar, eps) =
-            let head, hi, lo, eps = this.Of head, this.Of maxLogVar, this.Of minLogVar, this.Of eps
-            let rows, d = Plans.gaussianHead head.Shape hi.Shape lo.Shape eps.Shape null
-            let buffer, t = this.Alloc [| rows; d |]
-
-            this.Launch(
-                t.Numel,
-                fun n ->
-                    gaussianHead.Invoke(
-                        n,
-                        head.View.AsContiguous(),
-                        hi.View.AsContiguous(),
-                        lo.View.AsContiguous(),
-                        eps.View.AsContiguous(),
-                        buffer.View.AsContiguous(),
-                        d
-                    )
-            )
-
-            t
-
-        member this.GaussianHeadSampleGrad(head, maxLogVar, minLogVar, eps, g, input) =
-            let head, hi, lo, eps, g = this.Of head, this.Of maxLogVar, this.Of minLogVar, this.Of eps, this.Of g
-            let rows, d = Plans.gaussianHead head.Shape hi.Shape lo.Shape eps.Shape g.Shape
-
-            let code =
-                match input with
-                | HeadInput -> 0
-                | MaxLogVarInput -> 1
-                | MinLogVarInput -> 2
-                | NoiseInput -> 3
-
-            let buffer, t = this.Alloc [| rows; (if code = 0 then 2 * d else d) |]
-
-            this.Launch(
-                t.Numel,
-                fun n ->
-                    gaussianHeadGrad.Invoke(
-                        n,
-                        head.View.AsContiguous(),
-                        hi.View.AsContiguous(),
-                        lo.View.AsContiguous(),
-                        eps.View.AsContiguous(),
-                        g.View.AsContiguous(),
-                        buffer.View.AsContiguous(),
-                        d,
-                        code
-                    )
-            )
-
-            t
-
-        member this.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
-            let head, eps = this.Of head, this.Of eps
-            let gAction = if isNull gAction then null else this.Of gAction
-            let gLogProb = if isNull gLogProb then null else this.Of gLogProb
-
-            let n, a =
-                Plans.tanhGaussian
-                    head.Shape
-                    eps.Shape
-                    (if isNull gAction then null else gAction.Shape)
-                    (if isNull gLogProb then null else gLogProb.Shape)
-
-            let buffer, t = this.Alloc [| n; (if wrtNoise then a else 2 * a) |]
-            // A missing gradient is zero: a flag says so, and the noise's view stands in (it is not read).
-            let viewOr (g: GpuTensor) = (if isNull g then eps else g).View.AsContiguous()
-
-            let args =
-                {
-                    Actions = a
-                    Lo = lo
-                    Hi = hi
-                    HasActionGrad = (if isNull gAction then 0 else 1)
-                    HasLogProbGrad = (if isNull gLogProb then 0 else 1)
-                    WrtNoise = (if wrtNoise then 1 else 0)
-                }
-
-            this.Launch(
-                t.Numel,
-                fun count ->
-                    tanhGaussianGrad.Invoke(
-                        count,
-                        head.View.AsContiguous(),
-                        eps.View.AsContiguous(),
-                        viewOr gAction,
-                        viewOr gLogProb,
-                        buffer.View.AsContiguous(),
-                        args
-                    )
-            )
-
-            t
 
     member private this.Reduce(x: RawTensor, ax: int, keepDim: bool, isMax: bool) =
         let x = this.Of x

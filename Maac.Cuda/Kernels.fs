@@ -80,22 +80,6 @@ module internal OpCodes =
         | PowScalar c -> 2, c, 0.0f
         | Clamp(lo, hi) -> 3, lo, hi
 
-/// The constants of fused tanh-Gaussian sampling and its gradient, passed by value.
-[<Struct>]
-type TanhGaussianArgs =
-    {
-        /// Action dimensions A (the head has 2A columns).
-        Actions: int
-        Lo: float32
-        Hi: float32
-        /// 1 when the actions' gradient is given (else it is zero and its view is not read).
-        HasActionGrad: int
-        /// 1 when the log-densities' gradient is given.
-        HasLogProbGrad: int
-        /// 1 for the gradient in the noise [N, A], 0 for the gradient in the head [N, 2A].
-        WrtNoise: int
-    }
-
 /// The device kernels: static methods that ILGPU compiles for CUDA or runs on its CPU accelerator.
 /// Their element formulas are those of the CPU backend (Maac.Core/Tensors/CpuKernels.fs).
 type internal Kernels =
@@ -132,28 +116,6 @@ type internal Kernels =
         | _ -> MathF.Cos v
 
     static member Unary (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (op: int) = y.[i] <- Kernels.UnaryValue(op, x.[i])
-
-    /// After a product without bias: adds the bias to the product in place (as BiasFill places it; none when
-    /// hasBias = 0) and writes op(product) to y, in one pass.
-    static member BiasActivation
-        (i: Index1D)
-        (product: ArrayView<float32>)
-        (bias: ArrayView<float32>)
-        (y: ArrayView<float32>)
-        (n: int)
-        (mn: int)
-        (perBatch: int)
-        (hasBias: int)
-        (op: int)
-        =
-        let v =
-            if hasBias = 1 then
-                product.[i] + bias.[(i.X / mn) * perBatch + i.X % n]
-            else
-                product.[i]
-
-        product.[i] <- v
-        y.[i] <- Kernels.UnaryValue(op, v)
 
     static member UnaryGrad
         (i: Index1D)
@@ -421,25 +383,6 @@ type internal Kernels =
         if not (v - v = 0.0f) then
             flag.[0] <- 0
 
-    /// The fused Adam update of IBackend.AdamStep.
-    static member Adam
-        (i: Index1D)
-        (w: ArrayView<float32>)
-        (g: ArrayView<float32>)
-        (m: ArrayView<float32>)
-        (v: ArrayView<float32>)
-        (w2: ArrayView<float32>)
-        (m2: ArrayView<float32>)
-        (v2: ArrayView<float32>)
-        (h: AdamHyper)
-        =
-        let gv = g.[i]
-        let mv = h.Beta1 * m.[i] + (1.0f - h.Beta1) * gv
-        let vv = h.Beta2 * v.[i] + (1.0f - h.Beta2) * gv * gv
-        m2.[i] <- mv
-        v2.[i] <- vv
-        w2.[i] <- w.[i] - h.LearningRate * (mv / h.Correction1) / (MathF.Sqrt(vv / h.Correction2) + h.Epsilon)
-
     static member ToUnit(u: uint32) = float32 (u >>> 8) * (1.0f / 16777216.0f)
 
     static member ToUnitOpen(u: uint32) = float32 ((u >>> 8) + 1u) * (1.0f / 16777216.0f)
@@ -464,100 +407,3 @@ type internal Kernels =
             let r = Math.Sqrt(-2.0 * Math.Log(float (Kernels.ToUnitOpen(if first then a else c))))
             let t = 2.0 * Math.PI * float (Kernels.ToUnit(if first then b else d))
             dst.[i] <- float32 (if lane % 2 = 0 then r * Math.Cos t else r * Math.Sin t)
-
-    /// Row i of fused tanh-Gaussian sampling: its actions and its log-density (TanhGaussianFormulas).
-    static member TanhGaussian
-        (i: Index1D)
-        (head: ArrayView<float32>)
-        (eps: ArrayView<float32>)
-        (action: ArrayView<float32>)
-        (logProb: ArrayView<float32>)
-        (args: TanhGaussianArgs)
-        =
-        let a = args.Actions
-        let mutable total = 0.0f
-
-        for j in 0 .. a - 1 do
-            let m, r, e = head.[i.X * 2 * a + j], head.[i.X * 2 * a + a + j], eps.[i.X * a + j]
-            action.[i.X * a + j] <- TanhGaussianFormulas.Action(m, r, e, args.Lo, args.Hi)
-            total <- total + TanhGaussianFormulas.LogProbTerm(m, r, e, args.Lo, args.Hi)
-
-        logProb.[i] <- total
-
-    /// Element i of the gradient of fused tanh-Gaussian sampling, in the head (rows of 2A: means, then log
-    /// standard deviations) or in the noise (rows of A).
-    static member TanhGaussianGrad
-        (i: Index1D)
-        (head: ArrayView<float32>)
-        (eps: ArrayView<float32>)
-        (gAction: ArrayView<float32>)
-        (gLogProb: ArrayView<float32>)
-        (dst: ArrayView<float32>)
-        (args: TanhGaussianArgs)
-        =
-        let a = args.Actions
-        let width = if args.WrtNoise = 1 then a else 2 * a
-        let row = i.X / width
-        let col = i.X % width
-        let j = if col < a then col else col - a
-        let m, r, e = head.[row * 2 * a + j], head.[row * 2 * a + a + j], eps.[row * a + j]
-
-        let gA =
-            if args.HasActionGrad = 1 then
-                gAction.[row * a + j]
-            else
-                0.0f
-
-        let gL = if args.HasLogProbGrad = 1 then gLogProb.[row] else 0.0f
-
-        dst.[i] <-
-            if args.WrtNoise = 1 then
-                TanhGaussianFormulas.NoiseGrad(m, r, e, args.Lo, args.Hi, gA, gL)
-            elif col < a then
-                TanhGaussianFormulas.MeanGrad(m, r, e, args.Lo, args.Hi, gA, gL)
-            else
-                TanhGaussianFormulas.LogStdGrad(m, r, e, args.Lo, args.Hi, gA, gL)
-
-    /// Element i of fused Gaussian-head sampling (GaussianHeadFormulas): head rows of 2D, samples rows of D.
-    static member GaussianHead
-        (i: Index1D)
-        (head: ArrayView<float32>)
-        (hi: ArrayView<float32>)
-        (lo: ArrayView<float32>)
-        (eps: ArrayView<float32>)
-        (dst: ArrayView<float32>)
-        (d: int)
-        =
-        let row, j = i.X / d, i.X % d
-        dst.[i] <- GaussianHeadFormulas.Sample(head.[row * 2 * d + j], head.[row * 2 * d + d + j], hi.[j], lo.[j], eps.[i])
-
-    /// Element i of the gradient of fused Gaussian-head sampling in one input: 0 the head (rows of 2D), 1 the upper
-    /// bound, 2 the lower bound, 3 the noise (rows of D, per row).
-    static member GaussianHeadGrad
-        (i: Index1D)
-        (head: ArrayView<float32>)
-        (hi: ArrayView<float32>)
-        (lo: ArrayView<float32>)
-        (eps: ArrayView<float32>)
-        (g: ArrayView<float32>)
-        (dst: ArrayView<float32>)
-        (d: int)
-        (input: int)
-        =
-        let width = if input = 0 then 2 * d else d
-        let row, c = i.X / width, i.X % width
-        let j = c % d
-        let r, x, gk = head.[row * 2 * d + d + j], eps.[row * d + j], g.[row * d + j]
-
-        dst.[i] <-
-            if input = 0 then
-                (if c < d then
-                     gk
-                 else
-                     GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk))
-            elif input = 1 then
-                GaussianHeadFormulas.MaxGrad(r, hi.[j], lo.[j], x, gk)
-            elif input = 2 then
-                GaussianHeadFormulas.MinGrad(r, hi.[j], lo.[j], x, gk)
-            else
-                GaussianHeadFormulas.NoiseGrad(r, hi.[j], lo.[j], gk)

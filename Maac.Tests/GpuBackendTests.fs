@@ -46,6 +46,19 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
     testList
         name
         [
+            test "every fused operation has a kernel on this backend (the comparisons below compare kernels)" {
+                let has (op: FusedOp<'A>) = Fused.kernelOf gpu.Value op |> ValueOption.isSome
+
+                Expect.isTrue
+                    (has MatMulActivation.op
+                     && has TanhGaussian.sample
+                     && has TanhGaussian.gradient
+                     && has GaussianHead.sample
+                     && has GaussianHead.gradient
+                     && has AdamUpdate.step)
+                    "kernels listed"
+            }
+            test "every fused kernel equals its operation's reference composition" { FusedOpTests.kernelsMatchReferences gpu.Value onGpu }
             test "softplus holds float32 accuracy down to x = -87" {
                 let x = (gpu.Value :> IBackend).OfArray(softplusGrid, [| softplusGrid.Length |])
                 Expect.isLessThan (softplusWorstError ((gpu.Value :> IBackend).Unary(Softplus, x).ToArray())) 2e-6 "GPU kernel"
@@ -210,14 +223,13 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                         // With an activation: the product (bias added after it on the GPU, before on the CPU: one more
                         // rounding of a value ≤ 4k + 2) and the activation of it.
                         for activation in [ UnaryOp.Relu; UnaryOp.Silu; UnaryOp.Tanh ] do
-                            let struct (product, activated) = cpu.MatMulActivation(ta, tb, a, b, bias, activation)
-
-                            let struct (gpuProduct, gpuActivated) =
-                                (gpu.Value :> IBackend).MatMulActivation(ta, tb, onGpu a, onGpu b, gpuBias, activation)
-
-                            close (sprintf "matmul before %A" activation) (2.0f * tol) 0.0f product gpuProduct
+                            let attributes = { TransA = ta; TransB = tb; Activation = activation }
+                            let operands = if withBias then [| a; b; bias |] else [| a; b |]
+                            let cpuOut = Fused.run cpu MatMulActivation.op attributes operands
+                            let gpuOut = Fused.run gpu.Value MatMulActivation.op attributes (Array.map onGpu operands)
+                            close (sprintf "matmul before %A" activation) (2.0f * tol) 0.0f cpuOut.[1] gpuOut.[1]
                             // Each activation has slope at most 1.1 (swish): the product's error, passed on, plus a few ulps.
-                            close (sprintf "matmul and %A" activation) (2.2f * tol + 1e-6f) 1e-5f activated gpuActivated
+                            close (sprintf "matmul and %A" activation) (2.2f * tol + 1e-6f) 1e-5f cpuOut.[0] gpuOut.[0]
 
                         true))
 
@@ -229,37 +241,26 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                         // Head values in [−2, 2] against clamp bounds [−1, 1]: both sides of both bounds.
                         let head, eps = random seed [| n; 2 * a |], random (seed + 1) [| n; a |]
                         let gA, gL = random (seed + 2) [| n; a |], random (seed + 3) [| n |]
-                        let struct (action, logProb) = cpu.TanhGaussianSample(head, eps, -1.0f, 1.0f)
-                        let struct (gpuAction, gpuLogProb) = g.TanhGaussianSample(onGpu head, onGpu eps, -1.0f, 1.0f)
+                        let bounds = { Lo = -1.0f; Hi = 1.0f }
+                        let sample = Fused.run cpu TanhGaussian.sample bounds [| head; eps |]
+                        let gpuSample = Fused.run g TanhGaussian.sample bounds [| onGpu head; onGpu eps |]
                         let absT, relT = elementTol
-                        close "actions" absT relT action gpuAction
+                        close "actions" absT relT sample.[0] gpuSample.[0]
                         // A sum of a terms, each a few ulps apart between the math libraries.
-                        close "log-densities" (absT * float32 a) relT logProb gpuLogProb
+                        close "log-densities" (absT * float32 a) relT sample.[1] gpuSample.[1]
+                        let zeroA, zeroL = cpu.Full([| n; a |], 0.0f), cpu.Full([| n |], 0.0f)
 
-                        for withA, withL in [ true, true; true, false; false, true ] do
-                            let pick flag (t: RawTensor) = if flag then t else null
-
+                        for gradA, gradL in [ gA, gL; gA, zeroL; zeroA, gL ] do
                             for wrtNoise in [ false; true ] do
-                                let expected =
-                                    cpu.TanhGaussianSampleGrad(head, eps, pick withA gA, pick withL gL, -1.0f, 1.0f, wrtNoise)
-
-                                let actual =
-                                    g.TanhGaussianSampleGrad(
-                                        onGpu head,
-                                        onGpu eps,
-                                        pick withA (onGpu gA),
-                                        pick withL (onGpu gL),
-                                        -1.0f,
-                                        1.0f,
-                                        wrtNoise
-                                    )
+                                let attributes = { Bounds = bounds; WrtNoise = wrtNoise }
+                                let operands = [| head; eps; gradA; gradL |]
 
                                 close
-                                    (sprintf "gradient (actions' %b, log-densities' %b, in the noise %b)" withA withL wrtNoise)
+                                    (sprintf "gradient (in the noise %b)" wrtNoise)
                                     absT
                                     relT
-                                    expected
-                                    actual
+                                    (Fused.run cpu TanhGaussian.gradient attributes operands).[0]
+                                    (Fused.run g TanhGaussian.gradient attributes (Array.map onGpu operands)).[0]
 
                         true))
 
@@ -281,16 +282,16 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                             "samples"
                             absT
                             relT
-                            (cpu.GaussianHeadSample(head, hi, lo, eps))
-                            (g.GaussianHeadSample(onGpu head, onGpu hi, onGpu lo, onGpu eps))
+                            (Fused.run cpu GaussianHead.sample () [| head; hi; lo; eps |]).[0]
+                            (Fused.run g GaussianHead.sample () (Array.map onGpu [| head; hi; lo; eps |])).[0]
 
                         for input in [ HeadInput; MaxLogVarInput; MinLogVarInput; NoiseInput ] do
                             close
                                 (sprintf "gradient in %A" input)
                                 absT
                                 relT
-                                (cpu.GaussianHeadSampleGrad(head, hi, lo, eps, grad, input))
-                                (g.GaussianHeadSampleGrad(onGpu head, onGpu hi, onGpu lo, onGpu eps, onGpu grad, input))
+                                (Fused.run cpu GaussianHead.gradient input [| head; hi; lo; eps; grad |]).[0]
+                                (Fused.run g GaussianHead.gradient input (Array.map onGpu [| head; hi; lo; eps; grad |])).[0]
 
                         true))
 
@@ -305,11 +306,11 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
 
                 let h = adamHyperAtStepOne
 
-                let struct (w1, m1, v1) = cpu.AdamStep(w, grad, m, v, h)
-                let struct (w2, m2, v2) = g.AdamStep(onGpu w, onGpu grad, onGpu m, onGpu v, h)
-                close "adam w" 1e-6f 1e-5f w1 w2
-                close "adam m" 1e-6f 1e-5f m1 m2
-                close "adam v" 1e-6f 1e-5f v1 v2
+                let onCpu = Fused.run cpu AdamUpdate.step h [| w; grad; m; v |]
+                let onDevice = Fused.run g AdamUpdate.step h (Array.map onGpu [| w; grad; m; v |])
+                close "adam w" 1e-6f 1e-5f onCpu.[0] onDevice.[0]
+                close "adam m" 1e-6f 1e-5f onCpu.[1] onDevice.[1]
+                close "adam v" 1e-6f 1e-5f onCpu.[2] onDevice.[2]
                 Expect.isTrue (g.AllFinite(onGpu w)) "finite"
                 Expect.isFalse (g.AllFinite(g.OfArray([| 1.0f; nanf; 2.0f |], [| 3 |]))) "NaN found"
                 Expect.isFalse (g.AllFinite(g.OfArray([| infinityf |], [| 1 |]))) "infinity found"

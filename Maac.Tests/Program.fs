@@ -10,6 +10,7 @@ let allTests =
         [
             OpGradientTests.tests
             EngineTests.tests
+            FusedOpTests.tests
             DiffTests.tests
             NnTests.tests
             ErrorTests.tests

@@ -296,63 +296,6 @@ module Tensor =
     /// 1 where a > b, else 0 (a constant: comparisons have no gradient).
     let greater (a: Tensor) (b: Tensor) = ofRaw ((backendOf "greater" [| a; b |]).Binary(Greater, a.Primal, b.Primal))
 
-    // ---------------------------------------------------------------- fused
-
-    /// Samples a tanh-squashed diagonal Gaussian in one fused operation (formulas in TanhGaussianFormulas):
-    /// head [N, 2A] holds each row's means, then its log standard deviations (clamped to [logStdMin, logStdMax]
-    /// with clamp's gradient), eps [N, A] the standard-normal noise. Returns the actions tanh(μ + σ·ε) [N, A] and
-    /// their exact log-densities [N]. Equal to the composition of chunk, clamp, exp, tanh and the log-density
-    /// terms, but one operation forward and one backward instead of about sixty.
-    let tanhGaussianSample (logStdMin: float32) (logStdMax: float32) (head: Tensor) (eps: Tensor) =
-        if logStdMin > logStdMax then
-            invalidArg "logStdMin" (sprintf "tanhGaussianSample: lower bound %g is above upper bound %g" logStdMin logStdMax)
-
-        let be = backendOf "tanhGaussianSample" [| head; eps |]
-        let struct (action, logProb) = be.TanhGaussianSample(head.Primal, eps.Primal, logStdMin, logStdMax)
-
-        let outputs =
-            recordMany [| action; logProb |] [| head; eps |] (fun gs need ->
-                let grad wrtNoise = be.TanhGaussianSampleGrad(head.Primal, eps.Primal, gs.[0], gs.[1], logStdMin, logStdMax, wrtNoise)
-                [| (if need.[0] then grad false else null); (if need.[1] then grad true else null) |])
-
-        outputs.[0], outputs.[1]
-
-    /// One fused Adam update of a parameter w with its gradient g and moments m, v (AdamHyper: learning rate, betas,
-    /// epsilon and bias corrections): the new parameter, first and second moments, untracked (an optimiser step is
-    /// not differentiated). Every operand has w's shape.
-    let adamStep (hyper: AdamHyper) (w: Tensor) (g: Tensor) (m: Tensor) (v: Tensor) =
-        let be = backendOf "adamStep" [| w; g; m; v |]
-
-        for name, t in [ "gradient", g; "first moment", m; "second moment", v ] do
-            if t.Shape <> w.Shape then
-                Shape.fail
-                    "adamStep"
-                    (sprintf "the %s has shape %s where the parameter has %s" name (Shape.show t.Shape) (Shape.show w.Shape))
-
-        let struct (w', m', v') = be.AdamStep(w.Primal, g.Primal, m.Primal, v.Primal, hyper)
-        ofRaw w', ofRaw m', ofRaw v'
-
-    /// Samples a Gaussian head with softly bounded log-variance in one fused operation (formulas in
-    /// GaussianHeadFormulas): head [R, 2D] holds each row's means, then its raw log-variances; maxLogVar and minLogVar
-    /// ([D], or any shape of D elements) the learned bounds; eps [R, D] the standard-normal noise. Returns
-    /// μ + e^(v/2)·ε [R, D] with v = min + softplus(max − softplus(max − raw) − min), differentiable in all four.
-    let gaussianHeadSample (maxLogVar: Tensor) (minLogVar: Tensor) (head: Tensor) (eps: Tensor) =
-        let be = backendOf "gaussianHeadSample" [| head; maxLogVar; minLogVar; eps |]
-        let flat (t: Tensor) = be.Reshape(t.Primal, [| t.Numel |])
-        let hi, lo = flat maxLogVar, flat minLogVar
-        let y = be.GaussianHeadSample(head.Primal, hi, lo, eps.Primal)
-
-        record y [| head; maxLogVar; minLogVar; eps |] (fun g need ->
-            let grad input = be.GaussianHeadSampleGrad(head.Primal, hi, lo, eps.Primal, g, input)
-            let perRowToBound (bound: Tensor) (input: GaussianHeadInput) = be.Reshape(be.SumAxis(grad input, 0, false), bound.Primal.Shape)
-
-            [|
-                (if need.[0] then grad HeadInput else null)
-                (whenNeeded need 1 (fun () -> perRowToBound maxLogVar MaxLogVarInput))
-                (whenNeeded need 2 (fun () -> perRowToBound minLogVar MinLogVarInput))
-                (if need.[3] then grad NoiseInput else null)
-            |])
-
     // ---------------------------------------------------------------- shape
 
     /// The same values under another shape; one dimension may be -1 (inferred).
@@ -577,43 +520,6 @@ module Tensor =
 
     // ---------------------------------------------------------------- products
 
-    /// The gradient of a product's bias, laid out as the forward pass reads it (whatever the bias's own shape):
-    /// n elements are shared by every row (and batch entry), so g is summed over all but its last axis;
-    /// batch·n elements give one row per batch entry, so g [B, m, n] is summed over its rows m.
-    let private productBiasGrad (bias: RawTensor) (g: RawTensor) =
-        let be = g.Backend
-        let n = g.Shape.[g.Shape.Length - 1]
-
-        let summed =
-            if bias.Numel = n then
-                Seq.fold (fun (r: RawTensor) _ -> be.SumAxis(r, 0, false)) g (seq { 2 .. g.Shape.Length })
-            else
-                be.SumAxis(g, 1, false)
-
-        if summed.Shape = bias.Shape then
-            summed
-        else
-            be.Reshape(summed, bias.Shape)
-
-    /// The inputs' gradients of op(a)·op(b) (+ bias) given the product's gradient g.
-    let private productGrads (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) (g: RawTensor) (need: bool[]) =
-        let be = g.Backend
-        let ap, bp = a.Primal, b.Primal
-
-        let dA =
-            if not need.[0] then null
-            elif transA then be.MatMul(transB, true, bp, g, null)
-            else be.MatMul(false, not transB, g, bp, null)
-
-        let dB =
-            if not need.[1] then null
-            elif transB then be.MatMul(true, transA, g, ap, null)
-            else be.MatMul(not transA, false, ap, g, null)
-
-        match bias with
-        | Some c -> [| dA; dB; (if need.[2] then productBiasGrad c.Primal g else null) |]
-        | None -> [| dA; dB |]
-
     /// op(a)·op(b) (+ bias), rank 2 or batched rank 3, where op transposes the last two dimensions when asked.
     /// bias has n elements (shared by all rows, of any shape: [n], [1, n], [n, 1], ...) or batch·n (one row per batch
     /// entry: [B, n], [B, 1, n] or [B·n]), or is None; values and gradients follow that reading for every shape.
@@ -624,32 +530,101 @@ module Tensor =
             | None -> [| a; b |]
 
         let be = backendOf "matmul" inputs
-
-        let biasRaw =
-            match bias with
-            | Some c -> c.Primal
-            | None -> null
-
+        let biasRaw = if inputs.Length = 3 then inputs.[2].Primal else null
         let y = be.MatMul(transA, transB, a.Primal, b.Primal, biasRaw)
-        record y inputs (productGrads transA transB a b bias)
+        record y inputs (fun g need -> ProductGradients.inputs transA transB a.Primal b.Primal biasRaw g need)
 
-    /// activation(op(a)·op(b) (+ bias)) as one operation, with the operands of matmulWith: on a GPU the bias and
-    /// the activation take one kernel after the product instead of two.
+    // ---------------------------------------------------------------- fused
+
+    /// The generic operations on differentiable tensors, for writing (and differentiating) the reference
+    /// compositions of fused operations.
+    let ops =
+        { new IOps<Tensor> with
+            member _.Shape x = x.Primal.Shape
+            member _.Full(like, shape, value) = ofRaw (like.Primal.Backend.Full(shape, value))
+            member _.Unary(op, x) = unary op x
+
+            member _.Scalar(op, x) =
+                match op with
+                | AddScalar c -> addScalar c x
+                | MulScalar c -> mulScalar c x
+                | PowScalar c -> powScalar c x
+                | Clamp(lo, hi) -> clamp lo hi x
+
+            member _.Binary(op, a, b) =
+                match op with
+                | Add -> add a b
+                | Sub -> sub a b
+                | Mul -> mul a b
+                | Div -> div a b
+                | Pow -> pow a b
+                | Atan2 -> atan2 a b
+                | Maximum -> maximum a b
+                | Minimum -> minimum a b
+                | Greater
+                | GreaterEqual
+                | Equal -> ofRaw ((backendOf (BinaryOp.name op) [| a; b |]).Binary(op, a.Primal, b.Primal))
+
+            member _.SumAxis(x, axis, keepDim) = sumAxis axis keepDim x
+            member _.Slice(x, axis, start, length) = slice axis start length x
+            member _.Concat(xs, axis) = concat axis xs
+            member _.Reshape(x, shape) = reshape shape x
+            member _.MatMul(transA, transB, a, b, bias) = matmulWith transA transB a b (ValueOption.toOption bias)
+        }
+
+    /// Runs a fused operation (FusedOp) on its inputs' backend: the backend's kernel when it has one, otherwise the
+    /// operation's reference composition. Differentiated as the operation says: through its Backward, through its
+    /// reference composition (which then runs on the tracked inputs in place of the kernel), or not at all.
+    let fused (op: FusedOp<'A>) (attributes: 'A) (inputs: Tensor[]) : Tensor[] =
+        let be = backendOf op.Name inputs
+        let raw = raws inputs
+        let tracked = inputs |> Array.exists (fun t -> t.IsTracked)
+
+        match op.Gradient with
+        | DifferentiateReference when tracked ->
+            Fused.outputShapes op attributes raw |> ignore
+            op.Reference(ops, attributes, inputs)
+        | FusedBackward when tracked ->
+            let outputs = Fused.run be op attributes raw
+            recordMany outputs inputs (fun gs need -> op.Backward(be, attributes, raw, outputs, gs, need))
+        | _ -> Fused.run be op attributes raw |> Array.map ofRaw
+
+    /// activation(op(a)·op(b) (+ bias)) as one operation (MatMulActivation), with the operands of matmulWith: on a
+    /// GPU the bias and the activation take one kernel after the product instead of two.
     let matmulActivationWith (activation: UnaryOp) (transA: bool) (transB: bool) (a: Tensor) (b: Tensor) (bias: Tensor option) =
         let inputs =
             match bias with
             | Some c -> [| a; b; c |]
             | None -> [| a; b |]
 
-        let be = backendOf "matmul" inputs
+        (fused MatMulActivation.op { TransA = transA; TransB = transB; Activation = activation } inputs).[0]
 
-        let biasRaw =
-            match bias with
-            | Some c -> c.Primal
-            | None -> null
+    /// Samples a tanh-squashed diagonal Gaussian in one fused operation (TanhGaussian.sample; formulas in
+    /// TanhGaussianFormulas): head [N, 2A] holds each row's means, then its log standard deviations (clamped to
+    /// [logStdMin, logStdMax] with clamp's gradient), eps [N, A] the standard-normal noise. Returns the actions
+    /// tanh(μ + σ·ε) [N, A] and their exact log-densities [N]. Equal to the composition of chunk, clamp, exp, tanh and
+    /// the log-density terms, but one operation forward and one backward instead of about sixty.
+    let tanhGaussianSample (logStdMin: float32) (logStdMax: float32) (head: Tensor) (eps: Tensor) =
+        if logStdMin > logStdMax then
+            invalidArg "logStdMin" (sprintf "tanhGaussianSample: lower bound %g is above upper bound %g" logStdMin logStdMax)
 
-        let struct (product, y) = be.MatMulActivation(transA, transB, a.Primal, b.Primal, biasRaw, activation)
-        record y inputs (fun g need -> productGrads transA transB a b bias (be.UnaryGrad(activation, product, y, g)) need)
+        let outputs = fused TanhGaussian.sample { Lo = logStdMin; Hi = logStdMax } [| head; eps |]
+        outputs.[0], outputs.[1]
+
+    /// One fused Adam update (AdamUpdate.step) of a parameter w with its gradient g and moments m, v (AdamHyper: learning
+    /// rate, betas, epsilon and bias corrections): the new parameter, first and second moments, untracked (an
+    /// optimiser step is not differentiated). Every operand has w's shape.
+    let adamStep (hyper: AdamHyper) (w: Tensor) (g: Tensor) (m: Tensor) (v: Tensor) =
+        let outputs = fused AdamUpdate.step hyper [| w; g; m; v |]
+        outputs.[0], outputs.[1], outputs.[2]
+
+    /// Samples a Gaussian head with softly bounded log-variance in one fused operation (GaussianHead.sample; formulas
+    /// in GaussianHeadFormulas): head [R, 2D] holds each row's means, then its raw log-variances; maxLogVar and
+    /// minLogVar ([D], or any shape of D elements) the learned bounds; eps [R, D] the standard-normal noise. Returns
+    /// μ + e^(v/2)·ε [R, D] with v = min + softplus(max − softplus(max − raw) − min), differentiable in all four.
+    let gaussianHeadSample (maxLogVar: Tensor) (minLogVar: Tensor) (head: Tensor) (eps: Tensor) =
+        let flat (t: Tensor) = reshape [| t.Numel |] t
+        (fused GaussianHead.sample () [| head; flat maxLogVar; flat minLogVar; eps |]).[0]
 
     /// Matrix product of two rank-2 tensors.
     let matmul (a: Tensor) (b: Tensor) =

@@ -75,31 +75,6 @@ type Distribution =
     | Uniform
     | Normal
 
-/// The inputs of fused Gaussian-head sampling a gradient can be asked for (see IBackend.GaussianHeadSampleGrad).
-type GaussianHeadInput =
-    /// The head [R, 2D]: means, then raw log-variances.
-    | HeadInput
-    /// The upper log-variance bound [D].
-    | MaxLogVarInput
-    /// The lower log-variance bound [D].
-    | MinLogVarInput
-    /// The standard-normal noise [R, D].
-    | NoiseInput
-
-/// The numbers of one fused Adam update.
-[<Struct>]
-type AdamHyper =
-    {
-        LearningRate: float32
-        Beta1: float32
-        Beta2: float32
-        Epsilon: float32
-        /// 1 − β1ᵗ.
-        Correction1: float32
-        /// 1 − β2ᵗ.
-        Correction2: float32
-    }
-
 /// An immutable block of float32 numbers in row-major order, owned by one backend.
 /// Raw tensors know nothing of differentiation; Maac.Tensors.Tensor wraps them.
 [<AbstractClass; AllowNullLiteral>]
@@ -113,8 +88,9 @@ type RawTensor(shape: int[]) =
     /// Copies the values to a new host array.
     abstract ToArray: unit -> float32[]
 
-/// The raw-kernel interface that each device implements. The differentiation layer calls only this,
-/// so a new device is a new implementation of IBackend and nothing else.
+/// The raw-kernel interface that each device implements: generic operations only. The differentiation layer calls
+/// only this, so a new device is a new implementation of IBackend and nothing else; fused operations (FusedOp) run as
+/// compositions of these until the backend also supplies kernels for them (IFusedKernels).
 /// Inputs are never modified; every operation returns a new tensor (storage may be shared by Reshape).
 and IBackend =
     /// The device this backend computes on.
@@ -146,11 +122,6 @@ and IBackend =
     /// bias may be null; otherwise it has n elements (shared) or batch·n elements (one row per batch).
     abstract MatMul: transA: bool * transB: bool * a: RawTensor * b: RawTensor * bias: RawTensor -> RawTensor
 
-    /// The product of MatMul (same operands) and an activation of it, as one operation: returns the product with
-    /// its bias (the activation's input, which its gradient needs) and activation(product).
-    abstract MatMulActivation:
-        transA: bool * transB: bool * a: RawTensor * b: RawTensor * bias: RawTensor * activation: UnaryOp -> struct (RawTensor * RawTensor)
-
     /// The same values under another shape with the same number of elements.
     abstract Reshape: x: RawTensor * shape: int[] -> RawTensor
     /// Dimensions reordered: result dimension i is input dimension perm[i].
@@ -170,34 +141,6 @@ and IBackend =
     abstract AllFinite: x: RawTensor -> bool
     /// Waits until every operation queued so far has finished (a no-op where operations run synchronously).
     abstract Synchronize: unit -> unit
-
-    /// One fused Adam update of a parameter w with gradient g and moments m, v:
-    /// m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g², w' = w − lr·(m'/c1)/(√(v'/c2) + ε), where c1, c2
-    /// are the bias corrections 1 − βᵗ. Returns (w', m', v').
-    abstract AdamStep:
-        w: RawTensor * g: RawTensor * m: RawTensor * v: RawTensor * hyper: AdamHyper -> struct (RawTensor * RawTensor * RawTensor)
-
-    /// Fused tanh-Gaussian sampling (formulas in TanhGaussianFormulas): head [N, 2A] holds each row's means and
-    /// then its log standard deviations before clamping to [lo, hi]; eps [N, A] is standard-normal noise.
-    /// Returns the actions [N, A] and their log-densities [N].
-    abstract TanhGaussianSample: head: RawTensor * eps: RawTensor * lo: float32 * hi: float32 -> struct (RawTensor * RawTensor)
-
-    /// The gradient of that sampling in head ([N, 2A]), or in eps ([N, A]) when wrtNoise, given the gradients
-    /// of the actions gAction [N, A] and of the log-densities gLogProb [N]; either may be null (zero).
-    abstract TanhGaussianSampleGrad:
-        head: RawTensor * eps: RawTensor * gAction: RawTensor * gLogProb: RawTensor * lo: float32 * hi: float32 * wrtNoise: bool ->
-            RawTensor
-
-    /// Fused sampling from a Gaussian head with softly bounded log-variance (formulas in GaussianHeadFormulas):
-    /// head [R, 2D] holds each row's means and then its raw log-variances, maxLogVar and minLogVar [D] the
-    /// learned bounds, eps [R, D] standard-normal noise. Returns the samples μ + e^(v/2)·ε [R, D].
-    abstract GaussianHeadSample: head: RawTensor * maxLogVar: RawTensor * minLogVar: RawTensor * eps: RawTensor -> RawTensor
-
-    /// The gradient of that sampling, given g = dL/dsample [R, D], in one input: the head ([R, 2D]), or per row
-    /// ([R, D]) in a bound (the caller sums over rows) or in the noise.
-    abstract GaussianHeadSampleGrad:
-        head: RawTensor * maxLogVar: RawTensor * minLogVar: RawTensor * eps: RawTensor * g: RawTensor * input: GaussianHeadInput ->
-            RawTensor
 
 /// A piece of work whose tensors are released when it ends, except those kept (see IReleasingBackend).
 type IReleaseScope =

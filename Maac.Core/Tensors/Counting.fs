@@ -18,7 +18,7 @@ type CountedTensor internal (inner: RawTensor, owner: CountingBackend) =
     override _.ToArray() = inner.ToArray()
 
 /// A backend that forwards every raw operation to another and counts them by kind (for example
-/// "binary mul" or "matmul + bias + Relu"), with the elements each produced: what a step asks of a device, for finding
+/// "binary mul", "matmul + bias" or a fused operation such as "tanhGaussianSample"), with the elements each produced: what a step asks of a device, for finding
 /// the operations worth fusing. Tensors made through it stay on it, so a whole computation is counted when
 /// it starts from tensors created while it is the default backend (Backends.Use).
 and [<Sealed>] CountingBackend(inner: IBackend) =
@@ -28,7 +28,6 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
     let cache () = System.Collections.Concurrent.ConcurrentDictionary<'K, string>()
     let unaryNames, unaryGradNames, randomNames = cache (), cache (), cache ()
     let binaryNames, concatNames = cache (), cache ()
-    let activationNames = cache ()
 
     let named (names: System.Collections.Concurrent.ConcurrentDictionary<'K, string>) (key: 'K) (format: 'K -> string) =
         match names.TryGetValue key with
@@ -99,6 +98,17 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
                     member _.Dispose() = ()
                 }
 
+    /// A fused operation runs on the inner backend's kernel when it has one, counted under the operation's name;
+    /// otherwise its reference composition runs here, and its generic operations are counted one by one.
+    interface IFusedKernels with
+        member this.TryKernel op =
+            Fused.kernelOf inner op
+            |> ValueOption.map (fun kernel ->
+                fun attributes inputs shapes ->
+                    let outputs = kernel attributes (Array.map this.Unwrap inputs) shapes
+                    this.Count(op.Name, outputs |> Array.sumBy (fun o -> o.Numel))
+                    Array.map this.Wrap outputs)
+
     interface IBackend with
         member _.Device = inner.Device
         member this.OfArray(values, shape) = this.Counted("ofArray", inner.OfArray(values, shape))
@@ -146,17 +156,6 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
                 inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias)
             )
 
-        member this.MatMulActivation(transA, transB, a, b, bias, activation) =
-            let struct (product, activated) =
-                inner.MatMulActivation(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias, activation)
-
-            let name =
-                named activationNames struct (a.Shape.Length = 3, not (isNull bias), activation) (fun struct (batched, withBias, act) ->
-                    sprintf "%s + %A" (productName batched withBias) act)
-
-            this.Count(name, activated.Numel)
-            struct (this.Wrap product, this.Wrap activated)
-
         member this.Reshape(x, shape) = this.Counted("reshape (view)", inner.Reshape(this.Unwrap x, shape))
         member this.Permute(x, perm) = this.Counted("permute", inner.Permute(this.Unwrap x, perm))
         member this.Expand(x, shape) = this.Counted("expand", inner.Expand(this.Unwrap x, shape))
@@ -173,40 +172,3 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
             inner.AllFinite(this.Unwrap x)
 
         member _.Synchronize() = inner.Synchronize()
-
-        member this.AdamStep(w, g, m, v, hyper) =
-            let struct (w', m', v') =
-                inner.AdamStep(this.Unwrap w, this.Unwrap g, this.Unwrap m, this.Unwrap v, hyper)
-
-            this.Count("adamStep", w'.Numel)
-            struct (this.Wrap w', this.Wrap m', this.Wrap v')
-
-        member this.TanhGaussianSample(head, eps, lo, hi) =
-            let struct (action, logProb) = inner.TanhGaussianSample(this.Unwrap head, this.Unwrap eps, lo, hi)
-            this.Count("tanhGaussianSample", action.Numel + logProb.Numel)
-            struct (this.Wrap action, this.Wrap logProb)
-
-        member this.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
-            this.Counted(
-                "tanhGaussianSampleGrad",
-                inner.TanhGaussianSampleGrad(this.Unwrap head, this.Unwrap eps, this.Unwrap gAction, this.Unwrap gLogProb, lo, hi, wrtNoise)
-            )
-
-        member this.GaussianHeadSample(head, maxLogVar, minLogVar, eps) =
-            this.Counted(
-                "gaussianHeadSample",
-                inner.GaussianHeadSample(this.Unwrap head, this.Unwrap maxLogVar, this.Unwrap minLogVar, this.Unwrap eps)
-            )
-
-        member this.GaussianHeadSampleGrad(head, maxLogVar, minLogVar, eps, g, input) =
-            this.Counted(
-                "gaussianHeadSampleGrad",
-                inner.GaussianHeadSampleGrad(
-                    this.Unwrap head,
-                    this.Unwrap maxLogVar,
-                    this.Unwrap minLogVar,
-                    this.Unwrap eps,
-                    this.Unwrap g,
-                    input
-                )
-            )

@@ -34,6 +34,29 @@ type CpuTensor internal (storage: CpuStorage, shape: int[]) =
 /// System.Numerics.Tensors) and a blocked multi-threaded SGEMM.
 and [<Sealed>] CpuBackend private () =
     static let instance = CpuBackend()
+
+    /// The fused operations with CPU kernels (the others run as their reference compositions; the product +
+    /// activation among them, which on the CPU gains nothing from fusion).
+    static let kernels =
+        lazy
+            (let arrays =
+                { new ICpuArrays with
+                    member _.Data x = CpuBackend.Data x
+                    member _.Alloc n = CpuBackend.Alloc n
+                    member _.Wrap(data, shape) = CpuBackend.Make(data, shape)
+                }
+
+             FusedKernelTable(
+                 [
+                     TanhGaussianCpu.sample
+                     TanhGaussianCpu.gradient
+                     GaussianHeadCpu.sample
+                     GaussianHeadCpu.gradient
+                     AdamCpu.step
+                 ]
+                 |> List.map (fun k -> k.Bind arrays)
+             ))
+
     /// The single instance.
     static member Instance = instance
 
@@ -135,6 +158,9 @@ and [<Sealed>] CpuBackend private () =
                         | _ -> null
                 )
 
+    interface IFusedKernels with
+        member _.TryKernel op = kernels.Force().TryFind op
+
     interface IBackend with
         member _.Device = Device.Cpu
 
@@ -210,11 +236,6 @@ and [<Sealed>] CpuBackend private () =
 
             Gemm.run p.Batches p.M p.N p.K (operand a transA p.LdA p.StrideA) (operand b transB p.LdB p.StrideB) c biasData
             CpuBackend.Out(c, p.OutShape, a, b, bias)
-
-        member this.MatMulActivation(transA, transB, a, b, bias, activation) =
-            let be = this :> IBackend
-            let product = be.MatMul(transA, transB, a, b, bias)
-            struct (product, be.Unary(activation, product))
 
         member _.Reshape(x, shape) =
             Plans.reshape x.Numel x.Shape shape
@@ -321,111 +342,6 @@ and [<Sealed>] CpuBackend private () =
                         (ReadOnlySpan<float32>(s, (o * m + j) * inner, inner)))
 
             CpuBackend.Out(d, Array.copy shape, src)
-
-        member _.AdamStep(w, g, m, v, hyper) =
-            Plans.adam w.Shape g.Shape m.Shape v.Shape
-            let n = w.Numel
-            let w', m', v' = CpuBackend.Alloc n, CpuBackend.Alloc n, CpuBackend.Alloc n
-            Elementwise.adam (CpuBackend.Data w) (CpuBackend.Data g) (CpuBackend.Data m) (CpuBackend.Data v) hyper w' m' v'
-
-            let r =
-                struct (CpuBackend.Make(w', w.Shape), CpuBackend.Make(m', w.Shape), CpuBackend.Make(v', w.Shape))
-
-            GC.KeepAlive [| w; g; m; v |]
-            r
-
-        member _.TanhGaussianSample(head, eps, lo, hi) =
-            let n, a = Plans.tanhGaussian head.Shape eps.Shape null null
-            let h, e = CpuBackend.Data head, CpuBackend.Data eps
-            let action, logProb = CpuBackend.Alloc(n * a), CpuBackend.Alloc n
-
-            Workers.forChunks n (max 1 (Elementwise.Chunk / (8 * max 1 a))) (fun r0 count ->
-                for i in r0 .. r0 + count - 1 do
-                    let mutable total = 0.0f
-
-                    for j in 0 .. a - 1 do
-                        let m, r, x = h.[i * 2 * a + j], h.[i * 2 * a + a + j], e.[i * a + j]
-                        action.[i * a + j] <- TanhGaussianFormulas.Action(m, r, x, lo, hi)
-                        total <- total + TanhGaussianFormulas.LogProbTerm(m, r, x, lo, hi)
-
-                    logProb.[i] <- total)
-
-            let r = struct (CpuBackend.Make(action, [| n; a |]), CpuBackend.Make(logProb, [| n |]))
-            GC.KeepAlive [| head; eps |]
-            r
-
-        member _.GaussianHeadSample(head, maxLogVar, minLogVar, eps) =
-            let rows, d = Plans.gaussianHead head.Shape maxLogVar.Shape minLogVar.Shape eps.Shape null
-
-            let h, hi, lo, e =
-                CpuBackend.Data head, CpuBackend.Data maxLogVar, CpuBackend.Data minLogVar, CpuBackend.Data eps
-
-            let dst = CpuBackend.Alloc(rows * d)
-
-            Workers.forChunks (rows * d) (Elementwise.Chunk / 8) (fun s len ->
-                for k in s .. s + len - 1 do
-                    let i, j = k / d, k % d
-                    dst.[k] <- GaussianHeadFormulas.Sample(h.[i * 2 * d + j], h.[i * 2 * d + d + j], hi.[j], lo.[j], e.[k]))
-
-            CpuBackend.Out(dst, [| rows; d |], head, maxLogVar, minLogVar, eps)
-
-        member _.GaussianHeadSampleGrad(head, maxLogVar, minLogVar, eps, g, input) =
-            let rows, d = Plans.gaussianHead head.Shape maxLogVar.Shape minLogVar.Shape eps.Shape g.Shape
-
-            let h, hi, lo, e, gv =
-                CpuBackend.Data head, CpuBackend.Data maxLogVar, CpuBackend.Data minLogVar, CpuBackend.Data eps, CpuBackend.Data g
-
-            let width = if input = HeadInput then 2 * d else d
-            let dst = CpuBackend.Alloc(rows * width)
-
-            Workers.forChunks (rows * width) (Elementwise.Chunk / 8) (fun s len ->
-                for k in s .. s + len - 1 do
-                    let i, c = k / width, k % width
-                    let j = c % d
-                    let r, x, gk = h.[i * 2 * d + d + j], e.[i * d + j], gv.[i * d + j]
-
-                    dst.[k] <-
-                        match input with
-                        | HeadInput ->
-                            if c < d then
-                                gk
-                            else
-                                GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk)
-                        | MaxLogVarInput -> GaussianHeadFormulas.MaxGrad(r, hi.[j], lo.[j], x, gk)
-                        | MinLogVarInput -> GaussianHeadFormulas.MinGrad(r, hi.[j], lo.[j], x, gk)
-                        | NoiseInput -> GaussianHeadFormulas.NoiseGrad(r, hi.[j], lo.[j], gk))
-
-            CpuBackend.Out(dst, [| rows; width |], head, maxLogVar, minLogVar, eps, g)
-
-        member _.TanhGaussianSampleGrad(head, eps, gAction, gLogProb, lo, hi, wrtNoise) =
-            let n, a =
-                Plans.tanhGaussian
-                    head.Shape
-                    eps.Shape
-                    (if isNull gAction then null else gAction.Shape)
-                    (if isNull gLogProb then null else gLogProb.Shape)
-
-            let h, e = CpuBackend.Data head, CpuBackend.Data eps
-            let ga = if isNull gAction then null else CpuBackend.Data gAction
-            let gl = if isNull gLogProb then null else CpuBackend.Data gLogProb
-            let width = if wrtNoise then a else 2 * a
-            let d = CpuBackend.Alloc(n * width)
-
-            Workers.forChunks n (max 1 (Elementwise.Chunk / (8 * max 1 a))) (fun r0 count ->
-                for i in r0 .. r0 + count - 1 do
-                    let gL = if isNull gl then 0.0f else gl.[i]
-
-                    for j in 0 .. a - 1 do
-                        let m, r, x = h.[i * 2 * a + j], h.[i * 2 * a + a + j], e.[i * a + j]
-                        let gA = if isNull ga then 0.0f else ga.[i * a + j]
-
-                        if wrtNoise then
-                            d.[i * a + j] <- TanhGaussianFormulas.NoiseGrad(m, r, x, lo, hi, gA, gL)
-                        else
-                            d.[i * 2 * a + j] <- TanhGaussianFormulas.MeanGrad(m, r, x, lo, hi, gA, gL)
-                            d.[i * 2 * a + a + j] <- TanhGaussianFormulas.LogStdGrad(m, r, x, lo, hi, gA, gL))
-
-            CpuBackend.Out(d, [| n; width |], head, eps, gAction, gLogProb)
 
         member _.Synchronize() = ()
 

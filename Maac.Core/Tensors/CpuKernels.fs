@@ -204,23 +204,3 @@ module internal Elementwise =
             let vl, vh = Vector256.Create lo, Vector256.Create hi
             let zero = Vector256<float32>.Zero
             map3 x x g dx (fun a _ gv -> select (Vector256.GreaterThanOrEqual(a, vl) &&& Vector256.LessThanOrEqual(a, vh)) gv zero)
-
-    /// The fused Adam update over whole arrays (see IBackend.AdamStep).
-    let adam (w: float32[]) (g: float32[]) (m: float32[]) (v: float32[]) (h: AdamHyper) (w': float32[]) (m': float32[]) (v': float32[]) =
-        let b1, b2 = Vector256.Create h.Beta1, Vector256.Create h.Beta2
-        let a1, a2 = Vector256.Create(1.0f - h.Beta1), Vector256.Create(1.0f - h.Beta2)
-        let lr, eps = Vector256.Create h.LearningRate, Vector256.Create h.Epsilon
-        let ic1, ic2 = Vector256.Create(1.0f / h.Correction1), Vector256.Create(1.0f / h.Correction2)
-
-        Workers.forChunks w.Length Chunk (fun start len ->
-            let stop = start + len
-            let mutable i = start
-
-            while i < stop do
-                let gv = load g i stop
-                let mv = b1 * load m i stop + a1 * gv
-                let vv = b2 * load v i stop + a2 * gv * gv
-                store mv m' i stop
-                store vv v' i stop
-                store (load w i stop - lr * (mv * ic1) / (Vector256.Sqrt(vv * ic2) + eps)) w' i stop
-                i <- i + Vector256<float32>.Count)

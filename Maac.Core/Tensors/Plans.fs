@@ -145,18 +145,6 @@ module Plans =
 
         ax, (outer, n, inner)
 
-    /// Checks that the four tensors of an Adam step share one shape.
-    let adam (w: int[]) (g: int[]) (m: int[]) (v: int[]) =
-        if g <> w || m <> w || v <> w then
-            Shape.fail
-                "adam"
-                (sprintf
-                    "parameter %s, gradient %s and moments %s, %s differ in shape"
-                    (Shape.show w)
-                    (Shape.show g)
-                    (Shape.show m)
-                    (Shape.show v))
-
     /// Checks that values fill a shape.
     let ofArray (count: int) (shape: int[]) =
         Shape.validate "ofArray" shape
@@ -170,43 +158,3 @@ module Plans =
 
         if Shape.numel shape <> numel then
             Shape.fail "reshape" (sprintf "cannot view a tensor of shape %s (%d elements) as %s" (Shape.show from) numel (Shape.show shape))
-
-    /// Checks the operands of fused tanh-Gaussian sampling and returns (rows, action size).
-    let tanhGaussian (head: int[]) (eps: int[]) (gAction: int[]) (gLogProb: int[]) =
-        let op = "tanhGaussianSample"
-
-        if head.Length <> 2 || head.[1] % 2 <> 0 then
-            Shape.fail op (sprintf "the head must be [N, 2A] (means then log standard deviations), got %s" (Shape.show head))
-
-        let n, a = head.[0], head.[1] / 2
-
-        if eps <> [| n; a |] then
-            Shape.fail op (sprintf "the noise must be [%d, %d] for a head of shape %s, got %s" n a (Shape.show head) (Shape.show eps))
-
-        if not (isNull gAction) && gAction <> [| n; a |] then
-            Shape.fail op (sprintf "the actions' gradient must be [%d, %d], got %s" n a (Shape.show gAction))
-
-        if not (isNull gLogProb) && gLogProb <> [| n |] then
-            Shape.fail op (sprintf "the log-densities' gradient must be [%d], got %s" n (Shape.show gLogProb))
-
-        n, a
-
-    /// Checks the operands of fused Gaussian-head sampling and returns (rows, outputs).
-    let gaussianHead (head: int[]) (maxLogVar: int[]) (minLogVar: int[]) (eps: int[]) (g: int[]) =
-        let op = "gaussianHeadSample"
-
-        if head.Length <> 2 || head.[1] % 2 <> 0 then
-            Shape.fail op (sprintf "the head must be [R, 2D] (means then raw log-variances), got %s" (Shape.show head))
-
-        let r, d = head.[0], head.[1] / 2
-
-        if maxLogVar <> [| d |] || minLogVar <> [| d |] then
-            Shape.fail op (sprintf "the log-variance bounds must be [%d], got %s and %s" d (Shape.show maxLogVar) (Shape.show minLogVar))
-
-        if eps <> [| r; d |] then
-            Shape.fail op (sprintf "the noise must be [%d, %d] for a head of shape %s, got %s" r d (Shape.show head) (Shape.show eps))
-
-        if not (isNull g) && g <> [| r; d |] then
-            Shape.fail op (sprintf "the samples' gradient must be [%d, %d], got %s" r d (Shape.show g))
-
-        r, d

@@ -1,0 +1,46 @@
+namespace Maac.Tensors
+
+/// The attributes of a fused product + activation.
+[<Struct>]
+type ProductActivation =
+    {
+        /// Whether a's last two dimensions are transposed.
+        TransA: bool
+        /// Whether b's last two dimensions are transposed.
+        TransB: bool
+        /// The activation applied to the product.
+        Activation: UnaryOp
+    }
+
+/// activation(op(a)·op(b) (+ bias)) as one operation: on a GPU the bias and the activation take one kernel after
+/// the product instead of two.
+module MatMulActivation =
+    /// Inputs: a, b and optionally the bias (as IBackend.MatMul); outputs: the activation of the product, and the
+    /// product with its bias (the activation's input, which its gradient needs).
+    let op =
+        { new FusedOp<ProductActivation>("matmulActivation", [| "a"; "b"; "bias" |]) with
+            member _.MinInputs = 2
+            member _.Gradient = FusedBackward
+
+            member _.OutputShapes(p, shapes) =
+                let biasNumel = if shapes.Length = 3 then Shape.numel shapes.[2] else -1
+                let plan = Plans.matMul p.TransA p.TransB shapes.[0] shapes.[1] biasNumel
+                [| plan.OutShape; plan.OutShape |]
+
+            member _.Reference<'T>(ops: IOps<'T>, p, xs: 'T[]) =
+                let bias = if xs.Length = 3 then ValueSome xs.[2] else ValueNone
+                let product = ops.MatMul(p.TransA, p.TransB, xs.[0], xs.[1], bias)
+                [| ops.Unary(p.Activation, product); product |]
+
+            member _.Backward(backend, p, xs, ys, gs, need) =
+                let activated, product = ys.[0], ys.[1]
+
+                let byProduct =
+                    match gs.[0], gs.[1] with
+                    | null, g -> g
+                    | g, null -> backend.UnaryGrad(p.Activation, product, activated, g)
+                    | g, direct -> backend.Binary(Add, backend.UnaryGrad(p.Activation, product, activated, g), direct)
+
+                let bias = if xs.Length = 3 then xs.[2] else null
+                ProductGradients.inputs p.TransA p.TransB xs.[0] xs.[1] bias byProduct need
+        }

@@ -1,0 +1,231 @@
+/// Fused operations (FusedOp): every kernel against its operation's reference composition, values and gradients;
+/// a fused operation defined outside the library; the counting backend's view of them.
+module Maac.Tests.FusedOpTests
+
+open System
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open Maac
+open Maac.Tensors
+open Maac.Tests.Support
+
+let private cpu = Backends.Get Device.Cpu
+
+/// Uniform values in [lo, hi) as a raw CPU tensor.
+let private values (seed: int) (shape: int[]) (lo: float32) (hi: float32) = (uniform seed shape lo hi).Primal
+
+/// One fused operation with attributes and inputs, its type parameter hidden so that all can be listed together.
+type FusedCase =
+    {
+        /// The operation and its attributes, for messages.
+        Name: string
+        /// Runs it on a backend: that backend's kernel, or the reference composition where it has none.
+        Run: IBackend -> RawTensor[] -> RawTensor[]
+        /// Its reference composition on the CPU backend's generic operations.
+        Reference: RawTensor[] -> RawTensor[]
+        /// Whether the backend has a kernel for it.
+        HasKernel: IBackend -> bool
+        /// Inputs (on the CPU) for a seed.
+        Inputs: int -> RawTensor[]
+    }
+
+let private case (op: FusedOp<'A>) (attributes: 'A) (inputs: int -> RawTensor[]) =
+    {
+        Name = sprintf "%s %A" op.Name attributes
+        Run = fun backend xs -> Fused.run backend op attributes xs
+        Reference = Fused.reference cpu op attributes
+        HasKernel = fun backend -> Fused.kernelOf backend op |> ValueOption.isSome
+        Inputs = inputs
+    }
+
+let private bounds = { Lo = -1.0f; Hi = 1.0f }
+
+/// Head values in [−2, 2] against clamp bounds [−1, 1] (both sides of both bounds), noise in [−2, 2].
+let private tanhGaussianInputs (seed: int) =
+    let n, a = 1 + seed % 9, 1 + seed % 5
+    [| values seed [| n; 2 * a |] -2.0f 2.0f; values (seed + 1) [| n; a |] -2.0f 2.0f |]
+
+let private withGradients (seed: int) (xs: RawTensor[]) (shapes: int[][]) =
+    Array.append xs (shapes |> Array.mapi (fun i s -> values (seed + 10 + i) s -1.0f 1.0f))
+
+let private gaussianHeadInputs (seed: int) =
+    let r, d = 1 + seed % 11, 1 + seed % 6
+
+    [|
+        values seed [| r; 2 * d |] -3.0f 3.0f
+        values (seed + 1) [| d |] 0.0f 1.0f
+        values (seed + 2) [| d |] -3.0f -1.5f
+        values (seed + 3) [| r; d |] -2.0f 2.0f
+    |]
+
+let private adamInputs (seed: int) =
+    let shape = [| 1 + seed % 40 |]
+
+    [|
+        values seed shape -1.0f 1.0f
+        values (seed + 1) shape -1.0f 1.0f
+        values (seed + 2) shape -0.1f 0.1f
+        values (seed + 3) shape 0.0f 0.01f
+    |]
+
+/// The fused operations the library defines, each with its attributes (all of them, or a representative set).
+let cases =
+    [
+        case TanhGaussian.sample bounds tanhGaussianInputs
+        for wrtNoise in [ false; true ] do
+            case TanhGaussian.gradient { Bounds = bounds; WrtNoise = wrtNoise } (fun seed ->
+                let xs = tanhGaussianInputs seed
+                let n, a = xs.[1].Shape.[0], xs.[1].Shape.[1]
+                withGradients seed xs [| [| n; a |]; [| n |] |])
+        case GaussianHead.sample () gaussianHeadInputs
+        for input in [ HeadInput; MaxLogVarInput; MinLogVarInput; NoiseInput ] do
+            case GaussianHead.gradient input (fun seed ->
+                let xs = gaussianHeadInputs seed
+                withGradients seed xs [| xs.[3].Shape |])
+        case AdamUpdate.step adamHyperAtStepOne adamInputs
+        case AdamUpdate.step { adamHyperAtStepOne with Correction1 = 0.5f; Correction2 = 0.01f } adamInputs
+        for activation in [ Relu; Silu; Tanh ] do
+            for transA, transB, withBias in [ false, false, true; true, false, false; false, true, true ] do
+                case MatMulActivation.op { TransA = transA; TransB = transB; Activation = activation } (fun seed ->
+                    let m, k, n = 1 + seed % 7, 1 + seed % 5, 1 + seed % 6
+                    let a = values seed (if transA then [| k; m |] else [| m; k |]) -1.0f 1.0f
+                    let b = values (seed + 1) (if transB then [| n; k |] else [| k; n |]) -1.0f 1.0f
+
+                    if withBias then
+                        [| a; b; values (seed + 2) [| n |] -1.0f 1.0f |]
+                    else
+                        [| a; b |])
+    ]
+
+/// |actual − expected| ≤ absTol + relTol·|expected| for every element, with equal shapes.
+let closeTo (what: string) (absTol: float32) (relTol: float32) (expected: RawTensor) (actual: RawTensor) =
+    Expect.equal actual.Shape expected.Shape (what + ": shape")
+    let e, a = expected.ToArray(), actual.ToArray()
+
+    for i in 0 .. e.Length - 1 do
+        if not (abs (a.[i] - e.[i]) <= absTol + relTol * abs e.[i]) then
+            failtestf "%s: element %d is %g, the reference composition gives %g" what i a.[i] e.[i]
+
+// Kernel and composition evaluate the same formulas with different libraries (MathF in the kernels,
+// TensorPrimitives in the generic operations: a few ulps apart for exp, log, tanh) and in a different order (a sum
+// over at most 6 terms, about ten operations in a row): relative and absolute 2e-5 (≈ 170 ulps) bound it.
+let private kernelTolerance = 2e-5f
+
+/// For every case and 20 seeds: the backend's kernel (inputs moved there with onBackend) equals the reference
+/// composition on the CPU.
+let kernelsMatchReferences (backend: IBackend) (onBackend: RawTensor -> RawTensor) =
+    for c in cases do
+        if c.HasKernel backend then
+            for seed in 0..19 do
+                let xs = c.Inputs(1000 * seed + 17)
+                let expected = c.Reference xs
+                let actual = c.Run backend (Array.map onBackend xs)
+
+                Array.iteri2
+                    (fun i e a -> closeTo (sprintf "%s, output %d, seed %d" c.Name i seed) kernelTolerance kernelTolerance e a)
+                    expected
+                    actual
+
+/// A fused operation defined in this test, as a user would: softsign x / (1 + |x|), with no kernel anywhere and no
+/// gradient of its own.
+let private softsign =
+    { new FusedOp<unit>("softsign", [| "x" |]) with
+        member _.OutputShapes(_, shapes) = [| shapes.[0] |]
+
+        member _.Reference<'T>(ops: IOps<'T>, (), xs: 'T[]) =
+            [| ops.Binary(Div, xs.[0], ops.Scalar(AddScalar 1.0f, ops.Unary(Abs, xs.[0]))) |]
+    }
+
+/// Σ over outputs of sum(output · weight), with fixed random weights, as a function of the inputs.
+let private weightedSum (outputs: Tensor[] -> Tensor[]) (weights: Tensor[]) (xs: Tensor[]) =
+    Array.map2 (fun (y: Tensor) w -> Tensor.sum (y * w)) (outputs xs) weights |> Array.reduce (+)
+
+let tests =
+    testList
+        "fused operations"
+        [
+            test "the CPU backend has kernels for sampling and Adam, and runs the product + activation as its composition" {
+                for c in cases do
+                    Expect.equal (c.HasKernel cpu) (not (c.Name.StartsWith "matmulActivation")) (c.Name + ": a CPU kernel")
+            }
+            test "on the CPU, every kernel equals its operation's reference composition" { kernelsMatchReferences cpu id }
+            testPropertyWithConfig
+                configFew
+                "the fused gradients (sampling, product + activation) equal the gradients of the reference compositions"
+                (fun () ->
+                    Prop.forAll (Arb.fromGen (Gen.choose (0, 1_000_000))) (fun seed ->
+                        let differentiable: (string * (Tensor[] -> Tensor[]) * (Tensor[] -> Tensor[]) * RawTensor[]) list =
+                            let both (op: FusedOp<'A>) (attributes: 'A) (xs: RawTensor[]) =
+                                sprintf "%s %A" op.Name attributes,
+                                Tensor.fused op attributes,
+                                (fun ts -> op.Reference(Tensor.ops, attributes, ts)),
+                                xs
+
+                            [
+                                both TanhGaussian.sample bounds (tanhGaussianInputs seed)
+                                both GaussianHead.sample () (gaussianHeadInputs seed)
+                                for activation in [ Relu; Tanh ] do
+                                    both
+                                        MatMulActivation.op
+                                        { TransA = seed % 2 = 0; TransB = seed % 3 = 0; Activation = activation }
+                                        (let m, k, n = 1 + seed % 7, 1 + seed % 5, 1 + seed % 6
+
+                                         [|
+                                             values seed (if seed % 2 = 0 then [| k; m |] else [| m; k |]) -1.0f 1.0f
+                                             values (seed + 1) (if seed % 3 = 0 then [| n; k |] else [| k; n |]) -1.0f 1.0f
+                                             values (seed + 2) [| n |] -1.0f 1.0f
+                                         |])
+                            ]
+
+                        for name, fusedOutputs, referenceOutputs, xs in differentiable do
+                            let inputs = Array.map Tensor.ofRaw xs
+                            let weights = fusedOutputs inputs |> Array.mapi (fun i y -> uniform (seed + 100 + i) y.Shape -1.0f 1.0f)
+                            let fusedGrads = Diff.grads (weightedSum fusedOutputs weights) inputs
+                            let referenceGrads = Diff.grads (weightedSum referenceOutputs weights) inputs
+
+                            Array.iteri2
+                                (fun i (r: Tensor) (f: Tensor) ->
+                                    closeTo (sprintf "%s: gradient in input %d" name i) kernelTolerance kernelTolerance r.Primal f.Primal)
+                                referenceGrads
+                                fusedGrads
+
+                        true))
+            test "a fused operation defined outside the library runs as its composition and is differentiated through it" {
+                let x = Tensor.ofArray [| 5 |] [| -3.0f; -0.5f; 0.0f; 0.25f; 4.0f |]
+                let y = (Tensor.fused softsign () [| x |]).[0]
+                let expected = x.ToArray() |> Array.map (fun v -> v / (1.0f + abs v))
+                Expect.sequenceEqual (y.ToArray()) expected "values"
+                let g = Diff.grad (fun x -> Tensor.sum (Tensor.fused softsign () [| x |]).[0]) x
+                // d/dx x/(1 + |x|) = 1/(1 + |x|)² (at 0 too: sign(0) = 0 leaves 1); three float32 operations of the
+                // quotient rule in a row: a few ulps (relative 1e-6).
+                let slope = x.ToArray() |> Array.map (fun v -> 1.0f / ((1.0f + abs v) * (1.0f + abs v)))
+
+                Array.iteri2
+                    (fun i a e -> Expect.floatClose { absolute = 1e-7; relative = 1e-6 } (float a) (float e) (sprintf "gradient %d" i))
+                    (g.ToArray())
+                    slope
+
+                checkGradient "softsign" (fun xs -> (Tensor.fused softsign () xs).[0]) [| uniform 3 [| 4; 3 |] -2.0f 2.0f |] 3
+            }
+            test "the counting backend counts a kernel under its operation's name and a composition by its operations" {
+                let counter = CountingBackend cpu
+
+                using (Backends.Use counter) (fun _ ->
+                    let head, eps = Tensor.zeros [| 4; 6 |], Tensor.zeros [| 4; 3 |]
+                    Tensor.tanhGaussianSample -5.0f 2.0f head eps |> ignore
+                    Tensor.fused softsign () [| eps |] |> ignore)
+
+                let calls = counter.Counts |> Array.map (fun c -> c.Operation, c.Calls) |> Map.ofArray
+                Expect.equal (calls.TryFind "tanhGaussianSample") (Some 1L) "the kernel, by name"
+                Expect.equal (calls.TryFind "softsign") None "no kernel: not counted as one operation"
+                Expect.equal (calls.TryFind "unary Abs", calls.TryFind "binary div") (Some 1L, Some 1L) "its composition, op by op"
+            }
+            test "a fused operation refuses a wrong number of inputs, naming them" {
+                let ex =
+                    Expect.throwsC (fun () -> Fused.run cpu TanhGaussian.sample bounds [| cpu.Full([| 2; 4 |], 0.0f) |] |> ignore) id
+
+                for part in [ "tanhGaussianSample"; "takes 2 inputs"; "head, noise"; "got 1" ] do
+                    Expect.stringContains ex.Message part "message"
+            }
+        ]
