@@ -35,3 +35,14 @@ type GpuUnavailableException(message: string, inner: exn) =
     inherit Exception(message, inner)
     /// An exception without an inner cause.
     new(message: string) = GpuUnavailableException(message, null)
+
+/// Finding NaNs and infinities in values.
+module Finite =
+    /// The index of the first NaN or infinity in values, if any.
+    let firstNonFinite (values: float32[]) = Array.tryFindIndex (fun v -> not (Single.IsFinite v)) values
+
+    /// Raises NonFiniteException with describe(index, value) of the first NaN or infinity in values, if any.
+    let require (describe: int -> float32 -> string) (values: float32[]) =
+        match firstNonFinite values with
+        | Some i -> raise (NonFiniteException(describe i values.[i]))
+        | None -> ()

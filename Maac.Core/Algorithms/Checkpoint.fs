@@ -117,19 +117,9 @@ module Checkpoint =
                         (Maac.Tensors.Shape.show a.Shape)
                         a.Values.Length)
 
-            match Array.tryFindIndex (fun (v: float32) -> not (Single.IsFinite v)) a.Values with
-            | Some i ->
-                raise (
-                    NonFiniteException(
-                        sprintf
-                            "checkpoint tensor '%s' element %d is %g: nothing non-finite is written (%s was not replaced)"
-                            a.Name
-                            i
-                            a.Values.[i]
-                            path
-                    )
-                )
-            | None -> ()
+            a.Values
+            |> Finite.require (fun i v ->
+                sprintf "checkpoint tensor '%s' element %d is %g: nothing non-finite is written (%s was not replaced)" a.Name i v path)
 
         for k in metadata.Keys do
             if k.StartsWith ChecksumPrefix then
@@ -319,7 +309,7 @@ module Checkpoint =
                 let values = Array.zeroCreate<float32>(length / 4)
                 Buffer.BlockCopy(bytes, offset, values, 0, length)
 
-                match Array.tryFindIndex (fun (v: float32) -> not (Single.IsFinite v)) values with
+                match Finite.firstNonFinite values with
                 | Some i -> fail "tensor '%s' element %d is %g (checkpoints hold finite values only)" name i values.[i]
                 | None -> ()
 

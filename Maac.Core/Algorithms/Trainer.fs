@@ -27,7 +27,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 name
                 (sprintf "%s expects observations of size %d; %s has %d" task.Name obsDim row (if isNull o then 0 else o.Length))
 
-        match Array.tryFindIndex (fun v -> not (Single.IsFinite v)) o with
+        match Finite.firstNonFinite o with
         | Some i -> invalidArg name (sprintf "%s, element %d is %g" row i o.[i])
         | None -> ()
 

@@ -154,19 +154,8 @@ module TrainingStep =
                     obsDim
             )
 
-        match Array.tryFindIndex (fun (v: float32) -> not (Single.IsFinite v)) r.Observation with
-        | Some e ->
-            raise (
-                NonFiniteException(
-                    sprintf
-                        "%s returned a non-finite observation at environment step %d: element %d is %g"
-                        task.Name
-                        step
-                        e
-                        r.Observation.[e]
-                )
-            )
-        | None -> ()
+        r.Observation
+        |> Finite.require (sprintf "%s returned a non-finite observation at environment step %d: element %d is %g" task.Name step)
 
         if not (Double.IsFinite r.Reward) then
             raise (NonFiniteException(sprintf "%s returned a non-finite reward at environment step %d: %g" task.Name step r.Reward))

@@ -273,25 +273,27 @@ module Tensor =
                 (whenNeeded need 1 (fun () -> sumTo x.Primal.Shape (be.Unary(Neg, be.Binary(Mul, g, be.Binary(Div, y.Primal, r2))))))
             |])
 
-    /// Element-wise maximum (ties send the gradient to a).
-    let maximum (a: Tensor) (b: Tensor) =
-        binary Maximum a b (fun _ g need ->
+    /// The element-wise maximum or minimum: the gradient goes to the chosen operand, and to a on ties.
+    let private extremum (op: BinaryOp) (a: Tensor) (b: Tensor) =
+        // a is chosen where first ≥ second: (a, b) for the maximum, (b, a) for the minimum.
+        let first, second = if op = Maximum then a, b else b, a
+
+        binary op a b (fun _ g need ->
             let be = g.Backend
 
+            let towards (operand: Tensor) (mask: BinaryOp) (x: Tensor) (y: Tensor) =
+                sumTo operand.Primal.Shape (be.Binary(Mul, g, be.Binary(mask, x.Primal, y.Primal)))
+
             [|
-                (whenNeeded need 0 (fun () -> sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, a.Primal, b.Primal)))))
-                (whenNeeded need 1 (fun () -> sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, b.Primal, a.Primal)))))
+                (whenNeeded need 0 (fun () -> towards a GreaterEqual first second))
+                (whenNeeded need 1 (fun () -> towards b Greater second first))
             |])
+
+    /// Element-wise maximum (ties send the gradient to a).
+    let maximum (a: Tensor) (b: Tensor) = extremum Maximum a b
 
     /// Element-wise minimum (ties send the gradient to a).
-    let minimum (a: Tensor) (b: Tensor) =
-        binary Minimum a b (fun _ g need ->
-            let be = g.Backend
-
-            [|
-                (whenNeeded need 0 (fun () -> sumTo a.Primal.Shape (be.Binary(Mul, g, be.Binary(GreaterEqual, b.Primal, a.Primal)))))
-                (whenNeeded need 1 (fun () -> sumTo b.Primal.Shape (be.Binary(Mul, g, be.Binary(Greater, a.Primal, b.Primal)))))
-            |])
+    let minimum (a: Tensor) (b: Tensor) = extremum Minimum a b
 
     /// 1 where a > b, else 0 (a constant: comparisons have no gradient).
     let greater (a: Tensor) (b: Tensor) = ofRaw ((backendOf "greater" [| a; b |]).Binary(Greater, a.Primal, b.Primal))
@@ -662,27 +664,28 @@ module Tensor =
         | Some act -> matmulActivationWith act false false
         | None -> matmulWith false false
 
-    let private linearWith (activation: UnaryOp option) (x: Tensor) (weight: Tensor) (bias: Tensor) =
-        if x.Rank <> 2 || weight.Rank <> 2 then
-            Shape.fail
-                "linear"
-                (sprintf
-                    "needs input [N, in] and weight [in, out], got %s and %s"
-                    (Shape.show x.Primal.Shape)
-                    (Shape.show weight.Primal.Shape))
+    /// activation(x·W + bias) for operands of `rank` dimensions laid out as `layout` says (rank 3: one product per
+    /// batch entry, the weight's first dimension).
+    let private biasedProduct
+        (op: string)
+        (rank: int)
+        (layout: string)
+        (activation: UnaryOp option)
+        (x: Tensor)
+        (weight: Tensor)
+        (bias: Tensor)
+        =
+        let w = weight.Primal.Shape
 
-        productWith activation x weight (fusedBias "linear" x bias weight.Primal.Shape.[1] 1)
+        if x.Rank <> rank || weight.Rank <> rank then
+            Shape.fail op (sprintf "needs %s, got %s and %s" layout (Shape.show x.Primal.Shape) (Shape.show w))
 
-    let private baddbmmWith (activation: UnaryOp option) (bias: Tensor) (x: Tensor) (weight: Tensor) =
-        if x.Rank <> 3 || weight.Rank <> 3 then
-            Shape.fail
-                "baddbmm"
-                (sprintf
-                    "needs input [B, N, in] and weight [B, in, out], got %s and %s"
-                    (Shape.show x.Primal.Shape)
-                    (Shape.show weight.Primal.Shape))
+        productWith activation x weight (fusedBias op x bias w.[rank - 1] (if rank = 3 then w.[0] else 1))
 
-        productWith activation x weight (fusedBias "baddbmm" x bias weight.Primal.Shape.[2] weight.Primal.Shape.[0])
+    let private linearWith activation x weight bias = biasedProduct "linear" 2 "input [N, in] and weight [in, out]" activation x weight bias
+
+    let private baddbmmWith activation bias x weight =
+        biasedProduct "baddbmm" 3 "input [B, N, in] and weight [B, in, out]" activation x weight bias
 
     /// x·W + b for x [N, in], W [in, out], b [out] (one fused product).
     let linear (x: Tensor) (weight: Tensor) (bias: Tensor) = linearWith None x weight bias

@@ -184,7 +184,7 @@ module EnvChecker =
                             sprintf "%s has size %d, the observation space says %d" at (if isNull obs then 0 else obs.Length) obsDim
                         )
                     else
-                        match Array.tryFindIndex (fun v -> not (Single.IsFinite v)) obs with
+                        match Maac.Finite.firstNonFinite obs with
                         | Some e ->
                             finite <- false
                             problems.Add("obs finite", sprintf "%s is not finite: element %d is %g" at e obs.[e])

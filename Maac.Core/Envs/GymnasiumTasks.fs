@@ -50,7 +50,7 @@ module GymnasiumTasks =
     /// Tasks whose observation or reward reads contact forces (cfrc_ext).
     let private readsContactForces = set [ "Ant"; "Humanoid" ]
 
-    let private task name frameSkip reset observe track reward terminated functions model obs act steps =
+    let private task name frameSkip reset observe track reward terminated functions model (obs, act, steps) =
         {
             Spec =
                 {
@@ -84,9 +84,7 @@ module GymnasiumTasks =
             (fun _ -> false)
             { Reward = None; Termination = None }
             ("half_cheetah.xml", [])
-            17
-            6
-            1000
+            (17, 6, 1000)
 
     /// Hopper and Walker2d in v5: frame skip 4, qpos0 + U(±0.005) and qvel U(±0.005), obs qpos[1:] + clip(qvel, ±10),
     /// reward Δx/dt + 1 while healthy − 0.001‖a‖², terminating when unhealthy (termination for rollouts: of the next
@@ -104,9 +102,7 @@ module GymnasiumTasks =
             (fun t -> not (healthy t.Simulation))
             { Reward = None; Termination = Some(fun _ _ next -> termination next) }
             (model, [])
-            obs
-            act
-            1000
+            (obs, act, 1000)
 
     /// Hopper-v5's health: z = qpos[1] in (0.7, ∞), torso angle qpos[2] in (−0.2, 0.2), and every element of
     /// (qpos, qvel)[2:] in (−100, 100), all strict.
@@ -161,6 +157,28 @@ module GymnasiumTasks =
             17
             6
 
+    /// The reward of a locomotion task with a contact cost: forward·Δx/dt + alive (while healthy) − control·‖a‖²
+    /// − contactCost(‖contact forces‖²).
+    let private contactLocomotionReward
+        (forward: float)
+        (alive: float)
+        (control: float)
+        (contactCost: float -> float)
+        (contactForces: Simulation -> float[])
+        (healthy: Simulation -> bool)
+        (t: MuJoCoTransition)
+        =
+        let contact = contactForces t.Simulation |> Array.sumBy (fun f -> f * f)
+
+        forward * MuJoCoSpec.velocityOf 0 t + (if healthy t.Simulation then alive else 0.0)
+        - control * MuJoCoSpec.squaredNorm t.Action
+        - contactCost contact
+
+    /// Rollout functions for a task whose reward the model learns and whose episodes end when observation column 0
+    /// (the torso's height) leaves [lo, hi] (outside: closed or open bounds).
+    let private learnedRewardHeightTermination (outside: float32 -> float32 -> Tensor -> Tensor) (lo: float32) (hi: float32) =
+        { Reward = None; Termination = Some(fun _ _ next -> outside lo hi (Indicators.column 0 next)) }
+
     /// Ant-v5's contact forces: cfrc_ext of every body clipped to [−1, 1] (row 0, the world, is always 0).
     let private antContactForces (sim: Simulation) = sim.Read SimQuantity.CfrcExt |> Array.map (clip -1.0 1.0)
 
@@ -183,21 +201,11 @@ module GymnasiumTasks =
             (MuJoCoReset.UniformPositionsNormalVelocities 0.1)
             (fun sim -> Array.append (positionsAndVelocities 2 infinity sim) (antContactForces sim |> Array.skip 6 |> Array.map float32))
             (fun sim -> [| sim.ReadAt(SimQuantity.Xpos, 3 * sim.IdOf(MuJoCoObject.Body, "torso")) |])
-            (fun t ->
-                let contact = antContactForces t.Simulation |> Array.sumBy (fun f -> f * f)
-
-                MuJoCoSpec.velocityOf 0 t + (if antHealthy t.Simulation then 1.0 else 0.0)
-                - 0.5 * MuJoCoSpec.squaredNorm t.Action
-                - 5e-4 * contact)
+            (contactLocomotionReward 1.0 1.0 0.5 (fun c -> 5e-4 * c) antContactForces antHealthy)
             (fun t -> not (antHealthy t.Simulation))
-            {
-                Reward = None
-                Termination = Some(fun _ _ next -> Indicators.outsideClosed 0.2f 1.0f (Indicators.column 0 next))
-            }
+            (learnedRewardHeightTermination Indicators.outsideClosed 0.2f 1.0f)
             ("ant.xml", [])
-            105
-            8
-            1000
+            (105, 8, 1000)
 
     /// InvertedPendulum-v5: obs qpos + qvel (4); reward 1 while the pole stands, 0 on the failing step; terminates
     /// when |angle| > 0.2 (or the observation is not finite); qpos0 + U(±0.01), qvel U(±0.01).
@@ -219,9 +227,7 @@ module GymnasiumTasks =
                 Termination = Some(fun _ _ next -> Indicators.outsideClosed -0.2f 0.2f (Indicators.column 1 next))
             }
             ("inverted_pendulum.xml", [])
-            4
-            1
-            1000
+            (4, 1, 1000)
 
     /// InvertedDoublePendulum-v5: obs [x, sin θ₁, sin θ₂, cos θ₁, cos θ₂, clip(qvel, ±10), clip(qfrc_constraint[0], ±10)]
     /// (9); reward 10 (while standing) − (0.01·x_tip² + (y_tip − 2)²) − (0.001·ω₁² + 0.005·ω₂²) with the tip site's
@@ -258,9 +264,7 @@ module GymnasiumTasks =
             (fun t -> snd (tip t.Simulation) <= 1.0)
             { Reward = None; Termination = None }
             ("inverted_double_pendulum.xml", [])
-            9
-            1
-            1000
+            (9, 1, 1000)
 
     /// Swimmer-v5: obs qpos[2:] + qvel (8); reward Δx/dt − 10⁻⁴‖a‖²; never terminates; qpos0 + U(±0.1), qvel U(±0.1).
     let swimmer =
@@ -274,9 +278,7 @@ module GymnasiumTasks =
             (fun _ -> false)
             { Reward = None; Termination = None }
             ("swimmer.xml", [])
-            8
-            2
-            1000
+            (8, 2, 1000)
 
     /// Reacher-v5's start: arm joints qpos0 + U(±0.1), the target uniform in the disc of radius 0.2 (by rejection
     /// from the square), arm velocities U(±0.005), target velocity 0.
@@ -343,9 +345,7 @@ module GymnasiumTasks =
                 Termination = None
             }
             ("reacher.xml", [])
-            10
-            2
-            50
+            (10, 2, 50)
 
     /// The x coordinate of the centre of mass: body masses weighting the bodies' centres of mass (xipos), as
     /// Gymnasium's mass_center.
@@ -379,21 +379,11 @@ module GymnasiumTasks =
                     ]
                 |> Array.map float32)
             (fun sim -> [| massCentreX sim |])
-            (fun t ->
-                let contact = t.Simulation.Read SimQuantity.CfrcExt |> Array.sumBy (fun f -> f * f)
-
-                1.25 * MuJoCoSpec.velocityOf 0 t + (if healthy t.Simulation then 5.0 else 0.0)
-                - 0.1 * MuJoCoSpec.squaredNorm t.Action
-                - min (5e-7 * contact) 10.0)
+            (contactLocomotionReward 1.25 5.0 0.1 (fun c -> min (5e-7 * c) 10.0) (fun sim -> sim.Read SimQuantity.CfrcExt) healthy)
             (fun t -> not (healthy t.Simulation))
-            {
-                Reward = None
-                Termination = Some(fun _ _ next -> Indicators.outsideOpen 1.0f 2.0f (Indicators.column 0 next))
-            }
+            (learnedRewardHeightTermination Indicators.outsideOpen 1.0f 2.0f)
             ("humanoid.xml", [])
-            348
-            17
-            1000
+            (348, 17, 1000)
 
     /// Every Gymnasium v5 task.
     let all =

@@ -67,53 +67,26 @@ module MbblTasks =
 
     /// gym_cheetah: velocity s[8], control 0.1, no height term, no alive bonus.
     let halfCheetah =
-        task
-            "HalfCheetah"
-            5
-            (MuJoCoReset.UniformPositionsNormalVelocities 0.1)
-            1
-            { VelocityIndex = 8; Height = None; Control = 0.1f; Alive = 0.0f }
-            ("half_cheetah.xml", [])
-            17
-            6
+        let reward = { VelocityIndex = 8; Height = None; Control = 0.1f; Alive = 0.0f }
+        task "HalfCheetah" 5 (MuJoCoReset.UniformPositionsNormalVelocities 0.1) 1 reward ("half_cheetah.xml", []) 17 6
 
     /// gym_hopper: velocity s[5], height s[0] towards 1.3 with coefficient 3, control 0.1, alive 1.
     let hopper =
-        task
-            "Hopper"
-            4
-            (MuJoCoReset.Uniform 0.005)
-            1
-            { VelocityIndex = 5; Height = Some(0, 1.3f, 3.0f); Control = 0.1f; Alive = 1.0f }
-            ("hopper.xml", [])
-            11
-            3
+        let reward = { VelocityIndex = 5; Height = Some(0, 1.3f, 3.0f); Control = 0.1f; Alive = 1.0f }
+        task "Hopper" 4 (MuJoCoReset.Uniform 0.005) 1 reward ("hopper.xml", []) 11 3
 
     /// gym_walker2d: velocity s[8], height s[0] towards 1.3 with coefficient 3, control 0.1, alive 1; gym's model,
     /// whose right foot has friction 0.9.
     let walker2d =
-        task
-            "Walker2d"
-            4
-            (MuJoCoReset.Uniform 0.005)
-            1
-            { VelocityIndex = 8; Height = Some(0, 1.3f, 3.0f); Control = 0.1f; Alive = 1.0f }
-            ("walker2d.xml", [ ModelFiles.SetAttribute("geom", "foot_geom", "friction", "0.9") ])
-            17
-            6
+        let reward = { VelocityIndex = 8; Height = Some(0, 1.3f, 3.0f); Control = 0.1f; Alive = 1.0f }
+        let model = "walker2d.xml", [ ModelFiles.SetAttribute("geom", "foot_geom", "friction", "0.9") ]
+        task "Walker2d" 4 (MuJoCoReset.Uniform 0.005) 1 reward model 17 6
 
     /// gym_ant: velocity s[13], height s[0] towards 0.57 with coefficient 3, control 0.1, alive 1; observation
     /// qpos[2:] + qvel (27, no contact forces).
     let ant =
-        task
-            "Ant"
-            5
-            (MuJoCoReset.UniformPositionsNormalVelocities 0.1)
-            2
-            { VelocityIndex = 13; Height = Some(0, 0.57f, 3.0f); Control = 0.1f; Alive = 1.0f }
-            ("ant.xml", [])
-            27
-            8
+        let reward = { VelocityIndex = 13; Height = Some(0, 0.57f, 3.0f); Control = 0.1f; Alive = 1.0f }
+        task "Ant" 5 (MuJoCoReset.UniformPositionsNormalVelocities 0.1) 2 reward ("ant.xml", []) 27 8
 
     /// Every MBBL task.
     let all = [ halfCheetah; hopper; walker2d; ant ]

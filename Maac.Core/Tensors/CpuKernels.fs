@@ -24,15 +24,24 @@ module internal Elementwise =
     /// Loads a 256-bit vector at i (a ragged tail padded with zeros).
     let inline load (src: float32[]) (i: int) (stop: int) = Vector256.Create<float32>(lanes src i stop Vector256<float32>.Count)
 
-    /// Stores the first min(w, stop − i) lanes of v at i.
-    let inline store (v: Vector256<float32>) (dst: float32[]) (i: int) (stop: int) =
-        let w = Vector256<float32>.Count
-
+    /// Stores the first min(w, stop − i) of a w-lane vector's lanes at i: all of them with copyAll, else lane by lane.
+    let inline storeLanes
+        (w: int)
+        ([<InlineIfLambda>] copyAll: unit -> unit)
+        ([<InlineIfLambda>] lane: int -> float32)
+        (dst: float32[])
+        (i: int)
+        (stop: int)
+        =
         if i + w <= stop then
-            v.CopyTo(Span<float32>(dst, i, w))
+            copyAll ()
         else
             for j in 0 .. stop - i - 1 do
-                dst.[i + j] <- v.[j]
+                dst.[i + j] <- lane j
+
+    /// Stores the first min(8, stop − i) lanes of v at i.
+    let inline store (v: Vector256<float32>) (dst: float32[]) (i: int) (stop: int) =
+        storeLanes Vector256<float32>.Count (fun () -> v.CopyTo(dst, i)) (fun j -> v.[j]) dst i stop
 
     /// dst[i] = f(x[i]).
     let inline map1 (x: float32[]) (dst: float32[]) ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32>) =
@@ -80,13 +89,7 @@ module internal Elementwise =
     let inline private load512 (src: float32[]) (i: int) (stop: int) = Vector512.Create<float32>(lanes src i stop Vector512<float32>.Count)
 
     let inline private store512 (v: Vector512<float32>) (dst: float32[]) (i: int) (stop: int) =
-        let w = Vector512<float32>.Count
-
-        if i + w <= stop then
-            v.CopyTo(Span<float32>(dst, i, w))
-        else
-            for j in 0 .. stop - i - 1 do
-                dst.[i + j] <- v.[j]
+        storeLanes Vector512<float32>.Count (fun () -> v.CopyTo(dst, i)) (fun j -> v.[j]) dst i stop
 
     let inline private sigmoid512 (x: Vector512<float32>) = Vector512<float32>.One / (Vector512<float32>.One + Vector512.Exp(-x))
 
