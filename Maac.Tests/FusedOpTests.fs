@@ -155,11 +155,21 @@ let tests =
                 "the fused gradients (sampling, product + activation) equal the gradients of the reference compositions"
                 (fun () ->
                     Prop.forAll (Arb.fromGen (Gen.choose (0, 1_000_000))) (fun seed ->
-                        let differentiable: (string * (Tensor[] -> Tensor[]) * (Tensor[] -> Tensor[]) * RawTensor[]) list =
+                        // Each case: its name, its outputs through Tensor.fused, through the reference composition on
+                        // differentiable tensors, its Backward called directly (given the output gradients), and inputs.
+                        let differentiable
+                            : (string *
+                              (Tensor[] -> Tensor[]) *
+                              (Tensor[] -> Tensor[]) *
+                              (RawTensor[] -> RawTensor[] -> RawTensor[]) *
+                              RawTensor[]) list =
                             let both (op: FusedOp<'A>) (attributes: 'A) (xs: RawTensor[]) =
                                 sprintf "%s %A" op.Name attributes,
                                 Tensor.fused op attributes,
                                 (fun ts -> op.Reference(Tensor.ops, attributes, ts)),
+                                (fun inputs outputGrads ->
+                                    let outputs = Fused.run cpu op attributes inputs
+                                    op.Backward(cpu, attributes, inputs, outputs, outputGrads, Array.create inputs.Length true)),
                                 xs
 
                             [
@@ -178,17 +188,28 @@ let tests =
                                          |])
                             ]
 
-                        for name, fusedOutputs, referenceOutputs, xs in differentiable do
+                        for name, fusedOutputs, referenceOutputs, backward, xs in differentiable do
                             let inputs = Array.map Tensor.ofRaw xs
                             let weights = fusedOutputs inputs |> Array.mapi (fun i y -> uniform (seed + 100 + i) y.Shape -1.0f 1.0f)
-                            let fusedGrads = Diff.grads (weightedSum fusedOutputs weights) inputs
                             let referenceGrads = Diff.grads (weightedSum referenceOutputs weights) inputs
 
-                            Array.iteri2
-                                (fun i (r: Tensor) (f: Tensor) ->
-                                    closeTo (sprintf "%s: gradient in input %d" name i) kernelTolerance kernelTolerance r.Primal f.Primal)
-                                referenceGrads
-                                fusedGrads
+                            let compare (what: string) (grads: RawTensor[]) =
+                                Array.iteri2
+                                    (fun i (r: Tensor) g ->
+                                        closeTo
+                                            (sprintf "%s, %s: gradient in input %d" name what i)
+                                            kernelTolerance
+                                            kernelTolerance
+                                            r.Primal
+                                            g)
+                                    referenceGrads
+                                    grads
+
+                            compare
+                                "through Tensor.fused"
+                                (Diff.grads (weightedSum fusedOutputs weights) inputs |> Array.map (fun g -> g.Primal))
+
+                            compare "its Backward" (backward xs (weights |> Array.map (fun w -> w.Primal)))
 
                         true))
             test "a fused operation defined outside the library runs as its composition and is differentiated through it" {

@@ -576,7 +576,8 @@ module Tensor =
 
     /// Runs a fused operation (FusedOp) on its inputs' backend: the backend's kernel when it has one, otherwise the
     /// operation's reference composition. Differentiated as the operation says: through its Backward, through its
-    /// reference composition (which then runs on the tracked inputs in place of the kernel), or not at all.
+    /// reference composition (which then runs on the tracked inputs in place of the kernel), or not at all; where the
+    /// backend has no kernel, tracked inputs always go through the composition.
     let fused (op: FusedOp<'A>) (attributes: 'A) (inputs: Tensor[]) : Tensor[] =
         let be = backendOf op.Name inputs
         let raw = raws inputs
@@ -584,6 +585,11 @@ module Tensor =
 
         match op.Gradient with
         | DifferentiateReference when tracked ->
+            Fused.outputShapes op attributes raw |> ignore
+            op.Reference(ops, attributes, inputs)
+        | FusedBackward when tracked && (Fused.kernelOf be op).IsNone ->
+            // No kernel here: the composition, recorded operation by operation, is the same arithmetic as the raw
+            // composition followed by Backward, without the operation's bookkeeping on top.
             Fused.outputShapes op attributes raw |> ignore
             op.Reference(ops, attributes, inputs)
         | FusedBackward when tracked ->
