@@ -129,7 +129,7 @@ public abstract class Agent : IDisposable
                 if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated)) { evaluated = false; return; }
                 evaluated = false;
                 progress.Report(new TrainingProgress(p.Step, p.TotalSteps, p.StepsPerSecond, p.LastEpisodeReturn, p.LastEvalReturn,
-                    p.CriticLoss, p.ActorLoss, p.Alpha, p.Remaining));
+                    p.LastUpdate.CriticLoss, p.LastUpdate.ActorLoss, p.LastUpdate.Alpha, p.Remaining));
             }
             void OnEvent(TrainingEvent e)
             {

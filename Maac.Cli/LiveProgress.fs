@@ -41,9 +41,9 @@ let private describe (randomSteps: int) (p: ProgressInfo) =
         p.StepsPerSecond
         episode
         eval
-        p.CriticLoss
-        p.ActorLoss
-        p.Alpha
+        p.LastUpdate.CriticLoss
+        p.LastUpdate.ActorLoss
+        p.LastUpdate.Alpha
 
 /// Runs `train` (which gets the display to report to) with a live display on a terminal, or with plain lines.
 let show (title: string) (settings: Settings) (start: int) (train: Display -> 'T) : 'T =

@@ -7,9 +7,12 @@ open System
 /// A live view of training, reported after every environment step that a caller asks for.
 type ProgressInfo =
     {
+        /// Environment steps taken so far, and the run's budget.
         Step: int
         TotalSteps: int
+        /// Environment steps per second of wall time since this call of Run began.
         StepsPerSecond: float
+        /// Return of the last finished training episode (NaN before the first).
         LastEpisodeReturn: float
         /// Whether a training episode ended (terminated or truncated) at this step; cuts at checkpoints do not count.
         EpisodeEnded: bool
@@ -17,10 +20,11 @@ type ProgressInfo =
         LastEpisodeLength: int
         /// Training time of the run so far (all calls of Run), in seconds.
         WallSeconds: float
+        /// Mean return of the last evaluation (NaN before the first).
         LastEvalReturn: float
-        CriticLoss: float32
-        ActorLoss: float32
-        Alpha: float32
+        /// Losses and temperature of the last gradient step (NaN losses and α = 1 before the first).
+        LastUpdate: UpdateMetrics
+        /// Estimated time to the end of this call of Run, at the rate of its current phase (random or learning steps).
         Remaining: TimeSpan
     }
 

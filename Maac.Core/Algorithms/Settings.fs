@@ -6,15 +6,23 @@ open System
 /// MuJoCo settings; Settings.forTask scales model and budgets down for the small managed tasks.
 type Settings =
     {
+        /// The task's name, as `train --env` takes it (for example "HalfCheetah" or "pendulum").
         Env: string
+        /// The algorithm's registered name ("maac", "sac", "mbpo", "steve", "svg1" or a user-registered variant).
         Algorithm: string
+        /// Seed of every random draw of the run: networks, exploration, minibatches, model rollouts.
         Seed: int64
+        /// Budget of environment steps.
         Steps: int
+        /// Discount factor γ, in (0, 1].
         Gamma: float32
         /// Target smoothing τ.
         Tau: float32
+        /// Transitions per minibatch of the policy, critic and temperature updates.
         BatchSize: int
+        /// Hidden-layer widths of the policy and of each critic.
         Hidden: int[]
+        /// Adam's learning rates of the policy, the critics and the temperature α.
         ActorLearningRate: float32
         CriticLearningRate: float32
         AlphaLearningRate: float32
@@ -22,9 +30,12 @@ type Settings =
         RandomSteps: int
         /// Gradient steps per environment step.
         UpdatesPerStep: int
+        /// Members of the probabilistic dynamics ensemble, and how many of the best on hold-out data are used.
         ModelMembers: int
         ModelElites: int
+        /// Hidden-layer widths of each ensemble member.
         ModelHidden: int[]
+        /// Adam's learning rate and minibatch size of the model fit, and its most epochs per fit.
         ModelLearningRate: float32
         ModelBatchSize: int
         ModelMaxEpochs: int
@@ -33,6 +44,7 @@ type Settings =
         /// Start states per imagined-data refresh, and the rollout length from each.
         RolloutStarts: int
         RolloutLength: int
+        /// Capacities, in transitions, of the imagined and the real replay buffers.
         ImaginedCapacity: int
         RealCapacity: int
         /// Share of real transitions in critic and actor batches when imagined data is used.
@@ -41,6 +53,7 @@ type Settings =
         ActorHorizon: int
         ActorSamples: int
         CriticHorizon: int
+        /// Environment steps between evaluations, and the deterministic episodes of each.
         EvalEvery: int
         EvalEpisodes: int
     }

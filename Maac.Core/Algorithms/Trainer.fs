@@ -179,7 +179,6 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
             let step = state.Step
             let struct (phaseStep, phaseTime) = phaseStart
             let phaseRate = float (step - phaseStep) / max 1e-9 (now - phaseTime)
-            let u = state.LastUpdate
 
             onEvent (
                 Stepped
@@ -196,9 +195,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                         LastEpisodeLength = state.LastEpisodeLength
                         WallSeconds = state.WallSeconds
                         LastEvalReturn = state.LastEvalReturn
-                        CriticLoss = u.CriticLoss
-                        ActorLoss = u.ActorLoss
-                        Alpha = u.Alpha
+                        LastUpdate = state.LastUpdate
                         Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 phaseRate)
                     }
             )

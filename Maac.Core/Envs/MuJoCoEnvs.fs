@@ -236,14 +236,20 @@ module ModelFiles =
 /// model file, sizes, episode length and the published definition it follows.
 type MuJoCoTask =
     {
+        /// How an observation, a reward and a termination are read from the simulator's state.
         Spec: MuJoCoTaskSpec
+        /// The reward and termination again as tensor functions of (observation, action, next observation), which
+        /// model rollouts use in place of the simulator.
         Functions: TaskFunctions
-        /// The embedded model file and the edits made to it before loading.
-        Model: string * ModelFiles.Edit list
+        /// Sizes of an observation and of an action.
         ObservationDim: int
         ActionDim: int
+        /// Steps after which an episode is truncated (1,000 for the locomotion tasks).
         EpisodeSteps: int
-        /// The published definition followed, for example "Gymnasium v5" or "MBBL".
+        /// The embedded model file and the edits made to it before loading.
+        Model: string * ModelFiles.Edit list
+        /// The published definition followed: "Gymnasium v5" (Farama's v5 locomotion tasks) or "MBBL" (the
+        /// model-based benchmark of Wang et al., 2019, whose variants the MAAC paper reports on).
         Definition: string
     }
 

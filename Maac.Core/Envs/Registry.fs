@@ -42,16 +42,10 @@ module Tasks =
         }
 
     let private mujoco (task: MuJoCoTask) =
-        {
-            Name = task.Spec.Name
-            ObservationDim = task.ObservationDim
-            ActionDim = task.ActionDim
-            EpisodeSteps = task.EpisodeSteps
+        let make () = MuJoCoTasks.create task :> IEnv
+
+        { managed task.Spec.Name task.Definition task.ObservationDim task.ActionDim task.EpisodeSteps task.Functions make with
             Requires = Some "libmujoco2.2.2"
-            Definition = task.Definition
-            Functions = task.Functions
-            Create = (fun () -> new TimeLimit(MuJoCoTasks.create task, task.EpisodeSteps) :> IEnv)
-            Warnings = []
         }
 
     /// Every built-in task, managed ones first.
