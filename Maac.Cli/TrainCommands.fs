@@ -61,6 +61,15 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
 
         if cancel.IsCancellationRequested then
             printfn "stopped at step %d; continue with: train --resume %s" trainer.Step outDir
+
+            let lastEvaluation = trainer.Metrics |> List.tryLast |> Option.map (fun r -> r.Step)
+
+            if lastEvaluation <> Some trainer.Step then
+                printfn
+                    "note: step %d is between evaluations, so the running training episode was cut there: the resumed run is a valid continuation but not bit-identical to an uninterrupted one (a stop during an evaluation, every %d steps, keeps that)"
+                    trainer.Step
+                    settings.EvalEvery
+
             signalExit
         else
             printfn "done: %s (config.json, metrics.csv, checkpoint.safetensors, curve.png)" outDir

@@ -144,7 +144,8 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
 
     /// Trains until step `until` (at most the budget), publishing every step's events to onEvent, Stepped last. At
     /// Evaluated the state is ready to be checkpointed (SaveCheckpoint). Cancelling stops after the current environment
-    /// step (its updates done, the running episode cut), so that a checkpoint written then resumes cleanly. A Diverged
+    /// step (its updates done, the running episode cut), so that a checkpoint written then resumes cleanly; between
+    /// evaluations that cut differs from the uninterrupted run, so only a stop at an evaluation resumes bit for bit. A Diverged
     /// event is published and then raised as its DivergenceException.
     member _.Run(until: int, onEvent: TrainingEvent -> unit, cancel: Threading.CancellationToken) =
         let until = min until state.Budget

@@ -66,8 +66,10 @@ module TrainingState =
             WallSeconds = 0.0
         }
 
-    /// The state with its running episode cut (counted as an episode, the next step resets), as at every checkpoint:
-    /// a run resumed from a checkpoint then continues exactly as the uninterrupted one.
+    /// The state with its running episode cut (counted as an episode, the next step resets), as at every evaluation:
+    /// a run resumed from an evaluation's checkpoint then continues exactly as the uninterrupted one. A stop between
+    /// evaluations cuts an episode the uninterrupted run would have continued (the environment's physical state is not
+    /// in a checkpoint), so a run resumed from there is a valid continuation but not bit-identical to it.
     let cutEpisode (s: TrainingState) =
         if s.Episode.IsSome then
             { s with Episodes = s.Episodes + 1; Episode = ValueNone }
