@@ -64,10 +64,11 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
 
             let lastEvaluation = trainer.Metrics |> List.tryLast |> Option.map (fun r -> r.Step)
 
-            if lastEvaluation <> Some trainer.Step then
+            if lastEvaluation <> Some trainer.Step && not trainer.ResumesExactly then
                 printfn
-                    "note: step %d is between evaluations, so the running training episode was cut there: the resumed run is a valid continuation but not bit-identical to an uninterrupted one (a stop during an evaluation, every %d steps, keeps that)"
+                    "note: step %d is between evaluations and %s cannot save its state, so the running training episode was cut there: the resumed run is a valid continuation but not bit-identical to an uninterrupted one (a stop during an evaluation, every %d steps, keeps that)"
                     trainer.Step
+                    trainer.Task.Name
                     settings.EvalEvery
 
             signalExit

@@ -16,6 +16,7 @@ let allTests =
             ErrorTests.tests
             EnvTests.tests
             MuJoCoTaskTests.tests
+            EnvStateTests.tests
             RlTests.tests
             RunFolderTests.tests
             TrainingStateTests.tests

@@ -23,6 +23,46 @@ let private withoutWall (rows: MetricsRow list) = rows |> List.map (fun r -> { r
 
 let private tempDir () = Path.Combine(Path.GetTempPath(), "maac-state-" + Guid.NewGuid().ToString "N")
 
+/// Every value of a state that a resumed run must reproduce: the agent's bits, the buffers' contents, the counters
+/// and the metrics rows (wall times aside).
+let private fingerprint (st: TrainingState) =
+    let bufferBits (b: ReplayBuffer) = b.Arrays |> Array.map (Array.map BitConverter.SingleToInt32Bits)
+
+    bits st.Agent,
+    bufferBits st.Real,
+    bufferBits st.Imagined,
+    (st.Step, st.Episodes, st.Real.Count, st.Imagined.Count),
+    withoutWall st.Metrics
+
+/// A run of `settings` on a task stopped (cancelled) after step `stopAt`, with its checkpoint written to `path`.
+let private stoppedRun (settings: Settings) (algorithm: Algorithm) (task: TaskInfo) (stopAt: int) (path: string) =
+    use cts = new Threading.CancellationTokenSource()
+    let t = new Trainer(settings, algorithm, task)
+
+    t.Run(
+        settings.Steps,
+        (function
+        | Stepped p when p.Step = stopAt - 1 -> cts.Cancel()
+        | _ -> ()),
+        cts.Token
+    )
+
+    t.SaveCheckpoint path
+    t
+
+/// Pendulum's environment behind an interface that cannot save its state (as a user's environment may be).
+let private unrestorablePendulum () =
+    let inner = (Tasks.find "Pendulum").Create()
+
+    { new IEnv with
+        member _.Name = inner.Name
+        member _.ObservationSpace = inner.ObservationSpace
+        member _.ActionSpace = inner.ActionSpace
+        member _.Reset seed = inner.Reset seed
+        member _.Step a = inner.Step a
+        member _.Dispose() = inner.Dispose()
+    }
+
 let tests =
     testList
         "training state"
@@ -113,7 +153,7 @@ let tests =
 
                 Expect.equal shifted.Model.Elites a.Model.Elites "the elites are kept"
                 let st = TrainingState.init s (key 3) 3 1 false
-                let arrays, meta = TrainingState.toCheckpoint s "maac" "Pendulum" st
+                let arrays, meta = TrainingState.toCheckpoint s "maac" "Pendulum" None st
 
                 let expected =
                     Array.append
@@ -255,7 +295,7 @@ let tests =
                     let file = Path.Combine(dir, "poisoned.safetensors")
 
                     let arrays, meta =
-                        TrainingState.toCheckpoint s "sac" "Pendulum" { st with Agent = { st.Agent with CriticsOpt = poisoned } }
+                        TrainingState.toCheckpoint s "sac" "Pendulum" None { st with Agent = { st.Agent with CriticsOpt = poisoned } }
 
                     let e = Expect.throwsC (fun () -> Checkpoint.save file arrays meta) id
                     Expect.isTrue (e :? NonFiniteException) "refused"
@@ -275,6 +315,111 @@ let tests =
                          |> List.map TrainingState.partOfTensor)
                         [ "policy"; "critic"; "temperature"; "model"; "buffer" ]
                         "every part by its prefix"
+                finally
+                    if Directory.Exists dir then
+                        Directory.Delete(dir, true)
+            }
+
+            test
+                "a run stopped between evaluations resumes from its checkpoint bit for bit: the running episode and the environment's state are saved" {
+                let cases =
+                    [
+                        "Pendulum", Algorithms.sac, 150
+                        "Pendulum", Algorithms.mbpo, 333
+                        if Maac.Envs.MuJoCo.Library.isAvailable () || Environment.GetEnvironmentVariable "CI" = "true" then
+                            "Hopper", Algorithms.maac, 257
+                    ]
+
+                for taskName, algorithm, stopAt in cases do
+                    let s = { RlTests.tiny taskName algorithm.Name with Steps = 400; EvalEvery = 100 }
+                    let task = Tasks.find taskName
+                    use whole = new Trainer(s, algorithm, task)
+                    whole.Run(s.Steps, ignore, Threading.CancellationToken.None)
+                    let dir = tempDir ()
+                    let path = Path.Combine(dir, "checkpoint.safetensors")
+
+                    try
+                        use stopped = stoppedRun s algorithm task stopAt path
+                        let what = sprintf "%s %s stopped at %d" taskName algorithm.Name stopAt
+                        Expect.equal stopped.Step stopAt (sprintf "%s: stopped there" what)
+                        Expect.isTrue stopped.State.Episode.IsSome (sprintf "%s: in the middle of an episode" what)
+                        Expect.isTrue stopped.ResumesExactly "a built-in task can save its state"
+
+                        Expect.isTrue
+                            ((snd (Checkpoint.load path)).ContainsKey "runningEpisode")
+                            (sprintf "%s: the checkpoint holds the episode" what)
+
+                        use resumed = new Trainer(s, algorithm, task)
+                        resumed.LoadCheckpoint path |> ignore
+                        Expect.equal resumed.State.Episode stopped.State.Episode (sprintf "%s: the episode is restored" what)
+                        resumed.Run(s.Steps, ignore, Threading.CancellationToken.None)
+                        Expect.equal (fingerprint resumed.State) (fingerprint whole.State) (sprintf "%s: resumed equals uninterrupted" what)
+                    finally
+                        if Directory.Exists dir then
+                            Directory.Delete(dir, true)
+            }
+
+            test "an environment that cannot save its state has the episode cut at a stop, and a saved episode is refused there" {
+                let s = { RlTests.tiny "Pendulum" "sac" with Steps = 300; EvalEvery = 100 }
+                let task = { Tasks.find "Pendulum" with Create = unrestorablePendulum }
+                let dir = tempDir ()
+
+                try
+                    let cutPath = Path.Combine(dir, "cut.safetensors")
+                    use stopped = stoppedRun s Algorithms.sac task 150 cutPath
+                    Expect.isFalse stopped.ResumesExactly "it cannot resume exactly"
+                    Expect.isTrue stopped.State.Episode.IsNone "the episode was cut"
+                    let meta = snd (Checkpoint.load cutPath)
+                    Expect.isFalse (meta.ContainsKey "runningEpisode") "no episode in the checkpoint"
+                    Expect.equal meta.["episodes"] (string stopped.State.Episodes) "the cut episode is counted"
+                    let savedPath = Path.Combine(dir, "saved.safetensors")
+                    (stoppedRun s Algorithms.sac (Tasks.find "Pendulum") 150 savedPath :> IDisposable).Dispose()
+                    use other = new Trainer(s, Algorithms.sac, task)
+
+                    let e = Expect.throwsC (fun () -> other.LoadCheckpoint savedPath |> ignore) (fun e -> e)
+
+                    Expect.isTrue (e :? CheckpointException) "a CheckpointException"
+                    Expect.stringContains e.Message savedPath "names the file"
+                    Expect.stringContains e.Message "holds a running episode, but Pendulum cannot restore an environment's state" "says why"
+                    Expect.equal other.Step 0 "nothing was loaded"
+                finally
+                    if Directory.Exists dir then
+                        Directory.Delete(dir, true)
+            }
+
+            test "a saved episode that does not fit is refused naming the file, the key and what is wrong; nothing is loaded" {
+                let s = { RlTests.tiny "Pendulum" "sac" with Steps = 300; EvalEvery = 100 }
+                let task = Tasks.find "Pendulum"
+                let dir = tempDir ()
+
+                try
+                    let path = Path.Combine(dir, "good.safetensors")
+                    (stoppedRun s Algorithms.sac task 150 path :> IDisposable).Dispose()
+                    let arrays, meta = Checkpoint.load path
+                    let episode = meta.["runningEpisode"]
+                    let edited = System.Text.Json.Nodes.JsonNode.Parse(episode)
+                    edited.["environment"].["state"] <- System.Text.Json.Nodes.JsonArray(System.Text.Json.Nodes.JsonValue.Create 0.5)
+                    let observation = System.Text.Json.Nodes.JsonNode.Parse(episode)
+                    observation.["observation"].[1] <- System.Text.Json.Nodes.JsonValue.Create "x"
+
+                    let cases =
+                        [
+                            edited.ToJsonString(),
+                            "metadata 'runningEpisode': Pendulum cannot restore this saved state: part 'state' has 1 values where this environment has 2"
+                            observation.ToJsonString(), "metadata 'runningEpisode' 'observation' element 1 is \"x\", not a finite number"
+                            episode.Replace("\"length\":", "\"length\":-"), "metadata 'runningEpisode' 'length' is -"
+                            "[1]", "metadata 'runningEpisode' is not a JSON object"
+                        ]
+
+                    for i, (text, message) in List.indexed cases do
+                        let bad = Path.Combine(dir, sprintf "bad%d.safetensors" i)
+                        Checkpoint.save bad (arrays.Values |> List.ofSeq) (meta.Add("runningEpisode", text))
+                        use t = new Trainer(s, Algorithms.sac, task)
+                        let e = Expect.throwsC (fun () -> t.LoadCheckpoint bad |> ignore) (fun e -> e)
+                        Expect.isTrue (e :? CheckpointException) (sprintf "a CheckpointException, got %s" (e.GetType().Name))
+                        Expect.stringContains e.Message bad "names the file"
+                        Expect.stringContains e.Message message "says what is wrong"
+                        Expect.equal (t.Step, t.State.Real.Count) (0, 0) "nothing was loaded"
                 finally
                     if Directory.Exists dir then
                         Directory.Delete(dir, true)

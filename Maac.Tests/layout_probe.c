@@ -39,5 +39,9 @@ int main(void) {
   SHOW(offsetof(mjData, cfrc_ext));
   SHOW(offsetof(mjData, warning) + mjWARN_BADQACC * sizeof(mjWarningStat) + offsetof(mjWarningStat, number));
   SHOW(mjVERSION_HEADER);
+  SHOW(offsetof(mjModel, na)); SHOW(offsetof(mjModel, nmocap)); SHOW(offsetof(mjModel, nuserdata));
+  SHOW(offsetof(mjData, act)); SHOW(offsetof(mjData, qacc_warmstart)); SHOW(offsetof(mjData, qfrc_applied));
+  SHOW(offsetof(mjData, xfrc_applied)); SHOW(offsetof(mjData, mocap_pos)); SHOW(offsetof(mjData, mocap_quat));
+  SHOW(offsetof(mjData, userdata));
   return 0;
 }

@@ -46,12 +46,9 @@ module SettingsFile =
         let fail fmt = Printf.kprintf (fun m -> raise (ArgumentException(sprintf "%s: %s" source m))) fmt
 
         let o =
-            try
-                match JsonNode.Parse text with
-                | :? JsonObject as o -> o
-                | _ -> fail "a settings file holds one JSON object"
-            with :? JsonException as e ->
-                fail "not valid JSON (%s)" e.Message
+            match JsonText.parseObject text with
+            | Ok o -> o
+            | Error why -> fail "%s; a settings file holds one JSON object" why
 
         for kv in o do
             if not (Array.contains kv.Key names) then

@@ -16,6 +16,7 @@ open Maac.Rl
 type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     do Settings.validate settings
     let run = TrainingStep.run settings algorithm task
+    let restorable = EnvState.tryRestorable run.Env
     let obsDim, actDim = run.Env.ObservationSpace.Dim, run.Env.ActionSpace.Dim
 
     let mutable state =
@@ -46,6 +47,10 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
 
     /// Evaluation episode i of a run with this seed resets its environment with seed EvaluationSeedBase + i.
     static member EvaluationSeedBase(seed: int64) = TrainingStep.evaluationSeedBase seed
+
+    /// Whether a stop between evaluations resumes bit for bit: the environment can save its state, so checkpoints hold
+    /// the running episode (the built-in tasks can; an environment that cannot has its episode cut at a stop).
+    member _.ResumesExactly = restorable.IsSome
 
     /// The observation size of the task.
     member _.ObservationDim = obsDim
@@ -144,9 +149,10 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
 
     /// Trains until step `until` (at most the budget), publishing every step's events to onEvent, Stepped last. At
     /// Evaluated the state is ready to be checkpointed (SaveCheckpoint). Cancelling stops after the current environment
-    /// step (its updates done, the running episode cut), so that a checkpoint written then resumes cleanly; between
-    /// evaluations that cut differs from the uninterrupted run, so only a stop at an evaluation resumes bit for bit. A Diverged
-    /// event is published and then raised as its DivergenceException.
+    /// step (its updates done); a checkpoint written then holds the running episode with the environment's state, so
+    /// the run resumes bit for bit (ResumesExactly). An environment that cannot save its state has the episode cut
+    /// there instead, a valid continuation but not the uninterrupted run's. A Diverged event is published and then
+    /// raised as its DivergenceException.
     member _.Run(until: int, onEvent: TrainingEvent -> unit, cancel: Threading.CancellationToken) =
         let until = min until state.Budget
         let sw = Stopwatch.StartNew()
@@ -173,7 +179,9 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 | _ -> ()
 
             if cancel.IsCancellationRequested then
-                state <- TrainingState.cutEpisode state
+                if restorable.IsNone then
+                    state <- TrainingState.cutEpisode state
+
                 stop <- true
 
             let now = sw.Elapsed.TotalSeconds
@@ -217,7 +225,12 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     /// buffers) and counters. A checkpoint is only ever written from finite state: the last good one stays otherwise,
     /// and the non-finite value is this run's divergence, naming the part.
     member _.SaveCheckpoint(path: string) =
-        let arrays, meta = TrainingState.toCheckpoint settings algorithm.Name task.Name state
+        let environment =
+            match state.Episode, restorable with
+            | ValueSome _, Some r -> Some(r.SaveState())
+            | _ -> None
+
+        let arrays, meta = TrainingState.toCheckpoint settings algorithm.Name task.Name environment state
 
         try
             Checkpoint.save path arrays meta
@@ -236,7 +249,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     member _.LoadCheckpoint(path: string) : bool =
         // The current state gives the shapes and its buffers are refilled (only once everything is checked): no second
         // set of buffers is allocated.
-        let loaded, carried = TrainingState.ofCheckpoint path settings algorithm.Name task.Name state
+        let loaded, carried = TrainingState.ofCheckpoint path settings algorithm.Name task.Name run.Env state
         state <- loaded
         carried
 

@@ -6,9 +6,7 @@ open System
 open Maac.Tensors
 open Maac.Optim
 open Maac.Rl
-
-/// The training episode in progress: the observation to act on, and its return and length so far.
-type RunningEpisode = { Observation: float32[]; Return: float; Length: int }
+open Maac.Envs
 
 /// Everything a run is at one environment step: what one training step maps to the next and what a checkpoint holds.
 /// The replay buffers are the run's append-only rings, shared by successive states (a step adds its transition to
@@ -66,10 +64,10 @@ module TrainingState =
             WallSeconds = 0.0
         }
 
-    /// The state with its running episode cut (counted as an episode, the next step resets), as at every evaluation:
-    /// a run resumed from an evaluation's checkpoint then continues exactly as the uninterrupted one. A stop between
-    /// evaluations cuts an episode the uninterrupted run would have continued (the environment's physical state is not
-    /// in a checkpoint), so a run resumed from there is a valid continuation but not bit-identical to it.
+    /// The state with its running episode cut (counted as an episode, the next step resets), as at every evaluation.
+    /// A stop between evaluations keeps the episode when the environment can save its state (the checkpoint holds it);
+    /// for one that cannot, it cuts the episode there, where the uninterrupted run would have gone on with it, so a run
+    /// resumed from that checkpoint is a valid continuation but not bit-identical to the uninterrupted one.
     let cutEpisode (s: TrainingState) =
         if s.Episode.IsSome then
             { s with Episodes = s.Episodes + 1; Episode = ValueNone }
@@ -97,9 +95,33 @@ module TrainingState =
     let private invariant (x: 'T) = Convert.ToString(x, Globalization.CultureInfo.InvariantCulture)
 
     /// The checkpoint of a state: every named tensor of the agent and the filled part of each buffer as arrays, the
-    /// counters, Adam's step counts, the model's elites, the settings and the metrics rows as metadata.
-    let toCheckpoint (settings: Settings) (algorithm: string) (taskName: string) (s: TrainingState) =
+    /// counters, Adam's step counts, the model's elites, the settings and the metrics rows as metadata. A running
+    /// episode is saved with its environment's state when `environment` holds that state (metadata "runningEpisode"),
+    /// so the run resumes bit for bit; without it the checkpoint records the episode as cut (counted; the resumed run
+    /// starts a new one).
+    let toCheckpoint (settings: Settings) (algorithm: string) (taskName: string) (environment: EnvState option) (s: TrainingState) =
         let agent = s.Agent
+
+        let episodes, running =
+            match s.Episode, environment with
+            | ValueSome e, Some env ->
+                for part, values in env do
+                    match values |> Array.tryFindIndex (fun v -> not (Double.IsFinite v)) with
+                    | Some i ->
+                        invalidOp (
+                            sprintf
+                                "%s's saved state is not finite at step %d: part '%s' element %d is %g"
+                                taskName
+                                s.Step
+                                part
+                                i
+                                values.[i]
+                        )
+                    | None -> ()
+
+                s.Episodes, [ "runningEpisode", RunningEpisode.toJson e env ]
+            | ValueSome _, None -> s.Episodes + 1, []
+            | ValueNone, _ -> s.Episodes, []
 
         let arrays =
             [
@@ -117,7 +139,7 @@ module TrainingState =
                     "algorithm", algorithm
                     "env", taskName
                     "step", string s.Step
-                    "episodes", string s.Episodes
+                    "episodes", string episodes
                     "modelFitted", string s.ModelFitted
                     "modelMse", invariant s.ModelHoldoutMse
                     "elites", String.Join(",", agent.Model.Elites)
@@ -136,6 +158,7 @@ module TrainingState =
                     // be made to agree with its checkpoint.
                     "metrics", MetricsCsv.text s.Metrics
                 ]
+            |> Map.foldBack Map.add (Map.ofList running)
 
         arrays, meta
 
@@ -144,8 +167,9 @@ module TrainingState =
     /// the agent has, with the shape its settings imply (parameters, Adam moments, model statistics, buffers), and every
     /// counter must be in range; anything else is a CheckpointException naming the file and the tensor or key. Returns
     /// the state (fresh's buffers, filled; nothing of fresh's progress kept) and whether the checkpoint carried its metrics rows (those of
-    /// format 1 do not).
-    let ofCheckpoint (path: string) (settings: Settings) (algorithm: string) (taskName: string) (fresh: TrainingState) =
+    /// format 1 do not). A running episode in the checkpoint is restored into `env` (the run's environment, which must be
+    /// able to restore its state), checked whole before anything changes.
+    let ofCheckpoint (path: string) (settings: Settings) (algorithm: string) (taskName: string) (env: IEnv) (fresh: TrainingState) =
         let arrays, meta = Checkpoint.load path
         let refuse fmt = Printf.kprintf (fun m -> raise (CheckpointException(sprintf "checkpoint %s: %s" path m))) fmt
 
@@ -282,13 +306,28 @@ module TrainingState =
                 )
             | None -> None
 
+        let running =
+            match meta.TryFind "runningEpisode" with
+            | None -> None
+            | Some text ->
+                let refuseEpisode m = CheckpointException(sprintf "checkpoint %s: metadata 'runningEpisode' %s" path m) :> exn
+
+                let episode, envState = RunningEpisode.ofJson refuseEpisode fresh.Real.ObsDim text
+
+                match EnvState.tryRestorable env with
+                | Some r -> Some(episode, r, envState)
+                | None -> refuse "holds a running episode, but %s cannot restore an environment's state" env.Name
+
         let state =
             { fresh with
                 Agent = agent
                 Step = step
                 Budget = settings.Steps
                 Episodes = integer "episodes" 0 Int32.MaxValue
-                Episode = ValueNone
+                Episode =
+                    match running with
+                    | Some(e, _, _) -> ValueSome e
+                    | None -> ValueNone
                 ModelFitted = parse "modelFitted" (fun t -> Boolean.TryParse t) "true or false"
                 ModelHoldoutMse = float32 (number "modelMse")
                 LastEpisodeReturn = number "lastEpisodeReturn"
@@ -302,6 +341,15 @@ module TrainingState =
                 Metrics = defaultArg rows []
                 WallSeconds = wall
             }
+
+        // The environment checks the whole state before changing anything, so a refusal here leaves everything as it was.
+        match running with
+        | Some(_, r, envState) ->
+            try
+                r.RestoreState envState
+            with :? ArgumentException as e ->
+                refuse "metadata 'runningEpisode': %s" e.Message
+        | None -> ()
 
         for restore in restoreBuffers do
             restore ()

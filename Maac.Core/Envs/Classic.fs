@@ -21,6 +21,20 @@ type ManagedEnvironment(name: string, observationSpace: Box, actionSpace: Box) =
     /// The current internal state (for tests and analysis).
     member _.State = Array.copy state
 
+    /// The episode key, whether an episode has started, and the state vector (empty before the first Reset).
+    interface IRestorableEnv with
+        member _.CanSaveState = true
+
+        member _.SaveState() = EnvState.episodeParts key started @ [ "state", Array.copy state ]
+
+        member this.RestoreState saved =
+            EnvState.requireParts name [ "key"; "started"; "state" ] saved
+            let k, s = EnvState.episode name saved
+            let x = EnvState.part name saved "state" (if s then (this.Initial k).Length else 0)
+            key <- k
+            started <- s
+            state <- x
+
     interface IEnv with
         member _.Name = name
         member _.ObservationSpace = observationSpace

@@ -72,6 +72,24 @@ type IEnv =
     /// Advances by one action.
     abstract Step: action: float32[] -> EnvStep
 
+/// The state of an environment's running episode as named arrays of numbers, in the environment's order (a managed
+/// task's state vector; MuJoCo's time, qpos, qvel, warm start, ...; a wrapper's counters): an environment of the same
+/// task restored to it continues the episode exactly, bit for bit, as the one it was saved from would.
+type EnvState = (string * float[]) list
+
+/// An environment that can save the state of its running episode and continue it later. Training checkpoints hold
+/// this state, so a run stopped between evaluations resumes bit for bit. As with Stream.CanSeek, a wrapper implements
+/// it and says through CanSaveState whether what it wraps can.
+type IRestorableEnv =
+    /// Whether SaveState and RestoreState work (false for a wrapper around an environment that cannot).
+    abstract CanSaveState: bool
+    /// The environment's state now (before the first Reset too).
+    abstract SaveState: unit -> EnvState
+    /// Returns the environment to a state saved from an environment of the same task. The state is checked whole
+    /// first (the parts' names in order, each part's size, every value finite and in range); an ArgumentException
+    /// names the environment and the first part or element that does not fit, and then nothing has changed.
+    abstract RestoreState: state: EnvState -> unit
+
 /// A task's reward and termination as differentiable functions of batched tensors
 /// (observation [N, o], action [N, a], next observation [N, o] → [N]); model rollouts use these.
 /// Termination gives 1 where the next state is terminal and 0 elsewhere. A task without a reward
@@ -124,6 +142,88 @@ module EnvSupport =
         RandomKey.fillUniform key (Span<float32>(a)) 0
         a |> Array.map (fun u -> lo + (hi - lo) * u)
 
+/// Checking and converting the parts of a saved environment state (EnvState).
+module EnvState =
+    let private refuse (env: string) fmt =
+        Printf.kprintf (fun m -> invalidArg "state" (sprintf "%s cannot restore this saved state: %s" env m)) fmt
+
+    /// Checks that the state's parts are exactly these names, in this order.
+    let requireParts (env: string) (names: string list) (state: EnvState) =
+        if isNull (box state) then
+            nullArg "state"
+
+        let given = state |> List.map fst
+
+        if given <> names then
+            refuse env "its parts are [%s]; this environment's are [%s]" (String.Join(", ", given)) (String.Join(", ", names))
+
+    /// The values of a part, checked: `size` values, every one finite (a copy).
+    let part (env: string) (state: EnvState) (name: string) (size: int) =
+        match state |> List.tryFind (fun (n, _) -> n = name) with
+        | None -> refuse env "it has no part '%s'" name
+        | Some(_, values) when isNull values -> refuse env "part '%s' is null" name
+        | Some(_, values) ->
+            if values.Length <> size then
+                refuse env "part '%s' has %d values where this environment has %d" name values.Length size
+
+            match values |> Array.tryFindIndex (fun v -> not (Double.IsFinite v)) with
+            | Some i -> refuse env "part '%s' element %d is %g" name i values.[i]
+            | None -> Array.copy values
+
+    /// float32 values saved with ofSingles, checked: `size` values, each exactly a finite float32.
+    let singles (env: string) (state: EnvState) (name: string) (size: int) =
+        let v = part env state name size
+
+        match v |> Array.tryFindIndex (fun x -> float (float32 x) <> x) with
+        | Some i -> refuse env "part '%s' element %d is %g, not a float32" name i v.[i]
+        | None -> Array.map float32 v
+
+    /// A flag saved as 0 or 1.
+    let flag (env: string) (state: EnvState) (name: string) =
+        match part env state name 1 with
+        | [| 0.0 |] -> false
+        | [| 1.0 |] -> true
+        | v -> refuse env "part '%s' is %g, not 0 or 1" name v.[0]
+
+    /// A count saved as a whole number in [0, max].
+    let count (env: string) (state: EnvState) (name: string) (max: int) =
+        let v = (part env state name 1).[0]
+
+        if v <> Math.Floor v || v < 0.0 || v > float max then
+            refuse env "part '%s' is %g, not a whole number in [0, %d]" name v max
+
+        int v
+
+    /// A random key as a part (its two 32-bit words).
+    let ofKey (k: RandomKey) = [| float k.K0; float k.K1 |]
+
+    /// A random key saved with ofKey, checked: two whole numbers in [0, 2³²).
+    let key (env: string) (state: EnvState) (name: string) =
+        let v = part env state name 2
+
+        let word i =
+            if v.[i] <> Math.Floor v.[i] || v.[i] < 0.0 || v.[i] > float UInt32.MaxValue then
+                refuse env "part '%s' element %d is %g, not a 32-bit word" name i v.[i]
+
+            uint32 v.[i]
+
+        { K0 = word 0; K1 = word 1 }
+
+    /// The parts every episodic environment starts its state with: its episode key and whether an episode has started.
+    let episodeParts (key: RandomKey) (started: bool) : EnvState = [ "key", ofKey key; "started", [| (if started then 1.0 else 0.0) |] ]
+
+    /// The key and the started flag saved by episodeParts, checked.
+    let episode (env: string) (state: EnvState) = key env state "key", flag env state "started"
+
+    /// float32 values as a part (exactly: every float32 is a double).
+    let ofSingles (values: float32[]) = Array.map float values
+
+    /// The restorable view of an environment, if it can save its state (IRestorableEnv with CanSaveState).
+    let tryRestorable (env: IEnv) =
+        match box env with
+        | :? IRestorableEnv as r when r.CanSaveState -> Some r
+        | _ -> None
+
 /// Ends episodes after a number of steps with Truncated = true (Gymnasium's TimeLimit).
 [<Sealed>]
 type TimeLimit(env: IEnv, maxSteps: int) =
@@ -132,10 +232,31 @@ type TimeLimit(env: IEnv, maxSteps: int) =
             invalidArg "maxSteps" (sprintf "the step limit must be positive, got %d" maxSteps)
 
     let mutable steps = 0
+
+    let inner () =
+        match EnvState.tryRestorable env with
+        | Some r -> r
+        | None -> raise (NotSupportedException(sprintf "%s cannot save or restore its state" env.Name))
+
     /// The wrapped environment.
     member _.Inner = env
     /// The step limit.
     member _.MaxSteps = maxSteps
+
+    /// The step counter (its part "elapsedSteps") before the wrapped environment's parts.
+    interface IRestorableEnv with
+        member _.CanSaveState = (EnvState.tryRestorable env).IsSome
+        member _.SaveState() = ("elapsedSteps", [| float steps |]) :: (inner ()).SaveState()
+
+        member _.RestoreState state =
+            let restorable = inner ()
+
+            match state with
+            | ("elapsedSteps", _) :: rest ->
+                let elapsed = EnvState.count env.Name state "elapsedSteps" maxSteps
+                restorable.RestoreState rest
+                steps <- elapsed
+            | _ -> EnvState.requireParts env.Name ("elapsedSteps" :: List.map fst (restorable.SaveState())) state
 
     interface IEnv with
         member _.Name = env.Name

@@ -102,6 +102,7 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
     let qpos0 = sim.InitialQpos
     let dt = sim.Timestep * float spec.FrameSkip
     let obsDim = (spec.Observe sim).Length
+    let trackedDim = (spec.Track sim).Length
     let observationSpace = Box.unbounded obsDim
     let mutable key = RandomKey.ofSeed 0L
     let mutable obs: float32[] = [||]
@@ -124,6 +125,30 @@ type MuJoCoEnvironment(xmlPath: string, spec: MuJoCoTaskSpec) =
     member _.Simulation = sim
     /// Seconds of simulated time per environment step.
     member _.ControlDt = dt
+
+    /// The episode key, whether an episode is running, the last observation and tracked values (the next step's
+    /// reward reads them), then the simulation's parts (Simulation.SaveState).
+    interface IRestorableEnv with
+        member _.CanSaveState = true
+
+        member _.SaveState() =
+            EnvState.episodeParts key started
+            @ [ "observation", EnvState.ofSingles obs; "tracked", Array.copy tracked ]
+            @ sim.SaveState()
+
+        member _.RestoreState saved =
+            let name = spec.Name
+            EnvState.requireParts name ([ "key"; "started"; "observation"; "tracked" ] @ List.map fst sim.StateParts) saved
+            let k, s = EnvState.episode name saved
+            // An environment saved before its first Reset has no observation and no tracked values yet.
+            let fresh = not s && (snd (List.find (fun (n, _) -> n = "observation") saved)).Length = 0
+            let o = EnvState.singles name saved "observation" (if fresh then 0 else obsDim)
+            let t = EnvState.part name saved "tracked" (if fresh then 0 else trackedDim)
+            sim.RestoreState(name, saved)
+            key <- k
+            started <- s
+            obs <- o
+            tracked <- t
 
     interface IEnv with
         member _.Name = spec.Name

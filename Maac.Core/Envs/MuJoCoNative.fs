@@ -8,6 +8,7 @@ open System
 open System.Reflection
 open System.Runtime.InteropServices
 open Microsoft.FSharp.NativeInterop
+open Maac.Envs
 
 /// P/Invoke declarations for MuJoCo 2.2.2's C API (libmujoco.so.2.2.2, Debian package libmujoco2.2.2).
 module internal Native =
@@ -240,6 +241,36 @@ module Layout =
     [<Literal>]
     let DataCfrcExt = 41168
 
+    [<Literal>]
+    let ModelNa = 12
+
+    [<Literal>]
+    let ModelNmocap = 156
+
+    [<Literal>]
+    let ModelNuserdata = 220
+
+    [<Literal>]
+    let DataAct = 40392
+
+    [<Literal>]
+    let DataQaccWarmstart = 40400
+
+    [<Literal>]
+    let DataQfrcApplied = 40416
+
+    [<Literal>]
+    let DataXfrcApplied = 40424
+
+    [<Literal>]
+    let DataMocapPos = 40432
+
+    [<Literal>]
+    let DataMocapQuat = 40440
+
+    [<Literal>]
+    let DataUserdata = 40464
+
     /// d->warning[mjWARN_BADQACC].number: MuJoCo counts (and recovers from, by resetting) NaN or huge accelerations here.
     [<Literal>]
     let DataWarningBadQaccNumber = 76
@@ -317,6 +348,16 @@ module Layout =
             "offsetof(mjData, cfrc_ext)", DataCfrcExt
             "offsetof(mjData, warning) + mjWARN_BADQACC * sizeof(mjWarningStat) + offsetof(mjWarningStat, number)", DataWarningBadQaccNumber
             "mjVERSION_HEADER", Version
+            "offsetof(mjModel, na)", ModelNa
+            "offsetof(mjModel, nmocap)", ModelNmocap
+            "offsetof(mjModel, nuserdata)", ModelNuserdata
+            "offsetof(mjData, act)", DataAct
+            "offsetof(mjData, qacc_warmstart)", DataQaccWarmstart
+            "offsetof(mjData, qfrc_applied)", DataQfrcApplied
+            "offsetof(mjData, xfrc_applied)", DataXfrcApplied
+            "offsetof(mjData, mocap_pos)", DataMocapPos
+            "offsetof(mjData, mocap_quat)", DataMocapQuat
+            "offsetof(mjData, userdata)", DataUserdata
         ]
 
 /// MuJoCo's warnings (instability, buffer sizes) would go to the C library's stdout; Maac routes them
@@ -472,6 +513,24 @@ type Simulation(xmlPath: string) =
         if disposed then
             raise (ObjectDisposedException "Simulation")
 
+    /// The state arrays after the time (SaveState), each with its mjData offset and size.
+    let statePointers =
+        let na, nmocap, nuserdata =
+            readInt model Layout.ModelNa, readInt model Layout.ModelNmocap, readInt model Layout.ModelNuserdata
+
+        [
+            "qpos", Layout.DataQpos, nq
+            "qvel", Layout.DataQvel, nv
+            "act", Layout.DataAct, na
+            "qaccWarmstart", Layout.DataQaccWarmstart, nv
+            "ctrl", Layout.DataCtrl, nu
+            "qfrcApplied", Layout.DataQfrcApplied, nv
+            "xfrcApplied", Layout.DataXfrcApplied, 6 * nbody
+            "mocapPos", Layout.DataMocapPos, 3 * nmocap
+            "mocapQuat", Layout.DataMocapQuat, 4 * nmocap
+            "userdata", Layout.DataUserdata, nuserdata
+        ]
+
     let read (p: nativeptr<float>) n = Array.init n (fun i -> NativePtr.get p i)
     let write (p: nativeptr<float>) (values: float[]) = values |> Array.iteri (fun i v -> NativePtr.set p i v)
 
@@ -603,6 +662,38 @@ type Simulation(xmlPath: string) =
         write (pointer data Layout.DataQpos) qpos
         write (pointer data Layout.DataQvel) qvel
         Native.mj_forward (model, data)
+
+    /// The parts of the simulation's state (SaveState) with their sizes, in order.
+    member _.StateParts = [ "time", 1 ] @ (statePointers |> List.map (fun (name, _, n) -> name, n))
+
+    /// Everything the next steps depend on: the time, qpos, qvel, act, qacc_warmstart (where the constraint solver
+    /// starts), the controls, the applied forces, the mocap bodies' poses and userdata. Restored (RestoreState), the
+    /// simulation steps on exactly as it would have from here.
+    member _.SaveState() : EnvState =
+        check ()
+
+        ("time", [| BitConverter.Int64BitsToDouble(Marshal.ReadInt64(data, Layout.DataTime)) |])
+        :: (statePointers |> List.map (fun (name, offset, n) -> name, read (pointer data offset) n))
+
+    /// Returns to a state saved by SaveState from a simulation of the same model: checked whole first (an
+    /// ArgumentException names the part), then mj_resetData, the parts written, mj_forward for the derived
+    /// quantities, and the parts written again (mj_forward changes qacc_warmstart); the next step equals, bit for bit,
+    /// the step the saved simulation would have taken.
+    member this.RestoreState(owner: string, state: EnvState) =
+        check ()
+        let parts = this.StateParts |> List.map (fun (name, n) -> EnvState.part owner state name n)
+        Native.mj_resetData (model, data)
+        Marshal.WriteInt64(data, Layout.DataTime, BitConverter.DoubleToInt64Bits parts.Head.[0])
+
+        let writeParts () =
+            for (_, offset, _), values in List.zip statePointers parts.Tail do
+                write (pointer data offset) values
+
+        writeParts ()
+        Native.mj_forward (model, data)
+        // mj_forward's constraint solver leaves its own solution in qacc_warmstart; the saved one goes back, so that the
+        // next step's solver starts where the saved simulation's would have (else contact-rich models drift in the last bits).
+        writeParts ()
 
     /// Sets the controls and advances `frames` physics steps, then computes the contact forces (cfrc_ext) with
     /// mj_rnePostConstraint, as Gymnasium's MuJoCo environments do after every step.
