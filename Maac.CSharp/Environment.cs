@@ -44,6 +44,30 @@ public interface IEnvironment
 }
 
 /// <summary>
+/// An environment that can save the state of its running episode and continue it later, exactly. Implement it beside
+/// <see cref="IEnvironment"/> so that a run stopped between evaluations (cancellation, a SIGTERM, <c>Save</c>)
+/// resumes bit for bit: its checkpoint then holds the running episode with this state. Without it, a stop cuts the
+/// running episode and the resumed run starts a new one (a valid continuation, but not the uninterrupted run's).
+/// </summary>
+public interface IRestorableEnvironment
+{
+    /// <summary>
+    /// The state of the running episode (everything the next steps depend on: positions, velocities, step counters,
+    /// random number state) as named arrays of finite numbers, always the same names in the same order. Called before
+    /// the first <see cref="IEnvironment.Reset"/> too.
+    /// </summary>
+    IReadOnlyList<KeyValuePair<string, double[]>> SaveState();
+
+    /// <summary>
+    /// Returns to a state <see cref="SaveState"/> returned from an environment of the same task, so that the same
+    /// actions then give the same steps. Check the whole state first and throw an <see cref="ArgumentException"/>
+    /// naming what does not fit before changing anything: a checkpoint holding such a state is then refused and
+    /// nothing is loaded.
+    /// </summary>
+    void RestoreState(IReadOnlyList<KeyValuePair<string, double[]>> state);
+}
+
+/// <summary>
 /// A task's reward as a differentiable function of batched tensors, for model rollouts: observation
 /// [N, o], action [N, a] (in the environment's action space), next observation [N, o] → reward [N].
 /// Write it with the operators of <see cref="Tensor"/> and the methods of <see cref="TensorMath"/>.

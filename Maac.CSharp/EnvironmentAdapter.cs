@@ -1,3 +1,4 @@
+using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
 using CoreEnv = Maac.Envs.IEnv;
 using CoreReset = Maac.Envs.EnvReset;
@@ -6,7 +7,7 @@ using CoreStep = Maac.Envs.EnvStep;
 namespace Maac;
 
 /// <summary>Presents a C# <see cref="IEnvironment"/> to the library as one of its own environments.</summary>
-internal sealed class EnvironmentAdapter : CoreEnv
+internal sealed class EnvironmentAdapter : CoreEnv, Envs.IRestorableEnv
 {
     private readonly IEnvironment env;
     private readonly Envs.Box observationSpace;
@@ -41,6 +42,22 @@ internal sealed class EnvironmentAdapter : CoreEnv
     }
 
     public void Dispose() => (env as IDisposable)?.Dispose();
+
+    public bool CanSaveState => env is IRestorableEnvironment;
+
+    public FSharpList<Tuple<string, double[]>> SaveState()
+    {
+        var saved = Restorable.SaveState() ?? throw new InvalidOperationException($"{name}: SaveState returned null");
+        return ListModule.OfSeq(saved.Select(p => Tuple.Create(p.Key,
+            (double[])(p.Value ?? throw new InvalidOperationException($"{name}: SaveState returned a null part '{p.Key}'")).Clone())));
+    }
+
+    public void RestoreState(FSharpList<Tuple<string, double[]>> state) =>
+        Restorable.RestoreState(state.Select(p => new KeyValuePair<string, double[]>(p.Item1, (double[])p.Item2.Clone())).ToArray());
+
+    private IRestorableEnvironment Restorable =>
+        env as IRestorableEnvironment
+        ?? throw new NotSupportedException($"{name} does not implement IRestorableEnvironment: it cannot save or restore its state");
 
     /// <summary>A library task for environments made by a factory, checked by the environment checker.</summary>
     public static Envs.TaskInfo ToTask(Func<IEnvironment> environmentFactory, bool strictChecks = false)

@@ -72,6 +72,48 @@ type Reach(?observationSize: int, ?fault: string, ?nanAt: int) =
     interface IDisposable with
         member this.Dispose() = this.Disposed <- true
 
+/// A point that glides towards the origin, written as a C# user would, with its state saved and restored
+/// (IRestorableEnvironment): v' = 0.9·v + 0.1·a, x' = clip(x + 0.1·v', −1, 1), reward −x'², 50 steps, x₀ from the seed.
+/// With `forgetVelocity` its SaveState leaves v out, as a careless implementation might.
+type Glide(?forgetVelocity: bool) =
+    let forget = defaultArg forgetVelocity false
+    let mutable x = 0.0
+    let mutable v = 0.0
+
+    interface IEnvironment with
+        member _.Name = "Glide"
+        member _.ObservationSpace = BoxSpace.Symmetric(2, 10.0f)
+        member _.ActionSpace = BoxSpace.Symmetric(1, 1.0f)
+        member _.MaxEpisodeSteps = 50
+
+        member _.Reset(seed: Nullable<int64>) =
+            x <- Random(if seed.HasValue then int seed.Value else 0).NextDouble() * 2.0 - 1.0
+            v <- 0.0
+            [| float32 x; float32 v |]
+
+        member _.Step(action: float32[]) =
+            v <- 0.9 * v + 0.1 * float action.[0]
+            x <- Math.Clamp(x + 0.1 * v, -1.0, 1.0)
+            StepResult([| float32 x; float32 v |], -(x * x), false, false)
+
+    interface IRestorableEnvironment with
+        member _.SaveState() =
+            [|
+                Collections.Generic.KeyValuePair("x", [| x |])
+                if not forget then
+                    Collections.Generic.KeyValuePair("v", [| v |])
+            |]
+
+        member _.RestoreState(state) =
+            let value (name: string) =
+                match state |> Seq.tryFind (fun p -> p.Key = name) with
+                | Some p when p.Value.Length = 1 && Double.IsFinite p.Value.[0] -> p.Value.[0]
+                | _ -> raise (ArgumentException(sprintf "Glide: the saved state has no finite part '%s'" name, "state"))
+
+            let x', v' = value "x", (if forget then v else value "v")
+            x <- x'
+            v <- v'
+
 /// Small settings so that a façade test trains in seconds.
 let small (o: #AgentOptions) =
     o.TotalSteps <- 240
@@ -104,6 +146,20 @@ let private caught<'E when 'E :> exn> (f: unit -> unit) =
         failtestf "expected %s, nothing was thrown" typeof<'E>.Name
     with :? 'E as e ->
         e
+
+/// Trains an agent towards `steps` more steps, cancelling once progress reports step `at`; the cancellation must
+/// surface as an OperationCanceledException.
+let private trainCancelledAt (at: int) (steps: int) (agent: Agent) =
+    use cts = new CancellationTokenSource()
+
+    let progress =
+        { new IProgress<TrainingProgress> with
+            member _.Report p =
+                if p.Step >= at then
+                    cts.Cancel()
+        }
+
+    Expect.throwsT<OperationCanceledException> (fun () -> agent.Train(steps, progress, cts.Token)) "cancelled"
 
 let private tempDir () = Path.Combine(Path.GetTempPath(), "maac-facade-" + Guid.NewGuid().ToString("N"))
 
@@ -638,23 +694,68 @@ let tests =
                 Expect.equal ((adapted.Step [| 0.0f |]).Info.["x_position"]) (box 1.5) "step info"
             }
 
+            test "a C# environment that implements IRestorableEnvironment resumes bit for bit after a cancellation between evaluations" {
+                let dir, whole = tempDir (), tempDir ()
+
+                try
+                    let options () = small (SacOptions())
+
+                    do
+                        let o = options ()
+                        o.RunDirectory <- whole
+                        use uninterrupted = new SacAgent((fun () -> new Glide() :> IEnvironment), o)
+                        uninterrupted.Train(240)
+
+                    do
+                        let o = options ()
+                        o.RunDirectory <- dir
+                        use agent = new SacAgent((fun () -> new Glide() :> IEnvironment), o)
+                        trainCancelledAt 137 240 agent
+                        Expect.notEqual (agent.Step % 50) 0 "stopped inside an episode"
+
+                    use resumed = SacAgent.Load(dir, (fun () -> new Glide() :> IEnvironment))
+                    resumed.Train(240 - resumed.Step)
+                    let arraysA, _ = Maac.Algorithms.Checkpoint.load (Path.Combine(whole, "checkpoint.safetensors"))
+                    let arraysB, _ = Maac.Algorithms.Checkpoint.load (Path.Combine(dir, "checkpoint.safetensors"))
+
+                    for KeyValue(name, a) in arraysA do
+                        let bitsOf (v: float32[]) = v |> Array.map BitConverter.SingleToInt32Bits
+                        Expect.equal (bitsOf arraysB.[name].Values) (bitsOf a.Values) (sprintf "tensor %s bit for bit" name)
+
+                    Expect.equal
+                        (File.ReadAllLines(Path.Combine(dir, "metrics.csv"))
+                         |> Array.map (fun l -> l.Substring(0, l.LastIndexOf ',')))
+                        (File.ReadAllLines(Path.Combine(whole, "metrics.csv"))
+                         |> Array.map (fun l -> l.Substring(0, l.LastIndexOf ',')))
+                        "the same evaluations (wall times aside)"
+                finally
+                    for d in [ dir; whole ] do
+                        if Directory.Exists d then
+                            Directory.Delete(d, true)
+            }
+
+            test "a restorable C# environment whose saved state leaves something out is refused by the checker" {
+                let e =
+                    caught<ArgumentException>(fun () ->
+                        new SacAgent((fun () -> new Glide(forgetVelocity = true) :> IEnvironment), small (SacOptions()))
+                        |> ignore)
+
+                Expect.stringContains e.Message "Glide" "names the environment"
+
+                Expect.stringContains
+                    e.Message
+                    "the state saved after step 25, restored, does not continue the episode as before (first difference at step 26)"
+                    "says what the check found"
+            }
+
             test "cancellation stops after the current step and leaves a checkpoint that loads and trains on" {
                 let dir = tempDir ()
 
                 try
                     let options = small (SacOptions.ForTask "Pendulum")
                     options.RunDirectory <- dir
-                    use cts = new CancellationTokenSource()
                     use agent = new SacAgent("Pendulum", options)
-
-                    let progress =
-                        { new IProgress<TrainingProgress> with
-                            member _.Report p =
-                                if p.Step >= 130 then
-                                    cts.Cancel()
-                        }
-
-                    Expect.throwsT<OperationCanceledException> (fun () -> agent.Train(240, progress, cts.Token)) "cancelled"
+                    trainCancelledAt 130 240 agent
                     Expect.isLessThan agent.Step 240 "stopped early"
                     use resumed = SacAgent.Load dir
                     Expect.equal resumed.Step agent.Step "the checkpoint holds the step it stopped at"

@@ -66,9 +66,8 @@ module EnvChecker =
                         text
             ]
 
-    /// One seeded rollout: the first observation, then (action, step result) per step until the episode ends.
-    let private rollout (env: IEnv) (actions: float32[][]) =
-        let first = env.Reset(Some 123L)
+    /// (action, step result) per action until the episode ends or the actions run out.
+    let private stepThrough (env: IEnv) (actions: float32[][]) =
         let steps = Collections.Generic.List<float32[] * EnvStep>()
         let mutable t = 0
         let mutable fin = false
@@ -79,7 +78,35 @@ module EnvChecker =
             fin <- r.Terminated || r.Truncated
             t <- t + 1
 
-        first.Observation, List.ofSeq steps
+        List.ofSeq steps
+
+    /// One seeded rollout: the first observation, then (action, step result) per step until the episode ends.
+    let private rollout (env: IEnv) (actions: float32[][]) =
+        let first = env.Reset(Some 123L)
+        first.Observation, stepThrough env actions
+
+    /// For an environment that says it can save its state: the seeded rollout's state saved halfway, the rest stepped,
+    /// the state restored and the rest stepped again; the first step (counted from the reset) whose observation,
+    /// reward or end differs, if any.
+    let private restoreDifference (env: IEnv) (r: IRestorableEnv) (actions: float32[][]) =
+        let half = actions.Length / 2
+        let _, before = rollout env actions.[.. half - 1]
+
+        if before.Length < half then
+            None // the episode ended before the halfway point: nothing to continue
+        else
+            let saved = r.SaveState()
+            let outcome (_, s: EnvStep) = s.Observation, s.Reward, s.Terminated, s.Truncated
+            let rest = stepThrough env actions.[half..] |> List.map outcome
+            r.RestoreState saved
+            let again = stepThrough env actions.[half..] |> List.map outcome
+
+            if again.Length <> rest.Length then
+                Some(half + 1 + min again.Length rest.Length)
+            else
+                List.zip rest again
+                |> List.tryFindIndex (fun (a, b) -> a <> b)
+                |> Option.map (fun i -> half + 1 + i)
 
     /// Compares a tensor function with the values Step returned; a problem when it fails, has the wrong shape or
     /// disagrees.
@@ -222,7 +249,21 @@ module EnvChecker =
                             problems.Add("determinism", text)
                         else
                             warnings.Add("determinism", text)
-                    | None -> ()
+                    | None ->
+                        // A resumed run relies on a restored state continuing the episode exactly.
+                        match EnvState.tryRestorable env with
+                        | Some r ->
+                            match restoreDifference env r actions with
+                            | Some step ->
+                                problems.Add(
+                                    "restore",
+                                    sprintf
+                                        "the state saved after step %d, restored, does not continue the episode as before (first difference at step %d): SaveState leaves out part of the state, or RestoreState does not put it all back"
+                                        (actions.Length / 2)
+                                        step
+                                )
+                            | None -> ()
+                        | None -> ()
                 // The task's functions against what Step returned, on the rollout's transitions.
                 if finite && problems.Texts.IsEmpty && not steps.IsEmpty then
                     let rows =
