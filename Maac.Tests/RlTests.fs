@@ -282,21 +282,21 @@ let tests =
             }
 
             test "the checkpoint fuzzer: every corrupted copy of a small MBPO run is refused naming the file (a subset of the full set)" {
-                // `experiment checkpoint-fuzz --run DIR` runs ~300 cases; here every family with about a fifth of them.
-                let s = { tiny "Pendulum" "mbpo" with Steps = 200 }
+                // `experiment checkpoint-fuzz --run DIR` runs ~300 cases; here every family with about a fifth of them, on a
+                // checkpoint written in the middle of an episode (so it holds the running episode and the environment's state).
+                let s = { tiny "Pendulum" "mbpo" with Steps = 300 }
                 let dir = Directory.CreateTempSubdirectory("maac-fuzz-run").FullName
                 RunFolder.create dir s
-
-                use _trainer =
-                    runTrainer s Algorithms.mbpo 200 (fun t _ -> t.SaveCheckpoint(RunFolder.checkpointFile dir))
-
+                use trainer = runTrainer s Algorithms.mbpo 250 (fun _ _ -> ())
+                trainer.SaveCheckpoint(RunFolder.checkpointFile dir)
+                Expect.isTrue trainer.State.Episode.IsSome "a checkpoint inside an episode"
                 let task = Tasks.find "Pendulum"
 
                 let results =
                     CheckpointFuzz.run dir 60 7 (fun d -> (RunFolder.openTrainerFor d task :> IDisposable).Dispose())
 
                 Expect.isGreaterThanOrEqual results.Length 60 "cases run"
-                Expect.equal (results |> List.map (fun c -> c.Family) |> List.distinct |> List.length) 10 "every family"
+                Expect.equal (results |> List.map (fun c -> c.Family) |> List.distinct |> List.length) 11 "every family"
 
                 let bad =
                     results

@@ -22,7 +22,8 @@ type FuzzCase = { Family: string; Description: string; Outcome: FuzzOutcome }
 
 /// A fuzzer for checkpoints: from one valid checkpoint it makes corrupted copies (truncations, bit flips in the
 /// header and the data, wrong offsets, shapes and dtypes, huge sizes, non-finite values written with valid
-/// checksums, swapped tensors, and edits of counters and shapes re-signed so that only the meaning is wrong) and
+/// checksums, swapped tensors, and edits of counters, shapes and the running episode re-signed so that only the
+/// meaning is wrong) and
 /// loads each through the same path as `eval --run`. A correct loader refuses every case with a
 /// CheckpointException naming the file.
 module CheckpointFuzz =
@@ -39,6 +40,7 @@ module CheckpointFuzz =
             "non-finite value (re-signed)", 10
             "swapped tensors", 5
             "meaning (re-signed)", 10
+            "running episode (re-signed)", 6
         ]
 
     /// The header of a safetensors file as JSON, and where its data starts.
@@ -172,6 +174,43 @@ module CheckpointFuzz =
             Buffer.BlockCopy(original, start + b0, bytes, start + a0, a1 - a0)
             Buffer.BlockCopy(original, start + a0, bytes, start + b0, a1 - a0)
             sprintf "data of '%s' and '%s' swapped" a.Name b.Name, bytes
+        | "running episode (re-signed)" ->
+            // The checkpoint's running episode edited, or (a checkpoint written at an evaluation has none) a malformed one
+            // added: loading must refuse either, however well-formed the JSON.
+            let episode =
+                match meta.TryFind "runningEpisode" with
+                | Some text -> JsonNode.Parse(text).AsObject()
+                | None ->
+                    JsonNode.Parse("""{"observation":[0.0],"return":0.0,"length":1,"environment":{"elapsedSteps":[1.0]}}""").AsObject()
+
+            let environment = episode.["environment"].AsObject()
+            let firstPart = (Seq.head environment).Key
+
+            let label =
+                match rng.Next 7 with
+                | 0 ->
+                    episode.["observation"].AsArray().Add(JsonValue.Create 0.0)
+                    "an observation one value too long"
+                | 1 ->
+                    episode.["observation"].AsArray().[0] <- JsonValue.Create 0.1
+                    "an observation value that is no float32 (0.1)"
+                | 2 ->
+                    episode.["length"] <- JsonValue.Create 0
+                    "length 0"
+                | 3 ->
+                    episode.["return"] <- JsonValue.Create "x"
+                    "return \"x\""
+                | 4 ->
+                    environment.[firstPart].AsArray().Add(JsonValue.Create 0.0)
+                    sprintf "environment part '%s' one value too long" firstPart
+                | 5 ->
+                    environment.Remove firstPart |> ignore
+                    sprintf "environment part '%s' left out" firstPart
+                | _ ->
+                    environment.[firstPart].AsArray().[0] <- JsonValue.Create "NaN"
+                    sprintf "environment part '%s' element 0 \"NaN\"" firstPart
+
+            resigned (sprintf "metadata 'runningEpisode': %s, re-signed" label) arrays (meta.Add("runningEpisode", episode.ToJsonString()))
         | _ ->
             let counters =
                 meta
