@@ -23,8 +23,8 @@ let private withoutWall (rows: MetricsRow list) = rows |> List.map (fun r -> { r
 
 let private tempDir () = Path.Combine(Path.GetTempPath(), "maac-state-" + Guid.NewGuid().ToString "N")
 
-/// Every value of a state that a resumed run must reproduce: the agent's bits, the buffers' contents, the counters
-/// and the metrics rows (wall times aside).
+/// Every value of a state that a resumed run must reproduce: the agent's bits, the buffers' contents, the counters,
+/// the last episode's return and length (bits) and the metrics rows (wall times aside).
 let private fingerprint (st: TrainingState) =
     let bufferBits (b: ReplayBuffer) = b.Arrays |> Array.map (Array.map BitConverter.SingleToInt32Bits)
 
@@ -32,6 +32,7 @@ let private fingerprint (st: TrainingState) =
     bufferBits st.Real,
     bufferBits st.Imagined,
     (st.Step, st.Episodes, st.Real.Count, st.Imagined.Count),
+    (BitConverter.DoubleToInt64Bits st.LastEpisodeReturn, st.LastEpisodeLength),
     withoutWall st.Metrics
 
 /// A run of `settings` on a task stopped (cancelled) after step `stopAt`, with its checkpoint written to `path`.
