@@ -261,6 +261,10 @@ let tests =
                                 0
 
                         Expect.equal onDisk (session.Trainer.Metrics.Length) "metrics.csv agrees with what the session kept"
+
+                        Expect.isTrue
+                            session.Trainer.State.Episode.IsNone
+                            "the episode is cut: the state is the one before the step, the environment one step on"
                     | other -> failtestf "a DivergenceException, got %s: %s" (other.GetType().Name) other.Message
                 finally
                     if Directory.Exists dir then

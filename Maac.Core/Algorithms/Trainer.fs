@@ -175,7 +175,11 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                 onEvent e
 
                 match e with
-                | Diverged ex -> raise ex
+                | Diverged ex ->
+                    // The state is the one before the step, the environment one step on: the episode is cut, so that a
+                    // checkpoint written after this (if a caller writes one) never pairs them.
+                    state <- TrainingState.cutEpisode state
+                    raise ex
                 | _ -> ()
 
             if cancel.IsCancellationRequested then
