@@ -161,6 +161,12 @@ let private trainCancelledAt (at: int) (steps: int) (agent: Agent) =
 
     Expect.throwsT<OperationCanceledException> (fun () -> agent.Train(steps, progress, cts.Token)) "cancelled"
 
+/// Removes test folders (those that exist), with everything in them.
+let private deleteFolders (dirs: string list) =
+    for d in dirs do
+        if Directory.Exists d then
+            Directory.Delete(d, true)
+
 let private tempDir () = Path.Combine(Path.GetTempPath(), "maac-facade-" + Guid.NewGuid().ToString("N"))
 
 /// Types in a signature, with their generic arguments, element types and the like, all the way down.
@@ -632,9 +638,7 @@ let tests =
                         ((stopper :> ITrainingCallback).OnEvaluation(agent, EvaluationRecord(2, 4.0, 0.0, 0f, 0f, 0f, 0f, 0.0)))
                         "no improvement stops"
                 finally
-                    for d in [ dir; best ] do
-                        if Directory.Exists d then
-                            Directory.Delete(d, true)
+                    deleteFolders [ dir; best ]
             }
 
             test "a Train call that ends within the random steps says so (which setting to change)" {
@@ -729,9 +733,7 @@ let tests =
                          |> Array.map (fun l -> l.Substring(0, l.LastIndexOf ',')))
                         "the same evaluations (wall times aside)"
                 finally
-                    for d in [ dir; whole ] do
-                        if Directory.Exists d then
-                            Directory.Delete(d, true)
+                    deleteFolders [ dir; whole ]
             }
 
             test "a restorable C# environment whose saved state leaves something out is refused by the checker" {
