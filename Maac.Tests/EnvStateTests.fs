@@ -181,6 +181,66 @@ let tests =
                     Expect.stringContains e.Message "part 'observation' element 2 is 0.1, not a float32" "names the element"
             }
 
+            test "a user's model with an actuator activation, a mocap body and userdata: every part read back as restored, and the episode continues bit for bit" {
+                match Library.unavailableReason () with
+                | Some reason -> skipOrFail reason
+                | None ->
+                    let path = IO.Path.Combine(IO.Directory.CreateTempSubdirectory("maac-state").FullName, "filtered.xml")
+
+                    IO.File.WriteAllText(
+                        path,
+                        String.concat
+                            ""
+                            [
+                                "<mujoco model=\"filtered\"><size nuserdata=\"2\"/><worldbody>"
+                                "<geom type=\"plane\" size=\"5 5 0.1\"/>"
+                                "<body name=\"arm\" pos=\"0 0 0.5\"><joint name=\"hinge\" type=\"hinge\" axis=\"0 1 0\"/>"
+                                "<geom type=\"capsule\" fromto=\"0 0 0 0.4 0 0\" size=\"0.05\"/></body>"
+                                "<body name=\"target\" mocap=\"true\" pos=\"0.3 0 0.2\"><geom type=\"sphere\" size=\"0.1\"/></body>"
+                                "</worldbody><actuator><general joint=\"hinge\" dyntype=\"filter\" dynprm=\"0.05\" gainprm=\"5\" "
+                                "ctrllimited=\"true\" ctrlrange=\"-1 1\"/></actuator></mujoco>"
+                            ]
+                    )
+
+                    let spec =
+                        MuJoCoSpec.ofObservations
+                            "Filtered"
+                            2
+                            (MuJoCoReset.Uniform 0.1)
+                            (fun sim -> sim.PositionsAndVelocities 0)
+                            (fun _ a _ -> -float a.[0] * float a.[0])
+                            (fun _ _ _ -> false)
+
+                    use env = MuJoCoTasks.fromFile path spec :> IEnv
+                    env.Reset(Some 2L) |> ignore
+                    continueFrom env 0 7 |> ignore
+                    let saved = (restorable env).SaveState()
+                    let size (name: string) = (snd (saved |> List.find (fun (n, _) -> n = name))).Length
+
+                    Expect.equal
+                        ([ "act"; "mocapPos"; "mocapQuat"; "userdata" ] |> List.map size)
+                        [ 1; 3; 4; 2 ]
+                        "one activation, one mocap body's position and orientation, two userdata values"
+
+                    Expect.notEqual (snd (saved |> List.find (fun (n, _) -> n = "act"))).[0] 0.0 "the filter's activation has moved"
+                    let expected = continueFrom env 7 20
+                    use fresh = MuJoCoTasks.fromFile path spec :> IEnv
+                    (restorable fresh).RestoreState saved
+                    Expect.equal (continueFrom fresh 7 20) expected "a new environment continues bit for bit"
+                    // Every part changed (the mocap body moved, userdata set, another activation), restored and read back.
+                    let edited =
+                        saved
+                        |> List.map (fun (n, v) ->
+                            match n with
+                            | "mocapPos" -> n, [| 0.1; 0.2; 0.3 |]
+                            | "userdata" -> n, [| 1.5; -2.5 |]
+                            | "act" -> n, [| 0.25 |]
+                            | _ -> n, v)
+
+                    (restorable fresh).RestoreState edited
+                    Expect.equal ((restorable fresh).SaveState()) edited "each part is read from where it was written"
+            }
+
             test "a time limit around an environment that cannot save its state says so" {
                 let plain =
                     { new IEnv with
