@@ -181,7 +181,8 @@ let tests =
                     Expect.stringContains e.Message "part 'observation' element 2 is 0.1, not a float32" "names the element"
             }
 
-            test "a user's model with an actuator activation, a mocap body and userdata: every part read back as restored, and the episode continues bit for bit" {
+            test
+                "a user's model with an actuator activation, a mocap body and userdata: every part read back as restored, and the episode continues bit for bit" {
                 match Library.unavailableReason () with
                 | Some reason -> skipOrFail reason
                 | None ->
