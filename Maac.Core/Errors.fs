@@ -41,6 +41,9 @@ module Finite =
     /// The index of the first NaN or infinity in values, if any.
     let firstNonFinite (values: float32[]) = Array.tryFindIndex (fun v -> not (Single.IsFinite v)) values
 
+    /// The index of the first NaN or infinity in double values, if any.
+    let firstNonFiniteDouble (values: float[]) = Array.tryFindIndex (fun v -> not (Double.IsFinite v)) values
+
     /// Raises NonFiniteException with describe(index, value) of the first NaN or infinity in values, if any.
     let require (describe: int -> float32 -> string) (values: float32[]) =
         match firstNonFinite values with

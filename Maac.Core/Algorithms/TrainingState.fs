@@ -106,7 +106,7 @@ module TrainingState =
             match s.Episode, environment with
             | ValueSome e, Some env ->
                 for part, values in env do
-                    match values |> Array.tryFindIndex (fun v -> not (Double.IsFinite v)) with
+                    match Finite.firstNonFiniteDouble values with
                     | Some i ->
                         invalidOp (
                             sprintf

@@ -166,7 +166,7 @@ module EnvState =
             if values.Length <> size then
                 refuse env "part '%s' has %d values where this environment has %d" name values.Length size
 
-            match values |> Array.tryFindIndex (fun v -> not (Double.IsFinite v)) with
+            match Maac.Finite.firstNonFiniteDouble values with
             | Some i -> refuse env "part '%s' element %d is %g" name i values.[i]
             | None -> Array.copy values
 
