@@ -15,6 +15,37 @@ public enum ComputeDevice
     Cuda = 1,
 }
 
+/// <summary>Where the MAAC actor objective draws its samples per start state.</summary>
+public enum ActorSamplePlacement
+{
+    /// <summary>Whole paths: every sample is its own imagined path, closed by its own terminal action.</summary>
+    WholePaths = 0,
+
+    /// <summary>One path per start state and the samples as actions at its last state, each critic averaged over them
+    /// before the minimum (about as many times less policy and model work as there are samples).</summary>
+    ActionsAtHorizon = 1,
+}
+
+/// <summary>Which actions of the MAAC actor's imagined paths pay the entropy term.</summary>
+public enum ActorEntropy
+{
+    /// <summary>Every action along the path and at its end.</summary>
+    EveryStep = 0,
+
+    /// <summary>The first action only; the terminal value carries no entropy term.</summary>
+    FirstAction = 1,
+}
+
+/// <summary>How the differentiable model paths (the actor objective, the critic targets' expansions) draw next states.</summary>
+public enum ModelPathNoise
+{
+    /// <summary>With the model's full predicted noise.</summary>
+    Sampled = 0,
+
+    /// <summary>The model's mean prediction, without noise.</summary>
+    Mean = 1,
+}
+
 /// <summary>
 /// Settings shared by every agent. A new options object holds the MAAC paper's settings, made for the MuJoCo
 /// locomotion tasks (HalfCheetah, Hopper, Walker2d, Ant): 200,000 steps, the first 5,000 of them random actions,
@@ -36,6 +67,7 @@ public abstract class AgentOptions
     private protected int[] modelHidden;
     private protected int rolloutStarts, rolloutLength, imaginedCapacity, actorHorizon, actorSamples, criticHorizon;
     private protected float realFraction;
+    private protected string actorSamplesAt, actorEntropy, pathNoise;
     private int? threads;
     private int deviceIndex;
 
@@ -49,6 +81,7 @@ public abstract class AgentOptions
         modelLr = d.ModelLearningRate; modelBatchSize = d.ModelBatchSize; modelMaxEpochs = d.ModelMaxEpochs; modelTrainEvery = d.ModelTrainEvery;
         rolloutStarts = d.RolloutStarts; rolloutLength = d.RolloutLength; imaginedCapacity = d.ImaginedCapacity; realFraction = d.RealFraction;
         actorHorizon = d.ActorHorizon; actorSamples = d.ActorSamples; criticHorizon = d.CriticHorizon;
+        actorSamplesAt = d.ActorSamplesAt; actorEntropy = d.ActorEntropy; pathNoise = d.PathNoise;
     }
 
     /// <summary>The algorithm's name as the command line spells it (maac, sac, mbpo, steve, svg1).</summary>
@@ -134,7 +167,7 @@ public abstract class AgentOptions
             modelMaxEpochs: modelMaxEpochs, modelTrainEvery: modelTrainEvery, rolloutStarts: rolloutStarts,
             rolloutLength: rolloutLength, imaginedCapacity: imaginedCapacity, realCapacity: realCapacity,
             realFraction: realFraction, actorHorizon: actorHorizon, actorSamples: actorSamples, criticHorizon: criticHorizon,
-            evalEvery: evalEvery, evalEpisodes: evalEpisodes);
+            actorSamplesAt: actorSamplesAt, actorEntropy: actorEntropy, pathNoise: pathNoise, evalEvery: evalEvery, evalEpisodes: evalEpisodes);
 
     /// <summary>Applies the process-wide parts (threads, device).</summary>
     internal void ApplyRuntime() => Runtime.Apply(Device, deviceIndex, threads);
@@ -195,6 +228,19 @@ public abstract class ModelBasedOptions : AgentOptions
     /// <summary>Hidden layer widths of each ensemble member.</summary>
     public int[] ModelHiddenSizes { get => (int[])modelHidden.Clone(); set => modelHidden = Widths(value, nameof(ModelHiddenSizes)); }
 
+    /// <summary>How the actor's imagined paths and the critic targets' model expansions draw next states (imagined
+    /// training data is always sampled with the model's full noise).</summary>
+    public ModelPathNoise PathNoise
+    {
+        get => pathNoise == "mean" ? ModelPathNoise.Mean : ModelPathNoise.Sampled;
+        set => pathNoise = value switch
+        {
+            ModelPathNoise.Sampled => "sampled",
+            ModelPathNoise.Mean => "mean",
+            _ => throw new ArgumentOutOfRangeException(nameof(PathNoise), value, "is not a ModelPathNoise value"),
+        };
+    }
+
     /// <summary>Adam learning rate of the model.</summary>
     public float ModelLearningRate { get => modelLr; set => modelLr = InRange(value, 1e-12f, 10f, nameof(ModelLearningRate)); }
 
@@ -242,8 +288,32 @@ public sealed class MaacOptions : ImaginedDataOptions
     /// <summary>Model steps H of the actor objective before the terminal Q (0 gives SAC's actor loss).</summary>
     public int ActorHorizon { get => actorHorizon; set => actorHorizon = NonNegative(value, nameof(ActorHorizon)); }
 
-    /// <summary>Sampled trajectories K per start state in the actor objective.</summary>
+    /// <summary>Samples K per start state in the actor objective (see <see cref="ActorSamplePlacement"/>).</summary>
     public int ActorSamples { get => actorSamples; set => actorSamples = Positive(value, nameof(ActorSamples)); }
+
+    /// <summary>Where the actor objective's samples are drawn: whole paths, or actions at the end of one path.</summary>
+    public ActorSamplePlacement ActorSamplePlacement
+    {
+        get => actorSamplesAt == "horizon" ? ActorSamplePlacement.ActionsAtHorizon : ActorSamplePlacement.WholePaths;
+        set => actorSamplesAt = value switch
+        {
+            ActorSamplePlacement.WholePaths => "paths",
+            ActorSamplePlacement.ActionsAtHorizon => "horizon",
+            _ => throw new ArgumentOutOfRangeException(nameof(ActorSamplePlacement), value, "is not an ActorSamplePlacement value"),
+        };
+    }
+
+    /// <summary>Which actions of the actor's imagined paths pay the entropy term.</summary>
+    public ActorEntropy ActorEntropy
+    {
+        get => actorEntropy == "first-action" ? ActorEntropy.FirstAction : ActorEntropy.EveryStep;
+        set => actorEntropy = value switch
+        {
+            ActorEntropy.EveryStep => "every-step",
+            ActorEntropy.FirstAction => "first-action",
+            _ => throw new ArgumentOutOfRangeException(nameof(ActorEntropy), value, "is not an ActorEntropy value"),
+        };
+    }
 
     /// <summary>Longest model expansion of the STEVE critic targets.</summary>
     public int CriticHorizon { get => criticHorizon; set => criticHorizon = NonNegative(value, nameof(CriticHorizon)); }

@@ -66,6 +66,7 @@ let private setup (s: BenchShape) =
                 MaxEpochs = 1
                 HoldoutFraction = 0.2
                 Patience = 1
+                HoldoutSeed = 0L
             }
             s.Obs
             s.Act
@@ -82,6 +83,7 @@ let private setup (s: BenchShape) =
                 Task = { Reward = None; Termination = None }
                 ActionLow = Tensor.full [| s.Act |] -1.0f
                 ActionHigh = Tensor.ones [| s.Act |]
+                PathNoise = Maac.Rl.SampledNoise
             }
         Policy = TanhGaussianPolicy.init k.[1] s.Obs s.Act [| s.Hidden; s.Hidden |]
         Critics = critics

@@ -296,6 +296,7 @@ let tests =
                                         MaxEpochs = 1
                                         HoldoutFraction = 0.2
                                         Patience = 1
+                                        HoldoutSeed = 0L
                                     }
                                     obs
                                     act
@@ -319,6 +320,7 @@ let tests =
                                     Task = smooth
                                     ActionLow = Tensor.ofSeq [ -2.0f ]
                                     ActionHigh = Tensor.ofSeq [ 2.0f ]
+                                    PathNoise = SampledNoise
                                 }
 
                             let starts = Tensor.rand ks.[3] [| 6; obs |] * 2.0f - 1.0f

@@ -365,6 +365,7 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                             Task = (Maac.Envs.Tasks.find "Pendulum").Functions
                             ActionLow = Tensor.ofSeq [ -2.0f ]
                             ActionHigh = Tensor.ofSeq [ 2.0f ]
+                            PathNoise = SampledNoise
                         }
 
                     let k = RandomKey.split 4 (key 12)
@@ -431,6 +432,7 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                                 MaxEpochs = 1
                                 HoldoutFraction = 0.2
                                 Patience = 1
+                                HoldoutSeed = 0L
                             }
                             3
                             1
@@ -444,6 +446,7 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                             Task = (Maac.Envs.Tasks.find "Pendulum").Functions
                             ActionLow = Tensor.ofSeq [ -2.0f ]
                             ActionHigh = Tensor.ofSeq [ 2.0f ]
+                            PathNoise = SampledNoise
                         }
 
                     let obs = Tensor.rand (key 4) [| 32; 3 |] * 2.0f - 1.0f

@@ -18,6 +18,7 @@ let allTests =
             MuJoCoTaskTests.tests
             EnvStateTests.tests
             RlTests.tests
+            PathwiseChoicesTests.tests
             RunFolderTests.tests
             TrainingStateTests.tests
             SweepTests.tests

@@ -37,6 +37,20 @@ let tiny (env: string) (algo: string) =
         EvalEpisodes = 2
     }
 
+/// The test models' fitting settings: 3 members of 2×32, up to 60 epochs.
+let private fitSettings =
+    {
+        Members = 3
+        EliteCount = 2
+        Hidden = [| 32; 32 |]
+        LearningRate = 1e-3f
+        BatchSize = 64
+        MaxEpochs = 60
+        HoldoutFraction = 0.2
+        Patience = 10
+        HoldoutSeed = 0L
+    }
+
 let private fittedContextWith (predictReward: bool) (seed: int) =
     let task = Tasks.find "Pendulum"
     use env = task.Create()
@@ -53,17 +67,7 @@ let private fittedContextWith (predictReward: bool) (seed: int) =
             else
                 r.Observation
 
-    let s =
-        {
-            Members = 3
-            EliteCount = 2
-            Hidden = [| 32; 32 |]
-            LearningRate = 1e-3f
-            BatchSize = 64
-            MaxEpochs = 60
-            HoldoutFraction = 0.2
-            Patience = 10
-        }
+    let s = fitSettings
 
     let m0 = Dynamics.init (key (seed + 1)) s 3 1 predictReward
     let m, _, report = Dynamics.fit s (key (seed + 2)) m0 (Maac.Optim.Adam.init m0.Net) (buffer.All())
@@ -73,16 +77,32 @@ let private fittedContextWith (predictReward: bool) (seed: int) =
         Task = task.Functions
         ActionLow = Tensor.ofSeq [ -2.0f ]
         ActionHigh = Tensor.ofSeq [ 2.0f ]
+        PathNoise = SampledNoise
     },
     report,
     buffer
 
 let private fittedContext = fittedContextWith false
 
+/// A model fitted to random-action Pendulum data, with its context (the task's reward, actions in [−2, 2]).
+let fittedPendulumModel (seed: int) =
+    let ctx, _, _ = fittedContext seed
+    ctx
+
 let private runTrainer (s: Settings) (alg: Algorithm) (until: int) (onCheckpoint: Trainer -> MetricsRow -> unit) =
     let t = new Trainer(s, alg, Tasks.find s.Env)
     t.Run(until, ignore, onCheckpoint t, Threading.CancellationToken.None)
     t
+
+let private bits (t: Tensor) = t.ToArray() |> Array.map BitConverter.SingleToInt32Bits
+
+/// The same network with its output raised by c everywhere (the last layer's bias shifted).
+let private raiseOutput (c: float32) (q: Mlp) =
+    let last = q.Layers.Length - 1
+
+    { q with
+        Layers = q.Layers |> Array.mapi (fun i l -> if i = last then { l with Bias = l.Bias + c } else l)
+    }
 
 let private policyBits (a: AgentState) =
     Parameters.tensors a.Policy
@@ -189,27 +209,132 @@ let tests =
                     "rows that do not split into one block per elite are refused"
             }
 
-            test "STEVE with horizon 0 and one member is the mean of both critics' soft TD targets" {
+            test "STEVE with horizon 0 is the one-step soft TD target exactly, on the same draws, under every elite" {
                 let ctx, _, buffer = fittedContext 30
-                let ctx = { ctx with Model = { ctx.Model with Elites = [| ctx.Model.Elites.[0] |] } }
                 let policy = TanhGaussianPolicy.init (key 31) 3 1 [| 16 |]
                 let critics = Critics.init (key 32) 3 1 [| 16 |]
                 let b = buffer.Sample(key 33, 64)
                 let steve0 = Targets.steve 0.99f 0 ctx policy critics 0.2f (key 34) b
-                // With horizon 0 every candidate is r + γ(Q'ⱼ − α log π); the combination is their mean:
-                // the mean of both critics' soft values with the same action sample.
-                let a, logp = TanhGaussianPolicy.sample policy (RandomKey.split 2 (key 34)).[0] b.NextObs
-                let q1, q2 = Critics.both critics b.NextObs a
-                let expected = b.Reward + 0.99f * (1.0f - b.Done) * (0.5f * (q1 + q2) - 0.2f * logp)
-
-                Array.iter2
-                    (fun (x: float32) (y: float32) ->
-                        Expect.floatClose { absolute = 1e-3; relative = 1e-4 } (float x) (float y) "horizon-0 STEVE")
-                    (steve0.ToArray())
-                    (expected.ToArray())
-
+                let td = Targets.td 0.99f policy critics 0.2f (key 34) b
+                Expect.equal (bits steve0) (bits td) "horizon-0 STEVE is TD, bit for bit"
                 let steve2 = Targets.steve 0.99f 2 ctx policy critics 0.2f (key 34) b
                 Expect.isTrue (Tensor.allFinite steve2) "finite with horizon 2"
+            }
+
+            test "STEVE candidates take the smaller twin critic: a critic raised by 5 everywhere changes nothing" {
+                let ctx, _, buffer = fittedContext 35
+                let policy = TanhGaussianPolicy.init (key 36) 3 1 [| 16 |]
+                let q = (Critics.init (key 37) 3 1 [| 16 |]).Q1
+                let raised = raiseOutput 5.0f q
+                let b = buffer.Sample(key 38, 60)
+                let target (c: Critics) = Targets.steve 0.99f 2 ctx policy c 0.2f (key 39) b
+                let same = target { Q1 = q; Q2 = q }
+                // min(Q, Q + 5) = Q in every candidate; averaging the twins (the earlier target) would add about 2.5·γʰ⁺¹.
+                Expect.equal (bits (target { Q1 = q; Q2 = raised })) (bits same) "Q2 raised: the minimum is Q1"
+                Expect.equal (bits (target { Q1 = raised; Q2 = q })) (bits same) "Q1 raised: the minimum is Q2"
+            }
+
+            test "STEVE's inverse-variance combination, on hand-computed candidates" {
+                // Two rows; the shared h = 0 candidate has variance 0 (weight 1e8); horizon 1's members give variance
+                // 1 on row 0 (candidates 1 and 3: mean 2) and 0 on row 1 (candidates 5 and 5).
+                let shared = Tensor.ofArray [| 2 |] [| 10.0f; 4.0f |]
+                let h1 = Tensor.ofArray [| 2; 2 |] [| 1.0f; 5.0f; 3.0f; 5.0f |]
+                let y = Targets.combineByInverseVariance shared [| h1 |] |> fun t -> t.ToArray()
+                let w0, w1row0, w1row1 = 1e8, 1.0 / (1.0 + 1e-8), 1e8
+                let expected0 = (w0 * 10.0 + w1row0 * 2.0) / (w0 + w1row0)
+                let expected1 = (w0 * 4.0 + w1row1 * 5.0) / (w0 + w1row1)
+                Expect.floatClose Accuracy.high (float y.[0]) expected0 "row 0: the h = 0 candidate dominates"
+                Expect.floatClose { absolute = 1e-5; relative = 1e-6 } (float y.[1]) expected1 "row 1: equal weights, the mean of 4 and 5"
+            }
+
+            test "a mean path is the model's mean prediction: no noise, whatever the key" {
+                let ctx, _, buffer = fittedContextWith true 44
+                let m = { ctx.Model with Elites = [| 2; 0 |] }
+                let b = buffer.Sample(key 45, 40)
+                let next, reward = Dynamics.stepByBlocksWithNoise MeanPath m (key 46) b.Obs b.Action
+                let again, _ = Dynamics.stepByBlocksWithNoise MeanPath m (key 47) b.Obs b.Action
+                let mean, _ = Dynamics.predictAll m b.Obs b.Action
+
+                let picked =
+                    Tensor.concat 0 [| Tensor.slice 1 0 20 (Tensor.slice 0 2 1 mean); Tensor.slice 1 20 20 (Tensor.slice 0 0 1 mean) |]
+                    |> Tensor.reshape [| 40; -1 |]
+                    |> fun t -> t * m.TargetStd + m.TargetMean
+
+                Expect.equal (bits next) (bits again) "the key draws nothing"
+                let expected = (b.Obs + Tensor.slice 1 0 3 picked).ToArray()
+
+                Array.iteri2
+                    (fun i (u: float32) (v: float32) ->
+                        Expect.floatClose { absolute = 1e-5; relative = 1e-5 } (float u) (float v) (sprintf "next %d" i))
+                    (next.ToArray())
+                    expected
+
+                Array.iteri2
+                    (fun i (u: float32) (v: float32) ->
+                        Expect.floatClose { absolute = 1e-5; relative = 1e-5 } (float u) (float v) (sprintf "reward %d" i))
+                    (reward.Value.ToArray())
+                    ((Tensor.slice 1 3 1 picked |> Tensor.squeeze 1).ToArray())
+            }
+
+            test "the hold-out split is fixed per row: rows keep their side as the data grows" {
+                let hold1, train1 = Dynamics.holdoutSplit 7L 0.2 1000
+                let hold2, _ = Dynamics.holdoutSplit 7L 0.2 5000
+                Expect.equal (Array.sort (Array.append hold1 train1)) (Array.init 1000 id) "every row on exactly one side"
+                Expect.equal (hold2 |> Array.filter (fun i -> i < 1000)) hold1 "the first 1,000 rows keep their side"
+                // 20% of 5,000 rows: 1,000 ± 4 standard deviations (√(5000·0.2·0.8) ≈ 28).
+                Expect.isTrue (abs (hold2.Length - 1000) < 113) (sprintf "about 20%% held out, got %d" hold2.Length)
+                let other, _ = Dynamics.holdoutSplit 8L 0.2 1000
+                Expect.notEqual other hold1 "another seed, another split"
+            }
+
+            test "a fit keeps each member's best hold-out weights and never returns a member worse than it started" {
+                let ctx, first, buffer = fittedContextWith false 60
+                let s = { fitSettings with MaxEpochs = 6; Patience = 2; LearningRate = 3e-2f }
+                let opt = Maac.Optim.Adam.init ctx.Model.Net
+                let data = buffer.All()
+                let m, _, report = Dynamics.fit s (key 61) ctx.Model opt data
+                // The hold-out error of the returned weights, measured here on the fixed hold-out rows.
+                let holdIdx, _ = Dynamics.holdoutSplit s.HoldoutSeed s.HoldoutFraction data.Obs.Shape.[0]
+                let x = Tensor.indexSelect 0 holdIdx (Tensor.concat -1 [| data.Obs; data.Action |])
+                let y = Tensor.indexSelect 0 holdIdx (data.NextObs - data.Obs)
+
+                let mse (model: DynamicsModel) =
+                    let mean, _ =
+                        GaussianEnsemble.forward
+                            model.Net
+                            (Tensor.expand [| 3; x.Shape.[0]; x.Shape.[1] |] ((x - m.InputMean) / m.InputStd))
+
+                    let err = mean - Tensor.expand mean.Shape ((y - m.TargetMean) / m.TargetStd)
+                    (Tensor.meanAxis -1 false (Tensor.meanAxis -1 false (err * err))).ToArray()
+
+                let returned = mse m
+
+                let started =
+                    mse
+                        { ctx.Model with
+                            InputMean = m.InputMean
+                            InputStd = m.InputStd
+                            TargetMean = m.TargetMean
+                            TargetStd = m.TargetStd
+                        }
+
+                Array.iteri2
+                    (fun i (r: float32) (reported: float32) ->
+                        Expect.floatClose
+                            { absolute = 1e-6; relative = 1e-4 }
+                            (float r)
+                            (float reported)
+                            (sprintf "member %d: the reported error is the returned weights'" i))
+                    returned
+                    report.HoldoutMse
+
+                Array.iteri2
+                    (fun i (r: float32) (st: float32) ->
+                        Expect.isLessThanOrEqual r (st * 1.0001f) (sprintf "member %d is no worse than its start" i))
+                    returned
+                    started
+
+                Expect.isGreaterThan first.Epochs 0 "the first fit trained"
             }
 
             test "every algorithm trains a few hundred steps and writes metrics" {

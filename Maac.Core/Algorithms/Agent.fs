@@ -22,8 +22,9 @@ type ActorInputs =
         Gamma: float32
         /// The model horizon H of this step (from Algorithm.ActorHorizon).
         Horizon: int
-        /// Samples K per start state (from Algorithm.ActorSamples).
-        Samples: int
+        /// Samples K per start state (from Algorithm.ActorSamples), where they are drawn and which actions pay entropy
+        /// (from Settings.ActorSamplesAt and ActorEntropy).
+        Choices: PathwiseChoices
         /// The learned model with the task's functions (None before the first fit or without a model).
         Context: ModelContext option
         /// The critics after this step's critic update.
@@ -54,9 +55,9 @@ type Algorithm =
 
 /// The paper's algorithm and its baselines.
 module Algorithms =
-    /// MAAC's actor objective (Objectives.maac) on the step's inputs; SAC's loss when H = 0 and K = 1.
+    /// MAAC's actor objective (Objectives.maacWith) on the step's inputs; SAC's loss when H = 0 and K = 1.
     let pathwiseActor (i: ActorInputs) (policy: TanhGaussianPolicy) =
-        Objectives.maac i.Gamma i.Horizon i.Samples i.Context i.Critics i.Alpha i.Key i.Observations policy
+        Objectives.maacWith i.Choices i.Gamma i.Horizon i.Context i.Critics i.Alpha i.Key i.Observations policy
 
     /// Soft actor-critic: model-free, TD targets, H = 0.
     let sac =
@@ -231,7 +232,7 @@ type UpdateMetrics = { CriticLoss: float32; ActorLoss: float32; Alpha: float32 }
 /// Creating agents, acting, and one gradient step of an algorithm.
 [<CompilationRepresentation(CompilationRepresentationFlags.ModuleSuffix)>]
 module Agent =
-    /// The model-fitting settings of a run's settings (hold-out 20%, patience 5 epochs).
+    /// The model-fitting settings of a run's settings (hold-out 20% fixed by the run's seed, patience 5 epochs).
     let dynamicsSettings (s: Settings) =
         {
             Members = s.ModelMembers
@@ -242,6 +243,7 @@ module Agent =
             MaxEpochs = s.ModelMaxEpochs
             HoldoutFraction = 0.2
             Patience = 5
+            HoldoutSeed = s.Seed
         }
 
     /// A fresh agent for a task's sizes; the model learns rewards when the task has no reward function.
@@ -322,7 +324,7 @@ module Agent =
             {
                 Gamma = s.Gamma
                 Horizon = horizon
-                Samples = samples
+                Choices = Settings.pathwiseChoices s samples
                 Context = ctx
                 Critics = critics
                 Alpha = alpha

@@ -1,6 +1,7 @@
 namespace Maac.Algorithms
 
 open System
+open Maac.Rl
 
 /// Every setting of a training run (written to config.json). Defaults are the MAAC authors'
 /// MuJoCo settings; Settings.forTask scales model and budgets down for the small managed tasks.
@@ -53,12 +54,30 @@ type Settings =
         ActorHorizon: int
         ActorSamples: int
         CriticHorizon: int
+        /// Where the actor objective's K samples are drawn: "paths" (K whole paths per start state, each closed by its
+        /// own terminal action) or "horizon" (one path per start state and K actions at its last state, each critic
+        /// averaged over them before the minimum).
+        ActorSamplesAt: string
+        /// Which actions of the actor's imagined paths pay entropy (α log π): "every-step" (every action and the
+        /// terminal ones) or "first-action" (the first only; the terminal value then carries none).
+        ActorEntropy: string
+        /// How the actor's paths and the critic targets' model expansions draw next states: "sampled" (the model's
+        /// full predicted noise) or "mean" (its mean prediction). Imagined data for the buffers is always sampled.
+        PathNoise: string
         /// Environment steps between evaluations, and the deterministic episodes of each.
         EvalEvery: int
         EvalEpisodes: int
     }
 
 module Settings =
+    /// The values each choice setting takes, in the order the documentation lists them.
+    let choices =
+        [
+            "ActorSamplesAt", [ "paths"; "horizon" ]
+            "ActorEntropy", [ "every-step"; "first-action" ]
+            "PathNoise", [ "sampled"; "mean" ]
+        ]
+
     /// The authors' settings (HalfCheetah-style) for an environment and algorithm.
     let authors (env: string) (algorithm: string) =
         {
@@ -90,6 +109,9 @@ module Settings =
             ActorHorizon = 4
             ActorSamples = 5
             CriticHorizon = 2
+            ActorSamplesAt = "paths"
+            ActorEntropy = "every-step"
+            PathNoise = "sampled"
             EvalEvery = 5000
             EvalEpisodes = 10
         }
@@ -199,6 +221,18 @@ module Settings =
             atLeast0 "ActorHorizon" s.ActorHorizon
             positive "ActorSamples" s.ActorSamples
             atLeast0 "CriticHorizon" s.CriticHorizon
+
+            let choice name (v: string) =
+                let allowed = choices |> List.find (fst >> (=) name) |> snd
+
+                if List.contains v allowed then
+                    None
+                else
+                    Some(sprintf "%s must be one of %s, got '%s'" name (String.Join(", ", allowed |> List.map (sprintf "'%s'"))) v)
+
+            choice "ActorSamplesAt" s.ActorSamplesAt
+            choice "ActorEntropy" s.ActorEntropy
+            choice "PathNoise" s.PathNoise
             positive "EvalEvery" s.EvalEvery
             positive "EvalEpisodes" s.EvalEpisodes
         ]
@@ -225,3 +259,26 @@ module Settings =
         | first :: _ as all ->
             let setting = first.Split(' ').[0]
             raise (ArgumentException(sprintf "invalid settings:\n- %s" (String.Join("\n- ", all)), setting))
+
+    /// The path noise a settings' PathNoise names.
+    let pathNoise (s: Settings) =
+        match s.PathNoise with
+        | "mean" -> MeanPath
+        | "sampled" -> SampledNoise
+        | other -> invalidArg "s" (sprintf "PathNoise must be 'sampled' or 'mean', got '%s'" other)
+
+    /// The pathwise objective's choices of a settings' ActorSamplesAt and ActorEntropy, with K samples.
+    let pathwiseChoices (s: Settings) (samples: int) =
+        {
+            Samples = samples
+            Placement =
+                match s.ActorSamplesAt with
+                | "paths" -> WholePaths
+                | "horizon" -> ActionsAtHorizon
+                | other -> invalidArg "s" (sprintf "ActorSamplesAt must be 'paths' or 'horizon', got '%s'" other)
+            Entropy =
+                match s.ActorEntropy with
+                | "every-step" -> EveryStep
+                | "first-action" -> FirstAction
+                | other -> invalidArg "s" (sprintf "ActorEntropy must be 'every-step' or 'first-action', got '%s'" other)
+        }

@@ -78,6 +78,7 @@ module TrainingStep =
                     Task = run.Task.Functions
                     ActionLow = run.ActionLow
                     ActionHigh = run.ActionHigh
+                    PathNoise = Settings.pathNoise run.Settings
                 }
         else
             None

@@ -129,6 +129,7 @@ module GradientErrorExperiment =
                 MaxEpochs = s.ModelEpochs
                 HoldoutFraction = 0.2
                 Patience = 5
+                HoldoutSeed = 0L
             }
 
         let k1, k2 = RandomKey.split2 key
@@ -143,6 +144,7 @@ module GradientErrorExperiment =
             Task = reward
             ActionLow = Tensor.full [| p.ActionDim |] -1.0f
             ActionHigh = Tensor.full [| p.ActionDim |] 1.0f
+            PathNoise = SampledNoise
         },
         report
 

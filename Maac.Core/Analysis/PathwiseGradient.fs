@@ -50,7 +50,14 @@ module PathwiseGradient =
     /// gradient when the starts come from LinearQuadratic.sampleBlockStarts.
     let estimate (p: LqProblem) (horizon: int) step terminal (k: float[,]) (key: RandomKey) (starts: Tensor) =
         let objective (kt: Tensor) =
-            let parts = { Act = linearPolicy (float32 p.NoiseStd) kt; Step = step; Terminal = terminal }
+            // One sample per path: the terminal action comes as [1, N, a].
+            let parts =
+                {
+                    Act = linearPolicy (float32 p.NoiseStd) kt
+                    Step = step
+                    Terminal = fun s a -> terminal s (Tensor.squeeze 0 a)
+                }
+
             Objectives.pathwise (float32 p.Gamma) horizon 1 parts 0.0f key starts
 
         let g = Maac.Diff.grad objective (Mat.toTensor k)

@@ -22,6 +22,13 @@ type DynamicsModel =
         Elites: int[]
     }
 
+/// How a model step draws the next state.
+type PathNoise =
+    /// s' = s + μ + σ·ε: the model's full predicted noise.
+    | SampledNoise
+    /// s' = s + μ: the mean prediction, no noise.
+    | MeanPath
+
 /// Settings of model fitting (the authors': Adam 1e-3, batch 256, ≤ 200 epochs, 20% hold-out).
 type DynamicsSettings =
     {
@@ -32,8 +39,12 @@ type DynamicsSettings =
         BatchSize: int
         MaxEpochs: int
         HoldoutFraction: float
-        /// Epochs without a 1% hold-out improvement of any member before stopping.
+        /// Epochs without a 1% hold-out improvement before a member stops.
         Patience: int
+        /// Seeds the assignment of the fitted rows to the hold-out set. A row's assignment depends only on this seed
+        /// and its index, so it is the same at every fit: members warm-started from an earlier fit are never scored
+        /// on rows they trained on.
+        HoldoutSeed: int64
     }
 
 /// What one fit did.
@@ -82,12 +93,17 @@ module Dynamics =
 
     /// s + (μ + σ·ε)·std + mean for the ensemble's raw outputs head [N, 2·out] (normalised means, then raw
     /// log-variances, bounded as GaussianEnsemble.forward does) and noise ε [N, out] drawn from key, in one fused
-    /// operation; split into the next observation and, when the model predicts it, the reward [N].
-    let private sampleNext (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (head: Tensor) =
-        let eps = Tensor.randnOnDeviceOf head key [| head.Shape.[0]; head.Shape.[1] / 2 |]
+    /// operation (s + μ·std + mean with MeanPath); split into the next observation and, when the model predicts it,
+    /// the reward [N].
+    let private sampleNext (noise: PathNoise) (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (head: Tensor) =
+        let normalised =
+            match noise with
+            | SampledNoise ->
+                let eps = Tensor.randnOnDeviceOf head key [| head.Shape.[0]; head.Shape.[1] / 2 |]
+                Tensor.gaussianHeadSample m.Net.MaxLogVar m.Net.MinLogVar head eps
+            | MeanPath -> (Tensor.chunk -1 2 head).[0]
 
-        let sample =
-            Tensor.gaussianHeadSample m.Net.MaxLogVar m.Net.MinLogVar head eps * m.TargetStd + m.TargetMean
+        let sample = normalised * m.TargetStd + m.TargetMean
 
         if m.PredictsReward then
             let o = obs.Shape.[1]
@@ -96,10 +112,10 @@ module Dynamics =
         else
             obs + sample, None
 
-    /// One sampled model step, differentiable in obs and act: each row goes to one random elite
-    /// member (rows permuted and split evenly; each member evaluates only its rows) and
-    /// s' = s + μ + σ·ε, de-normalised. Returns s' and, when the model predicts it, the reward [N].
-    let step (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (act: Tensor) =
+    /// One model step, differentiable in obs and act: each row goes to one random elite member (rows permuted and
+    /// split evenly; each member evaluates only its rows) and s' = s + μ + σ·ε (or s + μ with MeanPath),
+    /// de-normalised. Returns s' and, when the model predicts it, the reward [N].
+    let stepWithNoise (noise: PathNoise) (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (act: Tensor) =
         let kPerm, kNoise = RandomKey.split2 key
         let n = obs.Shape.[0]
         let e = m.Elites.Length
@@ -111,12 +127,15 @@ module Dynamics =
         let x = inputs m obs act |> Tensor.indexSelect 0 padded
         let grouped = x |> Tensor.reshape [| e; perRow; x.Shape.[1] |]
         let out = EnsembleMlp.forward (subset m.Elites m.Net).Net grouped
-        sampleNext m kNoise obs (out |> Tensor.reshape [| e * perRow; -1 |] |> Tensor.indexSelect 0 inverse)
+        sampleNext noise m kNoise obs (out |> Tensor.reshape [| e * perRow; -1 |] |> Tensor.indexSelect 0 inverse)
 
-    /// One sampled model step in which the rows come in one block per elite: with E elites and N rows, rows
+    /// One sampled model step (the model's full noise): stepWithNoise SampledNoise.
+    let step (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (act: Tensor) = stepWithNoise SampledNoise m key obs act
+
+    /// One model step in which the rows come in one block per elite: with E elites and N rows, rows
     /// [i·N/E, (i+1)·N/E) go to elite i (N must be a multiple of E). All elites are evaluated together, in one
-    /// batched pass. The noise ε is standard normal [N, out] drawn from key. Otherwise as step.
-    let stepByBlocks (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (act: Tensor) =
+    /// batched pass. The noise ε is standard normal [N, out] drawn from key. Otherwise as stepWithNoise.
+    let stepByBlocksWithNoise (noise: PathNoise) (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (act: Tensor) =
         let n = obs.Shape.[0]
         let e = m.Elites.Length
 
@@ -125,7 +144,10 @@ module Dynamics =
 
         let x = inputs m obs act
         let out = EnsembleMlp.forward (subset m.Elites m.Net).Net (Tensor.reshape [| e; n / e; x.Shape.[1] |] x)
-        sampleNext m key obs (Tensor.reshape [| n; -1 |] out)
+        sampleNext noise m key obs (Tensor.reshape [| n; -1 |] out)
+
+    /// stepByBlocksWithNoise with the model's full noise.
+    let stepByBlocks (m: DynamicsModel) (key: RandomKey) (obs: Tensor) (act: Tensor) = stepByBlocksWithNoise SampledNoise m key obs act
 
     let private standardise (x: Tensor) =
         let mean = Tensor.meanAxis 0 false x
@@ -136,10 +158,56 @@ module Dynamics =
 
         mean, std
 
-    /// Fits the ensemble on all transitions of a buffer: statistics recomputed, a hold-out split,
-    /// a bootstrap resample of the rest per member, minibatch Adam on the Gaussian NLL with the
-    /// log-variance bound penalty, stopping when no member's hold-out error improves by 1% for
-    /// Patience epochs, then elites chosen by hold-out error.
+    /// The rows [0, n) held out and the rows trained on: row i is held out when its uniform draw under the seed is
+    /// below the fraction, so a row keeps its side at every fit however the data grows. Both sides are all rows
+    /// when one of them would be empty (tiny data sets).
+    let holdoutSplit (seed: int64) (fraction: float) (n: int) =
+        let draws = Array.zeroCreate<float32> n
+        RandomKey.fillUniform (RandomKey.ofSeed seed |> RandomKey.fold 0x401DL) (Span draws) 0
+        let held, trained = Array.init n id |> Array.partition (fun i -> float draws.[i] < fraction)
+
+        if held.Length = 0 || trained.Length = 0 then
+            Array.init n id, Array.init n id
+        else
+            held, trained
+
+    /// For every tensor whose leading axis is the members' ([M, …]), `updated`'s slices of the members where `take`
+    /// is true and `kept`'s elsewhere; shared tensors (the log-variance bounds, [1, 1, out]) from `updated`.
+    let private pickMembers (take: bool[]) (updated: Tensor[]) (kept: Tensor[]) =
+        if Array.forall id take then
+            updated
+        else
+            let m = take.Length
+            let mask = Tensor.ofArray [| m; 1; 1 |] (take |> Array.map (fun t -> if t then 1.0f else 0.0f))
+
+            Array.map2
+                (fun (u: Tensor) (k: Tensor) ->
+                    if u.Shape.Length = 3 && u.Shape.[0] = m then
+                        u * mask + k * (1.0f - mask)
+                    else
+                        u)
+                updated
+                kept
+
+    /// Where a fit stands after some epochs: the weights being trained and their optimiser, each member's best
+    /// hold-out error and the weights that reached it, and each member's epochs without a 1% improvement.
+    type private FitProgress =
+        {
+            Net: GaussianEnsemble
+            Opt: AdamState
+            Best: GaussianEnsemble
+            BestMse: float32[]
+            Stale: int[]
+            Epoch: int
+            LastLoss: float32
+        }
+
+    /// Fits the ensemble on all transitions of a buffer, as MBPO and mbrl-lib do: statistics recomputed, a fixed
+    /// hold-out split (holdoutSplit), a bootstrap resample of the training rows per member, minibatch Adam on the
+    /// Gaussian NLL with the log-variance bound penalty. Each member keeps the weights of its best hold-out error (a
+    /// 1% improvement counts) and stops on its own after Patience epochs without one (its weights then stay fixed);
+    /// the fit ends when every member has stopped or after MaxEpochs. Elites are the members with the lowest best
+    /// hold-out error.
     let fit (s: DynamicsSettings) (key: RandomKey) (m: DynamicsModel) (opt: AdamState) (data: Batch) =
         let n = data.Obs.Shape.[0]
         let ks = RandomKey.split 4 key
@@ -155,9 +223,7 @@ module Dynamics =
         let tMean, tStd = standardise y
         let m = { m with InputMean = inMean; InputStd = inStd; TargetMean = tMean; TargetStd = tStd }
         let xn, yn = (x - inMean) / inStd, (y - tMean) / tStd
-        let order = RandomKey.permutation n ks.[0]
-        let nHold = min (n / 2) (int (float n * s.HoldoutFraction))
-        let holdIdx, trainIdx = order.[.. nHold - 1], order.[nHold..]
+        let holdIdx, trainIdx = holdoutSplit s.HoldoutSeed s.HoldoutFraction n
         let members = s.Members
 
         let boot =
@@ -166,8 +232,7 @@ module Dynamics =
                 |> Array.map (fun j -> trainIdx.[j]))
 
         let cfg = { AdamConfig.WithLearningRate s.LearningRate with CheckFinite = false }
-        let holdX = if nHold > 0 then Tensor.indexSelect 0 holdIdx xn else xn
-        let holdY = if nHold > 0 then Tensor.indexSelect 0 holdIdx yn else yn
+        let holdX, holdY = Tensor.indexSelect 0 holdIdx xn, Tensor.indexSelect 0 holdIdx yn
 
         let holdoutMse (net: GaussianEnsemble) =
             let mean, _ =
@@ -177,67 +242,105 @@ module Dynamics =
             (Tensor.meanAxis -1 false (Tensor.meanAxis -1 false (err * err))).ToArray()
 
         let batchesPerEpoch = max 1 ((trainIdx.Length + s.BatchSize - 1) / s.BatchSize)
-        let mutable net, state = m.Net, opt
-        let mutable best = holdoutMse net
-        let mutable stale = 0
-        let mutable epoch = 0
-        let mutable lastLoss = nanf
 
-        while epoch < s.MaxEpochs && stale < s.Patience do
+        // One minibatch step for the members still training; the stopped members' weights and moments stay.
+        let minibatch (training: bool[]) (shuffles: int[][]) (net: GaussianEnsemble, state: AdamState) (bi: int) =
+            let size = min s.BatchSize (trainIdx.Length - bi * s.BatchSize) |> max 1
+
+            let rows =
+                shuffles
+                |> Array.collect (fun sh -> Array.init size (fun j -> sh.[(bi * s.BatchSize + j) % sh.Length]))
+
+            let bx = Tensor.indexSelect 0 rows xn |> Tensor.reshape [| members; size; -1 |]
+            let by = Tensor.indexSelect 0 rows yn |> Tensor.reshape [| members; size; -1 |]
+            // The minibatch's other tensors go back to the backend's pool as soon as it is done.
+            Tensor.releasing (fun (loss, st, p: GaussianEnsemble) -> Array.append [| loss |] (Adam.tensors (st, p))) (fun () ->
+                let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
+                let st, p = Adam.step cfg state net g
+
+                let p = Parameters.rebuild p (pickMembers training (Parameters.tensors p) (Parameters.tensors net))
+
+                let st = Parameters.rebuild st (pickMembers training (Parameters.tensors st) (Parameters.tensors state))
+
+                loss, st, p)
+
+        let epoch (p: FitProgress) =
+            let training = p.Stale |> Array.map (fun stale -> stale < s.Patience)
+
             let shuffles =
                 boot
                 |> Array.mapi (fun i b ->
-                    RandomKey.permutation b.Length (RandomKey.fold (int64 (epoch * members + i)) ks.[2])
+                    RandomKey.permutation b.Length (RandomKey.fold (int64 (p.Epoch * members + i)) ks.[2])
                     |> Array.map (fun j -> b.[j]))
             // Losses are read once per epoch (with the hold-out error), not per minibatch: no wait for the device
             // inside the epoch. A non-finite loss still stops the fit, at the end of its epoch.
-            let losses = Array.zeroCreate batchesPerEpoch
+            let (net, opt), losses =
+                Array.mapFold
+                    (fun state bi ->
+                        let loss, st, net = minibatch training shuffles state bi
+                        loss, (net, st))
+                    (p.Net, p.Opt)
+                    [| 0 .. batchesPerEpoch - 1 |]
+                |> fun (losses, state) -> state, Tensor.toScalars losses
 
-            for bi in 0 .. batchesPerEpoch - 1 do
-                let size = min s.BatchSize (trainIdx.Length - bi * s.BatchSize) |> max 1
-
-                let rows =
-                    shuffles
-                    |> Array.collect (fun sh -> Array.init size (fun j -> sh.[(bi * s.BatchSize + j) % sh.Length]))
-
-                let bx = Tensor.indexSelect 0 rows xn |> Tensor.reshape [| members; size; -1 |]
-                let by = Tensor.indexSelect 0 rows yn |> Tensor.reshape [| members; size; -1 |]
-                // The minibatch's other tensors go back to the backend's pool as soon as it is done.
-                let loss, st, p =
-                    Tensor.releasing (fun (loss, st, p: GaussianEnsemble) -> Array.append [| loss |] (Adam.tensors (st, p))) (fun () ->
-                        let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
-                        let st, p = Adam.step cfg state net g
-                        loss, st, p)
-
-                losses.[bi] <- loss
-                state <- st
-                net <- p
-
-            let values = Tensor.toScalars losses
-
-            match values |> Array.tryFindIndex (Single.IsFinite >> not) with
+            match losses |> Array.tryFindIndex (Single.IsFinite >> not) with
             | Some bi ->
                 raise (
                     NonFiniteException(
-                        sprintf "dynamics model training: the loss became %g at minibatch %d of epoch %d" values.[bi] bi epoch
+                        sprintf "dynamics model training: the loss became %g at minibatch %d of epoch %d" losses.[bi] bi p.Epoch
                     )
                 )
-            | None -> lastLoss <- Array.last values
+            | None -> ()
 
             let mse = holdoutMse net
-            let improved = Array.exists2 (fun (now: float32) (b: float32) -> now < 0.99f * b) mse best
-            best <- Array.map2 min mse best
-            stale <- if improved then 0 else stale + 1
-            epoch <- epoch + 1
+            let improved = Array.map2 (fun (now: float32) (best: float32) -> now < 0.99f * best) mse p.BestMse
 
-        let mse = holdoutMse net
+            {
+                Net = net
+                Opt = opt
+                Best = Parameters.rebuild net (pickMembers improved (Parameters.tensors net) (Parameters.tensors p.Best))
+                BestMse = Array.map3 (fun i now best -> if i then now else best) improved mse p.BestMse
+                Stale =
+                    Array.map3
+                        (fun i tr stale ->
+                            if i then 0
+                            elif tr then stale + 1
+                            else stale)
+                        improved
+                        training
+                        p.Stale
+                Epoch = p.Epoch + 1
+                LastLoss = Array.last losses
+            }
+
+        let rec run (p: FitProgress) =
+            if p.Epoch >= s.MaxEpochs || Array.forall (fun stale -> stale >= s.Patience) p.Stale then
+                p
+            else
+                run (epoch p)
+
+        let start = holdoutMse m.Net
+
+        let final =
+            run
+                {
+                    Net = m.Net
+                    Opt = opt
+                    Best = m.Net
+                    BestMse = start
+                    Stale = Array.zeroCreate members
+                    Epoch = 0
+                    LastLoss = nanf
+                }
 
         let elites =
-            mse
+            final.BestMse
             |> Array.indexed
             |> Array.sortBy snd
             |> Array.truncate (min s.EliteCount members)
             |> Array.map fst
             |> Array.sort
 
-        { m with Net = net; Elites = elites }, state, { Epochs = epoch; HoldoutMse = mse; TrainLoss = lastLoss }
+        { m with Net = final.Best; Elites = elites },
+        final.Opt,
+        { Epochs = final.Epoch; HoldoutMse = final.BestMse; TrainLoss = final.LastLoss }

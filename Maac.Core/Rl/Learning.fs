@@ -31,8 +31,17 @@ type Temperature =
         member _.WithTensors ts = { LogAlpha = ts.[0] }
 
 /// Everything a rollout through the learned model needs: the model, the task's reward and
-/// termination functions, and the map from policy actions in [−1, 1] to the task's action space.
-type ModelContext = { Model: DynamicsModel; Task: TaskFunctions; ActionLow: Tensor; ActionHigh: Tensor }
+/// termination functions, the map from policy actions in [−1, 1] to the task's action space, and how the
+/// differentiable paths (actor objective, critic targets) draw the model's next states. Imagined data for the
+/// buffers is always sampled with the model's full noise.
+type ModelContext =
+    {
+        Model: DynamicsModel
+        Task: TaskFunctions
+        ActionLow: Tensor
+        ActionHigh: Tensor
+        PathNoise: PathNoise
+    }
 
 /// Critic construction and evaluation.
 module Critics =
@@ -48,6 +57,23 @@ module Critics =
 
     /// min(Q1, Q2) [N].
     let minQ (c: Critics) (obs: Tensor) (act: Tensor) = both c obs act ||> Tensor.minimum
+
+    /// Both critics' values of states [N, o] given K actions at each, actions [K, N, a], each averaged over the K
+    /// actions: ([N], [N]). With K = 1 this is `both` on the one action.
+    let bothOverActions (c: Critics) (obs: Tensor) (actions: Tensor) =
+        let k, n = actions.Shape.[0], actions.Shape.[1]
+
+        if k = 1 then
+            both c obs (Tensor.squeeze 0 actions)
+        else
+            let rows = Tensor.expand [| k; n; obs.Shape.[1] |] obs |> Tensor.reshape [| k * n; -1 |]
+            let meanOverActions (q: Tensor) = Tensor.reshape [| k; n |] q |> Tensor.meanAxis 0 false
+            let q1, q2 = both c rows (Tensor.reshape [| k * n; -1 |] actions)
+            meanOverActions q1, meanOverActions q2
+
+    /// The clipped value of states [N, o] given K actions at each, actions [K, N, a]: each critic averaged over the
+    /// K actions, then the smaller of the two averages [N]. With K = 1 this is minQ on the one action.
+    let minOfMeans (c: Critics) (obs: Tensor) (actions: Tensor) = bothOverActions c obs actions ||> Tensor.minimum
 
 /// Model rollouts and the pieces shared by targets, actor objectives and the planner.
 module Rollout =
@@ -80,12 +106,17 @@ module Rollout =
 
         next, reward, isDone
 
-    /// One imagined transition with Dynamics.step (each row to a random elite): (next observation, reward, done).
-    let step (ctx: ModelContext) (key: RandomKey) (obs: Tensor) (act: Tensor) = stepWith Dynamics.step ctx key obs act
+    /// One imagined transition with Dynamics.step (each row to a random elite) under the context's path noise:
+    /// (next observation, reward, done).
+    let step (ctx: ModelContext) (key: RandomKey) (obs: Tensor) (act: Tensor) =
+        stepWith (Dynamics.stepWithNoise ctx.PathNoise) ctx key obs act
 
-    /// Imagined transitions from start states: `length` steps of the policy through the model (no gradient),
-    /// stopping rows that reach a terminal state. Returns every transition made.
+    /// Imagined transitions from start states: `length` steps of the policy through the model (no gradient, the
+    /// model's full noise whatever the context's path noise), stopping rows that reach a terminal state. Returns
+    /// every transition made.
     let imagine (ctx: ModelContext) (policy: TanhGaussianPolicy) (key: RandomKey) (start: Tensor) (length: int) =
+        let sampled = { ctx with PathNoise = SampledNoise }
+
         let rec go t (s: Tensor) acc =
             if t >= length || s.Shape.[0] = 0 then
                 List.rev acc
@@ -93,7 +124,7 @@ module Rollout =
                 let k = RandomKey.fold (int64 t) key
                 let k1, k2 = RandomKey.split2 k
                 let a, _ = TanhGaussianPolicy.sample policy k1 s
-                let next, r, d = step ctx k2 s a
+                let next, r, d = step sampled k2 s a
                 let alive = d.ToArray() |> Array.indexed |> Array.filter (fun (_, v) -> v < 0.5f) |> Array.map fst
                 go (t + 1) (Tensor.indexSelect 0 alive next) ({ Obs = s; Action = a; Reward = r; NextObs = next; Done = d } :: acc)
 
@@ -148,9 +179,29 @@ module Targets =
     let td (gamma: float32) (policy: TanhGaussianPolicy) (target: Critics) (alpha: float32) (key: RandomKey) (b: Batch) =
         b.Reward + gamma * (1.0f - b.Done) * softValue policy target alpha key b.NextObs
 
-    /// STEVE targets (Buckman et al. 2018): for h = 0..horizon, candidates
-    /// r + Σᵢ₌₁ʰ γⁱ rᵢ + γʰ⁺¹ (Q'ⱼ(sₕ₊₁, a) − α log π) under every elite model member m and both target
-    /// critics j; each horizon's mean is weighted by 1/(variance over (m, j) + 1e-8), per row.
+    /// Combines candidate targets by inverse variance (STEVE): each horizon's candidates [members, N] give a mean and
+    /// a variance per row; horizon h weighs 1/(variance + 1e-8), normalised over the horizons, and the target is the
+    /// weighted sum of the means. A horizon given as a single shared candidate [N] has variance 0 exactly.
+    let combineByInverseVariance (shared: Tensor) (perMember: Tensor[]) =
+        let means = perMember |> Array.map (Tensor.meanAxis 0 false)
+
+        let variances =
+            Array.map2 (fun (c: Tensor) (mu: Tensor) -> Tensor.meanAxis 0 false ((c - mu) * (c - mu))) perMember means
+
+        let weights =
+            Array.append [| Tensor.fullLike shared 1e8f |] (variances |> Array.map (fun v -> 1.0f / (v + 1e-8f)))
+
+        let total = Array.reduce (+) weights
+
+        Array.map2 (fun (w: Tensor) (mu: Tensor) -> w / total * mu) weights (Array.append [| shared |] means)
+        |> Array.reduce (+)
+
+    /// STEVE targets (Buckman et al. 2018) with clipped double-Q: the h = 0 candidate is the one-step soft TD target
+    /// (`td` with the same key, so horizon 0 gives `td` exactly); for h = 1..horizon and every elite member m the
+    /// candidate is r + Σᵢ₌₁ʰ γⁱ rᵢ + γʰ⁺¹ (min(Q'₁, Q'₂)(sₕ₊₁, a) − α log π) along m's own path. Horizons are
+    /// weighed by 1/(variance over the members + 1e-8), per row. The h = 0 candidate is the same under every member,
+    /// so its variance is 0 and its weight 1e8: unless the members agree to about 1e-4, the target is in effect the
+    /// TD target, as in the MAAC authors' code (docs/algorithm.md).
     let steve
         (gamma: float32)
         (horizon: int)
@@ -161,42 +212,36 @@ module Targets =
         (key: RandomKey)
         (b: Batch)
         =
-        let model = ctx.Model
-        let e = model.Elites.Length
-        let n = b.Obs.Shape.[0]
-        let keys = RandomKey.split (2 * horizon + 2) key
+        let oneStep = td gamma policy target alpha key b
 
-        let flat (t: Tensor) =
-            Tensor.expand (Array.append [| e |] t.Shape) t
-            |> Tensor.reshape (Array.append [| e * n |] t.Shape.[1..])
-        // Rows e*n: block i is rolled out under elite member i only, all blocks in one batched pass.
-        let memberStep (k: RandomKey) (s: Tensor) (a: Tensor) = Rollout.stepWith Dynamics.stepByBlocks ctx k s a
+        if horizon = 0 then
+            oneStep
+        else
+            let model = ctx.Model
+            let e = model.Elites.Length
+            let n = b.Obs.Shape.[0]
+            let keys = RandomKey.split (2 * horizon + 1) (RandomKey.fold 1L key)
 
-        let stepAt (t: int) (s: Tensor) =
-            let h = t + 1
-            let a, _ = TanhGaussianPolicy.sample policy keys.[2 * h] s
-            memberStep keys.[2 * h + 1] s a
+            let flat (t: Tensor) =
+                Tensor.expand (Array.append [| e |] t.Shape) t
+                |> Tensor.reshape (Array.append [| e * n |] t.Shape.[1..])
+            // Rows e*n: block i is rolled out under elite member i only, all blocks in one batched pass.
+            let memberStep (k: RandomKey) (s: Tensor) (a: Tensor) =
+                Rollout.stepWith (Dynamics.stepByBlocksWithNoise ctx.PathNoise) ctx k s a
 
-        let paths =
-            ImaginedPath.from (flat b.NextObs) (flat b.Reward) (1.0f - flat b.Done) gamma
-            |> ImaginedPath.scan gamma horizon stepAt
+            let stepAt (t: int) (s: Tensor) =
+                let a, _ = TanhGaussianPolicy.sample policy keys.[2 * t + 1] s
+                memberStep keys.[2 * t + 2] s a
 
-        let candidates =
-            paths
-            |> Array.map (fun p ->
-                let a, logp = TanhGaussianPolicy.sample policy keys.[0] p.State
-                let q1, q2 = Critics.both target p.State a
-                let tail (q: Tensor) = ImaginedPath.close p (q - alpha * logp)
-                // [2e, n]: both critics under every member.
-                Tensor.concat 0 [| tail q1 |> Tensor.reshape [| e; n |]; tail q2 |> Tensor.reshape [| e; n |] |])
+            let perMember =
+                ImaginedPath.from (flat b.NextObs) (flat b.Reward) (1.0f - flat b.Done) gamma
+                |> ImaginedPath.scan gamma horizon stepAt
+                |> Array.skip 1
+                |> Array.map (fun p ->
+                    let a, logp = TanhGaussianPolicy.sample policy keys.[0] p.State
+                    ImaginedPath.close p (Critics.minQ target p.State a - alpha * logp) |> Tensor.reshape [| e; n |])
 
-        let means = candidates |> Array.map (Tensor.meanAxis 0 false)
-
-        let weights =
-            Array.map2 (fun (c: Tensor) (mu: Tensor) -> 1.0f / (Tensor.meanAxis 0 false ((c - mu) * (c - mu)) + 1e-8f)) candidates means
-
-        let total = Array.reduce (+) weights
-        Array.map2 (*) weights means |> Array.reduce (+) |> fun num -> num / total
+            combineByInverseVariance oneStep perMember
 
 /// The parts the pathwise actor objective is composed of; replace any of them to build a variant
 /// (another policy class, true dynamics instead of a learned model, another terminal value).
@@ -206,44 +251,100 @@ type PathwiseParts =
         Act: RandomKey -> Tensor -> Tensor * Tensor
         /// One model step: key → states → actions → (next states, rewards, done flags), all differentiable except done.
         Step: RandomKey -> Tensor -> Tensor -> Tensor * Tensor * Tensor
-        /// The value that closes the horizon: states → actions → values.
+        /// The value that closes the horizon: states [N, o] → K actions at each [K, N, a] → values [N] (K = 1 when
+        /// every path has its own terminal action).
         Terminal: Tensor -> Tensor -> Tensor
     }
 
+/// Where the K samples per start state of the pathwise objective are drawn.
+type SamplePlacement =
+    /// K independent paths per start state, each closed by its own terminal action (the authors' October 2019 code).
+    | WholePaths
+    /// One path per start state; K actions drawn at its last state, each critic averaged over them before the
+    /// minimum (the authors' January 2020 code): about K times less policy and model work.
+    | ActionsAtHorizon
+
+/// Which actions' entropy the pathwise objective pays (α log π subtracted from the return).
+type PathEntropy =
+    /// Every action along the path and the terminal action(s): a soft return throughout.
+    | EveryStep
+    /// The first action only; the terminal value carries no entropy term (the authors' code).
+    | FirstAction
+
+/// The pathwise objective's choices besides its horizon: samples per start state, where they are drawn, and which
+/// actions pay entropy.
+type PathwiseChoices = { Samples: int; Placement: SamplePlacement; Entropy: PathEntropy }
+
 /// Actor and temperature objectives.
 module Objectives =
-    /// The pathwise objective (as a loss to minimise): for K samples per start state, H reparameterised
-    /// steps of policy and model, J = Σₜ<H γᵗ (rₜ − α log πₜ) + γᴴ (V(s_H, a_H) − α log π(a_H|s_H)),
-    /// cut where the step's done flag says so, averaged over start states and samples.
-    let pathwise (gamma: float32) (horizon: int) (samples: int) (parts: PathwiseParts) (alpha: float32) (key: RandomKey) (obs: Tensor) =
+    /// Today's default choices with K samples: K whole paths, entropy at every step.
+    let wholePaths (samples: int) = { Samples = samples; Placement = WholePaths; Entropy = EveryStep }
+
+    /// The pathwise objective (as a loss to minimise) with the given choices: H reparameterised steps of policy and
+    /// model from each start state (K paths each, or one), J = Σₜ<H γᵗ (rₜ − α log πₜ) + γᴴ (V(s_H, a_H) − α log π),
+    /// the entropy terms where the choices put them, cut where the step's done flag says so, averaged over start
+    /// states and paths.
+    let pathwiseWith
+        (choices: PathwiseChoices)
+        (gamma: float32)
+        (horizon: int)
+        (parts: PathwiseParts)
+        (alpha: float32)
+        (key: RandomKey)
+        (obs: Tensor)
+        =
         if horizon < 0 then
             invalidArg "horizon" (sprintf "the horizon must not be negative, got %d" horizon)
 
-        if samples < 1 then
-            invalidArg "samples" (sprintf "at least one sample per start state is needed, got %d" samples)
+        if choices.Samples < 1 then
+            invalidArg "samples" (sprintf "at least one sample per start state is needed, got %d" choices.Samples)
 
-        let b, o = obs.Shape.[0], obs.Shape.[1]
-
-        let start =
-            if samples = 1 then
-                obs
+        let tile (k: int) (x: Tensor) =
+            if k = 1 then
+                x
             else
-                Tensor.expand [| samples; b; o |] obs |> Tensor.reshape [| samples * b; o |]
+                Tensor.expand [| k; x.Shape.[0]; x.Shape.[1] |] x
+                |> Tensor.reshape [| k * x.Shape.[0]; x.Shape.[1] |]
+
+        let pathsPerStart, actionsAtEnd =
+            match choices.Placement with
+            | WholePaths -> choices.Samples, 1
+            | ActionsAtHorizon -> 1, choices.Samples
+
+        let paysEntropy t =
+            match choices.Entropy with
+            | EveryStep -> true
+            | FirstAction -> t = 0
 
         let keys = RandomKey.split (2 * horizon + 1) key
 
         let stepAt (t: int) (s: Tensor) =
             let a, logp = parts.Act keys.[2 * t] s
             let next, r, d = parts.Step keys.[2 * t + 1] s a
-            next, r - alpha * logp, d
+            next, (if paysEntropy t then r - alpha * logp else r), d
 
-        let path = ImaginedPath.start start |> ImaginedPath.unroll gamma horizon stepAt
-        let a, logp = parts.Act keys.[2 * horizon] path.State
-        let ret = ImaginedPath.close path (parts.Terminal path.State a - alpha * logp)
-        -(Tensor.mean ret)
+        let path = ImaginedPath.start (tile pathsPerStart obs) |> ImaginedPath.unroll gamma horizon stepAt
+        let rows = path.State.Shape.[0]
+        let a, logp = parts.Act keys.[2 * horizon] (tile actionsAtEnd path.State)
+        let value = parts.Terminal path.State (Tensor.reshape [| actionsAtEnd; rows; -1 |] a)
+
+        let terminal =
+            if not (paysEntropy horizon) then
+                value
+            elif actionsAtEnd = 1 then
+                value - alpha * logp
+            else
+                value - alpha * (Tensor.reshape [| actionsAtEnd; rows |] logp |> Tensor.meanAxis 0 false)
+
+        -(Tensor.mean (ImaginedPath.close path terminal))
+
+    /// The pathwise objective with K whole paths per start state and entropy at every step (pathwiseWith
+    /// (wholePaths K)).
+    let pathwise (gamma: float32) (horizon: int) (samples: int) (parts: PathwiseParts) (alpha: float32) (key: RandomKey) (obs: Tensor) =
+        pathwiseWith (wholePaths samples) gamma horizon parts alpha key obs
 
     /// MAAC's parts: the tanh-Gaussian policy, the learned ensemble (with the task's reward and
-    /// termination), and the smaller of the twin critics at the horizon.
+    /// termination), and the smaller of the twin critics (each averaged over the terminal actions) at the horizon.
     let maacParts (ctx: ModelContext option) (critics: Critics) (policy: TanhGaussianPolicy) =
         {
             Act = fun k s -> TanhGaussianPolicy.sample policy k s
@@ -252,11 +353,28 @@ module Objectives =
                     match ctx with
                     | Some c -> Rollout.step c k s a
                     | None -> invalidArg "ctx" "a model horizon above 0 needs a model"
-            Terminal = Critics.minQ critics
+            Terminal = Critics.minOfMeans critics
         }
 
-    /// The MAAC policy objective: the pathwise objective with MAAC's parts. With H = 0 and K = 1 this is
-    /// SAC's actor loss exactly.
+    /// The MAAC policy objective with the given choices: the pathwise objective with MAAC's parts.
+    let maacWith
+        (choices: PathwiseChoices)
+        (gamma: float32)
+        (horizon: int)
+        (ctx: ModelContext option)
+        (critics: Critics)
+        (alpha: float32)
+        (key: RandomKey)
+        (obs: Tensor)
+        (policy: TanhGaussianPolicy)
+        =
+        if horizon > 0 && ctx.IsNone then
+            invalidArg "ctx" "a model horizon above 0 needs a model"
+
+        pathwiseWith choices gamma horizon (maacParts ctx critics policy) alpha key obs
+
+    /// The MAAC policy objective with K whole paths and entropy at every step. With H = 0 and K = 1 this is SAC's
+    /// actor loss exactly.
     let maac
         (gamma: float32)
         (horizon: int)
@@ -268,10 +386,7 @@ module Objectives =
         (obs: Tensor)
         (policy: TanhGaussianPolicy)
         =
-        if horizon > 0 && ctx.IsNone then
-            invalidArg "ctx" "a model horizon above 0 needs a model"
-
-        pathwise gamma horizon samples (maacParts ctx critics policy) alpha key obs
+        maacWith (wholePaths samples) gamma horizon ctx critics alpha key obs policy
 
     /// SAC's actor loss E[α log π(a|s) − min Q(s, a)], written directly (the reference for H = 0).
     let sac (critics: Critics) (alpha: float32) (key: RandomKey) (obs: Tensor) (policy: TanhGaussianPolicy) =

@@ -13,10 +13,10 @@ open Maac.Envs
 /// H grows by one every `every` steps after learning starts, up to the settings' ActorHorizon.
 let growingHorizon (every: int) (s: Settings) (step: int) = min s.ActorHorizon (1 + max 0 (step - s.RandomSteps) / every)
 
-/// Terminal value: mean of the two critics minus κ times half their absolute difference. κ = 1 is min(Q1, Q2)
-/// (MAAC's choice), κ = 0 their mean.
+/// Terminal value of states [N, o] given K actions at each [K, N, a]: the mean of the two critics (each averaged over
+/// the K actions) minus κ times half their absolute difference. κ = 1 is min(Q1, Q2) (MAAC's choice), κ = 0 their mean.
 let pessimistic (kappa: float32) (critics: Critics) (states: Tensor) (actions: Tensor) =
-    let q1, q2 = Critics.both critics states actions
+    let q1, q2 = Critics.bothOverActions critics states actions
     0.5f * (q1 + q2) - (0.5f * kappa) * Tensor.abs (q1 - q2)
 
 /// The variant as data: MAAC with two parts replaced.
@@ -31,7 +31,7 @@ let variant =
                         Terminal = pessimistic 0.5f inputs.Critics
                     }
 
-                Objectives.pathwise inputs.Gamma inputs.Horizon inputs.Samples parts inputs.Alpha inputs.Key inputs.Observations
+                Objectives.pathwiseWith inputs.Choices inputs.Gamma inputs.Horizon parts inputs.Alpha inputs.Key inputs.Observations
     }
 
 let train (algorithm: Algorithm) (steps: int) =
