@@ -421,7 +421,7 @@ let tests =
                     CheckpointFuzz.run dir 60 7 (fun d -> (RunFolder.openTrainerFor d task :> IDisposable).Dispose())
 
                 Expect.isGreaterThanOrEqual results.Length 60 "cases run"
-                Expect.equal (results |> List.map (fun c -> c.Family) |> List.distinct |> List.length) 11 "every family"
+                Expect.equal (results |> List.map (fun c -> c.Family) |> List.distinct |> List.length) 12 "every family"
 
                 let bad =
                     results

@@ -164,10 +164,14 @@ module Checkpoint =
         let header =
             try
                 match JsonNode.Parse headerText with
-                | :? JsonObject as o -> o
+                | :? JsonObject as o ->
+                    // A JsonObject reads its properties on first use: a repeated name surfaces here, not later.
+                    o.Count |> ignore
+                    o
                 | _ -> fail "the header is not a JSON object"
             with
             | :? CheckpointException -> reraise ()
+            | :? ArgumentException as e -> fail "the header names a key twice (%s)" e.Message
             | e -> fail "the header is not JSON (%s)" e.Message
 
         let dataStart = 8L + int64 headerLength

@@ -41,6 +41,7 @@ module CheckpointFuzz =
             "swapped tensors", 5
             "meaning (re-signed)", 10
             "running episode (re-signed)", 6
+            "repeated name", 4
         ]
 
     /// The header of a safetensors file as JSON, and where its data starts.
@@ -48,11 +49,14 @@ module CheckpointFuzz =
         let length = int (BitConverter.ToUInt64(bytes, 0))
         JsonNode.Parse(ReadOnlySpan<byte>(bytes, 8, length)).AsObject(), 8 + length
 
-    /// A file with another header and the same data bytes.
-    let private withHeader (header: JsonObject) (data: ReadOnlySpan<byte>) =
-        let json = Encoding.UTF8.GetBytes(header.ToJsonString())
+    /// A file with another header text and the same data bytes.
+    let private withHeaderText (text: string) (data: ReadOnlySpan<byte>) =
+        let json = Encoding.UTF8.GetBytes text
         let padded = Array.append json (Array.create ((8 - json.Length % 8) % 8) (byte ' '))
         Array.concat [ BitConverter.GetBytes(uint64 padded.Length); padded; data.ToArray() ]
+
+    /// A file with another header and the same data bytes.
+    let private withHeader (header: JsonObject) (data: ReadOnlySpan<byte>) = withHeaderText (header.ToJsonString()) data
 
     let private tensorNames (header: JsonObject) =
         [|
@@ -95,6 +99,16 @@ module CheckpointFuzz =
         let nonEmpty = arrays |> List.filter (fun a -> a.Values.Length > 0) |> List.toArray
 
         match family with
+        | "repeated name" ->
+            // A JSON object cannot hold a name twice, so the copy is added to the header's text.
+            let name, other = pick (), pick ()
+            let json = header.ToJsonString()
+
+            let text =
+                json.Substring(0, json.LastIndexOf '}') + sprintf ",\"%s\":%s}" name (header.[other].ToJsonString())
+
+            sprintf "tensor '%s' named twice, the second copy describing '%s'" name other,
+            withHeaderText text (ReadOnlySpan<byte>(original, dataStart, original.Length - dataStart))
         | "truncation" ->
             let n = rng.Next original.Length
             sprintf "cut to %d of %d bytes" n original.Length, original.[.. n - 1]
