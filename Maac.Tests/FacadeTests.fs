@@ -357,6 +357,28 @@ let tests =
                     "the CLI's settings for Pendulum"
             }
 
+            test "the actor's choices as C# enums reach the settings under their documented names" {
+                let o = MaacOptions()
+
+                Expect.equal
+                    (o.ActorSamplePlacement, o.ActorEntropy, o.PathNoise)
+                    (ActorSamplePlacement.WholePaths, ActorEntropy.EveryStep, ModelPathNoise.Sampled)
+                    "the defaults"
+
+                o.ActorSamplePlacement <- ActorSamplePlacement.ActionsAtHorizon
+                o.ActorEntropy <- ActorEntropy.FirstAction
+                o.PathNoise <- ModelPathNoise.Mean
+                let s = o.ToSettings "Pendulum"
+                Expect.equal (s.ActorSamplesAt, s.ActorEntropy, s.PathNoise) ("horizon", "first-action", "mean") "the settings' values"
+                Expect.isEmpty (Maac.Algorithms.Settings.problems s) "valid settings"
+
+                try
+                    o.PathNoise <- enum<ModelPathNoise> 7
+                    failtest "an undefined PathNoise value was accepted"
+                with :? ArgumentOutOfRangeException as e ->
+                    Expect.equal e.ParamName "PathNoise" "names the property"
+            }
+
             test "out-of-range options and bad arguments name the parameter" {
                 let paramOf (f: unit -> unit) =
                     try
