@@ -128,8 +128,9 @@ public abstract class Agent : IDisposable
                 foreach (var c in callbacks) c.OnStep(this, p.Step);
                 if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated)) { evaluated = false; return; }
                 evaluated = false;
-                progress.Report(new TrainingProgress(p.Step, p.TotalSteps, p.StepsPerSecond, p.LastEpisodeReturn, p.LastEvalReturn,
-                    p.LastUpdate.CriticLoss, p.LastUpdate.ActorLoss, p.LastUpdate.Alpha, p.Remaining));
+                progress.Report(new TrainingProgress(p.Step, p.TotalSteps, p.StepsPerSecond, Known(p.LastEpisodeReturn),
+                    Known(p.LastEvalReturn), p.HasUpdated ? p.LastUpdate.CriticLoss : null, p.HasUpdated ? p.LastUpdate.ActorLoss : null,
+                    p.HasUpdated ? p.LastUpdate.Alpha : null, p.Remaining is null ? null : p.Remaining.Value));
             }
             void OnEvent(TrainingEvent e)
             {
@@ -295,6 +296,9 @@ public abstract class Agent : IDisposable
         ArgumentException.ThrowIfNullOrWhiteSpace(runDirectory);
         return Open(runDirectory, Custom(environmentFactory));
     }
+
+    /// <summary>A value the library marks as unknown with NaN, as null.</summary>
+    private static double? Known(double value) => double.IsNaN(value) ? null : value;
 
     private static Agent Open(string runDirectory, Envs.TaskInfo task)
     {

@@ -1,18 +1,21 @@
 namespace Maac;
 
-/// <summary>A snapshot of training, reported through <see cref="IProgress{T}"/>.</summary>
+/// <summary>A snapshot of training, reported through <see cref="IProgress{T}"/>. Values that do not exist yet are
+/// null: no episode return before the first training episode ends, no evaluation return before the first evaluation,
+/// no losses or temperature before the first gradient step, no remaining time before the learning phase has a
+/// measured rate.</summary>
 /// <param name="Step">Environment steps taken so far.</param>
 /// <param name="TotalSteps">The training budget.</param>
 /// <param name="StepsPerSecond">Environment steps per second in this call of Train.</param>
-/// <param name="LastEpisodeReturn">Return of the last finished training episode (NaN before the first).</param>
-/// <param name="LastEvaluationReturn">Mean return of the last evaluation (NaN before the first).</param>
-/// <param name="CriticLoss">Critic loss of the last gradient step (NaN before learning starts).</param>
-/// <param name="ActorLoss">Actor loss of the last gradient step (NaN before learning starts).</param>
-/// <param name="Temperature">The entropy temperature α.</param>
-/// <param name="Remaining">Estimated time to the end of this call of Train.</param>
+/// <param name="LastEpisodeReturn">Return of the last finished training episode.</param>
+/// <param name="LastEvaluationReturn">Mean return of the last evaluation.</param>
+/// <param name="CriticLoss">Critic loss of the last gradient step.</param>
+/// <param name="ActorLoss">Actor loss of the last gradient step.</param>
+/// <param name="Temperature">The entropy temperature α after the last gradient step.</param>
+/// <param name="Remaining">Estimated time to the end of this call of Train, from the recent rate of learning steps.</param>
 public sealed record TrainingProgress(
-    int Step, int TotalSteps, double StepsPerSecond, double LastEpisodeReturn, double LastEvaluationReturn,
-    float CriticLoss, float ActorLoss, float Temperature, TimeSpan Remaining);
+    int Step, int TotalSteps, double StepsPerSecond, double? LastEpisodeReturn, double? LastEvaluationReturn,
+    float? CriticLoss, float? ActorLoss, float? Temperature, TimeSpan? Remaining);
 
 /// <summary>The returns of an evaluation over several episodes.</summary>
 /// <param name="Mean">Mean return.</param>

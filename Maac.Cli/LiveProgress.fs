@@ -16,6 +16,17 @@ type Display =
         Evaluation: MetricsRow -> unit
     }
 
+/// A value for the display, or "–" where none exists yet.
+let private orDash (format: 'a -> string) (value: 'a option) = value |> Option.map format |> Option.defaultValue "–"
+
+let private known (x: float) = if Double.IsNaN x then None else Some x
+
+/// The remaining time, or "estimating…" before the learning phase has a measured rate.
+let remainingText (p: ProgressInfo) =
+    match p.Remaining with
+    | Some t -> sprintf "about %s left" (t.ToString(@"hh\:mm\:ss"))
+    | None -> "estimating…"
+
 let private describe (randomSteps: int) (p: ProgressInfo) =
     let phase =
         if p.Step <= randomSteps then
@@ -23,27 +34,17 @@ let private describe (randomSteps: int) (p: ProgressInfo) =
         else
             "learning"
 
-    let eval =
-        if Double.IsNaN p.LastEvalReturn then
-            "-"
-        else
-            sprintf "%.1f" p.LastEvalReturn
-
-    let episode =
-        if Double.IsNaN p.LastEpisodeReturn then
-            "-"
-        else
-            sprintf "%.1f" p.LastEpisodeReturn
+    let update = if p.HasUpdated then Some p.LastUpdate else None
 
     sprintf
-        "%s · %.1f steps/s · episode %s · eval %s · critic %.3g · actor %.3g · α %.3f"
+        "%s · %.1f steps/s · episode %s · eval %s · critic %s · actor %s · α %s"
         phase
         p.StepsPerSecond
-        episode
-        eval
-        p.LastUpdate.CriticLoss
-        p.LastUpdate.ActorLoss
-        p.LastUpdate.Alpha
+        (known p.LastEpisodeReturn |> orDash (sprintf "%.1f"))
+        (known p.LastEvalReturn |> orDash (sprintf "%.1f"))
+        (update |> orDash (fun u -> sprintf "%.3g" u.CriticLoss))
+        (update |> orDash (fun u -> sprintf "%.3g" u.ActorLoss))
+        (update |> orDash (fun u -> sprintf "%.3f" u.Alpha))
 
 /// Runs `train` (which gets the display to report to) with a live display on a terminal, or with plain lines.
 let show (title: string) (settings: Settings) (start: int) (train: Display -> 'T) : 'T =
@@ -64,19 +65,16 @@ let show (title: string) (settings: Settings) (start: int) (train: Display -> 'T
                 Step =
                     fun p ->
                         if p.Step % every = 0 then
-                            printfn
-                                "step %d/%d: %s, about %s left"
-                                p.Step
-                                p.TotalSteps
-                                (describe settings.RandomSteps p)
-                                (p.Remaining.ToString(@"hh\:mm\:ss"))
+                            printfn "step %d/%d: %s, %s" p.Step p.TotalSteps (describe settings.RandomSteps p) (remainingText p)
                 Evaluation = fun r -> printfn "%s" (evaluationLine r)
             }
     else
         AnsiConsole
             .Progress()
             .AutoClear(false)
-            .Columns(TaskDescriptionColumn(), ProgressBarColumn(), PercentageColumn(), RemainingTimeColumn(), SpinnerColumn())
+            // The remaining time is the learning phase's estimate in the description, not the bar's own (which would
+            // extrapolate the random phase's rate).
+            .Columns(TaskDescriptionColumn(), ProgressBarColumn(), PercentageColumn(), SpinnerColumn())
             .Start(fun ctx ->
                 let task = ctx.AddTask(Markup.Escape title, maxValue = float settings.Steps)
                 task.Value <- float start
@@ -88,6 +86,7 @@ let show (title: string) (settings: Settings) (start: int) (train: Display -> 'T
                                 task.Value <- float p.Step
 
                                 if p.Step % 25 = 0 || p.Step = p.TotalSteps then
-                                    task.Description <- Markup.Escape(sprintf "%s · %s" title (describe settings.RandomSteps p))
+                                    task.Description <-
+                                        Markup.Escape(sprintf "%s · %s · %s" title (describe settings.RandomSteps p) (remainingText p))
                         Evaluation = fun r -> AnsiConsole.MarkupLine(Markup.Escape(evaluationLine r))
                     })

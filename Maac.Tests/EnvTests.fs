@@ -306,7 +306,13 @@ let tests =
 
                         use env = MuJoCoTasks.fromFile path spec :> IEnv
                         env.Reset(Some 1L) |> ignore
-                        let r = env.Step [| 1.0f |]
+                        let r, stderr = capturingStandardError (fun () -> env.Step [| 1.0f |])
+
+                        Expect.stringContains
+                            stderr
+                            "MuJoCo warning: Nan, Inf or huge value in QACC"
+                            "MuJoCo's own warning, on standard error"
+
                         Expect.isTrue r.Truncated "truncated"
                         Expect.isTrue (r.Info.ContainsKey "simulation_unstable") "reported in info"
                         Expect.isTrue (r.Observation |> Array.forall Single.IsFinite) "the observation stays finite"

@@ -19,6 +19,7 @@ let allTests =
             EnvStateTests.tests
             RlTests.tests
             PathwiseChoicesTests.tests
+            ProgressTests.tests
             RunFolderTests.tests
             TrainingStateTests.tests
             SweepTests.tests
@@ -31,6 +32,7 @@ let allTests =
 [<EntryPoint>]
 let main argv =
     let mutable closing = "0 passed, 0 failed, 0 skipped"
+    let mutable skipped = None
 
     let printer =
         let d = TestPrinters.defaultPrinter
@@ -40,6 +42,15 @@ let main argv =
                 fun cfg s ->
                     async {
                         do! d.summary cfg s
+
+                        let reasons =
+                            s.ignored
+                            |> List.map (fun (_, r) ->
+                                match r.result with
+                                | Ignored reason -> reason
+                                | _ -> "")
+
+                        skipped <- Support.skipSummary reasons
 
                         closing <-
                             sprintf "%d passed, %d failed, %d skipped" s.passed.Length (s.failed.Length + s.errored.Length) s.ignored.Length
@@ -51,5 +62,7 @@ let main argv =
     // Written to the raw stream: Expecto's console writer pads lines with spaces.
     System.Console.Out.Flush()
     use raw = new System.IO.StreamWriter(System.Console.OpenStandardOutput())
+    // What was skipped and how to run it, just before the closing line.
+    skipped |> Option.iter (fun line -> raw.Write("\n" + line))
     raw.Write("\n" + closing + "\n")
     code

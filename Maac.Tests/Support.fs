@@ -39,6 +39,48 @@ let skipOrFail (reason: string) =
     else
         skiptest reason
 
+/// The group a skipped test belongs to, named by what it needs and how to get it.
+let skipGroup (reason: string) =
+    let has (word: string) = reason.Contains(word, System.StringComparison.OrdinalIgnoreCase)
+
+    if has "mujoco" then
+        "need MuJoCo 2.2.2 (apt-get install libmujoco2.2.2 libmujoco-dev)"
+    elif has "slurm" then
+        "need Slurm (.ci/slurm-up)"
+    elif has "GPU" then
+        "need a machine without a GPU"
+    else
+        reason
+
+/// "N skipped: 81 need MuJoCo 2.2.2 (…), 2 need Slurm (…)", largest group first; None when nothing was skipped.
+let skipSummary (reasons: string list) =
+    match reasons with
+    | [] -> None
+    | _ ->
+        let groups =
+            reasons
+            |> List.countBy skipGroup
+            |> List.sortBy (fun (group, n) -> -n, group)
+            |> List.map (fun (group, n) -> sprintf "%d %s" n group)
+
+        Some(sprintf "%d skipped: %s" reasons.Length (System.String.Join(", ", groups)))
+
+let private standardErrorLock = obj ()
+
+/// Runs f with the process's standard error captured (one capture at a time): its result and what it wrote. For
+/// tests whose code warns on purpose, so that the suite's output shows no warning when nothing is wrong.
+let capturingStandardError (f: unit -> 'T) =
+    lock standardErrorLock (fun () ->
+        let captured = new IO.StringWriter()
+        let previous = Console.Error
+        Console.SetError captured
+
+        try
+            let result = f ()
+            result, captured.ToString()
+        finally
+            Console.SetError previous)
+
 /// A tensor of the given shape with values uniform in [lo, hi).
 let uniform (seed: int) (shape: int[]) (lo: float32) (hi: float32) = Tensor.rand (key seed) shape * (hi - lo) + lo
 

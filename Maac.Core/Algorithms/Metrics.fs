@@ -22,10 +22,13 @@ type ProgressInfo =
         WallSeconds: float
         /// Mean return of the last evaluation (NaN before the first).
         LastEvalReturn: float
-        /// Losses and temperature of the last gradient step (NaN losses and α = 1 before the first).
+        /// Losses and temperature of the last gradient step (meaningful only once HasUpdated).
         LastUpdate: UpdateMetrics
-        /// Estimated time to the end of this call of Run, at the rate of its current phase (random or learning steps).
-        Remaining: TimeSpan
+        /// Whether a gradient step has been made (the losses and α of LastUpdate exist).
+        HasUpdated: bool
+        /// Estimated time to the end of this call of Run, from the recent rate of its learning phase; None before that
+        /// phase has a measured rate (RemainingTime).
+        Remaining: TimeSpan option
     }
 
 /// One row of metrics.csv: written at every evaluation.

@@ -159,15 +159,14 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         let wallAtStart = state.WallSeconds
         let clock () = wallAtStart + sw.Elapsed.TotalSeconds
         let startStep = state.Step
-        // The remaining time is estimated from the rate of the phase the run is in: random actions are far
-        // faster than learning steps, so the learning phase's estimate starts afresh when it begins.
-        let mutable phaseStart = struct (startStep, 0.0)
+        // The remaining time comes from the learning phase's recent rate: random actions are far faster and say
+        // nothing about learning steps.
+        let mutable remaining =
+            RemainingTime.create settings.RandomSteps startStep until |> RemainingTime.observe startStep 0.0
+
         let mutable stop = false
 
         while state.Step < until && not stop do
-            if state.Step = settings.RandomSteps && state.Step > startStep then
-                phaseStart <- struct (state.Step, sw.Elapsed.TotalSeconds)
-
             let next, events = TrainingStep.step run clock state
             state <- { next with WallSeconds = clock () }
 
@@ -190,8 +189,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
 
             let now = sw.Elapsed.TotalSeconds
             let step = state.Step
-            let struct (phaseStep, phaseTime) = phaseStart
-            let phaseRate = float (step - phaseStep) / max 1e-9 (now - phaseTime)
+            remaining <- RemainingTime.observe step now remaining
 
             onEvent (
                 Stepped
@@ -209,7 +207,8 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
                         WallSeconds = state.WallSeconds
                         LastEvalReturn = state.LastEvalReturn
                         LastUpdate = state.LastUpdate
-                        Remaining = TimeSpan.FromSeconds(float (until - step) / max 1e-9 phaseRate)
+                        HasUpdated = step > settings.RandomSteps
+                        Remaining = RemainingTime.estimate step now remaining
                     }
             )
 

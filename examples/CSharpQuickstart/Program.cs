@@ -12,7 +12,7 @@ options.Seed = 0;
 using var agent = new MaacAgent("Pendulum", options);
 // A live line on a terminal; nothing when the output goes to a file.
 IProgress<TrainingProgress>? progress = Console.IsOutputRedirected ? null : new Progress<TrainingProgress>(p =>
-    Console.Write($"\rstep {p.Step}/{p.TotalSteps}  {p.StepsPerSecond:F1} steps/s  last evaluation {p.LastEvaluationReturn:F1}   "));
+    Console.Write($"\rstep {p.Step}/{p.TotalSteps}  {p.StepsPerSecond:F1} steps/s  last evaluation {p.LastEvaluationReturn?.ToString("F1") ?? "–"}   "));
 using var cancel = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
 await agent.TrainAsync(steps, progress, cancel.Token);
