@@ -63,6 +63,15 @@ public abstract class Agent : IDisposable
         Start(Custom(environmentFactory, options.StrictEnvironmentChecks), options);
 
     /// <summary>
+    /// A folder for TensorBoard event files, as Stable-Baselines3's <c>tensorboard_log</c>: each call of Train writes a
+    /// new file <c>events.out.tfevents.*</c> there with the evaluation returns, training episode returns and lengths,
+    /// losses, α, the model's hold-out error and steps per second (SB3's tags: <c>eval/mean_reward</c>,
+    /// <c>rollout/ep_rew_mean</c>, <c>train/critic_loss</c>, ...). View with <c>tensorboard --logdir</c>. Null (the
+    /// default) writes none.
+    /// </summary>
+    public string? TensorBoardDirectory { get; set; }
+
+    /// <summary>
     /// What the environment checker warned about when the agent was created (for example that a seed does not fix an
     /// episode); empty for built-in tasks. Each warning is also written to standard error once.
     /// </summary>
@@ -118,6 +127,7 @@ public abstract class Agent : IDisposable
             var every = Math.Max(1, (steps + ProgressReports - 1) / ProgressReports);
             var evaluated = false;
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            using var log = TensorBoardDirectory is { } logDirectory ? new TensorBoardLog(logDirectory) : null;
             void Notify(Func<ITrainingCallback, bool> call)
             {
                 foreach (var c in callbacks)
@@ -134,6 +144,7 @@ public abstract class Agent : IDisposable
             }
             void OnEvent(TrainingEvent e)
             {
+                log?.Publish(e);
                 switch (e)
                 {
                     case TrainingEvent.EpisodeEnded ended:

@@ -47,10 +47,12 @@ type TrainArgs =
     | Resume of string
     | Threads of int
     | Device of string
+    | Tensorboard of string
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
+            | Tensorboard _ -> "also log to TensorBoard: an event file in DIR/<run folder name> (view with: tensorboard --logdir DIR)."
             | Env _ -> "the task (see `envs`); needed unless --resume is given."
             | Algo _ -> "maac (default), sac, mbpo, steve or svg1."
             | Steps _ -> "environment steps (default: the task's budget in the settings)."
@@ -288,7 +290,7 @@ let main argv =
                         dir
                         (String.Join("; ", conflicts))
 
-                TrainCommands.train s dir (Some(t.TryGetResult TrainArgs.Steps))
+                TrainCommands.train s dir (Some(t.TryGetResult TrainArgs.Steps)) (t.TryGetResult TrainArgs.Tensorboard)
             | None ->
                 let requested =
                     match t.TryGetResult TrainArgs.Env with
@@ -314,7 +316,7 @@ let main argv =
                 let out =
                     t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
 
-                TrainCommands.train s out None
+                TrainCommands.train s out None (t.TryGetResult TrainArgs.Tensorboard)
         | Eval e ->
             Maac.Tensors.Devices.select (e.GetResult(EvalArgs.Device, defaultValue = "cpu")) |> ignore
             TrainCommands.eval (e.GetResult EvalArgs.Run) (e.GetResult(EvalArgs.Episodes, defaultValue = 10)) (e.Contains EvalArgs.Mpc)

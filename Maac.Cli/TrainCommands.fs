@@ -9,9 +9,10 @@ open System.Threading
 open Maac.Algorithms
 open Maac.Envs
 
-/// Trains into a new run folder, or resumes one (`resume` with the budget given by --steps, if any); returns the
-/// process exit code: 0 done, 130 stopped by Ctrl+C (a checkpoint written), 3 diverged (any part).
-let train (settings: Settings) (outDir: string) (resume: int option option) =
+/// Trains into a new run folder, or resumes one (`resume` with the budget given by --steps, if any), logging to
+/// TensorBoard under `tensorboard`/<run folder name> when asked; returns the process exit code: 0 done, 130 stopped by
+/// Ctrl+C (a checkpoint written), 3 diverged (any part).
+let train (settings: Settings) (outDir: string) (resume: int option option) (tensorboard: string option) =
     let task = Tasks.find settings.Env
 
     use session =
@@ -47,10 +48,23 @@ let train (settings: Settings) (outDir: string) (resume: int option option) =
 
     let title = sprintf "%s on %s, seed %d" settings.Algorithm settings.Env settings.Seed
 
+    let runName = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath outDir))
+    let log = tensorboard |> Option.map (fun dir -> new TensorBoardLog(Path.Combine(dir, runName)))
+
+    use _closeLog =
+        { new IDisposable with
+            member _.Dispose() = log |> Option.iter (fun l -> (l :> IDisposable).Dispose())
+        }
+
+    log
+    |> Option.iter (fun l -> printfn "TensorBoard events: %s (view with: tensorboard --logdir %s)" l.Path tensorboard.Value)
+
     try
         LiveProgress.show title settings trainer.Step (fun display ->
-            let onEvent =
-                function
+            let onEvent e =
+                log |> Option.iter (fun l -> l.Publish e)
+
+                match e with
                 | Stepped p -> display.Step p
                 | Evaluated row ->
                     Plotting.draw title (Plotting.curves [ outDir ]) (RunFolder.curveFile outDir)

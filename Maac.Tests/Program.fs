@@ -20,6 +20,7 @@ let allTests =
             RlTests.tests
             PathwiseChoicesTests.tests
             ProgressTests.tests
+            TensorBoardTests.tests
             RunFolderTests.tests
             TrainingStateTests.tests
             SweepTests.tests

@@ -4,54 +4,6 @@ open System
 open System.IO
 open Maac.Nn
 
-/// The few pieces of the protocol-buffers wire format an ONNX model needs: varint and length-delimited fields.
-module internal Protobuf =
-    /// An encoded message being built.
-    type Message = MemoryStream
-
-    let private varint (m: Message) (value: uint64) =
-        let mutable v = value
-
-        while v >= 0x80UL do
-            m.WriteByte(byte (v &&& 0x7FUL ||| 0x80UL))
-            v <- v >>> 7
-
-        m.WriteByte(byte v)
-
-    let private key (m: Message) (field: int) (wire: int) = varint m (uint64 ((field <<< 3) ||| wire))
-
-    /// A varint field (int64 values, written two's-complement as protobuf does).
-    let int (field: int) (value: int64) (m: Message) =
-        key m field 0
-        varint m (uint64 value)
-
-    /// A length-delimited field holding bytes.
-    let bytes (field: int) (value: byte[]) (m: Message) =
-        key m field 2
-        varint m (uint64 value.Length)
-        m.Write(value, 0, value.Length)
-
-    /// A string field (UTF-8).
-    let string (field: int) (value: string) (m: Message) = bytes field (Text.Encoding.UTF8.GetBytes value) m
-
-    /// A nested message field, built by the given writers.
-    let message (field: int) (writers: (Message -> unit) list) (m: Message) =
-        use inner = new MemoryStream()
-
-        for w in writers do
-            w inner
-
-        bytes field (inner.ToArray()) m
-
-    /// The bytes of a top-level message.
-    let encode (writers: (Message -> unit) list) =
-        use m = new MemoryStream()
-
-        for w in writers do
-            w m
-
-        m.ToArray()
-
 /// Exports a trained policy as an ONNX model (opset 13) that runs without Maac: the deterministic policy, from
 /// observations [batch, o] to actions [batch, a] in the task's action space — the MLP's layers (Gemm, ReLU), the mean
 /// half of its head, tanh, and the affine map from [−1, 1] to the action bounds. ONNX Runtime (or any ONNX runtime)
