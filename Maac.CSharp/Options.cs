@@ -180,6 +180,16 @@ public abstract class AgentOptions
         return SettingsDefaults.forTask(Envs.Tasks.find(environment).Name, algorithm);
     }
 
+    /// <summary>The enum value of a choice setting's name (the settings' names are checked where they are made).</summary>
+    private protected static T FromName<T>(string name, (T Value, string Name)[] names) where T : struct, Enum =>
+        Array.Find(names, n => n.Name == name).Value;
+
+    /// <summary>The settings' name of a choice, refusing a value outside the enum.</summary>
+    private protected static string ToName<T>(T value, (T Value, string Name)[] names, string property) where T : struct, Enum =>
+        Array.Find(names, n => n.Value.Equals(value)) is { Name: { } name }
+            ? name
+            : throw new ArgumentOutOfRangeException(property, value, $"is not a {typeof(T).Name} value");
+
     private protected static int Positive(int value, string name) =>
         value > 0 ? value : throw new ArgumentOutOfRangeException(name, value, "must be positive");
 
@@ -232,14 +242,11 @@ public abstract class ModelBasedOptions : AgentOptions
     /// training data is always sampled with the model's full noise).</summary>
     public ModelPathNoise PathNoise
     {
-        get => pathNoise == "mean" ? ModelPathNoise.Mean : ModelPathNoise.Sampled;
-        set => pathNoise = value switch
-        {
-            ModelPathNoise.Sampled => "sampled",
-            ModelPathNoise.Mean => "mean",
-            _ => throw new ArgumentOutOfRangeException(nameof(PathNoise), value, "is not a ModelPathNoise value"),
-        };
+        get => FromName(pathNoise, PathNoiseNames);
+        set => pathNoise = ToName(value, PathNoiseNames, nameof(PathNoise));
     }
+
+    private static readonly (ModelPathNoise, string)[] PathNoiseNames = [(ModelPathNoise.Sampled, "sampled"), (ModelPathNoise.Mean, "mean")];
 
     /// <summary>Adam learning rate of the model.</summary>
     public float ModelLearningRate { get => modelLr; set => modelLr = InRange(value, 1e-12f, 10f, nameof(ModelLearningRate)); }
@@ -294,26 +301,22 @@ public sealed class MaacOptions : ImaginedDataOptions
     /// <summary>Where the actor objective's samples are drawn: whole paths, or actions at the end of one path.</summary>
     public ActorSamplePlacement ActorSamplePlacement
     {
-        get => actorSamplesAt == "horizon" ? ActorSamplePlacement.ActionsAtHorizon : ActorSamplePlacement.WholePaths;
-        set => actorSamplesAt = value switch
-        {
-            ActorSamplePlacement.WholePaths => "paths",
-            ActorSamplePlacement.ActionsAtHorizon => "horizon",
-            _ => throw new ArgumentOutOfRangeException(nameof(ActorSamplePlacement), value, "is not an ActorSamplePlacement value"),
-        };
+        get => FromName(actorSamplesAt, PlacementNames);
+        set => actorSamplesAt = ToName(value, PlacementNames, nameof(ActorSamplePlacement));
     }
 
     /// <summary>Which actions of the actor's imagined paths pay the entropy term.</summary>
     public ActorEntropy ActorEntropy
     {
-        get => actorEntropy == "first-action" ? ActorEntropy.FirstAction : ActorEntropy.EveryStep;
-        set => actorEntropy = value switch
-        {
-            ActorEntropy.EveryStep => "every-step",
-            ActorEntropy.FirstAction => "first-action",
-            _ => throw new ArgumentOutOfRangeException(nameof(ActorEntropy), value, "is not an ActorEntropy value"),
-        };
+        get => FromName(actorEntropy, EntropyNames);
+        set => actorEntropy = ToName(value, EntropyNames, nameof(ActorEntropy));
     }
+
+    private static readonly (ActorSamplePlacement, string)[] PlacementNames =
+        [(ActorSamplePlacement.WholePaths, "paths"), (ActorSamplePlacement.ActionsAtHorizon, "horizon")];
+
+    private static readonly (ActorEntropy, string)[] EntropyNames =
+        [(ActorEntropy.EveryStep, "every-step"), (ActorEntropy.FirstAction, "first-action")];
 
     /// <summary>Longest model expansion of the STEVE critic targets.</summary>
     public int CriticHorizon { get => criticHorizon; set => criticHorizon = NonNegative(value, nameof(CriticHorizon)); }

@@ -1,16 +1,17 @@
-/// Learning curves drawn with ScottPlot: mean ± standard deviation across the runs of each (task, algorithm).
+/// Learning curves drawn with ScottPlot: mean ± standard deviation across the runs of each (task, algorithm, update
+/// ratio).
 module Maac.Cli.Plotting
 
 open System
 open Maac.Algorithms
 
-/// Groups run folders by (task, algorithm) and returns, per group, the steps common to all its runs
-/// with the mean and standard deviation across runs of the evaluation return.
+/// Groups run folders by (task, algorithm, gradient steps per environment step) and returns, per group, the steps
+/// common to all its runs with the mean and standard deviation across runs of the evaluation return.
 let curves (runs: string list) =
     runs
     |> List.map (fun dir -> RunFolder.readSettings dir, RunFolder.readMetrics dir)
-    |> List.groupBy (fun (s, _) -> s.Env, s.Algorithm)
-    |> List.map (fun ((env, algo), members) ->
+    |> List.groupBy (fun (s, _) -> s.Env, s.Algorithm, s.UpdatesPerStep)
+    |> List.map (fun ((env, algo, updates), members) ->
         let tables =
             members
             |> List.map (fun (_, rows) -> rows |> Array.map (fun (step, mean, _) -> step, mean) |> Map.ofArray)
@@ -24,7 +25,7 @@ let curves (runs: string list) =
                 let m = Array.average vs
                 float st, m, sqrt (vs |> Array.averageBy (fun v -> (v - m) ** 2.0)))
 
-        sprintf "%s %s (%d run%s)" env algo members.Length (if members.Length = 1 then "" else "s"), stats)
+        sprintf "%s %s, %d/step (%d run%s)" env algo updates members.Length (if members.Length = 1 then "" else "s"), stats)
 
 /// Draws (x, mean, std) series as lines with ±std bands into a PNG file.
 let drawWith (title: string) (xLabel: string) (yLabel: string) (groups: (string * (float * float * float)[]) list) (path: string) =
