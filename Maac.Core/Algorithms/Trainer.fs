@@ -8,7 +8,7 @@ open Maac.Tensors
 open Maac.Envs
 open Maac.Rl
 
-/// Runs the loop of DESIGN.md as a fold of TrainingStep.step over the run's TrainingState, publishing each step's
+/// Runs the training loop as a fold of TrainingStep.step over the run's TrainingState, publishing each step's
 /// events to the caller: environment step → real buffer → (every N steps) fit the model and refresh imagined data →
 /// G gradient steps → (every EvalEvery steps) evaluation and metrics row, at which the caller checkpoints. The trainer
 /// holds one state reference, replaced after every step (Act and Evaluate on other threads see the last one).
