@@ -38,47 +38,144 @@ type Dims =
         let at i = if i < values.Length then values.[i] else 0
         { D0 = at 0; D1 = at 1; D2 = at 2; D3 = at 3; D4 = at 4; D5 = at 5; D6 = at 6; D7 = at 7 }
 
-/// Operation codes shared by the host and the kernels (kernels cannot take F# unions).
+/// Operation codes shared by the host and the kernels (kernels cannot take F# unions). Each code is a named literal that
+/// the kernels match by name; a code without a case computes NaN in a kernel, which the kernel-equals-CPU tests catch.
 module internal OpCodes =
+    /// Codes of UnaryOp.
+    module Unary =
+        [<Literal>]
+        let Neg = 0
+
+        [<Literal>]
+        let Exp = 1
+
+        [<Literal>]
+        let Log = 2
+
+        [<Literal>]
+        let Sqrt = 3
+
+        [<Literal>]
+        let Abs = 4
+
+        [<Literal>]
+        let Sign = 5
+
+        [<Literal>]
+        let Square = 6
+
+        [<Literal>]
+        let Reciprocal = 7
+
+        [<Literal>]
+        let Relu = 8
+
+        [<Literal>]
+        let Silu = 9
+
+        [<Literal>]
+        let Tanh = 10
+
+        [<Literal>]
+        let Sigmoid = 11
+
+        [<Literal>]
+        let Softplus = 12
+
+        [<Literal>]
+        let Sin = 13
+
+        [<Literal>]
+        let Cos = 14
+
+    /// Codes of BinaryOp.
+    module Binary =
+        [<Literal>]
+        let Add = 0
+
+        [<Literal>]
+        let Sub = 1
+
+        [<Literal>]
+        let Mul = 2
+
+        [<Literal>]
+        let Div = 3
+
+        [<Literal>]
+        let Pow = 4
+
+        [<Literal>]
+        let Atan2 = 5
+
+        [<Literal>]
+        let Maximum = 6
+
+        [<Literal>]
+        let Minimum = 7
+
+        [<Literal>]
+        let Greater = 8
+
+        [<Literal>]
+        let GreaterEqual = 9
+
+        [<Literal>]
+        let Equal = 10
+
+    /// Codes of ScalarOp.
+    module Scalar =
+        [<Literal>]
+        let AddScalar = 0
+
+        [<Literal>]
+        let MulScalar = 1
+
+        [<Literal>]
+        let PowScalar = 2
+
+        [<Literal>]
+        let Clamp = 3
+
     let unary (op: UnaryOp) =
         match op with
-        | Neg -> 0
-        | Exp -> 1
-        | Log -> 2
-        | Sqrt -> 3
-        | Abs -> 4
-        | Sign -> 5
-        | Square -> 6
-        | Reciprocal -> 7
-        | Relu -> 8
-        | Silu -> 9
-        | Tanh -> 10
-        | Sigmoid -> 11
-        | Softplus -> 12
-        | Sin -> 13
-        | Cos -> 14
+        | Neg -> Unary.Neg
+        | Exp -> Unary.Exp
+        | Log -> Unary.Log
+        | Sqrt -> Unary.Sqrt
+        | Abs -> Unary.Abs
+        | Sign -> Unary.Sign
+        | Square -> Unary.Square
+        | Reciprocal -> Unary.Reciprocal
+        | Relu -> Unary.Relu
+        | Silu -> Unary.Silu
+        | Tanh -> Unary.Tanh
+        | Sigmoid -> Unary.Sigmoid
+        | Softplus -> Unary.Softplus
+        | Sin -> Unary.Sin
+        | Cos -> Unary.Cos
 
     let binary (op: BinaryOp) =
         match op with
-        | Add -> 0
-        | Sub -> 1
-        | Mul -> 2
-        | Div -> 3
-        | Pow -> 4
-        | Atan2 -> 5
-        | Maximum -> 6
-        | Minimum -> 7
-        | Greater -> 8
-        | GreaterEqual -> 9
-        | Equal -> 10
+        | Add -> Binary.Add
+        | Sub -> Binary.Sub
+        | Mul -> Binary.Mul
+        | Div -> Binary.Div
+        | Pow -> Binary.Pow
+        | Atan2 -> Binary.Atan2
+        | Maximum -> Binary.Maximum
+        | Minimum -> Binary.Minimum
+        | Greater -> Binary.Greater
+        | GreaterEqual -> Binary.GreaterEqual
+        | Equal -> Binary.Equal
 
     /// (code, first constant, second constant) of a scalar operation.
     let scalar (op: ScalarOp) =
         match op with
-        | AddScalar c -> 0, c, 0.0f
-        | MulScalar c -> 1, c, 0.0f
-        | PowScalar c -> 2, c, 0.0f
-        | Clamp(lo, hi) -> 3, lo, hi
+        | AddScalar c -> Scalar.AddScalar, c, 0.0f
+        | MulScalar c -> Scalar.MulScalar, c, 0.0f
+        | PowScalar c -> Scalar.PowScalar, c, 0.0f
+        | Clamp(lo, hi) -> Scalar.Clamp, lo, hi
 
 /// The device kernels: static methods that ILGPU compiles for CUDA or runs on its CPU accelerator.
 /// Their element formulas are those of the CPU backend (Maac.Core/Tensors/CpuKernels.fs).
@@ -99,21 +196,22 @@ type internal Kernels =
     /// op(v) for a unary operation code (OpCodes.unary).
     static member UnaryValue(op: int, v: float32) =
         match op with
-        | 0 -> -v
-        | 1 -> MathF.Exp v
-        | 2 -> MathF.Log v
-        | 3 -> MathF.Sqrt v
-        | 4 -> MathF.Abs v
-        | 5 -> Kernels.SignOf v
-        | 6 -> v * v
-        | 7 -> 1.0f / v
-        | 8 -> MathF.Max(v, 0.0f)
-        | 9 -> v * ScalarMath.Sigmoid v
-        | 10 -> MathF.Tanh v
-        | 11 -> ScalarMath.Sigmoid v
-        | 12 -> ScalarMath.Softplus v
-        | 13 -> MathF.Sin v
-        | _ -> MathF.Cos v
+        | OpCodes.Unary.Neg -> -v
+        | OpCodes.Unary.Exp -> MathF.Exp v
+        | OpCodes.Unary.Log -> MathF.Log v
+        | OpCodes.Unary.Sqrt -> MathF.Sqrt v
+        | OpCodes.Unary.Abs -> MathF.Abs v
+        | OpCodes.Unary.Sign -> Kernels.SignOf v
+        | OpCodes.Unary.Square -> v * v
+        | OpCodes.Unary.Reciprocal -> 1.0f / v
+        | OpCodes.Unary.Relu -> MathF.Max(v, 0.0f)
+        | OpCodes.Unary.Silu -> v * ScalarMath.Sigmoid v
+        | OpCodes.Unary.Tanh -> MathF.Tanh v
+        | OpCodes.Unary.Sigmoid -> ScalarMath.Sigmoid v
+        | OpCodes.Unary.Softplus -> ScalarMath.Softplus v
+        | OpCodes.Unary.Sin -> MathF.Sin v
+        | OpCodes.Unary.Cos -> MathF.Cos v
+        | _ -> nanf
 
     static member Unary (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (op: int) = y.[i] <- Kernels.UnaryValue(op, x.[i])
 
@@ -131,31 +229,33 @@ type internal Kernels =
 
         dx.[i] <-
             match op with
-            | 0 -> -gv
-            | 1 -> gv * yv
-            | 2 -> gv / xv
-            | 3 -> gv * 0.5f / yv
-            | 4 -> gv * Kernels.SignOf xv
-            | 5 -> 0.0f
-            | 6 -> 2.0f * xv * gv
-            | 7 -> -(gv * yv * yv)
-            | 8 -> if xv > 0.0f then gv else 0.0f
-            | 9 -> let s = ScalarMath.Sigmoid xv in gv * s * (1.0f + xv * (1.0f - s))
-            | 10 -> gv * (1.0f - yv * yv)
-            | 11 -> gv * yv * (1.0f - yv)
-            | 12 -> gv * ScalarMath.Sigmoid xv
-            | 13 -> gv * MathF.Cos xv
-            | _ -> -(gv * MathF.Sin xv)
+            | OpCodes.Unary.Neg -> -gv
+            | OpCodes.Unary.Exp -> gv * yv
+            | OpCodes.Unary.Log -> gv / xv
+            | OpCodes.Unary.Sqrt -> gv * 0.5f / yv
+            | OpCodes.Unary.Abs -> gv * Kernels.SignOf xv
+            | OpCodes.Unary.Sign -> 0.0f
+            | OpCodes.Unary.Square -> 2.0f * xv * gv
+            | OpCodes.Unary.Reciprocal -> -(gv * yv * yv)
+            | OpCodes.Unary.Relu -> if xv > 0.0f then gv else 0.0f
+            | OpCodes.Unary.Silu -> let s = ScalarMath.Sigmoid xv in gv * s * (1.0f + xv * (1.0f - s))
+            | OpCodes.Unary.Tanh -> gv * (1.0f - yv * yv)
+            | OpCodes.Unary.Sigmoid -> gv * yv * (1.0f - yv)
+            | OpCodes.Unary.Softplus -> gv * ScalarMath.Sigmoid xv
+            | OpCodes.Unary.Sin -> gv * MathF.Cos xv
+            | OpCodes.Unary.Cos -> -(gv * MathF.Sin xv)
+            | _ -> nanf
 
     static member Scalar (i: Index1D) (x: ArrayView<float32>) (y: ArrayView<float32>) (op: int) (c0: float32) (c1: float32) =
         let v = x.[i]
 
         y.[i] <-
             match op with
-            | 0 -> v + c0
-            | 1 -> v * c0
-            | 2 -> if c0 = 2.0f then v * v else MathF.Pow(v, c0)
-            | _ -> MathF.Min(MathF.Max(v, c0), c1)
+            | OpCodes.Scalar.AddScalar -> v + c0
+            | OpCodes.Scalar.MulScalar -> v * c0
+            | OpCodes.Scalar.PowScalar -> if c0 = 2.0f then v * v else MathF.Pow(v, c0)
+            | OpCodes.Scalar.Clamp -> MathF.Min(MathF.Max(v, c0), c1)
+            | _ -> nanf
 
     static member ScalarGrad
         (i: Index1D)
@@ -171,28 +271,30 @@ type internal Kernels =
 
         dx.[i] <-
             match op with
-            | 0 -> gv
-            | 1 -> gv * c0
-            | 2 ->
+            | OpCodes.Scalar.AddScalar -> gv
+            | OpCodes.Scalar.MulScalar -> gv * c0
+            | OpCodes.Scalar.PowScalar ->
                 if c0 = 0.0f then
                     0.0f
                 else
                     gv * c0 * MathF.Pow(v, c0 - 1.0f)
-            | _ -> if v >= c0 && v <= c1 then gv else 0.0f
+            | OpCodes.Scalar.Clamp -> if v >= c0 && v <= c1 then gv else 0.0f
+            | _ -> nanf
 
     static member BinaryValue(op: int, a: float32, b: float32) =
         match op with
-        | 0 -> a + b
-        | 1 -> a - b
-        | 2 -> a * b
-        | 3 -> a / b
-        | 4 -> MathF.Pow(a, b)
-        | 5 -> MathF.Atan2(a, b)
-        | 6 -> MathF.Max(a, b)
-        | 7 -> MathF.Min(a, b)
-        | 8 -> if a > b then 1.0f else 0.0f
-        | 9 -> if a >= b then 1.0f else 0.0f
-        | _ -> if a = b then 1.0f else 0.0f
+        | OpCodes.Binary.Add -> a + b
+        | OpCodes.Binary.Sub -> a - b
+        | OpCodes.Binary.Mul -> a * b
+        | OpCodes.Binary.Div -> a / b
+        | OpCodes.Binary.Pow -> MathF.Pow(a, b)
+        | OpCodes.Binary.Atan2 -> MathF.Atan2(a, b)
+        | OpCodes.Binary.Maximum -> MathF.Max(a, b)
+        | OpCodes.Binary.Minimum -> MathF.Min(a, b)
+        | OpCodes.Binary.Greater -> if a > b then 1.0f else 0.0f
+        | OpCodes.Binary.GreaterEqual -> if a >= b then 1.0f else 0.0f
+        | OpCodes.Binary.Equal -> if a = b then 1.0f else 0.0f
+        | _ -> nanf
 
     /// z[i] = op(a[·], b[·]) with broadcasting: the output index is decomposed over `shape` and each input
     /// is read through its strides (0 along broadcast dimensions).

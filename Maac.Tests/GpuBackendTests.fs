@@ -40,6 +40,11 @@ let private elementTol = 1e-6f, 1e-5f
 let private dropNew (g: IBackend) (length: int) = g.Full([| length |], 1.0f) |> ignore
 
 /// The suite for one GPU backend (created on first use, once for the whole run).
+/// Every case of a union whose cases carry no fields.
+let private allCases<'U> () =
+    Microsoft.FSharp.Reflection.FSharpType.GetUnionCases typeof<'U>
+    |> Array.map (fun c -> Microsoft.FSharp.Reflection.FSharpValue.MakeUnion(c, [||]) :?> 'U)
+
 let private suite (name: string) (gpu: Lazy<GpuBackend>) =
     let onGpu (t: RawTensor) = (gpu.Value :> IBackend).OfArray(t.ToArray(), t.Shape)
 
@@ -69,24 +74,8 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                     let x = random seed shape
                     let g = random (seed + 1) shape
 
-                    for op in
-                        [
-                            Neg
-                            Exp
-                            Log
-                            Sqrt
-                            Abs
-                            Sign
-                            Square
-                            Reciprocal
-                            UnaryOp.Relu
-                            UnaryOp.Silu
-                            UnaryOp.Tanh
-                            Sigmoid
-                            Softplus
-                            Sin
-                            Cos
-                        ] do
+                    // Every case of the union, so that a new operation is tested (and a kernel without its case fails).
+                    for op in allCases<UnaryOp>() do
                         // Log, Sqrt and Reciprocal on positive inputs (away from their poles).
                         let x =
                             match op with
@@ -129,7 +118,7 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                     // The same shape on both sides takes the GPU's kernel without index arithmetic.
                     let sameShape = random (seed + 3) sa
 
-                    for op in [ Add; Sub; Mul; Div; Pow; Atan2; Maximum; Minimum; Greater; GreaterEqual; Equal ] do
+                    for op in allCases<BinaryOp>() do
                         let left = if op = Pow then positive else a
 
                         close
