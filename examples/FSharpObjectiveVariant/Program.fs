@@ -56,8 +56,9 @@ let main argv =
     let critics = Critics.init (RandomKey.ofSeed 3L) 3 1 [| 8 |]
     let s, a = Tensor.randn (RandomKey.ofSeed 4L) [| 5; 3 |], Tensor.randn (RandomKey.ofSeed 5L) [| 5; 1 |]
 
+    // The terminal value takes K actions per state ([K, N, a]); here K = 1.
     let gap =
-        Tensor.abs (pessimistic 1.0f critics s a - Critics.minQ critics s a)
+        Tensor.abs (pessimistic 1.0f critics s (Tensor.unsqueeze 0 a) - Critics.minQ critics s a)
         |> Tensor.sum
         |> Tensor.toScalar
 
