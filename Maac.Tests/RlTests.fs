@@ -263,17 +263,10 @@ let tests =
                 Expect.equal (bits next) (bits again) "the key draws nothing"
                 let expected = (b.Obs + Tensor.slice 1 0 3 picked).ToArray()
 
-                Array.iteri2
-                    (fun i (u: float32) (v: float32) ->
-                        Expect.floatClose { absolute = 1e-5; relative = 1e-5 } (float u) (float v) (sprintf "next %d" i))
-                    (next.ToArray())
-                    expected
-
-                Array.iteri2
-                    (fun i (u: float32) (v: float32) ->
-                        Expect.floatClose { absolute = 1e-5; relative = 1e-5 } (float u) (float v) (sprintf "reward %d" i))
-                    (reward.Value.ToArray())
-                    ((Tensor.slice 1 3 1 picked |> Tensor.squeeze 1).ToArray())
+                // The same float32 arithmetic on the same rows, apart from the order of the products' sums.
+                let tol = { absolute = 1e-5; relative = 1e-5 }
+                expectAllClose tol "next observation" (next.ToArray()) expected
+                expectAllClose tol "reward" (reward.Value.ToArray()) ((Tensor.slice 1 3 1 picked |> Tensor.squeeze 1).ToArray())
             }
 
             test "the hold-out split is fixed per row: rows keep their side as the data grows" {
@@ -318,15 +311,8 @@ let tests =
                             TargetStd = m.TargetStd
                         }
 
-                Array.iteri2
-                    (fun i (r: float32) (reported: float32) ->
-                        Expect.floatClose
-                            { absolute = 1e-6; relative = 1e-4 }
-                            (float r)
-                            (float reported)
-                            (sprintf "member %d: the reported error is the returned weights'" i))
-                    returned
-                    report.HoldoutMse
+                // The same quantity, reduced over the same rows in another order: float32 rounding only.
+                expectAllClose { absolute = 1e-6; relative = 1e-4 } "the reported error is the returned weights'" returned report.HoldoutMse
 
                 Array.iteri2
                     (fun i (r: float32) (st: float32) ->

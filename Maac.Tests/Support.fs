@@ -138,6 +138,15 @@ let genProduct (maxM: int) (maxK: int) (maxN: int) =
 
 let toF64 (t: Tensor) = t.ToArray() |> Array.map float
 
+/// Element by element, actual is within the accuracy of expected; a failure names `what` and the element.
+let expectAllClose (accuracy: Accuracy) (what: string) (actual: float32[]) (expected: float32[]) =
+    Expect.equal actual.Length expected.Length (sprintf "%s: lengths" what)
+
+    Array.iteri2
+        (fun i (u: float32) (v: float32) -> Expect.floatClose accuracy (float u) (float v) (sprintf "%s, element %d" what i))
+        actual
+        expected
+
 /// Checks reverse-mode gradients against a central finite difference along a random direction v.
 ///
 /// The loss is L(x) = Σ w·f(x) with w ~ U(−1,1)/numel, so L and its derivatives are O(1). With step
