@@ -180,15 +180,24 @@ public abstract class AgentOptions
         return SettingsDefaults.forTask(Envs.Tasks.find(environment).Name, algorithm);
     }
 
+    /// <summary>The names a choice setting takes, in the order of its enum's values (the library's one list of them).</summary>
+    private static string[] ChoiceNames(string setting) => SettingsDefaults.choices.First(c => c.Item1 == setting).Item2.ToArray();
+
     /// <summary>The enum value of a choice setting's name (the settings' names are checked where they are made).</summary>
-    private protected static T FromName<T>(string name, (T Value, string Name)[] names) where T : struct, Enum =>
-        Array.Find(names, n => n.Name == name).Value;
+    private protected static T FromName<T>(string name, string setting) where T : struct, Enum =>
+        Array.IndexOf(ChoiceNames(setting), name) is var index and >= 0
+            ? (T)Enum.ToObject(typeof(T), index)
+            : throw new InvalidOperationException($"{setting} holds '{name}', which is not one of its names");
 
     /// <summary>The settings' name of a choice, refusing a value outside the enum.</summary>
-    private protected static string ToName<T>(T value, (T Value, string Name)[] names, string property) where T : struct, Enum =>
-        Array.Find(names, n => n.Value.Equals(value)) is { Name: { } name }
-            ? name
+    private protected static string ToName<T>(T value, string setting, string property) where T : struct, Enum
+    {
+        var names = ChoiceNames(setting);
+        var index = Convert.ToInt32(value);
+        return Enum.IsDefined(value) && index < names.Length
+            ? names[index]
             : throw new ArgumentOutOfRangeException(property, value, $"is not a {typeof(T).Name} value");
+    }
 
     private protected static int Positive(int value, string name) =>
         value > 0 ? value : throw new ArgumentOutOfRangeException(name, value, "must be positive");
@@ -242,11 +251,9 @@ public abstract class ModelBasedOptions : AgentOptions
     /// training data is always sampled with the model's full noise).</summary>
     public ModelPathNoise PathNoise
     {
-        get => FromName(pathNoise, PathNoiseNames);
-        set => pathNoise = ToName(value, PathNoiseNames, nameof(PathNoise));
+        get => FromName<ModelPathNoise>(pathNoise, "PathNoise");
+        set => pathNoise = ToName(value, "PathNoise", nameof(PathNoise));
     }
-
-    private static readonly (ModelPathNoise, string)[] PathNoiseNames = [(ModelPathNoise.Sampled, "sampled"), (ModelPathNoise.Mean, "mean")];
 
     /// <summary>Adam learning rate of the model.</summary>
     public float ModelLearningRate { get => modelLr; set => modelLr = InRange(value, 1e-12f, 10f, nameof(ModelLearningRate)); }
@@ -301,22 +308,16 @@ public sealed class MaacOptions : ImaginedDataOptions
     /// <summary>Where the actor objective's samples are drawn: whole paths, or actions at the end of one path.</summary>
     public ActorSamplePlacement ActorSamplePlacement
     {
-        get => FromName(actorSamplesAt, PlacementNames);
-        set => actorSamplesAt = ToName(value, PlacementNames, nameof(ActorSamplePlacement));
+        get => FromName<ActorSamplePlacement>(actorSamplesAt, "ActorSamplesAt");
+        set => actorSamplesAt = ToName(value, "ActorSamplesAt", nameof(ActorSamplePlacement));
     }
 
     /// <summary>Which actions of the actor's imagined paths pay the entropy term.</summary>
     public ActorEntropy ActorEntropy
     {
-        get => FromName(actorEntropy, EntropyNames);
-        set => actorEntropy = ToName(value, EntropyNames, nameof(ActorEntropy));
+        get => FromName<ActorEntropy>(actorEntropy, "ActorEntropy");
+        set => actorEntropy = ToName(value, "ActorEntropy", nameof(ActorEntropy));
     }
-
-    private static readonly (ActorSamplePlacement, string)[] PlacementNames =
-        [(ActorSamplePlacement.WholePaths, "paths"), (ActorSamplePlacement.ActionsAtHorizon, "horizon")];
-
-    private static readonly (ActorEntropy, string)[] EntropyNames =
-        [(ActorEntropy.EveryStep, "every-step"), (ActorEntropy.FirstAction, "first-action")];
 
     /// <summary>Longest model expansion of the STEVE critic targets.</summary>
     public int CriticHorizon { get => criticHorizon; set => criticHorizon = NonNegative(value, nameof(CriticHorizon)); }

@@ -666,20 +666,12 @@ let tests =
             }
 
             test "a Train call that ends within the random steps says so (which setting to change)" {
-                let captured = new StringWriter()
-                let previous = Console.Error
-                Console.SetError captured
+                let (), captured =
+                    Support.capturingStandardError (fun () ->
+                        use agent = new SacAgent((fun () -> new Reach() :> IEnvironment), SacOptions(TotalSteps = 2000)) // the paper's 5,000 random steps
+                        agent.Train 100)
 
-                try
-                    use agent = new SacAgent((fun () -> new Reach() :> IEnvironment), SacOptions(TotalSteps = 2000)) // the paper's 5,000 random steps
-                    agent.Train 100
-                finally
-                    Console.SetError previous
-
-                Expect.stringContains
-                    (captured.ToString())
-                    "within the first 5000 steps of random actions (RandomSteps)"
-                    "names the setting"
+                Expect.stringContains captured "within the first 5000 steps of random actions (RandomSteps)" "names the setting"
             }
 
             test "progress reports nothing before it exists: no losses, α or remaining time in the random phase" {

@@ -48,16 +48,13 @@ module RemainingTime =
         let learned = step - r.LearningStart
         let measured = learned >= max MinimumSteps ((r.Until - r.LearningStart) / 100)
 
-        match List.tryLast r.Samples with
-        | Some _ when measured ->
+        if not measured then
+            None
+        else
             let middle = r.LearningStart + learned / 2
+
             // The newest sample at or before the middle of the learning steps so far (the phase's start at worst).
-            let struct (fromStep, fromSeconds) = r.Samples |> List.find (fun (struct (s, _)) -> s <= middle)
-
-            let elapsed = seconds - fromSeconds
-
-            if step > fromStep && elapsed > 0.0 then
-                Some(TimeSpan.FromSeconds(float (r.Until - step) * elapsed / float (step - fromStep)))
-            else
-                None
-        | _ -> None
+            match r.Samples |> List.tryFind (fun (struct (s, _)) -> s <= middle) with
+            | Some(struct (fromStep, fromSeconds)) when step > fromStep && seconds > fromSeconds ->
+                Some(TimeSpan.FromSeconds(float (r.Until - step) * (seconds - fromSeconds) / float (step - fromStep)))
+            | _ -> None

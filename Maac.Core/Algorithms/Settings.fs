@@ -70,13 +70,33 @@ type Settings =
     }
 
 module Settings =
+    /// The names each choice setting takes and what they stand for, in the order the documentation lists them.
+    let private placements = [ "paths", WholePaths; "horizon", ActionsAtHorizon ]
+    let private entropies = [ "every-step", EveryStep; "first-action", FirstAction ]
+    let private noises = [ "sampled", SampledNoise; "mean", MeanPath ]
+
     /// The values each choice setting takes, in the order the documentation lists them.
     let choices =
         [
-            "ActorSamplesAt", [ "paths"; "horizon" ]
-            "ActorEntropy", [ "every-step"; "first-action" ]
-            "PathNoise", [ "sampled"; "mean" ]
+            "ActorSamplesAt", List.map fst placements
+            "ActorEntropy", List.map fst entropies
+            "PathNoise", List.map fst noises
         ]
+
+    /// "<setting> must be one of '<a>', '<b>', got '<value>'" when a choice setting's value is not one of its names.
+    let private choiceProblem (setting: string) (value: string) =
+        let allowed = choices |> List.find (fst >> (=) setting) |> snd
+
+        if List.contains value allowed then
+            None
+        else
+            Some(sprintf "%s must be one of %s, got '%s'" setting (String.Join(", ", allowed |> List.map (sprintf "'%s'"))) value)
+
+    /// What a choice setting's value stands for; ArgumentException with choiceProblem's message otherwise.
+    let private chosen (setting: string) (table: (string * 'T) list) (value: string) =
+        match List.tryFind (fst >> (=) value) table with
+        | Some(_, v) -> v
+        | None -> invalidArg setting (choiceProblem setting value).Value
 
     /// The authors' settings (HalfCheetah-style) for an environment and algorithm.
     let authors (env: string) (algorithm: string) =
@@ -221,18 +241,9 @@ module Settings =
             atLeast0 "ActorHorizon" s.ActorHorizon
             positive "ActorSamples" s.ActorSamples
             atLeast0 "CriticHorizon" s.CriticHorizon
-
-            let choice name (v: string) =
-                let allowed = choices |> List.find (fst >> (=) name) |> snd
-
-                if List.contains v allowed then
-                    None
-                else
-                    Some(sprintf "%s must be one of %s, got '%s'" name (String.Join(", ", allowed |> List.map (sprintf "'%s'"))) v)
-
-            choice "ActorSamplesAt" s.ActorSamplesAt
-            choice "ActorEntropy" s.ActorEntropy
-            choice "PathNoise" s.PathNoise
+            choiceProblem "ActorSamplesAt" s.ActorSamplesAt
+            choiceProblem "ActorEntropy" s.ActorEntropy
+            choiceProblem "PathNoise" s.PathNoise
             positive "EvalEvery" s.EvalEvery
             positive "EvalEpisodes" s.EvalEpisodes
         ]
@@ -261,24 +272,12 @@ module Settings =
             raise (ArgumentException(sprintf "invalid settings:\n- %s" (String.Join("\n- ", all)), setting))
 
     /// The path noise a settings' PathNoise names.
-    let pathNoise (s: Settings) =
-        match s.PathNoise with
-        | "mean" -> MeanPath
-        | "sampled" -> SampledNoise
-        | other -> invalidArg "s" (sprintf "PathNoise must be 'sampled' or 'mean', got '%s'" other)
+    let pathNoise (s: Settings) = chosen "PathNoise" noises s.PathNoise
 
     /// The pathwise objective's choices of a settings' ActorSamplesAt and ActorEntropy, with K samples.
     let pathwiseChoices (s: Settings) (samples: int) =
         {
             Samples = samples
-            Placement =
-                match s.ActorSamplesAt with
-                | "paths" -> WholePaths
-                | "horizon" -> ActionsAtHorizon
-                | other -> invalidArg "s" (sprintf "ActorSamplesAt must be 'paths' or 'horizon', got '%s'" other)
-            Entropy =
-                match s.ActorEntropy with
-                | "every-step" -> EveryStep
-                | "first-action" -> FirstAction
-                | other -> invalidArg "s" (sprintf "ActorEntropy must be 'every-step' or 'first-action', got '%s'" other)
+            Placement = chosen "ActorSamplesAt" placements s.ActorSamplesAt
+            Entropy = chosen "ActorEntropy" entropies s.ActorEntropy
         }

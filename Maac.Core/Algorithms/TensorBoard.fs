@@ -2,6 +2,7 @@ namespace Maac.Algorithms
 
 open System
 open System.IO
+open System.Buffers.Binary
 open System.Numerics
 
 /// TensorBoard's event-file format: TFRecord framing (length, masked CRC32C of the length, the bytes, their masked
@@ -24,20 +25,12 @@ module TensorBoardFormat =
 
     /// One TFRecord: the length (uint64, little-endian), its masked CRC, the data, the data's masked CRC.
     let record (data: byte[]) =
-        let length = BitConverter.GetBytes(uint64 data.Length)
-
-        if not BitConverter.IsLittleEndian then
-            Array.Reverse length
-
-        let crcOf (bytes: byte[]) =
-            let c = BitConverter.GetBytes(masked (crc32c (ReadOnlySpan bytes)))
-
-            if not BitConverter.IsLittleEndian then
-                Array.Reverse c
-
-            c
-
-        Array.concat [ length; crcOf length; data; crcOf data ]
+        let out = Array.zeroCreate<byte>(data.Length + 16)
+        BinaryPrimitives.WriteUInt64LittleEndian(Span(out, 0, 8), uint64 data.Length)
+        BinaryPrimitives.WriteUInt32LittleEndian(Span(out, 8, 4), masked (crc32c (ReadOnlySpan(out, 0, 8))))
+        data.CopyTo(out, 12)
+        BinaryPrimitives.WriteUInt32LittleEndian(Span(out, data.Length + 12, 4), masked (crc32c (ReadOnlySpan data)))
+        out
 
     /// The Event that opens every event file.
     let fileVersionEvent (wallTime: float) =
@@ -77,7 +70,7 @@ type TensorBoardLog(folder: string) =
         stream.Write(r, 0, r.Length)
         stream.Flush()
 
-    // The last 100 training episodes (return, length), oldest first.
+    // The last 100 training episodes (return, length), newest first.
     let mutable episodes: (float * int) list = []
 
     do write (TensorBoardFormat.fileVersionEvent (now ()))
@@ -107,7 +100,7 @@ type TensorBoardLog(folder: string) =
                 ]
             )
         | EpisodeEnded(step, ret, length) ->
-            episodes <- List.truncate 100 ((ret, length) :: List.rev episodes) |> List.rev
+            episodes <- List.truncate 100 ((ret, length) :: episodes)
 
             this.Scalars(
                 step,

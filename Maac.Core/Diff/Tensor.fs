@@ -368,6 +368,14 @@ module Tensor =
             let inShape = x.Primal.Shape
             record (be.Expand(x.Primal, shape)) [| x |] (fun g _ -> [| sumTo inShape g |])
 
+    /// x [N, …] repeated k times along its first axis: [k·N, …], rows [i·N, (i+1)·N) a copy of x (x itself when k = 1).
+    let repeatRows (k: int) (x: Tensor) =
+        if k = 1 then
+            x
+        else
+            let shape = x.Primal.Shape
+            expand (Array.append [| k |] shape) x |> reshape (Array.append [| k * shape.[0] |] shape.[1..])
+
     /// Joins tensors along an axis.
     let concat (axis: int) (xs: Tensor[]) =
         if xs.Length = 0 then

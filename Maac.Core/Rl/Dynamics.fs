@@ -172,22 +172,21 @@ module Dynamics =
             held, trained
 
     /// For every tensor whose leading axis is the members' ([M, …]), `updated`'s slices of the members where `take`
-    /// is true and `kept`'s elsewhere; shared tensors (the log-variance bounds, [1, 1, out]) from `updated`.
-    let private pickMembers (take: bool[]) (updated: Tensor[]) (kept: Tensor[]) =
+    /// is true and `kept`'s elsewhere; shared tensors (the log-variance bounds, [1, 1, out]) from `updated`. The masks
+    /// are made once, when `take` is given.
+    let private pickMembers (take: bool[]) : Tensor[] -> Tensor[] -> Tensor[] =
         if Array.forall id take then
-            updated
+            fun updated _ -> updated
         else
             let m = take.Length
             let mask = Tensor.ofArray [| m; 1; 1 |] (take |> Array.map (fun t -> if t then 1.0f else 0.0f))
+            let rest = 1.0f - mask
 
-            Array.map2
-                (fun (u: Tensor) (k: Tensor) ->
-                    if u.Shape.Length = 3 && u.Shape.[0] = m then
-                        u * mask + k * (1.0f - mask)
-                    else
-                        u)
-                updated
-                kept
+            Array.map2 (fun (u: Tensor) (k: Tensor) ->
+                if u.Shape.Length = 3 && u.Shape.[0] = m then
+                    u * mask + k * rest
+                else
+                    u)
 
     /// Where a fit stands after some epochs: the weights being trained and their optimiser, each member's best
     /// hold-out error and the weights that reached it, and each member's epochs without a 1% improvement.
@@ -244,7 +243,12 @@ module Dynamics =
         let batchesPerEpoch = max 1 ((trainIdx.Length + s.BatchSize - 1) / s.BatchSize)
 
         // One minibatch step for the members still training; the stopped members' weights and moments stay.
-        let minibatch (training: bool[]) (shuffles: int[][]) (net: GaussianEnsemble, state: AdamState) (bi: int) =
+        let minibatch
+            (keepTraining: Tensor[] -> Tensor[] -> Tensor[])
+            (shuffles: int[][])
+            (net: GaussianEnsemble, state: AdamState)
+            (bi: int)
+            =
             let size = min s.BatchSize (trainIdx.Length - bi * s.BatchSize) |> max 1
 
             let rows =
@@ -258,14 +262,14 @@ module Dynamics =
                 let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
                 let st, p = Adam.step cfg state net g
 
-                let p = Parameters.rebuild p (pickMembers training (Parameters.tensors p) (Parameters.tensors net))
-
-                let st = Parameters.rebuild st (pickMembers training (Parameters.tensors st) (Parameters.tensors state))
+                let p = Parameters.rebuild p (keepTraining (Parameters.tensors p) (Parameters.tensors net))
+                let st = Parameters.rebuild st (keepTraining (Parameters.tensors st) (Parameters.tensors state))
 
                 loss, st, p)
 
         let epoch (p: FitProgress) =
             let training = p.Stale |> Array.map (fun stale -> stale < s.Patience)
+            let keepTraining = pickMembers training
 
             let shuffles =
                 boot
@@ -277,7 +281,7 @@ module Dynamics =
             let (net, opt), losses =
                 Array.mapFold
                     (fun state bi ->
-                        let loss, st, net = minibatch training shuffles state bi
+                        let loss, st, net = minibatch keepTraining shuffles state bi
                         loss, (net, st))
                     (p.Net, p.Opt)
                     [| 0 .. batchesPerEpoch - 1 |]

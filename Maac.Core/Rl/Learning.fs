@@ -66,9 +66,8 @@ module Critics =
         if k = 1 then
             both c obs (Tensor.squeeze 0 actions)
         else
-            let rows = Tensor.expand [| k; n; obs.Shape.[1] |] obs |> Tensor.reshape [| k * n; -1 |]
             let meanOverActions (q: Tensor) = Tensor.reshape [| k; n |] q |> Tensor.meanAxis 0 false
-            let q1, q2 = both c rows (Tensor.reshape [| k * n; -1 |] actions)
+            let q1, q2 = both c (Tensor.repeatRows k obs) (Tensor.reshape [| k * n; -1 |] actions)
             meanOverActions q1, meanOverActions q2
 
     /// The clipped value of states [N, o] given K actions at each, actions [K, N, a]: each critic averaged over the
@@ -222,9 +221,7 @@ module Targets =
             let n = b.Obs.Shape.[0]
             let keys = RandomKey.split (2 * horizon + 1) (RandomKey.fold 1L key)
 
-            let flat (t: Tensor) =
-                Tensor.expand (Array.append [| e |] t.Shape) t
-                |> Tensor.reshape (Array.append [| e * n |] t.Shape.[1..])
+            let flat = Tensor.repeatRows e
             // Rows e*n: block i is rolled out under elite member i only, all blocks in one batched pass.
             let memberStep (k: RandomKey) (s: Tensor) (a: Tensor) =
                 Rollout.stepWith (Dynamics.stepByBlocksWithNoise ctx.PathNoise) ctx k s a
@@ -299,13 +296,6 @@ module Objectives =
         if choices.Samples < 1 then
             invalidArg "samples" (sprintf "at least one sample per start state is needed, got %d" choices.Samples)
 
-        let tile (k: int) (x: Tensor) =
-            if k = 1 then
-                x
-            else
-                Tensor.expand [| k; x.Shape.[0]; x.Shape.[1] |] x
-                |> Tensor.reshape [| k * x.Shape.[0]; x.Shape.[1] |]
-
         let pathsPerStart, actionsAtEnd =
             match choices.Placement with
             | WholePaths -> choices.Samples, 1
@@ -323,9 +313,11 @@ module Objectives =
             let next, r, d = parts.Step keys.[2 * t + 1] s a
             next, (if paysEntropy t then r - alpha * logp else r), d
 
-        let path = ImaginedPath.start (tile pathsPerStart obs) |> ImaginedPath.unroll gamma horizon stepAt
+        let path =
+            ImaginedPath.start (Tensor.repeatRows pathsPerStart obs) |> ImaginedPath.unroll gamma horizon stepAt
+
         let rows = path.State.Shape.[0]
-        let a, logp = parts.Act keys.[2 * horizon] (tile actionsAtEnd path.State)
+        let a, logp = parts.Act keys.[2 * horizon] (Tensor.repeatRows actionsAtEnd path.State)
         let value = parts.Terminal path.State (Tensor.reshape [| actionsAtEnd; rows; -1 |] a)
 
         let terminal =
