@@ -130,38 +130,16 @@ let private printCounts (name: string) (steps: int) (counter: CountingBackend) =
 
     counter.Reset()
 
-/// Runs the workloads and prints `actor_step: median X ms`, `model_step: …` and `update_step: …` (a whole agent
-/// update, which PyTorch's reference does not time). With countOps, every raw operation goes through a
-/// CountingBackend and each workload's operations per step are listed after its time.
-let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: BenchShape) =
-    CpuSettings.Threads <- threads
-
-    let counter =
-        if countOps then
-            Some(CountingBackend(Backends.Default))
-        else
-            None
-
-    use _counting =
-        match counter with
-        | Some c -> Backends.Use c
-        | None ->
-            { new IDisposable with
-                member _.Dispose() = ()
-            }
-
-    let su = setup shape
+/// The MAAC actor's step as the library runs it (H model steps, K samples per start state, terminal min-Q, α = 0.2):
+/// each call one Adam step of the policy, which the workload keeps.
+let private actorWorkload (shape: BenchShape) (su: Setup) (root: RandomKey) =
     // As in the agent's update (and PyTorch's optimiser): no per-parameter finiteness read inside the step.
-    let actorCfg = { AdamConfig.WithLearningRate 3e-4f with CheckFinite = false }
-    let modelCfg = { AdamConfig.WithLearningRate 1e-3f with CheckFinite = false }
+    let cfg = { AdamConfig.WithLearningRate 3e-4f with CheckFinite = false }
     let mutable policy = su.Policy
     let mutable policyOpt = Adam.init su.Policy
-    let mutable model = su.Context.Model.Net
-    let mutable modelOpt = Adam.init model
-    let root = RandomKey.ofSeed 1L
-    // A step keeps the new optimiser state and parameters (the rest is released when it ends).
-    let actorStep (i: int) =
-        // The library's MAAC objective: H model steps, K samples per start state, terminal min-Q, α = 0.2.
+
+    fun (i: int) ->
+        // A step keeps the new optimiser state and parameters (the rest is released when it ends).
         let o, p =
             Tensor.releasing Adam.tensors (fun () ->
                 let loss =
@@ -176,23 +154,31 @@ let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: Ben
                         su.Start
 
                 let _, g = Diff.valueAndGradParams loss policy
-                Adam.step actorCfg policyOpt policy g)
+                Adam.step cfg policyOpt policy g)
 
         policyOpt <- o
         policy <- p
 
-    let modelStep (_: int) =
+/// One Adam step of the dynamics ensemble on its NLL, per call.
+let private modelWorkload (su: Setup) =
+    let cfg = { AdamConfig.WithLearningRate 1e-3f with CheckFinite = false }
+    let mutable model = su.Context.Model.Net
+    let mutable modelOpt = Adam.init model
+
+    fun (_: int) ->
         let o, m =
             Tensor.releasing Adam.tensors (fun () ->
                 let _, g =
                     Diff.valueAndGradParams (fun m -> GaussianEnsemble.nll m su.ModelInputs su.ModelTargets) model
 
-                Adam.step modelCfg modelOpt model g)
+                Adam.step cfg modelOpt model g)
 
         modelOpt <- o
         model <- m
-    // One whole agent update as training does it: STEVE critic target, MAAC actor, temperature, Polyak, and
-    // the update's single read-back of losses and gradient probes (HalfCheetah's settings, this batch size).
+
+/// One whole agent update as training does it: STEVE critic target, MAAC actor, temperature, Polyak, and the
+/// update's single read-back of losses and gradient probes (HalfCheetah's settings, this batch size).
+let private updateWorkload (shape: BenchShape) (su: Setup) (root: RandomKey) =
     let settings =
         { Maac.Algorithms.Settings.forTask "HalfCheetah" "maac" with
             BatchSize = shape.Batch
@@ -218,51 +204,43 @@ let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: Ben
 
     let maac = Maac.Algorithms.Algorithms.find "maac"
 
-    let updateStep (i: int) =
+    fun (i: int) ->
         let next, _ =
             Maac.Algorithms.Agent.update maac settings (Some su.Context) (max 0 i) (RandomKey.fold (int64 i) root) agent batch
 
         agent <- next
 
-    let device =
-        match device, Backends.Default with
-        | Device.Cpu, _ -> sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName
-        | _, (:? Maac.Cuda.GpuBackend as g) when not g.UsesCublas -> "ilgpu-cpu (the GPU kernels on ILGPU's CPU accelerator)"
-        | _ -> string device
-    // On a GPU: kernel launches, device allocations and pool collections per step.
-    let gpuCounters () =
-        match counter |> Option.map (fun c -> c.Inner) |> Option.defaultValue Backends.Default with
-        | :? Maac.Cuda.GpuBackend as g -> Some(g.Launches, g.Pool.Misses, g.Pool.Collections)
-        | _ -> None
-    // The cost of one operation on a one-element tensor, launch to completion, averaged over a queue of them:
-    // the floor under any step made of that many operations.
-    let opCostOver (count: int) (keep: bool) =
-        let kept = ResizeArray()
+/// The cost of one operation on a one-element tensor, launch to completion, averaged over a queue of them: the
+/// floor under any step made of that many operations. With keep, every tensor stays alive (no reuse).
+let private opCostOver (count: int) (keep: bool) =
+    let kept = ResizeArray()
 
-        let fillOne () =
-            let t = Backends.Default.Full([| 1 |], 0.0f)
+    let fillOne () =
+        let t = Backends.Default.Full([| 1 |], 0.0f)
 
-            if keep then
-                kept.Add t
+        if keep then
+            kept.Add t
 
-        for _ in 1..200 do
-            fillOne ()
+    for _ in 1..200 do
+        fillOne ()
 
-        Backends.Default.Synchronize()
-        let sw = Stopwatch.StartNew()
+    Backends.Default.Synchronize()
+    let sw = Stopwatch.StartNew()
 
-        for _ in 1..count do
-            fillOne ()
+    for _ in 1..count do
+        fillOne ()
 
-        Backends.Default.Synchronize()
-        sw.Elapsed.TotalMilliseconds * 1000.0 / float count
+    Backends.Default.Synchronize()
+    sw.Elapsed.TotalMilliseconds * 1000.0 / float count
 
+/// Prints what one small operation costs on this device; on a GPU, where its host time goes: the bare launch, the
+/// pool's collections, device allocation.
+let private printOperationCosts (device: string) =
     let opCost = opCostOver 5000
     printfn "maac %s one small operation (full [1]): %.2f µs" device (opCost false)
 
     match Backends.Default with
     | :? Maac.Cuda.GpuBackend as g ->
-        // Where a GPU operation's host time goes: the bare launch, the pool's collections, device allocation.
         printfn "maac %s one bare kernel launch (ILGPU): %.2f µs" device (g.MeasureLaunchMicroseconds 5000)
         let collectAfter = Maac.Cuda.DevicePool.CollectAfter
         Maac.Cuda.DevicePool.CollectAfter <- Int32.MaxValue
@@ -278,33 +256,81 @@ let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: Ben
         Maac.Cuda.DevicePool.CollectAfter <- collectAfter
     | _ -> ()
 
+/// On a GPU: kernel launches, device allocations and pool collections so far.
+let private gpuCounters (counter: CountingBackend option) =
+    match counter |> Option.map (fun c -> c.Inner) |> Option.defaultValue Backends.Default with
+    | :? Maac.Cuda.GpuBackend as g -> Some(g.Launches, g.Pool.Misses, g.Pool.Collections)
+    | _ -> None
+
+/// Times one workload (5 warm-up steps, then reps) and prints its line, with the GPU's counts per step and, with a
+/// counter, its operations per step.
+let private timeWorkload (device: string) (reps: int) (counter: CountingBackend option) (name: string) (step: int -> unit) =
+    let before = gpuCounters counter
+    let med, best, queued, gc, alloc = time 5 reps step
+
+    let perStep =
+        match before, gpuCounters counter with
+        | Some(l0, m0, c0), Some(l1, m1, c1) ->
+            let n = float (reps + 5)
+
+            sprintf
+                "; %.0f kernel launches, %.1f device allocations, %.2f pool collections per step"
+                (float (l1 - l0) / n)
+                (float (m1 - m0) / n)
+                (float (c1 - c0) / n)
+        | _ -> ""
+
+    printfn
+        "maac %s %s: median %.3f ms  min %.3f ms  (host done queueing at %.3f ms; GC pauses %.1f ms/step, %.0f MB fresh allocation/step%s)"
+        device
+        name
+        med
+        best
+        queued
+        gc
+        alloc
+        perStep
+
+    counter |> Option.iter (printCounts name (reps + 5))
+
+/// Runs the workloads and prints `actor_step: median X ms`, `model_step: …` and `update_step: …` (a whole agent
+/// update, which PyTorch's reference does not time). With countOps, every raw operation goes through a
+/// CountingBackend and each workload's operations per step are listed after its time.
+let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: BenchShape) =
+    CpuSettings.Threads <- threads
+
+    let counter =
+        if countOps then
+            Some(CountingBackend(Backends.Default))
+        else
+            None
+
+    use _counting =
+        match counter with
+        | Some c -> Backends.Use c
+        | None ->
+            { new IDisposable with
+                member _.Dispose() = ()
+            }
+
+    let su = setup shape
+    let root = RandomKey.ofSeed 1L
+
+    let workloads =
+        [
+            "actor_step", actorWorkload shape su root
+            "model_step", modelWorkload su
+            "update_step", updateWorkload shape su root
+        ]
+
+    let device =
+        match device, Backends.Default with
+        | Device.Cpu, _ -> sprintf "cpu threads=%d (%s)" threads CpuBackend.KernelName
+        | _, (:? Maac.Cuda.GpuBackend as g) when not g.UsesCublas -> "ilgpu-cpu (the GPU kernels on ILGPU's CPU accelerator)"
+        | _ -> string device
+
+    printOperationCosts device
     counter |> Option.iter (fun c -> c.Reset())
 
-    for name, step in [ "actor_step", actorStep; "model_step", modelStep; "update_step", updateStep ] do
-        let before = gpuCounters ()
-        let med, best, queued, gc, alloc = time 5 reps step
-
-        let perStep =
-            match before, gpuCounters () with
-            | Some(l0, m0, c0), Some(l1, m1, c1) ->
-                let n = float (reps + 5)
-
-                sprintf
-                    "; %.0f kernel launches, %.1f device allocations, %.2f pool collections per step"
-                    (float (l1 - l0) / n)
-                    (float (m1 - m0) / n)
-                    (float (c1 - c0) / n)
-            | _ -> ""
-
-        printfn
-            "maac %s %s: median %.3f ms  min %.3f ms  (host done queueing at %.3f ms; GC pauses %.1f ms/step, %.0f MB fresh allocation/step%s)"
-            device
-            name
-            med
-            best
-            queued
-            gc
-            alloc
-            perStep
-
-        counter |> Option.iter (printCounts name (reps + 5))
+    for name, step in workloads do
+        timeWorkload device reps counter name step

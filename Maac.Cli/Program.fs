@@ -244,6 +244,213 @@ type Command =
             | Export _ -> "write a run's deterministic policy as an ONNX model (observation → action), to run without Maac."
             | Experiment _ -> "the paper's analyses: gradient-error, ablation, mpc, compare."
 
+/// `train --resume DIR`: continues a run as it was configured; flags that would change its meaning are refused.
+let private resumeRun (t: ParseResults<TrainArgs>) (dir: string) =
+    let s = Maac.Algorithms.RunFolder.readSettings dir
+    // A resumed run continues as configured: flags that would change its meaning are refused, not ignored.
+    let conflicts =
+        [
+            match t.TryGetResult TrainArgs.Env with
+            | Some e when (Maac.Envs.Tasks.find e).Name <> s.Env -> yield sprintf "--env %s (the run is on %s)" e s.Env
+            | _ -> ()
+            match t.TryGetResult Algo with
+            | Some a when (Maac.Algorithms.Algorithms.find a).Name <> s.Algorithm -> yield sprintf "--algo %s (the run is %s)" a s.Algorithm
+            | _ -> ()
+            match t.TryGetResult Seed with
+            | Some seed when seed <> s.Seed -> yield sprintf "--seed %d (the run's is %d)" seed s.Seed
+            | _ -> ()
+            if t.Contains TrainArgs.Config then
+                yield "--config (the run's settings are its config.json)"
+            if t.Contains TrainArgs.Out then
+                yield "--out (the run's folder is the one resumed)"
+        ]
+
+    if not conflicts.IsEmpty then
+        failwithf
+            "--resume continues %s as it was configured; these flags would change it: %s. Start a new run with --out instead"
+            dir
+            (String.Join("; ", conflicts))
+
+    TrainCommands.train s dir (Some(t.TryGetResult TrainArgs.Steps)) (t.TryGetResult TrainArgs.Tensorboard)
+
+/// `train --env TASK`: a new run from the task's settings (or a settings file) into a new run folder.
+let private newRun (t: ParseResults<TrainArgs>) =
+    let requested =
+        match t.TryGetResult TrainArgs.Env with
+        | Some e -> e
+        | None -> failwith "train needs --env (or --resume DIR)"
+
+    let env = (Maac.Envs.Tasks.find requested).Name
+    let algo = (Maac.Algorithms.Algorithms.find (t.GetResult(Algo, defaultValue = "maac"))).Name
+
+    let baseSettings =
+        match t.TryGetResult TrainArgs.Config with
+        | Some file -> Maac.Algorithms.RunFolder.readSettingsFileFor file (Some env) (Some algo)
+        | None -> Maac.Algorithms.Settings.forTask env algo
+
+    let s =
+        { baseSettings with
+            Env = env
+            Algorithm = algo
+            Steps = t.GetResult(TrainArgs.Steps, defaultValue = baseSettings.Steps)
+            Seed = t.GetResult(Seed, defaultValue = baseSettings.Seed)
+        }
+
+    let out =
+        t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
+
+    TrainCommands.train s out None (t.TryGetResult TrainArgs.Tensorboard)
+
+/// `train`: a new run, or a resumed one with --resume.
+let private train (t: ParseResults<TrainArgs>) =
+    Maac.Tensors.Cpu.CpuSettings.Threads <- t.GetResult(TrainArgs.Threads, defaultValue = Environment.ProcessorCount)
+    Maac.Tensors.Devices.select (t.GetResult(TrainArgs.Device, defaultValue = "cpu")) |> ignore
+
+    match t.TryGetResult Resume with
+    | Some dir -> resumeRun t dir
+    | None -> newRun t
+
+/// `experiment ablation|compare`: a sweep of tasks × algorithms × seeds, run here or as a Slurm array.
+let private sweep (kind: string) (defaultAlgos: string) (r: ParseResults<RunsArgs>) =
+    let list (text: string) =
+        text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+        |> List.ofArray
+
+    let envs = list (r.GetResult RunsArgs.Env) |> List.map (fun e -> (Maac.Envs.Tasks.find e).Name)
+
+    if envs.IsEmpty then
+        failwith "--env names no task"
+
+    let algos = list (r.GetResult(Algos, defaultValue = defaultAlgos))
+
+    let out =
+        r.GetResult(RunsArgs.Out, defaultValue = IO.Path.Combine("experiments", sprintf "%s-%s" kind (String.Join("+", envs))))
+
+    let config = r.TryGetResult RunsArgs.Config
+    // A bad file fails here, not in every run.
+    config
+    |> Option.iter (fun c ->
+        for e in envs do
+            for a in algos do
+                Maac.Algorithms.RunFolder.readSettingsFileFor c (Some e) (Some a) |> ignore)
+
+    let seeds, steps =
+        r.GetResult(RunsArgs.Seeds, defaultValue = 3), r.GetResult(RunsArgs.Steps, defaultValue = 3000)
+
+    match r.GetResult(Launcher, defaultValue = "local") with
+    | "local" ->
+        let concurrent = r.GetResult(Parallel, defaultValue = Experiments.defaultParallel ())
+
+        let threads =
+            r.GetResult(RunsArgs.Threads, defaultValue = max 1 (Environment.ProcessorCount / max 1 concurrent))
+
+        if concurrent < 1 || threads < 1 then
+            failwith "--parallel and --threads must be at least 1"
+
+        Experiments.sweep out envs algos seeds steps config threads (Experiments.Local concurrent)
+    | "slurm" ->
+        let cpus = r.GetResult(Cpus_Per_Task, defaultValue = 2)
+        let signal = r.GetResult(Signal_Seconds, defaultValue = 120)
+
+        if cpus < 1 then
+            failwithf "--cpus-per-task must be at least 1, got %d" cpus
+
+        if signal < 1 then
+            failwithf "--signal-seconds must be at least 1, got %d" signal
+
+        let slurm: Slurm.SlurmOptions =
+            {
+                Partition = r.TryGetResult Partition
+                Time = r.TryGetResult Time
+                CpusPerTask = cpus
+                GpusPerTask = r.TryGetResult Gpus_Per_Task
+                SignalSeconds = signal
+                Extra = r.GetResults Sbatch_Arg
+            }
+
+        Experiments.sweep
+            out
+            envs
+            algos
+            seeds
+            steps
+            config
+            (r.GetResult(RunsArgs.Threads, defaultValue = cpus))
+            (Experiments.SlurmArray slurm)
+    | other -> failwithf "--launcher must be local or slurm, got '%s'" other
+
+/// `experiment gradient-error`: the paper's Figure 3.
+let private gradientError (g: ParseResults<GradientErrorArgs>) =
+    let d = Maac.Analysis.GradientErrorSettings.Default
+
+    let s =
+        { d with
+            Seeds = g.GetResult(GradientErrorArgs.Seeds, defaultValue = d.Seeds)
+            Horizons = g.GetResult(Horizons, defaultValue = d.Horizons)
+            Samples = g.GetResult(Samples, defaultValue = d.Samples)
+            ModelData = g.GetResult(Model_Data, defaultValue = d.ModelData)
+        }
+
+    Experiments.gradientError s (g.GetResult(GradientErrorArgs.Out, defaultValue = IO.Path.Combine("experiments", "gradient-error")))
+
+/// `experiment pendulum-optimum`: the near-optimal Pendulum controller's evaluation returns.
+let private pendulumOptimum (o: ParseResults<OptimumArgs>) =
+    let grid = Maac.Analysis.PendulumGrid.Fine
+
+    for seed in 0 .. o.GetResult(OptimumArgs.Seeds, defaultValue = 3) - 1 do
+        let rs =
+            Maac.Analysis.PendulumOptimum.evaluationReturns grid (int64 seed) (o.GetResult(OptimumArgs.Episodes, defaultValue = 10))
+
+        printfn
+            "seed %d: near-optimal evaluation return %.1f (episodes: %s)"
+            seed
+            (Array.average rs)
+            (String.Join(" ", rs |> Array.map (sprintf "%.0f")))
+
+    0
+
+/// `export`: a run's deterministic policy as an ONNX model.
+let private export (x: ParseResults<ExportArgs>) =
+    use trainer = Maac.Algorithms.RunFolder.openTrainer (x.GetResult ExportArgs.Run)
+    trainer.ExportOnnx(x.GetResult ExportArgs.Out)
+
+    printfn
+        "wrote %s: input '%s' [batch, %d], output '%s' [batch, %d] in the task's action space"
+        (x.GetResult ExportArgs.Out)
+        Maac.Algorithms.OnnxExport.InputName
+        trainer.ObservationDim
+        Maac.Algorithms.OnnxExport.OutputName
+        trainer.ActionSpace.Dim
+
+    0
+
+/// `bench`: times the learning workloads at the reference (or tiny) shapes.
+let private bench (b: ParseResults<BenchArgs>) =
+    let threads = b.GetResult(BenchArgs.Threads, defaultValue = Environment.ProcessorCount)
+    let reps = b.GetResult(Reps, defaultValue = 20)
+
+    if threads < 1 then
+        failwithf "--threads must be at least 1, got %d" threads
+
+    if reps < 1 then
+        failwithf "--reps must be at least 1, got %d" reps
+
+    let device =
+        match b.GetResult(BenchArgs.Device, defaultValue = "cpu") with
+        | "ilgpu-cpu" ->
+            Maac.Tensors.Backends.Default <- Maac.Cuda.Gpu.cpuSimulator ()
+            Maac.Tensors.Device.Cuda 0
+        | spec -> Maac.Tensors.Devices.select spec
+
+    let shape =
+        match b.GetResult(Shape, defaultValue = "reference") with
+        | "reference" -> Bench.reference
+        | "tiny" -> Bench.tiny
+        | other -> failwithf "--shape must be reference or tiny, got '%s'" other
+
+    Bench.run device threads reps (b.Contains Count_Ops) shape
+    0
+
 [<EntryPoint>]
 let main argv =
     let parser = ArgumentParser.Create<Command>(programName = "maac")
@@ -258,185 +465,18 @@ let main argv =
             | None -> EnvCommands.list ()
 
             0
-        | Train t ->
-            Maac.Tensors.Cpu.CpuSettings.Threads <- t.GetResult(TrainArgs.Threads, defaultValue = Environment.ProcessorCount)
-            Maac.Tensors.Devices.select (t.GetResult(TrainArgs.Device, defaultValue = "cpu")) |> ignore
-
-            match t.TryGetResult Resume with
-            | Some dir ->
-                let s = Maac.Algorithms.RunFolder.readSettings dir
-                // A resumed run continues as configured: flags that would change its meaning are refused, not ignored.
-                let conflicts =
-                    [
-                        match t.TryGetResult TrainArgs.Env with
-                        | Some e when (Maac.Envs.Tasks.find e).Name <> s.Env -> yield sprintf "--env %s (the run is on %s)" e s.Env
-                        | _ -> ()
-                        match t.TryGetResult Algo with
-                        | Some a when (Maac.Algorithms.Algorithms.find a).Name <> s.Algorithm ->
-                            yield sprintf "--algo %s (the run is %s)" a s.Algorithm
-                        | _ -> ()
-                        match t.TryGetResult Seed with
-                        | Some seed when seed <> s.Seed -> yield sprintf "--seed %d (the run's is %d)" seed s.Seed
-                        | _ -> ()
-                        if t.Contains TrainArgs.Config then
-                            yield "--config (the run's settings are its config.json)"
-                        if t.Contains TrainArgs.Out then
-                            yield "--out (the run's folder is the one resumed)"
-                    ]
-
-                if not conflicts.IsEmpty then
-                    failwithf
-                        "--resume continues %s as it was configured; these flags would change it: %s. Start a new run with --out instead"
-                        dir
-                        (String.Join("; ", conflicts))
-
-                TrainCommands.train s dir (Some(t.TryGetResult TrainArgs.Steps)) (t.TryGetResult TrainArgs.Tensorboard)
-            | None ->
-                let requested =
-                    match t.TryGetResult TrainArgs.Env with
-                    | Some e -> e
-                    | None -> failwith "train needs --env (or --resume DIR)"
-
-                let env = (Maac.Envs.Tasks.find requested).Name
-                let algo = (Maac.Algorithms.Algorithms.find (t.GetResult(Algo, defaultValue = "maac"))).Name
-
-                let baseSettings =
-                    match t.TryGetResult TrainArgs.Config with
-                    | Some file -> Maac.Algorithms.RunFolder.readSettingsFileFor file (Some env) (Some algo)
-                    | None -> Maac.Algorithms.Settings.forTask env algo
-
-                let s =
-                    { baseSettings with
-                        Env = env
-                        Algorithm = algo
-                        Steps = t.GetResult(TrainArgs.Steps, defaultValue = baseSettings.Steps)
-                        Seed = t.GetResult(Seed, defaultValue = baseSettings.Seed)
-                    }
-
-                let out =
-                    t.GetResult(TrainArgs.Out, defaultValue = IO.Path.Combine("runs", sprintf "%s-%s-seed%d" env algo s.Seed))
-
-                TrainCommands.train s out None (t.TryGetResult TrainArgs.Tensorboard)
+        | Train t -> train t
         | Eval e ->
             Maac.Tensors.Devices.select (e.GetResult(EvalArgs.Device, defaultValue = "cpu")) |> ignore
             TrainCommands.eval (e.GetResult EvalArgs.Run) (e.GetResult(EvalArgs.Episodes, defaultValue = 10)) (e.Contains EvalArgs.Mpc)
         | Plot p -> TrainCommands.plot (p.GetResult Runs) (p.GetResult PlotArgs.Out)
-        | Export x ->
-            use trainer = Maac.Algorithms.RunFolder.openTrainer (x.GetResult ExportArgs.Run)
-            trainer.ExportOnnx(x.GetResult ExportArgs.Out)
-
-            printfn
-                "wrote %s: input '%s' [batch, %d], output '%s' [batch, %d] in the task's action space"
-                (x.GetResult ExportArgs.Out)
-                Maac.Algorithms.OnnxExport.InputName
-                trainer.ObservationDim
-                Maac.Algorithms.OnnxExport.OutputName
-                trainer.ActionSpace.Dim
-
-            0
+        | Export x -> export x
         | Experiment x ->
-            let runs (kind: string) (defaultAlgos: string) (r: ParseResults<RunsArgs>) =
-                let list (text: string) =
-                    text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
-                    |> List.ofArray
-
-                let envs = list (r.GetResult RunsArgs.Env) |> List.map (fun e -> (Maac.Envs.Tasks.find e).Name)
-
-                if envs.IsEmpty then
-                    failwith "--env names no task"
-
-                let algos = list (r.GetResult(Algos, defaultValue = defaultAlgos))
-
-                let out =
-                    r.GetResult(RunsArgs.Out, defaultValue = IO.Path.Combine("experiments", sprintf "%s-%s" kind (String.Join("+", envs))))
-
-                let config = r.TryGetResult RunsArgs.Config
-                // A bad file fails here, not in every run.
-                config
-                |> Option.iter (fun c ->
-                    for e in envs do
-                        for a in algos do
-                            Maac.Algorithms.RunFolder.readSettingsFileFor c (Some e) (Some a) |> ignore)
-
-                let seeds, steps =
-                    r.GetResult(RunsArgs.Seeds, defaultValue = 3), r.GetResult(RunsArgs.Steps, defaultValue = 3000)
-
-                match r.GetResult(Launcher, defaultValue = "local") with
-                | "local" ->
-                    let concurrent = r.GetResult(Parallel, defaultValue = Experiments.defaultParallel ())
-
-                    let threads =
-                        r.GetResult(RunsArgs.Threads, defaultValue = max 1 (Environment.ProcessorCount / max 1 concurrent))
-
-                    if concurrent < 1 || threads < 1 then
-                        failwith "--parallel and --threads must be at least 1"
-
-                    Experiments.sweep out envs algos seeds steps config threads (Experiments.Local concurrent)
-                | "slurm" ->
-                    let cpus = r.GetResult(Cpus_Per_Task, defaultValue = 2)
-                    let signal = r.GetResult(Signal_Seconds, defaultValue = 120)
-
-                    if cpus < 1 then
-                        failwithf "--cpus-per-task must be at least 1, got %d" cpus
-
-                    if signal < 1 then
-                        failwithf "--signal-seconds must be at least 1, got %d" signal
-
-                    let slurm: Slurm.SlurmOptions =
-                        {
-                            Partition = r.TryGetResult Partition
-                            Time = r.TryGetResult Time
-                            CpusPerTask = cpus
-                            GpusPerTask = r.TryGetResult Gpus_Per_Task
-                            SignalSeconds = signal
-                            Extra = r.GetResults Sbatch_Arg
-                        }
-
-                    Experiments.sweep
-                        out
-                        envs
-                        algos
-                        seeds
-                        steps
-                        config
-                        (r.GetResult(RunsArgs.Threads, defaultValue = cpus))
-                        (Experiments.SlurmArray slurm)
-                | other -> failwithf "--launcher must be local or slurm, got '%s'" other
-
             match x.GetSubCommand() with
-            | Gradient_Error g ->
-                let d = Maac.Analysis.GradientErrorSettings.Default
-
-                let s =
-                    { d with
-                        Seeds = g.GetResult(GradientErrorArgs.Seeds, defaultValue = d.Seeds)
-                        Horizons = g.GetResult(Horizons, defaultValue = d.Horizons)
-                        Samples = g.GetResult(Samples, defaultValue = d.Samples)
-                        ModelData = g.GetResult(Model_Data, defaultValue = d.ModelData)
-                    }
-
-                Experiments.gradientError
-                    s
-                    (g.GetResult(GradientErrorArgs.Out, defaultValue = IO.Path.Combine("experiments", "gradient-error")))
-            | Ablation r -> runs "ablation" "maac,maac-h0,maac-td,maac-k1" r
-            | Compare r -> runs "compare" "maac,sac,mbpo,steve,svg1" r
-            | Pendulum_Optimum o ->
-                let grid = Maac.Analysis.PendulumGrid.Fine
-
-                for seed in 0 .. o.GetResult(OptimumArgs.Seeds, defaultValue = 3) - 1 do
-                    let rs =
-                        Maac.Analysis.PendulumOptimum.evaluationReturns
-                            grid
-                            (int64 seed)
-                            (o.GetResult(OptimumArgs.Episodes, defaultValue = 10))
-
-                    printfn
-                        "seed %d: near-optimal evaluation return %.1f (episodes: %s)"
-                        seed
-                        (Array.average rs)
-                        (String.Join(" ", rs |> Array.map (sprintf "%.0f")))
-
-                0
+            | Gradient_Error g -> gradientError g
+            | Ablation r -> sweep "ablation" "maac,maac-h0,maac-td,maac-k1" r
+            | Compare r -> sweep "compare" "maac,sac,mbpo,steve,svg1" r
+            | Pendulum_Optimum o -> pendulumOptimum o
             | ExperimentCommand.Mpc m -> Experiments.mpc (m.GetResult MpcArgs.Run) (m.GetResult(MpcArgs.Episodes, defaultValue = 10))
             | Status f -> Experiments.status (f.GetResult Folder)
             | Collect f -> Experiments.collect (f.GetResult Folder)
@@ -448,31 +488,7 @@ let main argv =
         | Bench b when b.Contains BenchArgs.Env ->
             EnvCommands.bench (b.GetResult BenchArgs.Env) (b.GetResult(BenchArgs.Steps, defaultValue = 20_000))
             0
-        | Bench b ->
-            let threads = b.GetResult(BenchArgs.Threads, defaultValue = Environment.ProcessorCount)
-            let reps = b.GetResult(Reps, defaultValue = 20)
-
-            if threads < 1 then
-                failwithf "--threads must be at least 1, got %d" threads
-
-            if reps < 1 then
-                failwithf "--reps must be at least 1, got %d" reps
-
-            let device =
-                match b.GetResult(BenchArgs.Device, defaultValue = "cpu") with
-                | "ilgpu-cpu" ->
-                    Maac.Tensors.Backends.Default <- Maac.Cuda.Gpu.cpuSimulator ()
-                    Maac.Tensors.Device.Cuda 0
-                | spec -> Maac.Tensors.Devices.select spec
-
-            let shape =
-                match b.GetResult(Shape, defaultValue = "reference") with
-                | "reference" -> Bench.reference
-                | "tiny" -> Bench.tiny
-                | other -> failwithf "--shape must be reference or tiny, got '%s'" other
-
-            Bench.run device threads reps (b.Contains Count_Ops) shape
-            0
+        | Bench b -> bench b
     with
     | :? ArguParseException as e ->
         eprintfn "%s" e.Message

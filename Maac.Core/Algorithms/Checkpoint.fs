@@ -127,39 +127,36 @@ module Checkpoint =
 
         writeUnchecked path arrays metadata
 
-    /// Reads a checkpoint and checks everything the file itself can show: its layout (header length, JSON, every
-    /// entry's dtype, shape and byte range; ranges in order, contiguous, non-overlapping and covering the data
-    /// exactly; shapes of non-negative dimensions whose products fit), the header's and every tensor's checksum, and
-    /// that every value is finite. Any failure is a CheckpointException naming the file and the tensor or key.
-    let load (path: string) : Map<string, NamedArray> * Map<string, string> =
-        let fail fmt =
-            Printf.kprintf
-                (fun m -> raise (CheckpointException(sprintf "checkpoint %s is corrupt or not a Maac checkpoint: %s" path m)))
-                fmt
+    /// Raises the CheckpointException of a file whose content is wrong, the message formatted as by sprintf.
+    let private corrupt (path: string) fmt =
+        Printf.kprintf (fun m -> raise (CheckpointException(sprintf "checkpoint %s is corrupt or not a Maac checkpoint: %s" path m))) fmt
 
+    /// The file's bytes; a missing or unreadable file is a CheckpointException naming it.
+    let private readBytes (path: string) =
         if not (File.Exists path) then
             raise (CheckpointException(sprintf "checkpoint not found: %s" path))
 
-        let bytes =
-            try
-                File.ReadAllBytes path
-            with
-            | :? IOException
-            | :? UnauthorizedAccessException as e -> raise (CheckpointException(sprintf "checkpoint %s cannot be read: %s" path e.Message))
+        try
+            File.ReadAllBytes path
+        with
+        | :? IOException
+        | :? UnauthorizedAccessException as e -> raise (CheckpointException(sprintf "checkpoint %s cannot be read: %s" path e.Message))
 
+    /// The header's JSON object and where the data starts: an 8-byte length, then that many bytes of UTF-8 JSON.
+    let private readHeader (path: string) (bytes: byte[]) =
         if bytes.Length < 8 then
-            fail "the file has %d bytes, fewer than the 8 of the header length" bytes.Length
+            corrupt path "the file has %d bytes, fewer than the 8 of the header length" bytes.Length
 
         let headerLength = BitConverter.ToUInt64(bytes, 0)
 
         if headerLength > uint64 (bytes.Length - 8) then
-            fail "the header claims %d bytes but the file has %d" headerLength bytes.Length
+            corrupt path "the header claims %d bytes but the file has %d" headerLength bytes.Length
 
         let headerText =
             try
                 UTF8Encoding(false, true).GetString(bytes, 8, int headerLength)
             with :? DecoderFallbackException ->
-                fail "the header is not valid UTF-8"
+                corrupt path "the header is not valid UTF-8"
 
         let header =
             try
@@ -168,157 +165,184 @@ module Checkpoint =
                     // A JsonObject reads its properties on first use: a repeated name surfaces here, not later.
                     o.Count |> ignore
                     o
-                | _ -> fail "the header is not a JSON object"
+                | _ -> corrupt path "the header is not a JSON object"
             with
             | :? CheckpointException -> reraise ()
-            | :? ArgumentException as e -> fail "the header names a key twice (%s)" e.Message
-            | e -> fail "the header is not JSON (%s)" e.Message
+            | :? ArgumentException as e -> corrupt path "the header names a key twice (%s)" e.Message
+            | e -> corrupt path "the header is not JSON (%s)" e.Message
 
-        let dataStart = 8L + int64 headerLength
-        let dataLength = int64 bytes.Length - dataStart
+        header, 8L + int64 headerLength
 
-        let metadata =
-            match header.["__metadata__"] with
-            | null -> Map.empty
-            | :? JsonObject as m ->
-                m
-                |> Seq.map (fun kv ->
-                    match kv.Value with
-                    | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> kv.Key, v.GetValue<string>()
-                    | _ -> fail "metadata '%s' is not a string" kv.Key)
-                |> Map.ofSeq
-            | _ -> fail "__metadata__ is not an object"
+    /// The header's __metadata__ object: string values only.
+    let private readMetadata (path: string) (header: JsonObject) =
+        match header.["__metadata__"] with
+        | null -> Map.empty
+        | :? JsonObject as m ->
+            m
+            |> Seq.map (fun kv ->
+                match kv.Value with
+                | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> kv.Key, v.GetValue<string>()
+                | _ -> corrupt path "metadata '%s' is not a string" kv.Key)
+            |> Map.ofSeq
+        | _ -> corrupt path "__metadata__ is not an object"
 
-        let entries =
-            [
-                for kv in header do
-                    if kv.Key <> "__metadata__" then
-                        let name = kv.Key
+    /// A shape's number of values, refused when it has a negative dimension or more values than a file can hold.
+    let private valueCount (path: string) (name: string) (shape: int64[]) =
+        if shape |> Array.exists (fun d -> d < 0L || d > int64 Int32.MaxValue) then
+            corrupt path "tensor '%s' has shape [%s]: dimensions must be between 0 and %d" name (String.Join(", ", shape)) Int32.MaxValue
 
-                        let o =
-                            match kv.Value with
-                            | :? JsonObject as o -> o
-                            | _ -> fail "tensor '%s' is not described by an object" name
+        let count =
+            shape
+            |> Array.fold
+                (fun n d ->
+                    if n = 0L || d <= (int64 Int32.MaxValue / 4L) / n then
+                        n * d
+                    else
+                        Int64.MaxValue)
+                1L
 
-                        let field (key: string) =
-                            match o.[key] with
-                            | null -> fail "tensor '%s' has no %s" name key
-                            | v -> v
+        if count > int64 Int32.MaxValue / 4L then
+            corrupt path "tensor '%s' has shape [%s], more values than a checkpoint can hold" name (String.Join(", ", shape))
 
-                        let dtype =
-                            match field "dtype" with
-                            | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> v.GetValue<string>()
-                            | _ -> fail "tensor '%s' has a dtype that is not a string" name
+        count
 
-                        if dtype <> "F32" then
-                            fail "tensor '%s' has dtype %s, expected F32" name dtype
+    /// One tensor's header entry: (name, shape, first data byte, end data byte), its dtype F32 and its byte range
+    /// inside the data and as long as its shape needs.
+    let private readEntry (path: string) (dataLength: int64) (name: string) (node: JsonNode) =
+        let o =
+            match node with
+            | :? JsonObject as o -> o
+            | _ -> corrupt path "tensor '%s' is not described by an object" name
 
-                        let integers (key: string) =
-                            match field key with
-                            | :? JsonArray as a ->
-                                a
-                                |> Seq.map (fun d ->
-                                    match d with
-                                    | :? JsonValue as v when v.GetValueKind() = JsonValueKind.Number ->
-                                        match v.TryGetValue<int64>() with
-                                        | true, x -> x
-                                        | _ -> fail "tensor '%s' has a %s entry that is not an integer" name key
-                                    | _ -> fail "tensor '%s' has a %s entry that is not a number" name key)
-                                |> Seq.toArray
-                            | _ -> fail "tensor '%s' has a %s that is not an array" name key
+        let field (key: string) =
+            match o.[key] with
+            | null -> corrupt path "tensor '%s' has no %s" name key
+            | v -> v
 
-                        let shape = integers "shape"
+        let dtype =
+            match field "dtype" with
+            | :? JsonValue as v when v.GetValueKind() = JsonValueKind.String -> v.GetValue<string>()
+            | _ -> corrupt path "tensor '%s' has a dtype that is not a string" name
 
-                        if shape |> Array.exists (fun d -> d < 0L || d > int64 Int32.MaxValue) then
-                            fail
-                                "tensor '%s' has shape [%s]: dimensions must be between 0 and %d"
-                                name
-                                (String.Join(", ", shape))
-                                Int32.MaxValue
+        if dtype <> "F32" then
+            corrupt path "tensor '%s' has dtype %s, expected F32" name dtype
 
-                        let count =
-                            shape
-                            |> Array.fold
-                                (fun n d ->
-                                    if n = 0L || d <= (int64 Int32.MaxValue / 4L) / n then
-                                        n * d
-                                    else
-                                        Int64.MaxValue)
-                                1L
+        let integers (key: string) =
+            match field key with
+            | :? JsonArray as a ->
+                a
+                |> Seq.map (fun d ->
+                    match d with
+                    | :? JsonValue as v when v.GetValueKind() = JsonValueKind.Number ->
+                        match v.TryGetValue<int64>() with
+                        | true, x -> x
+                        | _ -> corrupt path "tensor '%s' has a %s entry that is not an integer" name key
+                    | _ -> corrupt path "tensor '%s' has a %s entry that is not a number" name key)
+                |> Seq.toArray
+            | _ -> corrupt path "tensor '%s' has a %s that is not an array" name key
 
-                        if count > int64 Int32.MaxValue / 4L then
-                            fail "tensor '%s' has shape [%s], more values than a checkpoint can hold" name (String.Join(", ", shape))
+        let shape = integers "shape"
+        let count = valueCount path name shape
+        let offsets = integers "data_offsets"
 
-                        let offsets = integers "data_offsets"
+        if offsets.Length <> 2 then
+            corrupt path "tensor '%s' has %d data offsets, expected 2" name offsets.Length
 
-                        if offsets.Length <> 2 then
-                            fail "tensor '%s' has %d data offsets, expected 2" name offsets.Length
+        if offsets.[0] < 0L || offsets.[1] < offsets.[0] || offsets.[1] > dataLength then
+            corrupt path "tensor '%s' has data range [%d, %d] outside the %d data bytes" name offsets.[0] offsets.[1] dataLength
 
-                        if offsets.[0] < 0L || offsets.[1] < offsets.[0] || offsets.[1] > dataLength then
-                            fail "tensor '%s' has data range [%d, %d] outside the %d data bytes" name offsets.[0] offsets.[1] dataLength
+        if offsets.[1] - offsets.[0] <> 4L * count then
+            corrupt
+                path
+                "tensor '%s' has shape [%s] (%d bytes) but a data range of %d bytes"
+                name
+                (String.Join(", ", shape))
+                (4L * count)
+                (offsets.[1] - offsets.[0])
 
-                        if offsets.[1] - offsets.[0] <> 4L * count then
-                            fail
-                                "tensor '%s' has shape [%s] (%d bytes) but a data range of %d bytes"
-                                name
-                                (String.Join(", ", shape))
-                                (4L * count)
-                                (offsets.[1] - offsets.[0])
+        name, Array.map int shape, offsets.[0], offsets.[1]
 
-                        yield name, Array.map int shape, offsets.[0], offsets.[1]
-            ]
-            |> List.sortBy (fun (_, _, start, finish) -> start, finish)
-        // Ranges in order, each starting where the previous ended, together covering the data exactly.
+    /// Ranges in order, each starting where the previous ended, together covering the data exactly.
+    let private checkCoverage (path: string) (dataLength: int64) entries =
         let covered =
             entries
             |> List.fold
                 (fun expected (name, _, start, finish) ->
                     if start <> expected then
-                        fail "tensor '%s' starts at data byte %d where %d was expected (ranges overlap or leave a gap)" name start expected
+                        corrupt
+                            path
+                            "tensor '%s' starts at data byte %d where %d was expected (ranges overlap or leave a gap)"
+                            name
+                            start
+                            expected
 
                     finish)
                 0L
 
         if covered <> dataLength then
-            fail "the tensors cover %d data bytes but the file holds %d" covered dataLength
+            corrupt path "the tensors cover %d data bytes but the file holds %d" covered dataLength
 
-        let format = metadata.TryFind "format"
-        let checksummed = format <> Some PreviousFormat
+    /// Whether the file's format carries checksums; when it does, the header's checksum must match.
+    let private checkHeaderChecksum (path: string) (metadata: Map<string, string>) entries =
+        let checksummed = metadata.TryFind "format" <> Some PreviousFormat
 
         if not checksummed && metadata |> Map.exists (fun k _ -> k.StartsWith ChecksumPrefix) then
-            fail "the format says %s, which has no checksums, but the file holds checksums: the format was changed" PreviousFormat
+            corrupt path "the format says %s, which has no checksums, but the file holds checksums: the format was changed" PreviousFormat
 
         if checksummed then
             match metadata.TryFind HeaderChecksum with
-            | None -> fail "the header has no checksum (%s)" HeaderChecksum
+            | None -> corrupt path "the header has no checksum (%s)" HeaderChecksum
             | Some expected ->
                 let actual = headerDigest (Map.toSeq metadata) (entries |> Seq.map (fun (n, s, _, _) -> n, s))
 
                 if actual <> expected then
-                    fail "the header's checksum does not match: its metadata or a tensor's name or shape was changed"
+                    corrupt path "the header's checksum does not match: its metadata or a tensor's name or shape was changed"
 
-        let arrays =
-            entries
-            |> List.map (fun (name, shape, start, finish) ->
-                let length = int (finish - start)
-                let offset = int (dataStart + start)
+        checksummed
 
-                if checksummed then
-                    match metadata.TryFind(ChecksumPrefix + name) with
-                    | None -> fail "tensor '%s' has no checksum" name
-                    | Some expected ->
-                        if hex (SHA256.HashData(ReadOnlySpan<byte>(bytes, offset, length))) <> expected then
-                            fail "tensor '%s' does not match its checksum: its data was changed" name
+    /// One tensor's values, checked against its checksum (when the format has them) and for finiteness.
+    let private readTensor (path: string) (bytes: byte[]) (dataStart: int64) checksummed (metadata: Map<string, string>) entry =
+        let name, shape, start, finish = entry
+        let length = int (finish - start)
+        let offset = int (dataStart + start)
 
-                let values = Array.zeroCreate<float32>(length / 4)
-                Buffer.BlockCopy(bytes, offset, values, 0, length)
+        if checksummed then
+            match metadata.TryFind(ChecksumPrefix + name) with
+            | None -> corrupt path "tensor '%s' has no checksum" name
+            | Some expected ->
+                if hex (SHA256.HashData(ReadOnlySpan<byte>(bytes, offset, length))) <> expected then
+                    corrupt path "tensor '%s' does not match its checksum: its data was changed" name
 
-                match Finite.firstNonFinite values with
-                | Some i -> fail "tensor '%s' element %d is %g (checkpoints hold finite values only)" name i values.[i]
-                | None -> ()
+        let values = Array.zeroCreate<float32>(length / 4)
+        Buffer.BlockCopy(bytes, offset, values, 0, length)
 
-                name, { Name = name; Shape = shape; Values = values })
-            |> Map.ofList
+        match Finite.firstNonFinite values with
+        | Some i -> corrupt path "tensor '%s' element %d is %g (checkpoints hold finite values only)" name i values.[i]
+        | None -> ()
+
+        name, { Name = name; Shape = shape; Values = values }
+
+    /// Reads a checkpoint and checks everything the file itself can show: its layout (header length, JSON, every
+    /// entry's dtype, shape and byte range; ranges in order, contiguous, non-overlapping and covering the data
+    /// exactly; shapes of non-negative dimensions whose products fit), the header's and every tensor's checksum, and
+    /// that every value is finite. Any failure is a CheckpointException naming the file and the tensor or key.
+    let load (path: string) : Map<string, NamedArray> * Map<string, string> =
+        let bytes = readBytes path
+        let header, dataStart = readHeader path bytes
+        let dataLength = int64 bytes.Length - dataStart
+        let metadata = readMetadata path header
+
+        let entries =
+            [
+                for kv in header do
+                    if kv.Key <> "__metadata__" then
+                        yield readEntry path dataLength kv.Key kv.Value
+            ]
+            |> List.sortBy (fun (_, _, start, finish) -> start, finish)
+
+        checkCoverage path dataLength entries
+        let checksummed = checkHeaderChecksum path metadata entries
+        let arrays = entries |> List.map (readTensor path bytes dataStart checksummed metadata) |> Map.ofList
 
         if checksummed then
             for k in metadata.Keys do
@@ -327,6 +351,6 @@ module Checkpoint =
                     && k <> HeaderChecksum
                     && not (arrays.ContainsKey(k.Substring ChecksumPrefix.Length))
                 then
-                    fail "metadata '%s' is the checksum of a tensor the file does not hold" k
+                    corrupt path "metadata '%s' is the checksum of a tensor the file does not hold" k
 
         arrays, metadata |> Map.filter (fun k _ -> not (k.StartsWith ChecksumPrefix))

@@ -151,6 +151,142 @@ module EnvChecker =
         with e ->
             problems.Add(what + " failed", sprintf "the %s function failed on a batch of %d transitions: %s" what rows.Length e.Message)
 
+    /// The spaces: both have dimensions, every action dimension has finite bounds.
+    let private checkSpaces (problems: Tally) (env: IEnv) =
+        let o, a = env.ObservationSpace, env.ActionSpace
+
+        if o.Dim = 0 then
+            problems.Add("obs dims", "the observation space has no dimensions")
+
+        if a.Dim = 0 then
+            problems.Add("act dims", "the action space has no dimensions")
+
+        for i in 0 .. a.Dim - 1 do
+            if not (Single.IsFinite a.Low.[i] && Single.IsFinite a.High.[i]) then
+                problems.Add(
+                    "act bounds",
+                    sprintf "action dimension %d has unbounded range [%g, %g]; policies need finite bounds" i a.Low.[i] a.High.[i]
+                )
+
+    /// Every observation of a rollout has the space's size, is finite and lies in the space; every reward is
+    /// finite. True when all values were finite.
+    let private checkRolloutValues (problems: Tally) (env: IEnv) (observations: float32[] list) (steps: (float32[] * EnvStep) list) =
+        let obsDim = env.ObservationSpace.Dim
+
+        let observationFinite i (obs: float32[]) =
+            let at =
+                if i = 0 then
+                    "the observation Reset returned"
+                else
+                    sprintf "the observation of step %d" i
+
+            if isNull obs || obs.Length <> obsDim then
+                problems.Add(
+                    "obs size",
+                    sprintf "%s has size %d, the observation space says %d" at (if isNull obs then 0 else obs.Length) obsDim
+                )
+
+                true
+            else
+                match Maac.Finite.firstNonFinite obs with
+                | Some e ->
+                    problems.Add("obs finite", sprintf "%s is not finite: element %d is %g" at e obs.[e])
+                    false
+                | None ->
+                    if not (Box.contains env.ObservationSpace obs) then
+                        problems.Add("obs space", sprintf "%s lies outside the observation space: %s" at (showValues obs))
+
+                    true
+
+        let rewardFinite i (_, r: EnvStep) =
+            if Double.IsFinite r.Reward then
+                true
+            else
+                problems.Add("reward", sprintf "the reward of step %d is %g" (i + 1) r.Reward)
+                false
+
+        let observationsFinite = observations |> List.mapi observationFinite |> List.forall id
+        let rewardsFinite = steps |> List.mapi rewardFinite |> List.forall id
+        observationsFinite && rewardsFinite
+
+    /// Two rollouts with the same seed and actions must agree (a problem under StrictDeterminism, else a warning);
+    /// where the environment saves its state, a restored state must continue the episode exactly.
+    let private checkDeterminism
+        options
+        (problems: Tally)
+        (warnings: Tally)
+        (env: IEnv)
+        actions
+        (first, steps: (float32[] * EnvStep) list)
+        =
+        let first2, steps2 = rollout env actions
+
+        let differing =
+            if first2 <> first then
+                Some "the observations Reset returned"
+            elif steps2.Length <> steps.Length then
+                Some(sprintf "the episode lengths (%d and %d steps)" steps.Length steps2.Length)
+            else
+                List.zip steps steps2
+                |> List.tryFindIndex (fun ((_, r1), (_, r2)) -> r1.Observation <> r2.Observation || r1.Reward <> r2.Reward)
+                |> Option.map (fun i -> sprintf "step %d" (i + 1))
+
+        match differing with
+        | Some what ->
+            let text =
+                sprintf
+                    "two rollouts with seed 123 and the same actions differ (first at %s): seeding does not fix an episode, so runs are not reproducible"
+                    what
+
+            if options.StrictDeterminism then
+                problems.Add("determinism", text)
+            else
+                warnings.Add("determinism", text)
+        | None ->
+            // A resumed run relies on a restored state continuing the episode exactly.
+            match EnvState.tryRestorable env |> Option.bind (fun r -> restoreDifference env r actions) with
+            | Some step ->
+                problems.Add(
+                    "restore",
+                    sprintf
+                        "the state saved after step %d, restored, does not continue the episode as before (first difference at step %d): SaveState leaves out part of the state, or RestoreState does not put it all back"
+                        (Array.length actions / 2)
+                        step
+                )
+            | None -> ()
+
+    /// The task's reward and termination functions against what Step returned, on the rollout's transitions.
+    let private checkFunctions options (problems: Tally) (observations: float32[] list) (steps: (float32[] * EnvStep) list) =
+        let rows =
+            List.zip (List.take steps.Length observations) steps
+            |> List.map (fun (o, (a, r)) -> o, a, r.Observation)
+
+        options.Functions.Reward
+        |> Option.iter (fun f -> compareFunction "reward" problems f rows (steps |> List.map (fun (_, r) -> r.Reward)))
+
+        options.Functions.Termination
+        |> Option.iter (fun f ->
+            compareFunction "termination" problems f rows (steps |> List.map (fun (_, r) -> if r.Terminated then 1.0 else 0.0)))
+
+    /// Actions of the wrong size and actions of NaNs must be refused.
+    let private checkMalformedActions (problems: Tally) (env: IEnv) =
+        let actDim = env.ActionSpace.Dim
+        env.Reset(Some 1L) |> ignore
+
+        let refused (a: float32[]) =
+            try
+                env.Step a |> ignore
+                false
+            with
+            | :? ArgumentException
+            | :? ArithmeticException -> true
+
+        if not (refused (Array.zeroCreate (actDim + 1))) then
+            problems.Add("size accepted", sprintf "an action of size %d (expected %d) was accepted" (actDim + 1) actDim)
+
+        if not (refused (Array.create actDim Single.NaN)) then
+            problems.Add("nan accepted", "an action of NaNs was accepted")
+
     /// Runs the checks with the given options.
     let checkWith (options: CheckOptions) (env: IEnv) : CheckReport =
         let problems, warnings = Tally(), Tally()
@@ -167,24 +303,10 @@ module EnvChecker =
             with e ->
                 problems.Add(what, sprintf "%s threw %s: %s" what (e.GetType().Name) e.Message)
 
-        guard "the spaces" (fun () ->
-            let o, a = env.ObservationSpace, env.ActionSpace
-
-            if o.Dim = 0 then
-                problems.Add("obs dims", "the observation space has no dimensions")
-
-            if a.Dim = 0 then
-                problems.Add("act dims", "the action space has no dimensions")
-
-            for i in 0 .. a.Dim - 1 do
-                if not (Single.IsFinite a.Low.[i] && Single.IsFinite a.High.[i]) then
-                    problems.Add(
-                        "act bounds",
-                        sprintf "action dimension %d has unbounded range [%g, %g]; policies need finite bounds" i a.Low.[i] a.High.[i]
-                    ))
+        guard "the spaces" (fun () -> checkSpaces problems env)
 
         if problems.Texts.IsEmpty then
-            let obsDim, actSpace = env.ObservationSpace.Dim, env.ActionSpace
+            let actSpace = env.ActionSpace
 
             let actions =
                 let u = EnvSupport.uniform (RandomKey.ofSeed 7L) (options.Steps * actSpace.Dim) 0.0f 1.0f
@@ -195,112 +317,15 @@ module EnvChecker =
             guard "a seeded rollout" (fun () ->
                 let first, steps = rollout env actions
                 let observations = first :: (steps |> List.map (fun (_, r) -> r.Observation))
-                let mutable finite = true
-
-                observations
-                |> List.iteri (fun i obs ->
-                    let at =
-                        if i = 0 then
-                            "the observation Reset returned"
-                        else
-                            sprintf "the observation of step %d" i
-
-                    if isNull obs || obs.Length <> obsDim then
-                        problems.Add(
-                            "obs size",
-                            sprintf "%s has size %d, the observation space says %d" at (if isNull obs then 0 else obs.Length) obsDim
-                        )
-                    else
-                        match Maac.Finite.firstNonFinite obs with
-                        | Some e ->
-                            finite <- false
-                            problems.Add("obs finite", sprintf "%s is not finite: element %d is %g" at e obs.[e])
-                        | None ->
-                            if not (Box.contains env.ObservationSpace obs) then
-                                problems.Add("obs space", sprintf "%s lies outside the observation space: %s" at (showValues obs)))
-
-                steps
-                |> List.iteri (fun i (_, r) ->
-                    if not (Double.IsFinite r.Reward) then
-                        finite <- false
-                        problems.Add("reward", sprintf "the reward of step %d is %g" (i + 1) r.Reward))
+                let finite = checkRolloutValues problems env observations steps
                 // Determinism: only meaningful when the values are finite (NaN never equals itself).
                 if finite && problems.Texts.IsEmpty then
-                    let first2, steps2 = rollout env actions
+                    checkDeterminism options problems warnings env actions (first, steps)
 
-                    let differing =
-                        if first2 <> first then
-                            Some "the observations Reset returned"
-                        elif steps2.Length <> steps.Length then
-                            Some(sprintf "the episode lengths (%d and %d steps)" steps.Length steps2.Length)
-                        else
-                            List.zip steps steps2
-                            |> List.tryFindIndex (fun ((_, r1), (_, r2)) -> r1.Observation <> r2.Observation || r1.Reward <> r2.Reward)
-                            |> Option.map (fun i -> sprintf "step %d" (i + 1))
-
-                    match differing with
-                    | Some what ->
-                        let text =
-                            sprintf
-                                "two rollouts with seed 123 and the same actions differ (first at %s): seeding does not fix an episode, so runs are not reproducible"
-                                what
-
-                        if options.StrictDeterminism then
-                            problems.Add("determinism", text)
-                        else
-                            warnings.Add("determinism", text)
-                    | None ->
-                        // A resumed run relies on a restored state continuing the episode exactly.
-                        match EnvState.tryRestorable env with
-                        | Some r ->
-                            match restoreDifference env r actions with
-                            | Some step ->
-                                problems.Add(
-                                    "restore",
-                                    sprintf
-                                        "the state saved after step %d, restored, does not continue the episode as before (first difference at step %d): SaveState leaves out part of the state, or RestoreState does not put it all back"
-                                        (actions.Length / 2)
-                                        step
-                                )
-                            | None -> ()
-                        | None -> ()
-                // The task's functions against what Step returned, on the rollout's transitions.
                 if finite && problems.Texts.IsEmpty && not steps.IsEmpty then
-                    let rows =
-                        List.zip (List.take steps.Length observations) steps
-                        |> List.map (fun (o, (a, r)) -> o, a, r.Observation)
+                    checkFunctions options problems observations steps)
 
-                    options.Functions.Reward
-                    |> Option.iter (fun f -> compareFunction "reward" problems f rows (steps |> List.map (fun (_, r) -> r.Reward)))
-
-                    options.Functions.Termination
-                    |> Option.iter (fun f ->
-                        compareFunction
-                            "termination"
-                            problems
-                            f
-                            rows
-                            (steps |> List.map (fun (_, r) -> if r.Terminated then 1.0 else 0.0))))
-
-            guard "malformed actions" (fun () ->
-                env.Reset(Some 1L) |> ignore
-
-                let refused (a: float32[]) =
-                    try
-                        env.Step a |> ignore
-                        false
-                    with
-                    | :? ArgumentException
-                    | :? ArithmeticException -> true
-
-                if not (refused (Array.zeroCreate (actSpace.Dim + 1))) then
-                    problems.Add(
-                        "size accepted",
-                        sprintf "an action of size %d (expected %d) was accepted" (actSpace.Dim + 1) actSpace.Dim
-                    )
-
-                if not (refused (Array.create actSpace.Dim Single.NaN)) then
-                    problems.Add("nan accepted", "an action of NaNs was accepted"))
+            guard "malformed actions" (fun () -> checkMalformedActions problems env)
 
         { Environment = name; Problems = problems.Texts; Warnings = warnings.Texts }
 

@@ -201,14 +201,25 @@ module Dynamics =
             LastLoss: float32
         }
 
-    /// Fits the ensemble on all transitions of a buffer, as MBPO and mbrl-lib do: statistics recomputed, a fixed
-    /// hold-out split (holdoutSplit), a bootstrap resample of the training rows per member, minibatch Adam on the
-    /// Gaussian NLL with the log-variance bound penalty. Each member keeps the weights of its best hold-out error (a
-    /// 1% improvement counts) and stops on its own after Patience epochs without one (its weights then stay fixed);
-    /// the fit ends when every member has stopped or after MaxEpochs. Elites are the members with the lowest best
-    /// hold-out error.
-    let fit (s: DynamicsSettings) (key: RandomKey) (m: DynamicsModel) (opt: AdamState) (data: Batch) =
-        let n = data.Obs.Shape.[0]
+    /// What one fit trains on: the standardised inputs and targets, the hold-out rows, each member's bootstrap
+    /// resample of the training rows, and the minibatch arithmetic.
+    type private FitData =
+        {
+            Settings: DynamicsSettings
+            Inputs: Tensor
+            Targets: Tensor
+            HoldoutInputs: Tensor
+            HoldoutTargets: Tensor
+            TrainRows: int
+            Bootstrap: int[][]
+            BatchesPerEpoch: int
+            ShuffleKey: RandomKey
+            Adam: AdamConfig
+        }
+
+    /// The model with the data's normalisation statistics, and the fit's data: inputs are observation and action,
+    /// targets the change of observation (and the reward when the model predicts it).
+    let private fitData (s: DynamicsSettings) (key: RandomKey) (m: DynamicsModel) (data: Batch) =
         let ks = RandomKey.split 4 key
         let x = Tensor.concat -1 [| data.Obs; data.Action |]
 
@@ -220,110 +231,126 @@ module Dynamics =
 
         let inMean, inStd = standardise x
         let tMean, tStd = standardise y
-        let m = { m with InputMean = inMean; InputStd = inStd; TargetMean = tMean; TargetStd = tStd }
         let xn, yn = (x - inMean) / inStd, (y - tMean) / tStd
-        let holdIdx, trainIdx = holdoutSplit s.HoldoutSeed s.HoldoutFraction n
-        let members = s.Members
+        let holdIdx, trainIdx = holdoutSplit s.HoldoutSeed s.HoldoutFraction data.Obs.Shape.[0]
 
-        let boot =
-            Array.init members (fun i ->
+        let bootstrap =
+            Array.init s.Members (fun i ->
                 RandomKey.integers trainIdx.Length trainIdx.Length (RandomKey.fold (int64 i) ks.[1])
                 |> Array.map (fun j -> trainIdx.[j]))
 
-        let cfg = { AdamConfig.WithLearningRate s.LearningRate with CheckFinite = false }
-        let holdX, holdY = Tensor.indexSelect 0 holdIdx xn, Tensor.indexSelect 0 holdIdx yn
+        { m with InputMean = inMean; InputStd = inStd; TargetMean = tMean; TargetStd = tStd },
+        {
+            Settings = s
+            Inputs = xn
+            Targets = yn
+            HoldoutInputs = Tensor.indexSelect 0 holdIdx xn
+            HoldoutTargets = Tensor.indexSelect 0 holdIdx yn
+            TrainRows = trainIdx.Length
+            Bootstrap = bootstrap
+            BatchesPerEpoch = max 1 ((trainIdx.Length + s.BatchSize - 1) / s.BatchSize)
+            ShuffleKey = ks.[2]
+            Adam = { AdamConfig.WithLearningRate s.LearningRate with CheckFinite = false }
+        }
 
-        let holdoutMse (net: GaussianEnsemble) =
-            let mean, _ =
-                GaussianEnsemble.forward net (Tensor.expand [| members; holdX.Shape.[0]; holdX.Shape.[1] |] holdX)
+    /// Each member's mean squared error of its mean prediction on the hold-out rows.
+    let private holdoutMse (d: FitData) (net: GaussianEnsemble) =
+        let holdX = d.HoldoutInputs
+        let members = d.Settings.Members
 
-            let err = mean - Tensor.expand mean.Shape holdY
-            (Tensor.meanAxis -1 false (Tensor.meanAxis -1 false (err * err))).ToArray()
+        let mean, _ =
+            GaussianEnsemble.forward net (Tensor.expand [| members; holdX.Shape.[0]; holdX.Shape.[1] |] holdX)
 
-        let batchesPerEpoch = max 1 ((trainIdx.Length + s.BatchSize - 1) / s.BatchSize)
+        let err = mean - Tensor.expand mean.Shape d.HoldoutTargets
+        (Tensor.meanAxis -1 false (Tensor.meanAxis -1 false (err * err))).ToArray()
 
-        // One minibatch step for the members still training; the stopped members' weights and moments stay.
-        let minibatch
-            (keepTraining: Tensor[] -> Tensor[] -> Tensor[])
-            (shuffles: int[][])
-            (net: GaussianEnsemble, state: AdamState)
-            (bi: int)
-            =
-            let size = min s.BatchSize (trainIdx.Length - bi * s.BatchSize) |> max 1
+    /// One minibatch step for the members still training; the stopped members' weights and moments stay.
+    let private minibatch
+        (d: FitData)
+        (keepTraining: Tensor[] -> Tensor[] -> Tensor[])
+        (shuffles: int[][])
+        (net: GaussianEnsemble, state: AdamState)
+        (bi: int)
+        =
+        let s = d.Settings
+        let size = min s.BatchSize (d.TrainRows - bi * s.BatchSize) |> max 1
 
-            let rows =
-                shuffles
-                |> Array.collect (fun sh -> Array.init size (fun j -> sh.[(bi * s.BatchSize + j) % sh.Length]))
+        let rows =
+            shuffles
+            |> Array.collect (fun sh -> Array.init size (fun j -> sh.[(bi * s.BatchSize + j) % sh.Length]))
 
-            let bx = Tensor.indexSelect 0 rows xn |> Tensor.reshape [| members; size; -1 |]
-            let by = Tensor.indexSelect 0 rows yn |> Tensor.reshape [| members; size; -1 |]
-            // The minibatch's other tensors go back to the backend's pool as soon as it is done.
-            Tensor.releasing (fun (loss, st, p: GaussianEnsemble) -> Array.append [| loss |] (Adam.tensors (st, p))) (fun () ->
-                let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
-                let st, p = Adam.step cfg state net g
+        let bx = Tensor.indexSelect 0 rows d.Inputs |> Tensor.reshape [| s.Members; size; -1 |]
+        let by = Tensor.indexSelect 0 rows d.Targets |> Tensor.reshape [| s.Members; size; -1 |]
+        // The minibatch's other tensors go back to the backend's pool as soon as it is done.
+        Tensor.releasing (fun (loss, st, p: GaussianEnsemble) -> Array.append [| loss |] (Adam.tensors (st, p))) (fun () ->
+            let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
+            let st, p = Adam.step d.Adam state net g
+            let p = Parameters.rebuild p (keepTraining (Parameters.tensors p) (Parameters.tensors net))
+            let st = Parameters.rebuild st (keepTraining (Parameters.tensors st) (Parameters.tensors state))
+            loss, st, p)
 
-                let p = Parameters.rebuild p (keepTraining (Parameters.tensors p) (Parameters.tensors net))
-                let st = Parameters.rebuild st (keepTraining (Parameters.tensors st) (Parameters.tensors state))
+    /// One epoch over every member's shuffled bootstrap rows, then the hold-out error: a member whose error fell by
+    /// 1% keeps these weights as its best; one that did not counts a stale epoch.
+    let private epoch (d: FitData) (p: FitProgress) =
+        let s = d.Settings
+        let training = p.Stale |> Array.map (fun stale -> stale < s.Patience)
+        let keepTraining = pickMembers training
 
-                loss, st, p)
+        let shuffles =
+            d.Bootstrap
+            |> Array.mapi (fun i b ->
+                RandomKey.permutation b.Length (RandomKey.fold (int64 (p.Epoch * s.Members + i)) d.ShuffleKey)
+                |> Array.map (fun j -> b.[j]))
+        // Losses are read once per epoch (with the hold-out error), not per minibatch: no wait for the device
+        // inside the epoch. A non-finite loss still stops the fit, at the end of its epoch.
+        let (net, opt), losses =
+            Array.mapFold
+                (fun state bi ->
+                    let loss, st, net = minibatch d keepTraining shuffles state bi
+                    loss, (net, st))
+                (p.Net, p.Opt)
+                [| 0 .. d.BatchesPerEpoch - 1 |]
+            |> fun (losses, state) -> state, Tensor.toScalars losses
 
-        let epoch (p: FitProgress) =
-            let training = p.Stale |> Array.map (fun stale -> stale < s.Patience)
-            let keepTraining = pickMembers training
+        match losses |> Array.tryFindIndex (Single.IsFinite >> not) with
+        | Some bi ->
+            raise (
+                NonFiniteException(sprintf "dynamics model training: the loss became %g at minibatch %d of epoch %d" losses.[bi] bi p.Epoch)
+            )
+        | None -> ()
 
-            let shuffles =
-                boot
-                |> Array.mapi (fun i b ->
-                    RandomKey.permutation b.Length (RandomKey.fold (int64 (p.Epoch * members + i)) ks.[2])
-                    |> Array.map (fun j -> b.[j]))
-            // Losses are read once per epoch (with the hold-out error), not per minibatch: no wait for the device
-            // inside the epoch. A non-finite loss still stops the fit, at the end of its epoch.
-            let (net, opt), losses =
-                Array.mapFold
-                    (fun state bi ->
-                        let loss, st, net = minibatch keepTraining shuffles state bi
-                        loss, (net, st))
-                    (p.Net, p.Opt)
-                    [| 0 .. batchesPerEpoch - 1 |]
-                |> fun (losses, state) -> state, Tensor.toScalars losses
+        let mse = holdoutMse d net
+        let improved = Array.map2 (fun (now: float32) (best: float32) -> now < 0.99f * best) mse p.BestMse
 
-            match losses |> Array.tryFindIndex (Single.IsFinite >> not) with
-            | Some bi ->
-                raise (
-                    NonFiniteException(
-                        sprintf "dynamics model training: the loss became %g at minibatch %d of epoch %d" losses.[bi] bi p.Epoch
-                    )
-                )
-            | None -> ()
+        let stale improved training stale =
+            if improved then 0
+            elif training then stale + 1
+            else stale
 
-            let mse = holdoutMse net
-            let improved = Array.map2 (fun (now: float32) (best: float32) -> now < 0.99f * best) mse p.BestMse
+        {
+            Net = net
+            Opt = opt
+            Best = Parameters.rebuild net (pickMembers improved (Parameters.tensors net) (Parameters.tensors p.Best))
+            BestMse = Array.map3 (fun i now best -> if i then now else best) improved mse p.BestMse
+            Stale = Array.map3 stale improved training p.Stale
+            Epoch = p.Epoch + 1
+            LastLoss = Array.last losses
+        }
 
-            {
-                Net = net
-                Opt = opt
-                Best = Parameters.rebuild net (pickMembers improved (Parameters.tensors net) (Parameters.tensors p.Best))
-                BestMse = Array.map3 (fun i now best -> if i then now else best) improved mse p.BestMse
-                Stale =
-                    Array.map3
-                        (fun i tr stale ->
-                            if i then 0
-                            elif tr then stale + 1
-                            else stale)
-                        improved
-                        training
-                        p.Stale
-                Epoch = p.Epoch + 1
-                LastLoss = Array.last losses
-            }
+    /// Fits the ensemble on all transitions of a buffer, as MBPO and mbrl-lib do: statistics recomputed, a fixed
+    /// hold-out split (holdoutSplit), a bootstrap resample of the training rows per member, minibatch Adam on the
+    /// Gaussian NLL with the log-variance bound penalty. Each member keeps the weights of its best hold-out error (a
+    /// 1% improvement counts) and stops on its own after Patience epochs without one (its weights then stay fixed);
+    /// the fit ends when every member has stopped or after MaxEpochs. Elites are the members with the lowest best
+    /// hold-out error.
+    let fit (s: DynamicsSettings) (key: RandomKey) (m: DynamicsModel) (opt: AdamState) (data: Batch) =
+        let m, d = fitData s key m data
 
         let rec run (p: FitProgress) =
             if p.Epoch >= s.MaxEpochs || Array.forall (fun stale -> stale >= s.Patience) p.Stale then
                 p
             else
-                run (epoch p)
-
-        let start = holdoutMse m.Net
+                run (epoch d p)
 
         let final =
             run
@@ -331,8 +358,8 @@ module Dynamics =
                     Net = m.Net
                     Opt = opt
                     Best = m.Net
-                    BestMse = start
-                    Stale = Array.zeroCreate members
+                    BestMse = holdoutMse d m.Net
+                    Stale = Array.zeroCreate s.Members
                     Epoch = 0
                     LastLoss = nanf
                 }
@@ -341,7 +368,7 @@ module Dynamics =
             final.BestMse
             |> Array.indexed
             |> Array.sortBy snd
-            |> Array.truncate (min s.EliteCount members)
+            |> Array.truncate (min s.EliteCount s.Members)
             |> Array.map fst
             |> Array.sort
 

@@ -173,6 +173,15 @@ module internal Gemm =
                     for kk in 0 .. kc - 1 do
                         panel.[kk * MR + r] <- src.[rowStart + kk]
 
+    /// C for an empty product (k = 0): each row is the bias row, or zeros without a bias.
+    let private biasOnly (batches: int) (m: int) (n: int) (biasStride: int) (c: float32[]) (bias: float32[]) =
+        for bi in 0 .. batches - 1 do
+            for row in 0 .. m - 1 do
+                if isNull bias then
+                    Array.Clear(c, (bi * m + row) * n, n)
+                else
+                    Array.Copy(bias, bi * biasStride, c, (bi * m + row) * n, n)
+
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row), where C is dense with leading dimension n, with the
     /// 512-bit micro-kernel when wide (emulated in software where the processor lacks AVX-512) or else the 256-bit one.
     /// bias is null, n values shared by every batch, or batches·n values (one row per batch).
@@ -181,12 +190,7 @@ module internal Gemm =
         let cStride = m * n
 
         if k = 0 || m = 0 || n = 0 then
-            for bi in 0 .. batches - 1 do
-                for row in 0 .. m - 1 do
-                    if isNull bias then
-                        Array.Clear(c, (bi * m + row) * n, n)
-                    else
-                        Array.Copy(bias, bi * biasStride, c, (bi * m + row) * n, n)
+            biasOnly batches m n biasStride c bias
         else
             let nr = columns wide
             let nPanels = (n + nr - 1) / nr
