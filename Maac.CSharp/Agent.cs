@@ -1,5 +1,7 @@
 using Maac.Algorithms;
+using Maac.Persistence;
 using Maac.Tensors;
+using Maac.Training;
 
 namespace Maac;
 
@@ -29,8 +31,7 @@ public abstract class Agent : IDisposable
         this.session = session;
         // A loaded agent's history is the run's: the evaluations its checkpoint carries.
         foreach (var row in trainer.Metrics)
-            evaluations.Add(new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
-                row.Alpha, row.ModelHoldoutMse, row.WallSeconds));
+            evaluations.Add(EvaluationRecord.Of(row));
     }
 
     private Trainer trainer => session.Trainer;
@@ -41,8 +42,14 @@ public abstract class Agent : IDisposable
         options.ApplyRuntime();
         var settings = options.ToSettings(task.Name);
         if (settings.ModelElites > settings.ModelMembers)
-            throw new ArgumentOutOfRangeException(nameof(ModelBasedOptions.ModelElites), settings.ModelElites, $"more elites than the {settings.ModelMembers} ensemble members");
-        var folder = options.RunDirectory is { } dir ? Microsoft.FSharp.Core.FSharpOption<string>.Some(dir) : Microsoft.FSharp.Core.FSharpOption<string>.None;
+            throw new ArgumentOutOfRangeException(
+                nameof(ModelBasedOptions.ModelElites),
+                settings.ModelElites,
+                $"more elites than the {settings.ModelMembers} ensemble members"
+            );
+        var folder = options.RunDirectory is { } dir
+            ? Microsoft.FSharp.Core.FSharpOption<string>.Some(dir)
+            : Microsoft.FSharp.Core.FSharpOption<string>.None;
         return RunSession.Start(settings, Algorithms.Algorithms.find(settings.Algorithm), task, folder);
     }
 
@@ -50,8 +57,14 @@ public abstract class Agent : IDisposable
     private protected static Envs.TaskInfo BuiltIn(string environment)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(environment);
-        try { return Envs.Tasks.find(environment); }
-        catch (ArgumentException e) { throw ArgumentErrors.For(e, nameof(environment)); }
+        try
+        {
+            return Envs.Tasks.find(environment);
+        }
+        catch (ArgumentException e)
+        {
+            throw ArgumentErrors.For(e, nameof(environment));
+        }
     }
 
     /// <summary>The library task of a user's environment, checked by the environment checker.</summary>
@@ -111,18 +124,23 @@ public abstract class Agent : IDisposable
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="steps"/> is not positive.</exception>
     /// <exception cref="OperationCanceledException">Cancelled: training stopped after the current step, leaving the agent valid (and a checkpoint in the run folder).</exception>
     /// <exception cref="DivergenceException">A loss, gradient or parameter became NaN or infinite; the last good checkpoint stays.</exception>
-    public void Train(int steps, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default,
-        params ITrainingCallback[] callbacks)
+    public void Train(
+        int steps,
+        IProgress<TrainingProgress>? progress = null,
+        CancellationToken cancellationToken = default,
+        params ITrainingCallback[] callbacks
+    )
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(steps);
         ArgumentNullException.ThrowIfNull(callbacks);
-        if (Interlocked.Exchange(ref training, 1) == 1) throw new InvalidOperationException("this agent is already training");
+        if (Interlocked.Exchange(ref training, 1) == 1)
+            throw new InvalidOperationException("this agent is already training");
         try
         {
-            if (steps > TotalSteps - Step) session.SetBudget(Step + steps);
-            if (Step + steps <= trainer.Settings.RandomSteps)
-                Console.Error.WriteLine($"warning: {Algorithm} on {Environment}: Train({steps}) ends at step {Step + steps}, within the first {trainer.Settings.RandomSteps} steps of random actions (RandomSteps), so nothing is learned; lower RandomSteps in the options or train longer");
+            if (steps > TotalSteps - Step)
+                session.SetBudget(Step + steps);
+            WarnIfOnlyRandom(steps);
             var first = Step;
             var every = Math.Max(1, (steps + ProgressReports - 1) / ProgressReports);
             var evaluated = false;
@@ -131,16 +149,20 @@ public abstract class Agent : IDisposable
             void Notify(Func<ITrainingCallback, bool> call)
             {
                 foreach (var c in callbacks)
-                    if (!call(c)) stop.Cancel();
+                    if (!call(c))
+                        stop.Cancel();
             }
             void OnProgress(ProgressInfo p)
             {
-                foreach (var c in callbacks) c.OnStep(this, p.Step);
-                if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated)) { evaluated = false; return; }
+                foreach (var c in callbacks)
+                    c.OnStep(this, p.Step);
+                if (progress is null || ((p.Step - first) % every != 0 && p.Step < p.TotalSteps && !evaluated))
+                {
+                    evaluated = false;
+                    return;
+                }
                 evaluated = false;
-                progress.Report(new TrainingProgress(p.Step, p.TotalSteps, p.StepsPerSecond, Known(p.LastEpisodeReturn),
-                    Known(p.LastEvalReturn), p.HasUpdated ? p.LastUpdate.CriticLoss : null, p.HasUpdated ? p.LastUpdate.ActorLoss : null,
-                    p.HasUpdated ? p.LastUpdate.Alpha : null, p.Remaining is null ? null : p.Remaining.Value));
+                progress.Report(ProgressOf(p));
             }
             void OnEvent(TrainingEvent e)
             {
@@ -148,11 +170,12 @@ public abstract class Agent : IDisposable
                 switch (e)
                 {
                     case TrainingEvent.EpisodeEnded ended:
-                        Notify(c => c.OnEpisode(this, new EpisodeRecord(ended.step, ended.episodeReturn, ended.length, trainer.State.WallSeconds)));
+                        Notify(c =>
+                            c.OnEpisode(this, new EpisodeRecord(ended.step, ended.episodeReturn, ended.length, trainer.State.WallSeconds))
+                        );
                         break;
                     case TrainingEvent.Evaluated { Item: var row }:
-                        var record = new EvaluationRecord(row.Step, row.EvalReturnMean, row.EvalReturnStd, row.CriticLoss, row.ActorLoss,
-                            row.Alpha, row.ModelHoldoutMse, row.WallSeconds);
+                        var record = EvaluationRecord.Of(row);
                         evaluations.Add(record);
                         Notify(c => c.OnEvaluation(this, record));
                         evaluated = true; // the progress report of this step follows at once
@@ -164,7 +187,8 @@ public abstract class Agent : IDisposable
             }
             void OnCheckpoint(string path)
             {
-                foreach (var c in callbacks) c.OnCheckpoint(this, path);
+                foreach (var c in callbacks)
+                    c.OnCheckpoint(this, path);
             }
             session.Train(Step + steps, FuncConvert<TrainingEvent>(OnEvent), FuncConvert<string>(OnCheckpoint), stop.Token);
             cancellationToken.ThrowIfCancellationRequested();
@@ -175,10 +199,36 @@ public abstract class Agent : IDisposable
         }
     }
 
+    /// <summary>What a progress report says of a training step (null where a figure is not known yet).</summary>
+    private static TrainingProgress ProgressOf(ProgressInfo p) =>
+        new(
+            p.Step,
+            p.TotalSteps,
+            p.StepsPerSecond,
+            Known(p.LastEpisodeReturn),
+            Known(p.LastEvalReturn),
+            p.HasUpdated ? p.LastUpdate.CriticLoss : null,
+            p.HasUpdated ? p.LastUpdate.ActorLoss : null,
+            p.HasUpdated ? p.LastUpdate.Alpha : null,
+            p.Remaining is null ? null : p.Remaining.Value
+        );
+
+    /// <summary>Warns on standard error when a Train call ends within the random steps (nothing would be learned).</summary>
+    private void WarnIfOnlyRandom(int steps)
+    {
+        if (Step + steps <= trainer.Settings.RandomSteps)
+            Console.Error.WriteLine(
+                $"warning: {Algorithm} on {Environment}: Train({steps}) ends at step {Step + steps}, within the first {trainer.Settings.RandomSteps} steps of random actions (RandomSteps), so nothing is learned; lower RandomSteps in the options or train longer"
+            );
+    }
+
     /// <summary>Trains on a thread-pool thread; see <see cref="Train"/>.</summary>
-    public Task TrainAsync(int steps, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default,
-        params ITrainingCallback[] callbacks) =>
-        System.Threading.Tasks.Task.Run(() => Train(steps, progress, cancellationToken, callbacks), CancellationToken.None);
+    public Task TrainAsync(
+        int steps,
+        IProgress<TrainingProgress>? progress = null,
+        CancellationToken cancellationToken = default,
+        params ITrainingCallback[] callbacks
+    ) => System.Threading.Tasks.Task.Run(() => Train(steps, progress, cancellationToken, callbacks), CancellationToken.None);
 
     /// <summary>The policy's action for an observation, in <see cref="ActionSpace"/>: its mean when
     /// <paramref name="deterministic"/>, otherwise a sample (a new one at every call, reproducible from the seed).</summary>
@@ -187,9 +237,18 @@ public abstract class Agent : IDisposable
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         ArgumentNullException.ThrowIfNull(observation);
-        var key = RandomKeyModule.fold(Interlocked.Increment(ref actCalls), RandomKeyModule.fold(ActingStream, RandomKeyModule.ofSeed(trainer.Settings.Seed)));
-        try { return trainer.Act(observation, deterministic, key); }
-        catch (ArgumentException e) { throw ArgumentErrors.For(e, nameof(observation)); }
+        var key = RandomKeyModule.fold(
+            Interlocked.Increment(ref actCalls),
+            RandomKeyModule.fold(ActingStream, RandomKeyModule.ofSeed(trainer.Settings.Seed))
+        );
+        try
+        {
+            return trainer.Act(observation, deterministic, key);
+        }
+        catch (ArgumentException e)
+        {
+            throw ArgumentErrors.For(e, nameof(observation));
+        }
     }
 
     /// <summary>
@@ -202,7 +261,12 @@ public abstract class Agent : IDisposable
         ObjectDisposedException.ThrowIf(disposed, this);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(episodes);
         var onTask = environment is null ? null : EnvironmentAdapter.ToTask(environment);
-        var results = trainer.EvaluateEpisodes(episodes, onTask is null ? Microsoft.FSharp.Core.FSharpOption<Envs.TaskInfo>.None : Microsoft.FSharp.Core.FSharpOption<Envs.TaskInfo>.Some(onTask));
+        var results = trainer.EvaluateEpisodes(
+            episodes,
+            onTask is null
+                ? Microsoft.FSharp.Core.FSharpOption<Envs.TaskInfo>.None
+                : Microsoft.FSharp.Core.FSharpOption<Envs.TaskInfo>.Some(onTask)
+        );
         return EvaluationResult.Of(results.Select(r => r.Return).ToArray(), results.Select(r => r.Length).ToArray());
     }
 
@@ -216,15 +280,26 @@ public abstract class Agent : IDisposable
         for (var r = 0; r < rows.Length; r++)
         {
             rows[r] = new float[observations.GetLength(1)];
-            for (var c = 0; c < rows[r].Length; c++) rows[r][c] = observations[r, c];
+            for (var c = 0; c < rows[r].Length; c++)
+                rows[r][c] = observations[r, c];
         }
-        var key = RandomKeyModule.fold(Interlocked.Increment(ref actCalls), RandomKeyModule.fold(ActingStream, RandomKeyModule.ofSeed(trainer.Settings.Seed)));
+        var key = RandomKeyModule.fold(
+            Interlocked.Increment(ref actCalls),
+            RandomKeyModule.fold(ActingStream, RandomKeyModule.ofSeed(trainer.Settings.Seed))
+        );
         float[][] actions;
-        try { actions = trainer.ActBatch(rows, deterministic, key); }
-        catch (ArgumentException e) { throw ArgumentErrors.For(e, nameof(observations)); }
+        try
+        {
+            actions = trainer.ActBatch(rows, deterministic, key);
+        }
+        catch (ArgumentException e)
+        {
+            throw ArgumentErrors.For(e, nameof(observations));
+        }
         var result = new float[rows.Length, ActionSpace.Dimension];
         for (var r = 0; r < rows.Length; r++)
-            for (var c = 0; c < actions[r].Length; c++) result[r, c] = actions[r][c];
+        for (var c = 0; c < actions[r].Length; c++)
+            result[r, c] = actions[r][c];
         return result;
     }
 
@@ -277,10 +352,16 @@ public abstract class Agent : IDisposable
         ArgumentException.ThrowIfNullOrWhiteSpace(runDirectory);
         var settings = RunFolder.readSettings(runDirectory);
         Envs.TaskInfo task;
-        try { task = Envs.Tasks.find(settings.Env); }
+        try
+        {
+            task = Envs.Tasks.find(settings.Env);
+        }
         catch (ArgumentException)
         {
-            throw new ArgumentException($"{runDirectory} holds a run on '{settings.Env}', which is not a built-in task; pass its environment factory to Load(runDirectory, environmentFactory)", nameof(runDirectory));
+            throw new ArgumentException(
+                $"{runDirectory} holds a run on '{settings.Env}', which is not a built-in task; pass its environment factory to Load(runDirectory, environmentFactory)",
+                nameof(runDirectory)
+            );
         }
         return Open(runDirectory, task);
     }
@@ -332,13 +413,18 @@ public abstract class Agent : IDisposable
     }
 
     /// <summary>Loads a run folder as the agent class <typeparamref name="TAgent"/>; a clear error for another algorithm.</summary>
-    private protected static TAgent Load<TAgent>(string runDirectory, Func<IEnvironment>? environmentFactory) where TAgent : Agent
+    private protected static TAgent Load<TAgent>(string runDirectory, Func<IEnvironment>? environmentFactory)
+        where TAgent : Agent
     {
         var agent = environmentFactory is null ? Load(runDirectory) : Load(runDirectory, environmentFactory);
-        if (agent is TAgent typed) return typed;
+        if (agent is TAgent typed)
+            return typed;
         var algorithm = agent.Algorithm;
         agent.Dispose();
-        throw new ArgumentException($"{runDirectory} holds a {algorithm} run, not one for {typeof(TAgent).Name}; use Agent.Load to open any run", nameof(runDirectory));
+        throw new ArgumentException(
+            $"{runDirectory} holds a {algorithm} run, not one for {typeof(TAgent).Name}; use Agent.Load to open any run",
+            nameof(runDirectory)
+        );
     }
 
     private static Microsoft.FSharp.Core.FSharpFunc<T, Microsoft.FSharp.Core.Unit> FuncConvert<T>(Action<T> action) =>
@@ -347,7 +433,8 @@ public abstract class Agent : IDisposable
     /// <summary>Releases the agent's environments.</summary>
     public void Dispose()
     {
-        if (disposed) return;
+        if (disposed)
+            return;
         disposed = true;
         ((IDisposable)session).Dispose();
         GC.SuppressFinalize(this);

@@ -16,7 +16,8 @@ public sealed class MaacAgent : Agent
     public MaacAgent(Func<IEnvironment> environmentFactory, MaacOptions? options = null)
         : base(StartCustom(environmentFactory, options ?? new MaacOptions())) { }
 
-    internal MaacAgent(Algorithms.RunSession session) : base(session) { }
+    internal MaacAgent(Training.RunSession session)
+        : base(session) { }
 
     /// <summary>Opens a maac run folder of a built-in task.</summary>
     public static new MaacAgent Load(string runDirectory) => Load<MaacAgent>(runDirectory, null);
@@ -45,7 +46,8 @@ public sealed class SacAgent : Agent
     public SacAgent(Func<IEnvironment> environmentFactory, SacOptions? options = null)
         : base(StartCustom(environmentFactory, options ?? new SacOptions())) { }
 
-    internal SacAgent(Algorithms.RunSession session) : base(session) { }
+    internal SacAgent(Training.RunSession session)
+        : base(session) { }
 
     /// <summary>Opens a sac run folder of a built-in task.</summary>
     public static new SacAgent Load(string runDirectory) => Load<SacAgent>(runDirectory, null);
@@ -74,7 +76,8 @@ public sealed class MbpoAgent : Agent
     public MbpoAgent(Func<IEnvironment> environmentFactory, MbpoOptions? options = null)
         : base(StartCustom(environmentFactory, options ?? new MbpoOptions())) { }
 
-    internal MbpoAgent(Algorithms.RunSession session) : base(session) { }
+    internal MbpoAgent(Training.RunSession session)
+        : base(session) { }
 
     /// <summary>Opens a mbpo run folder of a built-in task.</summary>
     public static new MbpoAgent Load(string runDirectory) => Load<MbpoAgent>(runDirectory, null);
@@ -103,7 +106,8 @@ public sealed class SteveAgent : Agent
     public SteveAgent(Func<IEnvironment> environmentFactory, SteveOptions? options = null)
         : base(StartCustom(environmentFactory, options ?? new SteveOptions())) { }
 
-    internal SteveAgent(Algorithms.RunSession session) : base(session) { }
+    internal SteveAgent(Training.RunSession session)
+        : base(session) { }
 
     /// <summary>Opens a steve run folder of a built-in task.</summary>
     public static new SteveAgent Load(string runDirectory) => Load<SteveAgent>(runDirectory, null);
@@ -132,7 +136,8 @@ public sealed class Svg1Agent : Agent
     public Svg1Agent(Func<IEnvironment> environmentFactory, Svg1Options? options = null)
         : base(StartCustom(environmentFactory, options ?? new Svg1Options())) { }
 
-    internal Svg1Agent(Algorithms.RunSession session) : base(session) { }
+    internal Svg1Agent(Training.RunSession session)
+        : base(session) { }
 
     /// <summary>Opens a svg1 run folder of a built-in task.</summary>
     public static new Svg1Agent Load(string runDirectory) => Load<Svg1Agent>(runDirectory, null);

@@ -53,8 +53,13 @@ public sealed class StopOnNoImprovement : ITrainingCallback
     /// <inheritdoc/>
     public bool OnEvaluation(Agent agent, EvaluationRecord evaluation)
     {
-        if (evaluation.ReturnMean > best) { best = evaluation.ReturnMean; stale = 0; }
-        else stale++;
+        if (evaluation.ReturnMean > best)
+        {
+            best = evaluation.ReturnMean;
+            stale = 0;
+        }
+        else
+            stale++;
         return stale < Evaluations;
     }
 }
@@ -104,6 +109,7 @@ public sealed class CheckpointEvery : ITrainingCallback
     /// <inheritdoc/>
     public void OnStep(Agent agent, int step)
     {
-        if (step % Steps == 0) agent.Save(Directory, overwrite: true);
+        if (step % Steps == 0)
+            agent.Save(Directory, overwrite: true);
     }
 }

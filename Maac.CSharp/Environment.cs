@@ -8,7 +8,13 @@ namespace Maac;
 /// <param name="Terminated">The task reached a terminal state: nothing is to be gained after it.</param>
 /// <param name="Truncated">The episode was cut off (for example by a time limit) in a state that still has a value.</param>
 /// <param name="Info">Anything else the step reports (Gymnasium's info dictionary); optional.</param>
-public sealed record StepResult(float[] Observation, double Reward, bool Terminated, bool Truncated, IReadOnlyDictionary<string, object>? Info = null);
+public sealed record StepResult(
+    float[] Observation,
+    double Reward,
+    bool Terminated,
+    bool Truncated,
+    IReadOnlyDictionary<string, object>? Info = null
+);
 
 /// <summary>
 /// An environment a C# class implements to be trained on exactly like a built-in task. Observations and

@@ -48,8 +48,14 @@ internal sealed class EnvironmentAdapter : CoreEnv, Envs.IRestorableEnv
     public FSharpList<Tuple<string, double[]>> SaveState()
     {
         var saved = Restorable.SaveState() ?? throw new InvalidOperationException($"{name}: SaveState returned null");
-        return ListModule.OfSeq(saved.Select(p => Tuple.Create(p.Key,
-            (double[])(p.Value ?? throw new InvalidOperationException($"{name}: SaveState returned a null part '{p.Key}'")).Clone())));
+        return ListModule.OfSeq(
+            saved.Select(p =>
+                Tuple.Create(
+                    p.Key,
+                    (double[])(p.Value ?? throw new InvalidOperationException($"{name}: SaveState returned a null part '{p.Key}'")).Clone()
+                )
+            )
+        );
     }
 
     public void RestoreState(FSharpList<Tuple<string, double[]>> state) =>
@@ -69,14 +75,21 @@ internal sealed class EnvironmentAdapter : CoreEnv, Envs.IRestorableEnv
         var reward = first as IRewardFunction;
         var termination = first as ITerminationFunction;
         (first as IDisposable)?.Dispose();
-        if (steps <= 0) throw new ArgumentException($"{first.Name}: MaxEpisodeSteps must be positive, got {steps}", nameof(environmentFactory));
-        Func<CoreEnv> create = () => new EnvironmentAdapter(factory() ?? throw new InvalidOperationException("the environment factory returned null"));
+        if (steps <= 0)
+            throw new ArgumentException($"{first.Name}: MaxEpisodeSteps must be positive, got {steps}", nameof(environmentFactory));
+        Func<CoreEnv> create = () =>
+            new EnvironmentAdapter(factory() ?? throw new InvalidOperationException("the environment factory returned null"));
         try
         {
-            var task = Envs.Tasks.customWith(create, steps,
+            var task = Envs.Tasks.customWith(
+                create,
+                steps,
                 reward is null ? null! : reward.Reward,
-                termination is null ? null! : termination.Terminated, strictChecks);
-            foreach (var warning in task.Warnings) Console.Error.WriteLine($"warning: environment {task.Name}: {warning}");
+                termination is null ? null! : termination.Terminated,
+                strictChecks
+            );
+            foreach (var warning in task.Warnings)
+                Console.Error.WriteLine($"warning: environment {task.Name}: {warning}");
             return task;
         }
         catch (ArgumentException e) when (e.ParamName == "environment")

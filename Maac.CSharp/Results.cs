@@ -14,8 +14,16 @@ namespace Maac;
 /// <param name="Temperature">The entropy temperature α after the last gradient step.</param>
 /// <param name="Remaining">Estimated time to the end of this call of Train, from the recent rate of learning steps.</param>
 public sealed record TrainingProgress(
-    int Step, int TotalSteps, double StepsPerSecond, double? LastEpisodeReturn, double? LastEvaluationReturn,
-    float? CriticLoss, float? ActorLoss, float? Temperature, TimeSpan? Remaining);
+    int Step,
+    int TotalSteps,
+    double StepsPerSecond,
+    double? LastEpisodeReturn,
+    double? LastEvaluationReturn,
+    float? CriticLoss,
+    float? ActorLoss,
+    float? Temperature,
+    TimeSpan? Remaining
+);
 
 /// <summary>The returns of an evaluation over several episodes.</summary>
 /// <param name="Mean">Mean return.</param>
@@ -23,7 +31,13 @@ public sealed record TrainingProgress(
 /// <param name="Episodes">Episodes run.</param>
 /// <param name="Returns">Every episode's return, in episode order (empty for planner evaluations).</param>
 /// <param name="Lengths">Every episode's length in steps, in episode order (empty for planner evaluations).</param>
-public sealed record EvaluationResult(double Mean, double StandardDeviation, int Episodes, IReadOnlyList<double> Returns, IReadOnlyList<int> Lengths)
+public sealed record EvaluationResult(
+    double Mean,
+    double StandardDeviation,
+    int Episodes,
+    IReadOnlyList<double> Returns,
+    IReadOnlyList<int> Lengths
+)
 {
     /// <summary>The result of episodes with these returns and lengths.</summary>
     public static EvaluationResult Of(double[] returns, int[] lengths)
@@ -51,5 +65,26 @@ public sealed record EpisodeRecord(int Step, double Return, int Length, double W
 /// <param name="ModelHoldoutError">Mean hold-out squared error of the dynamics model (NaN without one).</param>
 /// <param name="WallSeconds">Training time so far.</param>
 public sealed record EvaluationRecord(
-    int Step, double ReturnMean, double ReturnStandardDeviation, float CriticLoss, float ActorLoss, float Temperature,
-    float ModelHoldoutError, double WallSeconds);
+    int Step,
+    double ReturnMean,
+    double ReturnStandardDeviation,
+    float CriticLoss,
+    float ActorLoss,
+    float Temperature,
+    float ModelHoldoutError,
+    double WallSeconds
+)
+{
+    /// <summary>The record of a metrics row (one evaluation of the library's training loop).</summary>
+    internal static EvaluationRecord Of(Maac.Training.MetricsRow row) =>
+        new(
+            row.Step,
+            row.EvalReturnMean,
+            row.EvalReturnStd,
+            row.CriticLoss,
+            row.ActorLoss,
+            row.Alpha,
+            row.ModelHoldoutMse,
+            row.WallSeconds
+        );
+}

@@ -14,7 +14,8 @@ public sealed class BoxSpace
     {
         ArgumentNullException.ThrowIfNull(low);
         ArgumentNullException.ThrowIfNull(high);
-        if (low.Length == 0) throw new ArgumentException("a box needs at least one dimension", nameof(low));
+        if (low.Length == 0)
+            throw new ArgumentException("a box needs at least one dimension", nameof(low));
         if (low.Length != high.Length)
             throw new ArgumentException($"the bounds have lengths {low.Length} and {high.Length}", nameof(high));
         for (var i = 0; i < low.Length; i++)

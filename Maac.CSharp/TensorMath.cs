@@ -16,7 +16,8 @@ public static class TensorMath
     public static Tensor Column(this Tensor x, int index)
     {
         ArgumentNullException.ThrowIfNull(x);
-        if (x.Rank != 2) throw new ArgumentException($"Column needs a [N, d] tensor, got shape [{string.Join(", ", x.Shape)}]", nameof(x));
+        if (x.Rank != 2)
+            throw new ArgumentException($"Column needs a [N, d] tensor, got shape [{string.Join(", ", x.Shape)}]", nameof(x));
         var columns = x.Shape[1];
         if (index < 0 || index >= columns)
             throw new ArgumentOutOfRangeException(nameof(index), index, $"the tensor has {columns} columns");

@@ -10,7 +10,8 @@ sealed class PointMass : IEnvironment, IRewardFunction
 {
     const float Dt = 0.1f;
     Random random = new(0);
-    float position, velocity;
+    float position,
+        velocity;
 
     public string Name => "PointMass";
     public BoxSpace ObservationSpace { get; } = new([-10f, -10f], [10f, 10f]);
@@ -19,7 +20,8 @@ sealed class PointMass : IEnvironment, IRewardFunction
 
     public float[] Reset(long? seed)
     {
-        if (seed is long s) random = new Random((int)s);
+        if (seed is long s)
+            random = new Random((int)s);
         position = (float)(random.NextDouble() * 4 - 2);
         velocity = 0f;
         return [position, velocity];

@@ -10,16 +10,26 @@ options.TotalSteps = steps;
 options.Seed = 0;
 
 using var agent = new MaacAgent("Pendulum", options);
+
 // A live line on a terminal; nothing when the output goes to a file.
-IProgress<TrainingProgress>? progress = Console.IsOutputRedirected ? null : new Progress<TrainingProgress>(p =>
-    Console.Write($"\rstep {p.Step}/{p.TotalSteps}  {p.StepsPerSecond:F1} steps/s  last evaluation {p.LastEvaluationReturn?.ToString("F1") ?? "–"}   "));
+IProgress<TrainingProgress>? progress = Console.IsOutputRedirected
+    ? null
+    : new Progress<TrainingProgress>(p =>
+        Console.Write(
+            $"\rstep {p.Step}/{p.TotalSteps}  {p.StepsPerSecond:F1} steps/s  last evaluation {p.LastEvaluationReturn?.ToString("F1") ?? "–"}   "
+        )
+    );
 using var cancel = new CancellationTokenSource();
-Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
+Console.CancelKeyPress += (_, e) =>
+{
+    e.Cancel = true;
+    cancel.Cancel();
+};
 await agent.TrainAsync(steps, progress, cancel.Token);
 Console.WriteLine();
 
 foreach (var e in agent.Evaluations)
-    Console.WriteLine($"step {e.Step,6}: evaluation return {e.ReturnMean,8:F1} ± {e.ReturnStandardDeviation:F1}");
+    Console.WriteLine($"step {e.Step, 6}: evaluation return {e.ReturnMean, 8:F1} ± {e.ReturnStandardDeviation:F1}");
 
 var folder = Path.Combine(Path.GetTempPath(), $"maac-quickstart-{Environment.ProcessId}");
 agent.Save(folder);
@@ -29,6 +39,7 @@ var action = loaded.Act(observation);
 Console.WriteLine($"saved to {folder}; the loaded agent (step {loaded.Step}) applies torque {action[0]:F3} when upright");
 var final = loaded.Evaluate(episodes: 10);
 Console.WriteLine($"loaded agent: evaluation return {final.Mean:F1} ± {final.StandardDeviation:F1} over {final.Episodes} episodes");
-if (action.Length != 1 || !double.IsFinite(final.Mean)) return 1;
+if (action.Length != 1 || !double.IsFinite(final.Mean))
+    return 1;
 Directory.Delete(folder, recursive: true);
 return 0;

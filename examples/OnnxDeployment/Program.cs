@@ -21,8 +21,9 @@ foreach (var angle in new[] { 0.0, 0.5, 1.5, 3.0, -2.0 })
     var fromOnnx = deployed.Act(observation);
     var fromAgent = agent.Act(observation);
     largest = Math.Max(largest, Math.Abs(fromOnnx[0] - fromAgent[0]));
-    Console.WriteLine($"angle {angle,5:F1}: torque {fromOnnx[0],8:F4} from the .onnx file, {fromAgent[0],8:F4} from the agent");
+    Console.WriteLine($"angle {angle, 5:F1}: torque {fromOnnx[0], 8:F4} from the .onnx file, {fromAgent[0], 8:F4} from the agent");
 }
-if (largest > 1e-4f) throw new InvalidOperationException($"the ONNX policy differs from the agent by {largest}");
+if (largest > 1e-4f)
+    throw new InvalidOperationException($"the ONNX policy differs from the agent by {largest}");
 Console.WriteLine($"largest difference {largest:G3}: the deployed policy is the trained one");
 File.Delete(path);
