@@ -5,6 +5,8 @@ open System
 open System.Diagnostics
 open System.IO
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 open Maac.Analysis
 open Maac.Cli.Sweep
 

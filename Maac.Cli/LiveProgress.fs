@@ -6,6 +6,8 @@ module Maac.Cli.LiveProgress
 open System
 open Spectre.Console
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 
 /// What a run shows while it trains.
 type Display =

@@ -246,7 +246,7 @@ type Command =
 
 /// `train --resume DIR`: continues a run as it was configured; flags that would change its meaning are refused.
 let private resumeRun (t: ParseResults<TrainArgs>) (dir: string) =
-    let s = Maac.Algorithms.RunFolder.readSettings dir
+    let s = Maac.Training.RunFolder.readSettings dir
     // A resumed run continues as configured: flags that would change its meaning are refused, not ignored.
     let conflicts =
         [
@@ -285,7 +285,7 @@ let private newRun (t: ParseResults<TrainArgs>) =
 
     let baseSettings =
         match t.TryGetResult TrainArgs.Config with
-        | Some file -> Maac.Algorithms.RunFolder.readSettingsFileFor file (Some env) (Some algo)
+        | Some file -> Maac.Training.RunFolder.readSettingsFileFor file (Some env) (Some algo)
         | None -> Maac.Algorithms.Settings.forTask env algo
 
     let s =
@@ -332,7 +332,7 @@ let private sweep (kind: string) (defaultAlgos: string) (r: ParseResults<RunsArg
     |> Option.iter (fun c ->
         for e in envs do
             for a in algos do
-                Maac.Algorithms.RunFolder.readSettingsFileFor c (Some e) (Some a) |> ignore)
+                Maac.Training.RunFolder.readSettingsFileFor c (Some e) (Some a) |> ignore)
 
     let seeds, steps =
         r.GetResult(RunsArgs.Seeds, defaultValue = 3), r.GetResult(RunsArgs.Steps, defaultValue = 3000)
@@ -411,15 +411,15 @@ let private pendulumOptimum (o: ParseResults<OptimumArgs>) =
 
 /// `export`: a run's deterministic policy as an ONNX model.
 let private export (x: ParseResults<ExportArgs>) =
-    use trainer = Maac.Algorithms.RunFolder.openTrainer (x.GetResult ExportArgs.Run)
+    use trainer = Maac.Training.RunFolder.openTrainer (x.GetResult ExportArgs.Run)
     trainer.ExportOnnx(x.GetResult ExportArgs.Out)
 
     printfn
         "wrote %s: input '%s' [batch, %d], output '%s' [batch, %d] in the task's action space"
         (x.GetResult ExportArgs.Out)
-        Maac.Algorithms.OnnxExport.InputName
+        Maac.Persistence.OnnxExport.InputName
         trainer.ObservationDim
-        Maac.Algorithms.OnnxExport.OutputName
+        Maac.Persistence.OnnxExport.OutputName
         trainer.ActionSpace.Dim
 
     0

@@ -6,6 +6,8 @@ module Maac.Cli.Sweep
 open System
 open System.IO
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 
 /// One training run of a sweep and its run folder (absolute).
 type RunSpec = { Index: int; Env: string; Algorithm: string; Seed: int; Steps: int; Folder: string }

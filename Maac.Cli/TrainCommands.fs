@@ -7,6 +7,8 @@ open System
 open System.IO
 open System.Threading
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 open Maac.Envs
 
 /// Trains into a new run folder, or resumes one (`resume` with the budget given by --steps, if any), logging to

@@ -243,7 +243,7 @@ let tests =
                 let idle =
                     Array.init 3 (fun e ->
                         use env = new Maac.Envs.TimeLimit(new Maac.Envs.Pendulum(), 200) :> Maac.Envs.IEnv
-                        env.Reset(Some(Maac.Algorithms.Trainer.EvaluationSeedBase 0L + int64 e)) |> ignore
+                        env.Reset(Some(Maac.Training.Trainer.EvaluationSeedBase 0L + int64 e)) |> ignore
                         Array.init 200 (fun _ -> (env.Step [| 0.0f |]).Reward) |> Array.sum)
 
                 for e in 0..2 do

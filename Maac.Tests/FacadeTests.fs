@@ -266,7 +266,7 @@ let tests =
                 Expect.isTrue (facade.Contains "IEnvironment" && facade.Contains "StepResult") "the walk sees the façade's names"
 
                 let others =
-                    [ typeof<Maac.Algorithms.Trainer>.Assembly; typeof<Maac.Cuda.GpuBackend>.Assembly ]
+                    [ typeof<Maac.Training.Trainer>.Assembly; typeof<Maac.Cuda.GpuBackend>.Assembly ]
                     |> List.collect (fun a -> a.GetExportedTypes() |> List.ofArray)
                     |> List.filter (fun t -> not (isNull t.Namespace) && t.Namespace.StartsWith "Maac.")
 
@@ -335,7 +335,7 @@ let tests =
             }
 
             test "the walk would catch an F# type: it flags one in Maac.Core's surface" {
-                let found = publicSignatureTypes typeof<Maac.Algorithms.Trainer>.Assembly
+                let found = publicSignatureTypes typeof<Maac.Training.Trainer>.Assembly
                 Expect.exists found (snd >> isFSharpOrTuple) "Maac.Core exposes F# types, and the walk sees them"
             }
 
@@ -377,6 +377,44 @@ let tests =
                     failtest "an undefined PathNoise value was accepted"
                 with :? ArgumentOutOfRangeException as e ->
                     Expect.equal e.ParamName "PathNoise" "names the property"
+            }
+
+            test "the C# options accept exactly the values the library's settings check accepts, and keep theirs on refusal" {
+                let settingsWith (change: Maac.Algorithms.Settings -> Maac.Algorithms.Settings) =
+                    change (MaacOptions().ToSettings "Pendulum")
+
+                let cases: (string * (MaacOptions -> unit) * (Maac.Algorithms.Settings -> Maac.Algorithms.Settings)) list =
+                    [
+                        for v in [ 20.0f; 1e-13f; 0.0f; -1.0f; nanf; infinityf ] do
+                            yield
+                                sprintf "ActorLearningRate = %g" v,
+                                (fun o -> o.ActorLearningRate <- v),
+                                (fun s -> { s with ActorLearningRate = v })
+                        for v in [ 0.0f; 1e-7f; 1.0f; 1.5f ] do
+                            yield sprintf "Gamma = %g" v, (fun o -> o.Gamma <- v), (fun s -> { s with Gamma = v })
+
+                            yield
+                                sprintf "RealDataFraction = %g" v,
+                                (fun o -> o.RealDataFraction <- v),
+                                (fun s -> { s with RealFraction = v })
+                        for v in [ -1; 0; 1 ] do
+                            yield sprintf "RandomSteps = %d" v, (fun o -> o.RandomSteps <- v), (fun s -> { s with RandomSteps = v })
+                            yield sprintf "ActorSamples = %d" v, (fun o -> o.ActorSamples <- v), (fun s -> { s with ActorSamples = v })
+                    ]
+
+                for name, setOption, setSetting in cases do
+                    let o = MaacOptions()
+                    let before = o.ToSettings "Pendulum"
+
+                    let accepted =
+                        try
+                            setOption o
+                            true
+                        with :? ArgumentOutOfRangeException ->
+                            Expect.equal (o.ToSettings "Pendulum") before (name + ": the refused value left the options as they were")
+                            false
+
+                    Expect.equal accepted (Maac.Algorithms.Settings.problems (settingsWith setSetting)).IsEmpty name
             }
 
             test "out-of-range options and bad arguments name the parameter" {
@@ -529,13 +567,13 @@ let tests =
 
                 try
                     let s = { RlTests.tiny "Pendulum" "maac" with Steps = 200; EvalEvery = 200 }
-                    Maac.Algorithms.RunFolder.create dir s
+                    Maac.Training.RunFolder.create dir s
 
                     let trainOnce () =
                         use trainer =
-                            new Maac.Algorithms.Trainer(s, Maac.Algorithms.Algorithms.maac, Maac.Envs.Tasks.find "Pendulum")
+                            new Maac.Training.Trainer(s, Maac.Algorithms.Algorithms.maac, Maac.Envs.Tasks.find "Pendulum")
 
-                        trainer.Run(200, ignore, (fun _ -> Maac.Algorithms.RunFolder.record dir trainer), CancellationToken.None)
+                        trainer.Run(200, ignore, (fun _ -> Maac.Training.RunFolder.record dir trainer), CancellationToken.None)
 
                     trainOnce ()
                     use agent = MaacAgent.Load dir
@@ -600,7 +638,7 @@ let tests =
                     Expect.equal (loaded.Evaluations |> Seq.map (fun e -> e.Step) |> List.ofSeq) [ 120; 240 ] "the run's evaluations"
                     loaded.Train 120 // beyond TotalSteps = 240: the budget is raised, as SB3's reset_num_timesteps=False
                     Expect.equal (loaded.Step, loaded.TotalSteps) (360, 360) "trained on"
-                    Expect.equal (Maac.Algorithms.RunFolder.readSettings dir).Steps 360 "config.json records the new budget"
+                    Expect.equal (Maac.Training.RunFolder.readSettings dir).Steps 360 "config.json records the new budget"
                     Expect.equal (loaded.Evaluations |> Seq.last).Step 360 "a new evaluation at the end"
                 finally
                     if Directory.Exists dir then
@@ -742,8 +780,8 @@ let tests =
 
                     use resumed = SacAgent.Load(dir, (fun () -> new Glide() :> IEnvironment))
                     resumed.Train(240 - resumed.Step)
-                    let arraysA, _ = Maac.Algorithms.Checkpoint.load (Path.Combine(whole, "checkpoint.safetensors"))
-                    let arraysB, _ = Maac.Algorithms.Checkpoint.load (Path.Combine(dir, "checkpoint.safetensors"))
+                    let arraysA, _ = Maac.Persistence.Checkpoint.load (Path.Combine(whole, "checkpoint.safetensors"))
+                    let arraysB, _ = Maac.Persistence.Checkpoint.load (Path.Combine(dir, "checkpoint.safetensors"))
 
                     for KeyValue(name, a) in arraysA do
                         let bitsOf (v: float32[]) = v |> Array.map BitConverter.SingleToInt32Bits

@@ -10,6 +10,8 @@ open Microsoft.ML.OnnxRuntime.Tensors
 open Maac
 open Maac.Envs
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 
 /// Runs an ONNX model file on a batch of observations with ONNX Runtime alone.
 let private runOnnx (path: string) (observations: float32[][]) =

@@ -8,6 +8,8 @@ open Maac.Tensors
 open Maac.Nn
 open Maac.Rl
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 open Maac.Tests.Support
 
 /// A deterministic one-dimensional path: the action is always 1 with log π = the state, s' = s + a, r = s, and the

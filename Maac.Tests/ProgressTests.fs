@@ -5,6 +5,8 @@ module Maac.Tests.ProgressTests
 open System
 open Expecto
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 
 /// A synthetic run of 5,000 steps: 500 random steps at 1 ms, the first model fit (4 s) at step 500, then learning
 /// steps at 50 ms with a 1 s fit every 250 steps. The clock after each step.

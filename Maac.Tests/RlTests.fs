@@ -11,6 +11,8 @@ open Maac.Nn
 open Maac.Envs
 open Maac.Rl
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 open Maac.Tests.Support
 
 /// Settings small enough for tests: tiny networks and budgets on a managed task.

@@ -7,6 +7,8 @@ open System.Diagnostics
 open System.IO
 open Expecto
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 open Maac.Tests.Support
 
 /// The repository root (the folder holding Maac.sln), found from the test assembly's folder.

@@ -9,6 +9,8 @@ open System.Text
 open Expecto
 open Google.Protobuf
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 open Maac.Envs
 
 /// One decoded Event.

@@ -12,6 +12,8 @@ open Maac.Tensors
 open Maac.Envs
 open Maac.Rl
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 open Maac.Tests.Support
 
 let private bits (a: AgentState) =
@@ -74,7 +76,7 @@ let tests =
                 use t = new Trainer(s, Algorithms.maac, task)
                 let events = Collections.Generic.List<TrainingEvent>()
                 t.Run(300, events.Add, Threading.CancellationToken.None)
-                let run = TrainingStep.run s Algorithms.maac task
+                let run = TrainingStep.createRun s Algorithms.maac task
                 use _env = run.Env
                 let init = TrainingState.init s (TrainingStep.key run 1L 0) 3 1 false
 

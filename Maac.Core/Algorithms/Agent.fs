@@ -9,149 +9,6 @@ open Maac.Optim
 open Maac.Envs
 open Maac.Rl
 
-/// Which value target trains the critics.
-type CriticTarget =
-    /// One-step soft TD (SAC).
-    | TdTarget
-    /// STEVE's inverse-variance combination of model expansions (horizon Settings.CriticHorizon).
-    | SteveTarget
-
-/// What an actor objective is given at one gradient step.
-type ActorInputs =
-    {
-        Gamma: float32
-        /// The model horizon H of this step (from Algorithm.ActorHorizon).
-        Horizon: int
-        /// Samples K per start state (from Algorithm.ActorSamples), where they are drawn and which actions pay entropy
-        /// (from Settings.ActorSamplesAt and ActorEntropy).
-        Choices: PathwiseChoices
-        /// The learned model with the task's functions (None before the first fit or without a model).
-        Context: ModelContext option
-        /// The critics after this step's critic update.
-        Critics: Critics
-        Alpha: float32
-        Key: RandomKey
-        /// Start states [B, o].
-        Observations: Tensor
-        /// The environment step.
-        Step: int
-    }
-
-/// An algorithm as a composition of the same pieces: whether a model is learned, whether imagined
-/// transitions feed the updates, which target trains the critics, and the actor's model horizon and
-/// samples (schedules of the training step, so that a user can write, e.g., a growing horizon).
-type Algorithm =
-    {
-        Name: string
-        UsesModel: bool
-        UsesImaginedData: bool
-        CriticTarget: CriticTarget
-        ActorHorizon: Settings -> int -> int
-        ActorSamples: Settings -> int
-        RolloutLength: Settings -> int -> int
-        /// The loss the policy minimises, a function of the step's inputs and the policy.
-        ActorObjective: ActorInputs -> TanhGaussianPolicy -> Tensor
-    }
-
-/// The paper's algorithm and its baselines.
-module Algorithms =
-    /// MAAC's actor objective (Objectives.maacWith) on the step's inputs; SAC's loss when H = 0 and K = 1.
-    let pathwiseActor (i: ActorInputs) (policy: TanhGaussianPolicy) =
-        Objectives.maacWith i.Choices i.Gamma i.Horizon i.Context i.Critics i.Alpha i.Key i.Observations policy
-
-    /// Soft actor-critic: model-free, TD targets, H = 0.
-    let sac =
-        {
-            Name = "sac"
-            UsesModel = false
-            UsesImaginedData = false
-            CriticTarget = TdTarget
-            ActorHorizon = (fun _ _ -> 0)
-            ActorSamples = (fun _ -> 1)
-            RolloutLength = (fun _ _ -> 0)
-            ActorObjective = pathwiseActor
-        }
-
-    /// MBPO: SAC on a mix of real and short imagined rollouts whose length grows from 1 to
-    /// Settings.RolloutLength over the first half of training.
-    let mbpo =
-        { sac with
-            Name = "mbpo"
-            UsesModel = true
-            UsesImaginedData = true
-            RolloutLength = fun s step -> 1 + int (float (max 0 (s.RolloutLength - 1)) * min 1.0 (float step / (0.5 * float s.Steps)))
-        }
-
-    /// STEVE on SAC: real data only, STEVE critic targets.
-    let steve = { sac with Name = "steve"; UsesModel = true; CriticTarget = SteveTarget }
-
-    /// SVG(1): the value gradient through one model step (H = 1, one sample), TD targets.
-    let svg1 = { sac with Name = "svg1"; UsesModel = true; ActorHorizon = (fun _ _ -> 1) }
-
-    /// MAAC: imagined data, STEVE targets, the H-step pathwise actor objective with K samples.
-    let maac =
-        {
-            Name = "maac"
-            UsesModel = true
-            UsesImaginedData = true
-            CriticTarget = SteveTarget
-            ActorHorizon = (fun s _ -> s.ActorHorizon)
-            ActorSamples = (fun s -> s.ActorSamples)
-            RolloutLength = (fun s _ -> s.RolloutLength)
-            ActorObjective = pathwiseActor
-        }
-
-    let all = [ maac; sac; mbpo; steve; svg1 ]
-
-    /// MAAC without the model in the actor objective (H = 0: SAC's actor loss on MAAC's data and critics).
-    let maacNoHorizon = { maac with Name = "maac-h0"; ActorHorizon = fun _ _ -> 0 }
-
-    /// MAAC with one-step TD critic targets instead of STEVE's.
-    let maacTdTargets = { maac with Name = "maac-td"; CriticTarget = TdTarget }
-
-    /// MAAC with a single sampled path per start state (K = 1).
-    let maacSingleSample = { maac with Name = "maac-k1"; ActorSamples = fun _ -> 1 }
-
-    /// The paper's ablations (Figure 4), trainable by name like the algorithms.
-    let ablations = [ maacNoHorizon; maacTdTargets; maacSingleSample ]
-
-    let private registered =
-        Collections.Concurrent.ConcurrentDictionary<string, Algorithm>(StringComparer.OrdinalIgnoreCase)
-
-    let private builtIn (name: string) =
-        all @ ablations
-        |> List.tryFind (fun a -> String.Equals(a.Name, name, StringComparison.OrdinalIgnoreCase))
-
-    /// Registers a user-composed algorithm under its name, so that `find` knows it: a run folder of it (whose
-    /// config.json names the algorithm) can then be reopened, evaluated and resumed. The names of the built-in
-    /// algorithms and ablations are refused; registering the same name again replaces the earlier variant.
-    let register (a: Algorithm) =
-        if String.IsNullOrWhiteSpace a.Name then
-            invalidArg "a" "an algorithm needs a name to be registered"
-
-        if (builtIn a.Name).IsSome then
-            invalidArg "a" (sprintf "'%s' is a built-in algorithm; give the variant its own name" a.Name)
-
-        registered.[a.Name] <- a
-
-    /// The algorithm or ablation with this name (built-in or registered); a clear error listing the names otherwise.
-    let find (name: string) =
-        match builtIn name with
-        | Some a -> a
-        | None ->
-            match registered.TryGetValue name with
-            | true, a -> a
-            | _ ->
-                let known =
-                    (all @ ablations |> List.map (fun a -> a.Name)) @ (registered.Keys |> Seq.sort |> Seq.toList)
-
-                invalidArg
-                    "name"
-                    (sprintf
-                        "unknown algorithm '%s'; choose one of %s (a variant of your own must be registered under its name first: Algorithms.register)"
-                        name
-                        (String.Join(", ", known)))
-
 /// All learned state of an agent (parameters and optimiser moments): data, replaced by each update. As a parameter
 /// collection its tensors are named as in checkpoints ("policy.layer0.weight", "policyOpt.m.0", "model.net...",
 /// "modelStats.inputMean", ...); Adam's step counts and the model's elites are not tensors.
@@ -168,62 +25,33 @@ type AgentState =
         ModelOpt: AdamState
     }
 
+    static member private Parts =
+        let model (get: DynamicsModel -> 'P) (set: DynamicsModel -> 'P -> DynamicsModel) =
+            (fun (a: AgentState) -> get a.Model), (fun (a: AgentState) v -> { a with Model = set a.Model v })
+
+        let statistic name get set =
+            let getter, setter = model get set
+            ParameterPart.tensor ("modelStats." + name) getter setter
+
+        [
+            ParameterPart.nested "policy" (fun a -> a.Policy) (fun a v -> { a with Policy = v })
+            ParameterPart.nested "policyOpt" (fun a -> a.PolicyOpt) (fun a v -> { a with PolicyOpt = v })
+            ParameterPart.nested "critics" (fun a -> a.Critics) (fun a v -> { a with Critics = v })
+            ParameterPart.nested "criticsOpt" (fun a -> a.CriticsOpt) (fun a v -> { a with CriticsOpt = v })
+            ParameterPart.nested "targetCritics" (fun a -> a.TargetCritics) (fun a v -> { a with TargetCritics = v })
+            ParameterPart.nested "temperature" (fun a -> a.Temperature) (fun a v -> { a with Temperature = v })
+            ParameterPart.nested "temperatureOpt" (fun a -> a.TemperatureOpt) (fun a v -> { a with TemperatureOpt = v })
+            ParameterPart.nested "model" (fun a -> a.Model.Net) (fun a v -> { a with Model = { a.Model with Net = v } })
+            ParameterPart.nested "modelOpt" (fun a -> a.ModelOpt) (fun a v -> { a with ModelOpt = v })
+            statistic "inputMean" (fun m -> m.InputMean) (fun m v -> { m with InputMean = v })
+            statistic "inputStd" (fun m -> m.InputStd) (fun m v -> { m with InputStd = v })
+            statistic "targetMean" (fun m -> m.TargetMean) (fun m v -> { m with TargetMean = v })
+            statistic "targetStd" (fun m -> m.TargetStd) (fun m v -> { m with TargetStd = v })
+        ]
+
     interface IParameters<AgentState> with
-        member a.Named =
-            let part (prefix: string) (p: IParameters<'P>) = Parameters.prefixed prefix p.Named
-            let m = a.Model
-
-            Array.concat
-                [
-                    part "policy" a.Policy
-                    part "policyOpt" a.PolicyOpt
-                    part "critics" a.Critics
-                    part "criticsOpt" a.CriticsOpt
-                    part "targetCritics" a.TargetCritics
-                    part "temperature" a.Temperature
-                    part "temperatureOpt" a.TemperatureOpt
-                    part "model" m.Net
-                    part "modelOpt" a.ModelOpt
-                    Parameters.prefixed
-                        "modelStats"
-                        [|
-                            "inputMean", m.InputMean
-                            "inputStd", m.InputStd
-                            "targetMean", m.TargetMean
-                            "targetStd", m.TargetStd
-                        |]
-                ]
-
-        member a.WithTensors ts =
-            let mutable offset = 0
-            let policy = Parameters.take a.Policy ts &offset
-            let policyOpt = Parameters.take a.PolicyOpt ts &offset
-            let critics = Parameters.take a.Critics ts &offset
-            let criticsOpt = Parameters.take a.CriticsOpt ts &offset
-            let targetCritics = Parameters.take a.TargetCritics ts &offset
-            let temperature = Parameters.take a.Temperature ts &offset
-            let temperatureOpt = Parameters.take a.TemperatureOpt ts &offset
-            let net = Parameters.take a.Model.Net ts &offset
-            let modelOpt = Parameters.take a.ModelOpt ts &offset
-
-            {
-                Policy = policy
-                PolicyOpt = policyOpt
-                Critics = critics
-                CriticsOpt = criticsOpt
-                TargetCritics = targetCritics
-                Temperature = temperature
-                TemperatureOpt = temperatureOpt
-                ModelOpt = modelOpt
-                Model =
-                    { a.Model with
-                        Net = net
-                        InputMean = ts.[offset]
-                        InputStd = ts.[offset + 1]
-                        TargetMean = ts.[offset + 2]
-                        TargetStd = ts.[offset + 3]
-                    }
-            }
+        member a.Named = PartsOf.named AgentState.Parts a
+        member a.WithTensors ts = PartsOf.withTensors AgentState.Parts a ts
 
 /// Losses of one gradient step.
 type UpdateMetrics = { CriticLoss: float32; ActorLoss: float32; Alpha: float32 }
@@ -267,17 +95,16 @@ module Agent =
             ModelOpt = Adam.init model.Net
         }
 
-    /// The policy's action in [−1, 1] for one observation (the mean when deterministic).
+    /// The policy's actions in [−1, 1] for observations [N, o]: the means when deterministic, else samples drawn from key.
+    let actRows (a: AgentState) (key: RandomKey) (deterministic: bool) (obs: Tensor) =
+        if deterministic then
+            TanhGaussianPolicy.deterministic a.Policy obs
+        else
+            fst (TanhGaussianPolicy.sample a.Policy key obs)
+
+    /// The policy's action in [−1, 1] for one observation (actRows on one row).
     let act (a: AgentState) (key: RandomKey) (deterministic: bool) (obs: float32[]) =
-        let o = Tensor.ofArray [| 1; obs.Length |] obs
-
-        let action =
-            if deterministic then
-                TanhGaussianPolicy.deterministic a.Policy o
-            else
-                fst (TanhGaussianPolicy.sample a.Policy key o)
-
-        action.ToArray()
+        (actRows a key deterministic (Tensor.ofArray [| 1; obs.Length |] obs)).ToArray()
 
     /// Checks, with one read from the device, the losses of an update and a probe of each gradient (its sum,
     /// which is NaN or infinite when any element is); raises DivergenceException naming the part and the first bad one.

@@ -172,80 +172,114 @@ module Settings =
         | "pendulum" -> { small with UpdatesPerStep = 4; Hidden = [| 256; 256 |] }
         | _ -> small
 
+    /// The kinds of range a setting has: each takes the value's getter, then the name to show and the settings.
+    module private Range =
+        let positive (get: Settings -> int) name s =
+            let v = get s
+
+            if v <= 0 then
+                Some(sprintf "%s must be positive, got %d" name v)
+            else
+                None
+
+        let atLeast0 (get: Settings -> int) name s =
+            let v = get s
+
+            if v < 0 then
+                Some(sprintf "%s must not be negative, got %d" name v)
+            else
+                None
+
+        let rate (get: Settings -> float32) name s =
+            let v = get s
+
+            if not (Single.IsFinite v) || v <= 0.0f then
+                Some(sprintf "%s must be a positive learning rate, got %g" name v)
+            else
+                None
+
+        let widths (get: Settings -> int[]) name s =
+            let v = get s
+
+            if isNull v || v.Length = 0 || Array.exists (fun w -> w <= 0) v then
+                Some(sprintf "%s must list positive layer widths, got [%s]" name (if isNull v then "" else String.Join(", ", v)))
+            else
+                None
+
+        let unit (get: Settings -> float32) (lowOpen: bool) name s =
+            let v = get s
+
+            if not (Single.IsFinite v) || (if lowOpen then v <= 0.0f else v < 0.0f) || v > 1.0f then
+                Some(sprintf "%s must lie in %s0, 1], got %g" name (if lowOpen then "(" else "[") v)
+            else
+                None
+
+        let named (get: Settings -> string) what name s =
+            if String.IsNullOrWhiteSpace(get s) then
+                Some(sprintf "%s must name %s" name what)
+            else
+                None
+
+        let choice setting (get: Settings -> string) (_: string) s = choiceProblem setting (get s)
+
+    /// Each setting's own range, by the setting's name: a rule takes the name to show (the C# options show their
+    /// property's name) and the settings, and gives the problem when the value is out of range.
+    let private rangeRules: (string * (string -> Settings -> string option)) list =
+        let positive, atLeast0, rate, widths, unit =
+            Range.positive, Range.atLeast0, Range.rate, Range.widths, Range.unit
+
+        [
+            "Env", Range.named (fun s -> s.Env) "a task"
+            "Algorithm", Range.named (fun s -> s.Algorithm) "an algorithm"
+            "Steps", positive (fun s -> s.Steps)
+            "Gamma", unit (fun s -> s.Gamma) true
+            "Tau", unit (fun s -> s.Tau) true
+            "BatchSize", positive (fun s -> s.BatchSize)
+            "Hidden", widths (fun s -> s.Hidden)
+            "ActorLearningRate", rate (fun s -> s.ActorLearningRate)
+            "CriticLearningRate", rate (fun s -> s.CriticLearningRate)
+            "AlphaLearningRate", rate (fun s -> s.AlphaLearningRate)
+            "RandomSteps", atLeast0 (fun s -> s.RandomSteps)
+            "UpdatesPerStep", positive (fun s -> s.UpdatesPerStep)
+            "ModelMembers", positive (fun s -> s.ModelMembers)
+            "ModelElites", positive (fun s -> s.ModelElites)
+            "ModelHidden", widths (fun s -> s.ModelHidden)
+            "ModelLearningRate", rate (fun s -> s.ModelLearningRate)
+            "ModelBatchSize", positive (fun s -> s.ModelBatchSize)
+            "ModelMaxEpochs", positive (fun s -> s.ModelMaxEpochs)
+            "ModelTrainEvery", positive (fun s -> s.ModelTrainEvery)
+            "RolloutStarts", positive (fun s -> s.RolloutStarts)
+            "RolloutLength", positive (fun s -> s.RolloutLength)
+            "ImaginedCapacity", positive (fun s -> s.ImaginedCapacity)
+            "RealCapacity", positive (fun s -> s.RealCapacity)
+            "RealFraction", unit (fun s -> s.RealFraction) false
+            "ActorHorizon", atLeast0 (fun s -> s.ActorHorizon)
+            "ActorSamples", positive (fun s -> s.ActorSamples)
+            "CriticHorizon", atLeast0 (fun s -> s.CriticHorizon)
+            "ActorSamplesAt", Range.choice "ActorSamplesAt" (fun s -> s.ActorSamplesAt)
+            "ActorEntropy", Range.choice "ActorEntropy" (fun s -> s.ActorEntropy)
+            "PathNoise", Range.choice "PathNoise" (fun s -> s.PathNoise)
+            "EvalEvery", positive (fun s -> s.EvalEvery)
+            "EvalEpisodes", positive (fun s -> s.EvalEpisodes)
+        ]
+
+    /// The problem of one setting's value, shown under the name `shownAs`; null when it is in range. Only the
+    /// setting's own range is checked (relations between settings, such as ModelElites ≤ ModelMembers, are checked by
+    /// problems). The C# options check each property with it, so both surfaces accept the same values.
+    let problemOf (setting: string) (shownAs: string) (s: Settings) : string =
+        match rangeRules |> List.tryFind (fun (name, _) -> name = setting) with
+        | Some(_, rule) -> rule shownAs s |> Option.toObj
+        | None -> invalidArg "setting" (sprintf "no setting is called '%s'" setting)
+
     /// Every out-of-range setting, each naming the setting and its value; empty when the settings can be run.
     /// The one check used by the command line, the C# options and F# callers (Trainer runs it).
     let problems (s: Settings) =
         [
-            let positive name (v: int) =
-                if v <= 0 then
-                    Some(sprintf "%s must be positive, got %d" name v)
-                else
-                    None
-
-            let atLeast0 name (v: int) =
-                if v < 0 then
-                    Some(sprintf "%s must not be negative, got %d" name v)
-                else
-                    None
-
-            let rate name (v: float32) =
-                if not (Single.IsFinite v) || v <= 0.0f then
-                    Some(sprintf "%s must be a positive learning rate, got %g" name v)
-                else
-                    None
-
-            let widths name (v: int[]) =
-                if isNull v || v.Length = 0 || Array.exists (fun w -> w <= 0) v then
-                    Some(sprintf "%s must list positive layer widths, got [%s]" name (if isNull v then "" else String.Join(", ", v)))
-                else
-                    None
-
-            let unit name (v: float32) (lowOpen: bool) =
-                if not (Single.IsFinite v) || (if lowOpen then v <= 0.0f else v < 0.0f) || v > 1.0f then
-                    Some(sprintf "%s must lie in %s0, 1], got %g" name (if lowOpen then "(" else "[") v)
-                else
-                    None
-
-            if String.IsNullOrWhiteSpace s.Env then
-                Some "Env must name a task"
-
-            if String.IsNullOrWhiteSpace s.Algorithm then
-                Some "Algorithm must name an algorithm"
-
-            positive "Steps" s.Steps
-            unit "Gamma" s.Gamma true
-            unit "Tau" s.Tau true
-            positive "BatchSize" s.BatchSize
-            widths "Hidden" s.Hidden
-            rate "ActorLearningRate" s.ActorLearningRate
-            rate "CriticLearningRate" s.CriticLearningRate
-            rate "AlphaLearningRate" s.AlphaLearningRate
-            atLeast0 "RandomSteps" s.RandomSteps
-            positive "UpdatesPerStep" s.UpdatesPerStep
-            positive "ModelMembers" s.ModelMembers
-            positive "ModelElites" s.ModelElites
+            for name, rule in rangeRules do
+                yield rule name s
 
             if s.ModelElites > s.ModelMembers then
-                Some(sprintf "ModelElites (%d) must not exceed ModelMembers (%d)" s.ModelElites s.ModelMembers)
-
-            widths "ModelHidden" s.ModelHidden
-            rate "ModelLearningRate" s.ModelLearningRate
-            positive "ModelBatchSize" s.ModelBatchSize
-            positive "ModelMaxEpochs" s.ModelMaxEpochs
-            positive "ModelTrainEvery" s.ModelTrainEvery
-            positive "RolloutStarts" s.RolloutStarts
-            positive "RolloutLength" s.RolloutLength
-            positive "ImaginedCapacity" s.ImaginedCapacity
-            positive "RealCapacity" s.RealCapacity
-            unit "RealFraction" s.RealFraction false
-            atLeast0 "ActorHorizon" s.ActorHorizon
-            positive "ActorSamples" s.ActorSamples
-            atLeast0 "CriticHorizon" s.CriticHorizon
-            choiceProblem "ActorSamplesAt" s.ActorSamplesAt
-            choiceProblem "ActorEntropy" s.ActorEntropy
-            choiceProblem "PathNoise" s.PathNoise
-            positive "EvalEvery" s.EvalEvery
-            positive "EvalEpisodes" s.EvalEpisodes
+                yield Some(sprintf "ModelElites (%d) must not exceed ModelMembers (%d)" s.ModelElites s.ModelMembers)
         ]
         |> List.choose id
 

@@ -3,6 +3,7 @@ namespace Maac.Analysis
 open System
 open System.Threading.Tasks
 open Maac.Envs
+open Maac.Training
 
 /// Grid sizes of the dynamic program.
 type PendulumGrid =
@@ -80,7 +81,7 @@ module PendulumOptimum =
         Array.init episodes (fun e ->
             let pendulum = new Pendulum()
             use env = new TimeLimit(pendulum, horizon) :> IEnv
-            env.Reset(Some(Maac.Algorithms.Trainer.EvaluationSeedBase trainSeed + int64 e)) |> ignore
+            env.Reset(Some(Maac.Training.Trainer.EvaluationSeedBase trainSeed + int64 e)) |> ignore
             let mutable total = 0.0
 
             for t in 0 .. horizon - 1 do

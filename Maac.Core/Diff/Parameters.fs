@@ -59,6 +59,53 @@ module Parameters =
         offset <- offset + n
         r
 
+/// One named part of a record of parameters: its tensors with their names, and the record with the part rebuilt from
+/// tensors. A record declares its parts once, as a list (Parameters.namedOfParts, Parameters.withTensorsOfParts
+/// follow it), so the order of its names and of its rebuilding can never differ.
+type ParameterPart<'T> =
+    {
+        /// The part's tensors with their names (already prefixed).
+        Named: 'T -> (string * Tensor)[]
+        /// The record with this part rebuilt from exactly its tensors.
+        Rebuild: 'T -> Tensor[] -> 'T
+    }
+
+/// Declaring the parts of a record of parameters.
+module ParameterPart =
+    /// A part that is itself a parameter collection, its names prefixed with name + ".".
+    let nested (name: string) (get: 'T -> 'P) (set: 'T -> 'P -> 'T) : ParameterPart<'T> when 'P :> IParameters<'P> =
+        {
+            Named = fun whole -> Parameters.prefixed name (get whole).Named
+            Rebuild = fun whole ts -> set whole (Parameters.rebuild (get whole) ts)
+        }
+
+    /// A part that is one tensor, under this name.
+    let tensor (name: string) (get: 'T -> Tensor) (set: 'T -> Tensor -> 'T) : ParameterPart<'T> =
+        {
+            Named = fun whole -> [| name, get whole |]
+            Rebuild = fun whole ts -> set whole ts.[0]
+        }
+
+/// IParameters for records declared as parts.
+module PartsOf =
+    /// The tensors of every part, in the order of the list.
+    let named (parts: ParameterPart<'T> list) (whole: 'T) = parts |> Seq.collect (fun p -> p.Named whole) |> Array.ofSeq
+
+    /// The record rebuilt from tensors in the order of named: each part takes its run of them.
+    let withTensors (parts: ParameterPart<'T> list) (whole: 'T) (ts: Tensor[]) =
+        let expected = parts |> List.sumBy (fun p -> (p.Named whole).Length)
+
+        if ts.Length <> expected then
+            invalidArg "tensors" (sprintf "expected %d tensors for this parameter collection, got %d" expected ts.Length)
+
+        parts
+        |> List.fold
+            (fun (rebuilt, offset) part ->
+                let n = (part.Named whole).Length
+                part.Rebuild rebuilt ts.[offset .. offset + n - 1], offset + n)
+            (whole, 0)
+        |> fst
+
 /// A named map of tensors (names in sorted order) usable wherever parameters are expected.
 [<Sealed>]
 type ParameterDict(entries: Map<string, Tensor>) =

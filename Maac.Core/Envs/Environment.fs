@@ -43,6 +43,14 @@ module Box =
     /// x clipped into the box.
     let clip (b: Box) (x: float32[]) = Array.init x.Length (fun i -> Math.Clamp(x.[i], b.Low.[i], b.High.[i]))
 
+    /// A policy's action in [−1, 1]ⁿ mapped affinely onto the box: low + (a + 1)·½·(high − low), so −1 is the
+    /// lower bound and 1 the upper. This is the one definition of action scaling: fromUnitTensor is the same
+    /// expression on tensors and the ONNX export writes it as graph nodes.
+    let fromUnit (b: Box) (a: float32[]) = Array.init a.Length (fun i -> b.Low.[i] + (a.[i] + 1.0f) * 0.5f * (b.High.[i] - b.Low.[i]))
+
+    /// fromUnit on tensors: actions [..., n] in [−1, 1] onto the box with bounds low and high [n].
+    let fromUnitTensor (low: Tensor) (high: Tensor) (a: Tensor) = low + (a + 1.0f) * 0.5f * (high - low)
+
 /// What reset returns.
 type EnvReset = { Observation: float32[]; Info: IReadOnlyDictionary<string, obj> }
 

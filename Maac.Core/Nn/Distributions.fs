@@ -13,16 +13,16 @@ type GaussianEnsemble =
         MinLogVar: Tensor
     }
 
-    interface IParameters<GaussianEnsemble> with
-        member g.Named =
-            Array.append
-                (Parameters.prefixed "net" (g.Net :> IParameters<_>).Named)
-                [| "maxLogVar", g.MaxLogVar; "minLogVar", g.MinLogVar |]
+    static member private Parts =
+        [
+            ParameterPart.nested "net" (fun g -> g.Net) (fun g n -> { g with Net = n })
+            ParameterPart.tensor "maxLogVar" (fun g -> g.MaxLogVar) (fun g t -> { g with MaxLogVar = t })
+            ParameterPart.tensor "minLogVar" (fun g -> g.MinLogVar) (fun g t -> { g with MinLogVar = t })
+        ]
 
-        member g.WithTensors ts =
-            let mutable offset = 0
-            let net = Parameters.take g.Net ts &offset
-            { Net = net; MaxLogVar = ts.[offset]; MinLogVar = ts.[offset + 1] }
+    interface IParameters<GaussianEnsemble> with
+        member g.Named = PartsOf.named GaussianEnsemble.Parts g
+        member g.WithTensors ts = PartsOf.withTensors GaussianEnsemble.Parts g ts
 
 /// Creating, applying and fitting Gaussian ensembles.
 module GaussianEnsemble =
@@ -70,8 +70,6 @@ type TanhGaussianPolicy =
 
 /// Creating, sampling and scoring tanh-Gaussian policies.
 module TanhGaussianPolicy =
-    let private halfLog2Pi = float32 (0.5 * Math.Log(2.0 * Math.PI))
-    let private log2 = float32 (Math.Log 2.0)
 
     /// A policy for obsDim observations and actDim actions with the given hidden sizes (ReLU).
     let init (key: RandomKey) (obsDim: int) (actDim: int) (hidden: int[]) =
@@ -86,18 +84,10 @@ module TanhGaussianPolicy =
         let halves = Mlp.forward p.Net obs |> Tensor.chunk -1 2
         halves.[0], Tensor.clamp p.LogStdMin p.LogStdMax halves.[1]
 
-    /// log(1 − tanh(u)²), computed exactly and stably as 2·(log 2 − u − softplus(−2u)).
-    let logOneMinusTanhSquared (u: Tensor) = 2.0f * (log2 - u - Tensor.softplus (-2.0f * u))
-
-    /// Exact log-density of a = tanh(u) for the pre-squash value u [N, act]: a vector [N].
-    let logProbOfPreTanh (mean: Tensor) (logStd: Tensor) (u: Tensor) =
-        let z = (u - mean) * Tensor.exp (-logStd)
-        let gaussian = -0.5f * z * z - logStd - halfLog2Pi
-        Tensor.sumAxis -1 false (gaussian - logOneMinusTanhSquared u)
-
     /// A reparameterised sample for each observation: action [N, act] and its log-probability [N].
     /// The action is a differentiable function of the parameters (the noise comes from key). One fused operation
-    /// (Tensor.tanhGaussianSample) computes what distribution, tanh and logProbOfPreTanh would.
+    /// (Tensor.tanhGaussianSample) computes it: the log-density's one definition is that operation's reference
+    /// composition, which its CPU and GPU kernels are tested against.
     let sample (p: TanhGaussianPolicy) (key: RandomKey) (obs: Tensor) =
         let head = Mlp.forward p.Net obs
         let eps = Tensor.randnOnDeviceOf head key [| head.Shape.[0]; head.Shape.[1] / 2 |]

@@ -40,9 +40,15 @@ type Affine =
         Bias: Tensor
     }
 
+    static member private Parts =
+        [
+            ParameterPart.tensor "weight" (fun l -> l.Weight) (fun l w -> { l with Weight = w })
+            ParameterPart.tensor "bias" (fun l -> l.Bias) (fun l b -> { l with Bias = b })
+        ]
+
     interface IParameters<Affine> with
-        member l.Named = [| "weight", l.Weight; "bias", l.Bias |]
-        member _.WithTensors ts = { Weight = ts.[0]; Bias = ts.[1] }
+        member l.Named = PartsOf.named Affine.Parts l
+        member l.WithTensors ts = PartsOf.withTensors Affine.Parts l ts
 
 /// An affine layer y = x·W + b with W of shape [in, out].
 type Linear = Affine

@@ -1,6 +1,7 @@
-namespace Maac.Algorithms
+namespace Maac.Persistence
 
 open Maac
+open Maac.Algorithms
 
 open System
 open System.IO

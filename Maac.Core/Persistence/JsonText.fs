@@ -1,4 +1,6 @@
-namespace Maac.Algorithms
+namespace Maac.Persistence
+
+open Maac.Algorithms
 
 open System.Text.Json
 open System.Text.Json.Nodes

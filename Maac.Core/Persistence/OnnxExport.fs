@@ -1,4 +1,6 @@
-namespace Maac.Algorithms
+namespace Maac.Persistence
+
+open Maac.Algorithms
 
 open System
 open System.IO
@@ -99,19 +101,23 @@ module OnnxExport =
                 ])
             |> Array.unzip
 
-        let halfRange = Array.init actDim (fun j -> 0.5f * (high.[j] - low.[j]))
-        let centre = Array.init actDim (fun j -> low.[j] + halfRange.[j])
+        // Box.fromUnit's expression, low + (a + 1)·½·(high − low), as nodes: ((a + 1)·½)·(high − low) + low.
+        let range = Array.init actDim (fun j -> high.[j] - low.[j])
 
         let graph =
             [
                 yield! List.concat nodes
                 yield node "Tanh" [ "mean" ] "squashed"
-                yield node "Mul" [ "squashed"; "halfRange" ] "scaled"
-                yield node "Add" [ "scaled"; "centre" ] OutputName
+                yield node "Add" [ "squashed"; "one" ] "shifted"
+                yield node "Mul" [ "shifted"; "half" ] "unit"
+                yield node "Mul" [ "unit"; "range" ] "scaled"
+                yield node "Add" [ "scaled"; "low" ] OutputName
                 yield Protobuf.string 2 "maac_policy"
                 yield! List.concat initializers
-                yield tensor "halfRange" [| actDim |] halfRange
-                yield tensor "centre" [| actDim |] centre
+                yield tensor "one" [| 1 |] [| 1.0f |]
+                yield tensor "half" [| 1 |] [| 0.5f |]
+                yield tensor "range" [| actDim |] range
+                yield tensor "low" [| actDim |] low
                 yield valueInfo 11 InputName obsDim
                 yield valueInfo 12 OutputName actDim
             ]

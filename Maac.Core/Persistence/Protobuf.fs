@@ -1,4 +1,6 @@
-namespace Maac.Algorithms
+namespace Maac.Persistence
+
+open Maac.Algorithms
 
 open System
 open System.IO

@@ -18,7 +18,10 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
     let act = Array.zeroCreate<float32>(capacity * actDim)
     let reward = Array.zeroCreate<float32> capacity
     let next = Array.zeroCreate<float32>(capacity * obsDim)
-    let fin = Array.zeroCreate<float32> capacity
+    let isDone = Array.zeroCreate<float32> capacity
+    /// The storage's columns in their one order (observation, action, reward, next observation, done flag) with
+    /// each row's width: checkpoints save and restore them in this order.
+    let columns = [| obs, obsDim; act, actDim; reward, 1; next, obsDim; isDone, 1 |]
     let mutable count = 0
     let mutable head = 0
 
@@ -31,7 +34,7 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
     member _.Head = head
 
     /// Adds one transition (overwriting the oldest when full).
-    member _.Add(o: float32[], a: float32[], r: float32, o2: float32[], isDone: bool) =
+    member _.Add(o: float32[], a: float32[], r: float32, o2: float32[], terminal: bool) =
         if o.Length <> obsDim || o2.Length <> obsDim || a.Length <> actDim then
             invalidArg
                 "o"
@@ -47,7 +50,7 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
         Array.Copy(a, 0, act, head * actDim, actDim)
         Array.Copy(o2, 0, next, head * obsDim, obsDim)
         reward.[head] <- r
-        fin.[head] <- if isDone then 1.0f else 0.0f
+        isDone.[head] <- if terminal then 1.0f else 0.0f
         head <- (head + 1) % capacity
         count <- min capacity (count + 1)
 
@@ -81,7 +84,7 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
             Action = Tensor.ofArray [| n; actDim |] (pick act actDim)
             Reward = Tensor.ofArray [| n |] (pick reward 1)
             NextObs = Tensor.ofArray [| n; obsDim |] (pick next obsDim)
-            Done = Tensor.ofArray [| n |] (pick fin 1)
+            Done = Tensor.ofArray [| n |] (pick isDone 1)
         }
 
     /// n transitions drawn uniformly with replacement.
@@ -96,13 +99,14 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
 
     /// The filled part of the storage (Count rows of observations, actions, rewards, next observations,
     /// done flags), for checkpoints.
-    member _.Arrays =
-        [| obs, obsDim; act, actDim; reward, 1; next, obsDim; fin, 1 |]
-        |> Array.map (fun (a, w) -> a.[.. count * w - 1])
+    member _.Arrays = columns |> Array.map (fun (a, w) -> a.[.. count * w - 1])
+
+    /// Each column's values per transition, in the order of Arrays.
+    member _.ColumnWidths = columns |> Array.map snd
 
     /// Restores contents saved from Arrays, Count and Head.
     member _.Restore(arrays: float32[][], savedCount: int, savedHead: int) =
-        let targets = [| obs, obsDim; act, actDim; reward, 1; next, obsDim; fin, 1 |]
+        let targets = columns
 
         if
             savedCount < 0

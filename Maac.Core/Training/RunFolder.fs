@@ -1,6 +1,8 @@
-namespace Maac.Algorithms
+namespace Maac.Training
 
 open Maac
+open Maac.Algorithms
+open Maac.Persistence
 
 open System
 open System.IO

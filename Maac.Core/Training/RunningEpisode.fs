@@ -1,4 +1,7 @@
-namespace Maac.Algorithms
+namespace Maac.Training
+
+open Maac.Algorithms
+open Maac.Persistence
 
 open System
 open System.Globalization

@@ -1,6 +1,8 @@
-namespace Maac.Algorithms
+namespace Maac.Training
 
 open Maac
+open Maac.Algorithms
+open Maac.Persistence
 
 open System
 open System.Diagnostics
@@ -15,12 +17,12 @@ open Maac.Rl
 [<Sealed>]
 type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
     do Settings.validate settings
-    let run = TrainingStep.run settings algorithm task
+    let run = TrainingStep.createRun settings algorithm task
     let restorable = EnvState.tryRestorable run.Env
     let obsDim, actDim = run.Env.ObservationSpace.Dim, run.Env.ActionSpace.Dim
 
     let mutable state =
-        TrainingState.init settings (TrainingStep.key run 1L 0) obsDim actDim task.Functions.Reward.IsNone
+        TrainingState.init settings (TrainingStep.key run KeyPurpose.AgentInit 0) obsDim actDim task.Functions.Reward.IsNone
 
     let checkObservation (name: string) (row: string) (o: float32[]) =
         if isNull o || o.Length <> obsDim then
@@ -76,16 +78,8 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
         if observations.Length = 0 then
             [||]
         else
-            let policy = state.Agent.Policy
             let o = Tensor.ofArray [| observations.Length; obsDim |] (Array.concat observations)
-
-            let a =
-                if deterministic then
-                    Maac.Nn.TanhGaussianPolicy.deterministic policy o
-                else
-                    fst (Maac.Nn.TanhGaussianPolicy.sample policy key o)
-
-            let flat = a.ToArray()
+            let flat = (Agent.actRows state.Agent key deterministic o).ToArray()
             Array.init observations.Length (fun r -> TrainingStep.toEnv run flat.[r * actDim .. (r + 1) * actDim - 1])
 
     /// Mean and standard deviation of returns over parallel episodes of a policy that maps an observation
@@ -143,7 +137,7 @@ type Trainer(settings: Settings, algorithm: Algorithm, task: TaskInfo) =
             let keyOf (o: float32[]) = o |> Array.fold (fun acc v -> acc * 31L + int64 (BitConverter.SingleToInt32Bits v)) 17L
 
             let plan o =
-                Cem.plan cfg settings.Gamma ctx a.Policy a.Critics (RandomKey.fold (keyOf o) (TrainingStep.key run 9L 0)) o
+                Cem.plan cfg settings.Gamma ctx a.Policy a.Critics (RandomKey.fold (keyOf o) (TrainingStep.key run KeyPurpose.Planner 0)) o
 
             TrainingStep.evaluatePolicy run plan episodes
 

@@ -1,6 +1,8 @@
-namespace Maac.Algorithms
+namespace Maac.Training
 
 open Maac
+open Maac.Algorithms
+open Maac.Persistence
 
 open System
 open Maac.Tensors
@@ -162,6 +164,149 @@ module TrainingState =
 
         arrays, meta
 
+    /// A loaded checkpoint being read into a state: its tensors and metadata, and the tensor names used so far.
+    type private CheckpointReading =
+        {
+            Path: string
+            Arrays: Map<string, NamedArray>
+            Meta: Map<string, string>
+            Used: Collections.Generic.HashSet<string>
+        }
+
+    /// Raises the CheckpointException naming the checkpoint, the message formatted as by sprintf.
+    let private refuse (c: CheckpointReading) fmt =
+        Printf.kprintf (fun m -> raise (CheckpointException(sprintf "checkpoint %s: %s" c.Path m))) fmt
+
+    let private metadata (c: CheckpointReading) (key: string) =
+        match c.Meta.TryFind key with
+        | Some v -> v
+        | None -> refuse c "lacks the metadata '%s'" key
+
+    let private parsed (c: CheckpointReading) (key: string) (reader: string -> bool * 'T) (what: string) =
+        match reader (metadata c key) with
+        | true, v -> v
+        | _ -> refuse c "metadata '%s' is '%s', not %s" key (metadata c key) what
+
+    let private integerIn (c: CheckpointReading) (key: string) (text: string) (lo: int) (hi: int) =
+        match Int32.TryParse(text, Globalization.NumberStyles.Integer, Globalization.CultureInfo.InvariantCulture) with
+        | true, v when v >= lo && v <= hi -> v
+        | true, v -> refuse c "metadata '%s' holds %d, outside [%d, %d]" key v lo hi
+        | _ -> refuse c "metadata '%s' holds '%s', not an integer" key text
+
+    let private integer (c: CheckpointReading) (key: string) (lo: int) (hi: int) = integerIn c key (metadata c key) lo hi
+
+    let private number (c: CheckpointReading) (key: string) =
+        parsed c key (fun t -> Double.TryParse(t, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)) "a number"
+
+    /// The tensor of that name, which must have the expected shape; marks it used.
+    let private shaped (c: CheckpointReading) (name: string) (expected: int[]) =
+        match c.Arrays.TryFind name with
+        | None -> refuse c "lacks tensor '%s'" name
+        | Some a ->
+            c.Used.Add name |> ignore
+
+            if a.Shape <> expected then
+                refuse c "tensor '%s' has shape %s where these settings imply %s" name (Shape.show a.Shape) (Shape.show expected)
+
+            a
+
+    /// The format is known, the checkpoint is for this algorithm and task, and it was trained with these settings
+    /// (the budget aside): an edited config.json would otherwise change the run's meaning silently.
+    let private checkIdentity (c: CheckpointReading) (settings: Settings) (algorithm: string) (taskName: string) =
+        let format = metadata c "format"
+
+        if format <> Checkpoint.Format && format <> "maac-checkpoint-1" then
+            refuse c "has format '%s', expected %s" format Checkpoint.Format
+
+        if metadata c "algorithm" <> algorithm || metadata c "env" <> taskName then
+            refuse c "is for %s on %s, not %s on %s" (metadata c "algorithm") (metadata c "env") algorithm taskName
+
+        match c.Meta.TryFind "settings" with
+        | Some text ->
+            let saved =
+                try
+                    SettingsFile.parse (c.Path + " (its settings)") text None None
+                with :? ArgumentException as e ->
+                    refuse c "its recorded settings are unreadable: %s" e.Message
+
+            match SettingsFile.differences saved settings with
+            | [] -> ()
+            | changed -> refuse c "was trained with other settings than these (config.json edited?):\n- %s" (String.Join("\n- ", changed))
+        | None -> ()
+
+    /// The agent: every tensor of the fresh agent's collection by name, with its shape; the optimisers' step counts
+    /// and the model's elites from the metadata.
+    let private restoredAgent (c: CheckpointReading) (settings: Settings) (fresh: AgentState) =
+        let tensors =
+            (fresh :> IParameters<_>).Named
+            |> Array.map (fun (n, t) -> let x = shaped c n t.Shape in Tensor.ofArray x.Shape x.Values)
+
+        let restored = Parameters.rebuild fresh tensors
+
+        let adamSteps =
+            let parts = (metadata c "adamSteps").Split(',')
+
+            if parts.Length <> 4 then
+                refuse c "metadata 'adamSteps' has %d entries, expected 4" parts.Length
+
+            parts |> Array.map (fun t -> integerIn c "adamSteps" t 0 Int32.MaxValue)
+
+        let members = settings.ModelMembers
+
+        let elites =
+            let ids =
+                (metadata c "elites").Split(',', StringSplitOptions.RemoveEmptyEntries)
+                |> Array.map (fun t -> integerIn c "elites" t 0 (members - 1))
+
+            if ids.Length <> fresh.Model.Elites.Length || (Array.distinct ids).Length <> ids.Length then
+                refuse
+                    c
+                    "metadata 'elites' is '%s': expected %d distinct members of the %d-member ensemble"
+                    (metadata c "elites")
+                    fresh.Model.Elites.Length
+                    members
+
+            ids
+
+        let withStep (o: AdamState) (t: int) = { o with Step = t }
+
+        { restored with
+            PolicyOpt = withStep restored.PolicyOpt adamSteps.[0]
+            CriticsOpt = withStep restored.CriticsOpt adamSteps.[1]
+            TemperatureOpt = withStep restored.TemperatureOpt adamSteps.[2]
+            ModelOpt = withStep restored.ModelOpt adamSteps.[3]
+            Model = { restored.Model with Elites = elites }
+        }
+
+    /// A buffer's filled part of each array, done flags 0 or 1, checked now; the returned function restores it
+    /// into the buffer, to be called only once everything is checked.
+    let private bufferRestorer (c: CheckpointReading) (prefix: string) (b: ReplayBuffer) =
+        let count = integer c (prefix + "Count") 0 b.Capacity
+        let head = integer c (prefix + "Head") 0 (b.Capacity - 1)
+        let widths = b.ColumnWidths
+
+        let parts =
+            widths |> Array.mapi (fun i w -> (shaped c (sprintf "%s.%d" prefix i) [| count * w |]).Values)
+
+        match parts.[4] |> Array.tryFindIndex (fun d -> d <> 0.0f && d <> 1.0f) with
+        | Some i -> refuse c "tensor '%s.4' (done flags) element %d is %g, not 0 or 1" prefix i parts.[4].[i]
+        | None -> ()
+
+        fun () -> b.Restore(parts, count, head)
+
+    /// The running episode a checkpoint holds, with the environment that will take its state back.
+    let private runningEpisode (c: CheckpointReading) (env: IEnv) (obsDim: int) =
+        match c.Meta.TryFind "runningEpisode" with
+        | None -> None
+        | Some text ->
+            let refuseEpisode m = CheckpointException(sprintf "checkpoint %s: metadata 'runningEpisode' %s" c.Path m) :> exn
+
+            let episode, envState = RunningEpisode.ofJson refuseEpisode obsDim text
+
+            match EnvState.tryRestorable env with
+            | Some r -> Some(episode, r, envState)
+            | None -> refuse c "holds a running episode, but %s cannot restore an environment's state" env.Name
+
     /// The state a checkpoint holds, checked against `fresh` (a state of a run with the same settings, algorithm and
     /// task, which gives the shapes and whose buffers are refilled, only once every check has passed): beyond the file's own checks (Checkpoint.load: layout, checksums, finite values), every tensor must be one
     /// the agent has, with the shape its settings imply (parameters, Adam moments, model statistics, buffers), and every
@@ -171,172 +316,49 @@ module TrainingState =
     /// able to restore its state), checked whole before anything changes.
     let ofCheckpoint (path: string) (settings: Settings) (algorithm: string) (taskName: string) (env: IEnv) (fresh: TrainingState) =
         let arrays, meta = Checkpoint.load path
-        let refuse fmt = Printf.kprintf (fun m -> raise (CheckpointException(sprintf "checkpoint %s: %s" path m))) fmt
-
-        let get (key: string) =
-            match meta.TryFind key with
-            | Some v -> v
-            | None -> refuse "lacks the metadata '%s'" key
-
-        let parse (key: string) (reader: string -> bool * 'T) (what: string) =
-            match reader (get key) with
-            | true, v -> v
-            | _ -> refuse "metadata '%s' is '%s', not %s" key (get key) what
-
-        let integerIn (key: string) (text: string) (lo: int) (hi: int) =
-            match Int32.TryParse(text, Globalization.NumberStyles.Integer, Globalization.CultureInfo.InvariantCulture) with
-            | true, v when v >= lo && v <= hi -> v
-            | true, v -> refuse "metadata '%s' holds %d, outside [%d, %d]" key v lo hi
-            | _ -> refuse "metadata '%s' holds '%s', not an integer" key text
-
-        let integer (key: string) (lo: int) (hi: int) = integerIn key (get key) lo hi
-
-        let number (key: string) =
-            parse key (fun t -> Double.TryParse(t, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture)) "a number"
-
-        let format = get "format"
-
-        if format <> Checkpoint.Format && format <> "maac-checkpoint-1" then
-            refuse "has format '%s', expected %s" format Checkpoint.Format
-
-        if get "algorithm" <> algorithm || get "env" <> taskName then
-            refuse "is for %s on %s, not %s on %s" (get "algorithm") (get "env") algorithm taskName
-        // The settings the checkpoint was trained with must be the ones it is loaded with (the budget aside):
-        // an edited config.json would otherwise change the run's meaning silently.
-        match meta.TryFind "settings" with
-        | Some text ->
-            let saved =
-                try
-                    SettingsFile.parse (path + " (its settings)") text None None
-                with :? ArgumentException as e ->
-                    refuse "its recorded settings are unreadable: %s" e.Message
-
-            match SettingsFile.differences saved settings with
-            | [] -> ()
-            | changed -> refuse "was trained with other settings than these (config.json edited?):\n- %s" (String.Join("\n- ", changed))
-        | None -> ()
-
-        let used = Collections.Generic.HashSet<string>()
-
-        let shaped (name: string) (expected: int[]) =
-            match arrays.TryFind name with
-            | None -> refuse "lacks tensor '%s'" name
-            | Some a ->
-                used.Add name |> ignore
-
-                if a.Shape <> expected then
-                    refuse "tensor '%s' has shape %s where these settings imply %s" name (Shape.show a.Shape) (Shape.show expected)
-
-                a
-        // The agent: every tensor of the fresh agent's collection by name, with its shape.
-        let agent =
-            let a = fresh.Agent
-
-            let tensors =
-                (a :> IParameters<_>).Named
-                |> Array.map (fun (n, t) -> let x = shaped n t.Shape in Tensor.ofArray x.Shape x.Values)
-
-            let restored = Parameters.rebuild a tensors
-
-            let adamSteps =
-                let parts = (get "adamSteps").Split(',')
-
-                if parts.Length <> 4 then
-                    refuse "metadata 'adamSteps' has %d entries, expected 4" parts.Length
-
-                parts |> Array.map (fun t -> integerIn "adamSteps" t 0 Int32.MaxValue)
-
-            let members = settings.ModelMembers
-
-            let elites =
-                let ids =
-                    (get "elites").Split(',', StringSplitOptions.RemoveEmptyEntries)
-                    |> Array.map (fun t -> integerIn "elites" t 0 (members - 1))
-
-                if ids.Length <> a.Model.Elites.Length || (Array.distinct ids).Length <> ids.Length then
-                    refuse
-                        "metadata 'elites' is '%s': expected %d distinct members of the %d-member ensemble"
-                        (get "elites")
-                        a.Model.Elites.Length
-                        members
-
-                ids
-
-            let withStep (o: AdamState) (t: int) = { o with Step = t }
-
-            { restored with
-                PolicyOpt = withStep restored.PolicyOpt adamSteps.[0]
-                CriticsOpt = withStep restored.CriticsOpt adamSteps.[1]
-                TemperatureOpt = withStep restored.TemperatureOpt adamSteps.[2]
-                ModelOpt = withStep restored.ModelOpt adamSteps.[3]
-                Model = { restored.Model with Elites = elites }
-            }
-        // Buffers: the filled part of each array, done flags 0 or 1; restored only once everything is checked.
-        let buffer (prefix: string) (b: ReplayBuffer) =
-            let count = integer (prefix + "Count") 0 b.Capacity
-            let head = integer (prefix + "Head") 0 (b.Capacity - 1)
-            let widths = [| b.ObsDim; b.ActDim; 1; b.ObsDim; 1 |]
-            let parts = widths |> Array.mapi (fun i w -> (shaped (sprintf "%s.%d" prefix i) [| count * w |]).Values)
-
-            match parts.[4] |> Array.tryFindIndex (fun d -> d <> 0.0f && d <> 1.0f) with
-            | Some i -> refuse "tensor '%s.4' (done flags) element %d is %g, not 0 or 1" prefix i parts.[4].[i]
-            | None -> ()
-
-            fun () -> b.Restore(parts, count, head)
-
-        let restoreBuffers = buffers fresh |> List.map (fun (prefix, b) -> buffer prefix b)
-        let unknown = arrays.Keys |> Seq.filter (fun k -> not (used.Contains k)) |> Seq.toList
+        let c = { Path = path; Arrays = arrays; Meta = meta; Used = Collections.Generic.HashSet<string>() }
+        checkIdentity c settings algorithm taskName
+        let agent = restoredAgent c settings fresh.Agent
+        let restoreBuffers = buffers fresh |> List.map (fun (prefix, b) -> bufferRestorer c prefix b)
+        let unknown = arrays.Keys |> Seq.filter (fun k -> not (c.Used.Contains k)) |> Seq.toList
 
         if not unknown.IsEmpty then
-            refuse "holds tensors this agent does not have: %s" (String.Join(", ", unknown))
+            refuse c "holds tensors this agent does not have: %s" (String.Join(", ", unknown))
 
-        let step = integer "step" 0 settings.Steps
-        let wall = number "wallSeconds"
+        let step = integer c "step" 0 settings.Steps
+        let wall = number c "wallSeconds"
 
         if not (wall >= 0.0) then
-            refuse "metadata 'wallSeconds' is %g" wall
+            refuse c "metadata 'wallSeconds' is %g" wall
 
         let rows =
-            match meta.TryFind "metrics" with
-            | Some text ->
-                Some(
-                    MetricsCsv.parse (path + " (its metrics)") text
-                    |> Array.filter (fun r -> r.Step <= step)
-                    |> Array.toList
-                )
-            | None -> None
+            meta.TryFind "metrics"
+            |> Option.map (fun text ->
+                MetricsCsv.parse (path + " (its metrics)") text
+                |> Array.filter (fun r -> r.Step <= step)
+                |> Array.toList)
 
-        let running =
-            match meta.TryFind "runningEpisode" with
-            | None -> None
-            | Some text ->
-                let refuseEpisode m = CheckpointException(sprintf "checkpoint %s: metadata 'runningEpisode' %s" path m) :> exn
-
-                let episode, envState = RunningEpisode.ofJson refuseEpisode fresh.Real.ObsDim text
-
-                match EnvState.tryRestorable env with
-                | Some r -> Some(episode, r, envState)
-                | None -> refuse "holds a running episode, but %s cannot restore an environment's state" env.Name
+        let running = runningEpisode c env fresh.Real.ObsDim
 
         let state =
             { fresh with
                 Agent = agent
                 Step = step
                 Budget = settings.Steps
-                Episodes = integer "episodes" 0 Int32.MaxValue
+                Episodes = integer c "episodes" 0 Int32.MaxValue
                 Episode =
                     match running with
                     | Some(e, _, _) -> ValueSome e
                     | None -> ValueNone
-                ModelFitted = parse "modelFitted" (fun t -> Boolean.TryParse t) "true or false"
-                ModelHoldoutMse = float32 (number "modelMse")
-                LastEpisodeReturn = number "lastEpisodeReturn"
+                ModelFitted = parsed c "modelFitted" (fun t -> Boolean.TryParse t) "true or false"
+                ModelHoldoutMse = float32 (number c "modelMse")
+                LastEpisodeReturn = number c "lastEpisodeReturn"
                 LastEpisodeLength =
                     (if meta.ContainsKey "lastEpisodeLength" then
-                         integer "lastEpisodeLength" 0 Int32.MaxValue
+                         integer c "lastEpisodeLength" 0 Int32.MaxValue
                      else
                          0)
-                LastEvalReturn = number "lastEval"
+                LastEvalReturn = number c "lastEval"
                 LastUpdate = noUpdate
                 Metrics = defaultArg rows []
                 WallSeconds = wall
@@ -348,7 +370,7 @@ module TrainingState =
             try
                 r.RestoreState envState
             with :? ArgumentException as e ->
-                refuse "metadata 'runningEpisode': %s" e.Message
+                refuse c "metadata 'runningEpisode': %s" e.Message
         | None -> ()
 
         for restore in restoreBuffers do

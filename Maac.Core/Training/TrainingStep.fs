@@ -1,6 +1,8 @@
-namespace Maac.Algorithms
+namespace Maac.Training
 
 open Maac
+open Maac.Algorithms
+open Maac.Persistence
 
 open System
 open Maac.Tensors
@@ -34,13 +36,52 @@ type TrainingRun =
         ActionHigh: Tensor
     }
 
+/// What a random draw of a run is for. Each purpose folds its own number into the run's seed (TrainingStep.key), so
+/// draws for different purposes never coincide; the numbers are part of every run's reproducibility.
+module KeyPurpose =
+    /// The agent's initial parameters.
+    [<Literal>]
+    let AgentInit = 1L
+
+    /// A model fit's bootstrap and minibatch order.
+    [<Literal>]
+    let ModelFit = 2L
+
+    /// The real states imagined rollouts start from.
+    [<Literal>]
+    let RolloutStarts = 3L
+
+    /// The policy and model noise of imagined rollouts.
+    [<Literal>]
+    let Rollouts = 4L
+
+    /// The deterministic policy's evaluation (it draws nothing; the key is fixed).
+    [<Literal>]
+    let Evaluation = 5L
+
+    /// The uniform actions of the random phase.
+    [<Literal>]
+    let RandomActions = 6L
+
+    /// The policy's sampled actions in the environment.
+    [<Literal>]
+    let Exploration = 7L
+
+    /// A gradient step's batch and noise.
+    [<Literal>]
+    let Update = 8L
+
+    /// The test-time planner's candidates.
+    [<Literal>]
+    let Planner = 9L
+
 /// One environment step of training as a function from state to state and events: act (randomly for the first
 /// RandomSteps), store the transition, fit the model every ModelTrainEvery steps, make UpdatesPerStep gradient steps,
 /// and evaluate every EvalEvery steps. Every random draw is derived from the seed and the step, so a run is
 /// reproducible from its settings.
 module TrainingStep =
     /// A run of a task (its environment created here; dispose it with the run).
-    let run (settings: Settings) (algorithm: Algorithm) (task: TaskInfo) =
+    let createRun (settings: Settings) (algorithm: Algorithm) (task: TaskInfo) =
         let env = task.Create()
         let space = env.ActionSpace
 
@@ -53,7 +94,7 @@ module TrainingStep =
             ActionHigh = Tensor.ofArray [| space.Dim |] space.High
         }
 
-    /// The key of a purpose (a small number: what the draw is for) at a step.
+    /// The key of a purpose (KeyPurpose: what the draw is for) at a step.
     let key (run: TrainingRun) (purpose: int64) (step: int) =
         RandomKey.ofSeed run.Settings.Seed |> RandomKey.fold purpose |> RandomKey.fold (int64 step)
 
@@ -65,9 +106,7 @@ module TrainingStep =
             { run.Settings with Steps = s.Budget }
 
     /// A policy action in [−1, 1] scaled to the task's action space.
-    let toEnv (run: TrainingRun) (a: float32[]) =
-        let low, high = run.Env.ActionSpace.Low, run.Env.ActionSpace.High
-        Array.init a.Length (fun i -> low.[i] + (a.[i] + 1.0f) * 0.5f * (high.[i] - low.[i]))
+    let toEnv (run: TrainingRun) (a: float32[]) = Box.fromUnit run.Env.ActionSpace a
 
     /// The learned model with the task's functions, once the algorithm has one and it was fitted.
     let modelContext (run: TrainingRun) (s: TrainingState) =
@@ -97,7 +136,7 @@ module TrainingStep =
         mean, sqrt (rs |> Array.averageBy (fun r -> (r - mean) ** 2.0))
 
     /// The deterministic policy of an agent (its key fixed: the mean does not draw).
-    let deterministicPolicy (run: TrainingRun) (a: AgentState) = Agent.act a (key run 5L 0) true
+    let deterministicPolicy (run: TrainingRun) (a: AgentState) = Agent.act a (key run KeyPurpose.Evaluation 0) true
 
     /// Fits the model on the real buffer and, for algorithms that train on imagined data, refreshes it with rollouts.
     let private fitModel (run: TrainingRun) (s: TrainingState) =
@@ -106,7 +145,12 @@ module TrainingStep =
         let m, opt, report =
             // A diverging model is a diverging run, reported as every other part's divergence is.
             try
-                Dynamics.fit (Agent.dynamicsSettings settings) (key run 2L s.Step) s.Agent.Model s.Agent.ModelOpt (s.Real.All())
+                Dynamics.fit
+                    (Agent.dynamicsSettings settings)
+                    (key run KeyPurpose.ModelFit s.Step)
+                    s.Agent.Model
+                    s.Agent.ModelOpt
+                    (s.Real.All())
             with :? NonFiniteException as e ->
                 raise (DivergenceException("model", sprintf "training diverged at step %d: %s" s.Step e.Message))
 
@@ -120,10 +164,16 @@ module TrainingStep =
             }
 
         if run.Algorithm.UsesImaginedData then
-            let starts = s.Real.Sample(key run 3L s.Step, settings.RolloutStarts).Obs
+            let starts = s.Real.Sample(key run KeyPurpose.RolloutStarts s.Step, settings.RolloutStarts).Obs
             let ctx = (modelContext run fitted).Value
 
-            for b in Rollout.imagine ctx fitted.Agent.Policy (key run 4L s.Step) starts (run.Algorithm.RolloutLength settings s.Step) do
+            for b in
+                Rollout.imagine
+                    ctx
+                    fitted.Agent.Policy
+                    (key run KeyPurpose.Rollouts s.Step)
+                    starts
+                    (run.Algorithm.RolloutLength settings s.Step) do
                 s.Imagined.AddBatch b
 
         fitted, ModelFitted(s.Step, mse)
@@ -180,9 +230,9 @@ module TrainingStep =
 
         let action =
             if step <= settings.RandomSteps then
-                EnvSupport.uniform (key run 6L step) run.Env.ActionSpace.Dim -1.0f 1.0f
+                EnvSupport.uniform (key run KeyPurpose.RandomActions step) run.Env.ActionSpace.Dim -1.0f 1.0f
             else
-                Agent.act s.Agent (key run 7L step) false episode.Observation
+                Agent.act s.Agent (key run KeyPurpose.Exploration step) false episode.Observation
 
         let r = envStep run step action
         s.Real.Add(episode.Observation, action, float32 r.Reward, r.Observation, r.Terminated)
@@ -212,7 +262,7 @@ module TrainingStep =
         let agent, last =
             Seq.fold
                 (fun (agent, _) g ->
-                    let k1, k2 = RandomKey.split2 (key run 8L (s.Step * settings.UpdatesPerStep + g))
+                    let k1, k2 = RandomKey.split2 (key run KeyPurpose.Update (s.Step * settings.UpdatesPerStep + g))
                     Agent.update run.Algorithm settings ctx s.Step k2 agent (sampleBatch run s k1))
                 (s.Agent, s.LastUpdate)
                 [ 0 .. settings.UpdatesPerStep - 1 ]

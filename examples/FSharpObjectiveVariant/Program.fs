@@ -8,6 +8,8 @@ open System
 open Maac.Tensors
 open Maac.Rl
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 open Maac.Envs
 
 /// H grows by one every `every` steps after learning starts, up to the settings' ActorHorizon.
