@@ -1,17 +1,24 @@
-/// Learning curves drawn with ScottPlot: mean ± standard deviation across the runs of each (task, algorithm, update
-/// ratio).
+/// Learning curves drawn with ScottPlot: mean ± standard deviation across the runs (seeds) of each configuration.
 module Maac.Cli.Plotting
 
 open System
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 
-/// Groups run folders by (task, algorithm, gradient steps per environment step) and returns, per group, the steps
-/// common to all its runs with the mean and standard deviation across runs of the evaluation return.
+/// Groups run folders by configuration (every setting but the seed and the budget) and returns, per group, its label
+/// (SettingsFile.labels: task, algorithm, update ratio and what tells it from its siblings) and the steps common to
+/// all its runs with the mean and standard deviation across runs of the evaluation return.
 let curves (runs: string list) =
-    runs
-    |> List.map (fun dir -> RunFolder.readSettings dir, RunFolder.readMetrics dir)
-    |> List.groupBy (fun (s, _) -> s.Env, s.Algorithm, s.UpdatesPerStep)
-    |> List.map (fun ((env, algo, updates), members) ->
+    let groups =
+        runs
+        |> List.map (fun dir -> RunFolder.readSettings dir, RunFolder.readMetrics dir)
+        |> List.groupBy (fun (s, _) -> SettingsFile.configuration s)
+
+    let labels = groups |> List.map (fun (_, members) -> fst members.Head) |> SettingsFile.labels
+
+    List.zip labels groups
+    |> List.map (fun (label, (_, members)) ->
         let tables =
             members
             |> List.map (fun (_, rows) -> rows |> Array.map (fun (step, mean, _) -> step, mean) |> Map.ofArray)
@@ -25,7 +32,7 @@ let curves (runs: string list) =
                 let m = Array.average vs
                 float st, m, sqrt (vs |> Array.averageBy (fun v -> (v - m) ** 2.0)))
 
-        sprintf "%s %s, %d/step (%d run%s)" env algo updates members.Length (if members.Length = 1 then "" else "s"), stats)
+        sprintf "%s (%d run%s)" label members.Length (if members.Length = 1 then "" else "s"), stats)
 
 /// Draws (x, mean, std) series as lines with ±std bands into a PNG file.
 let drawWith (title: string) (xLabel: string) (yLabel: string) (groups: (string * (float * float * float)[]) list) (path: string) =
@@ -48,8 +55,11 @@ let drawWith (title: string) (xLabel: string) (yLabel: string) (groups: (string 
     plt.Title title
     plt.XLabel xLabel
     plt.YLabel yLabel
-    plt.ShowLegend() |> ignore
-    plt.SavePng(path, 900, 540) |> ignore
+    // Below the axes, one line per curve: labels that name settings stay readable and hide no data.
+    plt.ShowLegend(ScottPlot.Edge.Bottom) |> ignore
+    let drawn = groups |> List.filter (fun (_, stats) -> stats.Length > 0)
+    let longest = drawn |> List.fold (fun n (label: string, _) -> max n label.Length) 0
+    plt.SavePng(path, max 900 (8 * longest + 120), 560 + 26 * drawn.Length) |> ignore
 
 /// Draws learning curves (evaluation return against environment steps) into a PNG file.
 let draw (title: string) (groups: (string * (float * float * float)[]) list) (path: string) =

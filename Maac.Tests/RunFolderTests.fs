@@ -9,6 +9,8 @@ open Expecto
 open Maac
 open Maac.Envs
 open Maac.Algorithms
+open Maac.Persistence
+open Maac.Training
 
 let private tiny =
     { Settings.forTask "Pendulum" "sac" with
@@ -42,6 +44,28 @@ let tests =
     testList
         "settings and run folders"
         [
+            test "curve labels name the task, algorithm and ratio, and what tells a configuration from its siblings" {
+                let maac = { Settings.forTask "Pendulum" "maac" with UpdatesPerStep = 8 }
+                let h0 = { maac with ActorHorizon = 0 }
+                let horizonPlacement = { maac with ActorSamplesAt = "horizon" }
+                let sac = Settings.forTask "Pendulum" "sac"
+
+                Expect.equal
+                    (SettingsFile.labels [ maac; h0; horizonPlacement; sac ])
+                    [
+                        "Pendulum maac, 8/step, ActorHorizon=3, ActorSamplesAt=paths"
+                        "Pendulum maac, 8/step, ActorHorizon=0, ActorSamplesAt=paths"
+                        "Pendulum maac, 8/step, ActorHorizon=3, ActorSamplesAt=horizon"
+                        sprintf "Pendulum sac, %d/step" sac.UpdatesPerStep
+                    ]
+                    "siblings differ by their settings; a configuration alone in its family has none"
+
+                Expect.equal
+                    (SettingsFile.configuration { maac with Seed = 7L; Steps = 99 })
+                    (SettingsFile.configuration maac)
+                    "the seed and the budget do not make another configuration"
+            }
+
             test "every out-of-range setting is named with its value, all at once" {
                 let bad =
                     { tiny with

@@ -1,6 +1,7 @@
-namespace Maac.Algorithms
+namespace Maac.Persistence
 
 open Maac
+open Maac.Algorithms
 
 open System
 open System.Text.Json
@@ -103,6 +104,48 @@ module SettingsFile =
         | problems -> fail "invalid settings:\n- %s" (String.Join("\n- ", problems))
 
     /// Where the settings of two runs differ, as "Name: a → b", Steps left out (a run's budget may be raised).
+    /// Each setting's name with its value as JSON text, in the record's order.
+    let values (s: Settings) =
+        let o = JsonSerializer.SerializeToNode(s).AsObject()
+        names |> Array.map (fun name -> name, o.[name].ToJsonString())
+
+    /// What makes runs one configuration: every setting but the seed and the budget.
+    let configuration (s: Settings) = values s |> Array.filter (fun (name, _) -> name <> "Seed" && name <> "Steps")
+
+    /// A short label for each configuration, in order: "task algorithm, N/step", then, where several configurations
+    /// share the task, algorithm and update ratio, the settings in which they differ ("ActorHorizon=0").
+    let labels (configurations: Settings list) =
+        let family (s: Settings) = s.Env, s.Algorithm, s.UpdatesPerStep
+
+        let varying =
+            configurations
+            |> List.groupBy family
+            |> List.map (fun (key, members) ->
+                let differing =
+                    members
+                    |> List.collect (configuration >> List.ofArray)
+                    |> List.groupBy fst
+                    |> List.filter (fun (_, vs) -> (vs |> List.map snd |> List.distinct).Length > 1)
+                    |> List.map fst
+                    |> set
+
+                key, differing)
+            |> Map.ofList
+
+        configurations
+        |> List.map (fun s ->
+            let extra =
+                configuration s
+                |> Array.filter (fun (name, _) -> varying.[family s].Contains name)
+                |> Array.map (fun (name, value) -> sprintf "%s=%s" name (value.Trim '"'))
+
+            let head = sprintf "%s %s, %d/step" s.Env s.Algorithm s.UpdatesPerStep
+
+            if extra.Length = 0 then
+                head
+            else
+                head + ", " + String.Join(", ", extra))
+
     let differences (before: Settings) (after: Settings) =
         let a, b =
             JsonSerializer.SerializeToNode(before).AsObject(), JsonSerializer.SerializeToNode(after).AsObject()
