@@ -293,26 +293,26 @@ let private timeWorkload (device: string) (reps: int) (counter: CountingBackend 
 
     counter |> Option.iter (printCounts name (reps + 5))
 
+/// With count, a CountingBackend over the default backend, made the default until the returned scope is disposed;
+/// without, nothing and a scope that does nothing.
+let countingWhen (count: bool) =
+    if count then
+        let c = CountingBackend(Backends.Default)
+        Some c, Backends.Use c
+    else
+        None,
+        { new IDisposable with
+            member _.Dispose() = ()
+        }
+
 /// Runs the workloads and prints `actor_step: median X ms`, `model_step: …` and `update_step: …` (a whole agent
 /// update, which PyTorch's reference does not time). With countOps, every raw operation goes through a
 /// CountingBackend and each workload's operations per step are listed after its time.
 let run (device: Device) (threads: int) (reps: int) (countOps: bool) (shape: BenchShape) =
     CpuSettings.Threads <- threads
 
-    let counter =
-        if countOps then
-            Some(CountingBackend(Backends.Default))
-        else
-            None
-
-    use _counting =
-        match counter with
-        | Some c -> Backends.Use c
-        | None ->
-            { new IDisposable with
-                member _.Dispose() = ()
-            }
-
+    let counter, counting = countingWhen countOps
+    use _counting = counting
     let su = setup shape
     let root = RandomKey.ofSeed 1L
 

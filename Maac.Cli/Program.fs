@@ -12,19 +12,25 @@ type BenchArgs =
     | Steps of int
     | Count_Ops
     | Shape of string
+    | Algo of string
+    | Config of string
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Count_Ops -> "also list the raw backend operations each workload runs per step (counted, by kind)."
+            | Count_Ops ->
+                "also list the raw backend operations each workload runs per step (counted, by kind); with --env and --algo, each stage's matrix-product GFLOP."
+            | Algo _ ->
+                "with --env: time whole training steps of this algorithm (maac, sac, mbpo, steve, svg1) from a prepared state, stage by stage."
+            | Config _ -> "with --env and --algo: the settings file to time (default: the task's settings for the algorithm)."
             | Shape _ ->
                 "reference (default: the shapes of shared/bench/torch_maac_step.py) or tiny (the same operations on 4-unit networks: the host's cost per operation)."
             | Device _ ->
                 "cpu (default), cuda or cuda:N: where the workloads run; ilgpu-cpu runs the GPU backend's kernels on ILGPU's CPU accelerator (slow, but counts kernel launches without a GPU)."
             | Threads _ -> "CPU threads to use (default: all cores)."
             | Reps _ -> "timed repetitions per workload (default 20)."
-            | Env _ -> "instead of the learning workloads, time stepping this task (see `envs`)."
-            | Steps _ -> "environment steps to time with --env (default 20000)."
+            | Env _ -> "instead of the learning workloads, time stepping this task (see `envs`), or with --algo training on it."
+            | Steps _ -> "environment steps to time with --env (default 20000; with --algo 100, the first of them fitting the model)."
 
 /// Options of `envs`.
 type EnvsArgs =
@@ -485,6 +491,17 @@ let main argv =
                     (f.GetResult FuzzArgs.Run)
                     (f.GetResult(Cases, defaultValue = 300))
                     (f.GetResult(Fuzz_Seed, defaultValue = 0))
+        | Bench b when b.Contains BenchArgs.Env && b.Contains BenchArgs.Algo ->
+            Maac.Tensors.Cpu.CpuSettings.Threads <- b.GetResult(BenchArgs.Threads, defaultValue = Environment.ProcessorCount)
+
+            StepBench.run
+                (b.GetResult BenchArgs.Env)
+                (b.GetResult BenchArgs.Algo)
+                (b.TryGetResult BenchArgs.Config)
+                (b.TryGetResult BenchArgs.Steps)
+                (b.Contains Count_Ops)
+
+            0
         | Bench b when b.Contains BenchArgs.Env ->
             EnvCommands.bench (b.GetResult BenchArgs.Env) (b.GetResult(BenchArgs.Steps, defaultValue = 20_000))
             0

@@ -70,6 +70,59 @@ let tests =
     testList
         "training state"
         [
+            test "a stage clock sees every stage of a step as often as the settings say, and changes no bit" {
+                let s = { RlTests.tiny "Pendulum" "maac" with Steps = 240; EvalEvery = 120 }
+                let task = Tasks.find "Pendulum"
+                let calls = Collections.Generic.Dictionary<string, int>()
+
+                let counting =
+                    { new IStageClock with
+                        member _.Stage(name, work) =
+                            calls.[name] <-
+                                (match calls.TryGetValue name with
+                                 | true, n -> n
+                                 | _ -> 0)
+                                + 1
+
+                            work ()
+                    }
+
+                let runWith (clock: IStageClock) =
+                    let run = { TrainingStep.createRun s Algorithms.maac task with Stages = clock }
+                    use _env = run.Env
+                    let init = TrainingState.init s (TrainingStep.key run KeyPurpose.AgentInit 0) 3 1 false
+                    Seq.fold (fun st _ -> fst (TrainingStep.step run (fun () -> 0.0) st)) init [ 1 .. s.Steps ]
+
+                let timed, plain = runWith counting, runWith StageClock.untimed
+                Expect.equal (bits timed.Agent) (bits plain.Agent) "the clock changes no parameter bit"
+                let learning = s.Steps - s.RandomSteps
+                let fits = 1 + learning / s.ModelTrainEvery
+                let updates = learning * s.UpdatesPerStep
+
+                let expected =
+                    [
+                        StageName.Acting, s.Steps
+                        StageName.Environment, s.Steps
+                        StageName.ModelFit, fits
+                        StageName.ImaginedRollouts, fits
+                        StageName.BatchSampling, updates
+                        StageName.CriticTargets, updates
+                        StageName.CriticUpdate, updates
+                        StageName.ActorUpdate, updates
+                        StageName.Temperature, updates
+                        StageName.ReadBackAndPolyak, updates
+                        StageName.Evaluation, s.Steps / s.EvalEvery
+                    ]
+
+                for name, n in expected do
+                    Expect.equal
+                        (match calls.TryGetValue name with
+                         | true, c -> c
+                         | _ -> 0)
+                        n
+                        (sprintf "calls of stage '%s'" name)
+            }
+
             test "the trainer's Run is the fold of TrainingStep.step: same agent bits, buffers, counters and metrics" {
                 let s = { RlTests.tiny "Pendulum" "maac" with Steps = 300; EvalEvery = 100 }
                 let task = Tasks.find "Pendulum"

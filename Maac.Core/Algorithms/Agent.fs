@@ -124,7 +124,38 @@ module Agent =
         g.Named
         |> Array.map (fun (name, t) -> part, sprintf "the sum of the gradient of %s parameter '%s'" part name, Tensor.sum t)
 
+    /// The update's one read from the device (besides α at its start): the losses and a probe of each gradient. The
+    /// work before it is queued without waiting, and a NaN anywhere is still caught before the new state is returned.
+    let private readBack (step: int) (alpha: float32) (criticLoss, cg) (actorLoss, pg) tg =
+        let values =
+            checkFinite
+                step
+                (Array.concat
+                    [
+                        [| "critic", "the critic loss", criticLoss; "policy", "the actor loss", actorLoss |]
+                        gradientProbes "critic" cg
+                        gradientProbes "policy" pg
+                        gradientProbes "temperature" tg
+                    ])
+
+        { CriticLoss = values.[0]; ActorLoss = values.[1]; Alpha = alpha }
+
+    /// What the actor objective of an algorithm gets at a step: its horizon and choices, the freshly updated critics.
+    let private actorInputs alg (s: Settings) ctx (step: int) (critics: Critics) (alpha: float32) (key: RandomKey) (b: Batch) =
+        {
+            Gamma = s.Gamma
+            Horizon = alg.ActorHorizon s step
+            Choices = Settings.pathwiseChoices s (alg.ActorSamples s)
+            Context = ctx
+            Critics = critics
+            Alpha = alpha
+            Key = key
+            Observations = b.Obs
+            Step = step
+        }
+
     let private updateOnce
+        (clock: IStageClock)
         (alg: Algorithm)
         (s: Settings)
         (ctx: ModelContext option)
@@ -137,64 +168,83 @@ module Agent =
         let alpha = Tensor.toScalar (Tensor.exp a.Temperature.LogAlpha)
 
         let y =
-            match alg.CriticTarget, ctx with
-            | SteveTarget, Some c -> Targets.steve s.Gamma s.CriticHorizon c a.Policy a.TargetCritics alpha ks.[0] b
-            | _ -> Targets.td s.Gamma a.Policy a.TargetCritics alpha ks.[0] b
+            clock.Stage(
+                StageName.CriticTargets,
+                fun () ->
+                    match alg.CriticTarget, ctx with
+                    | SteveTarget, Some c -> Targets.steve s.Gamma s.CriticHorizon c a.Policy a.TargetCritics alpha ks.[0] b
+                    | _ -> Targets.td s.Gamma a.Policy a.TargetCritics alpha ks.[0] b
+            )
 
-        let criticLoss, cg = Maac.Diff.valueAndGradParams (Objectives.critic b.Obs b.Action y) a.Critics
         let nocheck lr = { AdamConfig.WithLearningRate lr with CheckFinite = false }
-        let cOpt, critics = Adam.step (nocheck s.CriticLearningRate) a.CriticsOpt a.Critics cg
-        let horizon = alg.ActorHorizon s step
-        let samples = alg.ActorSamples s
 
-        let inputs =
-            {
-                Gamma = s.Gamma
-                Horizon = horizon
-                Choices = Settings.pathwiseChoices s samples
-                Context = ctx
-                Critics = critics
-                Alpha = alpha
-                Key = ks.[1]
-                Observations = b.Obs
-                Step = step
-            }
+        let criticLoss, cg, cOpt, critics =
+            clock.Stage(
+                StageName.CriticUpdate,
+                fun () ->
+                    let loss, cg = Maac.Diff.valueAndGradParams (Objectives.critic b.Obs b.Action y) a.Critics
+                    let cOpt, critics = Adam.step (nocheck s.CriticLearningRate) a.CriticsOpt a.Critics cg
+                    loss, cg, cOpt, critics
+            )
 
-        let actorLoss, pg = Maac.Diff.valueAndGradParams (alg.ActorObjective inputs) a.Policy
-        let pOpt, policy = Adam.step (nocheck s.ActorLearningRate) a.PolicyOpt a.Policy pg
-        let _, logp = TanhGaussianPolicy.sample policy ks.[2] b.Obs
-        let targetEntropy = -(float32 (TanhGaussianPolicy.actionDim a.Policy))
-        let _, tg = Maac.Diff.valueAndGradParams (Objectives.temperature targetEntropy logp) a.Temperature
-        let tOpt, temperature = Adam.step (nocheck s.AlphaLearningRate) a.TemperatureOpt a.Temperature tg
-        // The only read from the device inside the update (besides α at its start): the work above is queued
-        // without waiting, and a NaN anywhere is still caught before the new state is returned.
-        let values =
-            checkFinite
-                step
-                (Array.concat
-                    [
-                        [| "critic", "the critic loss", criticLoss; "policy", "the actor loss", actorLoss |]
-                        gradientProbes "critic" cg
-                        gradientProbes "policy" pg
-                        gradientProbes "temperature" tg
-                    ])
+        let inputs = actorInputs alg s ctx step critics alpha ks.[1] b
 
-        { a with
-            Policy = policy
-            PolicyOpt = pOpt
-            Critics = critics
-            CriticsOpt = cOpt
-            TargetCritics = Polyak.update s.Tau a.TargetCritics critics
-            Temperature = temperature
-            TemperatureOpt = tOpt
-        },
-        { CriticLoss = values.[0]; ActorLoss = values.[1]; Alpha = alpha }
+        let actorLoss, pg, pOpt, policy =
+            clock.Stage(
+                StageName.ActorUpdate,
+                fun () ->
+                    let loss, pg = Maac.Diff.valueAndGradParams (alg.ActorObjective inputs) a.Policy
+                    let pOpt, policy = Adam.step (nocheck s.ActorLearningRate) a.PolicyOpt a.Policy pg
+                    loss, pg, pOpt, policy
+            )
+
+        let tg, tOpt, temperature =
+            clock.Stage(
+                StageName.Temperature,
+                fun () ->
+                    let _, logp = TanhGaussianPolicy.sample policy ks.[2] b.Obs
+                    let targetEntropy = -(float32 (TanhGaussianPolicy.actionDim a.Policy))
+                    let _, tg = Maac.Diff.valueAndGradParams (Objectives.temperature targetEntropy logp) a.Temperature
+                    let tOpt, temperature = Adam.step (nocheck s.AlphaLearningRate) a.TemperatureOpt a.Temperature tg
+                    tg, tOpt, temperature
+            )
+
+        clock.Stage(
+            StageName.ReadBackAndPolyak,
+            fun () ->
+                let updated =
+                    { a with
+                        Policy = policy
+                        PolicyOpt = pOpt
+                        Critics = critics
+                        CriticsOpt = cOpt
+                        TargetCritics = Polyak.update s.Tau a.TargetCritics critics
+                        Temperature = temperature
+                        TemperatureOpt = tOpt
+                    }
+
+                updated, readBack step alpha (criticLoss, cg) (actorLoss, pg) tg
+        )
 
     /// Every tensor an agent's state holds (parameters and optimiser moments, its parameter collection's tensors).
     let tensors (a: AgentState) = Parameters.tensors a
 
-    /// One gradient step on a batch: critics on the algorithm's target, then the actor on its
-    /// objective, then the temperature, then Polyak averaging of the target critics. Every tensor the step
+    /// update with its stages (StageName: critic targets, critic update, actor update, temperature, read-back and
+    /// Polyak) run through a clock; the same arithmetic, in the same order.
+    let updateWith
+        (clock: IStageClock)
+        (alg: Algorithm)
+        (s: Settings)
+        (ctx: ModelContext option)
+        (step: int)
+        (key: RandomKey)
+        (a: AgentState)
+        (b: Batch)
+        =
+        Tensor.releasing (fst >> tensors) (fun () -> updateOnce clock alg s ctx step key a b)
+
+    /// One gradient step on a batch: critics on the algorithm's target, then the actor on its objective, then the
+    /// temperature, then Polyak averaging of the target critics (updateWith, its stages untimed). Every tensor the step
     /// makes except the new state goes back to its backend's pool when it returns (Tensor.releasing).
     let update (alg: Algorithm) (s: Settings) (ctx: ModelContext option) (step: int) (key: RandomKey) (a: AgentState) (b: Batch) =
-        Tensor.releasing (fst >> tensors) (fun () -> updateOnce alg s ctx step key a b)
+        updateWith StageClock.untimed alg s ctx step key a b

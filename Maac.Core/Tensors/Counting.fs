@@ -23,6 +23,7 @@ type CountedTensor internal (inner: RawTensor, owner: CountingBackend) =
 /// it starts from tensors created while it is the default backend (Backends.Use).
 and [<Sealed>] CountingBackend(inner: IBackend) =
     let counts = Dictionary<string, struct (int64 * int64)>()
+    let mutable productFlops = 0L
     let sync = obj ()
     // Names formatted once per kind (formatting a union on every call would cost more than the operation).
     let cache () = System.Collections.Concurrent.ConcurrentDictionary<'K, string>()
@@ -76,11 +77,18 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
             |])
         |> Array.sortByDescending (fun c -> c.Calls, c.Operation)
 
+    /// Floating-point operations of the matrix products counted so far (2·m·n·k each, times the batch): the
+    /// arithmetic that dominates learning; element-wise work is not in it.
+    member _.ProductFlops = lock sync (fun () -> productFlops)
+
     /// The number of operations counted so far.
     member _.Total = lock sync (fun () -> counts.Values |> Seq.sumBy (fun (struct (c, _)) -> c))
 
     /// Forgets the counts so far.
-    member _.Reset() = lock sync (fun () -> counts.Clear())
+    member _.Reset() =
+        lock sync (fun () ->
+            counts.Clear()
+            productFlops <- 0L)
 
     interface IReleasingBackend with
         member this.BeginScope() =
@@ -151,6 +159,28 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         member this.SumAll(x) = this.Counted("sumAll", inner.SumAll(this.Unwrap x))
 
         member this.MatMul(transA, transB, a, b, bias) =
+            // Each output element of op(A)·op(B) is an inner product of length k: k multiplications and k additions.
+            let k =
+                if transA then
+                    a.Shape.[a.Shape.Length - 2]
+                else
+                    a.Shape.[a.Shape.Length - 1]
+
+            let outputs =
+                Array.fold (fun n d -> n * int64 d) 1L (Array.append a.Shape.[.. a.Shape.Length - 3] [| 1 |])
+
+            let rows, cols =
+                (if transA then
+                     a.Shape.[a.Shape.Length - 1]
+                 else
+                     a.Shape.[a.Shape.Length - 2]),
+                (if transB then
+                     b.Shape.[b.Shape.Length - 2]
+                 else
+                     b.Shape.[b.Shape.Length - 1])
+
+            lock sync (fun () -> productFlops <- productFlops + 2L * outputs * int64 rows * int64 cols * int64 k)
+
             this.Counted(
                 productName (a.Shape.Length = 3) (not (isNull bias)),
                 inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias)

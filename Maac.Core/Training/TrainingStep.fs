@@ -34,6 +34,8 @@ type TrainingRun =
         Env: IEnv
         ActionLow: Tensor
         ActionHigh: Tensor
+        /// What runs each stage of the work (StageName): StageClock.untimed in training, a timer in the benchmark.
+        Stages: IStageClock
     }
 
 /// What a random draw of a run is for. Each purpose folds its own number into the run's seed (TrainingStep.key), so
@@ -92,6 +94,7 @@ module TrainingStep =
             Env = env
             ActionLow = Tensor.ofArray [| space.Dim |] space.Low
             ActionHigh = Tensor.ofArray [| space.Dim |] space.High
+            Stages = StageClock.untimed
         }
 
     /// The key of a purpose (KeyPurpose: what the draw is for) at a step.
@@ -145,12 +148,16 @@ module TrainingStep =
         let m, opt, report =
             // A diverging model is a diverging run, reported as every other part's divergence is.
             try
-                Dynamics.fit
-                    (Agent.dynamicsSettings settings)
-                    (key run KeyPurpose.ModelFit s.Step)
-                    s.Agent.Model
-                    s.Agent.ModelOpt
-                    (s.Real.All())
+                run.Stages.Stage(
+                    StageName.ModelFit,
+                    fun () ->
+                        Dynamics.fit
+                            (Agent.dynamicsSettings settings)
+                            (key run KeyPurpose.ModelFit s.Step)
+                            s.Agent.Model
+                            s.Agent.ModelOpt
+                            (s.Real.All())
+                )
             with :? NonFiniteException as e ->
                 raise (DivergenceException("model", sprintf "training diverged at step %d: %s" s.Step e.Message))
 
@@ -164,17 +171,16 @@ module TrainingStep =
             }
 
         if run.Algorithm.UsesImaginedData then
-            let starts = s.Real.Sample(key run KeyPurpose.RolloutStarts s.Step, settings.RolloutStarts).Obs
-            let ctx = (modelContext run fitted).Value
+            run.Stages.Stage(
+                StageName.ImaginedRollouts,
+                fun () ->
+                    let starts = s.Real.Sample(key run KeyPurpose.RolloutStarts s.Step, settings.RolloutStarts).Obs
+                    let ctx = (modelContext run fitted).Value
+                    let length = run.Algorithm.RolloutLength settings s.Step
 
-            for b in
-                Rollout.imagine
-                    ctx
-                    fitted.Agent.Policy
-                    (key run KeyPurpose.Rollouts s.Step)
-                    starts
-                    (run.Algorithm.RolloutLength settings s.Step) do
-                s.Imagined.AddBatch b
+                    for b in Rollout.imagine ctx fitted.Agent.Policy (key run KeyPurpose.Rollouts s.Step) starts length do
+                        s.Imagined.AddBatch b
+            )
 
         fitted, ModelFitted(s.Step, mse)
 
@@ -183,17 +189,21 @@ module TrainingStep =
         let settings = run.Settings
         let k1, k2 = RandomKey.split2 k
 
-        if run.Algorithm.UsesImaginedData && s.Imagined.Count > 0 then
-            let nReal = max 1 (int (MathF.Round(float32 settings.BatchSize * settings.RealFraction)))
-            Batch.append (s.Real.Sample(k1, nReal)) (s.Imagined.Sample(k2, settings.BatchSize - nReal))
-        else
-            s.Real.Sample(k1, settings.BatchSize)
+        run.Stages.Stage(
+            StageName.BatchSampling,
+            fun () ->
+                if run.Algorithm.UsesImaginedData && s.Imagined.Count > 0 then
+                    let nReal = max 1 (int (MathF.Round(float32 settings.BatchSize * settings.RealFraction)))
+                    Batch.append (s.Real.Sample(k1, nReal)) (s.Imagined.Sample(k2, settings.BatchSize - nReal))
+                else
+                    s.Real.Sample(k1, settings.BatchSize)
+        )
 
     /// The environment's step, checked: a malformed or non-finite value is the environment's fault, reported as such
     /// with the step, before it reaches a buffer or a loss.
     let private envStep (run: TrainingRun) (step: int) (action: float32[]) =
         let task, obsDim = run.Task, run.Env.ObservationSpace.Dim
-        let r = run.Env.Step(toEnv run action)
+        let r = run.Stages.Stage(StageName.Environment, fun () -> run.Env.Step(toEnv run action))
 
         if isNull r.Observation || r.Observation.Length <> obsDim then
             invalidOp (
@@ -229,10 +239,14 @@ module TrainingStep =
                 }
 
         let action =
-            if step <= settings.RandomSteps then
-                EnvSupport.uniform (key run KeyPurpose.RandomActions step) run.Env.ActionSpace.Dim -1.0f 1.0f
-            else
-                Agent.act s.Agent (key run KeyPurpose.Exploration step) false episode.Observation
+            run.Stages.Stage(
+                StageName.Acting,
+                fun () ->
+                    if step <= settings.RandomSteps then
+                        EnvSupport.uniform (key run KeyPurpose.RandomActions step) run.Env.ActionSpace.Dim -1.0f 1.0f
+                    else
+                        Agent.act s.Agent (key run KeyPurpose.Exploration step) false episode.Observation
+            )
 
         let r = envStep run step action
         s.Real.Add(episode.Observation, action, float32 r.Reward, r.Observation, r.Terminated)
@@ -263,7 +277,7 @@ module TrainingStep =
             Seq.fold
                 (fun (agent, _) g ->
                     let k1, k2 = RandomKey.split2 (key run KeyPurpose.Update (s.Step * settings.UpdatesPerStep + g))
-                    Agent.update run.Algorithm settings ctx s.Step k2 agent (sampleBatch run s k1))
+                    Agent.updateWith run.Stages run.Algorithm settings ctx s.Step k2 agent (sampleBatch run s k1))
                 (s.Agent, s.LastUpdate)
                 [ 0 .. settings.UpdatesPerStep - 1 ]
 
@@ -272,7 +286,9 @@ module TrainingStep =
     /// Evaluates the deterministic policy, adds the metrics row (its wall time from `clock`) and cuts the running
     /// episode, so that a run resumed from a checkpoint of this state continues identically.
     let private evaluate (run: TrainingRun) (clock: unit -> float) (s: TrainingState) =
-        let mean, std = evaluatePolicy run (deterministicPolicy run s.Agent) run.Settings.EvalEpisodes
+        let mean, std =
+            run.Stages.Stage(StageName.Evaluation, fun () -> evaluatePolicy run (deterministicPolicy run s.Agent) run.Settings.EvalEpisodes)
+
         let u = s.LastUpdate
 
         let row =
