@@ -21,7 +21,7 @@ module internal Indicators =
     let any (indicators: Tensor list) = List.reduce Tensor.maximum indicators
 
 /// Gymnasium's MuJoCo tasks in version 5, under their plain names: the same compiled physics as the model files
-/// Gymnasium's *_v5.py load (Envs/Models, written to their values), and the same observation layout, reward terms
+/// Gymnasium's *_v5.py load (Envs/MuJoCo/Models, written to their values), and the same observation layout, reward terms
 /// and weights, termination, reset distributions and episode lengths.
 ///
 /// The forward rewards are the change of an x position per second (Δx/dt), and x is not in the observation, so
