@@ -55,11 +55,12 @@ let drawWith (title: string) (xLabel: string) (yLabel: string) (groups: (string 
     plt.Title title
     plt.XLabel xLabel
     plt.YLabel yLabel
-    // Below the axes, one line per curve: labels that name settings stay readable and hide no data.
-    plt.ShowLegend(ScottPlot.Edge.Bottom) |> ignore
-    let drawn = groups |> List.filter (fun (_, stats) -> stats.Length > 0)
-    let longest = drawn |> List.fold (fun n (label: string, _) -> max n label.Length) 0
-    plt.SavePng(path, max 900 (8 * longest + 120), 560 + 26 * drawn.Length) |> ignore
+    // Inside the axes, upper left, above the data: room is made at the top for one line per curve.
+    plt.Legend.Alignment <- ScottPlot.Alignment.UpperLeft
+    plt.ShowLegend() |> ignore
+    plt.Axes.Margins(0.03, 0.03, 0.05, 0.12 * float (List.length groups) + 0.1)
+    let longest = groups |> List.fold (fun n (label: string, _) -> max n label.Length) 0
+    plt.SavePng(path, max 900 (7 * longest + 400), 600) |> ignore
 
 /// Draws learning curves (evaluation return against environment steps) into a PNG file.
 let draw (title: string) (groups: (string * (float * float * float)[]) list) (path: string) =
