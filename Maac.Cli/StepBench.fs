@@ -89,7 +89,13 @@ let private callsPerStep (s: Settings) (algorithm: Algorithm) (stage: string) =
         else
             0.0
     | StageName.Evaluation -> 1.0 / float s.EvalEvery
-    | _ -> updates
+    | StageName.BatchSampling
+    | StageName.CriticTargets
+    | StageName.CriticUpdate
+    | StageName.ActorUpdate
+    | StageName.Temperature
+    | StageName.ReadBackAndPolyak -> updates
+    | other -> invalidArg "stage" (sprintf "the benchmark does not know how often the stage '%s' runs" other)
 
 /// Steps a run from a state for n environment steps; the state after them.
 let private advance (run: TrainingRun) (n: int) (state: TrainingState) =

@@ -417,6 +417,18 @@ let tests =
                     Expect.equal accepted (Maac.Algorithms.Settings.problems (settingsWith setSetting)).IsEmpty name
             }
 
+            test "every option accepts its own value: each setter names a setting the library's check knows" {
+                let options: obj list = [ MaacOptions(); SacOptions(); MbpoOptions(); SteveOptions(); Svg1Options() ]
+
+                for o in options do
+                    for property in o.GetType().GetProperties() do
+                        if property.CanRead && property.CanWrite then
+                            try
+                                property.SetValue(o, property.GetValue o)
+                            with :? Reflection.TargetInvocationException as e ->
+                                failtestf "%s.%s refused its own value: %s" (o.GetType().Name) property.Name e.InnerException.Message
+            }
+
             test "out-of-range options and bad arguments name the parameter" {
                 let paramOf (f: unit -> unit) =
                     try

@@ -25,7 +25,8 @@ type AgentState =
         ModelOpt: AdamState
     }
 
-    static member private Parts =
+    /// The record's parts, declared once (made when the type is first used, not on every call).
+    static member val private Parts =
         let model (get: DynamicsModel -> 'P) (set: DynamicsModel -> 'P -> DynamicsModel) =
             (fun (a: AgentState) -> get a.Model), (fun (a: AgentState) v -> { a with Model = set a.Model v })
 

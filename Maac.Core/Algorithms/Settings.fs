@@ -225,42 +225,39 @@ module Settings =
     /// Each setting's own range, by the setting's name: a rule takes the name to show (the C# options show their
     /// property's name) and the settings, and gives the problem when the value is out of range.
     let private rangeRules: (string * (string -> Settings -> string option)) list =
-        let positive, atLeast0, rate, widths, unit =
-            Range.positive, Range.atLeast0, Range.rate, Range.widths, Range.unit
-
         [
             "Env", Range.named (fun s -> s.Env) "a task"
             "Algorithm", Range.named (fun s -> s.Algorithm) "an algorithm"
-            "Steps", positive (fun s -> s.Steps)
-            "Gamma", unit (fun s -> s.Gamma) true
-            "Tau", unit (fun s -> s.Tau) true
-            "BatchSize", positive (fun s -> s.BatchSize)
-            "Hidden", widths (fun s -> s.Hidden)
-            "ActorLearningRate", rate (fun s -> s.ActorLearningRate)
-            "CriticLearningRate", rate (fun s -> s.CriticLearningRate)
-            "AlphaLearningRate", rate (fun s -> s.AlphaLearningRate)
-            "RandomSteps", atLeast0 (fun s -> s.RandomSteps)
-            "UpdatesPerStep", positive (fun s -> s.UpdatesPerStep)
-            "ModelMembers", positive (fun s -> s.ModelMembers)
-            "ModelElites", positive (fun s -> s.ModelElites)
-            "ModelHidden", widths (fun s -> s.ModelHidden)
-            "ModelLearningRate", rate (fun s -> s.ModelLearningRate)
-            "ModelBatchSize", positive (fun s -> s.ModelBatchSize)
-            "ModelMaxEpochs", positive (fun s -> s.ModelMaxEpochs)
-            "ModelTrainEvery", positive (fun s -> s.ModelTrainEvery)
-            "RolloutStarts", positive (fun s -> s.RolloutStarts)
-            "RolloutLength", positive (fun s -> s.RolloutLength)
-            "ImaginedCapacity", positive (fun s -> s.ImaginedCapacity)
-            "RealCapacity", positive (fun s -> s.RealCapacity)
-            "RealFraction", unit (fun s -> s.RealFraction) false
-            "ActorHorizon", atLeast0 (fun s -> s.ActorHorizon)
-            "ActorSamples", positive (fun s -> s.ActorSamples)
-            "CriticHorizon", atLeast0 (fun s -> s.CriticHorizon)
+            "Steps", Range.positive (fun s -> s.Steps)
+            "Gamma", Range.unit (fun s -> s.Gamma) true
+            "Tau", Range.unit (fun s -> s.Tau) true
+            "BatchSize", Range.positive (fun s -> s.BatchSize)
+            "Hidden", Range.widths (fun s -> s.Hidden)
+            "ActorLearningRate", Range.rate (fun s -> s.ActorLearningRate)
+            "CriticLearningRate", Range.rate (fun s -> s.CriticLearningRate)
+            "AlphaLearningRate", Range.rate (fun s -> s.AlphaLearningRate)
+            "RandomSteps", Range.atLeast0 (fun s -> s.RandomSteps)
+            "UpdatesPerStep", Range.positive (fun s -> s.UpdatesPerStep)
+            "ModelMembers", Range.positive (fun s -> s.ModelMembers)
+            "ModelElites", Range.positive (fun s -> s.ModelElites)
+            "ModelHidden", Range.widths (fun s -> s.ModelHidden)
+            "ModelLearningRate", Range.rate (fun s -> s.ModelLearningRate)
+            "ModelBatchSize", Range.positive (fun s -> s.ModelBatchSize)
+            "ModelMaxEpochs", Range.positive (fun s -> s.ModelMaxEpochs)
+            "ModelTrainEvery", Range.positive (fun s -> s.ModelTrainEvery)
+            "RolloutStarts", Range.positive (fun s -> s.RolloutStarts)
+            "RolloutLength", Range.positive (fun s -> s.RolloutLength)
+            "ImaginedCapacity", Range.positive (fun s -> s.ImaginedCapacity)
+            "RealCapacity", Range.positive (fun s -> s.RealCapacity)
+            "RealFraction", Range.unit (fun s -> s.RealFraction) false
+            "ActorHorizon", Range.atLeast0 (fun s -> s.ActorHorizon)
+            "ActorSamples", Range.positive (fun s -> s.ActorSamples)
+            "CriticHorizon", Range.atLeast0 (fun s -> s.CriticHorizon)
             "ActorSamplesAt", Range.choice "ActorSamplesAt" (fun s -> s.ActorSamplesAt)
             "ActorEntropy", Range.choice "ActorEntropy" (fun s -> s.ActorEntropy)
             "PathNoise", Range.choice "PathNoise" (fun s -> s.PathNoise)
-            "EvalEvery", positive (fun s -> s.EvalEvery)
-            "EvalEpisodes", positive (fun s -> s.EvalEpisodes)
+            "EvalEvery", Range.positive (fun s -> s.EvalEvery)
+            "EvalEpisodes", Range.positive (fun s -> s.EvalEpisodes)
         ]
 
     /// The problem of one setting's value, shown under the name `shownAs`; null when it is in range. Only the

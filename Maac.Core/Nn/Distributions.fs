@@ -13,7 +13,8 @@ type GaussianEnsemble =
         MinLogVar: Tensor
     }
 
-    static member private Parts =
+    /// The record's parts, declared once (made when the type is first used, not on every call).
+    static member val private Parts =
         [
             ParameterPart.nested "net" (fun g -> g.Net) (fun g n -> { g with Net = n })
             ParameterPart.tensor "maxLogVar" (fun g -> g.MaxLogVar) (fun g t -> { g with MaxLogVar = t })

@@ -40,7 +40,8 @@ type Affine =
         Bias: Tensor
     }
 
-    static member private Parts =
+    /// The record's parts, declared once (made when the type is first used, not on every call).
+    static member val private Parts =
         [
             ParameterPart.tensor "weight" (fun l -> l.Weight) (fun l w -> { l with Weight = w })
             ParameterPart.tensor "bias" (fun l -> l.Bias) (fun l b -> { l with Bias = b })

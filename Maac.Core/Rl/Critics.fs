@@ -11,7 +11,8 @@ type Critics =
         Q2: Mlp
     }
 
-    static member private Parts =
+    /// The record's parts, declared once (made when the type is first used, not on every call).
+    static member val private Parts =
         [
             ParameterPart.nested "q1" (fun c -> c.Q1) (fun c q -> { c with Q1 = q })
             ParameterPart.nested "q2" (fun c -> c.Q2) (fun c q -> { c with Q2 = q })

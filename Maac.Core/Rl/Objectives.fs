@@ -10,8 +10,8 @@ type Temperature =
         LogAlpha: Tensor
     }
 
-    static member private Parts =
-        [ ParameterPart.tensor "logAlpha" (fun t -> t.LogAlpha) (fun _ a -> { LogAlpha = a }) ]
+    /// The record's parts, declared once (made when the type is first used, not on every call).
+    static member val private Parts = [ ParameterPart.tensor "logAlpha" (fun t -> t.LogAlpha) (fun _ a -> { LogAlpha = a }) ]
 
     interface IParameters<Temperature> with
         member t.Named = PartsOf.named Temperature.Parts t

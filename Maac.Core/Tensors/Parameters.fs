@@ -89,21 +89,18 @@ module ParameterPart =
 /// IParameters for records declared as parts.
 module PartsOf =
     /// The tensors of every part, in the order of the list.
-    let named (parts: ParameterPart<'T> list) (whole: 'T) = parts |> Seq.collect (fun p -> p.Named whole) |> Array.ofSeq
+    let named (parts: ParameterPart<'T> list) (whole: 'T) = parts |> List.toArray |> Array.collect (fun p -> p.Named whole)
 
     /// The record rebuilt from tensors in the order of named: each part takes its run of them.
     let withTensors (parts: ParameterPart<'T> list) (whole: 'T) (ts: Tensor[]) =
-        let expected = parts |> List.sumBy (fun p -> (p.Named whole).Length)
+        let counts = parts |> List.map (fun p -> (p.Named whole).Length)
+        let expected = List.sum counts
 
         if ts.Length <> expected then
             invalidArg "tensors" (sprintf "expected %d tensors for this parameter collection, got %d" expected ts.Length)
 
-        parts
-        |> List.fold
-            (fun (rebuilt, offset) part ->
-                let n = (part.Named whole).Length
-                part.Rebuild rebuilt ts.[offset .. offset + n - 1], offset + n)
-            (whole, 0)
+        List.zip parts counts
+        |> List.fold (fun (rebuilt, offset) (part, n) -> part.Rebuild rebuilt ts.[offset .. offset + n - 1], offset + n) (whole, 0)
         |> fst
 
 /// A named map of tensors (names in sorted order) usable wherever parameters are expected.
