@@ -35,8 +35,7 @@ type CpuTensor internal (storage: CpuStorage, shape: int[]) =
 and [<Sealed>] CpuBackend private () =
     static let instance = CpuBackend()
 
-    /// The fused operations with CPU kernels (the others run as their reference compositions; the product +
-    /// activation among them, which on the CPU gains nothing from fusion).
+    /// The fused operations with CPU kernels (the others run as their reference compositions).
     static let kernels =
         lazy
             (let arrays =
@@ -53,6 +52,7 @@ and [<Sealed>] CpuBackend private () =
                      GaussianHeadCpu.sample
                      GaussianHeadCpu.gradient
                      AdamCpu.step
+                     MatMulActivationCpu.op
                  ]
                  |> List.map (fun k -> k.Bind arrays)
              ))
@@ -230,11 +230,8 @@ and [<Sealed>] CpuBackend private () =
             let p = Plans.matMul transA transB a.Shape b.Shape (if isNull bias then -1 else bias.Numel)
             let c = CpuBackend.Alloc(p.Batches * p.M * p.N)
             let biasData = if isNull bias then null else CpuBackend.Data bias
-
-            let operand (x: RawTensor) trans ld stride =
-                { Data = CpuBackend.Data x; Offset = 0; Ld = ld; Trans = trans; BatchStride = stride }
-
-            Gemm.run p.Batches p.M p.N p.K (operand a transA p.LdA p.StrideA) (operand b transB p.LdB p.StrideB) c biasData
+            let opA, opB = Gemm.operands p transA transB (CpuBackend.Data a) (CpuBackend.Data b)
+            Gemm.run p.Batches p.M p.N p.K opA opB c biasData
             CpuBackend.Out(c, p.OutShape, a, b, bias)
 
         member _.Reshape(x, shape) =

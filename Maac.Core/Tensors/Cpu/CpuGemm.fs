@@ -6,6 +6,7 @@ open System
 open System.Runtime.CompilerServices
 open System.Runtime.Intrinsics
 open Microsoft.FSharp.NativeInterop
+open Maac.Tensors
 
 /// A matrix operand in a float array: element (r, c) of op(X) is Data[Offset + r*Ld + c],
 /// or Data[Offset + c*Ld + r] when Trans.
@@ -128,53 +129,80 @@ module internal Gemm =
             kernel256 kc a b c ldc acc bias
 
     /// Packs rows [k0, k0+kc) × columns [j0, j0+nr) of op(B) into dst (kc×nr, zero-padded).
-    let private packB (nr: int) (b: Operand) (batch: int) (k0: int) (kc: int) (j0: int) (cols: int) (dst: Span<float32>) =
-        let src = b.Data
-        let baseOff = b.Offset + batch * b.BatchStride
+    let private packB (nr: int) (b: Operand) (batch: int) (k0: int) (kc: int) (j0: int) (cols: int) (dst: nativeptr<float32>) =
+        use pSrc = fixed b.Data
+        let src = NativePtr.add pSrc (b.Offset + batch * b.BatchStride)
 
         if not b.Trans then
+            // Row kk of the panel is a contiguous run of op(B)'s row k0 + kk.
             for kk in 0 .. kc - 1 do
-                let row = dst.Slice(kk * nr, nr)
-                ReadOnlySpan<float32>(src, baseOff + (k0 + kk) * b.Ld + j0, cols).CopyTo(row)
+                let row = NativePtr.add dst (kk * nr)
+                let from = NativePtr.add src ((k0 + kk) * b.Ld + j0)
+                Buffer.MemoryCopy(NativePtr.toVoidPtr from, NativePtr.toVoidPtr row, int64 (4 * nr), int64 (4 * cols))
 
-                if cols < nr then
-                    row.Slice(cols).Clear()
+                for c in cols .. nr - 1 do
+                    NativePtr.set row c 0.0f
         else
-            if cols < nr then
-                dst.Slice(0, kc * nr).Clear()
-
+            // Column c of the panel is a contiguous run of the stored matrix's row j0 + c.
             for c in 0 .. cols - 1 do
-                let colStart = baseOff + (j0 + c) * b.Ld + k0
+                let from = NativePtr.add src ((j0 + c) * b.Ld + k0)
 
                 for kk in 0 .. kc - 1 do
-                    dst.[kk * nr + c] <- src.[colStart + kk]
+                    NativePtr.set dst (kk * nr + c) (NativePtr.get from kk)
 
-    /// Packs rows [i0, i0+rows) × k-range [k0, k0+kc) of op(A) into MR-high panels (zero-padded).
-    let private packA (a: Operand) (batch: int) (i0: int) (rows: int) (k0: int) (kc: int) (dst: Span<float32>) =
-        let src = a.Data
-        let baseOff = a.Offset + batch * a.BatchStride
+            for kk in 0 .. kc - 1 do
+                for c in cols .. nr - 1 do
+                    NativePtr.set dst (kk * nr + c) 0.0f
+
+    /// Packs rows [i0, i0+rows) × k-range [k0, k0+kc) of op(A) into MR-high panels (kc×MR each, zero-padded): the
+    /// micro-kernel reads a panel's MR values for one k together.
+    let private packA (a: Operand) (batch: int) (i0: int) (rows: int) (k0: int) (kc: int) (dst: nativeptr<float32>) =
+        use pSrc = fixed a.Data
+        let src = NativePtr.add pSrc (a.Offset + batch * a.BatchStride)
         let panels = (rows + MR - 1) / MR
 
         for p in 0 .. panels - 1 do
-            let panel = dst.Slice(p * kc * MR, kc * MR)
-            let r0 = p * MR
-            let prows = min MR (rows - r0)
-
-            if prows < MR then
-                panel.Clear()
+            let panel = NativePtr.add dst (p * kc * MR)
+            let r0 = i0 + p * MR
+            let prows = min MR (rows - p * MR)
 
             if a.Trans then
+                // op(A)'s k-th column holds the MR values contiguously in the stored matrix's row k.
                 for kk in 0 .. kc - 1 do
-                    ReadOnlySpan<float32>(src, baseOff + (k0 + kk) * a.Ld + i0 + r0, prows).CopyTo(panel.Slice(kk * MR, prows))
-            else
-                for r in 0 .. prows - 1 do
-                    let rowStart = baseOff + (i0 + r0 + r) * a.Ld + k0
+                    let from = NativePtr.add src ((k0 + kk) * a.Ld + r0)
+                    let slot = NativePtr.add panel (kk * MR)
 
-                    for kk in 0 .. kc - 1 do
-                        panel.[kk * MR + r] <- src.[rowStart + kk]
+                    for r in 0 .. prows - 1 do
+                        NativePtr.set slot r (NativePtr.get from r)
+
+                    for r in prows .. MR - 1 do
+                        NativePtr.set slot r 0.0f
+            elif prows = MR then
+                // Six rows read side by side, the panel written in order.
+                let row r = NativePtr.add src ((r0 + r) * a.Ld + k0)
+                let x0, x1, x2, x3, x4, x5 = row 0, row 1, row 2, row 3, row 4, row 5
+
+                for kk in 0 .. kc - 1 do
+                    let slot = NativePtr.add panel (kk * MR)
+                    NativePtr.set slot 0 (NativePtr.get x0 kk)
+                    NativePtr.set slot 1 (NativePtr.get x1 kk)
+                    NativePtr.set slot 2 (NativePtr.get x2 kk)
+                    NativePtr.set slot 3 (NativePtr.get x3 kk)
+                    NativePtr.set slot 4 (NativePtr.get x4 kk)
+                    NativePtr.set slot 5 (NativePtr.get x5 kk)
+            else
+                for kk in 0 .. kc - 1 do
+                    let slot = NativePtr.add panel (kk * MR)
+
+                    for r in 0 .. MR - 1 do
+                        NativePtr.set slot r (if r < prows then NativePtr.get src ((r0 + r) * a.Ld + k0 + kk) else 0.0f)
+
+    /// Called on each finished block of C: its first element's offset, its rows and its columns (C's leading
+    /// dimension is n); blocks are disjoint and may be finished on different threads.
+    type FinishBlock = int -> int -> int -> unit
 
     /// C for an empty product (k = 0): each row is the bias row, or zeros without a bias.
-    let private biasOnly (batches: int) (m: int) (n: int) (biasStride: int) (c: float32[]) (bias: float32[]) =
+    let private biasOnly (finish: FinishBlock voption) (batches: int) (m: int) (n: int) (biasStride: int) (c: float32[]) (bias: float32[]) =
         for bi in 0 .. batches - 1 do
             for row in 0 .. m - 1 do
                 if isNull bias then
@@ -182,15 +210,31 @@ module internal Gemm =
                 else
                     Array.Copy(bias, bi * biasStride, c, (bi * m + row) * n, n)
 
+                match finish with
+                | ValueSome f -> f ((bi * m + row) * n) 1 n
+                | ValueNone -> ()
+
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row), where C is dense with leading dimension n, with the
-    /// 512-bit micro-kernel when wide (emulated in software where the processor lacks AVX-512) or else the 256-bit one.
+    /// 512-bit micro-kernel when wide (emulated in software where the processor lacks AVX-512) or else the 256-bit one;
+    /// finish, if given, is called on each block of C once its last sum is stored, while the block is in the cache.
     /// bias is null, n values shared by every batch, or batches·n values (one row per batch).
-    let runWith (wide: bool) (batches: int) (m: int) (n: int) (k: int) (a: Operand) (b: Operand) (c: float32[]) (bias: float32[]) =
+    let private runFinishing
+        (wide: bool)
+        (finish: FinishBlock voption)
+        (batches: int)
+        (m: int)
+        (n: int)
+        (k: int)
+        (a: Operand)
+        (b: Operand)
+        (c: float32[])
+        (bias: float32[])
+        =
         let biasStride = if isNull bias || bias.Length = n then 0 else n
         let cStride = m * n
 
         if k = 0 || m = 0 || n = 0 then
-            biasOnly batches m n biasStride c bias
+            biasOnly finish batches m n biasStride c bias
         else
             let nr = columns wide
             let nPanels = (n + nr - 1) / nr
@@ -204,19 +248,20 @@ module internal Gemm =
             while k0 < k do
                 let kc = min KC (k - k0)
                 let accHere = k0 > 0
+                let lastBlock = k0 + kc = k
 
                 Workers.forEach (batches * nPanels) bigEnough (fun item ->
                     let bi, q = item / nPanels, item % nPanels
                     let j0 = q * nr
-                    packB nr b bi k0 kc j0 (min nr (n - j0)) (Span<float32>(packedB, (bi * nPanels + q) * panelSize, panelSize)))
+                    use pB = fixed packedB
+                    packB nr b bi k0 kc j0 (min nr (n - j0)) (NativePtr.add pB ((bi * nPanels + q) * panelSize)))
 
                 Workers.forEach (batches * mBlocks) bigEnough (fun item ->
                     let bi, mb = item / mBlocks, item % mBlocks
                     let i0 = mb * mc
                     let rows = min mc (m - i0)
-                    let packedA = Scratch.A(mc * kc)
-                    packA a bi i0 rows k0 kc (Span<float32>(packedA))
-                    use pA = fixed packedA
+                    use pA = fixed Scratch.A(mc * kc)
+                    packA a bi i0 rows k0 kc pA
                     use pB = fixed packedB
                     use pC = fixed c
                     use pBias = fixed bias
@@ -258,9 +303,26 @@ module internal Gemm =
 
                                         NativePtr.write dst (baseValue + v)
 
+                            match finish with
+                            | ValueSome f when lastBlock -> f (bi * cStride + (i0 + r0) * n + j0) prows cols
+                            | _ -> ()
+
                             r0 <- r0 + MR)
 
                 k0 <- k0 + kc
 
+    /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row) with the 512-bit micro-kernel when wide (emulated in
+    /// software where the processor lacks AVX-512) or else the 256-bit one; see runFinishing.
+    let runWith wide batches m n k a b c bias = runFinishing wide ValueNone batches m n k a b c bias
+
     /// runWith for this processor's widest micro-kernel.
     let run batches m n k a b c bias = runWith wide batches m n k a b c bias
+
+    /// run, calling finish on each block of C as soon as it holds the product (for an element-wise pass that then
+    /// finds the block in the cache).
+    let runThen (finish: FinishBlock) batches m n k a b c bias = runFinishing wide (ValueSome finish) batches m n k a b c bias
+
+    /// The operands of a planned product over the arrays of a and b.
+    let operands (plan: MatMulPlan) (transA: bool) (transB: bool) (a: float32[]) (b: float32[]) =
+        { Data = a; Offset = 0; Ld = plan.LdA; Trans = transA; BatchStride = plan.StrideA },
+        { Data = b; Offset = 0; Ld = plan.LdB; Trans = transB; BatchStride = plan.StrideB }

@@ -43,15 +43,24 @@ module internal Elementwise =
     let inline store (v: Vector256<float32>) (dst: float32[]) (i: int) (stop: int) =
         storeLanes Vector256<float32>.Count (fun () -> v.CopyTo(dst, i)) (fun j -> v.[j]) dst i stop
 
+    /// dst[i] = f(x[i]) for i in [start, start + len).
+    let inline map1Range
+        (x: float32[])
+        (dst: float32[])
+        ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32>)
+        (start: int)
+        (len: int)
+        =
+        let stop = start + len
+        let mutable i = start
+
+        while i < stop do
+            store (vf (load x i stop)) dst i stop
+            i <- i + Vector256<float32>.Count
+
     /// dst[i] = f(x[i]).
     let inline map1 (x: float32[]) (dst: float32[]) ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32>) =
-        Workers.forChunks dst.Length Chunk (fun start len ->
-            let stop = start + len
-            let mutable i = start
-
-            while i < stop do
-                store (vf (load x i stop)) dst i stop
-                i <- i + Vector256<float32>.Count)
+        Workers.forChunks dst.Length Chunk (map1Range x dst vf)
 
     /// dst[i] = f(x[i], y[i], z[i]).
     let inline map3
@@ -93,26 +102,29 @@ module internal Elementwise =
 
     let inline private sigmoid512 (x: Vector512<float32>) = Vector512<float32>.One / (Vector512<float32>.One + Vector512.Exp(-x))
 
-    /// Swish forward (y = x·σ(x)) and backward (dx = g·σ(x)·(1 + x·(1 − σ(x)))) with 512-bit vectors.
-    let private silu512 (x: float32[]) (g: float32[]) (dst: float32[]) (backward: bool) =
+    /// Swish forward (y = x·σ(x)) and backward (dx = g·σ(x)·(1 + x·(1 − σ(x)))) with 512-bit vectors, for the
+    /// elements [start, start + len).
+    let private silu512Range (x: float32[]) (g: float32[]) (dst: float32[]) (backward: bool) (start: int) (len: int) =
         let one = Vector512<float32>.One
+        let stop = start + len
+        let mutable i = start
 
-        Workers.forChunks dst.Length Chunk (fun start len ->
-            let stop = start + len
-            let mutable i = start
+        while i < stop do
+            let xv = load512 x i stop
+            let s = sigmoid512 xv
 
-            while i < stop do
-                let xv = load512 x i stop
-                let s = sigmoid512 xv
+            let r =
+                if backward then
+                    load512 g i stop * s * (one + xv * (one - s))
+                else
+                    xv * s
 
-                let r =
-                    if backward then
-                        load512 g i stop * s * (one + xv * (one - s))
-                    else
-                        xv * s
+            store512 r dst i stop
+            i <- i + Vector512<float32>.Count
 
-                store512 r dst i stop
-                i <- i + Vector512<float32>.Count)
+    /// silu512Range over whole arrays, chunk by chunk.
+    let private silu512 (x: float32[]) (g: float32[]) (dst: float32[]) (backward: bool) =
+        Workers.forChunks dst.Length Chunk (silu512Range x g dst backward)
 
     let private wide = Vector512.IsHardwareAccelerated
 
@@ -126,6 +138,25 @@ module internal Elementwise =
 
         select (Vector256.GreaterThan(v, zero)) Vector256<float32>.One zero
         - select (Vector256.LessThan(v, zero)) Vector256<float32>.One zero
+
+    let inline private relu (v: Vector256<float32>) = Vector256.Max(v, Vector256<float32>.Zero)
+    let inline private silu (v: Vector256<float32>) = v * vsigmoid v
+
+    /// Whether activationRange computes op: the activations the matrix product applies as it stores its tiles.
+    let storesActivation (op: UnaryOp) =
+        match op with
+        | Relu
+        | Silu -> true
+        | _ -> false
+
+    /// y[i] = op(x[i]) for i in [start, start + len), op a storesActivation one, by the same vector formulas as
+    /// `unary` (the same bits, whatever the range).
+    let activationRange (op: UnaryOp) (x: float32[]) (y: float32[]) (start: int) (len: int) =
+        match op with
+        | Relu -> map1Range x y relu start len
+        | Silu when wide -> silu512Range x x y false start len
+        | Silu -> map1Range x y silu start len
+        | other -> invalidArg "op" (sprintf "%A is not an activation the product stores" other)
 
     let unary (op: UnaryOp) (x: float32[]) (y: float32[]) =
         let zero = Vector256<float32>.Zero
@@ -144,9 +175,9 @@ module internal Elementwise =
         | Sign -> map1 x y signOf
         | Square -> map1 x y (fun v -> v * v)
         | Reciprocal -> map1 x y (fun v -> one / v)
-        | Relu -> map1 x y (fun v -> Vector256.Max(v, zero))
+        | Relu -> map1 x y relu
         | Silu when wide -> silu512 x x y false
-        | Silu -> map1 x y (fun v -> v * vsigmoid v)
+        | Silu -> map1 x y silu
         // Softplus log(1 + e^x), computed stably as max(x, 0) + log1p(e^−|x|), log1p as in ScalarMath.Log1p.
         | Softplus ->
             map1 x y (fun v ->

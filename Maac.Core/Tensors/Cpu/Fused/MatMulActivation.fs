@@ -1,0 +1,26 @@
+namespace Maac.Tensors.Cpu
+
+open Maac.Tensors
+
+/// The CPU kernel of the product + activation: the matrix product applies ReLU or swish to each block of its output
+/// as soon as the block is stored, while it is in the cache, instead of in a second pass over the whole output; other
+/// activations take that second pass. Both use the element-wise kernels' formulas, so the outputs equal the
+/// composition's bit for bit.
+module internal MatMulActivationCpu =
+    /// The activation and the product with its bias (MatMulActivation.op's outputs).
+    let op =
+        CpuFusedKernel.define MatMulActivation.op (fun p inputs shapes outputs ->
+            let activated, product = outputs.[0], outputs.[1]
+            let bias = if inputs.Length = 3 then inputs.[2] else null
+            let plan = Plans.matMul p.TransA p.TransB shapes.[0] shapes.[1] (if isNull bias then -1 else bias.Length)
+            let a, b = Gemm.operands plan p.TransA p.TransB inputs.[0] inputs.[1]
+
+            if Elementwise.storesActivation p.Activation then
+                let activate (offset: int) (rows: int) (cols: int) =
+                    for r in 0 .. rows - 1 do
+                        Elementwise.activationRange p.Activation product activated (offset + r * plan.N) cols
+
+                Gemm.runThen activate plan.Batches plan.M plan.N plan.K a b product bias
+            else
+                Gemm.run plan.Batches plan.M plan.N plan.K a b product bias
+                Elementwise.unary p.Activation product activated)
