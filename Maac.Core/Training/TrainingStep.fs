@@ -111,12 +111,12 @@ module TrainingStep =
     /// A policy action in [−1, 1] scaled to the task's action space.
     let toEnv (run: TrainingRun) (a: float32[]) = Box.fromUnit run.Env.ActionSpace a
 
-    /// The learned model with the task's functions, once the algorithm has one and it was fitted.
+    /// The learned model's elites with the task's functions, once the algorithm has one and it was fitted.
     let modelContext (run: TrainingRun) (s: TrainingState) =
         if run.Algorithm.UsesModel && s.ModelFitted then
             Some
                 {
-                    Model = s.Agent.Model
+                    Model = Dynamics.elitesOnly s.Agent.Model
                     Task = run.Task.Functions
                     ActionLow = run.ActionLow
                     ActionHigh = run.ActionHigh
