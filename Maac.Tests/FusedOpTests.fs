@@ -159,7 +159,13 @@ let tests =
                 for activation in [ Relu; Silu; Tanh ] do
                     for transA, transB, batches, k in [ false, false, 0, 300; true, false, 3, 45; false, true, 2, 7 ] do
                         let m, n = 13, 37
-                        let batched shape = if batches = 0 then shape else Array.append [| batches |] shape
+
+                        let batched shape =
+                            if batches = 0 then
+                                shape
+                            else
+                                Array.append [| batches |] shape
+
                         let a = values 11 (batched (if transA then [| k; m |] else [| m; k |])) -4.0f 4.0f
                         let b = values 12 (batched (if transB then [| n; k |] else [| k; n |])) -1.0f 1.0f
                         let bias = values 13 (if batches = 0 then [| n |] else [| batches; 1; n |]) -1.0f 1.0f

@@ -94,8 +94,7 @@ module Dynamics =
     /// The model reduced to its elites, in elite order (elite i becomes member i): stepping it gives exactly what
     /// stepping m gives, without selecting the elites' weights again on every step. Made once where many steps use
     /// one fitted model (a training step's updates).
-    let elitesOnly (m: DynamicsModel) =
-        { m with Net = subset m.Elites m.Net; Elites = Array.init m.Elites.Length id }
+    let elitesOnly (m: DynamicsModel) = { m with Net = subset m.Elites m.Net; Elites = Array.init m.Elites.Length id }
 
     /// s + (μ + σ·ε)·std + mean for the ensemble's raw outputs head [N, 2·out] (normalised means, then raw
     /// log-variances, bounded as GaussianEnsemble.forward does) and noise ε [N, out] drawn from key, in one fused

@@ -195,7 +195,13 @@ module internal Gemm =
                     let slot = NativePtr.add panel (kk * MR)
 
                     for r in 0 .. MR - 1 do
-                        NativePtr.set slot r (if r < prows then NativePtr.get src ((r0 + r) * a.Ld + k0 + kk) else 0.0f)
+                        NativePtr.set
+                            slot
+                            r
+                            (if r < prows then
+                                 NativePtr.get src ((r0 + r) * a.Ld + k0 + kk)
+                             else
+                                 0.0f)
 
     /// Called on each finished block of C: its first element's offset, its rows and its columns (C's leading
     /// dimension is n); blocks are disjoint and may be finished on different threads.

@@ -12,7 +12,10 @@ module internal MatMulActivationCpu =
         CpuFusedKernel.define MatMulActivation.op (fun p inputs shapes outputs ->
             let activated, product = outputs.[0], outputs.[1]
             let bias = if inputs.Length = 3 then inputs.[2] else null
-            let plan = Plans.matMul p.TransA p.TransB shapes.[0] shapes.[1] (if isNull bias then -1 else bias.Length)
+
+            let plan =
+                Plans.matMul p.TransA p.TransB shapes.[0] shapes.[1] (if isNull bias then -1 else bias.Length)
+
             let a, b = Gemm.operands plan p.TransA p.TransB inputs.[0] inputs.[1]
 
             if Elementwise.storesActivation p.Activation then
