@@ -1,8 +1,11 @@
 namespace Maac.Tensors.Cpu
 
+#nowarn "9"
+
 open System
 open System.Runtime.Intrinsics
 open System.Numerics.Tensors
+open Microsoft.FSharp.NativeInterop
 open Maac.Tensors
 
 /// Vectorised element-wise loops over float arrays, split into fixed chunks across threads.
@@ -149,14 +152,59 @@ module internal Elementwise =
         | Silu -> true
         | _ -> false
 
+    let inline private silu512v (x: Vector512<float32>) = x * sigmoid512 x
+
+    /// y[at..at+count) = f of x's elements there (count below the vector width), through a zero-padded stack buffer.
+    let private tail256 (f: Vector256<float32> -> Vector256<float32>) (x: float32[]) (y: float32[]) (at: int) (count: int) =
+        let buffer = Span<float32>(NativePtr.toVoidPtr (NativePtr.stackalloc<float32> 8), 8)
+        buffer.Clear()
+        ReadOnlySpan<float32>(x, at, count).CopyTo buffer
+        let r = f (Vector256.Create<float32>(Span<float32>.op_Implicit buffer: ReadOnlySpan<float32>))
+
+        for j in 0 .. count - 1 do
+            y.[at + j] <- r.[j]
+
+    /// The same with 512-bit vectors.
+    let private tail512 (f: Vector512<float32> -> Vector512<float32>) (x: float32[]) (y: float32[]) (at: int) (count: int) =
+        let buffer = Span<float32>(NativePtr.toVoidPtr (NativePtr.stackalloc<float32> 16), 16)
+        buffer.Clear()
+        ReadOnlySpan<float32>(x, at, count).CopyTo buffer
+        let r = f (Vector512.Create<float32>(Span<float32>.op_Implicit buffer: ReadOnlySpan<float32>))
+
+        for j in 0 .. count - 1 do
+            y.[at + j] <- r.[j]
+
+    /// y = f(x) over [start, start + len) in 256-bit vectors, without allocating (for short ranges, many times over).
+    let inline private range256 ([<InlineIfLambda>] f: Vector256<float32> -> Vector256<float32>) (x: float32[]) (y: float32[]) start len =
+        let mutable i = 0
+
+        while i + 8 <= len do
+            Vector256.StoreUnsafe(f (Vector256.LoadUnsafe(&x.[start], unativeint i)), &y.[start], unativeint i)
+            i <- i + 8
+
+        if i < len then
+            tail256 f x y (start + i) (len - i)
+
+    /// The same with 512-bit vectors.
+    let inline private range512 ([<InlineIfLambda>] f: Vector512<float32> -> Vector512<float32>) (x: float32[]) (y: float32[]) start len =
+        let mutable i = 0
+
+        while i + 16 <= len do
+            Vector512.StoreUnsafe(f (Vector512.LoadUnsafe(&x.[start], unativeint i)), &y.[start], unativeint i)
+            i <- i + 16
+
+        if i < len then
+            tail512 f x y (start + i) (len - i)
+
     /// y[i] = op(x[i]) for i in [start, start + len), op a storesActivation one, by the same vector formulas as
-    /// `unary` (the same bits, whatever the range).
+    /// `unary` (the same bits, whatever the range), without allocating: the product calls it on every block it stores.
     let activationRange (op: UnaryOp) (x: float32[]) (y: float32[]) (start: int) (len: int) =
-        match op with
-        | Relu -> map1Range x y relu start len
-        | Silu when wide -> silu512Range x x y false start len
-        | Silu -> map1Range x y silu start len
-        | other -> invalidArg "op" (sprintf "%A is not an activation the product stores" other)
+        if len > 0 then
+            match op with
+            | Relu -> range256 relu x y start len
+            | Silu when wide -> range512 silu512v x y start len
+            | Silu -> range256 silu x y start len
+            | other -> invalidArg "op" (sprintf "%A is not an activation the product stores" other)
 
     let unary (op: UnaryOp) (x: float32[]) (y: float32[]) =
         let zero = Vector256<float32>.Zero
