@@ -154,6 +154,17 @@ module internal Gemm =
                 for c in cols .. nr - 1 do
                     NativePtr.set dst (kk * nr + c) 0.0f
 
+    /// Packs rows [k0, k0+kc) of op(B) for every batch into consecutive KC×nr panels of dst (in parallel when
+    /// worthwhile): panel q of batch bi starts at (bi·panels + q)·KC·nr.
+    let private packAllB (nr: int) (b: Operand) (batches: int) (n: int) (k0: int) (kc: int) (dst: float32[]) (inParallel: bool) =
+        let nPanels = (n + nr - 1) / nr
+
+        Workers.forEach (batches * nPanels) inParallel (fun item ->
+            let bi, q = item / nPanels, item % nPanels
+            let j0 = q * nr
+            use pB = fixed dst
+            packB nr b bi k0 kc j0 (min nr (n - j0)) (NativePtr.add pB ((bi * nPanels + q) * KC * nr)))
+
     /// Packs rows [i0, i0+rows) × k-range [k0, k0+kc) of op(A) into MR-high panels (kc×MR each, zero-padded): the
     /// micro-kernel reads a panel's MR values for one k together.
     let private packA (a: Operand) (batch: int) (i0: int) (rows: int) (k0: int) (kc: int) (dst: nativeptr<float32>) =
@@ -202,6 +213,32 @@ module internal Gemm =
                                  NativePtr.get src ((r0 + r) * a.Ld + k0 + kk)
                              else
                                  0.0f)
+
+    /// The part of a full micro-kernel tile (MR × nr, computed into tile) that lies inside C at an edge: prows rows and
+    /// cols columns, added to C when accumulating, else to the bias row when there is one (biasRow not null).
+    let private storeEdge
+        (tile: nativeptr<float32>)
+        (nr: int)
+        (cTile: nativeptr<float32>)
+        (n: int)
+        (prows: int)
+        (cols: int)
+        (acc: bool)
+        (biasRow: nativeptr<float32>)
+        =
+        for r in 0 .. prows - 1 do
+            for cc in 0 .. cols - 1 do
+                let dst = NativePtr.add cTile (r * n + cc)
+
+                let baseValue =
+                    if acc then
+                        NativePtr.read dst
+                    elif not (NativePtr.isNullPtr biasRow) then
+                        NativePtr.get biasRow cc
+                    else
+                        0.0f
+
+                NativePtr.write dst (baseValue + NativePtr.get tile (r * nr + cc))
 
     /// Called on each finished block of C: its first element's offset, its rows and its columns (C's leading
     /// dimension is n); blocks are disjoint and may be finished on different threads.
@@ -256,11 +293,7 @@ module internal Gemm =
                 let accHere = k0 > 0
                 let lastBlock = k0 + kc = k
 
-                Workers.forEach (batches * nPanels) bigEnough (fun item ->
-                    let bi, q = item / nPanels, item % nPanels
-                    let j0 = q * nr
-                    use pB = fixed packedB
-                    packB nr b bi k0 kc j0 (min nr (n - j0)) (NativePtr.add pB ((bi * nPanels + q) * panelSize)))
+                packAllB nr b batches n k0 kc packedB bigEnough
 
                 Workers.forEach (batches * mBlocks) bigEnough (fun item ->
                     let bi, mb = item / mBlocks, item % mBlocks
@@ -296,18 +329,7 @@ module internal Gemm =
                                 kernel wide kc aPanel bPanel cTile n accHere biasRow
                             else
                                 kernel wide kc aPanel bPanel tile nr false NativePtr.nullPtr
-
-                                for r in 0 .. prows - 1 do
-                                    for cc in 0 .. cols - 1 do
-                                        let dst = NativePtr.add cTile (r * n + cc)
-                                        let v = NativePtr.get tile (r * nr + cc)
-
-                                        let baseValue =
-                                            if accHere then NativePtr.read dst
-                                            elif withBias then NativePtr.get biasRow cc
-                                            else 0.0f
-
-                                        NativePtr.write dst (baseValue + v)
+                                storeEdge tile nr cTile n prows cols accHere biasRow
 
                             match finish with
                             | ValueSome f when lastBlock -> f (bi * cStride + (i0 + r0) * n + j0) prows cols

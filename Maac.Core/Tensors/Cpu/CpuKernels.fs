@@ -154,47 +154,64 @@ module internal Elementwise =
 
     let inline private silu512v (x: Vector512<float32>) = x * sigmoid512 x
 
-    /// y[at..at+count) = f of x's elements there (count below the vector width), through a zero-padded stack buffer.
-    let private tail256 (f: Vector256<float32> -> Vector256<float32>) (x: float32[]) (y: float32[]) (at: int) (count: int) =
-        let buffer = Span<float32>(NativePtr.toVoidPtr (NativePtr.stackalloc<float32> 8), 8)
-        buffer.Clear()
-        ReadOnlySpan<float32>(x, at, count).CopyTo buffer
-        let r = f (Vector256.Create<float32>(Span<float32>.op_Implicit buffer: ReadOnlySpan<float32>))
+    /// y = f(x) over [start, start + len) in vectors of `lanes` floats ('V, loaded and stored through the given
+    /// functions), without allocating: a ragged tail goes through a zero-padded stack buffer (made by `create`,
+    /// read back by `lane`), so that every element takes the same vector formula. Written once, inlined for each width.
+    let inline private rangeOf
+        (lanes: int)
+        ([<InlineIfLambda>] load: float32[] -> int -> 'V)
+        ([<InlineIfLambda>] store: 'V -> float32[] -> int -> unit)
+        ([<InlineIfLambda>] create: nativeptr<float32> -> 'V)
+        ([<InlineIfLambda>] lane: 'V -> int -> float32)
+        ([<InlineIfLambda>] f: 'V -> 'V)
+        (x: float32[])
+        (y: float32[])
+        (start: int)
+        (len: int)
+        =
+        let mutable i = start
+        let stop = start + len
 
-        for j in 0 .. count - 1 do
-            y.[at + j] <- r.[j]
+        while i + lanes <= stop do
+            store (f (load x i)) y i
+            i <- i + lanes
 
-    /// The same with 512-bit vectors.
-    let private tail512 (f: Vector512<float32> -> Vector512<float32>) (x: float32[]) (y: float32[]) (at: int) (count: int) =
-        let buffer = Span<float32>(NativePtr.toVoidPtr (NativePtr.stackalloc<float32> 16), 16)
-        buffer.Clear()
-        ReadOnlySpan<float32>(x, at, count).CopyTo buffer
-        let r = f (Vector512.Create<float32>(Span<float32>.op_Implicit buffer: ReadOnlySpan<float32>))
+        if i < stop then
+            let buffer = NativePtr.stackalloc<float32> lanes
 
-        for j in 0 .. count - 1 do
-            y.[at + j] <- r.[j]
+            for j in 0 .. lanes - 1 do
+                NativePtr.set buffer j (if i + j < stop then x.[i + j] else 0.0f)
 
-    /// y = f(x) over [start, start + len) in 256-bit vectors, without allocating (for short ranges, many times over).
-    let inline private range256 ([<InlineIfLambda>] f: Vector256<float32> -> Vector256<float32>) (x: float32[]) (y: float32[]) start len =
-        let mutable i = 0
+            let r = f (create buffer)
 
-        while i + 8 <= len do
-            Vector256.StoreUnsafe(f (Vector256.LoadUnsafe(&x.[start], unativeint i)), &y.[start], unativeint i)
-            i <- i + 8
+            for j in 0 .. stop - i - 1 do
+                y.[i + j] <- lane r j
 
-        if i < len then
-            tail256 f x y (start + i) (len - i)
+    let inline private range256 ([<InlineIfLambda>] f: Vector256<float32> -> Vector256<float32>) x y start len =
+        rangeOf
+            8
+            (fun (x: float32[]) i -> Vector256.LoadUnsafe(&x.[i]))
+            (fun v (y: float32[]) i -> Vector256.StoreUnsafe(v, &y.[i]))
+            (fun p -> Vector256.Load p)
+            (fun v j -> v.[j])
+            f
+            x
+            y
+            start
+            len
 
-    /// The same with 512-bit vectors.
-    let inline private range512 ([<InlineIfLambda>] f: Vector512<float32> -> Vector512<float32>) (x: float32[]) (y: float32[]) start len =
-        let mutable i = 0
-
-        while i + 16 <= len do
-            Vector512.StoreUnsafe(f (Vector512.LoadUnsafe(&x.[start], unativeint i)), &y.[start], unativeint i)
-            i <- i + 16
-
-        if i < len then
-            tail512 f x y (start + i) (len - i)
+    let inline private range512 ([<InlineIfLambda>] f: Vector512<float32> -> Vector512<float32>) x y start len =
+        rangeOf
+            16
+            (fun (x: float32[]) i -> Vector512.LoadUnsafe(&x.[i]))
+            (fun v (y: float32[]) i -> Vector512.StoreUnsafe(v, &y.[i]))
+            (fun p -> Vector512.Load p)
+            (fun v j -> v.[j])
+            f
+            x
+            y
+            start
+            len
 
     /// y[i] = op(x[i]) for i in [start, start + len), op a storesActivation one, by the same vector formulas as
     /// `unary` (the same bits, whatever the range), without allocating: the product calls it on every block it stores.
