@@ -46,24 +46,15 @@ module internal Elementwise =
     let inline store (v: Vector256<float32>) (dst: float32[]) (i: int) (stop: int) =
         storeLanes Vector256<float32>.Count (fun () -> v.CopyTo(dst, i)) (fun j -> v.[j]) dst i stop
 
-    /// dst[i] = f(x[i]) for i in [start, start + len).
-    let inline map1Range
-        (x: float32[])
-        (dst: float32[])
-        ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32>)
-        (start: int)
-        (len: int)
-        =
-        let stop = start + len
-        let mutable i = start
-
-        while i < stop do
-            store (vf (load x i stop)) dst i stop
-            i <- i + Vector256<float32>.Count
-
     /// dst[i] = f(x[i]).
     let inline map1 (x: float32[]) (dst: float32[]) ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32>) =
-        Workers.forChunks dst.Length Chunk (map1Range x dst vf)
+        Workers.forChunks dst.Length Chunk (fun start len ->
+            let stop = start + len
+            let mutable i = start
+
+            while i < stop do
+                store (vf (load x i stop)) dst i stop
+                i <- i + Vector256<float32>.Count)
 
     /// dst[i] = f(x[i], y[i], z[i]).
     let inline map3
@@ -105,29 +96,29 @@ module internal Elementwise =
 
     let inline private sigmoid512 (x: Vector512<float32>) = Vector512<float32>.One / (Vector512<float32>.One + Vector512.Exp(-x))
 
-    /// Swish forward (y = x·σ(x)) and backward (dx = g·σ(x)·(1 + x·(1 − σ(x)))) with 512-bit vectors, for the
-    /// elements [start, start + len).
-    let private silu512Range (x: float32[]) (g: float32[]) (dst: float32[]) (backward: bool) (start: int) (len: int) =
-        let one = Vector512<float32>.One
-        let stop = start + len
-        let mutable i = start
+    /// Swish forward with 512-bit vectors: x·σ(x).
+    let inline private silu512v (x: Vector512<float32>) = x * sigmoid512 x
 
-        while i < stop do
-            let xv = load512 x i stop
-            let s = sigmoid512 xv
-
-            let r =
-                if backward then
-                    load512 g i stop * s * (one + xv * (one - s))
-                else
-                    xv * s
-
-            store512 r dst i stop
-            i <- i + Vector512<float32>.Count
-
-    /// silu512Range over whole arrays, chunk by chunk.
+    /// Swish forward (silu512v) and backward (dx = g·σ(x)·(1 + x·(1 − σ(x)))) with 512-bit vectors.
     let private silu512 (x: float32[]) (g: float32[]) (dst: float32[]) (backward: bool) =
-        Workers.forChunks dst.Length Chunk (silu512Range x g dst backward)
+        let one = Vector512<float32>.One
+
+        Workers.forChunks dst.Length Chunk (fun start len ->
+            let stop = start + len
+            let mutable i = start
+
+            while i < stop do
+                let xv = load512 x i stop
+
+                let r =
+                    if backward then
+                        let s = sigmoid512 xv
+                        load512 g i stop * s * (one + xv * (one - s))
+                    else
+                        silu512v xv
+
+                store512 r dst i stop
+                i <- i + Vector512<float32>.Count)
 
     let private wide = Vector512.IsHardwareAccelerated
 
@@ -151,8 +142,6 @@ module internal Elementwise =
         | Relu
         | Silu -> true
         | _ -> false
-
-    let inline private silu512v (x: Vector512<float32>) = x * sigmoid512 x
 
     /// y = f(x) over [start, start + len) in vectors of `lanes` floats ('V, loaded and stored through the given
     /// functions), without allocating: a ragged tail goes through a zero-padded stack buffer (made by `create`,
