@@ -211,6 +211,22 @@ let tests =
                     "rows that do not split into one block per elite are refused"
             }
 
+            test "the model reduced to its elites steps exactly as the whole model, by blocks and by random rows" {
+                let ctx, _, buffer = fittedContextWith true 40
+                // Elites out of the members' order, so that a reduction that kept the members' order would differ.
+                let m = { ctx.Model with Elites = [| 2; 0 |] }
+                let reduced = Dynamics.elitesOnly m
+                Expect.equal reduced.Elites [| 0; 1 |] "the reduced model's elites are all its members, in order"
+                Expect.equal (EnsembleMlp.members reduced.Net.Net) 2 "one member per elite"
+                let b = buffer.Sample(key 48, 40)
+                let bits (x: Tensor) = x.ToArray() |> Array.map BitConverter.SingleToInt32Bits
+
+                for step in [ Dynamics.stepByBlocks; Dynamics.step ] do
+                    let next, reward = step m (key 49) b.Obs b.Action
+                    let next2, reward2 = step reduced (key 49) b.Obs b.Action
+                    Expect.sequenceEqual (bits next2) (bits next) "next observation"
+                    Expect.sequenceEqual (bits reward2.Value) (bits reward.Value) "reward"
+            }
             test "STEVE with horizon 0 is the one-step soft TD target exactly, on the same draws, under every elite" {
                 let ctx, _, buffer = fittedContext 30
                 let policy = TanhGaussianPolicy.init (key 31) 3 1 [| 16 |]
