@@ -153,13 +153,16 @@ let tests =
                 // The kernel activates each stored block with the element-wise kernels' own vector formulas, so no
                 // rounding may differ: a scalar formula on edge tiles, or an activation applied before the last
                 // k-block is summed, would show here. k = 300 spans two k-blocks of 256; 13 rows and 37 columns
-                // leave partial tiles of both the 6-row and the 32- or 16-column micro-kernel.
+                // leave partial tiles of both the 6-row and the 32- or 16-column micro-kernel, and blocks whose
+                // length is no multiple of a vector; 150 rows make two blocks of rows; a 1×5 output is shorter than
+                // one vector.
                 let bits (x: RawTensor) = x.ToArray() |> Array.map BitConverter.SingleToInt32Bits
 
                 for activation in [ Relu; Silu; Tanh ] do
-                    for transA, transB, batches, k in [ false, false, 0, 300; true, false, 3, 45; false, true, 2, 7 ] do
-                        let m, n = 13, 37
-
+                    for (transA, transB, batches, k), (m, n) in
+                        List.allPairs
+                            [ false, false, 0, 300; true, false, 3, 45; false, true, 2, 7 ]
+                            [ 13, 37; 150, 37; 1, 5 ] do
                         let batched shape =
                             if batches = 0 then
                                 shape
@@ -172,7 +175,9 @@ let tests =
                         let attributes = { TransA = transA; TransB = transB; Activation = activation }
                         let fused = Fused.run cpu MatMulActivation.op attributes [| a; b; bias |]
                         let product = cpu.MatMul(transA, transB, a, b, bias)
-                        let what = sprintf "%A, transA %b, transB %b, %d batches, k = %d" activation transA transB batches k
+                        let what =
+                            sprintf "%A, transA %b, transB %b, %d batches, %d×%d×%d" activation transA transB batches m k n
+
                         Expect.sequenceEqual (bits fused.[1]) (bits product) (what + ": the product")
                         Expect.sequenceEqual (bits fused.[0]) (bits (cpu.Unary(activation, product))) (what + ": the activation")
             }

@@ -240,9 +240,9 @@ module internal Gemm =
 
                 NativePtr.write dst (baseValue + NativePtr.get tile (r * nr + cc))
 
-    /// Called on each finished block of C: its first element's offset, its rows and its columns (C's leading
-    /// dimension is n); blocks are disjoint and may be finished on different threads.
-    type FinishBlock = int -> int -> int -> unit
+    /// Called on each finished block of C, whole rows and so contiguous: its first element's offset and its length.
+    /// Blocks are disjoint and may be finished on different threads.
+    type FinishBlock = int -> int -> unit
 
     /// C for an empty product (k = 0): each row is the bias row, or zeros without a bias.
     let private biasOnly (finish: FinishBlock voption) (batches: int) (m: int) (n: int) (biasStride: int) (c: float32[]) (bias: float32[]) =
@@ -254,12 +254,12 @@ module internal Gemm =
                     Array.Copy(bias, bi * biasStride, c, (bi * m + row) * n, n)
 
                 match finish with
-                | ValueSome f -> f ((bi * m + row) * n) 1 n
+                | ValueSome f -> f ((bi * m + row) * n) n
                 | ValueNone -> ()
 
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row), where C is dense with leading dimension n, with the
     /// 512-bit micro-kernel when wide (emulated in software where the processor lacks AVX-512) or else the 256-bit one;
-    /// finish, if given, is called on each block of C once its last sum is stored, while the block is in the cache.
+    /// finish, if given, is called on each block of C's rows once its last sum is stored, while the block is in the cache.
     /// bias is null, n values shared by every batch, or batches·n values (one row per batch).
     let private runFinishing
         (wide: bool)
@@ -331,11 +331,13 @@ module internal Gemm =
                                 kernel wide kc aPanel bPanel tile nr false NativePtr.nullPtr
                                 storeEdge tile nr cTile n prows cols accHere biasRow
 
-                            match finish with
-                            | ValueSome f when lastBlock -> f (bi * cStride + (i0 + r0) * n + j0) prows cols
-                            | _ -> ()
+                            r0 <- r0 + MR
 
-                            r0 <- r0 + MR)
+                    // The block's rows (at most MCMax of them) are finished together: one pass over contiguous
+                    // memory that is still in the cache, rather than a call per micro-tile.
+                    match finish with
+                    | ValueSome f when lastBlock -> f (bi * cStride + i0 * n) (rows * n)
+                    | _ -> ())
 
                 k0 <- k0 + kc
 
@@ -346,8 +348,8 @@ module internal Gemm =
     /// runWith for this processor's widest micro-kernel.
     let run batches m n k a b c bias = runWith wide batches m n k a b c bias
 
-    /// run, calling finish on each block of C as soon as it holds the product (for an element-wise pass that then
-    /// finds the block in the cache).
+    /// run, calling finish on each block of C's rows as soon as it holds the product (for an element-wise pass that
+    /// then finds the block in the cache).
     let runThen (finish: FinishBlock) batches m n k a b c bias = runFinishing wide (ValueSome finish) batches m n k a b c bias
 
     /// The operands of a planned product over the arrays of a and b.

@@ -143,15 +143,39 @@ module internal Elementwise =
         | Silu -> true
         | _ -> false
 
+    /// y = f(x) over the ragged tail [i, stop), fewer than `lanes` elements, through a zero-padded stack buffer
+    /// (made by `create`, read back by `lane`), so that they take the same vector formula. Kept out of the loops
+    /// that call it: a stack allocation slows the whole method that holds it.
+    let private raggedTail
+        (lanes: int)
+        (create: nativeptr<float32> -> 'V)
+        (lane: 'V -> int -> float32)
+        (f: 'V -> 'V)
+        (x: float32[])
+        (y: float32[])
+        (i: int)
+        (stop: int)
+        =
+        let buffer = NativePtr.stackalloc<float32> lanes
+
+        for j in 0 .. lanes - 1 do
+            NativePtr.set buffer j (if i + j < stop then x.[i + j] else 0.0f)
+
+        let r = f (create buffer)
+
+        for j in 0 .. stop - i - 1 do
+            y.[i + j] <- lane r j
+
     /// y = f(x) over [start, start + len) in vectors of `lanes` floats ('V, loaded and stored through the given
-    /// functions), without allocating: a ragged tail goes through a zero-padded stack buffer (made by `create`,
-    /// read back by `lane`), so that every element takes the same vector formula. Written once, inlined for each width.
+    /// functions), without allocating, every element through the same vector formula: a ragged tail is the last
+    /// whole vector of the range computed again (its lanes before the tail get the values they already have) when
+    /// the range holds one and y is not x, else it goes through raggedTail. Written once, inlined for each width.
     let inline private rangeOf
         (lanes: int)
         ([<InlineIfLambda>] load: float32[] -> int -> 'V)
         ([<InlineIfLambda>] store: 'V -> float32[] -> int -> unit)
-        ([<InlineIfLambda>] create: nativeptr<float32> -> 'V)
-        ([<InlineIfLambda>] lane: 'V -> int -> float32)
+        (create: nativeptr<float32> -> 'V)
+        (lane: 'V -> int -> float32)
         ([<InlineIfLambda>] f: 'V -> 'V)
         (x: float32[])
         (y: float32[])
@@ -166,15 +190,10 @@ module internal Elementwise =
             i <- i + lanes
 
         if i < stop then
-            let buffer = NativePtr.stackalloc<float32> lanes
-
-            for j in 0 .. lanes - 1 do
-                NativePtr.set buffer j (if i + j < stop then x.[i + j] else 0.0f)
-
-            let r = f (create buffer)
-
-            for j in 0 .. stop - i - 1 do
-                y.[i + j] <- lane r j
+            if len >= lanes && not (obj.ReferenceEquals(x, y)) then
+                store (f (load x (stop - lanes))) y (stop - lanes)
+            else
+                raggedTail lanes create lane f x y i stop
 
     let inline private range256 ([<InlineIfLambda>] f: Vector256<float32> -> Vector256<float32>) x y start len =
         rangeOf

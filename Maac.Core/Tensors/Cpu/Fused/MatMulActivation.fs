@@ -2,8 +2,8 @@ namespace Maac.Tensors.Cpu
 
 open Maac.Tensors
 
-/// The CPU kernel of the product + activation: the matrix product applies ReLU or swish to each block of its output
-/// as soon as the block is stored, while it is in the cache, instead of in a second pass over the whole output; other
+/// The CPU kernel of the product + activation: the matrix product applies ReLU or swish to each block of its output's
+/// rows as soon as the block is stored, while it is in the cache, instead of in a second pass over the whole output; other
 /// activations take that second pass. Both use the element-wise kernels' formulas, so the outputs equal the
 /// composition's bit for bit.
 module internal MatMulActivationCpu =
@@ -19,9 +19,8 @@ module internal MatMulActivationCpu =
             let a, b = Gemm.operands plan p.TransA p.TransB inputs.[0] inputs.[1]
 
             if Elementwise.storesActivation p.Activation then
-                let activate (offset: int) (rows: int) (cols: int) =
-                    for r in 0 .. rows - 1 do
-                        Elementwise.activationRange p.Activation product activated (offset + r * plan.N) cols
+                let activate (offset: int) (length: int) =
+                    Elementwise.activationRange p.Activation product activated offset length
 
                 Gemm.runThen activate plan.Batches plan.M plan.N plan.K a b product bias
             else
