@@ -204,6 +204,31 @@ let tests =
                 Expect.allEqual (again.ToArray()) 5.0f "with its own values"
             }
 
+            test "the array pool keeps the lengths in use when others fill it: the least recently asked-for go first" {
+                let floats n = 4L * int64 n
+                let pool = SizedArrayPool(floats 10_000)
+                let take n = pool.TryTake n
+                let working, other = Array.zeroCreate<float32> 3_000, Array.zeroCreate<float32> 2_500
+                // Both lengths asked for (the pool is empty) and given back: 5,500 floats wait.
+                Expect.isNull (take 3_000) "an empty pool has nothing"
+                Expect.isNull (take 2_500) "an empty pool has nothing"
+                pool.Give working
+                pool.Give other
+                // 3,000 asked for again, more recently than 2,500, and given back.
+                Expect.isTrue (obj.ReferenceEquals(take 3_000, working)) "a waiting array is handed out"
+                pool.Give working
+                // Lengths nobody asked for pass through: 9,500 floats fit, 11,500 do not. The never-asked 4,000 and
+                // then the older 2,500 are dropped (to at most three quarters of the capacity, room made for the 2,000).
+                pool.Give(Array.zeroCreate 4_000)
+                pool.Give(Array.zeroCreate 2_000)
+                Expect.isLessThanOrEqual pool.PooledBytes (floats 10_000) "within its capacity"
+                Expect.isTrue (obj.ReferenceEquals(take 3_000, working)) "the length asked for last is kept"
+                Expect.isNull (take 2_500) "the length asked for longest ago is dropped"
+                Expect.isNull (take 4_000) "a length never asked for is dropped"
+                Expect.equal (take 2_000).Length 2_000 "the array given last waits"
+                Expect.equal pool.PooledBytes 0L "nothing else waits"
+            }
+
             test "the counting backend counts each raw operation by kind and gives the inner backend's results" {
                 let counter = CountingBackend(Backends.Get Device.Cpu)
 

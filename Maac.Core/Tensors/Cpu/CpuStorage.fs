@@ -5,7 +5,69 @@ open System.Collections.Concurrent
 open System.Threading
 open Maac.Tensors
 
-/// Reuses large float arrays once the garbage collector has found their tensors dead.
+/// Arrays of one length waiting in a SizedArrayPool, and when that length was last asked for.
+[<Sealed>]
+type internal PoolBucket() =
+    /// The waiting arrays.
+    member val Arrays = ConcurrentStack<float32[]>()
+    /// The pool's request count when this length was last asked for (0: never).
+    member val LastAsked = 0L with get, set
+
+/// A bounded pool of float arrays by exact length. When a returned array would take the pool past its capacity, the
+/// lengths asked for least recently are dropped first (whole buckets, until the pool is at three quarters of its
+/// capacity), so arrays of a workload's current sizes keep their place however many other sizes passed through
+/// before: a pool that refused arrays once full would stay full of sizes nobody asks for any more.
+[<Sealed>]
+type internal SizedArrayPool(capacityBytes: int64) =
+    let buckets = ConcurrentDictionary<int, PoolBucket>()
+    let newBucket = Func<int, PoolBucket>(fun _ -> PoolBucket())
+    let evicting = obj ()
+    let mutable pooledBytes = 0L
+    let mutable requests = 0L
+
+    let bytesOf (n: int) = 4L * int64 n
+
+    /// Drops whole buckets, least recently asked for first, until the pool holds at most `target` bytes.
+    let evictDownTo (target: int64) =
+        lock evicting (fun () ->
+            let byAge = buckets.Values |> Seq.sortBy (fun b -> b.LastAsked) |> Seq.toArray
+            let mutable i = 0
+
+            while Volatile.Read &pooledBytes > target && i < byAge.Length do
+                let mutable a = null
+
+                while byAge.[i].Arrays.TryPop &a do
+                    Interlocked.Add(&pooledBytes, -(bytesOf a.Length)) |> ignore
+
+                i <- i + 1)
+
+    /// Bytes held by the waiting arrays.
+    member _.PooledBytes = Volatile.Read &pooledBytes
+
+    /// A waiting array of length n, or null when there is none; either way n counts as asked for now.
+    member _.TryTake(n: int) =
+        let bucket = buckets.GetOrAdd(n, newBucket)
+        bucket.LastAsked <- Interlocked.Increment &requests
+        let mutable a = null
+
+        if bucket.Arrays.TryPop &a then
+            Interlocked.Add(&pooledBytes, -(bytesOf n)) |> ignore
+            a
+        else
+            null
+
+    /// Takes an array back (nobody may reference it any more); an array larger than the whole capacity is left to the
+    /// collector.
+    member _.Give(a: float32[]) =
+        let bytes = bytesOf a.Length
+
+        if bytes <= capacityBytes then
+            if Interlocked.Add(&pooledBytes, bytes) > capacityBytes then
+                evictDownTo (capacityBytes * 3L / 4L - bytes)
+
+            buckets.GetOrAdd(a.Length, newBucket).Arrays.Push a
+
+/// Reuses large float arrays once the garbage collector has found their tensors dead, or their release scope ended.
 /// RL workloads allocate the same few sizes over and over; handing the memory back warm avoids
 /// fresh large-object allocations (page faults, full collections) on every operation.
 module internal StoragePool =
@@ -13,15 +75,13 @@ module internal StoragePool =
     [<Literal>]
     let MinPooledLength = 2048
 
-    /// At most this many bytes wait in the pool; beyond it arrays are left to the collector.
-    let private capacityBytes = 1L <<< 30
+    /// At most 1 GiB waits in the pool.
+    let private pool = SizedArrayPool(1L <<< 30)
 
-    /// After this many bytes of misses, a young-generation collection is requested: dead tensors of
+    /// After this many bytes of misses, a full collection is requested: dead tensors of
     /// earlier steps are then found and their arrays come back, instead of fresh memory being taken.
     let private missBytesBeforeCollect = 128L <<< 20
 
-    let private buckets = ConcurrentDictionary<int, ConcurrentStack<float32[]>>()
-    let mutable private pooledBytes = 0L
     let mutable private missedBytes = 0L
 
     let private miss (n: int) =
@@ -37,23 +97,12 @@ module internal StoragePool =
         if n < MinPooledLength then
             GC.AllocateUninitializedArray<float32> n
         else
-            match buckets.TryGetValue n with
-            | true, stack ->
-                match stack.TryPop() with
-                | true, a ->
-                    Interlocked.Add(&pooledBytes, -(4L * int64 n)) |> ignore
-                    a
-                | _ -> miss n
-            | _ -> miss n
+            match pool.TryTake n with
+            | null -> miss n
+            | a -> a
 
     /// Takes back an array nobody references any more.
-    let give (a: float32[]) =
-        let bytes = 4L * int64 a.Length
-
-        if Interlocked.Add(&pooledBytes, bytes) <= capacityBytes then
-            buckets.GetOrAdd(a.Length, fun _ -> ConcurrentStack<float32[]>()).Push a
-        else
-            Interlocked.Add(&pooledBytes, -bytes) |> ignore
+    let give (a: float32[]) = pool.Give a
 
 /// The storage behind one or more CPU tensors (reshaped tensors share it). When the last tensor
 /// using it is collected, a large array goes back to the pool; when the release scope it was made in ends
