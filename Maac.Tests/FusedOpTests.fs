@@ -160,9 +160,7 @@ let tests =
 
                 for activation in [ Relu; Silu; Tanh ] do
                     for (transA, transB, batches, k), (m, n) in
-                        List.allPairs
-                            [ false, false, 0, 300; true, false, 3, 45; false, true, 2, 7 ]
-                            [ 13, 37; 150, 37; 1, 5 ] do
+                        List.allPairs [ false, false, 0, 300; true, false, 3, 45; false, true, 2, 7 ] [ 13, 37; 150, 37; 1, 5 ] do
                         let batched shape =
                             if batches = 0 then
                                 shape
@@ -175,6 +173,7 @@ let tests =
                         let attributes = { TransA = transA; TransB = transB; Activation = activation }
                         let fused = Fused.run cpu MatMulActivation.op attributes [| a; b; bias |]
                         let product = cpu.MatMul(transA, transB, a, b, bias)
+
                         let what =
                             sprintf "%A, transA %b, transB %b, %d batches, %d×%d×%d" activation transA transB batches m k n
 

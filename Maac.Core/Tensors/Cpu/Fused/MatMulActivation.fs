@@ -19,8 +19,7 @@ module internal MatMulActivationCpu =
             let a, b = Gemm.operands plan p.TransA p.TransB inputs.[0] inputs.[1]
 
             if Elementwise.storesActivation p.Activation then
-                let activate (offset: int) (length: int) =
-                    Elementwise.activationRange p.Activation product activated offset length
+                let activate (offset: int) (length: int) = Elementwise.activationRange p.Activation product activated offset length
 
                 Gemm.runThen activate plan.Batches plan.M plan.N plan.K a b product bias
             else
