@@ -105,6 +105,34 @@ let tests =
                         let bits (x: float32[]) = x |> Array.map BitConverter.SingleToInt32Bits
                         Expect.sequenceEqual (bits wide) (bits narrow) (sprintf "%dx%dx%d, %d batches" m k n batches)))
 
+            test "SGEMM reading A in place (one or two panels of B) gives the bits of packing A (more panels)" {
+                // With n ≤ 2·NR the product reads A's 6-row panels where A is stored; with more columns of B it packs
+                // them. The first 40 columns of a 136-column product (packed) are then the 40-column product (in
+                // place) over the same A: the same fused multiply-adds in the same order. 13 rows leave a ragged
+                // panel (packed in both), k = 300 two k-blocks, 150 rows two blocks of rows.
+                let bits (x: float32[]) = x |> Array.map BitConverter.SingleToInt32Bits
+
+                for ta, tb, batches, m, k in [ false, false, 0, 13, 300; true, false, 2, 150, 37; false, true, 3, 13, 45 ] do
+                    let withBatch (shape: int[]) =
+                        if batches = 0 then
+                            shape
+                        else
+                            Array.append [| batches |] shape
+
+                    let a = uniform 21 (withBatch (if ta then [| k; m |] else [| m; k |])) -1.0f 1.0f
+                    let wide = uniform 22 (withBatch (if tb then [| 136; k |] else [| k; 136 |])) -1.0f 1.0f
+                    let columnAxis = if tb then -2 else -1
+                    let narrow = Tensor.slice (wide.Shape.Length + columnAxis) 0 40 wide
+                    let inPlace = Tensor.matmulWith ta tb a narrow None
+                    let packed = Tensor.matmulWith ta tb a wide None
+                    let firstColumns = Tensor.slice (packed.Shape.Length - 1) 0 40 packed
+
+                    Expect.sequenceEqual
+                        (bits (inPlace.ToArray()))
+                        (bits (firstColumns.ToArray()))
+                        (sprintf "transA %b, transB %b, %d batches, %dx%d" ta tb batches m k)
+            }
+
             test "bias is added to every row of the fused product" {
                 let x = uniform 3 [| 5; 4 |] -1.0f 1.0f
                 let w = uniform 4 [| 4; 3 |] -1.0f 1.0f

@@ -71,14 +71,17 @@ module internal Gemm =
             store c v0
             store p1 v1
 
-    /// C[6 × 2w] (+)= Apanel[kc×6]ᵀ · Bpanel[kc×2w] for vectors 'V of w floats, given their broadcast and fused
-    /// multiply-add; written once and inlined for each width. Each row's two accumulators are one struct pair,
+    /// C[6 × 2w] (+)= A[6×kc] · Bpanel[kc×2w] for vectors 'V of w floats, given their broadcast and fused
+    /// multiply-add; written once and inlined for each width. A's element (r, k) is read at a + r·rowStride +
+    /// k·kStride: a packed panel (1, 6) or A where it is stored. Each row's two accumulators are one struct pair,
     /// which the JIT keeps in two registers.
     let inline private microKernel
         ([<InlineIfLambda>] broadcast: float32 -> 'V)
         ([<InlineIfLambda>] mulAdd: 'V -> 'V -> 'V -> 'V)
         (kc: int)
         (a: nativeptr<float32>)
+        (rowStride: int)
+        (kStride: int)
         (b: nativeptr<float32>)
         (c: nativeptr<float32>)
         (ldc: int)
@@ -96,7 +99,7 @@ module internal Gemm =
             let b1: 'V = load (NativePtr.add pb lanes)
 
             let inline update (r: int) (struct (c0: 'V, c1: 'V)) =
-                let x = broadcast (NativePtr.get pa r)
+                let x = broadcast (NativePtr.get pa (r * rowStride))
                 struct (mulAdd x b0 c0, mulAdd x b1 c1)
 
             row0 <- update 0 row0
@@ -105,7 +108,7 @@ module internal Gemm =
             row3 <- update 3 row3
             row4 <- update 4 row4
             row5 <- update 5 row5
-            pa <- NativePtr.add pa 6
+            pa <- NativePtr.add pa kStride
             pb <- NativePtr.add pb (2 * lanes)
 
         storeRow c acc bias row0
@@ -115,18 +118,49 @@ module internal Gemm =
         storeRow (NativePtr.add c (4 * ldc)) acc bias row4
         storeRow (NativePtr.add c (5 * ldc)) acc bias row5
 
-    let private kernel512 kc a b c ldc acc bias =
-        microKernel (fun x -> Vector512.Create(x: float32)) (fun x y z -> Vector512.FusedMultiplyAdd(x, y, z)) kc a b c ldc acc bias
+    let inline private kernel512Of kc a rowStride kStride b c ldc acc bias =
+        microKernel
+            (fun x -> Vector512.Create(x: float32))
+            (fun x y z -> Vector512.FusedMultiplyAdd(x, y, z))
+            kc
+            a
+            rowStride
+            kStride
+            b
+            c
+            ldc
+            acc
+            bias
 
-    let private kernel256 kc a b c ldc acc bias =
-        microKernel (fun x -> Vector256.Create(x: float32)) (fun x y z -> Vector256.FusedMultiplyAdd(x, y, z)) kc a b c ldc acc bias
+    let inline private kernel256Of kc a rowStride kStride b c ldc acc bias =
+        microKernel
+            (fun x -> Vector256.Create(x: float32))
+            (fun x y z -> Vector256.FusedMultiplyAdd(x, y, z))
+            kc
+            a
+            rowStride
+            kStride
+            b
+            c
+            ldc
+            acc
+            bias
 
-    /// C tile (+)= A panel · B panel; when not accumulating, a non-null bias row (NR values) is added.
-    let private kernel wide kc a b c ldc acc bias =
-        if wide then
-            kernel512 kc a b c ldc acc bias
-        else
-            kernel256 kc a b c ldc acc bias
+    // Packed panels, their strides constants the JIT folds into the addressing.
+    let private kernel512 kc a b c ldc acc bias = kernel512Of kc a 1 MR b c ldc acc bias
+    let private kernel256 kc a b c ldc acc bias = kernel256Of kc a 1 MR b c ldc acc bias
+    // A read where it is stored.
+    let private kernel512Direct kc a rowStride kStride b c ldc acc bias = kernel512Of kc a rowStride kStride b c ldc acc bias
+    let private kernel256Direct kc a rowStride kStride b c ldc acc bias = kernel256Of kc a rowStride kStride b c ldc acc bias
+
+    /// C tile (+)= A · B panel, A a packed panel (kStride = 0) or read in place with the given strides; when not
+    /// accumulating, a non-null bias row (NR values) is added. Both read the same values in the same order.
+    let private kernel wide kc a rowStride kStride b c ldc acc bias =
+        match wide, kStride with
+        | true, 0 -> kernel512 kc a b c ldc acc bias
+        | false, 0 -> kernel256 kc a b c ldc acc bias
+        | true, _ -> kernel512Direct kc a rowStride kStride b c ldc acc bias
+        | false, _ -> kernel256Direct kc a rowStride kStride b c ldc acc bias
 
     /// Packs rows [k0, k0+kc) × columns [j0, j0+nr) of op(B) into dst (kc×nr, zero-padded).
     let private packB (nr: int) (b: Operand) (batch: int) (k0: int) (kc: int) (j0: int) (cols: int) (dst: nativeptr<float32>) =
@@ -286,6 +320,7 @@ module internal Gemm =
             let panelSize = KC * nr
             let packedB = Scratch.B(batches * nPanels * panelSize)
             let bigEnough = int64 batches * int64 m * int64 n * int64 k >= 300_000L
+            let readsAInPlace = nPanels <= 2
             let mutable k0 = 0
 
             while k0 < k do
@@ -300,7 +335,15 @@ module internal Gemm =
                     let i0 = mb * mc
                     let rows = min mc (m - i0)
                     use pA = fixed Scratch.A(mc * kc)
-                    packA a bi i0 rows k0 kc pA
+                    // Packing A pays for itself only when its panels are read for many panels of B; for one or two
+                    // (n ≤ 2·NR), whole 6-row panels are read where A is stored, and only a ragged last one is packed.
+                    let fullRows = if readsAInPlace then rows / MR * MR else 0
+
+                    if fullRows < rows then
+                        packA a bi (i0 + fullRows) (rows - fullRows) k0 kc (NativePtr.add pA (fullRows * kc))
+
+                    use pAStored = fixed a.Data
+                    let aStored = NativePtr.add pAStored (a.Offset + bi * a.BatchStride)
                     use pB = fixed packedB
                     use pC = fixed c
                     use pBias = fixed bias
@@ -316,8 +359,19 @@ module internal Gemm =
 
                         while r0 < rows do
                             let prows = min MR (rows - r0)
-                            let aPanel = NativePtr.add pA (r0 * kc)
                             let cTile = NativePtr.add cBase (r0 * n + j0)
+
+                            // op(A)'s element (i, k) is stored at i·Ld + k, or at k·Ld + i when transposed.
+                            let aPanel, rowStride, kStride =
+                                if r0 < fullRows then
+                                    let i = i0 + r0
+
+                                    if a.Trans then
+                                        NativePtr.add aStored (k0 * a.Ld + i), 1, a.Ld
+                                    else
+                                        NativePtr.add aStored (i * a.Ld + k0), a.Ld, 1
+                                else
+                                    NativePtr.add pA (r0 * kc), 1, 0
 
                             let biasRow =
                                 if withBias then
@@ -326,9 +380,9 @@ module internal Gemm =
                                     NativePtr.nullPtr
 
                             if prows = MR && cols = nr then
-                                kernel wide kc aPanel bPanel cTile n accHere biasRow
+                                kernel wide kc aPanel rowStride kStride bPanel cTile n accHere biasRow
                             else
-                                kernel wide kc aPanel bPanel tile nr false NativePtr.nullPtr
+                                kernel wide kc aPanel rowStride kStride bPanel tile nr false NativePtr.nullPtr
                                 storeEdge tile nr cTile n prows cols accHere biasRow
 
                             r0 <- r0 + MR
