@@ -291,9 +291,38 @@ module internal Gemm =
                 | ValueSome f -> f ((bi * m + row) * n) n
                 | ValueNone -> ()
 
+    /// Where the micro-kernel reads op(A)'s rows [i, i + MR) from column k0 in place (aStored: the batch's stored
+    /// matrix), with its strides: op(A)'s element (i, k) is stored at i·Ld + k, or at k·Ld + i when transposed.
+    let private inPlace (a: Operand) (aStored: nativeptr<float32>) (i: int) (k0: int) =
+        if a.Trans then
+            struct (NativePtr.add aStored (k0 * a.Ld + i), 1, a.Ld)
+        else
+            struct (NativePtr.add aStored (i * a.Ld + k0), a.Ld, 1)
+
+    /// Packs op(A)'s rows [i0, i0 + rows) of batch bi, k-range [k0, k0 + kc), into pA: all of them, or when readsInPlace
+    /// only a ragged last panel (the whole 6-row panels are then read where A is stored: packing pays for itself only
+    /// when a panel is read for many panels of B). Returns how many rows are read in place.
+    let private prepareA (a: Operand) bi i0 rows k0 kc (pA: nativeptr<float32>) readsInPlace =
+        let fullRows = if readsInPlace then rows / MR * MR else 0
+
+        if fullRows < rows then
+            packA a bi (i0 + fullRows) (rows - fullRows) k0 kc (NativePtr.add pA (fullRows * kc))
+
+        fullRows
+
+    /// One MR × nr tile of C (+)= A · B panel: straight into C when the tile lies inside it, else computed into `tile`
+    /// and its inside part stored by storeEdge.
+    let private multiplyTile wide kc (struct (aPanel, rowStride, kStride)) bPanel tile nr cTile n prows cols acc biasRow =
+        if prows = MR && cols = nr then
+            kernel wide kc aPanel rowStride kStride bPanel cTile n acc biasRow
+        else
+            kernel wide kc aPanel rowStride kStride bPanel tile nr false NativePtr.nullPtr
+            storeEdge tile nr cTile n prows cols acc biasRow
+
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row), where C is dense with leading dimension n, with the
     /// 512-bit micro-kernel when wide (emulated in software where the processor lacks AVX-512) or else the 256-bit one;
-    /// finish, if given, is called on each block of C's rows once its last sum is stored, while the block is in the cache.
+    /// finish, if given, is called on each block of C's rows (at most MCMax, contiguous) once its last sum is stored,
+    /// while the block is in the cache: one pass rather than a call per micro-tile.
     /// bias is null, n values shared by every batch, or batches·n values (one row per batch).
     let private runFinishing
         (wide: bool)
@@ -320,7 +349,7 @@ module internal Gemm =
             let panelSize = KC * nr
             let packedB = Scratch.B(batches * nPanels * panelSize)
             let bigEnough = int64 batches * int64 m * int64 n * int64 k >= 300_000L
-            let readsAInPlace = nPanels <= 2
+            let readsAInPlace = nPanels <= 2 // n ≤ 2·NR
             let mutable k0 = 0
 
             while k0 < k do
@@ -335,13 +364,7 @@ module internal Gemm =
                     let i0 = mb * mc
                     let rows = min mc (m - i0)
                     use pA = fixed Scratch.A(mc * kc)
-                    // Packing A pays for itself only when its panels are read for many panels of B; for one or two
-                    // (n ≤ 2·NR), whole 6-row panels are read where A is stored, and only a ragged last one is packed.
-                    let fullRows = if readsAInPlace then rows / MR * MR else 0
-
-                    if fullRows < rows then
-                        packA a bi (i0 + fullRows) (rows - fullRows) k0 kc (NativePtr.add pA (fullRows * kc))
-
+                    let fullRows = prepareA a bi i0 rows k0 kc pA readsAInPlace
                     use pAStored = fixed a.Data
                     let aStored = NativePtr.add pAStored (a.Offset + bi * a.BatchStride)
                     use pB = fixed packedB
@@ -361,17 +384,11 @@ module internal Gemm =
                             let prows = min MR (rows - r0)
                             let cTile = NativePtr.add cBase (r0 * n + j0)
 
-                            // op(A)'s element (i, k) is stored at i·Ld + k, or at k·Ld + i when transposed.
-                            let aPanel, rowStride, kStride =
+                            let aPanel =
                                 if r0 < fullRows then
-                                    let i = i0 + r0
-
-                                    if a.Trans then
-                                        NativePtr.add aStored (k0 * a.Ld + i), 1, a.Ld
-                                    else
-                                        NativePtr.add aStored (i * a.Ld + k0), a.Ld, 1
+                                    inPlace a aStored (i0 + r0) k0
                                 else
-                                    NativePtr.add pA (r0 * kc), 1, 0
+                                    struct (NativePtr.add pA (r0 * kc), 1, 0)
 
                             let biasRow =
                                 if withBias then
@@ -379,16 +396,9 @@ module internal Gemm =
                                 else
                                     NativePtr.nullPtr
 
-                            if prows = MR && cols = nr then
-                                kernel wide kc aPanel rowStride kStride bPanel cTile n accHere biasRow
-                            else
-                                kernel wide kc aPanel rowStride kStride bPanel tile nr false NativePtr.nullPtr
-                                storeEdge tile nr cTile n prows cols accHere biasRow
-
+                            multiplyTile wide kc aPanel bPanel tile nr cTile n prows cols accHere biasRow
                             r0 <- r0 + MR
 
-                    // The block's rows (at most MCMax of them) are finished together: one pass over contiguous
-                    // memory that is still in the cache, rather than a call per micro-tile.
                     match finish with
                     | ValueSome f when lastBlock -> f (bi * cStride + i0 * n) (rows * n)
                     | _ -> ())
