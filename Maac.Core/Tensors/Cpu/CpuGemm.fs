@@ -118,40 +118,17 @@ module internal Gemm =
         storeRow (NativePtr.add c (4 * ldc)) acc bias row4
         storeRow (NativePtr.add c (5 * ldc)) acc bias row5
 
-    let inline private kernel512Of kc a rowStride kStride b c ldc acc bias =
-        microKernel
-            (fun x -> Vector512.Create(x: float32))
-            (fun x y z -> Vector512.FusedMultiplyAdd(x, y, z))
-            kc
-            a
-            rowStride
-            kStride
-            b
-            c
-            ldc
-            acc
-            bias
+    let inline private broadcast512 (x: float32) = Vector512.Create x
+    let inline private mulAdd512 (x: Vector512<float32>) y z = Vector512.FusedMultiplyAdd(x, y, z)
+    let inline private broadcast256 (x: float32) = Vector256.Create x
+    let inline private mulAdd256 (x: Vector256<float32>) y z = Vector256.FusedMultiplyAdd(x, y, z)
 
-    let inline private kernel256Of kc a rowStride kStride b c ldc acc bias =
-        microKernel
-            (fun x -> Vector256.Create(x: float32))
-            (fun x y z -> Vector256.FusedMultiplyAdd(x, y, z))
-            kc
-            a
-            rowStride
-            kStride
-            b
-            c
-            ldc
-            acc
-            bias
-
-    // Packed panels, their strides constants the JIT folds into the addressing.
-    let private kernel512 kc a b c ldc acc bias = kernel512Of kc a 1 MR b c ldc acc bias
-    let private kernel256 kc a b c ldc acc bias = kernel256Of kc a 1 MR b c ldc acc bias
+    // Packed panels: their strides are constants the JIT folds into the addressing.
+    let private kernel512 kc a b c ldc acc bias = microKernel broadcast512 mulAdd512 kc a 1 MR b c ldc acc bias
+    let private kernel256 kc a b c ldc acc bias = microKernel broadcast256 mulAdd256 kc a 1 MR b c ldc acc bias
     // A read where it is stored.
-    let private kernel512Direct kc a rowStride kStride b c ldc acc bias = kernel512Of kc a rowStride kStride b c ldc acc bias
-    let private kernel256Direct kc a rowStride kStride b c ldc acc bias = kernel256Of kc a rowStride kStride b c ldc acc bias
+    let private kernel512Direct kc a rs ks b c ldc acc bias = microKernel broadcast512 mulAdd512 kc a rs ks b c ldc acc bias
+    let private kernel256Direct kc a rs ks b c ldc acc bias = microKernel broadcast256 mulAdd256 kc a rs ks b c ldc acc bias
 
     /// C tile (+)= A · B panel, A a packed panel (kStride = 0) or read in place with the given strides; when not
     /// accumulating, a non-null bias row (NR values) is added. Both read the same values in the same order.

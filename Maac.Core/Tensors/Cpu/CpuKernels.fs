@@ -195,31 +195,16 @@ module internal Elementwise =
             else
                 raggedTail lanes create lane f x y i stop
 
-    let inline private range256 ([<InlineIfLambda>] f: Vector256<float32> -> Vector256<float32>) x y start len =
-        rangeOf
-            8
-            (fun (x: float32[]) i -> Vector256.LoadUnsafe(&x.[i]))
-            (fun v (y: float32[]) i -> Vector256.StoreUnsafe(v, &y.[i]))
-            (fun p -> Vector256.Load p)
-            (fun v j -> v.[j])
-            f
-            x
-            y
-            start
-            len
+    let inline private load256At (x: float32[]) i = Vector256.LoadUnsafe(&x.[i])
+    let inline private store256At (v: Vector256<float32>) (y: float32[]) i = Vector256.StoreUnsafe(v, &y.[i])
+    let inline private load512At (x: float32[]) i = Vector512.LoadUnsafe(&x.[i])
+    let inline private store512At (v: Vector512<float32>) (y: float32[]) i = Vector512.StoreUnsafe(v, &y.[i])
 
-    let inline private range512 ([<InlineIfLambda>] f: Vector512<float32> -> Vector512<float32>) x y start len =
-        rangeOf
-            16
-            (fun (x: float32[]) i -> Vector512.LoadUnsafe(&x.[i]))
-            (fun v (y: float32[]) i -> Vector512.StoreUnsafe(v, &y.[i]))
-            (fun p -> Vector512.Load p)
-            (fun v j -> v.[j])
-            f
-            x
-            y
-            start
-            len
+    let inline private range256 ([<InlineIfLambda>] f) x y start len =
+        rangeOf 8 load256At store256At (fun p -> Vector256.Load p) (fun (v: Vector256<float32>) j -> v.[j]) f x y start len
+
+    let inline private range512 ([<InlineIfLambda>] f) x y start len =
+        rangeOf 16 load512At store512At (fun p -> Vector512.Load p) (fun (v: Vector512<float32>) j -> v.[j]) f x y start len
 
     /// y[i] = op(x[i]) for i in [start, start + len), op a storesActivation one, by the same vector formulas as
     /// `unary` (the same bits, whatever the range), without allocating: the product calls it on every block it stores.
