@@ -14,18 +14,19 @@ module internal Elementwise =
     [<Literal>]
     let Chunk = 16384
 
-    /// The w elements of src at i, or the remaining ones padded with zeros, so that every element, including those
-    /// of a ragged tail, goes through the same vector formula (same bits anywhere).
-    let inline lanes (src: float32[]) (i: int) (stop: int) (w: int) =
-        if i + w <= stop then
-            ReadOnlySpan<float32>(src, i, w)
-        else
-            let tmp = Array.zeroCreate<float32> w
-            Array.Copy(src, i, tmp, 0, stop - i)
-            ReadOnlySpan<float32>(tmp)
+    /// The 8 elements of src from i, those at or past i + count (count < 8) read as zero: a ragged tail padded
+    /// without touching memory past it or allocating.
+    let inline padded256 (src: float32[]) (i: int) (count: int) =
+        let inline at j = if j < count then src.[i + j] else 0.0f
+        Vector256.Create(at 0, at 1, at 2, at 3, at 4, at 5, at 6, at 7)
 
-    /// Loads a 256-bit vector at i (a ragged tail padded with zeros).
-    let inline load (src: float32[]) (i: int) (stop: int) = Vector256.Create<float32>(lanes src i stop Vector256<float32>.Count)
+    /// Loads a 256-bit vector at i (a ragged tail padded with zeros), so that every element, including those of a
+    /// ragged tail, goes through the same vector formula (same bits anywhere).
+    let inline load (src: float32[]) (i: int) (stop: int) =
+        if i + Vector256<float32>.Count <= stop then
+            Vector256.Create<float32>(ReadOnlySpan<float32>(src, i, Vector256<float32>.Count))
+        else
+            padded256 src i (stop - i)
 
     /// Stores the first min(w, stop − i) of a w-lane vector's lanes at i: all of them with copyAll, else lane by lane.
     let inline storeLanes
@@ -88,8 +89,12 @@ module internal Elementwise =
             | other -> invalidOp (sprintf "no primitive for %A" other))
 
     /// 512-bit loops for the transcendental-heavy swish kernels on processors with AVX-512 (twice the
-    /// lanes per exp); elements of a ragged tail take the same 512-bit formula through a padded copy.
-    let inline private load512 (src: float32[]) (i: int) (stop: int) = Vector512.Create<float32>(lanes src i stop Vector512<float32>.Count)
+    /// lanes per exp); elements of a ragged tail take the same 512-bit formula, padded with zeros.
+    let inline private load512 (src: float32[]) (i: int) (stop: int) =
+        if i + Vector512<float32>.Count <= stop then
+            Vector512.Create<float32>(ReadOnlySpan<float32>(src, i, Vector512<float32>.Count))
+        else
+            Vector512.Create(load src i stop, padded256 src (i + 8) (stop - i - 8))
 
     let inline private store512 (v: Vector512<float32>) (dst: float32[]) (i: int) (stop: int) =
         storeLanes Vector512<float32>.Count (fun () -> v.CopyTo(dst, i)) (fun j -> v.[j]) dst i stop
