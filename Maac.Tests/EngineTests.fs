@@ -71,6 +71,52 @@ let private bothWidths (ta: bool) (tb: bool) (batches: int) (m: int) (k: int) (n
 
     product true, product false
 
+/// a op b by NumPy's broadcasting rule, element by element on the host: shapes aligned at the right, a dimension
+/// of 1 (or a missing one) repeating its single entry.
+let private broadcastReference (op: float32 -> float32 -> float32) (a: Tensor) (b: Tensor) =
+    let sa, sb = a.Shape, b.Shape
+    let rank = max sa.Length sb.Length
+    let dim (s: int[]) i = if i < rank - s.Length then 1 else s.[i - (rank - s.Length)]
+    let outShape = Array.init rank (fun i -> max (dim sa i) (dim sb i))
+    let av, bv = a.ToArray(), b.ToArray()
+
+    // The flat index in an operand of the output's multi-index (rank-aligned, 0 where the operand repeats).
+    let flatIn (s: int[]) (index: int[]) =
+        let mutable flat = 0
+
+        for i in 0 .. rank - 1 do
+            let d = dim s i
+            flat <- flat * d + (if d = 1 then 0 else index.[i])
+
+        flat
+
+    let values =
+        Array.init (Array.fold (*) 1 outShape) (fun o ->
+            let index = Array.zeroCreate rank
+            let mutable rest = o
+
+            for i in rank - 1 .. -1 .. 0 do
+                index.[i] <- rest % outShape.[i]
+                rest <- rest / outShape.[i]
+
+            op av.[flatIn sa index] bv.[flatIn sb index])
+
+    outShape, values
+
+/// Shapes of rank 0..4 with dimensions 1..11 and a partner that broadcasts against them: rows narrower and wider than a
+/// vector, ragged tails, unit dimensions to drop and neighbours to merge.
+let private genWideBroadcastPair =
+    gen {
+        let! rank = Gen.choose (0, 4)
+        let! a = Gen.arrayOfLength rank (Gen.choose (1, 11))
+        let! ones = Gen.arrayOfLength rank (Gen.elements [ false; true ])
+        let b = Array.map2 (fun d one -> if one then 1 else d) a ones
+        let! drop = Gen.choose (0, rank)
+        let! swap = Gen.elements [ false; true ]
+        let! seed = Gen.choose (0, 1_000_000)
+        return (if swap then (b.[drop..], a) else (a, b.[drop..])), seed
+    }
+
 let tests =
     testList
         "engine"
@@ -89,6 +135,24 @@ let tests =
                 (fun () ->
                     Prop.forAll (Arb.fromGen (genProduct 40 40 70)) (fun (m, k, n, ta, tb, batches) ->
                         checkProduct ta tb batches m k n (m + 7 * k + 13 * n)))
+
+            testPropertyWithConfig config "broadcast element-wise operations equal NumPy's rule applied element by element" (fun () ->
+                Prop.forAll (Arb.fromGen genWideBroadcastPair) (fun ((shapeA, shapeB), seed) ->
+                    let a = uniform seed shapeA 0.5f 2.0f
+                    let b = uniform (seed + 1) shapeB 0.5f 2.0f
+                    // One float32 operation per element on the same inputs: the same bits either way.
+                    for name, op, reference in
+                        [
+                            "add", (+), (+)
+                            "mul", (*), (*)
+                            "div", (/), (/)
+                            "maximum", Tensor.maximum, (fun (x: float32) y -> max x y)
+                        ] do
+                        let outShape, expected = broadcastReference reference a b
+                        let got = op a b
+                        let where = sprintf "%s of %A and %A" name shapeA shapeB
+                        Expect.equal got.Shape outShape where
+                        Expect.sequenceEqual (got.ToArray()) expected where))
 
             test "SGEMM across several k-blocks and m-blocks" {
                 checkProduct false false 0 300 530 45 1

@@ -19,50 +19,52 @@ type internal BroadcastPlan =
 module internal Broadcast =
     /// Strides of an operand aligned to the output's rank (0 where the operand is broadcast).
     let private alignedStrides (shape: int[]) (outShape: int[]) =
-        let r = outShape.Length
-        let own = Shape.strides shape
+        let offset = outShape.Length - shape.Length
+        let strides = Array.zeroCreate outShape.Length
+        let mutable stride = 1
 
-        Array.init r (fun i ->
-            let j = i - (r - shape.Length)
-            if j < 0 || shape.[j] = 1 then 0 else own.[j])
+        for j in shape.Length - 1 .. -1 .. 0 do
+            strides.[j + offset] <- (if shape.[j] = 1 then 0 else stride)
+            stride <- stride * shape.[j]
 
-    /// Builds the plan: drops unit dimensions and merges neighbours that both operands walk contiguously.
+        strides
+
+    /// Builds the plan: drops unit dimensions and merges neighbours that both operands walk contiguously. Every
+    /// element-wise operation of two tensors makes one, so it works in three arrays of the output's rank, merging in
+    /// place, and allocates little else.
     let plan (aShape: int[]) (bShape: int[]) (outShape: int[]) =
         let sa, sb = alignedStrides aShape outShape, alignedStrides bShape outShape
+        let sizes = Array.zeroCreate outShape.Length
+        let mutable count = 0
 
-        let dims =
-            [
-                for i in 0 .. outShape.Length - 1 do
-                    if outShape.[i] <> 1 then
-                        yield (outShape.[i], sa.[i], sb.[i])
-            ]
+        for i in 0 .. outShape.Length - 1 do
+            let n = outShape.[i]
 
-        let merged = Collections.Generic.List<int * int * int>()
+            if n <> 1 then
+                let last = count - 1
 
-        for (n, a, b) in dims do
-            if merged.Count > 0 then
-                let (pn, pa, pb) = merged.[merged.Count - 1]
-
-                if pa = a * n && pb = b * n then
-                    merged.[merged.Count - 1] <- (pn * n, a, b)
+                if count > 0 && sa.[last] = sa.[i] * n && sb.[last] = sb.[i] * n then
+                    sizes.[last] <- sizes.[last] * n
+                    sa.[last] <- sa.[i]
+                    sb.[last] <- sb.[i]
                 else
-                    merged.Add((n, a, b))
-            else
-                merged.Add((n, a, b))
+                    sizes.[count] <- n
+                    sa.[count] <- sa.[i]
+                    sb.[count] <- sb.[i]
+                    count <- count + 1
 
-        if merged.Count = 0 then
+        if count = 0 then
             { OuterShape = [||]; OuterStrideA = [||]; OuterStrideB = [||]; Inner = 1; InnerA = 0; InnerB = 0 }
         else
-            let (n, a, b) = merged.[merged.Count - 1]
-            let outer = merged |> Seq.take (merged.Count - 1) |> Seq.toArray
+            let inner = count - 1
 
             {
-                OuterShape = outer |> Array.map (fun (n, _, _) -> n)
-                OuterStrideA = outer |> Array.map (fun (_, a, _) -> a)
-                OuterStrideB = outer |> Array.map (fun (_, _, b) -> b)
-                Inner = n
-                InnerA = (if a = 0 then 0 else 1)
-                InnerB = (if b = 0 then 0 else 1)
+                OuterShape = Array.sub sizes 0 inner
+                OuterStrideA = Array.sub sa 0 inner
+                OuterStrideB = Array.sub sb 0 inner
+                Inner = sizes.[inner]
+                InnerA = (if sa.[inner] = 0 then 0 else 1)
+                InnerB = (if sb.[inner] = 0 then 0 else 1)
             }
 
     /// Where row `row` of the output starts in each operand.
