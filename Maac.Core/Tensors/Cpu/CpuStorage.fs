@@ -67,13 +67,14 @@ type internal SizedArrayPool(capacityBytes: int64) =
 
             buckets.GetOrAdd(a.Length, newBucket).Arrays.Push a
 
-/// Reuses large float arrays once the garbage collector has found their tensors dead, or their release scope ended.
-/// RL workloads allocate the same few sizes over and over; handing the memory back warm avoids
-/// fresh large-object allocations (page faults, full collections) on every operation.
+/// Reuses float arrays of 256 elements and more once the garbage collector has found their tensors dead, or their
+/// release scope ended. RL workloads allocate the same few sizes over and over; handing the memory back warm avoids
+/// fresh large-object allocations (page faults, full collections) and, for per-row vectors of a batch (256 and a few
+/// times 256 floats), most of the young-generation collections that pause every thread.
 module internal StoragePool =
-    /// Arrays shorter than this are ordinary garbage-collected arrays.
+    /// Arrays shorter than this are ordinary garbage-collected arrays (a batch's per-row vectors are pooled).
     [<Literal>]
-    let MinPooledLength = 2048
+    let MinPooledLength = 256
 
     /// At most 1 GiB waits in the pool.
     let private pool = SizedArrayPool(1L <<< 30)
