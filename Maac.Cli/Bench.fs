@@ -124,6 +124,7 @@ let private time (warmup: int) (reps: int) (f: int -> unit) =
 let private printCounts (name: string) (steps: int) (counter: CountingBackend) =
     let perStep (x: int64) = float x / float steps
     printfn "maac %s: %.0f raw operations per step (the time above includes the counter's own cost)" name (perStep counter.Total)
+    printfn "maac %s: %.3f GFLOP of matrix products per step" name (perStep counter.ProductFlops / 1e9)
 
     for c in counter.Counts do
         printfn "  %-36s %8.1f calls/step %12.0f elements/step" c.Operation (perStep c.Calls) (perStep c.Elements)
