@@ -8,7 +8,11 @@ open Maac.Tensors
 open Maac.Rl
 open Maac.Training
 
-let runDir = fsi.CommandLineArgs |> Array.tryItem 1 |> Option.defaultWith (fun () -> failwith "usage: steve-vs-td.fsx RUN_DIR")
+let runDir =
+    fsi.CommandLineArgs
+    |> Array.tryItem 1
+    |> Option.defaultWith (fun () -> failwith "usage: steve-vs-td.fsx RUN_DIR")
+
 Maac.Tensors.Cpu.CpuSettings.Threads <- 1
 let trainer = RunFolder.openTrainer runDir
 let settings, state, agent = trainer.Settings, trainer.State, trainer.State.Agent
@@ -28,9 +32,16 @@ let real = max 1 (int (round (float32 settings.BatchSize * settings.RealFraction
 
 for seed in 1L .. 3L do
     let k = RandomKey.ofSeed seed
-    let b = Batch.append (state.Real.Sample(RandomKey.fold 1L k, real)) (state.Imagined.Sample(RandomKey.fold 2L k, settings.BatchSize - real))
-    let td = (Targets.td settings.Gamma agent.Policy agent.TargetCritics alpha (RandomKey.fold 3L k) b).ToArray()
-    let steve = (Targets.steve settings.Gamma settings.CriticHorizon ctx agent.Policy agent.TargetCritics alpha (RandomKey.fold 3L k) b).ToArray()
+
+    let b =
+        Batch.append (state.Real.Sample(RandomKey.fold 1L k, real)) (state.Imagined.Sample(RandomKey.fold 2L k, settings.BatchSize - real))
+
+    let td =
+        (Targets.td settings.Gamma agent.Policy agent.TargetCritics alpha (RandomKey.fold 3L k) b).ToArray()
+
+    let steve =
+        (Targets.steve settings.Gamma settings.CriticHorizon ctx agent.Policy agent.TargetCritics alpha (RandomKey.fold 3L k) b).ToArray()
+
     let diffs = Array.map2 (fun (x: float32) (y: float32) -> abs (float x - float y)) td steve
     let relative = Array.map2 (fun d (x: float32) -> d / max 1e-6 (abs (float x))) diffs td
 
