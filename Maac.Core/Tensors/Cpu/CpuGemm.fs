@@ -386,12 +386,18 @@ module internal Gemm =
     /// software where the processor lacks AVX-512) or else the 256-bit one; see runFinishing.
     let runWith wide batches m n k a b c bias = runFinishing wide ValueNone batches m n k a b c bias
 
-    /// runWith for this processor's widest micro-kernel.
-    let run batches m n k a b c bias = runWith wide batches m n k a b c bias
+    /// The micro-kernel for a product with n columns: the widest this processor runs, except that a product no wider
+    /// than the 256-bit kernel's tile (a critic's value, a policy's head, a small model's output) takes that kernel,
+    /// which computes and stores 16 columns per tile instead of 32 through an edge buffer (same bits: the kernels
+    /// differ only in how many columns a tile holds).
+    let private wideFor (n: int) = wide && n > columns false
+
+    /// runWith for this processor's widest micro-kernel (see wideFor).
+    let run batches m n k a b c bias = runWith (wideFor n) batches m n k a b c bias
 
     /// run, calling finish on each block of C's rows as soon as it holds the product (for an element-wise pass that
     /// then finds the block in the cache).
-    let runThen (finish: FinishBlock) batches m n k a b c bias = runFinishing wide (ValueSome finish) batches m n k a b c bias
+    let runThen (finish: FinishBlock) batches m n k a b c bias = runFinishing (wideFor n) (ValueSome finish) batches m n k a b c bias
 
     /// The operands of a planned product over the arrays of a and b.
     let operands (plan: MatMulPlan) (transA: bool) (transB: bool) (a: float32[]) (b: float32[]) =
