@@ -5,6 +5,7 @@ namespace Maac.Tensors.Cpu
 open System
 open System.Runtime.CompilerServices
 open System.Runtime.Intrinsics
+open System.Runtime.Intrinsics.X86
 open Microsoft.FSharp.NativeInterop
 open Maac.Tensors
 
@@ -176,8 +177,43 @@ module internal Gemm =
             use pB = fixed dst
             packB nr b bi k0 kc j0 (min nr (n - j0)) (NativePtr.add pB ((bi * nPanels + q) * KC * nr)))
 
+    /// Eight k-slots of a 6-row panel from the six rows' next 8 values x0..x5: an 8×8 transpose in registers (rows 6
+    /// and 7 zero), each slot written as 8 floats whose last two the next slot's store overwrites; the eighth slot is
+    /// written as 4 + 2 so that nothing lands past the eight slots.
+    let inline private transposeSix
+        (x0: Vector256<float32>)
+        (x1: Vector256<float32>)
+        (x2: Vector256<float32>)
+        (x3: Vector256<float32>)
+        (x4: Vector256<float32>)
+        (x5: Vector256<float32>)
+        (slot: nativeptr<float32>)
+        =
+        let zero = Vector256<float32>.Zero
+        let t0, t1 = Avx.UnpackLow(x0, x1), Avx.UnpackHigh(x0, x1)
+        let t2, t3 = Avx.UnpackLow(x2, x3), Avx.UnpackHigh(x2, x3)
+        let t4, t5 = Avx.UnpackLow(x4, x5), Avx.UnpackHigh(x4, x5)
+        // Per 128-bit half: 0x44 takes elements 0, 1 of each operand, 0xEE elements 2, 3.
+        let u0, u1 = Avx.Shuffle(t0, t2, 0x44uy), Avx.Shuffle(t0, t2, 0xEEuy)
+        let u2, u3 = Avx.Shuffle(t1, t3, 0x44uy), Avx.Shuffle(t1, t3, 0xEEuy)
+        let u4, u5 = Avx.Shuffle(t4, zero, 0x44uy), Avx.Shuffle(t4, zero, 0xEEuy)
+        let u6, u7 = Avx.Shuffle(t5, zero, 0x44uy), Avx.Shuffle(t5, zero, 0xEEuy)
+        // 0x20 joins the operands' low halves (k-slots 0–3), 0x31 their high halves (k-slots 4–7).
+        store slot (Avx.Permute2x128(u0, u4, 0x20uy))
+        store (NativePtr.add slot MR) (Avx.Permute2x128(u1, u5, 0x20uy))
+        store (NativePtr.add slot (2 * MR)) (Avx.Permute2x128(u2, u6, 0x20uy))
+        store (NativePtr.add slot (3 * MR)) (Avx.Permute2x128(u3, u7, 0x20uy))
+        store (NativePtr.add slot (4 * MR)) (Avx.Permute2x128(u0, u4, 0x31uy))
+        store (NativePtr.add slot (5 * MR)) (Avx.Permute2x128(u1, u5, 0x31uy))
+        store (NativePtr.add slot (6 * MR)) (Avx.Permute2x128(u2, u6, 0x31uy))
+        let last = Avx.Permute2x128(u3, u7, 0x31uy)
+        let lastSlot = NativePtr.add slot (7 * MR)
+        store lastSlot (last.GetLower())
+        store (NativePtr.add lastSlot 4) (last.GetUpper().GetLower())
+
     /// Packs rows [i0, i0+rows) × k-range [k0, k0+kc) of op(A) into MR-high panels (kc×MR each, zero-padded): the
-    /// micro-kernel reads a panel's MR values for one k together.
+    /// micro-kernel reads a panel's MR values for one k together. Pure data movement: the panels hold A's values
+    /// whichever path copies them.
     let private packA (a: Operand) (batch: int) (i0: int) (rows: int) (k0: int) (kc: int) (dst: nativeptr<float32>) =
         use pSrc = fixed a.Data
         let src = NativePtr.add pSrc (a.Offset + batch * a.BatchStride)
@@ -188,23 +224,35 @@ module internal Gemm =
             let r0 = i0 + p * MR
             let prows = min MR (rows - p * MR)
 
-            if a.Trans then
-                // op(A)'s k-th column holds the MR values contiguously in the stored matrix's row k.
+            if a.Trans && prows = MR then
+                // op(A)'s k-th column holds the MR values contiguously in the stored matrix's row k: 4 + 2 floats.
+                for kk in 0 .. kc - 1 do
+                    let from = NativePtr.add src ((k0 + kk) * a.Ld + r0)
+                    let slot = NativePtr.add panel (kk * MR)
+                    let four: Vector128<float32> = load from
+                    let two: Vector64<float32> = load (NativePtr.add from 4)
+                    store slot four
+                    store (NativePtr.add slot 4) two
+            elif a.Trans then
                 for kk in 0 .. kc - 1 do
                     let from = NativePtr.add src ((k0 + kk) * a.Ld + r0)
                     let slot = NativePtr.add panel (kk * MR)
 
-                    for r in 0 .. prows - 1 do
-                        NativePtr.set slot r (NativePtr.get from r)
-
-                    for r in prows .. MR - 1 do
-                        NativePtr.set slot r 0.0f
+                    for r in 0 .. MR - 1 do
+                        NativePtr.set slot r (if r < prows then NativePtr.get from r else 0.0f)
             elif prows = MR then
-                // Six rows read side by side, the panel written in order.
+                // Six rows read side by side: 8 values of each, transposed in registers, then one at a time.
                 let row r = NativePtr.add src ((r0 + r) * a.Ld + k0)
                 let x0, x1, x2, x3, x4, x5 = row 0, row 1, row 2, row 3, row 4, row 5
+                let mutable kk = 0
 
-                for kk in 0 .. kc - 1 do
+                if Avx.IsSupported then
+                    while kk + 8 <= kc do
+                        let at (x: nativeptr<float32>) : Vector256<float32> = load (NativePtr.add x kk)
+                        transposeSix (at x0) (at x1) (at x2) (at x3) (at x4) (at x5) (NativePtr.add panel (kk * MR))
+                        kk <- kk + 8
+
+                while kk < kc do
                     let slot = NativePtr.add panel (kk * MR)
                     NativePtr.set slot 0 (NativePtr.get x0 kk)
                     NativePtr.set slot 1 (NativePtr.get x1 kk)
@@ -212,6 +260,7 @@ module internal Gemm =
                     NativePtr.set slot 3 (NativePtr.get x3 kk)
                     NativePtr.set slot 4 (NativePtr.get x4 kk)
                     NativePtr.set slot 5 (NativePtr.get x5 kk)
+                    kk <- kk + 1
             else
                 for kk in 0 .. kc - 1 do
                     let slot = NativePtr.add panel (kk * MR)
