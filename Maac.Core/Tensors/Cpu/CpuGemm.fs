@@ -146,14 +146,21 @@ module internal Gemm =
         let src = NativePtr.add pSrc (b.Offset + batch * b.BatchStride)
 
         if not b.Trans then
-            // Row kk of the panel is a contiguous run of op(B)'s row k0 + kk.
+            // Row kk of the panel is a contiguous run of op(B)'s row k0 + kk: a whole one copied by vectors (a call
+            // to a general copy costs as much as the copy at 32 floats), an edge one by that copy and zeros.
             for kk in 0 .. kc - 1 do
                 let row = NativePtr.add dst (kk * nr)
                 let from = NativePtr.add src ((k0 + kk) * b.Ld + j0)
-                Buffer.MemoryCopy(NativePtr.toVoidPtr from, NativePtr.toVoidPtr row, int64 (4 * nr), int64 (4 * cols))
 
-                for c in cols .. nr - 1 do
-                    NativePtr.set row c 0.0f
+                if cols = nr then
+                    for v in 0 .. 8 .. nr - 8 do
+                        let x: Vector256<float32> = load (NativePtr.add from v)
+                        store (NativePtr.add row v) x
+                else
+                    Buffer.MemoryCopy(NativePtr.toVoidPtr from, NativePtr.toVoidPtr row, int64 (4 * nr), int64 (4 * cols))
+
+                    for c in cols .. nr - 1 do
+                        NativePtr.set row c 0.0f
         else
             // Column c of the panel is a contiguous run of the stored matrix's row j0 + c.
             for c in 0 .. cols - 1 do
