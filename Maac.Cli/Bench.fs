@@ -282,7 +282,7 @@ let private timeWorkload (device: string) (reps: int) (counter: CountingBackend 
         | _ -> ""
 
     printfn
-        "maac %s %s: median %.3f ms  min %.3f ms  (host done queueing at %.3f ms; GC pauses %.1f ms/step, %.0f MB fresh allocation/step%s)"
+        "maac %s %s: median %.3f ms  min %.3f ms  (host done queueing at %.3f ms; GC pauses %.1f ms/step, %.2f MB fresh allocation/step%s)"
         device
         name
         med

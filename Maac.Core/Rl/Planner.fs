@@ -33,17 +33,16 @@ module Cem =
         let o = obs.Length
         let ks = RandomKey.split (cfg.Iterations + 1) key
         // Initial mean: the policy's actions rolled through the model; initial spread: the policy's std.
-        let mutable s = Tensor.ofArray [| 1; o |] obs
-
         let means, stds =
-            [|
-                for h in 0 .. cfg.Horizon - 1 do
+            Array.init cfg.Horizon id
+            |> Array.mapFold
+                (fun s h ->
                     let mu, logStd = TanhGaussianPolicy.distribution policy s
                     let a = Tensor.tanh mu
                     let next, _, _ = Rollout.step ctx (RandomKey.fold (int64 h) ks.[0]) s a
-                    s <- next
-                    yield a.ToArray(), (Tensor.exp logStd).ToArray()
-            |]
+                    (a.ToArray(), (Tensor.exp logStd).ToArray()), next)
+                (Tensor.ofArray [| 1; o |] obs)
+            |> fst
             |> Array.unzip
 
         let act = means.[0].Length

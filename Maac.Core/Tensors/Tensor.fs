@@ -276,7 +276,8 @@ module Tensor =
     /// The element-wise maximum or minimum: the gradient goes to the chosen operand, and to a on ties.
     let private extremum (op: BinaryOp) (a: Tensor) (b: Tensor) =
         // a is chosen where first ≥ second: (a, b) for the maximum, (b, a) for the minimum.
-        let first, second = if op = Maximum then a, b else b, a
+        let first = if op = Maximum then a else b
+        let second = if op = Maximum then b else a
 
         binary op a b (fun _ g need ->
             let be = g.Backend
@@ -386,14 +387,14 @@ module Tensor =
         let ax = Shape.axis "concat" y.Shape.Length axis
 
         record y xs (fun g need ->
-            let mutable at = 0
+            let starts = xs |> Array.scan (fun at (x: Tensor) -> at + x.Primal.Shape.[ax]) 0
 
             xs
             |> Array.mapi (fun i x ->
-                let n = x.Primal.Shape.[ax]
-                let r = if need.[i] then be.Slice(g, ax, at, n) else null
-                at <- at + n
-                r))
+                if need.[i] then
+                    be.Slice(g, ax, starts.[i], x.Primal.Shape.[ax])
+                else
+                    null))
 
     /// Runs `work`; on a backend that releases memory by scopes (the CPU and GPU backends), every tensor it creates
     /// on this thread is released when it returns, except those `keep` picks from its result (an exception releases

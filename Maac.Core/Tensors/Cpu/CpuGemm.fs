@@ -153,7 +153,7 @@ module internal Gemm =
                 let from = NativePtr.add src ((k0 + kk) * b.Ld + j0)
 
                 if cols = nr then
-                    for v in 0 .. 8 .. nr - 8 do
+                    for v in 0..8 .. nr - 8 do
                         let x: Vector256<float32> = load (NativePtr.add from v)
                         store (NativePtr.add row v) x
                 else
@@ -183,6 +183,9 @@ module internal Gemm =
             let j0 = q * nr
             use pB = fixed dst
             packB nr b bi k0 kc j0 (min nr (n - j0)) (NativePtr.add pB ((bi * nPanels + q) * KC * nr)))
+
+    /// The 8 floats from p + k.
+    let inline private eightAt (p: nativeptr<float32>) (k: int) : Vector256<float32> = load (NativePtr.add p k)
 
     /// Eight k-slots of a 6-row panel from the six rows' next 8 values x0..x5: an 8×8 transpose in registers (rows 6
     /// and 7 zero), each slot written as 8 floats whose last two the next slot's store overwrites; the eighth slot is
@@ -255,8 +258,15 @@ module internal Gemm =
 
                 if Avx.IsSupported then
                     while kk + 8 <= kc do
-                        let at (x: nativeptr<float32>) : Vector256<float32> = load (NativePtr.add x kk)
-                        transposeSix (at x0) (at x1) (at x2) (at x3) (at x4) (at x5) (NativePtr.add panel (kk * MR))
+                        transposeSix
+                            (eightAt x0 kk)
+                            (eightAt x1 kk)
+                            (eightAt x2 kk)
+                            (eightAt x3 kk)
+                            (eightAt x4 kk)
+                            (eightAt x5 kk)
+                            (NativePtr.add panel (kk * MR))
+
                         kk <- kk + 8
 
                 while kk < kc do
@@ -383,9 +393,11 @@ module internal Gemm =
             let packedB = Scratch.B(batches * nPanels * panelSize)
             let bigEnough = int64 batches * int64 m * int64 n * int64 k >= 300_000L
             let readsAInPlace = nPanels <= 2 // n ≤ 2·NR
-            let mutable k0 = 0
+            // Each k-block's start as an immutable value: the workers' closure captures it without a heap cell.
+            let mutable nextK0 = 0
 
-            while k0 < k do
+            while nextK0 < k do
+                let k0 = nextK0
                 let kc = min KC (k - k0)
                 let accHere = k0 > 0
                 let lastBlock = k0 + kc = k
@@ -436,7 +448,7 @@ module internal Gemm =
                     | ValueSome f when lastBlock -> f (bi * cStride + i0 * n) (rows * n)
                     | _ -> ())
 
-                k0 <- k0 + kc
+                nextK0 <- k0 + kc
 
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row) with the 512-bit micro-kernel when wide (emulated in
     /// software where the processor lacks AVX-512) or else the 256-bit one; see runFinishing.
