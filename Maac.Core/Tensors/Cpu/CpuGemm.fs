@@ -393,11 +393,8 @@ module internal Gemm =
             let packedB = Scratch.B(batches * nPanels * panelSize)
             let bigEnough = int64 batches * int64 m * int64 n * int64 k >= 300_000L
             let readsAInPlace = nPanels <= 2 // n ≤ 2·NR
-            // Each k-block's start as an immutable value: the workers' closure captures it without a heap cell.
-            let mutable nextK0 = 0
 
-            while nextK0 < k do
-                let k0 = nextK0
+            for k0 in 0..KC .. k - 1 do
                 let kc = min KC (k - k0)
                 let accHere = k0 > 0
                 let lastBlock = k0 + kc = k
@@ -447,8 +444,6 @@ module internal Gemm =
                     match finish with
                     | ValueSome f when lastBlock -> f (bi * cStride + i0 * n) (rows * n)
                     | _ -> ())
-
-                nextK0 <- k0 + kc
 
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row) with the 512-bit micro-kernel when wide (emulated in
     /// software where the processor lacks AVX-512) or else the 256-bit one; see runFinishing.
