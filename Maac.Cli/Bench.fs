@@ -205,9 +205,18 @@ let private updateWorkload (shape: BenchShape) (su: Setup) (root: RandomKey) =
 
     let maac = Maac.Algorithms.Algorithms.find "maac"
 
+    // A chain of updates, as in training: each consumes the state its predecessor made.
     fun (i: int) ->
         let next, _ =
-            Maac.Algorithms.Agent.update maac settings (Some su.Context) (max 0 i) (RandomKey.fold (int64 i) root) agent batch
+            Maac.Algorithms.Agent.updateReplacingWith
+                Maac.Algorithms.StageClock.untimed
+                maac
+                settings
+                (Some su.Context)
+                (max 0 i)
+                (RandomKey.fold (int64 i) root)
+                agent
+                batch
 
         agent <- next
 

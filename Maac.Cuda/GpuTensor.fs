@@ -25,7 +25,7 @@ type GpuTensor internal (shape: int[], block: DeviceBlock, backend: IBackend) =
             raise (
                 ObjectDisposedException(
                     "GpuTensor",
-                    "a GPU tensor was used after the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks)"
+                    "a GPU tensor was used after its memory was given back: the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks), or a step consumed it (Tensor.replacing)"
                 )
             )
 

@@ -294,6 +294,29 @@ let tests =
                 let again = be.Full([| length |], 5.0f)
                 Expect.isLessThan (GC.GetAllocatedBytesForCurrentThread() - allocated) (int64 length) "no fresh array"
                 Expect.allEqual (again.ToArray()) 5.0f "with its own values"
+                checkConsumingScopes be length
+            }
+
+            test "Tensor.replacing releases the state it consumes only when the step succeeds, and never what it returns" {
+                use _ = Backends.Use(Backends.Get Device.Cpu)
+                let length = 7_933 // a length no other test uses
+                let state = Tensor.full [| length |] 3.0f
+                let unchanged = Tensor.full [| 4 |] 1.0f
+
+                Expect.throwsT<InvalidOperationException>
+                    (fun () ->
+                        Tensor.replacing [| state |] (fun (t: Tensor) -> [| t |]) (fun () -> invalidOp "the step failed")
+                        |> ignore)
+                    "the step's exception comes through"
+
+                Expect.allEqual (state.ToArray()) 3.0f "a failed step leaves its input intact"
+
+                let next, kept =
+                    Tensor.replacing [| state; unchanged |] (fun (n, k) -> [| n; k |]) (fun () -> state + 1.0f, unchanged)
+
+                expectReleased state.Primal "the consumed state is released"
+                Expect.allEqual (next.ToArray()) 4.0f "the new state holds its values"
+                Expect.allEqual (kept.ToArray()) 1.0f "a consumed tensor the new state still holds is not released"
             }
 
             test "the array pool keeps the lengths in use when others fill it: the least recently asked-for go first" {

@@ -333,40 +333,12 @@ let private suite (name: string) (gpu: Lazy<GpuBackend>) =
                 let again = be.Full([| length |], 5.0f)
                 Expect.isGreaterThan g.Pool.Hits hits "a released buffer served the next tensor of its length"
                 Expect.allEqual (again.ToArray()) 5.0f "with its own values"
+                checkConsumingScopes be length
             }
 
             test "a whole MAAC agent update (STEVE critic target, actor, temperature, Polyak) gives the same result on both backends" {
-                let settings =
-                    { Maac.Algorithms.Settings.forTask "Pendulum" "maac" with
-                        Hidden = [| 16; 16 |]
-                        ModelMembers = 3
-                        ModelElites = 2
-                        ModelHidden = [| 16 |]
-                        BatchSize = 24
-                    }
-
                 let run () =
-                    let agent = Maac.Algorithms.Agent.init settings (key 11) 3 1 false
-
-                    let ctx =
-                        {
-                            Model = agent.Model
-                            Task = (Maac.Envs.Tasks.find "Pendulum").Functions
-                            ActionLow = Tensor.ofSeq [ -2.0f ]
-                            ActionHigh = Tensor.ofSeq [ 2.0f ]
-                            PathNoise = SampledNoise
-                        }
-
-                    let k = RandomKey.split 4 (key 12)
-
-                    let batch: Batch =
-                        {
-                            Obs = Tensor.rand k.[0] [| 24; 3 |] * 2.0f - 1.0f
-                            Action = Tensor.rand k.[1] [| 24; 1 |] * 2.0f - 1.0f
-                            Reward = Tensor.randn k.[2] [| 24 |]
-                            NextObs = Tensor.rand k.[3] [| 24; 3 |] * 2.0f - 1.0f
-                            Done = Tensor.zeros [| 24 |]
-                        }
+                    let settings, agent, ctx, batch = smallMaacUpdate ()
 
                     let next, metrics =
                         Maac.Algorithms.Agent.update (Maac.Algorithms.Algorithms.find "maac") settings (Some ctx) 0 (key 13) agent batch

@@ -4,6 +4,7 @@ module Maac.Tests.RlTests
 
 open System
 open System.IO
+open System.Collections.Generic
 open Expecto
 open Maac
 open Maac.Tensors
@@ -534,6 +535,72 @@ let tests =
                 File.WriteAllText(bad, "{ \"Env\": ")
                 let msg = Expect.throwsC (fun () -> RunFolder.readSettingsFile bad |> ignore) (fun e -> e.Message)
                 Expect.stringContains msg "bad.json" "names the file"
+            }
+
+            test "a chain of updates that consumes its states computes what plain updates do, and releases what it replaced" {
+                let settings, agent, ctx, batch = smallMaacUpdate ()
+                let maac = Algorithms.find "maac"
+                let update (k: int) a = Agent.update maac settings (Some ctx) 0 (key k) a batch |> fst
+
+                let consuming (k: int) a = Agent.updateReplacingWith StageClock.untimed maac settings (Some ctx) 0 (key k) a batch |> fst
+
+                let plain = agent |> update 13 |> update 14
+                let first = update 13 agent
+                let stateBits a = Agent.tensors a |> Array.collect bits
+                let firstBits = stateBits first
+                let poisoned = { batch with Reward = Tensor.full [| 24 |] nanf }
+
+                Expect.throwsT<DivergenceException>
+                    (fun () ->
+                        Agent.updateReplacingWith StageClock.untimed maac settings (Some ctx) 0 (key 14) first poisoned
+                        |> ignore)
+                    "a non-finite loss is refused"
+
+                Expect.sequenceEqual (stateBits first) firstBits "a failed update leaves the state it would consume intact"
+                let chained = consuming 14 first
+                Expect.sequenceEqual (stateBits chained) (stateBits plain) "bit-identical to updates that consume nothing"
+                let shared = Agent.tensors chained |> Array.map (fun t -> t.Primal) |> HashSet<RawTensor>
+
+                let kept, released = Agent.tensors first |> Array.partition (fun t -> shared.Contains t.Primal)
+
+                Expect.isNonEmpty kept "the model passes through the update unchanged"
+                Expect.isNonEmpty released "the policy, critics and moments are replaced"
+                kept |> Array.iter (fun t -> t.ToArray() |> ignore)
+
+                released
+                |> Array.iter (fun t -> expectReleased t.Primal "a replaced tensor of the consumed state is released")
+
+                Expect.sequenceEqual (stateBits agent) (stateBits agent) "the chain's first input was not consumed"
+            }
+
+            test "a run diverging at a later update of a step keeps the agent from before the step, usable" {
+                // SAC whose actor loss turns NaN at its third evaluation: the third of the first learning step's four
+                // updates. The earlier two consumed nothing the trainer falls back to.
+                let calls = ref 0
+
+                let failing =
+                    { Algorithms.sac with
+                        ActorObjective =
+                            fun inputs policy ->
+                                let loss = Algorithms.pathwiseActor inputs policy
+
+                                if Threading.Interlocked.Increment calls = 3 then
+                                    loss * nanf
+                                else
+                                    loss
+                    }
+
+                let s = { tiny "Pendulum" "sac" with UpdatesPerStep = 4 }
+                use t = new Trainer(s, failing, Tasks.find s.Env)
+                Expect.throwsT<DivergenceException> (fun () -> t.Run(400, ignore, ignore, Threading.CancellationToken.None)) "it diverges"
+                Expect.equal calls.Value 3 "at the third update"
+                Expect.equal t.Step s.RandomSteps "of the first learning step, whose state the trainer keeps"
+
+                for x in Agent.tensors t.Agent do
+                    Expect.isTrue (x.ToArray() |> Array.forall Single.IsFinite) "the agent before the step is whole"
+
+                let action = t.Act(Array.zeroCreate t.ObservationDim, true, key 1)
+                Expect.isTrue (action |> Array.forall Single.IsFinite) "and acts"
             }
 
             test "a diverging run stops with a report of where the NaN appeared" {

@@ -192,6 +192,9 @@ let awayFrom (at: float32) (gap: float32) (x: Tensor) =
 
     Tensor.ofArray x.Shape v
 
+/// A tensor released by its scope refuses to be read.
+let expectReleased (t: RawTensor) (what: string) = Expect.throwsT<ObjectDisposedException> (fun () -> t.ToArray() |> ignore) what
+
 /// What release scopes promise on any backend that has them (IReleasingBackend): nested scopes, a kept tensor
 /// passing to the scope around it, a dropped one refusing every use once its scope ends, kept and earlier
 /// tensors untouched. Tensors of `length` elements are made and released (a length other tests do not use).
@@ -212,15 +215,80 @@ let checkReleaseScopes (be: IBackend) (length: int) =
             dropped <- be.Full([| length |], 2.0f)
         // Kept by the inner scope only: it passed to the outer one, which is still open.
         Expect.allEqual (innerKept.ToArray()) 4.0f "a tensor kept by the inner scope lives on in the outer one"
-        Expect.throwsT<ObjectDisposedException> (fun () -> dropped.ToArray() |> ignore) "a dropped tensor is released when its scope ends"
+        expectReleased dropped "a dropped tensor is released when its scope ends"
         Expect.throwsT<ObjectDisposedException> (fun () -> be.Unary(Neg, dropped) |> ignore) "and no operation takes it"
         Expect.throwsT<ObjectDisposedException> (fun () -> be.Reshape(dropped, [| 1; length |]) |> ignore) "nor a view of it"
         kept <- be.Scalar(MulScalar 3.0f, be.Full([| 5 |], 1.0f))
         outer.Keep kept
 
-    Expect.throwsT<ObjectDisposedException> (fun () -> innerKept.ToArray() |> ignore) "the outer scope did not keep it"
+    expectReleased innerKept "the outer scope did not keep it"
     Expect.allEqual (kept.ToArray()) 3.0f "a kept tensor keeps its values"
     Expect.allEqual (before.ToArray()) 1.0f "a tensor made before the scopes is untouched"
+
+/// What a scope promises about tensors made before it and handed to it (IReleaseScope.Consume): released when it
+/// ends unless kept; a kept one stays with its owner (the scope around does not take it); one that an outer scope
+/// made too is released once, so its memory serves one new tensor, not two.
+let checkConsumingScopes (be: IBackend) (length: int) =
+    let scoped = be :?> IReleasingBackend
+    let dropped = be.Full([| length |], 6.0f)
+    let kept = be.Full([| length |], 7.0f)
+
+    do
+        use outer = scoped.BeginScope()
+        let madeByOuter = be.Full([| length |], 8.0f)
+
+        do
+            use inner = scoped.BeginScope()
+            inner.Consume dropped
+            inner.Consume kept
+            inner.Consume madeByOuter
+            inner.Keep kept
+
+        expectReleased dropped "a consumed tensor is released when the scope ends"
+        expectReleased madeByOuter "so is one an outer scope made"
+        Expect.allEqual (kept.ToArray()) 7.0f "a consumed tensor the scope keeps lives on"
+
+    Expect.allEqual (kept.ToArray()) 7.0f "and the scope around did not take it"
+    let first = be.Full([| length |], 1.0f)
+    let second = be.Full([| length |], 2.0f)
+    Expect.allEqual (first.ToArray()) 1.0f "memory released twice serves one new tensor, not two"
+    Expect.allEqual (second.ToArray()) 2.0f "each new tensor has its own memory"
+
+/// A small Pendulum MAAC agent (2×16 networks, an untrained model of 3 members), its model context and a batch of
+/// 24 random transitions: the inputs of one whole agent update.
+let smallMaacUpdate () =
+    let settings =
+        { Maac.Algorithms.Settings.forTask "Pendulum" "maac" with
+            Hidden = [| 16; 16 |]
+            ModelMembers = 3
+            ModelElites = 2
+            ModelHidden = [| 16 |]
+            BatchSize = 24
+        }
+
+    let agent = Maac.Algorithms.Agent.init settings (key 11) 3 1 false
+
+    let ctx: Maac.Rl.ModelContext =
+        {
+            Model = agent.Model
+            Task = (Maac.Envs.Tasks.find "Pendulum").Functions
+            ActionLow = Tensor.ofSeq [ -2.0f ]
+            ActionHigh = Tensor.ofSeq [ 2.0f ]
+            PathNoise = Maac.Rl.SampledNoise
+        }
+
+    let k = RandomKey.split 4 (key 12)
+
+    let batch: Maac.Rl.Batch =
+        {
+            Obs = Tensor.rand k.[0] [| 24; 3 |] * 2.0f - 1.0f
+            Action = Tensor.rand k.[1] [| 24; 1 |] * 2.0f - 1.0f
+            Reward = Tensor.randn k.[2] [| 24 |]
+            NextObs = Tensor.rand k.[3] [| 24; 3 |] * 2.0f - 1.0f
+            Done = Tensor.zeros [| 24 |]
+        }
+
+    settings, agent, ctx, batch
 
 /// log(1 + eˣ) in float64 to about 1e-15 relative (a series where eˣ is small, so that no rounding of 1 + eˣ enters).
 let softplusReference (x: float) =

@@ -244,6 +244,23 @@ module Agent =
         =
         Tensor.releasing (fst >> tensors) (fun () -> updateOnce clock alg s ctx step key a b)
 
+    /// updateWith for a caller that drops `a` once it returns, as in a chain of updates: the memory of a's tensors
+    /// that the new state does not share goes back to the pool at once (Tensor.replacing), so each update of the
+    /// chain reuses its predecessor's instead of taking new memory. `a` must not be used afterwards (its released
+    /// tensors raise ObjectDisposedException) and must not be visible elsewhere (another thread acting with it, a
+    /// caller keeping it to fall back to after a divergence); when the update raises, `a` is left intact.
+    let updateReplacingWith
+        (clock: IStageClock)
+        (alg: Algorithm)
+        (s: Settings)
+        (ctx: ModelContext option)
+        (step: int)
+        (key: RandomKey)
+        (a: AgentState)
+        (b: Batch)
+        =
+        Tensor.replacing (tensors a) (fst >> tensors) (fun () -> updateOnce clock alg s ctx step key a b)
+
     /// One gradient step on a batch: critics on the algorithm's target, then the actor on its objective, then the
     /// temperature, then Polyak averaging of the target critics (updateWith, its stages untimed). Every tensor the step
     /// makes except the new state goes back to its backend's pool when it returns (Tensor.releasing).

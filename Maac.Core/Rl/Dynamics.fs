@@ -269,11 +269,14 @@ module Dynamics =
         let err = mean - Tensor.expand mean.Shape d.HoldoutTargets
         (Tensor.meanAxis -1 false (Tensor.meanAxis -1 false (err * err))).ToArray()
 
-    /// One minibatch step for the members still training; the stopped members' weights and moments stay.
+    /// One minibatch step for the members still training; the stopped members' weights and moments stay. With
+    /// `consume`, the memory of the weights and moments it replaces goes back to the pool when it returns
+    /// (Tensor.replacing): for every minibatch but an epoch's first, whose input the epoch's progress may share.
     let private minibatch
         (d: FitData)
         (keepTraining: Tensor[] -> Tensor[] -> Tensor[])
         (shuffles: int[][])
+        (consume: bool)
         (net: GaussianEnsemble, state: AdamState)
         (bi: int)
         =
@@ -287,7 +290,9 @@ module Dynamics =
         let bx = Tensor.indexSelect 0 rows d.Inputs |> Tensor.reshape [| s.Members; size; -1 |]
         let by = Tensor.indexSelect 0 rows d.Targets |> Tensor.reshape [| s.Members; size; -1 |]
         // The minibatch's other tensors go back to the backend's pool as soon as it is done.
-        Tensor.releasing (fun (loss, st, p: GaussianEnsemble) -> Array.append [| loss |] (Adam.tensors (st, p))) (fun () ->
+        let consumed = if consume then Adam.tensors (state, net) else [||]
+
+        Tensor.replacing consumed (fun (loss, st, p: GaussianEnsemble) -> Array.append [| loss |] (Adam.tensors (st, p))) (fun () ->
             let loss, g = Maac.Diff.valueAndGradParams (fun p -> GaussianEnsemble.nll p bx by) net
             let st, p = Adam.step d.Adam state net g
             let p = Parameters.rebuild p (keepTraining (Parameters.tensors p) (Parameters.tensors net))
@@ -311,7 +316,7 @@ module Dynamics =
         let (net, opt), losses =
             Array.mapFold
                 (fun state bi ->
-                    let loss, st, net = minibatch d keepTraining shuffles state bi
+                    let loss, st, net = minibatch d keepTraining shuffles (bi > 0) state bi
                     loss, (net, st))
                 (p.Net, p.Opt)
                 [| 0 .. d.BatchesPerEpoch - 1 |]

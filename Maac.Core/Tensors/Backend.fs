@@ -147,6 +147,9 @@ type IReleaseScope =
     inherit IDisposable
     /// Keeps a tensor (and the views sharing its memory) beyond the scope.
     abstract Keep: RawTensor -> unit
+    /// Hands the scope a tensor made before it, which its caller will not use again: its memory is released when the
+    /// scope ends unless kept (for a step that replaces its input, see Tensor.replacing). A kept one stays where it was.
+    abstract Consume: RawTensor -> unit
 
 /// A backend whose memory can be given back as soon as a piece of work ends, rather than when the garbage
 /// collector finds its tensors unreachable: device memory, which the collector neither sees nor counts, and the

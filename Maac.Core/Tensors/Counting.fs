@@ -98,11 +98,13 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
 
                 { new IReleaseScope with
                     member _.Keep t = scope.Keep(this.Unwrap t)
+                    member _.Consume t = scope.Consume(this.Unwrap t)
                     member _.Dispose() = scope.Dispose()
                 }
             | _ ->
                 { new IReleaseScope with
                     member _.Keep _ = ()
+                    member _.Consume _ = ()
                     member _.Dispose() = ()
                 }
 

@@ -12,22 +12,31 @@ type IReleasableBlock =
 
 /// One thread's release scope on one backend (for backend authors implementing IReleasingBackend): the blocks
 /// recorded while it is the innermost scope are released when it ends, except kept ones, which pass to the scope
-/// around it (or, at the outermost, back to the garbage collector's care).
+/// around it (or, at the outermost, back to the garbage collector's care). Blocks made before it and handed to it
+/// (Consume) are released too unless kept; a kept one stays with whoever had it. A block may be released more
+/// than once (a consumed block also recorded by an outer scope): IReleasableBlock.Release must then do nothing.
 [<Sealed; AllowNullLiteral>]
 type ReleaseScope<'Block when 'Block :> IReleasableBlock>(owner: obj, parent: ReleaseScope<'Block>, restore: ReleaseScope<'Block> -> unit) =
     let made = List<'Block>()
+    let consumed = List<'Block>()
     let mutable ended = false
     /// The backend the scope belongs to.
     member _.Owner = owner
     /// Records a block made while this scope is the innermost.
     member _.Add(block: 'Block) = made.Add block
+    /// Records a block made before this scope that its owner gives up (released at the end unless kept).
+    member _.Consume(block: 'Block) = consumed.Add block
 
-    /// Ends the scope (once; later calls do nothing): makes the parent the innermost scope again, hands kept
-    /// blocks to it and releases the others.
+    /// Ends the scope (once; later calls do nothing): makes the parent the innermost scope again, releases the
+    /// consumed blocks not kept, hands the kept blocks it made to the parent and releases the others.
     member _.End() =
         if not ended then
             ended <- true
             restore parent
+
+            for block in consumed do
+                if not block.Kept then
+                    block.Release()
 
             for block in made do
                 if block.Kept then
@@ -38,9 +47,12 @@ type ReleaseScope<'Block when 'Block :> IReleasableBlock>(owner: obj, parent: Re
                 else
                     block.Release()
 
+            for block in consumed do
+                block.Kept <- false
+
     /// Opens a scope inside `parent` (this thread's innermost on the backend `owner`, or null) and makes it the
-    /// innermost through `setCurrent`. The IReleaseScope returned keeps a tensor by marking the block `blockOf`
-    /// finds for it (null for a tensor of another backend, which is left alone).
+    /// innermost through `setCurrent`. The IReleaseScope returned keeps (or consumes) a tensor by marking (or
+    /// recording) the block `blockOf` finds for it (null for a tensor of another backend, which is left alone).
     static member Begin(owner: obj, parent: ReleaseScope<'Block>, setCurrent: ReleaseScope<'Block> -> unit, blockOf: RawTensor -> 'Block) =
         let scope = ReleaseScope<'Block>(owner, parent, setCurrent)
         setCurrent scope
@@ -51,6 +63,12 @@ type ReleaseScope<'Block when 'Block :> IReleasableBlock>(owner: obj, parent: Re
 
                 if not (isNull (box block)) then
                     block.Kept <- true
+
+            member _.Consume t =
+                let block = blockOf t
+
+                if not (isNull (box block)) then
+                    scope.Consume block
 
             member _.Dispose() = scope.End()
         }

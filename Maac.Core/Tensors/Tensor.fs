@@ -396,22 +396,32 @@ module Tensor =
                 else
                     null))
 
-    /// Runs `work`; on a backend that releases memory by scopes (the CPU and GPU backends), every tensor it creates
-    /// on this thread is released when it returns, except those `keep` picks from its result (an exception releases
-    /// them all), and a released tensor raises ObjectDisposedException when used. Elsewhere it just runs `work`.
-    /// For steps that replace their state: the new state is kept, the memory of the rest of the step's tensors
-    /// goes back to the pool at once instead of when the garbage collector finds them.
-    let releasing (keep: 'T -> Tensor[]) (work: unit -> 'T) =
+    /// releasing (below) for a step whose caller drops its input state once it returns: besides the step's own
+    /// tensors, the memory of the tensors in `consumed` that the result does not keep goes back to the pool then (a tensor of
+    /// `consumed` the result still holds stays as it was), so a chain of such steps reuses its states' memory. Using a
+    /// consumed tensor afterwards raises ObjectDisposedException; when `work` raises, nothing consumed is released.
+    /// Only for a state nobody else can see (another thread acting with it, a caller keeping it to fall back to).
+    let replacing (consumed: Tensor[]) (keep: 'T -> Tensor[]) (work: unit -> 'T) =
         match Backends.Default with
         | :? IReleasingBackend as b ->
             use scope = b.BeginScope()
             let result = work ()
+
+            for t in consumed do
+                scope.Consume t.Primal
 
             for t in keep result do
                 scope.Keep t.Primal
 
             result
         | _ -> work ()
+
+    /// Runs `work`; on a backend that releases memory by scopes (the CPU and GPU backends), every tensor it creates
+    /// on this thread is released when it returns, except those `keep` picks from its result (an exception releases
+    /// them all), and a released tensor raises ObjectDisposedException when used. Elsewhere it just runs `work`.
+    /// For steps that replace their state: the new state is kept, the memory of the rest of the step's tensors
+    /// goes back to the pool at once instead of when the garbage collector finds them.
+    let releasing (keep: 'T -> Tensor[]) (work: unit -> 'T) = replacing [||] keep work
 
     /// The values of several one-element tensors, read back in one transfer: on a GPU, one wait for the queued
     /// work instead of one per tensor. Not recorded for differentiation.

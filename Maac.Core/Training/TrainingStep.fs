@@ -268,7 +268,9 @@ module TrainingStep =
             },
             []
 
-    /// UpdatesPerStep gradient steps of the algorithm.
+    /// UpdatesPerStep gradient steps of the algorithm. The first leaves the step's agent intact (other threads may
+    /// act with it, and a divergence returns to it); each later one consumes the agent its predecessor made, which
+    /// nothing else sees, so the chain reuses the memory of its states (Agent.updateReplacingWith).
     let private update (run: TrainingRun) (s: TrainingState) =
         let settings = settingsOf run s
         let ctx = modelContext run s
@@ -277,7 +279,14 @@ module TrainingStep =
             Seq.fold
                 (fun (agent, _) g ->
                     let k1, k2 = RandomKey.split2 (key run KeyPurpose.Update (s.Step * settings.UpdatesPerStep + g))
-                    Agent.updateWith run.Stages run.Algorithm settings ctx s.Step k2 agent (sampleBatch run s k1))
+
+                    let update =
+                        if g = 0 then
+                            Agent.updateWith
+                        else
+                            Agent.updateReplacingWith
+
+                    update run.Stages run.Algorithm settings ctx s.Step k2 agent (sampleBatch run s k1))
                 (s.Agent, s.LastUpdate)
                 [ 0 .. settings.UpdatesPerStep - 1 ]
 

@@ -18,7 +18,7 @@ type CpuTensor internal (storage: CpuStorage, shape: int[]) =
             raise (
                 ObjectDisposedException(
                     "CpuTensor",
-                    "a tensor was used after the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks)"
+                    "a tensor was used after its memory was given back: the release scope it was made in ended (Tensor.releasing keeps only what its keep function picks), or a step consumed it (Tensor.replacing)"
                 )
             )
 

@@ -126,11 +126,12 @@ type internal CpuStorage private (data: float32[]) =
             and set v = s.Kept <- v
 
         member s.Release() =
-            s.Released <- true
-            GC.SuppressFinalize s
+            if not s.Released then
+                s.Released <- true
+                GC.SuppressFinalize s
 
-            if data.Length >= StoragePool.MinPooledLength then
-                StoragePool.give data
+                if data.Length >= StoragePool.MinPooledLength then
+                    StoragePool.give data
 
     /// Storage for an array (only pooled sizes keep their finaliser).
     static member Of(data: float32[]) =
