@@ -537,6 +537,32 @@ let tests =
                 Expect.stringContains msg "bad.json" "names the file"
             }
 
+            test "every built-in parameter collection lists the same tensors, in the same order, with and without names" {
+                let settings, agent, ctx, batch = smallMaacUpdate ()
+                // After an update the two moments of each parameter are different tensors.
+                let a, _ = Agent.update (Algorithms.find "maac") settings (Some ctx) 0 (key 13) agent batch
+
+                let same (what: string) (p: 'P :> IParameters<'P>) =
+                    Expect.isTrue (box p :? IParameterTensors) (what + " lists its tensors without names")
+                    let named = p.Named |> Array.map snd
+                    let fast = Parameters.tensors p
+                    Expect.equal fast.Length named.Length (what + ": as many tensors")
+
+                    Array.iteri2
+                        (fun i (x: Tensor) (y: Tensor) -> Expect.isTrue (obj.ReferenceEquals(x, y)) (sprintf "%s: tensor %d" what i))
+                        fast
+                        named
+
+                same "the agent" a
+                same "the policy" a.Policy
+                same "the policy's optimiser" a.PolicyOpt
+                same "the critics" a.Critics
+                same "the model" a.Model.Net
+                same "a layer" a.Policy.Net.Layers.[0]
+                same "the temperature" a.Temperature
+                same "a dictionary" (ParameterDict.OfSeq [ "b", Tensor.zeros [| 2 |]; "a", Tensor.ones [| 3 |]; "c", Tensor.ones [| 1 |] ])
+            }
+
             test "a chain of updates that consumes its states computes what plain updates do, and releases what it replaced" {
                 let settings, agent, ctx, batch = smallMaacUpdate ()
                 let maac = Algorithms.find "maac"

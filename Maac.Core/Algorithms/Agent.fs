@@ -54,6 +54,9 @@ type AgentState =
         member a.Named = PartsOf.named AgentState.Parts a
         member a.WithTensors ts = PartsOf.withTensors AgentState.Parts a ts
 
+    interface IParameterTensors with
+        member a.Tensors = PartsOf.tensors AgentState.Parts a
+
 /// Losses of one gradient step.
 type UpdateMetrics = { CriticLoss: float32; ActorLoss: float32; Alpha: float32 }
 
@@ -107,39 +110,40 @@ module Agent =
     let act (a: AgentState) (key: RandomKey) (deterministic: bool) (obs: float32[]) =
         (actRows a key deterministic (Tensor.ofArray [| 1; obs.Length |] obs)).ToArray()
 
-    /// Checks, with one read from the device, the losses of an update and a probe of each gradient (its sum,
-    /// which is NaN or infinite when any element is); raises DivergenceException naming the part and the first bad one.
-    let private checkFinite (step: int) (probes: (string * string * Tensor)[]) =
-        let values = Tensor.toScalars (probes |> Array.map (fun (_, _, t) -> t))
+    /// Each gradient probe's part and description, in the order of the collection's tensors.
+    let private gradientProbeNames (part: string) (g: 'P :> IParameters<'P>) =
+        Parameters.names g
+        |> Array.map (fun name -> part, sprintf "the sum of the gradient of %s parameter '%s'" part name)
 
-        Array.iter2
-            (fun (part: string, what: string, _) (v: float32) ->
-                if not (Single.IsFinite v) then
-                    raise (DivergenceException(part, sprintf "training diverged at step %d: %s is %g" step what v)))
-            probes
-            values
+    /// The update's one read from the device (besides α at its start): the losses and a probe of each gradient (its
+    /// sum, which is NaN or infinite when any element is). The work before it is queued without waiting, and a NaN
+    /// anywhere is still caught before the new state is returned: DivergenceException names the part and the first
+    /// bad value (the names are made only then).
+    let private readBack (step: int) (alpha: float32) (criticLoss, cg: Critics) (actorLoss, pg: TanhGaussianPolicy) (tg: Temperature) =
+        let probes =
+            Array.concat
+                [
+                    [| criticLoss; actorLoss |]
+                    Parameters.tensors cg |> Array.map Tensor.sum
+                    Parameters.tensors pg |> Array.map Tensor.sum
+                    Parameters.tensors tg |> Array.map Tensor.sum
+                ]
 
-        values
+        let values = Tensor.toScalars probes
 
-    let private gradientProbes (part: string) (g: 'P :> IParameters<'P>) =
-        g.Named
-        |> Array.map (fun (name, t) -> part, sprintf "the sum of the gradient of %s parameter '%s'" part name, Tensor.sum t)
-
-    /// The update's one read from the device (besides α at its start): the losses and a probe of each gradient. The
-    /// work before it is queued without waiting, and a NaN anywhere is still caught before the new state is returned.
-    let private readBack (step: int) (alpha: float32) (criticLoss, cg) (actorLoss, pg) tg =
-        let values =
-            checkFinite
-                step
+        match values |> Array.tryFindIndex (Single.IsFinite >> not) with
+        | Some i ->
+            let part, what =
                 (Array.concat
                     [
-                        [| "critic", "the critic loss", criticLoss; "policy", "the actor loss", actorLoss |]
-                        gradientProbes "critic" cg
-                        gradientProbes "policy" pg
-                        gradientProbes "temperature" tg
-                    ])
+                        [| "critic", "the critic loss"; "policy", "the actor loss" |]
+                        gradientProbeNames "critic" cg
+                        gradientProbeNames "policy" pg
+                        gradientProbeNames "temperature" tg
+                    ]).[i]
 
-        { CriticLoss = values.[0]; ActorLoss = values.[1]; Alpha = alpha }
+            raise (DivergenceException(part, sprintf "training diverged at step %d: %s is %g" step what values.[i]))
+        | None -> { CriticLoss = values.[0]; ActorLoss = values.[1]; Alpha = alpha }
 
     /// What the actor objective of an algorithm gets at a step: its horizon and choices, the freshly updated critics.
     let private actorInputs alg (s: Settings) ctx (step: int) (critics: Critics) (alpha: float32) (key: RandomKey) (b: Batch) =

@@ -25,6 +25,9 @@ type GaussianEnsemble =
         member g.Named = PartsOf.named GaussianEnsemble.Parts g
         member g.WithTensors ts = PartsOf.withTensors GaussianEnsemble.Parts g ts
 
+    interface IParameterTensors with
+        member g.Tensors = PartsOf.tensors GaussianEnsemble.Parts g
+
 /// Creating, applying and fitting Gaussian ensembles.
 module GaussianEnsemble =
     /// Weight of the penalty that keeps the learned bounds tight: 0.01·(Σ max − Σ min).
@@ -68,6 +71,9 @@ type TanhGaussianPolicy =
     interface IParameters<TanhGaussianPolicy> with
         member p.Named = (p.Net :> IParameters<_>).Named
         member p.WithTensors ts = { p with Net = Parameters.rebuild p.Net ts }
+
+    interface IParameterTensors with
+        member p.Tensors = Parameters.tensors p.Net
 
 /// Creating, sampling and scoring tanh-Gaussian policies.
 module TanhGaussianPolicy =

@@ -51,6 +51,9 @@ type Affine =
         member l.Named = PartsOf.named Affine.Parts l
         member l.WithTensors ts = PartsOf.withTensors Affine.Parts l ts
 
+    interface IParameterTensors with
+        member l.Tensors = [| l.Weight; l.Bias |]
+
 /// An affine layer y = x·W + b with W of shape [in, out].
 type Linear = Affine
 
@@ -101,6 +104,9 @@ type LayerStack =
     interface IParameters<LayerStack> with
         member m.Named = Stack.named m.Layers
         member m.WithTensors ts = { m with Layers = Stack.rebuild m.Layers ts }
+
+    interface IParameterTensors with
+        member m.Tensors = m.Layers |> Array.collect Parameters.tensors
 
 /// A multilayer perceptron: affine layers with an activation between them (none after the last).
 type Mlp = LayerStack

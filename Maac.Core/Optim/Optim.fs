@@ -44,6 +44,14 @@ type AdamState =
                 SecondMoment = Array.init s.SecondMoment.Length (fun i -> ts.[2 * i + 1])
             }
 
+    interface IParameterTensors with
+        member s.Tensors =
+            Array.init (2 * s.FirstMoment.Length) (fun j ->
+                if j % 2 = 0 then
+                    s.FirstMoment.[j / 2]
+                else
+                    s.SecondMoment.[j / 2])
+
 /// Adam as a pure function: (state, parameters, gradients) → (state', parameters').
 module Adam =
     /// Zero moments for a parameter collection.
@@ -58,13 +66,13 @@ module Adam =
     /// One Adam step with bias correction (one fused kernel per parameter; parameters come back untracked).
     let step (cfg: AdamConfig) (state: AdamState) (p: 'P :> IParameters<'P>) (grads: 'P) : AdamState * 'P =
         let t = state.Step + 1
-        let named = p.Named
+        let ws = Parameters.tensors p
         let gs = Parameters.tensors grads
 
-        if gs.Length <> named.Length || state.FirstMoment.Length <> named.Length then
+        if gs.Length <> ws.Length || state.FirstMoment.Length <> ws.Length then
             invalidArg
                 "grads"
-                (sprintf "Adam: %d parameters, %d gradients and %d moments do not match" named.Length gs.Length state.FirstMoment.Length)
+                (sprintf "Adam: %d parameters, %d gradients and %d moments do not match" ws.Length gs.Length state.FirstMoment.Length)
 
         let hyper =
             {
@@ -77,14 +85,13 @@ module Adam =
             }
 
         let updated =
-            Array.init named.Length (fun i ->
-                let name, w = named.[i]
+            Array.init ws.Length (fun i ->
                 let g = gs.[i]
 
-                if cfg.CheckFinite then
-                    Tensor.checkFinite (sprintf "the gradient of parameter '%s'" name) g |> ignore
+                if cfg.CheckFinite && not (Tensor.allFinite g) then
+                    Tensor.checkFinite (sprintf "the gradient of parameter '%s'" (Parameters.names p).[i]) g |> ignore
 
-                let w', m', v' = Tensor.adamStep hyper w g state.FirstMoment.[i] state.SecondMoment.[i]
+                let w', m', v' = Tensor.adamStep hyper ws.[i] g state.FirstMoment.[i] state.SecondMoment.[i]
                 m', v', w')
 
         {

@@ -22,6 +22,9 @@ type Critics =
         member c.Named = PartsOf.named Critics.Parts c
         member c.WithTensors ts = PartsOf.withTensors Critics.Parts c ts
 
+    interface IParameterTensors with
+        member c.Tensors = PartsOf.tensors Critics.Parts c
+
 /// Critic construction and evaluation.
 module Critics =
     let init (key: RandomKey) (obsDim: int) (actDim: int) (hidden: int[]) =

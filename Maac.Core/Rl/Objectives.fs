@@ -17,6 +17,9 @@ type Temperature =
         member t.Named = PartsOf.named Temperature.Parts t
         member t.WithTensors ts = PartsOf.withTensors Temperature.Parts t ts
 
+    interface IParameterTensors with
+        member t.Tensors = PartsOf.tensors Temperature.Parts t
+
 /// The parts the pathwise actor objective is composed of; replace any of them to build a variant
 /// (another policy class, true dynamics instead of a learned model, another terminal value).
 type PathwiseParts =

@@ -11,10 +11,20 @@ type IParameters<'T> =
     /// The same structure holding other tensors (same count and shapes, same order).
     abstract WithTensors: Tensor[] -> 'T
 
+/// A parameter collection that can also list its tensors without naming them (optional, beside IParameters):
+/// Parameters.tensors and Parameters.rebuild use it inside training steps, where names serve only error messages.
+type IParameterTensors =
+    /// The tensors in the order of IParameters.Named.
+    abstract Tensors: Tensor[]
+
 /// Functions over any parameter collection.
 module Parameters =
-    /// The tensors in order.
-    let tensors (p: #IParameters<'T>) = p.Named |> Array.map snd
+    /// The tensors in order (without building their names where the collection implements IParameterTensors).
+    let tensors (p: #IParameters<'T>) =
+        match box p with
+        | :? IParameterTensors as t -> t.Tensors
+        | _ -> p.Named |> Array.map snd
+
     /// The names in order.
     let names (p: #IParameters<'T>) = p.Named |> Array.map fst
     /// Total number of scalar parameters.
@@ -22,21 +32,21 @@ module Parameters =
 
     /// Rebuilds p from tensors, checking count and shapes and naming the first one that does not fit.
     let rebuild (p: 'T :> IParameters<'T>) (ts: Tensor[]) : 'T =
-        let named = p.Named
+        let current = tensors p
 
-        if ts.Length <> named.Length then
-            invalidArg "tensors" (sprintf "expected %d tensors for this parameter collection, got %d" named.Length ts.Length)
+        if ts.Length <> current.Length then
+            invalidArg "tensors" (sprintf "expected %d tensors for this parameter collection, got %d" current.Length ts.Length)
 
         for i in 0 .. ts.Length - 1 do
-            let name, t = named.[i]
+            let expected = current.[i].Primal.Shape
 
-            if t.Primal.Shape <> ts.[i].Primal.Shape then
+            if not (Shape.equal expected ts.[i].Primal.Shape) then
                 raise (
                     ShapeException(
                         sprintf
                             "parameter '%s': expected shape %s, got %s"
-                            name
-                            (Shape.show t.Primal.Shape)
+                            (fst p.Named.[i])
+                            (Shape.show expected)
                             (Shape.show ts.[i].Primal.Shape)
                     )
                 )
@@ -54,7 +64,7 @@ module Parameters =
 
     /// Takes the next `part`-sized run of tensors from ts at offset and rebuilds part from it.
     let take (part: 'P :> IParameters<'P>) (ts: Tensor[]) (offset: int byref) : 'P =
-        let n = part.Named.Length
+        let n = (tensors part).Length
         let r = rebuild part ts.[offset .. offset + n - 1]
         offset <- offset + n
         r
@@ -66,6 +76,8 @@ type ParameterPart<'T> =
     {
         /// The part's tensors with their names (already prefixed).
         Named: 'T -> (string * Tensor)[]
+        /// The part's tensors, in the same order, without names.
+        Tensors: 'T -> Tensor[]
         /// The record with this part rebuilt from exactly its tensors.
         Rebuild: 'T -> Tensor[] -> 'T
     }
@@ -76,6 +88,7 @@ module ParameterPart =
     let nested (name: string) (get: 'T -> 'P) (set: 'T -> 'P -> 'T) : ParameterPart<'T> when 'P :> IParameters<'P> =
         {
             Named = fun whole -> Parameters.prefixed name (get whole).Named
+            Tensors = fun whole -> Parameters.tensors (get whole)
             Rebuild = fun whole ts -> set whole (Parameters.rebuild (get whole) ts)
         }
 
@@ -83,17 +96,21 @@ module ParameterPart =
     let tensor (name: string) (get: 'T -> Tensor) (set: 'T -> Tensor -> 'T) : ParameterPart<'T> =
         {
             Named = fun whole -> [| name, get whole |]
+            Tensors = fun whole -> [| get whole |]
             Rebuild = fun whole ts -> set whole ts.[0]
         }
 
-/// IParameters for records declared as parts.
+/// IParameters (and IParameterTensors) for records declared as parts.
 module PartsOf =
-    /// The tensors of every part, in the order of the list.
+    /// The tensors of every part with their names, in the order of the list.
     let named (parts: ParameterPart<'T> list) (whole: 'T) = parts |> List.toArray |> Array.collect (fun p -> p.Named whole)
+
+    /// The tensors of every part, in the order of named.
+    let tensors (parts: ParameterPart<'T> list) (whole: 'T) = parts |> List.map (fun p -> p.Tensors whole) |> Array.concat
 
     /// The record rebuilt from tensors in the order of named: each part takes its run of them.
     let withTensors (parts: ParameterPart<'T> list) (whole: 'T) (ts: Tensor[]) =
-        let counts = parts |> List.map (fun p -> (p.Named whole).Length)
+        let counts = parts |> List.map (fun p -> (p.Tensors whole).Length)
         let expected = List.sum counts
 
         if ts.Length <> expected then
@@ -122,3 +139,6 @@ type ParameterDict(entries: Map<string, Tensor>) =
     interface IParameters<ParameterDict> with
         member _.Named = entries |> Map.toArray
         member _.WithTensors ts = ParameterDict(Seq.zip entries.Keys ts |> Map.ofSeq)
+
+    interface IParameterTensors with
+        member _.Tensors = entries.Values |> Seq.toArray

@@ -9,6 +9,9 @@ module Shape =
     /// "[2, 3]" style text for messages.
     let show (shape: int[]) = "[" + String.Join(", ", shape) + "]"
 
+    /// Whether two shapes are the same, without allocating.
+    let equal (a: int[]) (b: int[]) = ReadOnlySpan<int>(a).SequenceEqual(ReadOnlySpan<int>(b))
+
     /// Number of elements of a shape (1 for the scalar shape [||]).
     let numel (shape: int[]) =
         let mutable n = 1
