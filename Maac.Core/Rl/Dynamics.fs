@@ -126,7 +126,13 @@ module Dynamics =
         let e = m.Elites.Length
         let perRow = (n + e - 1) / e
         let perm = RandomKey.permutation n kPerm
-        let padded = Array.init (perRow * e) (fun j -> perm.[j % n])
+
+        let padded =
+            if perRow * e = n then
+                perm
+            else
+                Array.init (perRow * e) (fun j -> perm.[j % n])
+
         let inverse = Array.zeroCreate n
         perm |> Array.iteri (fun j p -> inverse.[p] <- j)
         let x = inputs m obs act |> Tensor.indexSelect 0 padded

@@ -139,15 +139,18 @@ module RandomKey =
             let struct (sin2, cos2) = Math.SinCos(2.0 * Math.PI * float (toUnit d))
             struct (float32 (r1 * cos1), float32 (r1 * sin1), float32 (r2 * cos2), float32 (r2 * sin2)))
 
-    /// A uniformly random permutation of 0..n-1 (sorting by Philox keys: a pure function of key and n).
+    /// A uniformly random permutation of 0..n-1 (sorting by Philox keys: a pure function of key and n). The keys
+    /// live in a pooled array: only the permutation is new memory.
     let permutation (n: int) (key: RandomKey) =
-        let sortKeys =
-            Array.init n (fun i ->
-                let struct (a, b, _, _) = Philox.block key.K0 key.K1 (uint32 i) 0u Streams.Values 2u
-                (uint64 a <<< 32) ||| uint64 b)
+        let sortKeys = Buffers.ArrayPool<uint64>.Shared.Rent n
+
+        for i in 0 .. n - 1 do
+            let struct (a, b, _, _) = Philox.block key.K0 key.K1 (uint32 i) 0u Streams.Values 2u
+            sortKeys.[i] <- (uint64 a <<< 32) ||| uint64 b
 
         let idx = Array.init n id
-        Array.Sort(sortKeys, idx)
+        Array.Sort(sortKeys, idx, 0, n)
+        Buffers.ArrayPool<uint64>.Shared.Return sortKeys
         idx
 
     /// n integers uniform in [0, bound).
