@@ -1,5 +1,6 @@
 namespace Maac.Tensors
 
+open System
 open System.Collections.Generic
 
 /// Memory behind a tensor and its reshaped views that a release scope can give back (for backend authors).
@@ -10,6 +11,31 @@ type IReleasableBlock =
     /// Gives the memory back now; the tensors using it must refuse to be used from then on.
     abstract Release: unit -> unit
 
+/// Block lists for release scopes, reused on each thread: a step's scope records hundreds of blocks, and a new list
+/// per scope would grow afresh (and be garbage) every step.
+[<Sealed; AbstractClass>]
+type internal BlockLists<'Block> =
+    [<ThreadStatic; DefaultValue>]
+    static val mutable private spare: Stack<List<'Block>>
+
+    /// An empty list, reused when this thread has one.
+    static member Take() =
+        let spare = BlockLists<'Block>.spare
+
+        if isNull spare || spare.Count = 0 then
+            List<'Block>()
+        else
+            spare.Pop()
+
+    /// Takes back a list nobody uses any more (emptied here).
+    static member Give(list: List<'Block>) =
+        list.Clear()
+
+        if isNull BlockLists<'Block>.spare then
+            BlockLists<'Block>.spare <- Stack()
+
+        BlockLists<'Block>.spare.Push list
+
 /// One thread's release scope on one backend (for backend authors implementing IReleasingBackend): the blocks
 /// recorded while it is the innermost scope are released when it ends, except kept ones, which pass to the scope
 /// around it (or, at the outermost, back to the garbage collector's care). Blocks made before it and handed to it
@@ -17,8 +43,8 @@ type IReleasableBlock =
 /// than once (a consumed block also recorded by an outer scope): IReleasableBlock.Release must then do nothing.
 [<Sealed; AllowNullLiteral>]
 type ReleaseScope<'Block when 'Block :> IReleasableBlock>(owner: obj, parent: ReleaseScope<'Block>, restore: ReleaseScope<'Block> -> unit) =
-    let made = List<'Block>()
-    let consumed = List<'Block>()
+    let made = BlockLists<'Block>.Take()
+    let consumed = BlockLists<'Block>.Take()
     let mutable ended = false
     /// The backend the scope belongs to.
     member _.Owner = owner
@@ -49,6 +75,9 @@ type ReleaseScope<'Block when 'Block :> IReleasableBlock>(owner: obj, parent: Re
 
             for block in consumed do
                 block.Kept <- false
+
+            BlockLists<'Block>.Give made
+            BlockLists<'Block>.Give consumed
 
     /// Opens a scope inside `parent` (this thread's innermost on the backend `owner`, or null) and makes it the
     /// innermost through `setCurrent`. The IReleaseScope returned keeps (or consumes) a tensor by marking (or

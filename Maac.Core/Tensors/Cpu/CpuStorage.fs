@@ -5,11 +5,22 @@ open System.Collections.Concurrent
 open System.Threading
 open Maac.Tensors
 
-/// Arrays of one length waiting in a SizedArrayPool, and when that length was last asked for.
+/// Arrays of one length waiting in a SizedArrayPool, and when that length was last asked for. A stack under a lock:
+/// pushing allocates nothing once the stack has grown (a concurrent stack allocates a node per push).
 [<Sealed>]
 type internal PoolBucket() =
-    /// The waiting arrays.
-    member val Arrays = ConcurrentStack<float32[]>()
+    let arrays = Collections.Generic.Stack<float32[]>()
+
+    /// Adds a waiting array.
+    member _.Push(a: float32[]) = lock arrays (fun () -> arrays.Push a)
+
+    /// A waiting array, or null when there is none.
+    member _.TryPop() =
+        lock arrays (fun () ->
+            match arrays.TryPop() with
+            | true, a -> a
+            | _ -> null)
+
     /// The pool's request count when this length was last asked for (0: never).
     member val LastAsked = 0L with get, set
 
@@ -34,10 +45,11 @@ type internal SizedArrayPool(capacityBytes: int64) =
             let mutable i = 0
 
             while Volatile.Read &pooledBytes > target && i < byAge.Length do
-                let mutable a = null
+                let mutable a = byAge.[i].TryPop()
 
-                while byAge.[i].Arrays.TryPop &a do
+                while not (isNull a) do
                     Interlocked.Add(&pooledBytes, -(bytesOf a.Length)) |> ignore
+                    a <- byAge.[i].TryPop()
 
                 i <- i + 1)
 
@@ -48,13 +60,12 @@ type internal SizedArrayPool(capacityBytes: int64) =
     member _.TryTake(n: int) =
         let bucket = buckets.GetOrAdd(n, newBucket)
         bucket.LastAsked <- Interlocked.Increment &requests
-        let mutable a = null
 
-        if bucket.Arrays.TryPop &a then
+        match bucket.TryPop() with
+        | null -> null
+        | a ->
             Interlocked.Add(&pooledBytes, -(bytesOf n)) |> ignore
             a
-        else
-            null
 
     /// Takes an array back (nobody may reference it any more); an array larger than the whole capacity is left to the
     /// collector.
@@ -65,7 +76,7 @@ type internal SizedArrayPool(capacityBytes: int64) =
             if Interlocked.Add(&pooledBytes, bytes) > capacityBytes then
                 evictDownTo (capacityBytes * 3L / 4L - bytes)
 
-            buckets.GetOrAdd(a.Length, newBucket).Arrays.Push a
+            buckets.GetOrAdd(a.Length, newBucket).Push a
 
 /// Reuses float arrays of 256 elements and more once the garbage collector has found their tensors dead, or their
 /// release scope ended. RL workloads allocate the same few sizes over and over; handing the memory back warm avoids
