@@ -297,6 +297,74 @@ let tests =
                 checkConsumingScopes be length
             }
 
+            test "a worker team runs every piece of every loop exactly once, whoever claims it" {
+                // Three helpers on however many cores: helpers woken late meet later loops and must claim only
+                // pieces of the loop running then.
+                let team = WorkerTeam(3)
+                let rng = Random(7)
+
+                for run in 1..3000 do
+                    let count = rng.Next(2, 40)
+                    let hits = Array.zeroCreate<int> count
+                    let ran = team.TryRun(count, fun i -> Threading.Interlocked.Increment &hits.[i] |> ignore)
+                    Expect.isTrue ran "an idle team takes the loop"
+
+                    if hits |> Array.exists (fun h -> h <> 1) then
+                        failtestf "loop %d of %d pieces ran them %A times" run count hits
+            }
+
+            test "a worker team raises a failed piece's exception, stays usable, and runs a loop started inside a piece alone" {
+                let team = WorkerTeam(2)
+
+                let e =
+                    Expect.throwsC
+                        (fun () ->
+                            team.TryRun(
+                                50,
+                                fun i ->
+                                    if i = 17 then
+                                        invalidOp "piece 17 failed"
+                            )
+                            |> ignore)
+                        (fun e -> e)
+
+                Expect.isTrue (e :? InvalidOperationException && e.Message = "piece 17 failed") "the piece's own exception"
+                let nestedTaken = Array.zeroCreate<bool> 4
+                let sums = Array.zeroCreate<int> 4
+
+                let ran =
+                    team.TryRun(
+                        4,
+                        fun i ->
+                            nestedTaken.[i] <- team.TryRun(3, fun _ -> ())
+                            sums.[i] <- i + 1
+                    )
+
+                Expect.isTrue ran "the team takes a loop after a failed one"
+                Expect.equal sums [| 1; 2; 3; 4 |] "every piece ran"
+                Expect.isFalse (Array.exists id nestedTaken) "a loop started inside a piece is refused (its caller runs it alone)"
+            }
+
+            test "parallel loops from several threads at once give the results of one thread" {
+                let before = CpuSettings.Threads
+                let x = uniform 3 [| 300_000 |] -2.0f 2.0f
+
+                try
+                    CpuSettings.Threads <- 1
+                    let one = Tensor.tanh (x * 3.0f) |> tensorBits
+                    CpuSettings.Threads <- 2
+
+                    let results =
+                        Array.init 4 (fun _ ->
+                            Threading.Tasks.Task.Run(fun () -> Array.init 20 (fun _ -> Tensor.tanh (x * 3.0f) |> tensorBits)))
+                        |> Array.collect (fun t -> t.Result)
+
+                    for r in results do
+                        Expect.sequenceEqual r one "bit-identical"
+                finally
+                    CpuSettings.Threads <- before
+            }
+
             test "Tensor.replacing releases the state it consumes only when the step succeeds, and never what it returns" {
                 use _ = Backends.Use(Backends.Get Device.Cpu)
                 let length = 7_933 // a length no other test uses

@@ -97,7 +97,7 @@ let private runTrainer (s: Settings) (alg: Algorithm) (until: int) (onCheckpoint
     t.Run(until, ignore, onCheckpoint t, Threading.CancellationToken.None)
     t
 
-let private bits (t: Tensor) = t.ToArray() |> Array.map BitConverter.SingleToInt32Bits
+let private bits = tensorBits
 
 /// The same network with its output raised by c everywhere (the last layer's bias shifted).
 let private raiseOutput (c: float32) (q: Mlp) =

@@ -192,6 +192,9 @@ let awayFrom (at: float32) (gap: float32) (x: Tensor) =
 
     Tensor.ofArray x.Shape v
 
+/// The bit patterns of a tensor's values (for bit-for-bit comparisons).
+let tensorBits (t: Tensor) = t.ToArray() |> Array.map BitConverter.SingleToInt32Bits
+
 /// A tensor released by its scope refuses to be read.
 let expectReleased (t: RawTensor) (what: string) = Expect.throwsT<ObjectDisposedException> (fun () -> t.ToArray() |> ignore) what
 
