@@ -166,9 +166,17 @@ let private modelWorkload (su: Setup) =
     let mutable model = su.Context.Model.Net
     let mutable modelOpt = Adam.init model
 
+    // A chain of minibatch steps, as model fitting runs them: each consumes the state its predecessor made (not the
+    // setup's model, which the update workload shares).
     fun (_: int) ->
+        let consumed =
+            if obj.ReferenceEquals(model, su.Context.Model.Net) then
+                [||]
+            else
+                Adam.tensors (modelOpt, model)
+
         let o, m =
-            Tensor.releasing Adam.tensors (fun () ->
+            Tensor.replacing consumed Adam.tensors (fun () ->
                 let _, g =
                     Diff.valueAndGradParams (fun m -> GaussianEnsemble.nll m su.ModelInputs su.ModelTargets) model
 

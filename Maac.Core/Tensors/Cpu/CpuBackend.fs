@@ -98,10 +98,28 @@ and [<Sealed>] CpuBackend private () =
     static val mutable private currentScope: ReleaseScope<CpuStorage>
 
     /// The result tensor; the inputs are passed only to keep them (and so their pooled storage)
-    /// alive until the kernel that read their arrays has finished.
-    static member private Out(data: float32[], shape: int[], [<ParamArray>] inputs: RawTensor[]) =
+    /// alive until the kernel that read their arrays has finished (one overload per input count: no array per call).
+    static member private Out(data: float32[], shape: int[], inputs: RawTensor[]) =
         let r = CpuBackend.Make(data, shape)
         GC.KeepAlive inputs
+        r
+
+    static member private Out(data: float32[], shape: int[], x: RawTensor) =
+        let r = CpuBackend.Make(data, shape)
+        GC.KeepAlive x
+        r
+
+    static member private Out(data: float32[], shape: int[], x: RawTensor, y: RawTensor) =
+        let r = CpuBackend.Make(data, shape)
+        GC.KeepAlive x
+        GC.KeepAlive y
+        r
+
+    static member private Out(data: float32[], shape: int[], x: RawTensor, y: RawTensor, z: RawTensor) =
+        let r = CpuBackend.Make(data, shape)
+        GC.KeepAlive x
+        GC.KeepAlive y
+        GC.KeepAlive z
         r
 
     /// Sum (or max) over the middle axis of an (outer, n, inner) view.
