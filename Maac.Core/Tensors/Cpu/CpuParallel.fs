@@ -121,21 +121,15 @@ type internal WorkerTeam(helpers: int) =
 
 /// Runs independent pieces of work on the configured number of threads.
 module internal Workers =
-    let mutable private team: WorkerTeam option = None
+    /// One team per thread count used so far (a count set again finds its team; each team's helpers wait, blocked,
+    /// while another count is in force).
+    let private teams = Collections.Concurrent.ConcurrentDictionary<int, WorkerTeam>()
 
-    /// The team for the configured thread count (made again when the count changes; the old one's threads then wait
-    /// for ever, blocked, in the background).
+    /// The team for a thread count: threads - 1 helpers beside the caller.
     let teamFor (threads: int) =
-        match team with
-        | Some t when t.Helpers = threads - 1 -> t
-        | _ ->
-            lock typeof<WorkerTeam> (fun () ->
-                match team with
-                | Some t when t.Helpers = threads - 1 -> t
-                | _ ->
-                    let t = WorkerTeam(threads - 1)
-                    team <- Some t
-                    t)
+        match teams.TryGetValue threads with
+        | true, t -> t
+        | _ -> lock teams (fun () -> teams.GetOrAdd(threads, fun n -> WorkerTeam(n - 1)))
 
     /// body i for i in 0..count-1 on the team; on this thread when the team is busy.
     let runOnTeam (count: int) (body: int -> unit) =
