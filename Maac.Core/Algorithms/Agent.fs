@@ -253,16 +253,7 @@ module Agent =
     /// chain reuses its predecessor's instead of taking new memory. `a` must not be used afterwards (its released
     /// tensors raise ObjectDisposedException) and must not be visible elsewhere (another thread acting with it, a
     /// caller keeping it to fall back to after a divergence); when the update raises, `a` is left intact.
-    let updateReplacingWith
-        (clock: IStageClock)
-        (alg: Algorithm)
-        (s: Settings)
-        (ctx: ModelContext option)
-        (step: int)
-        (key: RandomKey)
-        (a: AgentState)
-        (b: Batch)
-        =
+    let updateReplacingWith (clock: IStageClock) (alg: Algorithm) (s: Settings) ctx step key (a: AgentState) (b: Batch) =
         Tensor.replacing (tensors a) (fst >> tensors) (fun () -> updateOnce clock alg s ctx step key a b)
 
     /// One gradient step on a batch: critics on the algorithm's target, then the actor on its objective, then the
