@@ -140,6 +140,63 @@ module internal Gemm =
         | true, _ -> kernel512Direct kc a rowStride kStride b c ldc acc bias
         | false, _ -> kernel256Direct kc a rowStride kStride b c ldc acc bias
 
+    /// The 8 floats from p + k.
+    let inline private eightAt (p: nativeptr<float32>) (k: int) : Vector256<float32> = load (NativePtr.add p k)
+
+    /// The 8×8 transpose of eight rows of 8 floats x0..x7 in registers: emit i gets column i, (x0[i], ..., x7[i]).
+    let inline private transpose8
+        (x0: Vector256<float32>)
+        (x1: Vector256<float32>)
+        (x2: Vector256<float32>)
+        (x3: Vector256<float32>)
+        (x4: Vector256<float32>)
+        (x5: Vector256<float32>)
+        (x6: Vector256<float32>)
+        (x7: Vector256<float32>)
+        ([<InlineIfLambda>] emit: int -> Vector256<float32> -> unit)
+        =
+        let t0, t1 = Avx.UnpackLow(x0, x1), Avx.UnpackHigh(x0, x1)
+        let t2, t3 = Avx.UnpackLow(x2, x3), Avx.UnpackHigh(x2, x3)
+        let t4, t5 = Avx.UnpackLow(x4, x5), Avx.UnpackHigh(x4, x5)
+        let t6, t7 = Avx.UnpackLow(x6, x7), Avx.UnpackHigh(x6, x7)
+        // Per 128-bit half: 0x44 takes elements 0, 1 of each operand, 0xEE elements 2, 3.
+        let u0, u1 = Avx.Shuffle(t0, t2, 0x44uy), Avx.Shuffle(t0, t2, 0xEEuy)
+        let u2, u3 = Avx.Shuffle(t1, t3, 0x44uy), Avx.Shuffle(t1, t3, 0xEEuy)
+        let u4, u5 = Avx.Shuffle(t4, t6, 0x44uy), Avx.Shuffle(t4, t6, 0xEEuy)
+        let u6, u7 = Avx.Shuffle(t5, t7, 0x44uy), Avx.Shuffle(t5, t7, 0xEEuy)
+        // 0x20 joins the operands' low halves (columns 0–3), 0x31 their high halves (columns 4–7).
+        emit 0 (Avx.Permute2x128(u0, u4, 0x20uy))
+        emit 1 (Avx.Permute2x128(u1, u5, 0x20uy))
+        emit 2 (Avx.Permute2x128(u2, u6, 0x20uy))
+        emit 3 (Avx.Permute2x128(u3, u7, 0x20uy))
+        emit 4 (Avx.Permute2x128(u0, u4, 0x31uy))
+        emit 5 (Avx.Permute2x128(u1, u5, 0x31uy))
+        emit 6 (Avx.Permute2x128(u2, u6, 0x31uy))
+        emit 7 (Avx.Permute2x128(u3, u7, 0x31uy))
+
+    /// Eight k-slots of a 6-row panel from the six rows' next 8 values x0..x5: their transpose with two zero rows, each
+    /// slot written as 8 floats whose last two the next slot's store overwrites; the eighth slot is written as 4 + 2 so
+    /// that nothing lands past the eight slots.
+    let inline private transposeSix
+        (x0: Vector256<float32>)
+        (x1: Vector256<float32>)
+        (x2: Vector256<float32>)
+        (x3: Vector256<float32>)
+        (x4: Vector256<float32>)
+        (x5: Vector256<float32>)
+        (slot: nativeptr<float32>)
+        =
+        let zero = Vector256<float32>.Zero
+
+        transpose8 x0 x1 x2 x3 x4 x5 zero zero (fun i v ->
+            let at = NativePtr.add slot (i * MR)
+
+            if i < 7 then
+                store at v
+            else
+                store at (v.GetLower())
+                store (NativePtr.add at 4) (v.GetUpper().GetLower()))
+
     /// Packs rows [k0, k0+kc) × columns [j0, j0+nr) of op(B) into dst (kc×nr, zero-padded).
     let private packB (nr: int) (b: Operand) (batch: int) (k0: int) (kc: int) (j0: int) (cols: int) (dst: nativeptr<float32>) =
         use pSrc = fixed b.Data
@@ -162,11 +219,37 @@ module internal Gemm =
                     for c in cols .. nr - 1 do
                         NativePtr.set row c 0.0f
         else
-            // Column c of the panel is a contiguous run of the stored matrix's row j0 + c.
+            // op(B)'s (k0 + kk, j0 + c) is stored at (j0 + c)·Ld + k0 + kk: eight stored rows' next eight values,
+            // transposed in registers, are eight panel rows' next eight columns. The rest goes one value at a time.
+            let groups = if Avx.IsSupported then cols / 8 else 0
+            let kVector = kc / 8 * 8
+
+            for g in 0 .. groups - 1 do
+                let c0 = 8 * g
+                let row i = NativePtr.add src ((j0 + c0 + i) * b.Ld + k0)
+                let x0, x1, x2, x3, x4, x5, x6, x7 = row 0, row 1, row 2, row 3, row 4, row 5, row 6, row 7
+                let mutable kk = 0
+
+                while kk < kVector do
+                    let panelRows = NativePtr.add dst (kk * nr + c0)
+
+                    transpose8
+                        (eightAt x0 kk)
+                        (eightAt x1 kk)
+                        (eightAt x2 kk)
+                        (eightAt x3 kk)
+                        (eightAt x4 kk)
+                        (eightAt x5 kk)
+                        (eightAt x6 kk)
+                        (eightAt x7 kk)
+                        (fun i v -> store (NativePtr.add panelRows (i * nr)) v)
+
+                    kk <- kk + 8
+
             for c in 0 .. cols - 1 do
                 let from = NativePtr.add src ((j0 + c) * b.Ld + k0)
 
-                for kk in 0 .. kc - 1 do
+                for kk in (if c < 8 * groups then kVector else 0) .. kc - 1 do
                     NativePtr.set dst (kk * nr + c) (NativePtr.get from kk)
 
             for kk in 0 .. kc - 1 do
@@ -183,43 +266,6 @@ module internal Gemm =
             let j0 = q * nr
             use pB = fixed dst
             packB nr b bi k0 kc j0 (min nr (n - j0)) (NativePtr.add pB ((bi * nPanels + q) * KC * nr)))
-
-    /// The 8 floats from p + k.
-    let inline private eightAt (p: nativeptr<float32>) (k: int) : Vector256<float32> = load (NativePtr.add p k)
-
-    /// Eight k-slots of a 6-row panel from the six rows' next 8 values x0..x5: an 8×8 transpose in registers (rows 6
-    /// and 7 zero), each slot written as 8 floats whose last two the next slot's store overwrites; the eighth slot is
-    /// written as 4 + 2 so that nothing lands past the eight slots.
-    let inline private transposeSix
-        (x0: Vector256<float32>)
-        (x1: Vector256<float32>)
-        (x2: Vector256<float32>)
-        (x3: Vector256<float32>)
-        (x4: Vector256<float32>)
-        (x5: Vector256<float32>)
-        (slot: nativeptr<float32>)
-        =
-        let zero = Vector256<float32>.Zero
-        let t0, t1 = Avx.UnpackLow(x0, x1), Avx.UnpackHigh(x0, x1)
-        let t2, t3 = Avx.UnpackLow(x2, x3), Avx.UnpackHigh(x2, x3)
-        let t4, t5 = Avx.UnpackLow(x4, x5), Avx.UnpackHigh(x4, x5)
-        // Per 128-bit half: 0x44 takes elements 0, 1 of each operand, 0xEE elements 2, 3.
-        let u0, u1 = Avx.Shuffle(t0, t2, 0x44uy), Avx.Shuffle(t0, t2, 0xEEuy)
-        let u2, u3 = Avx.Shuffle(t1, t3, 0x44uy), Avx.Shuffle(t1, t3, 0xEEuy)
-        let u4, u5 = Avx.Shuffle(t4, zero, 0x44uy), Avx.Shuffle(t4, zero, 0xEEuy)
-        let u6, u7 = Avx.Shuffle(t5, zero, 0x44uy), Avx.Shuffle(t5, zero, 0xEEuy)
-        // 0x20 joins the operands' low halves (k-slots 0–3), 0x31 their high halves (k-slots 4–7).
-        store slot (Avx.Permute2x128(u0, u4, 0x20uy))
-        store (NativePtr.add slot MR) (Avx.Permute2x128(u1, u5, 0x20uy))
-        store (NativePtr.add slot (2 * MR)) (Avx.Permute2x128(u2, u6, 0x20uy))
-        store (NativePtr.add slot (3 * MR)) (Avx.Permute2x128(u3, u7, 0x20uy))
-        store (NativePtr.add slot (4 * MR)) (Avx.Permute2x128(u0, u4, 0x31uy))
-        store (NativePtr.add slot (5 * MR)) (Avx.Permute2x128(u1, u5, 0x31uy))
-        store (NativePtr.add slot (6 * MR)) (Avx.Permute2x128(u2, u6, 0x31uy))
-        let last = Avx.Permute2x128(u3, u7, 0x31uy)
-        let lastSlot = NativePtr.add slot (7 * MR)
-        store lastSlot (last.GetLower())
-        store (NativePtr.add lastSlot 4) (last.GetUpper().GetLower())
 
     /// Packs rows [i0, i0+rows) × k-range [k0, k0+kc) of op(A) into MR-high panels (kc×MR each, zero-padded): the
     /// micro-kernel reads a panel's MR values for one k together. Pure data movement: the panels hold A's values
