@@ -11,6 +11,7 @@ open Maac.Envs
 open Maac.Algorithms
 open Maac.Persistence
 open Maac.Training
+open Maac.Tests.Support
 
 let private tiny =
     { Settings.forTask "Pendulum" "sac" with
@@ -93,6 +94,31 @@ let tests =
                 // The Trainer refuses them before anything is created.
                 let e = errorOf (fun () -> new Trainer(bad, Algorithms.sac, Tasks.find "Pendulum") |> ignore)
                 Expect.stringContains e.Message "EvalEvery must be positive" "refused by the trainer"
+            }
+
+            test "every committed MBBL curve ran with the settings file its folder names (docs/experiments/mbbl)" {
+                // A curve folder is TASK-VARIANT-seedN; VARIANT.json is its settings file (maac.json for "maac", MBPO's
+                // HalfCheetah ratio in mbpo-halfcheetah.json). The run's config.json must be that file's settings for
+                // the task and algorithm, apart from the steps and seed given on the command line.
+                let root = repoRoot ()
+                let settingsDir = Path.Combine(root, "docs", "experiments", "mbbl")
+                let curves = Directory.GetDirectories(Path.Combine(root, "docs", "experiments", "curves", "mbbl"))
+                Expect.isNonEmpty curves "curve folders"
+
+                for dir in curves do
+                    let name = Path.GetFileName dir
+                    let run = RunFolder.readSettings dir
+                    let variant = name.Substring(run.Env.Length + 1, name.LastIndexOf "-seed" - run.Env.Length - 1)
+
+                    let file =
+                        match variant with
+                        | "mbpo" when run.Env = "HalfCheetah-MBBL" -> "mbpo-halfcheetah.json"
+                        | v -> v + ".json"
+
+                    let path = Path.Combine(settingsDir, file)
+                    Expect.isTrue (File.Exists path) (sprintf "%s: its settings file %s" name file)
+                    let committed = RunFolder.readSettingsFileFor path (Some run.Env) (Some run.Algorithm)
+                    Expect.equal { run with Steps = committed.Steps; Seed = committed.Seed } committed name
             }
 
             test "a settings file may leave keys out (the task's defaults) but not misspell one (the nearest name is offered)" {

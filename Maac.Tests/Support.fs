@@ -312,3 +312,15 @@ let softplusGrid = Array.init 1171 (fun i -> -87.0f + 0.1f * float32 i)
 let softplusWorstError (values: float32[]) =
     Array.map2 (fun (x: float32) (y: float32) -> let r = softplusReference (float x) in abs (float y - r) / r) softplusGrid values
     |> Array.max
+
+/// The repository root (the folder holding Maac.sln), found from the test assembly's folder.
+let repoRoot () =
+    let rec up (d: IO.DirectoryInfo) =
+        if isNull d then
+            failtest "Maac.sln not found above the test assembly"
+        elif IO.File.Exists(IO.Path.Combine(d.FullName, "Maac.sln")) then
+            d.FullName
+        else
+            up d.Parent
+
+    up (IO.DirectoryInfo AppContext.BaseDirectory)

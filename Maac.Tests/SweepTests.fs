@@ -11,18 +11,6 @@ open Maac.Persistence
 open Maac.Training
 open Maac.Tests.Support
 
-/// The repository root (the folder holding Maac.sln), found from the test assembly's folder.
-let private repoRoot () =
-    let rec up (d: DirectoryInfo) =
-        if isNull d then
-            failtest "Maac.sln not found above the test assembly"
-        elif File.Exists(Path.Combine(d.FullName, "Maac.sln")) then
-            d.FullName
-        else
-            up d.Parent
-
-    up (DirectoryInfo AppContext.BaseDirectory)
-
 /// The command line built beside the tests (Maac.Tests references Maac.Cli, so it is built first, same configuration).
 let private maacCommand () =
     let configuration =
