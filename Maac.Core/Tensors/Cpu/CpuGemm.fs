@@ -143,18 +143,14 @@ module internal Gemm =
     /// The 8 floats from p + k.
     let inline private eightAt (p: nativeptr<float32>) (k: int) : Vector256<float32> = load (NativePtr.add p k)
 
-    /// The 8×8 transpose of eight rows of 8 floats x0..x7 in registers: emit i gets column i, (x0[i], ..., x7[i]).
+    /// The 8×8 transpose in registers of eight rows of 8 floats (row r from load r): emit i gets column i, the i-th
+    /// value of each row.
     let inline private transpose8
-        (x0: Vector256<float32>)
-        (x1: Vector256<float32>)
-        (x2: Vector256<float32>)
-        (x3: Vector256<float32>)
-        (x4: Vector256<float32>)
-        (x5: Vector256<float32>)
-        (x6: Vector256<float32>)
-        (x7: Vector256<float32>)
+        ([<InlineIfLambda>] load: int -> Vector256<float32>)
         ([<InlineIfLambda>] emit: int -> Vector256<float32> -> unit)
         =
+        let x0, x1, x2, x3 = load 0, load 1, load 2, load 3
+        let x4, x5, x6, x7 = load 4, load 5, load 6, load 7
         let t0, t1 = Avx.UnpackLow(x0, x1), Avx.UnpackHigh(x0, x1)
         let t2, t3 = Avx.UnpackLow(x2, x3), Avx.UnpackHigh(x2, x3)
         let t4, t5 = Avx.UnpackLow(x4, x5), Avx.UnpackHigh(x4, x5)
@@ -174,21 +170,11 @@ module internal Gemm =
         emit 6 (Avx.Permute2x128(u2, u6, 0x31uy))
         emit 7 (Avx.Permute2x128(u3, u7, 0x31uy))
 
-    /// Eight k-slots of a 6-row panel from the six rows' next 8 values x0..x5: their transpose with two zero rows, each
-    /// slot written as 8 floats whose last two the next slot's store overwrites; the eighth slot is written as 4 + 2 so
-    /// that nothing lands past the eight slots.
-    let inline private transposeSix
-        (x0: Vector256<float32>)
-        (x1: Vector256<float32>)
-        (x2: Vector256<float32>)
-        (x3: Vector256<float32>)
-        (x4: Vector256<float32>)
-        (x5: Vector256<float32>)
-        (slot: nativeptr<float32>)
-        =
-        let zero = Vector256<float32>.Zero
-
-        transpose8 x0 x1 x2 x3 x4 x5 zero zero (fun i v ->
+    /// Eight k-slots of a 6-row panel from the six rows' next 8 values (row r from load r): their transpose with two
+    /// zero rows, each slot written as 8 floats whose last two the next slot's store overwrites; the eighth slot is
+    /// written as 4 + 2 so that nothing lands past the eight slots.
+    let inline private transposeSix ([<InlineIfLambda>] load: int -> Vector256<float32>) (slot: nativeptr<float32>) =
+        transpose8 (fun r -> if r < 6 then load r else Vector256<float32>.Zero) (fun i v ->
             let at = NativePtr.add slot (i * MR)
 
             if i < 7 then
@@ -227,22 +213,11 @@ module internal Gemm =
             for g in 0 .. groups - 1 do
                 let c0 = 8 * g
                 let row i = NativePtr.add src ((j0 + c0 + i) * b.Ld + k0)
-                let x0, x1, x2, x3, x4, x5, x6, x7 = row 0, row 1, row 2, row 3, row 4, row 5, row 6, row 7
                 let mutable kk = 0
 
                 while kk < kVector do
                     let panelRows = NativePtr.add dst (kk * nr + c0)
-
-                    transpose8
-                        (eightAt x0 kk)
-                        (eightAt x1 kk)
-                        (eightAt x2 kk)
-                        (eightAt x3 kk)
-                        (eightAt x4 kk)
-                        (eightAt x5 kk)
-                        (eightAt x6 kk)
-                        (eightAt x7 kk)
-                        (fun i v -> store (NativePtr.add panelRows (i * nr)) v)
+                    transpose8 (fun i -> eightAt (row i) kk) (fun i v -> store (NativePtr.add panelRows (i * nr)) v)
 
                     kk <- kk + 8
 
@@ -299,30 +274,20 @@ module internal Gemm =
             elif prows = MR then
                 // Six rows read side by side: 8 values of each, transposed in registers, then one at a time.
                 let row r = NativePtr.add src ((r0 + r) * a.Ld + k0)
-                let x0, x1, x2, x3, x4, x5 = row 0, row 1, row 2, row 3, row 4, row 5
                 let mutable kk = 0
 
                 if Avx.IsSupported then
                     while kk + 8 <= kc do
-                        transposeSix
-                            (eightAt x0 kk)
-                            (eightAt x1 kk)
-                            (eightAt x2 kk)
-                            (eightAt x3 kk)
-                            (eightAt x4 kk)
-                            (eightAt x5 kk)
-                            (NativePtr.add panel (kk * MR))
+                        transposeSix (fun r -> eightAt (row r) kk) (NativePtr.add panel (kk * MR))
 
                         kk <- kk + 8
 
                 while kk < kc do
                     let slot = NativePtr.add panel (kk * MR)
-                    NativePtr.set slot 0 (NativePtr.get x0 kk)
-                    NativePtr.set slot 1 (NativePtr.get x1 kk)
-                    NativePtr.set slot 2 (NativePtr.get x2 kk)
-                    NativePtr.set slot 3 (NativePtr.get x3 kk)
-                    NativePtr.set slot 4 (NativePtr.get x4 kk)
-                    NativePtr.set slot 5 (NativePtr.get x5 kk)
+
+                    for r in 0 .. MR - 1 do
+                        NativePtr.set slot r (NativePtr.get (row r) kk)
+
                     kk <- kk + 1
             else
                 for kk in 0 .. kc - 1 do
