@@ -258,10 +258,11 @@ let checkConsumingScopes (be: IBackend) (length: int) =
     Expect.allEqual (second.ToArray()) 2.0f "each new tensor has its own memory"
 
 /// A small Pendulum MAAC agent (2×16 networks, an untrained model of 3 members), its model context and a batch of
-/// 24 random transitions: the inputs of one whole agent update.
+/// 24 random transitions: the inputs of one whole agent update, its critic target STEVE's with horizon 2.
 let smallMaacUpdate () =
     let settings =
         { Maac.Algorithms.Settings.forTask "Pendulum" "maac" with
+            CriticHorizon = 2
             Hidden = [| 16; 16 |]
             ModelMembers = 3
             ModelElites = 2
