@@ -142,7 +142,7 @@ module Settings =
     /// 4 steps with the authors' 2×256 networks on Pendulum (2 of 3 seeds above −200 at 5,000 steps with 2×128
     /// and 2 steps, 3 of 3 with these: docs/results.md). Pendulum's critics learn from the one-step TD target
     /// (CriticHorizon 0): STEVE's horizon-2 target equals it there to float rounding, as with the authors' weights
-    /// (docs/algorithm.md), and costs 40% of a training step.
+    /// (docs/algorithm.md), and its expansions took 38% of a training step.
     let forTask (env: string) (algorithm: string) =
         let a = authors env algorithm
 
