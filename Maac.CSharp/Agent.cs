@@ -344,9 +344,10 @@ public abstract class Agent : IDisposable
 
     /// <summary>
     /// Opens a run folder of a built-in task (written by <see cref="Save"/> or by the command line's train) as an agent of
-    /// its algorithm. Training continues into the same folder.
+    /// its algorithm. Training continues into the same folder, which the agent holds (run.lock) until disposed.
     /// </summary>
     /// <exception cref="CheckpointException">The folder is not a run folder, or its checkpoint is corrupt or does not fit.</exception>
+    /// <exception cref="IOException">Another agent or process trains into the folder.</exception>
     public static Agent Load(string runDirectory)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(runDirectory);

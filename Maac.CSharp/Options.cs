@@ -264,7 +264,9 @@ public abstract class AgentOptions
     /// <summary>
     /// A folder to train into, laid out as the command line's run folders (config.json, metrics.csv,
     /// checkpoint.safetensors): a checkpoint is written at every evaluation and when training stops or is
-    /// cancelled. It must not already hold a run. Null keeps the agent in memory (use <see cref="Agent.Save"/>).
+    /// cancelled. It must not already hold a run, and the agent holds it (run.lock) until disposed: another agent or
+    /// process opening it meanwhile is refused with an <see cref="System.IO.IOException"/>. Null keeps the agent in
+    /// memory (use <see cref="Agent.Save"/>).
     /// </summary>
     public string? RunDirectory { get; set; }
 

@@ -560,10 +560,16 @@ let tests =
                     agent.Train 120
                     agent.Save dir
                     let obs = [| 0.6f; -0.8f; 0.3f |]
-                    use loaded = SacAgent.Load dir
-                    Expect.equal loaded.Step 120 "step restored"
-                    Expect.equal (loaded.Act obs) (agent.Act obs) "same deterministic action"
-                    Expect.throwsT<IOException> (fun () -> agent.Save dir) "an existing run is not overwritten"
+
+                    do
+                        use loaded = SacAgent.Load dir
+                        Expect.equal loaded.Step 120 "step restored"
+                        Expect.equal (loaded.Act obs) (agent.Act obs) "same deterministic action"
+                        let inUse = caught<IOException>(fun () -> agent.Save(dir, overwrite = true))
+                        Expect.stringContains inUse.Message "in use" "the folder a loaded agent trains into is written by no other"
+
+                    let e = caught<IOException>(fun () -> agent.Save dir)
+                    Expect.stringContains e.Message "already holds a run" "an existing run is not overwritten"
                     agent.Save(dir, overwrite = true)
                     let e = caught<ArgumentException>(fun () -> MaacAgent.Load dir |> ignore)
                     Expect.stringContains e.Message "sac run" "says which algorithm the folder holds"
@@ -829,11 +835,15 @@ let tests =
                 try
                     let options = small (SacOptions.ForTask "Pendulum")
                     options.RunDirectory <- dir
-                    use agent = new SacAgent("Pendulum", options)
-                    trainCancelledAt 130 240 agent
-                    Expect.isLessThan agent.Step 240 "stopped early"
+
+                    let stoppedAt =
+                        use agent = new SacAgent("Pendulum", options)
+                        trainCancelledAt 130 240 agent
+                        Expect.isLessThan agent.Step 240 "stopped early"
+                        agent.Step
+
                     use resumed = SacAgent.Load dir
-                    Expect.equal resumed.Step agent.Step "the checkpoint holds the step it stopped at"
+                    Expect.equal resumed.Step stoppedAt "the checkpoint holds the step it stopped at"
                     resumed.Train(240 - resumed.Step)
                     Expect.equal resumed.Step 240 "and training goes on"
                     Expect.isTrue (File.Exists(Path.Combine(dir, "metrics.csv"))) "metrics written"

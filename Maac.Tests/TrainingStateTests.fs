@@ -326,6 +326,40 @@ let tests =
                         Directory.Delete(dir, true)
             }
 
+            test "a run folder one session trains is refused to a second, which reads and changes nothing; released, it opens" {
+                let s = { RlTests.tiny "Pendulum" "sac" with Steps = 200 }
+                let task = Tasks.find "Pendulum"
+                let dir = tempDir ()
+
+                let files () =
+                    [ RunFolder.configFile dir; RunFolder.metricsFile dir; RunFolder.checkpointFile dir ]
+                    |> List.map File.ReadAllBytes
+
+                try
+                    do
+                        use first = RunSession.Start(s, Algorithms.sac, task, Some dir)
+                        first.Train(200, ignore, ignore, Threading.CancellationToken.None)
+                        let before = files ()
+
+                        let refused (what: string) (claim: unit -> RunSession) =
+                            let e = Expect.throwsC (fun () -> (claim () :> IDisposable).Dispose()) id
+                            Expect.equal (e.GetType()) typeof<IOException> (sprintf "%s: an IOException, got %s" what e.Message)
+                            Expect.stringContains e.Message dir (sprintf "%s: names the folder" what)
+                            Expect.stringContains e.Message "in use" (sprintf "%s: says why" what)
+
+                        // resume would rewrite config.json with the new budget, start would refuse another run's folder
+                        refused "resume" (fun () -> RunSession.Resume(dir, task, Some 400))
+                        refused "open" (fun () -> RunSession.Open(dir, task))
+                        refused "start" (fun () -> RunSession.Start(s, Algorithms.sac, task, Some dir))
+                        Expect.equal (files ()) before "config.json, metrics.csv and the checkpoint are untouched"
+
+                    use again = RunSession.Resume(dir, task, Some 400)
+                    Expect.equal again.Trainer.Step 200 "the released folder resumes from its checkpoint"
+                finally
+                    if Directory.Exists dir then
+                        Directory.Delete(dir, true)
+            }
+
             test "a diverging run without a folder says that nothing was written" {
                 let s = { RlTests.tiny "Pendulum" "sac" with CriticLearningRate = 1e30f; ActorLearningRate = 1e30f }
                 use session = RunSession.Start(s, Algorithms.sac, Tasks.find "Pendulum", None)

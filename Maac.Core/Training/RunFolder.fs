@@ -71,6 +71,7 @@ module RunFolder =
                 "curve.png"
                 "config.json.tmp"
                 "metrics.csv.tmp"
+                RunLock.FileName
             ]
 
     let private isOwn (file: string) =

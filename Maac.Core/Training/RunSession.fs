@@ -11,9 +11,11 @@ open Maac.Envs
 /// A training run and the folder it records into (or none: a run in memory). The one implementation of starting,
 /// resuming and opening runs, training with a checkpoint at every evaluation and when training stops, setting the
 /// budget, saving elsewhere, and saying what a diverged run kept on disk; the command line and the C# agents both use
-/// it. Dispose it to release the trainer's environment.
+/// it. A session with a folder holds the folder's RunLock from before it reads or writes anything there until it is
+/// disposed, so two sessions (in one process or two) never write one folder. Dispose it to release the trainer's
+/// environment and the folder.
 [<Sealed>]
-type RunSession private (trainer: Trainer, folder: string option) =
+type RunSession private (trainer: Trainer, folder: string option, lock: RunLock option) =
     let record () = folder |> Option.iter (fun dir -> RunFolder.record dir trainer)
 
     /// What a diverged run left: the last checkpoint (the folder agrees with it), nothing yet, or no folder at all.
@@ -37,18 +39,40 @@ type RunSession private (trainer: Trainer, folder: string option) =
 
         try
             // After the trainer exists, so a failed construction leaves no half-started run folder behind.
-            folder |> Option.iter (fun dir -> RunFolder.create dir settings)
-            new RunSession(t, folder)
+            match folder with
+            | Some dir ->
+                Directory.CreateDirectory dir |> ignore
+
+                RunSession.Claiming(
+                    dir,
+                    fun () ->
+                        RunFolder.create dir settings
+                        t
+                )
+            | None -> new RunSession(t, None, None)
         with _ ->
             (t :> IDisposable).Dispose()
             reraise ()
 
+    /// A session on a folder's trainer, made by `openTrainer` while the folder's lock is held.
+    static member private Claiming(folder: string, openTrainer: unit -> Trainer) =
+        if not (Directory.Exists folder) then
+            raise (CheckpointException(sprintf "%s is not a run folder: the folder does not exist" folder))
+
+        let lock = RunLock.Acquire folder
+
+        try
+            new RunSession(openTrainer (), Some folder, Some lock)
+        with _ ->
+            (lock :> IDisposable).Dispose()
+            reraise ()
+
     /// The run in a folder, continued (RunFolder.resume: the budget set to `steps` when given).
     static member Resume(folder: string, task: TaskInfo, steps: int option) =
-        new RunSession(RunFolder.resume folder task steps, Some folder)
+        RunSession.Claiming(folder, fun () -> RunFolder.resume folder task steps)
 
     /// The run in a folder, opened with its checkpoint loaded; training continues into the same folder.
-    static member Open(folder: string, task: TaskInfo) = new RunSession(RunFolder.openTrainerFor folder task, Some folder)
+    static member Open(folder: string, task: TaskInfo) = RunSession.Claiming(folder, fun () -> RunFolder.openTrainerFor folder task)
 
     /// Sets the budget (at least the steps taken); config.json records it.
     member _.SetBudget(steps: int) =
@@ -60,13 +84,18 @@ type RunSession private (trainer: Trainer, folder: string option) =
     member _.SaveTo(dir: string, overwrite: bool) =
         let own = folder |> Option.exists (fun f -> Path.GetFullPath f = Path.GetFullPath dir)
 
-        if not own then
+        if own then
+            RunFolder.record dir trainer
+        else
+            Directory.CreateDirectory dir |> ignore
+            use _ = RunLock.Acquire dir
+
             if overwrite then
                 RunFolder.writeSettings dir trainer.Settings
             else
                 RunFolder.create dir trainer.Settings
 
-        RunFolder.record dir trainer
+            RunFolder.record dir trainer
 
     /// Trains to step `until` (at most the budget), publishing every event to onEvent. At each evaluation the
     /// checkpoint and metrics.csv are written (RunFolder.record) before the Evaluated event is published, then
@@ -89,4 +118,6 @@ type RunSession private (trainer: Trainer, folder: string option) =
         record ()
 
     interface IDisposable with
-        member _.Dispose() = (trainer :> IDisposable).Dispose()
+        member _.Dispose() =
+            (trainer :> IDisposable).Dispose()
+            lock |> Option.iter (fun l -> (l :> IDisposable).Dispose())
