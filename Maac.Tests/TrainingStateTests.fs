@@ -360,6 +360,77 @@ let tests =
                         Directory.Delete(dir, true)
             }
 
+            testProperty "the soft value bound is the best discounted soft return over every time an episode may end"
+            <| fun (g: int) (a: int) (d: int) (r: int) ->
+                // γ in [0.5, 0.995], α in [0, 5], 1 to 8 action dimensions, the largest reward in [−20, 20]
+                let gamma = 0.5 + float (abs (g % 100)) * 0.005
+                let alpha, dims, rMax = float (abs (a % 51)) * 0.1, 1 + abs (d % 8), float (r % 2001) * 0.01
+                let perStep = rMax + alpha * float dims * log 2.0
+                // Ending after T more steps earns rMax + Σₜ₌₁..T γᵗ perStep; γ^6000 < e^-30 leaves nothing to add.
+                let best =
+                    Seq.scan (fun (sum, discount) _ -> sum + discount * perStep, discount * gamma) (rMax, gamma) [ 1..6000 ]
+                    |> Seq.map fst
+                    |> Seq.max
+
+                let bound = float (CriticValueCheck.softValueBound (float32 gamma) (float32 alpha) dims (float32 rMax))
+                // float32 arithmetic on values of at most ~5,000: a few ulps of 5,000 is under 1e-2
+                abs (bound - best) <= 1e-2 + 1e-5 * abs best
+
+            test "critics that value the real data above what the rewards allow stop the run at the evaluation, naming the step" {
+                let s = { RlTests.tiny "Pendulum" "sac" with Steps = 400 }
+                let task = Tasks.find "Pendulum"
+                let run = TrainingStep.createRun s Algorithms.sac task
+                use _env = run.Env
+                let init = TrainingState.init s (TrainingStep.key run KeyPurpose.AgentInit 0) 3 1 false
+                let stepOnce st = TrainingStep.step run (fun () -> 0.0) st
+
+                let before, earlier =
+                    Seq.fold (fun (st, evs) _ -> let next, e = stepOnce st in next, evs @ e) (init, []) [ 1..399 ]
+
+                Expect.isFalse
+                    (earlier
+                     |> List.exists (function
+                         | Diverged _ -> true
+                         | _ -> false))
+                    "a sound run passes the check at its evaluations"
+
+                let critics = before.Agent.Critics
+                // the output layer's bias of each twin: the last bias of q1 and of q2
+                let outputBiases =
+                    Parameters.names critics
+                    |> Array.filter (fun n -> n.EndsWith ".bias")
+                    |> Array.groupBy (fun n -> n.Split('.').[0])
+                    |> Array.map (snd >> Array.last)
+                    |> set
+
+                let shifted (by: float32) =
+                    Parameters.names critics
+                    |> Array.zip (Parameters.tensors critics)
+                    |> Array.map (fun (t, n) -> if outputBiases.Contains n then t + by else t)
+                    |> Parameters.rebuild critics
+
+                // Pendulum's rewards are at most 0: no policy is worth more than about 0.99 · α · ln 2 / 0.01
+                let raised = { before with Agent = { before.Agent with Critics = shifted 1e4f } }
+                let after, events = stepOnce raised
+
+                match events with
+                | [ Diverged e ] ->
+                    Expect.equal e.Part "critic" "the critics' divergence"
+                    Expect.stringContains e.Message "at step 400" "names the step"
+                    Expect.stringContains e.Message "above" "and the bound"
+                    Expect.isTrue (obj.ReferenceEquals(after, raised)) "the state before the step is kept"
+                | other -> failtestf "one Diverged event, got %A" other
+
+                let lowered = { before with Agent = { before.Agent with Critics = shifted -1e4f } }
+
+                Expect.isFalse
+                    (snd (stepOnce lowered)
+                     |> List.exists (function
+                         | Diverged _ -> true
+                         | _ -> false))
+                    "values below the bound pass: only the upper side has a bound that holds for every policy"
+            }
+
             test "a diverging run without a folder says that nothing was written" {
                 let s = { RlTests.tiny "Pendulum" "sac" with CriticLearningRate = 1e30f; ActorLearningRate = 1e30f }
                 use session = RunSession.Start(s, Algorithms.sac, Tasks.find "Pendulum", None)

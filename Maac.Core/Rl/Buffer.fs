@@ -33,6 +33,13 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
     /// Where the next transition is written (for checkpoints).
     member _.Head = head
 
+    /// The largest reward held (−∞ when empty).
+    member _.MaxReward =
+        if count = 0 then
+            Single.NegativeInfinity
+        else
+            Numerics.Tensors.TensorPrimitives.Max(ReadOnlySpan<float32>(reward, 0, count))
+
     /// Adds one transition (overwriting the oldest when full).
     member _.Add(o: float32[], a: float32[], r: float32, o2: float32[], terminal: bool) =
         if o.Length <> obsDim || o2.Length <> obsDim || a.Length <> actDim then

@@ -77,6 +77,10 @@ module KeyPurpose =
     [<Literal>]
     let Planner = 9L
 
+    /// The real transitions the critics' values are checked on at each evaluation (CriticValueCheck).
+    [<Literal>]
+    let CriticValueCheck = 10L
+
 /// One environment step of training as a function from state to state and events: act (randomly for the first
 /// RandomSteps), store the transition, fit the model every ModelTrainEvery steps, make UpdatesPerStep gradient steps,
 /// and evaluate every EvalEvery steps. Every random draw is derived from the seed and the step, so a run is
@@ -292,11 +296,17 @@ module TrainingStep =
 
         { s with Agent = agent; LastUpdate = last }
 
-    /// Evaluates the deterministic policy, adds the metrics row (its wall time from `clock`) and cuts the running
-    /// episode, so that a run resumed from a checkpoint of this state continues identically.
+    /// Checks the critics' values against the rewards (CriticValueCheck.check), evaluates the deterministic policy,
+    /// adds the metrics row (its wall time from `clock`) and cuts the running episode, so that a run resumed from a
+    /// checkpoint of this state continues identically.
     let private evaluate (run: TrainingRun) (clock: unit -> float) (s: TrainingState) =
         let mean, std =
-            run.Stages.Stage(StageName.Evaluation, fun () -> evaluatePolicy run (deterministicPolicy run s.Agent) run.Settings.EvalEpisodes)
+            run.Stages.Stage(
+                StageName.Evaluation,
+                fun () ->
+                    CriticValueCheck.check (settingsOf run s) (key run KeyPurpose.CriticValueCheck s.Step) s
+                    evaluatePolicy run (deterministicPolicy run s.Agent) run.Settings.EvalEpisodes
+            )
 
         let u = s.LastUpdate
 

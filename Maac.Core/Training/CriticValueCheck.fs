@@ -1,0 +1,61 @@
+namespace Maac.Training
+
+open Maac
+open Maac.Algorithms
+
+open System
+open Maac.Tensors
+open Maac.Rl
+
+/// Critics whose values have left what the rewards allow. A soft Q-function is bounded by the rewards it sums, so twin
+/// critics that value the run's own real transitions above the most any policy could earn are diverging even while
+/// every number stays finite (the divergence checks of a gradient step see only NaN and infinity).
+module CriticValueCheck =
+    /// The largest soft value Q(s, a) = r₀ + Σₜ≥₁ γᵗ (rₜ − α log π(aₜ|sₜ)) that a policy on actions in [−1, 1]^d can
+    /// have when every reward is at most rMax and the temperature at most α, episodes ending whenever they may:
+    /// rMax + γ max(0, rMax + α d ln 2) / (1 − γ). The expected −log π of a density on [−1, 1]^d (its entropy) is at
+    /// most d ln 2, the uniform density's. Infinite for γ ≥ 1.
+    let softValueBound (gamma: float32) (alpha: float32) (actionDim: int) (rMax: float32) =
+        if gamma >= 1.0f then
+            Single.PositiveInfinity
+        else
+            let perStep = rMax + alpha * float32 actionDim * MathF.Log 2.0f
+            rMax + gamma * max 0.0f perStep / (1.0f - gamma)
+
+    /// Real transitions the check values (all of them when the buffer holds fewer).
+    [<Literal>]
+    let SampleSize = 1000
+
+    /// The largest temperature the critics may have learned with: the initial α = 1 and every α the metrics rows and
+    /// the last gradient step recorded.
+    let private largestAlpha (st: TrainingState) = st.Metrics |> List.fold (fun m r -> max m r.Alpha) (max 1.0f st.LastUpdate.Alpha)
+
+    /// Raises DivergenceException (part "critic") when the mean of min(Q1, Q2) over real transitions drawn with `key`
+    /// exceeds softValueBound with the largest reward in either buffer and largestAlpha; the message names the step,
+    /// the mean, the bound and what it was made of. Nothing is checked for γ ≥ 1 or before the first gradient step.
+    let check (settings: Settings) (key: RandomKey) (st: TrainingState) =
+        let trained = st.Step > settings.RandomSteps && st.Real.Count > 0
+
+        if trained && settings.Gamma < 1.0f then
+            let alpha = largestAlpha st
+            let rMax = max st.Real.MaxReward st.Imagined.MaxReward
+            let bound = softValueBound settings.Gamma alpha st.Real.ActDim rMax
+            let b = st.Real.Sample(key, min SampleSize st.Real.Count)
+            let mean = Critics.minQ st.Agent.Critics b.Obs b.Action |> Tensor.mean |> Tensor.toScalar
+
+            if not (mean <= bound) then
+                raise (
+                    DivergenceException(
+                        "critic",
+                        sprintf
+                            "training diverged at step %d: the critics value %d real transitions at %g on average (the smaller of the twins), above %g, the most any policy can be worth with rewards of at most %g, a temperature of at most %g, %d action dimensions and γ = %g"
+                            st.Step
+                            b.Obs.Shape.[0]
+                            mean
+                            bound
+                            rMax
+                            alpha
+                            st.Real.ActDim
+                            settings.Gamma
+                    )
+                )
