@@ -345,7 +345,7 @@ let defaultParallel () = max 1 (Environment.ProcessorCount / 2)
 
 /// MPC at test time (paper Table 1): a run's checkpoint evaluated with its policy and with CEM planning.
 let mpc (runDir: string) (episodes: int) =
-    use trainer = RunFolder.openTrainer runDir
+    use trainer = RunFolder.loadTrainer runDir
 
     let time f =
         let sw = Stopwatch.StartNew()

@@ -417,7 +417,7 @@ let private pendulumOptimum (o: ParseResults<OptimumArgs>) =
 
 /// `export`: a run's deterministic policy as an ONNX model.
 let private export (x: ParseResults<ExportArgs>) =
-    use trainer = Maac.Training.RunFolder.openTrainer (x.GetResult ExportArgs.Run)
+    use trainer = Maac.Training.RunFolder.loadTrainer (x.GetResult ExportArgs.Run)
     trainer.ExportOnnx(x.GetResult ExportArgs.Out)
 
     printfn

@@ -97,7 +97,7 @@ let train (settings: Settings) (outDir: string) (resume: int option option) (ten
 
 /// Evaluates the checkpoint of a run folder, with the policy alone and, with mpc, also with CEM planning.
 let eval (runDir: string) (episodes: int) (mpc: bool) =
-    use trainer = RunFolder.openTrainer runDir
+    use trainer = RunFolder.loadTrainer runDir
     let mean, std = trainer.Evaluate episodes
 
     printfn

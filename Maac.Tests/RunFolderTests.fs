@@ -157,7 +157,7 @@ let tests =
                 o.["Seed"] <- JsonValue.Create 7L
                 o.["ActorLearningRate"] <- JsonValue.Create 0.1
                 File.WriteAllText(config, o.ToJsonString())
-                let e = errorOf (fun () -> (RunFolder.openTrainer dir :> IDisposable).Dispose())
+                let e = errorOf (fun () -> (RunFolder.loadTrainer dir :> IDisposable).Dispose())
                 Expect.isTrue (e :? CheckpointException) "a CheckpointException"
                 Expect.stringContains e.Message "Seed: 0 → 7" "names the seed change"
                 Expect.stringContains e.Message "ActorLearningRate" "and the learning rate's"
@@ -166,7 +166,7 @@ let tests =
                 o.["ActorLearningRate"] <- JsonValue.Create tiny.ActorLearningRate
                 o.["Steps"] <- JsonValue.Create 400
                 File.WriteAllText(config, o.ToJsonString())
-                use t = RunFolder.openTrainer dir
+                use t = RunFolder.loadTrainer dir
                 Expect.equal t.Step 200 "opens at its step"
             }
 
@@ -187,14 +187,21 @@ let tests =
                 trainInto dir tiny 200
                 let rows () = RunFolder.readRows dir |> Array.map (fun r -> r.Step)
                 Expect.equal (rows ()) [| 100; 200 |] "rows at 100 and 200"
+                let task = Tasks.find "Pendulum"
                 // As after a kill between the checkpoint's rename and the metrics write: the last row is missing.
                 File.WriteAllText(RunFolder.metricsFile dir, MetricsCsv.text (RunFolder.readRows dir |> Array.take 1))
-                (RunFolder.openTrainer dir :> IDisposable).Dispose()
+                // Looking at the run (eval, export) writes nothing; the process that trains on repairs the file.
+                do
+                    use looked = RunFolder.loadTrainer dir
+                    Expect.equal (looked.Metrics |> List.map (fun r -> r.Step)) [ 100; 200 ] "the checkpoint's rows, loaded"
+
+                Expect.equal (rows ()) [| 100 |] "a look leaves the file as it was"
+                (RunFolder.openTrainerFor dir task :> IDisposable).Dispose()
                 Expect.equal (rows ()) [| 100; 200 |] "restored from the checkpoint"
                 // A metrics.csv ahead of its checkpoint (rows of a later, lost step) is cut back.
                 let extra = { (RunFolder.readRows dir).[1] with Step = 300 }
                 File.WriteAllText(RunFolder.metricsFile dir, MetricsCsv.text (Array.append (RunFolder.readRows dir) [| extra |]))
-                (RunFolder.openTrainer dir :> IDisposable).Dispose()
+                (RunFolder.openTrainerFor dir task :> IDisposable).Dispose()
                 Expect.equal (rows ()) [| 100; 200 |] "cut back to the checkpoint"
             }
 

@@ -601,12 +601,12 @@ let tests =
                         session.Train(200, ignore, ignore, Threading.CancellationToken.None)
 
                     let before =
-                        Expect.throwsC (fun () -> (RunFolder.openTrainer dir :> IDisposable).Dispose()) (fun e -> e.Message)
+                        Expect.throwsC (fun () -> (RunFolder.loadTrainer dir :> IDisposable).Dispose()) (fun e -> e.Message)
 
                     Expect.stringContains before "maac-test-horizon1" "an unknown variant is named"
                     Expect.stringContains before "Algorithms.register" "and the way to make it known"
                     Algorithms.register variant
-                    use reopened = RunFolder.openTrainer dir
+                    use reopened = RunFolder.loadTrainer dir
                     Expect.equal reopened.Algorithm.Name variant.Name "the registered variant"
                     Expect.equal (reopened.Algorithm.ActorHorizon s 0) 1 "with its own schedule"
                     Expect.equal reopened.Step 200 "and the run's state"

@@ -15,7 +15,7 @@ if runDirs.Length = 0 then
 Maac.Tensors.Cpu.CpuSettings.Threads <- 1
 
 for runDir in runDirs do
-    use trainer = RunFolder.openTrainer runDir
+    use trainer = RunFolder.loadTrainer runDir
     let key = RandomKey.ofSeed trainer.Settings.Seed |> RandomKey.fold KeyPurpose.CriticValueCheck
 
     try

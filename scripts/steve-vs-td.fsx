@@ -14,7 +14,7 @@ let runDir =
     |> Option.defaultWith (fun () -> failwith "usage: steve-vs-td.fsx RUN_DIR")
 
 Maac.Tensors.Cpu.CpuSettings.Threads <- 1
-let trainer = RunFolder.openTrainer runDir
+let trainer = RunFolder.loadTrainer runDir
 let settings, state, agent = trainer.Settings, trainer.State, trainer.State.Agent
 let space = trainer.ActionSpace
 

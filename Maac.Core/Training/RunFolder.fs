@@ -130,9 +130,10 @@ module RunFolder =
         trainer.SaveCheckpoint(checkpointFile dir)
         writeMetrics dir trainer.Metrics
 
-    /// A trainer for a run folder's settings and the given task, with its checkpoint loaded; metrics.csv is rewritten to hold exactly the rows up to the checkpoint (a kill may have left
-    /// it behind or ahead; a checkpoint without its rows, of format 1, keeps the file's rows up to its step).
-    let openTrainerFor (dir: string) (task: TaskInfo) =
+    /// A trainer for a run folder's settings and the given task, with its checkpoint loaded and its metrics rows those
+    /// of the checkpoint (of a checkpoint without its rows, format 1, the file's rows up to its step). Nothing in the
+    /// folder is written: eval, export and the experiments look at a run this way, even while another process trains it.
+    let loadTrainerFor (dir: string) (task: TaskInfo) =
         let s = readSettings dir
 
         if not (File.Exists(checkpointFile dir)) then
@@ -144,14 +145,25 @@ module RunFolder =
             if not (t.LoadCheckpoint(checkpointFile dir)) && File.Exists(metricsFile dir) then
                 t.RestoreMetrics(readRows dir)
 
+            t
+        with _ ->
+            (t :> IDisposable).Dispose()
+            reraise ()
+
+    /// loadTrainerFor for the one process that trains into the folder (it holds the folder's RunLock): metrics.csv is
+    /// also rewritten to hold exactly the rows up to the checkpoint (a kill may have left it behind or ahead).
+    let openTrainerFor (dir: string) (task: TaskInfo) =
+        let t = loadTrainerFor dir task
+
+        try
             writeMetrics dir t.Metrics
             t
         with _ ->
             (t :> IDisposable).Dispose()
             reraise ()
 
-    /// A trainer for a run folder of a built-in task, with its checkpoint loaded.
-    let openTrainer (dir: string) = openTrainerFor dir (Tasks.find (readSettings dir).Env)
+    /// A trainer for a run folder of a built-in task, with its checkpoint loaded (loadTrainerFor: nothing is written).
+    let loadTrainer (dir: string) = loadTrainerFor dir (Tasks.find (readSettings dir).Env)
 
     /// A trainer that continues the run in a folder (the command line's `train --resume`, an agent's continued
     /// training): its checkpoint loaded, the budget set to `steps` when given (refused below the checkpoint's step),
