@@ -457,6 +457,19 @@ let private bench (b: ParseResults<BenchArgs>) =
     Bench.run device threads reps (b.Contains Count_Ops) shape
     0
 
+/// An error's message for the terminal: an ArgumentException's without the " (Parameter 'name')" that .NET appends to
+/// it (the message already says which setting or option was wrong, in the command line's words).
+let private readableMessage (e: exn) =
+    match e with
+    | :? ArgumentException as a when not (isNull a.ParamName) ->
+        let suffix = sprintf " (Parameter '%s')" a.ParamName
+
+        if a.Message.EndsWith suffix then
+            a.Message.Substring(0, a.Message.Length - suffix.Length)
+        else
+            a.Message
+    | _ -> e.Message
+
 [<EntryPoint>]
 let main argv =
     let parser = ArgumentParser.Create<Command>(programName = "maac")
@@ -511,5 +524,5 @@ let main argv =
         eprintfn "%s" e.Message
         if e.ErrorCode = ErrorCode.HelpText then 0 else 2
     | e ->
-        eprintfn "error: %s" e.Message
+        eprintfn "error: %s" (readableMessage e)
         1

@@ -244,4 +244,51 @@ let tests =
                 finally
                     if Directory.Exists root then
                         Directory.Delete(root, true)
+
+            testCase "a second train process on a run folder is refused; the claim goes when the first is killed"
+            <| fun () ->
+                let root = Path.Combine(Path.GetTempPath(), "maac-claim-" + Guid.NewGuid().ToString "N")
+
+                try
+                    let config = Path.Combine(root, "tiny.json")
+                    Directory.CreateDirectory root |> ignore
+                    File.WriteAllText(config, tinySettings)
+                    let dir = Path.Combine(root, "run")
+
+                    let args =
+                        [ "train"; "--env"; "Pendulum"; "--algo"; "sac"; "--seed"; "0"; "--config"; config; "--out"; dir ]
+
+                    let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, UseShellExecute = false)
+
+                    for a in maacCommand () :: args @ [ "--steps"; "1000000"; "--threads"; "1" ] do
+                        psi.ArgumentList.Add a
+
+                    use first = Process.Start psi
+                    // The folder is claimed before config.json is written.
+                    waitFor "the first process's config.json" 60 (fun () -> File.Exists(RunFolder.configFile dir))
+                    let config = File.ReadAllText(RunFolder.configFile dir)
+                    let code, out = maac [ "train"; "--resume"; dir; "--steps"; "500"; "--threads"; "1" ]
+                    Expect.equal code 1 (sprintf "refused while the first trains:\n%s" out)
+                    Expect.stringContains out "is in use" out
+                    Expect.equal (File.ReadAllText(RunFolder.configFile dir)) config "its budget was not written"
+                    first.Kill()
+                    first.WaitForExit()
+                    // SIGKILL: the system dropped the claim; the run goes on from its last checkpoint (or from 0).
+                    let reached =
+                        if File.Exists(RunFolder.checkpointFile dir) then
+                            use t = RunFolder.loadTrainer dir
+                            t.Step
+                        else
+                            0
+
+                    let budget = reached + 50
+                    let code, out = maac [ "train"; "--resume"; dir; "--steps"; string budget; "--threads"; "1" ]
+                    Expect.equal code 0 (sprintf "resumed once the first is gone:\n%s" out)
+                    let code, out = maac [ "train"; "--resume"; dir; "--steps"; string (budget - 10); "--threads"; "1" ]
+                    Expect.equal code 1 "a budget below the checkpoint's step is refused"
+                    Expect.stringContains out (sprintf "--steps %d is below the step %d" (budget - 10) budget) out
+                    Expect.isFalse (out.Contains "(Parameter") (sprintf "in the command line's words only: %s" out)
+                finally
+                    if Directory.Exists root then
+                        Directory.Delete(root, true)
         ]
