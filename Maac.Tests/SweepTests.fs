@@ -54,6 +54,20 @@ let private tinySettings =
   "ModelMembers": 3, "ModelElites": 2, "ModelHidden": [32, 32], "ModelMaxEpochs": 5, "ModelTrainEvery": 100,
   "RolloutStarts": 64, "RolloutLength": 1, "RealCapacity": 10000, "ImaginedCapacity": 10000 }"""
 
+/// Runs `body root config` in a new temporary folder `root` that holds the tiny settings file `config`; the folder is
+/// deleted afterwards.
+let private withTinySettings (prefix: string) (body: string -> string -> unit) =
+    let root = Path.Combine(Path.GetTempPath(), prefix + Guid.NewGuid().ToString "N")
+
+    try
+        Directory.CreateDirectory root |> ignore
+        let config = Path.Combine(root, "tiny.json")
+        File.WriteAllText(config, tinySettings)
+        body root config
+    finally
+        if Directory.Exists root then
+            Directory.Delete(root, true)
+
 let private sweepArgs (config: string) (out: string) =
     [
         "experiment"
@@ -175,12 +189,7 @@ let tests =
 
             testCase "experiment status tells pending, failed and finished runs apart from the folders alone"
             <| fun () ->
-                let root = Path.Combine(Path.GetTempPath(), "maac-status-" + Guid.NewGuid().ToString "N")
-
-                try
-                    let config = Path.Combine(root, "tiny.json")
-                    Directory.CreateDirectory root |> ignore
-                    File.WriteAllText(config, tinySettings)
+                withTinySettings "maac-status-" (fun root config ->
                     let dir = Path.Combine(root, "sweep")
 
                     let code, out =
@@ -240,19 +249,11 @@ let tests =
                             ]
 
                     Expect.equal code 1 "another sweep into the same folder is refused"
-                    Expect.stringContains out "already holds another sweep" out
-                finally
-                    if Directory.Exists root then
-                        Directory.Delete(root, true)
+                    Expect.stringContains out "already holds another sweep" out)
 
             testCase "a second train process on a run folder is refused; the claim goes when the first is killed"
             <| fun () ->
-                let root = Path.Combine(Path.GetTempPath(), "maac-claim-" + Guid.NewGuid().ToString "N")
-
-                try
-                    let config = Path.Combine(root, "tiny.json")
-                    Directory.CreateDirectory root |> ignore
-                    File.WriteAllText(config, tinySettings)
+                withTinySettings "maac-claim-" (fun root config ->
                     let dir = Path.Combine(root, "run")
 
                     let args =
@@ -287,8 +288,5 @@ let tests =
                     let code, out = maac [ "train"; "--resume"; dir; "--steps"; string (budget - 10); "--threads"; "1" ]
                     Expect.equal code 1 "a budget below the checkpoint's step is refused"
                     Expect.stringContains out (sprintf "--steps %d is below the step %d" (budget - 10) budget) out
-                    Expect.isFalse (out.Contains "(Parameter") (sprintf "in the command line's words only: %s" out)
-                finally
-                    if Directory.Exists root then
-                        Directory.Delete(root, true)
+                    Expect.isFalse (out.Contains "(Parameter") (sprintf "in the command line's words only: %s" out))
         ]
