@@ -68,6 +68,7 @@ public abstract class AgentOptions
         realCapacity,
         evalEvery,
         evalEpisodes;
+    private protected bool criticValueCheck;
     private protected float gamma,
         tau,
         actorLr,
@@ -110,6 +111,7 @@ public abstract class AgentOptions
         realCapacity = d.RealCapacity;
         evalEvery = d.EvalEvery;
         evalEpisodes = d.EvalEpisodes;
+        criticValueCheck = d.CriticValueCheck;
         modelMembers = d.ModelMembers;
         modelElites = d.ModelElites;
         modelHidden = (int[])d.ModelHidden.Clone();
@@ -231,6 +233,17 @@ public abstract class AgentOptions
     }
 
     /// <summary>
+    /// Whether each evaluation stops training with a <see cref="DivergenceException"/> (part "critic") when the critics
+    /// value real transitions above the most any policy could earn with the rewards seen (true, the default). It changes
+    /// nothing training computes until it stops it.
+    /// </summary>
+    public bool CheckCriticValues
+    {
+        get => criticValueCheck;
+        set => criticValueCheck = value;
+    }
+
+    /// <summary>
     /// The device that computes (see <see cref="ComputeDevice"/>). The choice is process-wide: new tensors are created
     /// on it. <see cref="ComputeDevice.Cuda"/> needs the Maac.Cuda package (<c>dotnet add package Maac.Cuda</c>), an NVIDIA
     /// GPU and its driver; without any of them, creating an agent fails with a <see cref="GpuUnavailableException"/>
@@ -304,7 +317,8 @@ public abstract class AgentOptions
             actorEntropy: actorEntropy,
             pathNoise: pathNoise,
             evalEvery: evalEvery,
-            evalEpisodes: evalEpisodes
+            evalEpisodes: evalEpisodes,
+            criticValueCheck: criticValueCheck
         );
 
     /// <summary>Applies the process-wide parts (threads, device).</summary>

@@ -161,13 +161,15 @@ let tests =
                 Expect.isTrue (e :? CheckpointException) "a CheckpointException"
                 Expect.stringContains e.Message "Seed: 0 → 7" "names the seed change"
                 Expect.stringContains e.Message "ActorLearningRate" "and the learning rate's"
-                // A raised budget is a continuation, not a change.
+                // A raised budget is a continuation, not a change; nor is switching the critic-value safeguard.
                 o.["Seed"] <- JsonValue.Create 0L
                 o.["ActorLearningRate"] <- JsonValue.Create tiny.ActorLearningRate
                 o.["Steps"] <- JsonValue.Create 400
+                o.["CriticValueCheck"] <- JsonValue.Create false
                 File.WriteAllText(config, o.ToJsonString())
                 use t = RunFolder.loadTrainer dir
                 Expect.equal t.Step 200 "opens at its step"
+                Expect.isFalse t.Settings.CriticValueCheck "with the safeguard off"
             }
 
             test "resuming: a budget below the checkpoint's step is refused; a raised one continues and is recorded" {

@@ -429,6 +429,15 @@ let tests =
                          | Diverged _ -> true
                          | _ -> false))
                     "values below the bound pass: only the upper side has a bound that holds for every policy"
+
+                let unchecked = { run with Settings = { s with CriticValueCheck = false } }
+
+                Expect.isFalse
+                    (snd (TrainingStep.step unchecked (fun () -> 0.0) raised)
+                     |> List.exists (function
+                         | Diverged _ -> true
+                         | _ -> false))
+                    "with CriticValueCheck off the run goes on"
             }
 
             test "a diverging run without a folder says that nothing was written" {

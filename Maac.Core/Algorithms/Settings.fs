@@ -67,6 +67,10 @@ type Settings =
         /// Environment steps between evaluations, and the deterministic episodes of each.
         EvalEvery: int
         EvalEpisodes: int
+        /// Whether each evaluation stops the run when the critics value real transitions above the most the rewards
+        /// allow (Maac.Training.CriticValueCheck). A safeguard, not a training setting: it changes nothing a run
+        /// computes until it stops it, so a run may be resumed with it switched.
+        CriticValueCheck: bool
     }
 
 module Settings =
@@ -134,6 +138,7 @@ module Settings =
             PathNoise = "sampled"
             EvalEvery = 5000
             EvalEpisodes = 10
+            CriticValueCheck = true
         }
 
     /// Settings for a task: the authors' for the MuJoCo locomotion tasks and their MBBL variants (H = 2 on Walker2d);

@@ -103,14 +103,16 @@ module SettingsFile =
         | [] -> s
         | problems -> fail "invalid settings:\n- %s" (String.Join("\n- ", problems))
 
-    /// Where the settings of two runs differ, as "Name: a → b", Steps left out (a run's budget may be raised).
     /// Each setting's name with its value as JSON text, in the record's order.
     let values (s: Settings) =
         let o = JsonSerializer.SerializeToNode(s).AsObject()
         names |> Array.map (fun name -> name, o.[name].ToJsonString())
 
-    /// What makes runs one configuration: every setting but the seed and the budget.
-    let configuration (s: Settings) = values s |> Array.filter (fun (name, _) -> name <> "Seed" && name <> "Steps")
+    /// The settings a run may change when it is continued: the budget, and the safeguard that changes nothing computed.
+    let private switchable = set [ "Steps"; "CriticValueCheck" ]
+
+    /// What makes runs one configuration: every setting but the seed, the budget and the safeguard.
+    let configuration (s: Settings) = values s |> Array.filter (fun (name, _) -> name <> "Seed" && not (switchable.Contains name))
 
     /// A short label for each configuration, in order: "task algorithm, N/step", then, where several configurations
     /// share the task, algorithm and update ratio, the settings in which they differ ("ActorHorizon=0").
@@ -146,12 +148,14 @@ module SettingsFile =
             else
                 head + ", " + String.Join(", ", extra))
 
+    /// Where the settings of two runs differ, as "Name: a → b", the budget and the safeguard left out (a continued
+    /// run may raise the one and switch the other).
     let differences (before: Settings) (after: Settings) =
         let a, b =
             JsonSerializer.SerializeToNode(before).AsObject(), JsonSerializer.SerializeToNode(after).AsObject()
 
         [
             for name in names do
-                if name <> "Steps" && not (JsonNode.DeepEquals(a.[name], b.[name])) then
+                if not (switchable.Contains name) && not (JsonNode.DeepEquals(a.[name], b.[name])) then
                     yield sprintf "%s: %s → %s" name (a.[name].ToJsonString()) (b.[name].ToJsonString())
         ]

@@ -32,11 +32,12 @@ module CriticValueCheck =
 
     /// Raises DivergenceException (part "critic") when the mean of min(Q1, Q2) over real transitions drawn with `key`
     /// exceeds softValueBound with the largest reward in either buffer and largestAlpha; the message names the step,
-    /// the mean, the bound and what it was made of. Nothing is checked for γ ≥ 1 or before the first gradient step.
+    /// the mean, the bound and what it was made of. Nothing is checked when the settings switch it off
+    /// (CriticValueCheck), for γ ≥ 1 or before the first gradient step.
     let check (settings: Settings) (key: RandomKey) (st: TrainingState) =
         let trained = st.Step > settings.RandomSteps && st.Real.Count > 0
 
-        if trained && settings.Gamma < 1.0f then
+        if settings.CriticValueCheck && trained && settings.Gamma < 1.0f then
             let alpha = largestAlpha st
             let rMax = max st.Real.MaxReward st.Imagined.MaxReward
             let bound = softValueBound settings.Gamma alpha st.Real.ActDim rMax
@@ -48,7 +49,7 @@ module CriticValueCheck =
                     DivergenceException(
                         "critic",
                         sprintf
-                            "training diverged at step %d: the critics value %d real transitions at %g on average (the smaller of the twins), above %g, the most any policy can be worth with rewards of at most %g, a temperature of at most %g, %d action dimensions and γ = %g"
+                            "training diverged at step %d: the critics value %d real transitions at %g on average (the smaller of the twins), above %g, the most any policy can be worth with rewards of at most %g, a temperature of at most %g, %d action dimensions and γ = %g (to train on regardless, resume with \"CriticValueCheck\": false in its config.json)"
                             st.Step
                             b.Obs.Shape.[0]
                             mean
