@@ -4,7 +4,6 @@
 #r "../Maac.Cli/bin/Release/net10.0/System.Numerics.Tensors.dll"
 #r "../Maac.Cli/bin/Release/net10.0/Maac.Core.dll"
 
-open Maac.Tensors
 open Maac.Training
 
 let runDirs = fsi.CommandLineArgs.[1..]
@@ -16,10 +15,10 @@ Maac.Tensors.Cpu.CpuSettings.Threads <- 1
 
 for runDir in runDirs do
     use trainer = RunFolder.loadTrainer runDir
-    let key = RandomKey.ofSeed trainer.Settings.Seed |> RandomKey.fold KeyPurpose.CriticValueCheck
+    let key = TrainingStep.keyOfSeed trainer.Settings.Seed KeyPurpose.CriticValueCheck trainer.Step
 
     try
-        CriticValueCheck.check trainer.Settings (RandomKey.fold (int64 trainer.Step) key) trainer.State
+        CriticValueCheck.check trainer.Settings key trainer.State
         printfn "%s (step %d): passes" runDir trainer.Step
     with :? Maac.DivergenceException as e ->
         printfn "%s: %s" runDir e.Message

@@ -101,9 +101,12 @@ module TrainingStep =
             Stages = StageClock.untimed
         }
 
-    /// The key of a purpose (KeyPurpose: what the draw is for) at a step.
-    let key (run: TrainingRun) (purpose: int64) (step: int) =
-        RandomKey.ofSeed run.Settings.Seed |> RandomKey.fold purpose |> RandomKey.fold (int64 step)
+    /// The key of a purpose (KeyPurpose: what the draw is for) at a step of a run with this seed.
+    let keyOfSeed (seed: int64) (purpose: int64) (step: int) =
+        RandomKey.ofSeed seed |> RandomKey.fold purpose |> RandomKey.fold (int64 step)
+
+    /// The key of a purpose (KeyPurpose: what the draw is for) at a step of the run.
+    let key (run: TrainingRun) (purpose: int64) (step: int) = keyOfSeed run.Settings.Seed purpose step
 
     /// The settings in force in a state (its budget).
     let settingsOf (run: TrainingRun) (s: TrainingState) =
