@@ -234,8 +234,9 @@ public abstract class AgentOptions
 
     /// <summary>
     /// Whether each evaluation stops training with a <see cref="DivergenceException"/> (part "critic") when the critics
-    /// value real transitions above the most any policy could earn with the rewards seen (true, the default). It changes
-    /// nothing training computes until it stops it.
+    /// value real transitions above the most any policy could earn with the rewards seen, or above 0 when that is
+    /// negative, by more than the largest reward magnitude seen (true, the default). It changes nothing training
+    /// computes until it stops it.
     /// </summary>
     public bool CheckCriticValues
     {

@@ -409,8 +409,24 @@ let tests =
                     |> Array.map (fun (t, n) -> if outputBiases.Contains n then t + by else t)
                     |> Parameters.rebuild critics
 
-                // Pendulum's rewards are at most 0: no policy is worth more than about 0.99 · α · ln 2 / 0.01
-                let raised = { before with Agent = { before.Agent with Critics = shifted 1e4f } }
+                // Shifting both output biases by c shifts min(Q1, Q2) by c everywhere: place the smallest value over
+                // every real transition 17 above the threshold (more than Pendulum's largest reward magnitude, 16.3,
+                // which a new transition could add to it, and one gradient step's change), or the largest 1 below it.
+                let limits = CriticValueCheck.limits s before
+                // Pendulum's rewards lie in [−(π² + 0.1 · 8² + 0.001 · 2²), 0] = [−16.2736, 0]
+                Expect.isLessThanOrEqual
+                    limits.Threshold
+                    (max limits.Bound 0.0f + 16.2736f)
+                    "the threshold is the bound or 0, whichever is larger, plus at most Pendulum's largest reward magnitude"
+
+                let all = before.Real.All()
+                let values = (Critics.minQ critics all.Obs all.Action).Primal.ToArray()
+
+                let raised =
+                    { before with
+                        Agent = { before.Agent with Critics = shifted (limits.Threshold + 17.0f - Array.min values) }
+                    }
+
                 let after, events = stepOnce raised
 
                 match events with
@@ -421,14 +437,17 @@ let tests =
                     Expect.isTrue (obj.ReferenceEquals(after, raised)) "the state before the step is kept"
                 | other -> failtestf "one Diverged event, got %A" other
 
-                let lowered = { before with Agent = { before.Agent with Critics = shifted -1e4f } }
-
-                Expect.isFalse
-                    (snd (stepOnce lowered)
-                     |> List.exists (function
-                         | Diverged _ -> true
-                         | _ -> false))
-                    "values below the bound pass: only the upper side has a bound that holds for every policy"
+                for by, why in
+                    [
+                        limits.Threshold - 1.0f - Array.max values, "values just below the threshold pass"
+                        -1e4f, "values far below pass: only the upper side has a bound that holds for every policy"
+                    ] do
+                    Expect.isFalse
+                        (snd (stepOnce { before with Agent = { before.Agent with Critics = shifted by } })
+                         |> List.exists (function
+                             | Diverged _ -> true
+                             | _ -> false))
+                        why
 
                 let unchecked = { run with Settings = { s with CriticValueCheck = false } }
 
@@ -438,6 +457,31 @@ let tests =
                          | Diverged _ -> true
                          | _ -> false))
                     "with CriticValueCheck off the run goes on"
+            }
+
+            test "a critic still learning how negative Pendulum's rewards are is not called diverged" {
+                // Every reward of the first 200 steps is below −5, so no policy is worth more than about −5, while the
+                // critics start near 0 and have had 100 gradient steps to come down: between their start and the
+                // truth, learning, not diverging.
+                let s = { RlTests.tiny "Pendulum" "sac" with Seed = 1L; Steps = 200; EvalEvery = 100 }
+                let run = TrainingStep.createRun s Algorithms.sac (Tasks.find "Pendulum")
+                use _env = run.Env
+                let init = TrainingState.init s (TrainingStep.key run KeyPurpose.AgentInit 0) 3 1 false
+
+                let final, events =
+                    Seq.fold
+                        (fun (st, evs) _ -> let next, e = TrainingStep.step run (fun () -> 0.0) st in next, evs @ e)
+                        (init, [])
+                        [ 1..200 ]
+
+                Expect.isLessThan final.Real.MaxReward -1.0f "the rewards so far are all well below 0"
+
+                Expect.isFalse
+                    (events
+                     |> List.exists (function
+                         | Diverged _ -> true
+                         | _ -> false))
+                    "no divergence reported"
             }
 
             test "a diverging run without a folder says that nothing was written" {

@@ -67,8 +67,8 @@ type Settings =
         /// Environment steps between evaluations, and the deterministic episodes of each.
         EvalEvery: int
         EvalEpisodes: int
-        /// Whether each evaluation stops the run when the critics value real transitions above the most the rewards
-        /// allow (Maac.Training.CriticValueCheck). A safeguard, not a training setting: it changes nothing a run
+        /// Whether each evaluation stops the run when the critics value real transitions clearly above the most the
+        /// rewards allow (Maac.Training.CriticValueCheck). A safeguard, not a training setting: it changes nothing a run
         /// computes until it stops it, so a run may be resumed with it switched.
         CriticValueCheck: bool
     }

@@ -40,6 +40,13 @@ type ReplayBuffer(capacity: int, obsDim: int, actDim: int) =
         else
             Numerics.Tensors.TensorPrimitives.Max(ReadOnlySpan<float32>(reward, 0, count))
 
+    /// The largest reward magnitude |r| held (0 when empty).
+    member _.MaxRewardMagnitude =
+        if count = 0 then
+            0.0f
+        else
+            abs (Numerics.Tensors.TensorPrimitives.MaxMagnitude(ReadOnlySpan<float32>(reward, 0, count)))
+
     /// Adds one transition (overwriting the oldest when full).
     member _.Add(o: float32[], a: float32[], r: float32, o2: float32[], terminal: bool) =
         if o.Length <> obsDim || o2.Length <> obsDim || a.Length <> actDim then
