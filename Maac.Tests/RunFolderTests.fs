@@ -48,15 +48,15 @@ let tests =
             test "curve labels name the task, algorithm and ratio, and what tells a configuration from its siblings" {
                 let maac = { Settings.forTask "Pendulum" "maac" with UpdatesPerStep = 8 }
                 let h0 = { maac with ActorHorizon = 0 }
-                let horizonPlacement = { maac with ActorSamplesAt = "horizon" }
+                let wholePaths = { maac with ActorSamplesAt = "paths" }
                 let sac = Settings.forTask "Pendulum" "sac"
 
                 Expect.equal
-                    (SettingsFile.labels [ maac; h0; horizonPlacement; sac ])
+                    (SettingsFile.labels [ maac; h0; wholePaths; sac ])
                     [
-                        "Pendulum maac, 8/step, ActorHorizon=3, ActorSamplesAt=paths"
-                        "Pendulum maac, 8/step, ActorHorizon=0, ActorSamplesAt=paths"
                         "Pendulum maac, 8/step, ActorHorizon=3, ActorSamplesAt=horizon"
+                        "Pendulum maac, 8/step, ActorHorizon=0, ActorSamplesAt=horizon"
+                        "Pendulum maac, 8/step, ActorHorizon=3, ActorSamplesAt=paths"
                         sprintf "Pendulum sac, %d/step" sac.UpdatesPerStep
                     ]
                     "siblings differ by their settings; a configuration alone in its family has none"
