@@ -23,6 +23,17 @@ let private bits (a: AgentState) =
 
 let private withoutWall (rows: MetricsRow list) = rows |> List.map (fun r -> { r with WallSeconds = 0.0 }) |> MetricsCsv.text
 
+/// The state after `n` steps of `run` from `init`, and every event those steps published, in order.
+let private stepMany (run: TrainingRun) (n: int) (init: TrainingState) =
+    Seq.fold (fun (st, evs) _ -> let next, e = TrainingStep.step run (fun () -> 0.0) st in next, evs @ e) (init, []) [ 1..n ]
+
+/// Whether any of the events is a divergence.
+let private anyDiverged (events: seq<TrainingEvent>) =
+    events
+    |> Seq.exists (function
+        | Diverged _ -> true
+        | _ -> false)
+
 let private tempDir () = Path.Combine(Path.GetTempPath(), "maac-state-" + Guid.NewGuid().ToString "N")
 
 /// Every value of a state that a resumed run must reproduce: the agent's bits, the buffers' contents, the counters,
@@ -133,11 +144,7 @@ let tests =
                 use _env = run.Env
                 let init = TrainingState.init s (TrainingStep.key run 1L 0) 3 1 false
 
-                let folded, foldedEvents =
-                    Seq.fold
-                        (fun (st, evs) _ -> let next, e = TrainingStep.step run (fun () -> 0.0) st in next, evs @ e)
-                        (init, [])
-                        [ 1..300 ]
+                let folded, foldedEvents = stepMany run 300 init
 
                 Expect.equal (bits folded.Agent) (bits t.State.Agent) "the same parameters and moments, bit for bit"
 
@@ -302,12 +309,7 @@ let tests =
                              || d.Message.Contains "No checkpoint had been written yet")
                             (sprintf "says what is kept: %s" d.Message)
 
-                        Expect.isTrue
-                            (events
-                             |> Seq.exists (function
-                                 | Diverged _ -> true
-                                 | _ -> false))
-                            "a Diverged event was published first"
+                        Expect.isTrue (anyDiverged events) "a Diverged event was published first"
 
                         let onDisk =
                             if File.Exists(RunFolder.checkpointFile dir) then
@@ -384,15 +386,9 @@ let tests =
                 let init = TrainingState.init s (TrainingStep.key run KeyPurpose.AgentInit 0) 3 1 false
                 let stepOnce st = TrainingStep.step run (fun () -> 0.0) st
 
-                let before, earlier =
-                    Seq.fold (fun (st, evs) _ -> let next, e = stepOnce st in next, evs @ e) (init, []) [ 1..399 ]
+                let before, earlier = stepMany run 399 init
 
-                Expect.isFalse
-                    (earlier
-                     |> List.exists (function
-                         | Diverged _ -> true
-                         | _ -> false))
-                    "a sound run passes the check at its evaluations"
+                Expect.isFalse (anyDiverged earlier) "a sound run passes the check at its evaluations"
 
                 let critics = before.Agent.Critics
                 // the output layer's bias of each twin: the last bias of q1 and of q2
@@ -442,20 +438,12 @@ let tests =
                         limits.Threshold - 1.0f - Array.max values, "values just below the threshold pass"
                         -1e4f, "values far below pass: only the upper side has a bound that holds for every policy"
                     ] do
-                    Expect.isFalse
-                        (snd (stepOnce { before with Agent = { before.Agent with Critics = shifted by } })
-                         |> List.exists (function
-                             | Diverged _ -> true
-                             | _ -> false))
-                        why
+                    Expect.isFalse (anyDiverged (snd (stepOnce { before with Agent = { before.Agent with Critics = shifted by } }))) why
 
                 let unchecked = { run with Settings = { s with CriticValueCheck = false } }
 
                 Expect.isFalse
-                    (snd (TrainingStep.step unchecked (fun () -> 0.0) raised)
-                     |> List.exists (function
-                         | Diverged _ -> true
-                         | _ -> false))
+                    (anyDiverged (snd (TrainingStep.step unchecked (fun () -> 0.0) raised)))
                     "with CriticValueCheck off the run goes on"
             }
 
@@ -468,20 +456,11 @@ let tests =
                 use _env = run.Env
                 let init = TrainingState.init s (TrainingStep.key run KeyPurpose.AgentInit 0) 3 1 false
 
-                let final, events =
-                    Seq.fold
-                        (fun (st, evs) _ -> let next, e = TrainingStep.step run (fun () -> 0.0) st in next, evs @ e)
-                        (init, [])
-                        [ 1..200 ]
+                let final, events = stepMany run 200 init
 
                 Expect.isLessThan final.Real.MaxReward -1.0f "the rewards so far are all well below 0"
 
-                Expect.isFalse
-                    (events
-                     |> List.exists (function
-                         | Diverged _ -> true
-                         | _ -> false))
-                    "no divergence reported"
+                Expect.isFalse (anyDiverged events) "no divergence reported"
             }
 
             test "a diverging run without a folder says that nothing was written" {
