@@ -313,6 +313,62 @@ let tests =
                         failtestf "loop %d of %d pieces ran them %A times" run count hits
             }
 
+            test "a helper held after a piece that was not its loop's last does not end the next loop early" {
+                // The interleaving behind two-thread runs that parted: a helper counts the 2nd of 3 pieces done and is
+                // descheduled; the caller finishes the loop and starts one of 2 pieces; the helper, back, must not take
+                // 2 = 2 for the end of that loop while it goes on to run the loop's other piece.
+                let wait (e: Threading.ManualResetEventSlim) what =
+                    if not (e.Wait(TimeSpan.FromSeconds 10.0)) then
+                        failtestf "timed out waiting until %s" what
+
+                let helperHeld = new Threading.ManualResetEventSlim(false)
+                let releaseHelper = new Threading.ManualResetEventSlim(false)
+                let helperOnSecondLoop = new Threading.ManualResetEventSlim(false)
+                let caller = Environment.CurrentManagedThreadId
+                let helperCounts = ref 0
+
+                let holdSecondCount =
+                    Action(fun () ->
+                        if Environment.CurrentManagedThreadId <> caller then
+                            helperCounts.Value <- helperCounts.Value + 1
+
+                            if helperCounts.Value = 2 then
+                                helperHeld.Set()
+                                wait releaseHelper "the test lets the helper go on")
+
+                let team = WorkerTeam(1, holdSecondCount)
+                // First loop: the caller's piece waits until the helper has run the other two and is held.
+                let first =
+                    team.TryRun(
+                        3,
+                        fun _ ->
+                            if Environment.CurrentManagedThreadId = caller then
+                                wait helperHeld "the helper has counted two pieces"
+                    )
+
+                Expect.isTrue first "an idle team takes the loop"
+                // Second loop: the caller's piece lets the helper go and returns once the helper runs the other piece,
+                // which ends only after the caller's TryRun should have waited for it.
+                let finishedPieces = Array.zeroCreate<int> 2
+
+                let second =
+                    team.TryRun(
+                        2,
+                        fun piece ->
+                            if Environment.CurrentManagedThreadId = caller then
+                                releaseHelper.Set()
+                                wait helperOnSecondLoop "the helper runs a piece of the second loop"
+                            else
+                                helperOnSecondLoop.Set()
+                                Threading.Thread.Sleep 200
+
+                            Threading.Volatile.Write(&finishedPieces.[piece], 1)
+                    )
+
+                Expect.isTrue second "the team takes the second loop"
+                Expect.equal (Array.copy finishedPieces) [| 1; 1 |] "TryRun returned after both pieces had finished"
+            }
+
             test "a worker team raises a failed piece's exception, stays usable, and runs a loop started inside a piece alone" {
                 let team = WorkerTeam(2)
 

@@ -23,7 +23,7 @@ type CpuSettings private () =
 /// helper is not scheduled in time, the caller runs them itself. A call made while the team is busy (from inside a
 /// piece, or from another thread) returns false and its caller runs the loop alone.
 [<Sealed>]
-type internal WorkerTeam(helpers: int) =
+type internal WorkerTeam(helpers: int, pieceCounted: Action) =
     /// The most pieces one loop may have (its count and next piece share one 64-bit word).
     static let maxPieces = 1 <<< 24
     let wake = new Threading.SemaphoreSlim(0)
@@ -41,40 +41,50 @@ type internal WorkerTeam(helpers: int) =
     let countOf (word: int64) = int ((word >>> 24) &&& 0xFFFFFFL)
     let nextOf (word: int64) = int (word &&& 0xFFFFFFL)
 
-    /// The next piece of the running loop, or -1 when none is left.
+    /// The word as it was when this thread claimed the next piece of the running loop (the piece is its nextOf, the
+    /// loop's piece count its countOf), or -1 when none is left.
     let claim () =
-        let mutable piece = -2
+        let mutable claimed = -2L
 
-        while piece = -2 do
+        while claimed = -2L do
             let word = Threading.Volatile.Read &claims
 
             if nextOf word >= countOf word then
-                piece <- -1
+                claimed <- -1L
             elif Threading.Interlocked.CompareExchange(&claims, word + 1L, word) = word then
-                piece <- nextOf word
+                claimed <- word
 
-        piece
+        claimed
 
     /// Runs pieces until none is left to claim. The first exception stops the handing out of pieces (the unclaimed
-    /// ones count as done) and is kept; the thread that completes the last piece sets `finished`.
+    /// ones count as done) and is kept; the thread that completes the last piece sets `finished`. A piece's completion
+    /// is counted against the piece count of the loop it was claimed from, never against `claims` read afresh: by
+    /// then a helper that completed a piece other than the last may see a later loop, and were its count equal to that
+    /// loop's piece count it would set `finished` for a loop whose pieces are still running.
     let work () =
-        let mutable piece = claim ()
+        let mutable claimed = claim ()
 
-        while piece >= 0 do
+        while claimed >= 0L do
+            let count = countOf claimed
+
             try
-                body piece
+                body (nextOf claimed)
             with e ->
                 Threading.Interlocked.CompareExchange(&failure, Runtime.ExceptionServices.ExceptionDispatchInfo.Capture e, null)
                 |> ignore
 
-                let count = countOf (Threading.Volatile.Read &claims)
                 let word = Threading.Interlocked.Exchange(&claims, (int64 count <<< 24) ||| int64 count)
                 Threading.Interlocked.Add(&completed, count - nextOf word) |> ignore
 
-            if Threading.Interlocked.Increment &completed = countOf (Threading.Volatile.Read &claims) then
+            let doneSoFar = Threading.Interlocked.Increment &completed
+
+            if not (isNull pieceCounted) then
+                pieceCounted.Invoke()
+
+            if doneSoFar = count then
                 finished.Set()
 
-            piece <- claim ()
+            claimed <- claim ()
 
     do
         for h in 1..helpers do
@@ -89,6 +99,11 @@ type internal WorkerTeam(helpers: int) =
                 )
 
             helper.Start()
+
+    /// A team of `helpers` background threads. (The other constructor also takes an action that each thread runs
+    /// after counting a piece done and before seeing whether it was its loop's last: a test holds a helper there, as
+    /// the scheduler can.)
+    new(helpers: int) = WorkerTeam(helpers, null)
 
     /// Helper threads (besides the caller).
     member _.Helpers = helpers
