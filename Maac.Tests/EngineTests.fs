@@ -314,9 +314,9 @@ let tests =
             }
 
             test "a helper held after a piece that was not its loop's last does not end the next loop early" {
-                // The interleaving behind two-thread runs that parted: a helper counts the 2nd of 3 pieces done and is
-                // descheduled; the caller finishes the loop and starts one of 2 pieces; the helper, back, must not take
-                // 2 = 2 for the end of that loop while it goes on to run the loop's other piece.
+                // The interleaving that would let a two-thread run part from a one-thread run: a helper counts the
+                // 2nd of 3 pieces done and is descheduled; the caller finishes the loop and starts one of 2 pieces; the
+                // helper, back, must not take 2 = 2 for the end of that loop while it goes on to run its other piece.
                 let wait (e: Threading.ManualResetEventSlim) what =
                     if not (e.Wait(TimeSpan.FromSeconds 10.0)) then
                         failtestf "timed out waiting until %s" what
