@@ -507,4 +507,27 @@ let tests =
                     (fun () -> (counter :> IBackend).Unary(Exp, (Backends.Get Device.Cpu).Full([| 1 |], 0.0f)) |> ignore)
                     "a tensor made outside the counter is refused"
             }
+
+            test "the counting backend's product FLOPs include products inside fused operations" {
+                let counter = CountingBackend(Backends.Get Device.Cpu)
+
+                using (Backends.Use counter) (fun _ ->
+                    let k = RandomKey.split 3 (RandomKey.ofSeed 5L)
+                    let x, w = Tensor.randn k.[0] [| 5; 3 |], Tensor.randn k.[1] [| 3; 4 |]
+                    let xs, ws = Tensor.randn k.[2] [| 2; 5; 3 |], Tensor.randn k.[0] [| 2; 3; 4 |]
+                    Tensor.matmul x w |> ignore
+                    Expect.equal counter.ProductFlops (2L * 5L * 4L * 3L) "a plain product: 2·m·n·k"
+                    Tensor.bmm xs ws |> ignore
+                    Expect.equal counter.ProductFlops (2L * 60L + 2L * 2L * 5L * 4L * 3L) "a batched product: times the batch"
+                    counter.Reset()
+                    Tensor.matmulActivationWith Relu false false x w None |> ignore
+                    Expect.isTrue (counter.Counts |> Array.exists (fun c -> c.Operation = "matmulActivation")) "ran fused"
+                    Expect.equal counter.ProductFlops 120L "a product with its activation, fused: the same 2·m·n·k"
+                    counter.Reset()
+                    // Its backward: the input gradient dY·Wᵀ (5×4·4×3) and the weight gradient Xᵀ·dY (3×5·5×4).
+                    Diff.valueAndGrads (fun ps -> Tensor.sum (Tensor.matmulActivationWith Relu false false ps.[0] ps.[1] None)) [| x; w |]
+                    |> ignore
+
+                    Expect.equal counter.ProductFlops (120L + 120L + 120L) "forward and both gradient products")
+            }
         ]

@@ -62,6 +62,8 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
 
             counts.[name] <- struct (calls + 1L, total + int64 elements))
 
+    member private _.AddProductFlops(flops: int64) = lock sync (fun () -> productFlops <- productFlops + flops)
+
     member private this.Counted(name: string, result: RawTensor) =
         this.Count(name, result.Numel)
         this.Wrap result
@@ -77,8 +79,9 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
             |])
         |> Array.sortByDescending (fun c -> c.Calls, c.Operation)
 
-    /// Floating-point operations of the matrix products counted so far (2·m·n·k each, times the batch): the
-    /// arithmetic that dominates learning; element-wise work is not in it.
+    /// Floating-point operations of the matrix products counted so far (2·m·n·k each, times the batch), plain or
+    /// inside a fused operation (a product with its activation): the arithmetic that dominates learning;
+    /// element-wise work is not in it.
     member _.ProductFlops = lock sync (fun () -> productFlops)
 
     /// The number of operations counted so far.
@@ -116,6 +119,7 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
             |> ValueOption.map (fun kernel ->
                 fun attributes inputs shapes ->
                     let outputs = kernel attributes (Array.map this.Unwrap inputs) shapes
+                    this.AddProductFlops(op.ProductFlops(attributes, inputs |> Array.map (fun i -> i.Shape)))
                     this.Count(op.Name, outputs |> Array.sumBy (fun o -> o.Numel))
                     Array.map this.Wrap outputs)
 
@@ -161,27 +165,7 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
         member this.SumAll(x) = this.Counted("sumAll", inner.SumAll(this.Unwrap x))
 
         member this.MatMul(transA, transB, a, b, bias) =
-            // Each output element of op(A)·op(B) is an inner product of length k: k multiplications and k additions.
-            let k =
-                if transA then
-                    a.Shape.[a.Shape.Length - 2]
-                else
-                    a.Shape.[a.Shape.Length - 1]
-
-            let outputs =
-                Array.fold (fun n d -> n * int64 d) 1L (Array.append a.Shape.[.. a.Shape.Length - 3] [| 1 |])
-
-            let rows, cols =
-                (if transA then
-                     a.Shape.[a.Shape.Length - 1]
-                 else
-                     a.Shape.[a.Shape.Length - 2]),
-                (if transB then
-                     b.Shape.[b.Shape.Length - 2]
-                 else
-                     b.Shape.[b.Shape.Length - 1])
-
-            lock sync (fun () -> productFlops <- productFlops + 2L * outputs * int64 rows * int64 cols * int64 k)
+            this.AddProductFlops(Plans.productFlops (Plans.matMul transA transB a.Shape b.Shape -1))
 
             this.Counted(
                 productName (a.Shape.Length = 3) (not (isNull bias)),

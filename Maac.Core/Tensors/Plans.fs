@@ -72,6 +72,10 @@ module Plans =
             OutShape = outShape
         }
 
+    /// Floating-point operations of a planned product: 2·m·n·k per matrix (k multiplications and k additions per
+    /// output element), times the batch; a bias adds one addition per output element, not counted.
+    let productFlops (plan: MatMulPlan) = 2L * int64 plan.Batches * int64 plan.M * int64 plan.N * int64 plan.K
+
     /// The output shape of a permutation (checked).
     let permute (shape: int[]) (perm: int[]) =
         let r = shape.Length

@@ -27,6 +27,8 @@ module MatMulActivation =
                 let plan = Plans.matMul p.TransA p.TransB shapes.[0] shapes.[1] biasNumel
                 [| plan.OutShape; plan.OutShape |]
 
+            member _.ProductFlops(p, shapes) = Plans.productFlops (Plans.matMul p.TransA p.TransB shapes.[0] shapes.[1] -1)
+
             member _.Reference<'T>(ops: IOps<'T>, p, xs: 'T[]) =
                 let bias = if xs.Length = 3 then ValueSome xs.[2] else ValueNone
                 let product = ops.MatMul(p.TransA, p.TransB, xs.[0], xs.[1], bias)
