@@ -149,6 +149,59 @@ let tests =
                 for c in cases do
                     Expect.isTrue (c.HasKernel cpu) (c.Name + ": a CPU kernel")
             }
+            test "the CPU tanh-Gaussian kernels give the bits of the per-element formulas the GPU kernels call" {
+                // The CPU kernels compute σ, u and dL/dm once per element and pass them to the formulas' steps; the
+                // whole-element formulas recompute them. Same operations on the same values, so every bit must agree
+                // (inside and outside the clamp range: head values in [−2, 2], bounds [−1, 1]).
+                let bits (xs: float32[]) = Array.map BitConverter.SingleToInt32Bits xs
+
+                for seed in 0..19 do
+                    let xs = tanhGaussianInputs (1000 * seed + 17)
+                    let n, a = xs.[1].Shape.[0], xs.[1].Shape.[1]
+                    let h, e = xs.[0].ToArray(), xs.[1].ToArray()
+                    let lo, hi = bounds.Lo, bounds.Hi
+                    let m i j = h.[i * 2 * a + j]
+                    let r i j = h.[i * 2 * a + a + j]
+                    let outputs = Fused.run cpu TanhGaussian.sample bounds xs
+
+                    let action =
+                        Array.init (n * a) (fun k -> TanhGaussianFormulas.Action(m (k / a) (k % a), r (k / a) (k % a), e.[k], lo, hi))
+
+                    let logProb =
+                        Array.init n (fun i ->
+                            Seq.fold
+                                (fun total j -> total + TanhGaussianFormulas.LogProbTerm(m i j, r i j, e.[i * a + j], lo, hi))
+                                0.0f
+                                [ 0 .. a - 1 ])
+
+                    Expect.sequenceEqual (bits (outputs.[0].ToArray())) (bits action) (sprintf "actions, seed %d" seed)
+                    Expect.sequenceEqual (bits (outputs.[1].ToArray())) (bits logProb) (sprintf "log-densities, seed %d" seed)
+                    let grads = withGradients seed xs [| [| n; a |]; [| n |] |]
+                    let gA, gL = grads.[2].ToArray(), grads.[3].ToArray()
+                    let args k = m (k / a) (k % a), r (k / a) (k % a), e.[k], lo, hi, gA.[k], gL.[k / a]
+
+                    let byHead =
+                        (Fused.run cpu TanhGaussian.gradient { Bounds = bounds; WrtNoise = false } grads).[0].ToArray()
+
+                    let byNoise =
+                        (Fused.run cpu TanhGaussian.gradient { Bounds = bounds; WrtNoise = true } grads).[0].ToArray()
+
+                    let expectedHead =
+                        Array.init (n * 2 * a) (fun c ->
+                            let i, j = c / (2 * a), c % (2 * a)
+
+                            if j < a then
+                                TanhGaussianFormulas.MeanGrad(args (i * a + j))
+                            else
+                                TanhGaussianFormulas.LogStdGrad(args (i * a + j - a)))
+
+                    Expect.sequenceEqual (bits byHead) (bits expectedHead) (sprintf "head gradient, seed %d" seed)
+
+                    Expect.sequenceEqual
+                        (bits byNoise)
+                        (bits (Array.init (n * a) (args >> TanhGaussianFormulas.NoiseGrad)))
+                        (sprintf "noise gradient, seed %d" seed)
+            }
             test "the CPU product + activation equals its composition bit for bit (edge tiles, k-blocks, batches)" {
                 // The kernel activates each stored block with the element-wise kernels' own vector formulas, so no
                 // rounding may differ: a scalar formula on edge tiles, or an activation applied before the last

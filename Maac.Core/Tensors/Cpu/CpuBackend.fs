@@ -198,7 +198,15 @@ and [<Sealed>] CpuBackend private () =
             Shape.validate "random" shape
             let d = CpuBackend.Alloc(Shape.numel shape)
 
-            Workers.forChunks d.Length Elementwise.Chunk (fun s len ->
+            // A normal costs a logarithm and a sine-cosine pair per two values: split from smaller pieces, as the
+            // fused element kernels are (each value depends only on the key and its index, so the pieces give the
+            // same bits on any number of threads).
+            let chunk =
+                match dist with
+                | Uniform -> Elementwise.Chunk
+                | Normal -> Elementwise.Chunk / 8
+
+            Workers.forChunks d.Length chunk (fun s len ->
                 match dist with
                 | Uniform -> RandomKey.fillUniform key (Span<float32>(d, s, len)) s
                 | Normal -> RandomKey.fillNormal key (Span<float32>(d, s, len)) s)

@@ -18,29 +18,31 @@ type GaussianHeadFormulas =
     static member Sample(mean: float32, r: float32, hi: float32, lo: float32, e: float32) =
         mean + MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo)) * e
 
-    /// d sample / dv = e^(v/2)·e/2.
-    static member private SampleByLogVar(r: float32, hi: float32, lo: float32, e: float32) =
-        0.5f * MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo)) * e
+    /// d sample / dv = e^(v/2)·e/2, from t (v = lo + softplus(t)).
+    static member private SampleByLogVar(t: float32, lo: float32, e: float32) = 0.5f * MathF.Exp(0.5f * (lo + ScalarMath.Softplus t)) * e
 
     /// dL/dr for dL/dsample g: g·(e^(v/2)·e/2)·σ(t)·σ(hi − r).
     static member RawGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
+        let t = GaussianHeadFormulas.Inner(r, hi, lo)
+
         g
-        * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e)
-        * ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo))
+        * GaussianHeadFormulas.SampleByLogVar(t, lo, e)
+        * ScalarMath.Sigmoid t
         * ScalarMath.Sigmoid(hi - r)
 
     /// dL/dhi: g·(e^(v/2)·e/2)·σ(t)·(1 − σ(hi − r)).
     static member MaxGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
+        let t = GaussianHeadFormulas.Inner(r, hi, lo)
+
         g
-        * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e)
-        * ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo))
+        * GaussianHeadFormulas.SampleByLogVar(t, lo, e)
+        * ScalarMath.Sigmoid t
         * (1.0f - ScalarMath.Sigmoid(hi - r))
 
     /// dL/dlo: g·(e^(v/2)·e/2)·(1 − σ(t)).
     static member MinGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        g
-        * GaussianHeadFormulas.SampleByLogVar(r, hi, lo, e)
-        * (1.0f - ScalarMath.Sigmoid(GaussianHeadFormulas.Inner(r, hi, lo)))
+        let t = GaussianHeadFormulas.Inner(r, hi, lo)
+        g * GaussianHeadFormulas.SampleByLogVar(t, lo, e) * (1.0f - ScalarMath.Sigmoid t)
 
     /// dL/de: g·e^(v/2).
     static member NoiseGrad(r: float32, hi: float32, lo: float32, g: float32) = g * MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo))

@@ -16,37 +16,55 @@ type TanhGaussianFormulas =
     /// The clamped log standard deviation.
     static member LogStd(r: float32, lo: float32, hi: float32) = MathF.Min(MathF.Max(r, lo), hi)
 
+    /// u = m + σ·e, the Gaussian sample before squashing, for the standard deviation σ = e^ℓ.
+    static member Unsquashed(m: float32, sigma: float32, e: float32) = m + sigma * e
+
     /// The squashed action tanh(m + σ·e).
     static member Action(m: float32, r: float32, e: float32, lo: float32, hi: float32) =
-        MathF.Tanh(m + MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi)) * e)
+        MathF.Tanh(TanhGaussianFormulas.Unsquashed(m, MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi)), e))
 
-    /// This dimension's term of the log-density of the action.
-    static member LogProbTerm(m: float32, r: float32, e: float32, lo: float32, hi: float32) =
-        let ls = TanhGaussianFormulas.LogStd(r, lo, hi)
-        let u = m + MathF.Exp ls * e
-
+    /// This dimension's term of the log-density, from the clamped log standard deviation ℓ and u = m + σ·e.
+    static member LogProbTermAt(ls: float32, u: float32, e: float32) =
         -0.5f * e * e
         - ls
         - TanhGaussianFormulas.HalfLog2Pi
         - 2.0f * (0.693147181f - u - ScalarMath.Softplus(-2.0f * u))
 
+    /// This dimension's term of the log-density of the action.
+    static member LogProbTerm(m: float32, r: float32, e: float32, lo: float32, hi: float32) =
+        let ls = TanhGaussianFormulas.LogStd(r, lo, hi)
+        TanhGaussianFormulas.LogProbTermAt(ls, TanhGaussianFormulas.Unsquashed(m, MathF.Exp ls, e), e)
+
+    /// dL/dm for the action a: gA·(1 − a²) + gL·2a.
+    static member MeanGradAt(a: float32, gA: float32, gL: float32) = gA * (1.0f - a * a) + gL * 2.0f * a
+
     /// dL/dm given dL/da (gA) and dL/d(log π) (gL): gA·(1 − a²) + gL·2a.
     static member MeanGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
-        let a = TanhGaussianFormulas.Action(m, r, e, lo, hi)
-        gA * (1.0f - a * a) + gL * 2.0f * a
+        TanhGaussianFormulas.MeanGradAt(TanhGaussianFormulas.Action(m, r, e, lo, hi), gA, gL)
 
-    /// dL/dr: inside the clamp range, dL/dm·σ·e − gL (the −ℓ term); zero outside, as clamp's gradient.
-    static member LogStdGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
+    /// dL/dr from dL/dm and σ: inside the clamp range (where σ = eʳ), dL/dm·σ·e − gL (the −ℓ term); zero outside,
+    /// as clamp's gradient.
+    static member LogStdGradAt(r: float32, lo: float32, hi: float32, meanGrad: float32, sigma: float32, e: float32, gL: float32) =
         if r >= lo && r <= hi then
-            TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL) * MathF.Exp r * e - gL
+            meanGrad * sigma * e - gL
         else
             0.0f
 
+    /// dL/dr: inside the clamp range, dL/dm·σ·e − gL (the −ℓ term); zero outside, as clamp's gradient.
+    static member LogStdGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
+        TanhGaussianFormulas.LogStdGradAt(r, lo, hi, TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL), MathF.Exp r, e, gL)
+
+    /// dL/de from dL/dm and σ: dL/dm·σ − gL·e.
+    static member NoiseGradAt(meanGrad: float32, sigma: float32, e: float32, gL: float32) = meanGrad * sigma - gL * e
+
     /// dL/de: dL/dm·σ − gL·e.
     static member NoiseGrad(m: float32, r: float32, e: float32, lo: float32, hi: float32, gA: float32, gL: float32) =
-        TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL)
-        * MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi))
-        - gL * e
+        TanhGaussianFormulas.NoiseGradAt(
+            TanhGaussianFormulas.MeanGrad(m, r, e, lo, hi, gA, gL),
+            MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi)),
+            e,
+            gL
+        )
 
 /// The attributes of fused tanh-Gaussian sampling: the range the log standard deviations are clamped to.
 [<Struct>]

@@ -1,5 +1,6 @@
 namespace Maac.Tensors.Cpu
 
+open System
 open Maac.Tensors
 
 /// CPU kernels of fused tanh-Gaussian sampling and its gradient (formulas in TanhGaussianFormulas), row-parallel.
@@ -20,8 +21,11 @@ module internal TanhGaussianCpu =
 
                     for j in 0 .. a - 1 do
                         let m, r, x = h.[i * 2 * a + j], h.[i * 2 * a + a + j], e.[i * a + j]
-                        action.[i * a + j] <- TanhGaussianFormulas.Action(m, r, x, b.Lo, b.Hi)
-                        total <- total + TanhGaussianFormulas.LogProbTerm(m, r, x, b.Lo, b.Hi)
+                        // The action and the log-density share ℓ and u (the formulas' own steps, computed once).
+                        let ls = TanhGaussianFormulas.LogStd(r, b.Lo, b.Hi)
+                        let u = TanhGaussianFormulas.Unsquashed(m, MathF.Exp ls, x)
+                        action.[i * a + j] <- MathF.Tanh u
+                        total <- total + TanhGaussianFormulas.LogProbTermAt(ls, u, x)
 
                     logProb.[i] <- total))
 
@@ -40,8 +44,13 @@ module internal TanhGaussianCpu =
                     for j in 0 .. a - 1 do
                         let m, r, x, gA = h.[i * 2 * a + j], h.[i * 2 * a + a + j], e.[i * a + j], ga.[i * a + j]
 
+                        // dL/dm and σ are shared by the gradients (the formulas' own steps, computed once).
+                        let sigma = MathF.Exp(TanhGaussianFormulas.LogStd(r, lo, hi))
+                        let a' = MathF.Tanh(TanhGaussianFormulas.Unsquashed(m, sigma, x))
+                        let meanGrad = TanhGaussianFormulas.MeanGradAt(a', gA, gL)
+
                         if g.WrtNoise then
-                            d.[i * a + j] <- TanhGaussianFormulas.NoiseGrad(m, r, x, lo, hi, gA, gL)
+                            d.[i * a + j] <- TanhGaussianFormulas.NoiseGradAt(meanGrad, sigma, x, gL)
                         else
-                            d.[i * 2 * a + j] <- TanhGaussianFormulas.MeanGrad(m, r, x, lo, hi, gA, gL)
-                            d.[i * 2 * a + a + j] <- TanhGaussianFormulas.LogStdGrad(m, r, x, lo, hi, gA, gL)))
+                            d.[i * 2 * a + j] <- meanGrad
+                            d.[i * 2 * a + a + j] <- TanhGaussianFormulas.LogStdGradAt(r, lo, hi, meanGrad, sigma, x, gL)))
