@@ -87,15 +87,16 @@ let cases =
         case AdamUpdate.step { adamHyperAtStepOne with Correction1 = 0.5f; Correction2 = 0.01f } adamInputs
         for activation in [ Relu; Silu; Tanh ] do
             for transA, transB, withBias in [ false, false, true; true, false, false; false, true, true ] do
-                case MatMulActivation.op { TransA = transA; TransB = transB; Activation = activation } (fun seed ->
-                    let m, k, n = 1 + seed % 7, 1 + seed % 5, 1 + seed % 6
-                    let a = values seed (if transA then [| k; m |] else [| m; k |]) -1.0f 1.0f
-                    let b = values (seed + 1) (if transB then [| n; k |] else [| k; n |]) -1.0f 1.0f
+                for productOp in [ MatMulActivation.op; MatMulActivation.forward ] do
+                    case productOp { TransA = transA; TransB = transB; Activation = activation } (fun seed ->
+                        let m, k, n = 1 + seed % 7, 1 + seed % 5, 1 + seed % 6
+                        let a = values seed (if transA then [| k; m |] else [| m; k |]) -1.0f 1.0f
+                        let b = values (seed + 1) (if transB then [| n; k |] else [| k; n |]) -1.0f 1.0f
 
-                    if withBias then
-                        [| a; b; values (seed + 2) [| n |] -1.0f 1.0f |]
-                    else
-                        [| a; b |])
+                        if withBias then
+                            [| a; b; values (seed + 2) [| n |] -1.0f 1.0f |]
+                        else
+                            [| a; b |])
     ]
 
 /// |actual − expected| ≤ absTol + relTol·|expected| for every element, with equal shapes.
@@ -232,6 +233,9 @@ let tests =
 
                         Expect.sequenceEqual (bits fused.[1]) (bits product) (what + ": the product")
                         Expect.sequenceEqual (bits fused.[0]) (bits (cpu.Unary(activation, product))) (what + ": the activation")
+                        // Activated in place of the product (nothing to differentiate): the same bits.
+                        let alone = Fused.run cpu MatMulActivation.forward attributes [| a; b; bias |]
+                        Expect.sequenceEqual (bits alone.[0]) (bits fused.[0]) (what + ": the activation alone")
             }
             test "on the CPU, every kernel equals its operation's reference composition" { kernelsMatchReferences cpu id }
             testPropertyWithConfig

@@ -624,7 +624,20 @@ module Tensor =
             | Some c -> [| a; b; c |]
             | None -> [| a; b |]
 
-        (fused MatMulActivation.op { TransA = transA; TransB = transB; Activation = activation } inputs).[0]
+        let attributes = { TransA = transA; TransB = transB; Activation = activation }
+
+        // Untracked, the product that the activation's gradient would read is not kept where the backend can skip it.
+        let forwardOnly =
+            not (inputs |> Array.exists (fun t -> t.IsTracked))
+            && (Fused.kernelOf (backendOf MatMulActivation.op.Name inputs) MatMulActivation.forward).IsSome
+
+        (fused
+            (if forwardOnly then
+                 MatMulActivation.forward
+             else
+                 MatMulActivation.op)
+            attributes
+            inputs).[0]
 
     /// Samples a tanh-squashed diagonal Gaussian in one fused operation (TanhGaussian.sample; formulas in
     /// TanhGaussianFormulas): head [N, 2A] holds each row's means, then its log standard deviations (clamped to

@@ -53,6 +53,7 @@ and [<Sealed>] CpuBackend private () =
                      GaussianHeadCpu.gradient
                      AdamCpu.step
                      MatMulActivationCpu.op
+                     MatMulActivationCpu.forward
                  ]
                  |> List.map (fun k -> k.Bind arrays)
              ))

@@ -46,3 +46,17 @@ module MatMulActivation =
                 let bias = if xs.Length = 3 then xs.[2] else null
                 ProductGradients.inputs p.TransA p.TransB xs.[0] xs.[1] bias byProduct need
         }
+
+    /// activation(op(a)·op(b) (+ bias)) alone, for when nothing will be differentiated through it (a target, an
+    /// action to take): a kernel can activate the product where it stores it and write one output instead of op's
+    /// two. Inputs as op; output: the activation of the product. Differentiated, if ever, through its composition.
+    let forward =
+        { new FusedOp<ProductActivation>("matmulActivationForward", [| "a"; "b"; "bias" |]) with
+            member _.MinInputs = 2
+
+            member _.ProductFlops(p, shapes) = op.ProductFlops(p, shapes)
+
+            member _.OutputShapes(p, shapes) = [| (op.OutputShapes(p, shapes)).[0] |]
+
+            member _.Reference<'T>(ops: IOps<'T>, p, xs: 'T[]) = [| (op.Reference(ops, p, xs)).[0] |]
+        }
