@@ -523,19 +523,19 @@ let tests =
                     Tensor.matmulActivationWith Relu false false x w None |> ignore
 
                     Expect.isTrue
-                        (counter.Counts |> Array.exists (fun c -> c.Operation = "matmulActivationForward"))
+                        (counter.Counts |> Array.exists (fun c -> c.Operation = "matmulActivationOnly"))
                         "ran fused (untracked: the activation alone)"
 
                     Expect.equal counter.ProductFlops 120L "a product with its activation, fused: the same 2·m·n·k"
                     counter.Reset()
                     // Its backward: the input gradient dY·Wᵀ (5×4·4×3) and the weight gradient Xᵀ·dY (3×5·5×4).
-                    Diff.valueAndGrads (fun ps -> Tensor.sum (Tensor.matmulActivationWith Relu false false ps.[0] ps.[1] None)) [| x; w |]
+                    Diff.valueAndGrads (fun ps -> Tensor.sum (Tensor.matmulActivationWith Silu false false ps.[0] ps.[1] None)) [| x; w |]
                     |> ignore
 
                     Expect.equal counter.ProductFlops (120L + 120L + 120L) "forward and both gradient products"
 
                     Expect.isTrue
                         (counter.Counts |> Array.exists (fun c -> c.Operation = "matmulActivation"))
-                        "tracked: the product kept for the gradient")
+                        "tracked swish: the product kept for the gradient")
             }
         ]

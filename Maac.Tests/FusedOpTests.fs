@@ -87,7 +87,7 @@ let cases =
         case AdamUpdate.step { adamHyperAtStepOne with Correction1 = 0.5f; Correction2 = 0.01f } adamInputs
         for activation in [ Relu; Silu; Tanh ] do
             for transA, transB, withBias in [ false, false, true; true, false, false; false, true, true ] do
-                for productOp in [ MatMulActivation.op; MatMulActivation.forward ] do
+                for productOp in [ MatMulActivation.op; MatMulActivation.activationOnly ] do
                     case productOp { TransA = transA; TransB = transB; Activation = activation } (fun seed ->
                         let m, k, n = 1 + seed % 7, 1 + seed % 5, 1 + seed % 6
                         let a = values seed (if transA then [| k; m |] else [| m; k |]) -1.0f 1.0f
@@ -234,7 +234,7 @@ let tests =
                         Expect.sequenceEqual (bits fused.[1]) (bits product) (what + ": the product")
                         Expect.sequenceEqual (bits fused.[0]) (bits (cpu.Unary(activation, product))) (what + ": the activation")
                         // Activated in place of the product (nothing to differentiate): the same bits.
-                        let alone = Fused.run cpu MatMulActivation.forward attributes [| a; b; bias |]
+                        let alone = Fused.run cpu MatMulActivation.activationOnly attributes [| a; b; bias |]
                         Expect.sequenceEqual (bits alone.[0]) (bits fused.[0]) (what + ": the activation alone")
             }
             test "on the CPU, every kernel equals its operation's reference composition" { kernelsMatchReferences cpu id }
@@ -263,9 +263,10 @@ let tests =
                             [
                                 both TanhGaussian.sample bounds (tanhGaussianInputs seed)
                                 both GaussianHead.sample () (gaussianHeadInputs seed)
-                                for activation in [ Relu; Tanh ] do
+                                for activation, productOp in
+                                    List.allPairs [ Relu; Tanh ] [ MatMulActivation.op; MatMulActivation.activationOnly ] do
                                     both
-                                        MatMulActivation.op
+                                        productOp
                                         { TransA = seed % 2 = 0; TransB = seed % 3 = 0; Activation = activation }
                                         (let m, k, n = 1 + seed % 7, 1 + seed % 5, 1 + seed % 6
 

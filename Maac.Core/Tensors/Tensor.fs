@@ -626,14 +626,16 @@ module Tensor =
 
         let attributes = { TransA = transA; TransB = transB; Activation = activation }
 
-        // Untracked, the product that the activation's gradient would read is not kept where the backend can skip it.
-        let forwardOnly =
-            not (inputs |> Array.exists (fun t -> t.IsTracked))
-            && (Fused.kernelOf (backendOf MatMulActivation.op.Name inputs) MatMulActivation.forward).IsSome
+        // The product stays out of memory where no gradient will read it (untracked inputs, or a ReLU layer, whose
+        // gradient reads the output) and the backend has the one-output kernel.
+        let activationOnly =
+            (MatMulActivation.gradientFromOutput activation
+             || not (inputs |> Array.exists (fun t -> t.IsTracked)))
+            && (Fused.kernelOf (backendOf MatMulActivation.op.Name inputs) MatMulActivation.activationOnly).IsSome
 
         (fused
-            (if forwardOnly then
-                 MatMulActivation.forward
+            (if activationOnly then
+                 MatMulActivation.activationOnly
              else
                  MatMulActivation.op)
             attributes

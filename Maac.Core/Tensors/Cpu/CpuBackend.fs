@@ -53,7 +53,7 @@ and [<Sealed>] CpuBackend private () =
                      GaussianHeadCpu.gradient
                      AdamCpu.step
                      MatMulActivationCpu.op
-                     MatMulActivationCpu.forward
+                     MatMulActivationCpu.activationOnly
                  ]
                  |> List.map (fun k -> k.Bind arrays)
              ))

@@ -47,16 +47,36 @@ module MatMulActivation =
                 ProductGradients.inputs p.TransA p.TransB xs.[0] xs.[1] bias byProduct need
         }
 
-    /// activation(op(a)·op(b) (+ bias)) alone, for when nothing will be differentiated through it (a target, an
-    /// action to take): a kernel can activate the product where it stores it and write one output instead of op's
-    /// two. Inputs as op; output: the activation of the product. Differentiated, if ever, through its composition.
-    let forward =
-        { new FusedOp<ProductActivation>("matmulActivationForward", [| "a"; "b"; "bias" |]) with
+    /// Whether the activation's gradient can be read off its output alone: ReLU's is g where the output is
+    /// positive, which is exactly where its input is.
+    let gradientFromOutput (activation: UnaryOp) = activation = Relu
+
+    /// activation(op(a)·op(b) (+ bias)) alone: a kernel can activate the product where it stores it and write one
+    /// output instead of op's two. Inputs as op; output: the activation of the product. For where nothing will be
+    /// differentiated through it (a target, an action to take) and for ReLU layers (gradientFromOutput: its
+    /// gradient reads the output in place of the product, with the same bits); any other activation's gradient
+    /// computes the product again.
+    let activationOnly =
+        { new FusedOp<ProductActivation>("matmulActivationOnly", [| "a"; "b"; "bias" |]) with
             member _.MinInputs = 2
+            member _.Gradient = FusedBackward
 
             member _.ProductFlops(p, shapes) = op.ProductFlops(p, shapes)
 
             member _.OutputShapes(p, shapes) = [| (op.OutputShapes(p, shapes)).[0] |]
 
             member _.Reference<'T>(ops: IOps<'T>, p, xs: 'T[]) = [| (op.Reference(ops, p, xs)).[0] |]
+
+            member _.Backward(backend, p, xs, ys, gs, need) =
+                let activated = ys.[0]
+                let bias = if xs.Length = 3 then xs.[2] else null
+
+                let product =
+                    if gradientFromOutput p.Activation then
+                        activated
+                    else
+                        backend.MatMul(p.TransA, p.TransB, xs.[0], xs.[1], bias)
+
+                let byProduct = backend.UnaryGrad(p.Activation, product, activated, gs.[0])
+                ProductGradients.inputs p.TransA p.TransB xs.[0] xs.[1] bias byProduct need
         }

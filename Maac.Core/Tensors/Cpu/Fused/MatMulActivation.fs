@@ -29,6 +29,7 @@ module internal MatMulActivationCpu =
     let op =
         CpuFusedKernel.define MatMulActivation.op (fun p inputs shapes outputs -> run p inputs shapes outputs.[1] outputs.[0])
 
-    /// The activation alone (MatMulActivation.forward), activated in place of the product: one output array written.
-    let forward =
-        CpuFusedKernel.define MatMulActivation.forward (fun p inputs shapes outputs -> run p inputs shapes outputs.[0] outputs.[0])
+    /// The activation alone (MatMulActivation.activationOnly), activated in place of the product: one output array
+    /// written.
+    let activationOnly =
+        CpuFusedKernel.define MatMulActivation.activationOnly (fun p inputs shapes outputs -> run p inputs shapes outputs.[0] outputs.[0])
