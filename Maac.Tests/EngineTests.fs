@@ -313,6 +313,26 @@ let tests =
                         failtestf "loop %d of %d pieces ran them %A times" run count hits
             }
 
+            test "a loop of more pieces than claims runs each piece once, in claims of consecutive pieces" {
+                // At 2 threads a loop is handed out in at most 8 claims; 1,000 pieces make 8 claims of 125, 9 make 5
+                // of 2 (the last of 1), and 8 stay one piece each.
+                Expect.equal (Workers.claimsOf 1000 2) (struct (8, 125)) "1,000 pieces"
+                Expect.equal (Workers.claimsOf 9 2) (struct (5, 2)) "9 pieces"
+                Expect.equal (Workers.claimsOf 8 2) (struct (8, 1)) "8 pieces"
+                let threads = CpuSettings.Threads
+
+                try
+                    CpuSettings.Threads <- 2
+
+                    for count in [ 9; 17; 1000; 4099 ] do
+                        let hits = Array.zeroCreate<int> count
+                        Workers.runOnTeam count (fun i -> Threading.Interlocked.Increment &hits.[i] |> ignore)
+
+                        if hits |> Array.exists (fun h -> h <> 1) then
+                            failtestf "a loop of %d pieces ran them %A times" count hits
+                finally
+                    CpuSettings.Threads <- threads
+            }
             test "a helper held after a piece that was not its loop's last does not end the next loop early" {
                 // The interleaving that would let a two-thread run part from a one-thread run: a helper counts the
                 // 2nd of 3 pieces done and is descheduled; the caller finishes the loop and starts one of 2 pieces; the

@@ -146,9 +146,35 @@ module internal Workers =
         | true, t -> t
         | _ -> lock teams (fun () -> teams.GetOrAdd(threads, fun n -> WorkerTeam(n - 1)))
 
+    /// The most claims a loop is handed out in, per thread: a claim runs consecutive pieces, so a loop of many small
+    /// pieces (packed panels, chunks of 16,384 values) updates the team's two shared counters once per claim, not per
+    /// piece, while a thread that starts late still finds claims left to share.
+    let ClaimsPerThread = 4
+
+    /// The claims of a loop of count pieces on `threads` threads: claim c runs pieces [c·perClaim, (c+1)·perClaim).
+    let claimsOf (count: int) (threads: int) =
+        let cap = ClaimsPerThread * threads
+        let perClaim = if count <= cap then 1 else (count + cap - 1) / cap
+        struct ((count + perClaim - 1) / perClaim, perClaim)
+
     /// body i for i in 0..count-1 on the team; on this thread when the team is busy.
     let runOnTeam (count: int) (body: int -> unit) =
-        if not ((teamFor CpuSettings.Threads).TryRun(count, body)) then
+        let threads = CpuSettings.Threads
+        let struct (claims, perClaim) = claimsOf count threads
+
+        let ran =
+            if perClaim = 1 then
+                (teamFor threads).TryRun(count, body)
+            else
+                (teamFor threads)
+                    .TryRun(
+                        claims,
+                        fun c ->
+                            for i in c * perClaim .. min count ((c + 1) * perClaim) - 1 do
+                                body i
+                    )
+
+        if not ran then
             for i in 0 .. count - 1 do
                 body i
 
