@@ -24,16 +24,19 @@ type CpuSettings private () =
 /// piece, or from another thread) returns false and its caller runs the loop alone.
 [<Sealed>]
 type internal WorkerTeam(helpers: int, pieceCounted: Action) =
-    /// The most pieces one loop may have (its count and next piece share one 64-bit word).
-    static let maxPieces = 1 <<< 24
+    /// The most claims one loop may have (its count and next claim share one 64-bit word).
+    static let maxClaims = 1 <<< 24
     let wake = new Threading.SemaphoreSlim(0)
     let finished = new Threading.ManualResetEventSlim(false, 1000)
-    // The loop being run: `claims` holds its piece count (bits 24-47) and the next piece to hand out (bits 0-23). A
-    // piece is claimed by a compare-exchange on the whole word, so a helper woken late can only claim a piece of the
-    // loop running then, and reads that loop's body after its claim (TryRun writes the body before it publishes the
-    // word, and no later loop starts before the piece is done).
+    // The loop being run: `claims` holds its claim count (bits 24-47) and the next claim to hand out (bits 0-23); a
+    // claim is `perClaim` consecutive pieces of the loop's `pieces`. A claim is taken by a compare-exchange on the
+    // whole word, so a helper woken late can only claim part of the loop running then, and reads that loop's body
+    // and sizes after its claim (TryRun writes them before it publishes the word, and no later loop starts before
+    // the claim is done).
     let mutable claims = 0L
     let mutable body: int -> unit = ignore
+    let mutable pieces = 0
+    let mutable perClaim = 1
     let mutable completed = 0
     let mutable failure: Runtime.ExceptionServices.ExceptionDispatchInfo = null
     let mutable busy = 0
@@ -41,8 +44,8 @@ type internal WorkerTeam(helpers: int, pieceCounted: Action) =
     let countOf (word: int64) = int ((word >>> 24) &&& 0xFFFFFFL)
     let nextOf (word: int64) = int (word &&& 0xFFFFFFL)
 
-    /// The word as it was when this thread claimed the next piece of the running loop (the piece is its nextOf, the
-    /// loop's piece count its countOf), or -1 when none is left.
+    /// The word as it was when this thread took the next claim of the running loop (the claim is its nextOf, the
+    /// loop's claim count its countOf), or -1 when none is left.
     let claim () =
         let mutable claimed = -2L
 
@@ -56,11 +59,11 @@ type internal WorkerTeam(helpers: int, pieceCounted: Action) =
 
         claimed
 
-    /// Runs pieces until none is left to claim. The first exception stops the handing out of pieces (the unclaimed
-    /// ones count as done) and is kept; the thread that completes the last piece sets `finished`. A piece's completion
-    /// is counted against the piece count of the loop it was claimed from, never against `claims` read afresh: by
-    /// then a helper that completed a piece other than the last may see a later loop, and were its count equal to that
-    /// loop's piece count it would set `finished` for a loop whose pieces are still running.
+    /// Runs claims (each its consecutive pieces) until none is left. The first exception stops the handing out of
+    /// claims (the untaken ones count as done) and is kept; the thread that completes the last claim sets `finished`.
+    /// A claim's completion is counted against the claim count of the loop it was taken from, never against `claims`
+    /// read afresh: by then a helper that completed a claim other than the last may see a later loop, and were its
+    /// count equal to that loop's claim count it would set `finished` for a loop whose claims are still running.
     let work () =
         let mutable claimed = claim ()
 
@@ -68,7 +71,10 @@ type internal WorkerTeam(helpers: int, pieceCounted: Action) =
             let count = countOf claimed
 
             try
-                body (nextOf claimed)
+                let first = nextOf claimed * perClaim
+
+                for i in first .. min pieces (first + perClaim) - 1 do
+                    body i
             with e ->
                 Threading.Interlocked.CompareExchange(&failure, Runtime.ExceptionServices.ExceptionDispatchInfo.Capture e, null)
                 |> ignore
@@ -101,27 +107,36 @@ type internal WorkerTeam(helpers: int, pieceCounted: Action) =
             helper.Start()
 
     /// A team of `helpers` background threads. (The other constructor also takes an action that each thread runs
-    /// after counting a piece done and before seeing whether it was its loop's last: a test holds a helper there, as
+    /// after counting a claim done and before seeing whether it was its loop's last: a test holds a helper there, as
     /// the scheduler can.)
     new(helpers: int) = WorkerTeam(helpers, null)
 
     /// Helper threads (besides the caller).
     member _.Helpers = helpers
 
-    /// f i for i in 0..n-1 on the team and the calling thread, raising the first exception of any piece; false
-    /// (nothing run) when the team is busy or the loop has more pieces than one loop may have.
-    member _.TryRun(n: int, f: int -> unit) =
-        if n <= 0 then
+    /// f i for i in 0..n-1 on the team and the calling thread, handed out in claims of `piecesPerClaim`
+    /// consecutive pieces, raising the first exception of any piece; false (nothing run) when the team is busy or
+    /// the loop has more claims than one loop may have.
+    member _.TryRun(n: int, piecesPerClaim: int, f: int -> unit) =
+        let claimCount =
+            if n <= 0 then
+                0
+            else
+                (n + piecesPerClaim - 1) / piecesPerClaim
+
+        if claimCount = 0 then
             true
-        elif n >= maxPieces || Threading.Interlocked.CompareExchange(&busy, 1, 0) <> 0 then
+        elif claimCount >= maxClaims || Threading.Interlocked.CompareExchange(&busy, 1, 0) <> 0 then
             false
         else
             try
                 finished.Reset()
                 body <- f
+                pieces <- n
+                perClaim <- piecesPerClaim
                 completed <- 0
                 failure <- null
-                Threading.Volatile.Write(&claims, int64 n <<< 24)
+                Threading.Volatile.Write(&claims, int64 claimCount <<< 24)
                 wake.Release(helpers) |> ignore
                 work ()
                 finished.Wait()
@@ -133,6 +148,9 @@ type internal WorkerTeam(helpers: int, pieceCounted: Action) =
                 Threading.Volatile.Write(&busy, 0)
 
             true
+
+    /// f i for i in 0..n-1 on the team and the calling thread, one piece per claim (see the other overload).
+    member this.TryRun(n: int, f: int -> unit) = this.TryRun(n, 1, f)
 
 /// Runs independent pieces of work on the configured number of threads.
 module internal Workers =
@@ -160,21 +178,9 @@ module internal Workers =
     /// body i for i in 0..count-1 on the team; on this thread when the team is busy.
     let runOnTeam (count: int) (body: int -> unit) =
         let threads = CpuSettings.Threads
-        let struct (claims, perClaim) = claimsOf count threads
+        let struct (_, perClaim) = claimsOf count threads
 
-        let ran =
-            if perClaim = 1 then
-                (teamFor threads).TryRun(count, body)
-            else
-                (teamFor threads)
-                    .TryRun(
-                        claims,
-                        fun c ->
-                            for i in c * perClaim .. min count ((c + 1) * perClaim) - 1 do
-                                body i
-                    )
-
-        if not ran then
+        if not ((teamFor threads).TryRun(count, perClaim, body)) then
             for i in 0 .. count - 1 do
                 body i
 
