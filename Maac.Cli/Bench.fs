@@ -120,14 +120,42 @@ let private time (warmup: int) (reps: int) (f: int -> unit) =
     let queuedTs = runs |> Array.map snd |> Array.sort
     ts.[reps / 2], ts.[0], queuedTs.[reps / 2], gcMs, allocMb
 
-/// Prints what one step asked of the backend, most frequent operations first.
+/// The most product shapes printCounts lists.
+let private listedShapes = 16
+
+/// Prints what one step asked of the backend, the operations taking the most time first, then the matrix products by
+/// shape: calls, elements and milliseconds per step (on the CPU each operation's own time, on a GPU the time to queue
+/// it).
 let private printCounts (name: string) (steps: int) (counter: CountingBackend) =
     let perStep (x: int64) = float x / float steps
+    let msPerStep (seconds: float) = seconds * 1e3 / float steps
     printfn "maac %s: %.0f raw operations per step (the time above includes the counter's own cost)" name (perStep counter.Total)
     printfn "maac %s: %.3f GFLOP of matrix products per step" name (perStep counter.ProductFlops / 1e9)
 
-    for c in counter.Counts do
-        printfn "  %-36s %8.1f calls/step %12.0f elements/step" c.Operation (perStep c.Calls) (perStep c.Elements)
+    for c in counter.Counts |> Array.sortByDescending (fun c -> c.Seconds) do
+        printfn
+            "  %-36s %8.1f calls/step %12.0f elements/step %9.3f ms/step"
+            c.Operation
+            (perStep c.Calls)
+            (perStep c.Elements)
+            (msPerStep c.Seconds)
+
+    let products = counter.Products
+
+    printfn
+        "maac %s: matrix products by shape, %d of %d shapes (batches × (m×n, k))"
+        name
+        (min listedShapes products.Length)
+        products.Length
+
+    for p in Array.truncate listedShapes products do
+        printfn
+            "  %-22s %-32s %6.1f calls/step %9.3f ms/step %7.1f GFLOP/s"
+            p.Operation
+            (string p.Shape)
+            (perStep p.Calls)
+            (msPerStep p.Seconds)
+            (float p.Shape.Flops * float p.Calls / p.Seconds / 1e9)
 
     counter.Reset()
 

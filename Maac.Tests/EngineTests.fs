@@ -556,6 +556,49 @@ let tests =
 
                     Expect.isTrue
                         (counter.Counts |> Array.exists (fun c -> c.Operation = "matmulActivation"))
-                        "tracked swish: the product kept for the gradient")
+                        "tracked swish: the product kept for the gradient"
+
+                    let shape batches m n k transA transB =
+                        ({ Batches = batches; M = m; N = n; K = k; TransA = transA; TransB = transB }: ProductShape)
+
+                    Expect.equal
+                        (counter.Products |> Array.map (fun p -> p.Operation, p.Shape, p.Calls) |> Set.ofArray)
+                        (Set.ofList
+                            [
+                                "matmulActivation", shape 1 5 4 3 false false, 1L
+                                "matmul", shape 1 5 3 4 false true, 1L
+                                "matmul", shape 1 3 4 5 true false, 1L
+                            ])
+                        "each product listed by shape, transposes included")
+            }
+
+            test "the counting backend's times are the operations' own: within the computation's, products in both lists" {
+                let counter = CountingBackend(Backends.Get Device.Cpu)
+                let clock = Diagnostics.Stopwatch.StartNew()
+
+                using (Backends.Use counter) (fun _ ->
+                    let k = RandomKey.split 2 (RandomKey.ofSeed 6L)
+                    let x, w = Tensor.randn k.[0] [| 64; 32 |], Tensor.randn k.[1] [| 32; 48 |]
+
+                    Diff.valueAndGrads (fun ps -> Tensor.sum (Tensor.matmulActivationWith Silu false false ps.[0] ps.[1] None)) [| x; w |]
+                    |> ignore)
+
+                let elapsed = clock.Elapsed.TotalSeconds
+                let counts = counter.Counts
+                Expect.all counts (fun c -> c.Seconds >= 0.0) "no negative time"
+                Expect.isLessThanOrEqual (counts |> Array.sumBy (fun c -> c.Seconds)) elapsed "within the computation's time"
+                let productKinds = counter.Products |> Array.map (fun p -> p.Operation) |> Set.ofArray
+
+                let inKinds =
+                    counts
+                    |> Array.filter (fun c -> productKinds.Contains c.Operation)
+                    |> Array.sumBy (fun c -> c.Seconds)
+
+                // Every call of these kinds is a product, counted once in each list with the same ticks.
+                Expect.floatClose
+                    Accuracy.veryHigh
+                    (counter.Products |> Array.sumBy (fun p -> p.Seconds))
+                    inKinds
+                    "the same time in both lists"
             }
         ]

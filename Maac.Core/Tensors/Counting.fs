@@ -3,9 +3,26 @@ namespace Maac.Tensors
 open System
 open System.Collections.Generic
 
-/// How often one kind of raw operation ran, and on how many output elements in all.
+/// How often one kind of raw operation ran, on how many output elements in all, and the seconds spent in the inner
+/// backend's calls (on the CPU the operations' own time; on a GPU, whose operations run after they are queued, the
+/// time to queue them).
 [<Struct>]
-type OperationCount = { Operation: string; Calls: int64; Elements: int64 }
+type OperationCount = { Operation: string; Calls: int64; Elements: int64; Seconds: float }
+
+/// How often the matrix products of one shape ran, plain or inside a fused operation (named by Operation), and the
+/// seconds spent in them (as OperationCount's).
+[<Struct>]
+type ProductCount = { Operation: string; Shape: ProductShape; Calls: int64; Seconds: float }
+
+module private Timing =
+    /// run's result and the Stopwatch ticks it took.
+    let timed (run: unit -> 'T) =
+        let start = Diagnostics.Stopwatch.GetTimestamp()
+        let result = run ()
+        struct (result, Diagnostics.Stopwatch.GetTimestamp() - start)
+
+    /// Stopwatch ticks in seconds.
+    let seconds (ticks: int64) = float ticks / float Diagnostics.Stopwatch.Frequency
 
 /// A raw tensor of a CountingBackend: the inner backend's tensor, tagged so that operations on it come back
 /// through the counter.
@@ -17,12 +34,15 @@ type CountedTensor internal (inner: RawTensor, owner: CountingBackend) =
     override _.Backend = owner :> IBackend
     override _.ToArray() = inner.ToArray()
 
-/// A backend that forwards every raw operation to another and counts them by kind (for example
-/// "binary mul", "matmul + bias" or a fused operation such as "tanhGaussianSample"), with the elements each produced: what a step asks of a device, for finding
-/// the operations worth fusing. Tensors made through it stay on it, so a whole computation is counted when
-/// it starts from tensors created while it is the default backend (Backends.Use).
+/// A backend that forwards every raw operation to another and counts them by kind (for example "binary mul",
+/// "matmul + bias" or a fused operation such as "tanhGaussianSample"), with the elements each produced and the time
+/// each took, and lists the matrix products by shape: what a step asks of a device and where its time goes, for
+/// finding the operations worth fusing or speeding up. Tensors made through it stay on it, so a whole computation is
+/// counted when it starts from tensors created while it is the default backend (Backends.Use).
 and [<Sealed>] CountingBackend(inner: IBackend) =
-    let counts = Dictionary<string, struct (int64 * int64)>()
+    // Per kind: calls, elements and Stopwatch ticks; per product shape: calls and ticks.
+    let counts = Dictionary<string, struct (int64 * int64 * int64)>()
+    let products = Dictionary<struct (string * ProductShape), struct (int64 * int64)>()
     let mutable productFlops = 0L
     let sync = obj ()
     // Names formatted once per kind (formatting a union on every call would cost more than the operation).
@@ -53,19 +73,33 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
                     "a tensor from %O's backend was given to the counting backend; create it while the counting backend is in use"
                     t.Backend.Device)
 
-    member private _.Count(name: string, elements: int) =
+    /// Counts one call of the kind `name` that produced `elements` and took `ticks`.
+    member private _.Count(name: string, elements: int, ticks: int64) =
         lock sync (fun () ->
-            let struct (calls, total) =
+            let struct (calls, total, time) =
                 match counts.TryGetValue name with
+                | true, c -> c
+                | _ -> struct (0L, 0L, 0L)
+
+            counts.[name] <- struct (calls + 1L, total + int64 elements, time + ticks))
+
+    /// Counts one matrix product (plain or inside the operation `name`) that took `ticks`.
+    member private _.CountProduct(name: string, shape: ProductShape, ticks: int64) =
+        lock sync (fun () ->
+            productFlops <- productFlops + shape.Flops
+            let key = struct (name, shape)
+
+            let struct (calls, time) =
+                match products.TryGetValue key with
                 | true, c -> c
                 | _ -> struct (0L, 0L)
 
-            counts.[name] <- struct (calls + 1L, total + int64 elements))
+            products.[key] <- struct (calls + 1L, time + ticks))
 
-    member private _.AddProductFlops(flops: int64) = lock sync (fun () -> productFlops <- productFlops + flops)
-
-    member private this.Counted(name: string, result: RawTensor) =
-        this.Count(name, result.Numel)
+    /// Runs one inner operation, counts it under `name` with its time, and wraps its result.
+    member private this.Counted(name: string, run: unit -> RawTensor) =
+        let struct (result, ticks) = Timing.timed run
+        this.Count(name, result.Numel, ticks)
         this.Wrap result
 
     /// The backend doing the work.
@@ -75,9 +109,19 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
     member _.Counts =
         lock sync (fun () ->
             [|
-                for KeyValue(name, struct (calls, elements)) in counts -> { Operation = name; Calls = calls; Elements = elements }
+                for KeyValue(name, struct (calls, elements, ticks)) in counts ->
+                    { Operation = name; Calls = calls; Elements = elements; Seconds = Timing.seconds ticks }
             |])
         |> Array.sortByDescending (fun c -> c.Calls, c.Operation)
+
+    /// The matrix products so far by operation and shape, longest total time first.
+    member _.Products =
+        lock sync (fun () ->
+            [|
+                for KeyValue(struct (name, shape), struct (calls, ticks)) in products ->
+                    { Operation = name; Shape = shape; Calls = calls; Seconds = Timing.seconds ticks }
+            |])
+        |> Array.sortByDescending (fun p -> p.Seconds)
 
     /// Floating-point operations of the matrix products counted so far (2·m·n·k each, times the batch), plain or
     /// inside a fused operation (a product with its activation): the arithmetic that dominates learning;
@@ -85,12 +129,13 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
     member _.ProductFlops = lock sync (fun () -> productFlops)
 
     /// The number of operations counted so far.
-    member _.Total = lock sync (fun () -> counts.Values |> Seq.sumBy (fun (struct (c, _)) -> c))
+    member _.Total = lock sync (fun () -> counts.Values |> Seq.sumBy (fun (struct (c, _, _)) -> c))
 
     /// Forgets the counts so far.
     member _.Reset() =
         lock sync (fun () ->
             counts.Clear()
+            products.Clear()
             productFlops <- 0L)
 
     interface IReleasingBackend with
@@ -118,20 +163,25 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
             Fused.kernelOf inner op
             |> ValueOption.map (fun kernel ->
                 fun attributes inputs shapes ->
-                    let outputs = kernel attributes (Array.map this.Unwrap inputs) shapes
-                    this.AddProductFlops(op.ProductFlops(attributes, inputs |> Array.map (fun i -> i.Shape)))
-                    this.Count(op.Name, outputs |> Array.sumBy (fun o -> o.Numel))
+                    let struct (outputs, ticks) =
+                        Timing.timed (fun () -> kernel attributes (Array.map this.Unwrap inputs) shapes)
+
+                    this.Count(op.Name, outputs |> Array.sumBy (fun o -> o.Numel), ticks)
+
+                    op.Product(attributes, inputs |> Array.map (fun i -> i.Shape))
+                    |> ValueOption.iter (fun shape -> this.CountProduct(op.Name, shape, ticks))
+
                     Array.map this.Wrap outputs)
 
     interface IBackend with
         member _.Device = inner.Device
-        member this.OfArray(values, shape) = this.Counted("ofArray", inner.OfArray(values, shape))
-        member this.Full(shape, value) = this.Counted("full", inner.Full(shape, value))
-        member this.Random(dist, key, shape) = this.Counted(nameOf randomNames "random" dist, inner.Random(dist, key, shape))
-        member this.Unary(op, x) = this.Counted(nameOf unaryNames "unary" op, inner.Unary(op, this.Unwrap x))
+        member this.OfArray(values, shape) = this.Counted("ofArray", fun () -> inner.OfArray(values, shape))
+        member this.Full(shape, value) = this.Counted("full", fun () -> inner.Full(shape, value))
+        member this.Random(dist, key, shape) = this.Counted(nameOf randomNames "random" dist, fun () -> inner.Random(dist, key, shape))
+        member this.Unary(op, x) = this.Counted(nameOf unaryNames "unary" op, fun () -> inner.Unary(op, this.Unwrap x))
 
         member this.UnaryGrad(op, x, y, g) =
-            this.Counted(nameOf unaryGradNames "unaryGrad" op, inner.UnaryGrad(op, this.Unwrap x, this.Unwrap y, this.Unwrap g))
+            this.Counted(nameOf unaryGradNames "unaryGrad" op, fun () -> inner.UnaryGrad(op, this.Unwrap x, this.Unwrap y, this.Unwrap g))
 
         member this.Scalar(op, x) =
             let name =
@@ -141,7 +191,7 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
                 | PowScalar _ -> "powScalar"
                 | Clamp _ -> "clamp"
 
-            this.Counted(name, inner.Scalar(op, this.Unwrap x))
+            this.Counted(name, fun () -> inner.Scalar(op, this.Unwrap x))
 
         member this.ScalarGrad(op, x, g) =
             let name =
@@ -151,40 +201,45 @@ and [<Sealed>] CountingBackend(inner: IBackend) =
                 | PowScalar _ -> "powScalarGrad"
                 | Clamp _ -> "clampGrad"
 
-            this.Counted(name, inner.ScalarGrad(op, this.Unwrap x, this.Unwrap g))
+            this.Counted(name, fun () -> inner.ScalarGrad(op, this.Unwrap x, this.Unwrap g))
 
         member this.Binary(op, a, b) =
             let name =
                 named binaryNames struct (op, a.Shape <> b.Shape) (fun struct (op, broadcast) ->
                     "binary " + BinaryOp.name op + (if broadcast then " (broadcast)" else ""))
 
-            this.Counted(name, inner.Binary(op, this.Unwrap a, this.Unwrap b))
+            this.Counted(name, fun () -> inner.Binary(op, this.Unwrap a, this.Unwrap b))
 
-        member this.SumAxis(x, axis, keepDim) = this.Counted("sumAxis", inner.SumAxis(this.Unwrap x, axis, keepDim))
-        member this.MaxAxis(x, axis, keepDim) = this.Counted("maxAxis", inner.MaxAxis(this.Unwrap x, axis, keepDim))
-        member this.SumAll(x) = this.Counted("sumAll", inner.SumAll(this.Unwrap x))
+        member this.SumAxis(x, axis, keepDim) = this.Counted("sumAxis", fun () -> inner.SumAxis(this.Unwrap x, axis, keepDim))
+        member this.MaxAxis(x, axis, keepDim) = this.Counted("maxAxis", fun () -> inner.MaxAxis(this.Unwrap x, axis, keepDim))
+        member this.SumAll(x) = this.Counted("sumAll", fun () -> inner.SumAll(this.Unwrap x))
 
         member this.MatMul(transA, transB, a, b, bias) =
-            this.AddProductFlops(Plans.productFlops (Plans.matMul transA transB a.Shape b.Shape -1))
+            let name = productName (a.Shape.Length = 3) (not (isNull bias))
 
-            this.Counted(
-                productName (a.Shape.Length = 3) (not (isNull bias)),
-                inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias)
-            )
+            let struct (result, ticks) =
+                Timing.timed (fun () -> inner.MatMul(transA, transB, this.Unwrap a, this.Unwrap b, this.Unwrap bias))
 
-        member this.Reshape(x, shape) = this.Counted("reshape (view)", inner.Reshape(this.Unwrap x, shape))
-        member this.Permute(x, perm) = this.Counted("permute", inner.Permute(this.Unwrap x, perm))
-        member this.Expand(x, shape) = this.Counted("expand", inner.Expand(this.Unwrap x, shape))
+            this.Count(name, result.Numel, ticks)
+            this.CountProduct(name, Plans.productShape transA transB a.Shape b.Shape, ticks)
+            this.Wrap result
+
+        member this.Reshape(x, shape) = this.Counted("reshape (view)", fun () -> inner.Reshape(this.Unwrap x, shape))
+        member this.Permute(x, perm) = this.Counted("permute", fun () -> inner.Permute(this.Unwrap x, perm))
+        member this.Expand(x, shape) = this.Counted("expand", fun () -> inner.Expand(this.Unwrap x, shape))
 
         member this.Concat(xs, axis) =
-            this.Counted(nameOf concatNames "concat of" xs.Length, inner.Concat(Array.map this.Unwrap xs, axis))
+            this.Counted(nameOf concatNames "concat of" xs.Length, fun () -> inner.Concat(Array.map this.Unwrap xs, axis))
 
-        member this.Slice(x, axis, start, length) = this.Counted("slice", inner.Slice(this.Unwrap x, axis, start, length))
-        member this.IndexSelect(x, axis, indices) = this.Counted("indexSelect", inner.IndexSelect(this.Unwrap x, axis, indices))
-        member this.IndexAdd(shape, axis, indices, src) = this.Counted("indexAdd", inner.IndexAdd(shape, axis, indices, this.Unwrap src))
+        member this.Slice(x, axis, start, length) = this.Counted("slice", fun () -> inner.Slice(this.Unwrap x, axis, start, length))
+        member this.IndexSelect(x, axis, indices) = this.Counted("indexSelect", fun () -> inner.IndexSelect(this.Unwrap x, axis, indices))
+
+        member this.IndexAdd(shape, axis, indices, src) =
+            this.Counted("indexAdd", fun () -> inner.IndexAdd(shape, axis, indices, this.Unwrap src))
 
         member this.AllFinite(x) =
-            this.Count("allFinite", 0)
-            inner.AllFinite(this.Unwrap x)
+            let struct (result, ticks) = Timing.timed (fun () -> inner.AllFinite(this.Unwrap x))
+            this.Count("allFinite", 0, ticks)
+            result
 
         member _.Synchronize() = inner.Synchronize()

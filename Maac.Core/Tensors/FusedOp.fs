@@ -89,10 +89,10 @@ type FusedOp<'A>(name: string, inputNames: string[]) =
     default _.Backward(_, _, _, _, _, _) =
         invalidOp (sprintf "the fused operation %s has no Backward; its Gradient says how it is differentiated" name)
 
-    /// Floating-point operations of the matrix products inside the operation, for the given input shapes (0 for
-    /// an operation without one): what the counting backend adds to its product total.
-    abstract ProductFlops: attributes: 'A * inputs: int[][] -> int64
-    default _.ProductFlops(_, _) = 0L
+    /// The matrix product inside the operation, for the given input shapes (none for an operation without one):
+    /// what the counting backend adds to its product total and lists by shape.
+    abstract Product: attributes: 'A * inputs: int[][] -> ProductShape voption
+    default _.Product(_, _) = ValueNone
 
     override _.ToString() = name
 

@@ -19,6 +19,26 @@ type MatMulPlan =
         OutShape: int[]
     }
 
+/// One matrix product's sizes and layout: batches × (op(a)[m × k] · op(b)[k × n]), a and b transposed or not.
+[<Struct>]
+type ProductShape =
+    {
+        Batches: int
+        M: int
+        N: int
+        K: int
+        TransA: bool
+        TransB: bool
+    }
+
+    /// Floating-point operations: 2·m·n·k per matrix (k multiplications and k additions per output element), times
+    /// the batch; a bias adds one addition per output element, not counted.
+    member p.Flops = 2L * int64 p.Batches * int64 p.M * int64 p.N * int64 p.K
+
+    override p.ToString() =
+        let op (trans: bool) (name: string) = if trans then name + "ᵀ" else name
+        sprintf "%d × (%d×%d = %s·%s, k %d)" p.Batches p.M p.N (op p.TransA "A") (op p.TransB "B") p.K
+
 /// Shape checks and size plans shared by the backends, so that every device refuses the same inputs with the
 /// same messages.
 module Plans =
@@ -72,9 +92,11 @@ module Plans =
             OutShape = outShape
         }
 
-    /// Floating-point operations of a planned product: 2·m·n·k per matrix (k multiplications and k additions per
-    /// output element), times the batch; a bias adds one addition per output element, not counted.
-    let productFlops (plan: MatMulPlan) = 2L * int64 plan.Batches * int64 plan.M * int64 plan.N * int64 plan.K
+    /// The sizes and layout of op(a)·op(b) for a and b of these shapes (checked as matMul checks them).
+    let productShape (transA: bool) (transB: bool) (a: int[]) (b: int[]) =
+        let plan = matMul transA transB a b -1
+
+        { Batches = plan.Batches; M = plan.M; N = plan.N; K = plan.K; TransA = transA; TransB = transB }
 
     /// The output shape of a permutation (checked).
     let permute (shape: int[]) (perm: int[]) =

@@ -27,7 +27,7 @@ module MatMulActivation =
                 let plan = Plans.matMul p.TransA p.TransB shapes.[0] shapes.[1] biasNumel
                 [| plan.OutShape; plan.OutShape |]
 
-            member _.ProductFlops(p, shapes) = Plans.productFlops (Plans.matMul p.TransA p.TransB shapes.[0] shapes.[1] -1)
+            member _.Product(p, shapes) = ValueSome(Plans.productShape p.TransA p.TransB shapes.[0] shapes.[1])
 
             member _.Reference<'T>(ops: IOps<'T>, p, xs: 'T[]) =
                 let bias = if xs.Length = 3 then ValueSome xs.[2] else ValueNone
@@ -61,7 +61,7 @@ module MatMulActivation =
             member _.MinInputs = 2
             member _.Gradient = FusedBackward
 
-            member _.ProductFlops(p, shapes) = op.ProductFlops(p, shapes)
+            member _.Product(p, shapes) = op.Product(p, shapes)
 
             member _.OutputShapes(p, shapes) = [| (op.OutputShapes(p, shapes)).[0] |]
 
