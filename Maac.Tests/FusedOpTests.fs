@@ -150,6 +150,35 @@ let tests =
                 for c in cases do
                     Expect.isTrue (c.HasKernel cpu) (c.Name + ": a CPU kernel")
             }
+            test "the Gaussian head's gradients, sharing each softplus's exponential with its sigmoid, give the composition's bits" {
+                // σ(x) reads e^−x from softplus's e^−|x| where x ≥ 0 (the same float, ±0 included): bit for bit the
+                // formulas with a separate exponential per sigmoid, on both signs of t and of hi − r, at ±0, far out
+                // and at NaN.
+                let bits (x: float32) = BitConverter.SingleToInt32Bits x
+                let special = [| 0.0f; -0.0f; 1e-30f; -1e-30f; 30.0f; -30.0f; 100.0f; -100.0f; Single.NaN |]
+
+                for x in Array.append special ((uniform 71 [| 2000 |] -40.0f 40.0f).Primal.ToArray()) do
+                    Expect.equal
+                        (bits (ScalarMath.SigmoidFrom(x, ScalarMath.ExpNegAbs x)))
+                        (bits (ScalarMath.Sigmoid x))
+                        (sprintf "σ(%g)" x)
+
+                let inputs = (uniform 72 [| 4000; 5 |] -6.0f 6.0f).Primal.ToArray()
+
+                for i in 0..3999 do
+                    let r, hi, lo, e, g =
+                        inputs.[5 * i], inputs.[5 * i + 1], inputs.[5 * i + 2], inputs.[5 * i + 3], inputs.[5 * i + 4]
+
+                    let t = hi - ScalarMath.Softplus(hi - r) - lo
+                    let byLogVar = 0.5f * MathF.Exp(0.5f * (lo + ScalarMath.Softplus t)) * e
+                    let raw = g * byLogVar * ScalarMath.Sigmoid t * ScalarMath.Sigmoid(hi - r)
+                    let upper = g * byLogVar * ScalarMath.Sigmoid t * (1.0f - ScalarMath.Sigmoid(hi - r))
+                    let lower = g * byLogVar * (1.0f - ScalarMath.Sigmoid t)
+                    let at = sprintf "r %g, hi %g, lo %g (t %g)" r hi lo t
+                    Expect.equal (bits (GaussianHeadFormulas.RawGrad(r, hi, lo, e, g))) (bits raw) ("dL/dr at " + at)
+                    Expect.equal (bits (GaussianHeadFormulas.MaxGrad(r, hi, lo, e, g))) (bits upper) ("dL/dhi at " + at)
+                    Expect.equal (bits (GaussianHeadFormulas.MinGrad(r, hi, lo, e, g))) (bits lower) ("dL/dlo at " + at)
+            }
             test "the CPU tanh-Gaussian kernels give the bits of the per-element formulas the GPU kernels call" {
                 // The CPU kernels compute σ, u and dL/dm once per element and pass them to the formulas' steps; the
                 // whole-element formulas recompute them. Same operations on the same values, so every bit must agree

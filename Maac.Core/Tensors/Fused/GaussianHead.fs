@@ -18,31 +18,40 @@ type GaussianHeadFormulas =
     static member Sample(mean: float32, r: float32, hi: float32, lo: float32, e: float32) =
         mean + MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo)) * e
 
-    /// d sample / dv = e^(v/2)·e/2, from t (v = lo + softplus(t)).
-    static member private SampleByLogVar(t: float32, lo: float32, e: float32) = 0.5f * MathF.Exp(0.5f * (lo + ScalarMath.Softplus t)) * e
+    /// d sample / dv = e^(v/2)·e/2, from t and e^−|t| (v = lo + softplus(t)).
+    static member private SampleByLogVar(t: float32, expNegAbsT: float32, lo: float32, e: float32) =
+        0.5f * MathF.Exp(0.5f * (lo + ScalarMath.SoftplusFrom(t, expNegAbsT))) * e
+
+    /// The gradients' shared steps: the gap hi − r, t, and e^−|·| of each (which softplus and σ share; see
+    /// ScalarMath.SigmoidFrom), with d sample / dv. The same operations as Inner and the formulas above.
+    static member private GradientSteps(r: float32, hi: float32, lo: float32, e: float32) =
+        let gap = hi - r
+        let expNegAbsGap = ScalarMath.ExpNegAbs gap
+        let t = hi - ScalarMath.SoftplusFrom(gap, expNegAbsGap) - lo
+        let expNegAbsT = ScalarMath.ExpNegAbs t
+        struct (gap, expNegAbsGap, t, expNegAbsT, GaussianHeadFormulas.SampleByLogVar(t, expNegAbsT, lo, e))
 
     /// dL/dr for dL/dsample g: g·(e^(v/2)·e/2)·σ(t)·σ(hi − r).
     static member RawGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        let t = GaussianHeadFormulas.Inner(r, hi, lo)
+        let struct (gap, expNegAbsGap, t, expNegAbsT, byLogVar) =
+            GaussianHeadFormulas.GradientSteps(r, hi, lo, e)
 
-        g
-        * GaussianHeadFormulas.SampleByLogVar(t, lo, e)
-        * ScalarMath.Sigmoid t
-        * ScalarMath.Sigmoid(hi - r)
+        g * byLogVar * ScalarMath.SigmoidFrom(t, expNegAbsT) * ScalarMath.SigmoidFrom(gap, expNegAbsGap)
 
     /// dL/dhi: g·(e^(v/2)·e/2)·σ(t)·(1 − σ(hi − r)).
     static member MaxGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        let t = GaussianHeadFormulas.Inner(r, hi, lo)
+        let struct (gap, expNegAbsGap, t, expNegAbsT, byLogVar) =
+            GaussianHeadFormulas.GradientSteps(r, hi, lo, e)
 
         g
-        * GaussianHeadFormulas.SampleByLogVar(t, lo, e)
-        * ScalarMath.Sigmoid t
-        * (1.0f - ScalarMath.Sigmoid(hi - r))
+        * byLogVar
+        * ScalarMath.SigmoidFrom(t, expNegAbsT)
+        * (1.0f - ScalarMath.SigmoidFrom(gap, expNegAbsGap))
 
     /// dL/dlo: g·(e^(v/2)·e/2)·(1 − σ(t)).
     static member MinGrad(r: float32, hi: float32, lo: float32, e: float32, g: float32) =
-        let t = GaussianHeadFormulas.Inner(r, hi, lo)
-        g * GaussianHeadFormulas.SampleByLogVar(t, lo, e) * (1.0f - ScalarMath.Sigmoid t)
+        let struct (_, _, t, expNegAbsT, byLogVar) = GaussianHeadFormulas.GradientSteps(r, hi, lo, e)
+        g * byLogVar * (1.0f - ScalarMath.SigmoidFrom(t, expNegAbsT))
 
     /// dL/de: g·e^(v/2).
     static member NoiseGrad(r: float32, hi: float32, lo: float32, g: float32) = g * MathF.Exp(0.5f * GaussianHeadFormulas.LogVar(r, hi, lo))
