@@ -179,6 +179,61 @@ let tests =
                     Expect.equal (bits (GaussianHeadFormulas.MaxGrad(r, hi, lo, e, g))) (bits upper) ("dL/dhi at " + at)
                     Expect.equal (bits (GaussianHeadFormulas.MinGrad(r, hi, lo, e, g))) (bits lower) ("dL/dlo at " + at)
             }
+            test "the CPU Gaussian-head kernels give the per-element formulas' bits, rows split across pieces" {
+                // 3001 rows of 7 outputs: the kernels' pieces of 2,048 elements start inside rows, where each piece
+                // finds its first element's row and column.
+                let rows, d = 3001, 7
+
+                let xs =
+                    [|
+                        values 81 [| rows; 2 * d |] -3.0f 3.0f
+                        values 82 [| d |] 0.0f 1.0f
+                        values 83 [| d |] -3.0f -1.5f
+                        values 84 [| rows; d |] -2.0f 2.0f
+                        values 85 [| rows; d |] -1.0f 1.0f
+                    |]
+
+                let h, hi, lo, e, g =
+                    xs.[0].ToArray(), xs.[1].ToArray(), xs.[2].ToArray(), xs.[3].ToArray(), xs.[4].ToArray()
+
+                let bits (values: float32[]) = Array.map BitConverter.SingleToInt32Bits values
+                let mean i j = h.[i * 2 * d + j]
+                let raw i j = h.[i * 2 * d + d + j]
+
+                Expect.sequenceEqual
+                    (bits ((Fused.run cpu GaussianHead.sample () xs.[0..3]).[0].ToArray()))
+                    (bits (
+                        Array.init (rows * d) (fun k ->
+                            GaussianHeadFormulas.Sample(mean (k / d) (k % d), raw (k / d) (k % d), hi.[k % d], lo.[k % d], e.[k]))
+                    ))
+                    "samples"
+
+                let byRaw k = raw (k / d) (k % d), hi.[k % d], lo.[k % d], e.[k], g.[k]
+
+                let head =
+                    Array.init (rows * 2 * d) (fun c ->
+                        let i, j = c / (2 * d), c % (2 * d)
+
+                        if j < d then
+                            g.[i * d + j]
+                        else
+                            GaussianHeadFormulas.RawGrad(byRaw (i * d + j - d)))
+
+                for input, expected in
+                    [
+                        HeadInput, head
+                        MaxLogVarInput, Array.init (rows * d) (byRaw >> GaussianHeadFormulas.MaxGrad)
+                        MinLogVarInput, Array.init (rows * d) (byRaw >> GaussianHeadFormulas.MinGrad)
+                        NoiseInput,
+                        Array.init (rows * d) (fun k ->
+                            let r, upper, lower, _, gk = byRaw k
+                            GaussianHeadFormulas.NoiseGrad(r, upper, lower, gk))
+                    ] do
+                    Expect.sequenceEqual
+                        (bits ((Fused.run cpu GaussianHead.gradient input xs).[0].ToArray()))
+                        (bits expected)
+                        (sprintf "gradient in %A" input)
+            }
             test "the CPU tanh-Gaussian kernels give the bits of the per-element formulas the GPU kernels call" {
                 // The CPU kernels compute σ, u and dL/dm once per element and pass them to the formulas' steps; the
                 // whole-element formulas recompute them. Same operations on the same values, so every bit must agree
