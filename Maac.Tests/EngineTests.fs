@@ -154,6 +154,19 @@ let tests =
                         Expect.equal got.Shape outShape where
                         Expect.sequenceEqual (got.ToArray()) expected where))
 
+            test "a narrow row repeated over many rows gives NumPy's result in every element, across pieces, on either side" {
+                // [3001, D] against [D] runs as one flat walk split into pieces of 16,384 elements, which start inside
+                // rows for these D (one of them wider than a vector, one narrower, one near the path's limit).
+                for d in [ 6; 23; 63 ] do
+                    let rows = uniform (100 + d) [| 3001; d |] 0.5f 2.0f
+                    let row = uniform (200 + d) [| d |] 0.5f 2.0f
+
+                    for name, op, reference in [ "sub", (-), (-); "div", (/), (/) ] do
+                        for a, b in [ rows, row; row, rows ] do
+                            let _, expected = broadcastReference reference a b
+                            Expect.sequenceEqual ((op a b).ToArray()) expected (sprintf "%s of %A and %A" name a.Shape b.Shape)
+            }
+
             test "SGEMM across several k-blocks and m-blocks" {
                 checkProduct false false 0 300 530 45 1
                 checkProduct true true 2 150 270 33 2

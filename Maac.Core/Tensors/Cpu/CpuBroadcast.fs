@@ -88,6 +88,54 @@ module internal Broadcast =
         else
             Vector256.Create src.[off]
 
+    /// Rows narrower than this that one operand repeats (a [D] row against [N, D]) are walked as one flat run.
+    [<Literal>]
+    let RepeatedRowLimit = 64
+
+    /// Whether the plan is rows × inner with one operand in the output's order and the other repeating its first row,
+    /// in rows narrower than RepeatedRowLimit; and whether that repeated operand is b.
+    let repeatsNarrowRow (p: BroadcastPlan) =
+        let narrow = p.OuterShape.Length = 1 && p.Inner < RepeatedRowLimit && p.InnerA = 1 && p.InnerB = 1
+
+        if narrow && p.OuterStrideA.[0] = p.Inner && p.OuterStrideB.[0] = 0 then
+            struct (true, true)
+        elif narrow && p.OuterStrideA.[0] = 0 && p.OuterStrideB.[0] = p.Inner then
+            struct (true, false)
+        else
+            struct (false, false)
+
+    /// dst = f(x, row) for x in the output's order and `row` repeating every `inner` elements (rowIsB: row is f's
+    /// second operand), as one flat run of vectors: row is read from a copy laid end to end, inner + 8 long, so that
+    /// the vector at any column reads it whole. Each element meets the same operands in the same vector formula as
+    /// on the row-by-row path; only the vectors' boundaries differ.
+    let inline applyRepeatedRow
+        (inner: int)
+        (x: float32[])
+        (row: float32[])
+        (rowIsB: bool)
+        (dst: float32[])
+        ([<InlineIfLambda>] vf: Vector256<float32> -> Vector256<float32> -> Vector256<float32>)
+        =
+        let n = dst.Length
+        let laid = Buffers.ArrayPool<float32>.Shared.Rent(inner + Vector256<float32>.Count)
+
+        for j in 0 .. inner + Vector256<float32>.Count - 1 do
+            laid.[j] <- row.[j % inner]
+
+        Workers.forChunks n Elementwise.Chunk (fun start len ->
+            let stop = start + len
+            let mutable i = start
+            let mutable column = start % inner
+
+            while i < stop do
+                let xv = Elementwise.load x i stop
+                let rv = Vector256.Create<float32>(ReadOnlySpan<float32>(laid, column, Vector256<float32>.Count))
+                Elementwise.store (if rowIsB then vf xv rv else vf rv xv) dst i stop
+                i <- i + Vector256<float32>.Count
+                column <- (column + Vector256<float32>.Count) % inner)
+
+        Buffers.ArrayPool<float32>.Shared.Return laid
+
     /// dst = f(a, b) under the plan (every element through the same vector formula).
     let inline apply
         (p: BroadcastPlan)
@@ -99,19 +147,29 @@ module internal Broadcast =
         let rows = Shape.numel p.OuterShape
         let inner = p.Inner
         let rowsPerPiece = max 1 (Elementwise.Chunk / max 1 inner)
+        let struct (repeats, rowIsB) = repeatsNarrowRow p
 
-        Workers.forChunks rows rowsPerPiece (fun r0 count ->
-            let w = Vector256<float32>.Count
+        if repeats && rows > 1 then
+            let x, row = if rowIsB then a, b else b, a
+            applyRepeatedRow inner x row rowIsB dst vf
+        else
+            Workers.forChunks rows rowsPerPiece (fun r0 count ->
+                let w = Vector256<float32>.Count
 
-            for row in r0 .. r0 + count - 1 do
-                let struct (offA, offB) = rowOffsets p row
-                let o = row * inner
-                let stop = o + inner
-                let mutable i = o
+                for row in r0 .. r0 + count - 1 do
+                    let struct (offA, offB) = rowOffsets p row
+                    let o = row * inner
+                    let stop = o + inner
+                    let mutable i = o
 
-                while i < stop do
-                    Elementwise.store (vf (operandAt a offA p.InnerA (i - o) inner) (operandAt b offB p.InnerB (i - o) inner)) dst i stop
-                    i <- i + w)
+                    while i < stop do
+                        Elementwise.store
+                            (vf (operandAt a offA p.InnerA (i - o) inner) (operandAt b offB p.InnerB (i - o) inner))
+                            dst
+                            i
+                            stop
+
+                        i <- i + w)
 
     let binary (op: BinaryOp) (p: BroadcastPlan) (a: float32[]) (b: float32[]) (dst: float32[]) =
         let one = Vector256<float32>.One
