@@ -170,6 +170,45 @@ let tests =
             test "SGEMM across several k-blocks and m-blocks" {
                 checkProduct false false 0 300 530 45 1
                 checkProduct true true 2 150 270 33 2
+                // Batches enough for a piece per batch at two threads (each packing its own B, k-range by k-range).
+                checkProduct false true 5 150 530 45 3
+            }
+
+            testSequenced
+            <| test "a batched product gives the same bits handed out per batch or per block of rows" {
+                // 5 batches are a piece each at 1 and 2 threads (at least two per thread) and pieces of (batch, block
+                // of rows) at 3 and 8; 150 rows are two blocks, 530 k three ranges; bias, transposes and an activation
+                // applied block by block as the product finishes them.
+                let ks = RandomKey.split 3 (key 21)
+                let a = Tensor.randn ks.[0] [| 5; 530; 150 |]
+                let b = Tensor.randn ks.[1] [| 5; 45; 530 |]
+                let bias = Tensor.randn ks.[2] [| 5; 1; 45 |]
+
+                let products () =
+                    [|
+                        Tensor.matmulWith true true a b (Some bias)
+                        Tensor.matmulActivationWith Silu true true a b (Some bias)
+                    |]
+                    |> Array.collect tensorBits
+
+                let before = CpuSettings.Threads
+
+                try
+                    let byThreads =
+                        [ 1; 2; 3; 8 ]
+                        |> List.map (fun threads ->
+                            CpuSettings.Threads <- threads
+                            threads, products ())
+
+                    let one = snd byThreads.Head
+
+                    for threads, bits in byThreads do
+                        // The first differing element, not the whole arrays (a failure's message stays short).
+                        match Array.tryFindIndex id (Array.map2 (<>) bits one) with
+                        | Some i -> failtestf "%d threads against 1: element %d differs" threads i
+                        | None -> ()
+                finally
+                    CpuSettings.Threads <- before
             }
 
             testPropertyWithConfig

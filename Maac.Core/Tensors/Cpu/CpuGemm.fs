@@ -401,60 +401,82 @@ module internal Gemm =
             let mBlocks = (m + MCMax - 1) / MCMax
             let mc = ((m + mBlocks - 1) / mBlocks + MR - 1) / MR * MR
             let panelSize = KC * nr
-            let packedB = Scratch.B(batches * nPanels * panelSize)
             let bigEnough = int64 batches * int64 m * int64 n * int64 k >= 300_000L
             let readsAInPlace = nPanels <= 2 // n ≤ 2·NR
 
-            for k0 in 0..KC .. k - 1 do
-                let kc = min KC (k - k0)
+            // Block mb of batch bi's rows of C (+)= op(A) over the k-range [k0, k0 + kc) · that range's packed panels of
+            // the batch's B (panel q at bPanels + q·panelSize); finish is called on the block after the last range.
+            let multiplyBlock (bi: int) (mb: int) (k0: int) (kc: int) (bPanels: nativeptr<float32>) =
+                let i0 = mb * mc
+                let rows = min mc (m - i0)
                 let accHere = k0 > 0
-                let lastBlock = k0 + kc = k
+                use pA = fixed Scratch.A(mc * kc)
+                let fullRows = prepareA a bi i0 rows k0 kc pA readsAInPlace
+                use pAStored = fixed a.Data
+                let aStored = NativePtr.add pAStored (a.Offset + bi * a.BatchStride)
+                use pC = fixed c
+                use pBias = fixed bias
+                let withBias = not accHere && not (isNull bias)
+                let tile = NativePtr.stackalloc<float32>(MR * nr)
+                let cBase = NativePtr.add pC (bi * cStride + i0 * n)
 
-                packAllB nr b batches n k0 kc packedB bigEnough
+                for q in 0 .. nPanels - 1 do
+                    let j0 = q * nr
+                    let cols = min nr (n - j0)
+                    let bPanel = NativePtr.add bPanels (q * panelSize)
+                    let mutable r0 = 0
 
-                Workers.forEach (batches * mBlocks) bigEnough (fun item ->
-                    let bi, mb = item / mBlocks, item % mBlocks
-                    let i0 = mb * mc
-                    let rows = min mc (m - i0)
-                    use pA = fixed Scratch.A(mc * kc)
-                    let fullRows = prepareA a bi i0 rows k0 kc pA readsAInPlace
-                    use pAStored = fixed a.Data
-                    let aStored = NativePtr.add pAStored (a.Offset + bi * a.BatchStride)
-                    use pB = fixed packedB
-                    use pC = fixed c
-                    use pBias = fixed bias
-                    let withBias = not accHere && not (isNull bias)
-                    let tile = NativePtr.stackalloc<float32>(MR * nr)
-                    let cBase = NativePtr.add pC (bi * cStride + i0 * n)
+                    while r0 < rows do
+                        let prows = min MR (rows - r0)
+                        let cTile = NativePtr.add cBase (r0 * n + j0)
 
-                    for q in 0 .. nPanels - 1 do
-                        let j0 = q * nr
-                        let cols = min nr (n - j0)
-                        let bPanel = NativePtr.add pB ((bi * nPanels + q) * panelSize)
-                        let mutable r0 = 0
+                        let aPanel =
+                            if r0 < fullRows then
+                                inPlace a aStored (i0 + r0) k0
+                            else
+                                struct (NativePtr.add pA (r0 * kc), 1, 0)
 
-                        while r0 < rows do
-                            let prows = min MR (rows - r0)
-                            let cTile = NativePtr.add cBase (r0 * n + j0)
+                        let biasRow =
+                            if withBias then
+                                NativePtr.add pBias (bi * biasStride + j0)
+                            else
+                                NativePtr.nullPtr
 
-                            let aPanel =
-                                if r0 < fullRows then
-                                    inPlace a aStored (i0 + r0) k0
-                                else
-                                    struct (NativePtr.add pA (r0 * kc), 1, 0)
+                        multiplyTile wide kc aPanel bPanel tile nr cTile n prows cols accHere biasRow
+                        r0 <- r0 + MR
 
-                            let biasRow =
-                                if withBias then
-                                    NativePtr.add pBias (bi * biasStride + j0)
-                                else
-                                    NativePtr.nullPtr
+                match finish with
+                | ValueSome f when k0 + kc = k -> f (bi * cStride + i0 * n) (rows * n)
+                | _ -> ()
 
-                            multiplyTile wide kc aPanel bPanel tile nr cTile n prows cols accHere biasRow
-                            r0 <- r0 + MR
+            if batches >= 2 * CpuSettings.Threads then
+                // Enough batches for every thread to take two or more: each batch is one piece, whose thread packs the
+                // batch's B one k-range at a time into its own buffer and multiplies every block of rows by it while
+                // the panels are in its cache. Each element still sums its k-ranges in order.
+                Workers.forEach batches bigEnough (fun bi ->
+                    let packed = Scratch.B(nPanels * panelSize)
+                    use pB = fixed packed
 
-                    match finish with
-                    | ValueSome f when lastBlock -> f (bi * cStride + i0 * n) (rows * n)
-                    | _ -> ())
+                    for k0 in 0..KC .. k - 1 do
+                        let kc = min KC (k - k0)
+
+                        for q in 0 .. nPanels - 1 do
+                            let j0 = q * nr
+                            packB nr b bi k0 kc j0 (min nr (n - j0)) (NativePtr.add pB (q * panelSize))
+
+                        for mb in 0 .. mBlocks - 1 do
+                            multiplyBlock bi mb k0 kc pB)
+            else
+                let packedB = Scratch.B(batches * nPanels * panelSize)
+
+                for k0 in 0..KC .. k - 1 do
+                    let kc = min KC (k - k0)
+                    packAllB nr b batches n k0 kc packedB bigEnough
+
+                    Workers.forEach (batches * mBlocks) bigEnough (fun item ->
+                        let bi, mb = item / mBlocks, item % mBlocks
+                        use pB = fixed packedB
+                        multiplyBlock bi mb k0 kc (NativePtr.add pB (bi * nPanels * panelSize)))
 
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row) with the 512-bit micro-kernel when wide (emulated in
     /// software where the processor lacks AVX-512) or else the 256-bit one; see runFinishing.
