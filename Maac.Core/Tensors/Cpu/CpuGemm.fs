@@ -373,11 +373,117 @@ module internal Gemm =
             kernel wide kc aPanel rowStride kStride bPanel tile nr false NativePtr.nullPtr
             storeEdge tile nr cTile n prows cols acc biasRow
 
+    /// One product's operands and blocking, for the functions that run its pieces.
+    type private Blocking =
+        {
+            Wide: bool
+            Finish: FinishBlock voption
+            M: int
+            N: int
+            K: int
+            A: Operand
+            B: Operand
+            C: float32[]
+            Bias: float32[]
+            /// 0 when every batch shares the bias row, else n.
+            BiasStride: int
+            /// Panel width (columns of B per packed panel), panels per batch and floats per packed panel.
+            Nr: int
+            Panels: int
+            PanelSize: int
+            /// Rows per block of C, blocks per batch.
+            Mc: int
+            MBlocks: int
+            ReadsAInPlace: bool
+            /// Whether the pieces are split across threads.
+            InParallel: bool
+        }
+
+    /// Block mb of batch bi's rows of C (+)= op(A) over the k-range [k0, k0 + kc) · that range's panels of the batch's
+    /// B, packed in `packed` from `at` (panel q at at + q·PanelSize); finish is called on the block after the last range.
+    let private multiplyBlock (p: Blocking) (bi: int) (mb: int) (k0: int) (kc: int) (packed: float32[]) (at: int) =
+        let a, n = p.A, p.N
+        let i0 = mb * p.Mc
+        let rows = min p.Mc (p.M - i0)
+        let accHere = k0 > 0
+        use pA = fixed Scratch.A(p.Mc * kc)
+        let fullRows = prepareA a bi i0 rows k0 kc pA p.ReadsAInPlace
+        use pAStored = fixed a.Data
+        let aStored = NativePtr.add pAStored (a.Offset + bi * a.BatchStride)
+        use pB = fixed packed
+        use pC = fixed p.C
+        use pBias = fixed p.Bias
+        let withBias = not accHere && not (isNull p.Bias)
+        let tile = NativePtr.stackalloc<float32>(MR * p.Nr)
+        let cBase = NativePtr.add pC (bi * p.M * n + i0 * n)
+
+        for q in 0 .. p.Panels - 1 do
+            let j0 = q * p.Nr
+            let cols = min p.Nr (n - j0)
+            let bPanel = NativePtr.add pB (at + q * p.PanelSize)
+            let mutable r0 = 0
+
+            while r0 < rows do
+                let prows = min MR (rows - r0)
+                let cTile = NativePtr.add cBase (r0 * n + j0)
+
+                let aPanel =
+                    if r0 < fullRows then
+                        inPlace a aStored (i0 + r0) k0
+                    else
+                        struct (NativePtr.add pA (r0 * kc), 1, 0)
+
+                let biasRow =
+                    if withBias then
+                        NativePtr.add pBias (bi * p.BiasStride + j0)
+                    else
+                        NativePtr.nullPtr
+
+                multiplyTile p.Wide kc aPanel bPanel tile p.Nr cTile n prows cols accHere biasRow
+                r0 <- r0 + MR
+
+        match p.Finish with
+        | ValueSome f when k0 + kc = p.K -> f (bi * p.M * n + i0 * n) (rows * n)
+        | _ -> ()
+
+    /// One piece per batch: its thread packs the batch's B one k-range at a time into its own buffer and multiplies
+    /// every block of rows by it while the panels are in its cache.
+    let private runPerBatch (p: Blocking) (batches: int) =
+        Workers.forEach batches p.InParallel (fun bi ->
+            let packed = Scratch.B(p.Panels * p.PanelSize)
+
+            for k0 in 0..KC .. p.K - 1 do
+                let kc = min KC (p.K - k0)
+
+                do
+                    use pB = fixed packed
+
+                    for q in 0 .. p.Panels - 1 do
+                        let j0 = q * p.Nr
+                        packB p.Nr p.B bi k0 kc j0 (min p.Nr (p.N - j0)) (NativePtr.add pB (q * p.PanelSize))
+
+                for mb in 0 .. p.MBlocks - 1 do
+                    multiplyBlock p bi mb k0 kc packed 0)
+
+    /// For each k-range, every batch's B packed in one loop, then one piece per (batch, block of rows).
+    let private runShared (p: Blocking) (batches: int) =
+        let packed = Scratch.B(batches * p.Panels * p.PanelSize)
+
+        for k0 in 0..KC .. p.K - 1 do
+            let kc = min KC (p.K - k0)
+            packAllB p.Nr p.B batches p.N k0 kc packed p.InParallel
+
+            Workers.forEach (batches * p.MBlocks) p.InParallel (fun item ->
+                let bi, mb = item / p.MBlocks, item % p.MBlocks
+                multiplyBlock p bi mb k0 kc packed (bi * p.Panels * p.PanelSize))
+
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row), where C is dense with leading dimension n, with the
     /// 512-bit micro-kernel when wide (emulated in software where the processor lacks AVX-512) or else the 256-bit one;
     /// finish, if given, is called on each block of C's rows (at most MCMax, contiguous) once its last sum is stored,
     /// while the block is in the cache: one pass rather than a call per micro-tile.
-    /// bias is null, n values shared by every batch, or batches·n values (one row per batch).
+    /// bias is null, n values shared by every batch, or batches·n values (one row per batch). With at least two
+    /// batches per thread each batch is a piece (runPerBatch), else each (batch, block of rows) is (runShared); each
+    /// element sums its k-ranges in the same order either way.
     let private runFinishing
         (wide: bool)
         (finish: FinishBlock voption)
@@ -391,92 +497,39 @@ module internal Gemm =
         (bias: float32[])
         =
         let biasStride = if isNull bias || bias.Length = n then 0 else n
-        let cStride = m * n
 
         if k = 0 || m = 0 || n = 0 then
             biasOnly finish batches m n biasStride c bias
         else
             let nr = columns wide
-            let nPanels = (n + nr - 1) / nr
+            let panels = (n + nr - 1) / nr
             let mBlocks = (m + MCMax - 1) / MCMax
-            let mc = ((m + mBlocks - 1) / mBlocks + MR - 1) / MR * MR
-            let panelSize = KC * nr
-            let bigEnough = int64 batches * int64 m * int64 n * int64 k >= 300_000L
-            let readsAInPlace = nPanels <= 2 // n ≤ 2·NR
 
-            // Block mb of batch bi's rows of C (+)= op(A) over the k-range [k0, k0 + kc) · that range's packed panels of
-            // the batch's B (panel q at bPanels + q·panelSize); finish is called on the block after the last range.
-            let multiplyBlock (bi: int) (mb: int) (k0: int) (kc: int) (bPanels: nativeptr<float32>) =
-                let i0 = mb * mc
-                let rows = min mc (m - i0)
-                let accHere = k0 > 0
-                use pA = fixed Scratch.A(mc * kc)
-                let fullRows = prepareA a bi i0 rows k0 kc pA readsAInPlace
-                use pAStored = fixed a.Data
-                let aStored = NativePtr.add pAStored (a.Offset + bi * a.BatchStride)
-                use pC = fixed c
-                use pBias = fixed bias
-                let withBias = not accHere && not (isNull bias)
-                let tile = NativePtr.stackalloc<float32>(MR * nr)
-                let cBase = NativePtr.add pC (bi * cStride + i0 * n)
-
-                for q in 0 .. nPanels - 1 do
-                    let j0 = q * nr
-                    let cols = min nr (n - j0)
-                    let bPanel = NativePtr.add bPanels (q * panelSize)
-                    let mutable r0 = 0
-
-                    while r0 < rows do
-                        let prows = min MR (rows - r0)
-                        let cTile = NativePtr.add cBase (r0 * n + j0)
-
-                        let aPanel =
-                            if r0 < fullRows then
-                                inPlace a aStored (i0 + r0) k0
-                            else
-                                struct (NativePtr.add pA (r0 * kc), 1, 0)
-
-                        let biasRow =
-                            if withBias then
-                                NativePtr.add pBias (bi * biasStride + j0)
-                            else
-                                NativePtr.nullPtr
-
-                        multiplyTile wide kc aPanel bPanel tile nr cTile n prows cols accHere biasRow
-                        r0 <- r0 + MR
-
-                match finish with
-                | ValueSome f when k0 + kc = k -> f (bi * cStride + i0 * n) (rows * n)
-                | _ -> ()
+            let blocking =
+                {
+                    Wide = wide
+                    Finish = finish
+                    M = m
+                    N = n
+                    K = k
+                    A = a
+                    B = b
+                    C = c
+                    Bias = bias
+                    BiasStride = biasStride
+                    Nr = nr
+                    Panels = panels
+                    PanelSize = KC * nr
+                    Mc = ((m + mBlocks - 1) / mBlocks + MR - 1) / MR * MR
+                    MBlocks = mBlocks
+                    ReadsAInPlace = panels <= 2 // n ≤ 2·NR
+                    InParallel = int64 batches * int64 m * int64 n * int64 k >= 300_000L
+                }
 
             if batches >= 2 * CpuSettings.Threads then
-                // Enough batches for every thread to take two or more: each batch is one piece, whose thread packs the
-                // batch's B one k-range at a time into its own buffer and multiplies every block of rows by it while
-                // the panels are in its cache. Each element still sums its k-ranges in order.
-                Workers.forEach batches bigEnough (fun bi ->
-                    let packed = Scratch.B(nPanels * panelSize)
-                    use pB = fixed packed
-
-                    for k0 in 0..KC .. k - 1 do
-                        let kc = min KC (k - k0)
-
-                        for q in 0 .. nPanels - 1 do
-                            let j0 = q * nr
-                            packB nr b bi k0 kc j0 (min nr (n - j0)) (NativePtr.add pB (q * panelSize))
-
-                        for mb in 0 .. mBlocks - 1 do
-                            multiplyBlock bi mb k0 kc pB)
+                runPerBatch blocking batches
             else
-                let packedB = Scratch.B(batches * nPanels * panelSize)
-
-                for k0 in 0..KC .. k - 1 do
-                    let kc = min KC (k - k0)
-                    packAllB nr b batches n k0 kc packedB bigEnough
-
-                    Workers.forEach (batches * mBlocks) bigEnough (fun item ->
-                        let bi, mb = item / mBlocks, item % mBlocks
-                        use pB = fixed packedB
-                        multiplyBlock bi mb k0 kc (NativePtr.add pB (bi * nPanels * panelSize)))
+                runShared blocking batches
 
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row) with the 512-bit micro-kernel when wide (emulated in
     /// software where the processor lacks AVX-512) or else the 256-bit one; see runFinishing.
