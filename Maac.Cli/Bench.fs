@@ -149,13 +149,14 @@ let private printCounts (name: string) (steps: int) (counter: CountingBackend) =
         products.Length
 
     for p in Array.truncate listedShapes products do
-        printfn
-            "  %-22s %-32s %6.1f calls/step %9.3f ms/step %7.1f GFLOP/s"
-            p.Operation
-            (string p.Shape)
-            (perStep p.Calls)
-            (msPerStep p.Seconds)
-            (float p.Shape.Flops * float p.Calls / p.Seconds / 1e9)
+        // A product faster than the clock's resolution has no rate to show.
+        let rate =
+            if p.Seconds > 0.0 then
+                sprintf "%7.1f GFLOP/s" (float p.Shape.Flops * float p.Calls / p.Seconds / 1e9)
+            else
+                "      - GFLOP/s"
+
+        printfn "  %-22s %-32s %6.1f calls/step %9.3f ms/step %s" p.Operation (string p.Shape) (perStep p.Calls) (msPerStep p.Seconds) rate
 
     counter.Reset()
 

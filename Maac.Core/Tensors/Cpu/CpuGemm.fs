@@ -231,6 +231,11 @@ module internal Gemm =
                 for c in cols .. nr - 1 do
                     NativePtr.set dst (kk * nr + c) 0.0f
 
+    /// Packs panel q (columns [q·nr, q·nr + nr) of n) of batch bi's op(B), rows [k0, k0+kc), into dst.
+    let private packPanel (nr: int) (b: Operand) (bi: int) (n: int) (k0: int) (kc: int) (q: int) (dst: nativeptr<float32>) =
+        let j0 = q * nr
+        packB nr b bi k0 kc j0 (min nr (n - j0)) dst
+
     /// Packs rows [k0, k0+kc) of op(B) for every batch into consecutive KC×nr panels of dst (in parallel when
     /// worthwhile): panel q of batch bi starts at (bi·panels + q)·KC·nr.
     let private packAllB (nr: int) (b: Operand) (batches: int) (n: int) (k0: int) (kc: int) (dst: float32[]) (inParallel: bool) =
@@ -238,9 +243,8 @@ module internal Gemm =
 
         Workers.forEach (batches * nPanels) inParallel (fun item ->
             let bi, q = item / nPanels, item % nPanels
-            let j0 = q * nr
             use pB = fixed dst
-            packB nr b bi k0 kc j0 (min nr (n - j0)) (NativePtr.add pB ((bi * nPanels + q) * KC * nr)))
+            packPanel nr b bi n k0 kc q (NativePtr.add pB ((bi * nPanels + q) * KC * nr)))
 
     /// Packs rows [i0, i0+rows) × k-range [k0, k0+kc) of op(A) into MR-high panels (kc×MR each, zero-padded): the
     /// micro-kernel reads a panel's MR values for one k together. Pure data movement: the panels hold A's values
@@ -459,8 +463,7 @@ module internal Gemm =
                     use pB = fixed packed
 
                     for q in 0 .. p.Panels - 1 do
-                        let j0 = q * p.Nr
-                        packB p.Nr p.B bi k0 kc j0 (min p.Nr (p.N - j0)) (NativePtr.add pB (q * p.PanelSize))
+                        packPanel p.Nr p.B bi p.N k0 kc q (NativePtr.add pB (q * p.PanelSize))
 
                 for mb in 0 .. p.MBlocks - 1 do
                     multiplyBlock p bi mb k0 kc packed 0)
