@@ -240,6 +240,39 @@ let tests =
                 Expect.isTrue (Tensor.allFinite steve2) "finite with horizon 2"
             }
 
+            test "STEVE runs the policy's network once per set of states, with the bits of running it at every use" {
+                let ctx, _, buffer = fittedContext 50
+                // 40 and 24 units: products on both micro-kernels; 50 rows put the repeated rows at other places in
+                // the products' tiles than the rows they repeat.
+                let policy = TanhGaussianPolicy.init (key 51) 3 1 [| 40; 24 |]
+                let critics = Critics.init (key 52) 3 1 [| 16 |]
+                let b = buffer.Sample(key 53, 50)
+                let gamma, alpha, horizon = 0.99f, 0.2f, 3
+                let e, n = ctx.Model.Elites.Length, 50
+                // The target with the policy evaluated wherever an action is drawn.
+                let keys = RandomKey.split (2 * horizon + 1) (RandomKey.fold 1L (key 54))
+                let flat = Tensor.repeatRows e
+
+                let stepAt (t: int) (s: Tensor) =
+                    let a, _ = TanhGaussianPolicy.sample policy keys.[2 * t + 1] s
+                    Rollout.stepWith (Dynamics.stepByBlocksWithNoise ctx.PathNoise) ctx keys.[2 * t + 2] s a
+
+                let perMember =
+                    ImaginedPath.from (flat b.NextObs) (flat b.Reward) (1.0f - flat b.Done) gamma
+                    |> ImaginedPath.scan gamma horizon stepAt
+                    |> Array.skip 1
+                    |> Array.map (fun p ->
+                        let a, logp = TanhGaussianPolicy.sample policy keys.[0] p.State
+
+                        ImaginedPath.close p (Critics.minQ critics p.State a - alpha * logp) |> Tensor.reshape [| e; n |])
+
+                let expected =
+                    Targets.combineByInverseVariance (Targets.td gamma policy critics alpha (key 54) b) perMember
+
+                let steve = Targets.steve gamma horizon ctx policy critics alpha (key 54) b
+                Expect.equal (bits steve) (bits expected) "the same bits"
+            }
+
             test "STEVE candidates take the smaller twin critic: a critic raised by 5 everywhere changes nothing" {
                 let ctx, _, buffer = fittedContext 35
                 let policy = TanhGaussianPolicy.init (key 36) 3 1 [| 16 |]

@@ -86,19 +86,27 @@ module TanhGaussianPolicy =
             LogStdMax = 2.0f
         }
 
+    /// The network's output for each observation [N, 2·act]: means, then log standard deviations before clamping.
+    /// Rows are independent and computed the same whatever the batch, so the head of states repeated is the head
+    /// repeated, bit for bit: one head can serve several samples of the same states.
+    let head (p: TanhGaussianPolicy) (obs: Tensor) = Mlp.forward p.Net obs
+
     /// The Gaussian before squashing: mean and clamped log standard deviation, each [N, act].
     let distribution (p: TanhGaussianPolicy) (obs: Tensor) =
-        let halves = Mlp.forward p.Net obs |> Tensor.chunk -1 2
+        let halves = head p obs |> Tensor.chunk -1 2
         halves.[0], Tensor.clamp p.LogStdMin p.LogStdMax halves.[1]
+
+    /// A reparameterised sample for each row of a head (`head`): action [N, act] and its log-probability [N], the
+    /// noise drawn from key for N rows. sample p key obs is sampleFromHead p key (head p obs).
+    let sampleFromHead (p: TanhGaussianPolicy) (key: RandomKey) (head: Tensor) =
+        let eps = Tensor.randnOnDeviceOf head key [| head.Shape.[0]; head.Shape.[1] / 2 |]
+        Tensor.tanhGaussianSample p.LogStdMin p.LogStdMax head eps
 
     /// A reparameterised sample for each observation: action [N, act] and its log-probability [N].
     /// The action is a differentiable function of the parameters (the noise comes from key). One fused operation
     /// (Tensor.tanhGaussianSample) computes it: the log-density's one definition is that operation's reference
     /// composition, which its CPU and GPU kernels are tested against.
-    let sample (p: TanhGaussianPolicy) (key: RandomKey) (obs: Tensor) =
-        let head = Mlp.forward p.Net obs
-        let eps = Tensor.randnOnDeviceOf head key [| head.Shape.[0]; head.Shape.[1] / 2 |]
-        Tensor.tanhGaussianSample p.LogStdMin p.LogStdMax head eps
+    let sample (p: TanhGaussianPolicy) (key: RandomKey) (obs: Tensor) = sampleFromHead p key (head p obs)
 
     /// The number of action dimensions.
     let actionDim (p: TanhGaussianPolicy) = (Array.last p.Net.Layers).Bias.Shape.[0] / 2
