@@ -167,11 +167,15 @@ let tests =
                             Expect.sequenceEqual ((op a b).ToArray()) expected (sprintf "%s of %A and %A" name a.Shape b.Shape)
             }
 
-            test "SGEMM across several k-blocks and m-blocks" {
+            test "SGEMM across several k-blocks and m-blocks, packed a k-range at a time or all at once" {
                 checkProduct false false 0 300 530 45 1
                 checkProduct true true 2 150 270 33 2
                 // Batches enough for a piece per batch at two threads (each packing its own B, k-range by k-range).
                 checkProduct false true 5 150 530 45 3
+                // A weight gradient's shape: 5 k-ranges packed at once; then 32 panels over 6 k-ranges, too many floats
+                // to pack at once.
+                checkProduct true false 0 17 1280 256 4
+                checkProduct true false 0 20 1300 1024 5
             }
 
             testSequenced
@@ -184,10 +188,15 @@ let tests =
                 let b = Tensor.randn ks.[1] [| 5; 45; 530 |]
                 let bias = Tensor.randn ks.[2] [| 5; 1; 45 |]
 
+                // A weight gradient's shape: all its k-ranges packed at once.
+                let x = Tensor.randn ks.[0] [| 1280; 17 |]
+                let dy = Tensor.randn ks.[1] [| 1280; 256 |]
+
                 let products () =
                     [|
                         Tensor.matmulWith true true a b (Some bias)
                         Tensor.matmulActivationWith Silu true true a b (Some bias)
+                        Tensor.matmulWith true false x dy None
                     |]
                     |> Array.collect tensorBits
 

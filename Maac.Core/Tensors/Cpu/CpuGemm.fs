@@ -236,15 +236,18 @@ module internal Gemm =
         let j0 = q * nr
         packB nr b bi k0 kc j0 (min nr (n - j0)) dst
 
-    /// Packs rows [k0, k0+kc) of op(B) for every batch into consecutive KC×nr panels of dst (in parallel when
-    /// worthwhile): panel q of batch bi starts at (bi·panels + q)·KC·nr.
-    let private packAllB (nr: int) (b: Operand) (batches: int) (n: int) (k0: int) (kc: int) (dst: float32[]) (inParallel: bool) =
+    /// Packs the k-ranges [r·KC, r·KC + KC) for r in [first, first + ranges) of op(B) (k rows in all), for every batch,
+    /// into consecutive KC×nr panels of dst (in parallel when worthwhile): panel q of batch bi in the range's i-th slot
+    /// starts at ((i·batches + bi)·panels + q)·KC·nr.
+    let private packAllB (nr: int) (b: Operand) (batches: int) (n: int) (k: int) (first: int) (ranges: int) (dst: float32[]) inParallel =
         let nPanels = (n + nr - 1) / nr
+        let perRange = batches * nPanels
 
-        Workers.forEach (batches * nPanels) inParallel (fun item ->
-            let bi, q = item / nPanels, item % nPanels
+        Workers.forEach (ranges * perRange) inParallel (fun item ->
+            let k0 = (first + item / perRange) * KC
+            let bi, q = item % perRange / nPanels, item % nPanels
             use pB = fixed dst
-            packPanel nr b bi n k0 kc q (NativePtr.add pB ((bi * nPanels + q) * KC * nr)))
+            packPanel nr b bi n k0 (min KC (k - k0)) q (NativePtr.add pB (item * KC * nr)))
 
     /// Packs rows [i0, i0+rows) × k-range [k0, k0+kc) of op(A) into MR-high panels (kc×MR each, zero-padded): the
     /// micro-kernel reads a panel's MR values for one k together. Pure data movement: the panels hold A's values
@@ -468,17 +471,33 @@ module internal Gemm =
                 for mb in 0 .. p.MBlocks - 1 do
                     multiplyBlock p bi mb k0 kc packed 0)
 
-    /// For each k-range, every batch's B packed in one loop, then one piece per (batch, block of rows).
+    /// The most floats of packed B that runShared packs for every k-range at once (4 MB).
+    let private allRangesLimit = 1 <<< 20
+
+    /// Every batch's B packed in one loop, then one piece per (batch, block of rows): for all the k-ranges at once when
+    /// their panels take at most allRangesLimit floats (each piece then runs its k-ranges in order: two loops for the
+    /// product instead of two per k-range), else one k-range at a time.
     let private runShared (p: Blocking) (batches: int) =
-        let packed = Scratch.B(batches * p.Panels * p.PanelSize)
+        let kRanges = (p.K + KC - 1) / KC
+        let perRange = batches * p.Panels * p.PanelSize
 
-        for k0 in 0..KC .. p.K - 1 do
-            let kc = min KC (p.K - k0)
-            packAllB p.Nr p.B batches p.N k0 kc packed p.InParallel
+        let multiply (packed: float32[]) (first: int) (last: int) (item: int) =
+            let bi, mb = item / p.MBlocks, item % p.MBlocks
 
-            Workers.forEach (batches * p.MBlocks) p.InParallel (fun item ->
-                let bi, mb = item / p.MBlocks, item % p.MBlocks
-                multiplyBlock p bi mb k0 kc packed (bi * p.Panels * p.PanelSize))
+            for r in first..last do
+                let at = ((r - first) * batches + bi) * p.Panels * p.PanelSize
+                multiplyBlock p bi mb (r * KC) (min KC (p.K - r * KC)) packed at
+
+        let together = kRanges > 1 && kRanges * perRange <= allRangesLimit
+        let packed = Scratch.B(if together then kRanges * perRange else perRange)
+
+        if together then
+            packAllB p.Nr p.B batches p.N p.K 0 kRanges packed p.InParallel
+            Workers.forEach (batches * p.MBlocks) p.InParallel (multiply packed 0 (kRanges - 1))
+        else
+            for r in 0 .. kRanges - 1 do
+                packAllB p.Nr p.B batches p.N p.K r 1 packed p.InParallel
+                Workers.forEach (batches * p.MBlocks) p.InParallel (multiply packed r r)
 
     /// For each batch index: C[m×n] = op(A)·op(B) (+ bias row), where C is dense with leading dimension n, with the
     /// 512-bit micro-kernel when wide (emulated in software where the processor lacks AVX-512) or else the 256-bit one;
