@@ -230,32 +230,36 @@ let tests =
                         let bits (x: float32[]) = x |> Array.map BitConverter.SingleToInt32Bits
                         Expect.sequenceEqual (bits wide) (bits narrow) (sprintf "%dx%dx%d, %d batches" m k n batches)))
 
-            test "SGEMM reading A in place (one or two panels of B) gives the bits of packing A (more panels)" {
-                // With n ≤ 2·NR the product reads A's 6-row panels where A is stored; with more columns of B it packs
-                // them. The first 40 columns of a 136-column product (packed) are then the 40-column product (in
-                // place) over the same A: the same fused multiply-adds in the same order. 13 rows leave a ragged
-                // panel (packed in both), k = 300 two k-blocks, 150 rows two blocks of rows.
-                let bits (x: float32[]) = x |> Array.map BitConverter.SingleToInt32Bits
+            test "SGEMM reading A where it is stored gives the bits of packing A" {
+                // A as stored is read in place; a transposed A is packed when more than two panels of B read it (136
+                // columns) and read in place for one or two (the first 40). The product over A and the products over
+                // a transposed copy of A, packed and in place, are the same fused multiply-adds in the same order.
+                // 13 rows leave a ragged panel (packed in all), k = 300 two k-blocks, 150 rows two blocks of rows.
+                let bits (x: Tensor) = x.ToArray() |> Array.map BitConverter.SingleToInt32Bits
 
-                for ta, tb, batches, m, k in [ false, false, 0, 13, 300; true, false, 2, 150, 37; false, true, 3, 13, 45 ] do
+                for tb, batches, m, k in [ false, 0, 13, 300; false, 2, 150, 37; true, 3, 13, 45 ] do
                     let withBatch (shape: int[]) =
                         if batches = 0 then
                             shape
                         else
                             Array.append [| batches |] shape
 
-                    let a = uniform 21 (withBatch (if ta then [| k; m |] else [| m; k |])) -1.0f 1.0f
+                    let a = uniform 21 (withBatch [| m; k |]) -1.0f 1.0f
+                    let aStoredTransposed = Tensor.transpose a
                     let wide = uniform 22 (withBatch (if tb then [| 136; k |] else [| k; 136 |])) -1.0f 1.0f
                     let columnAxis = if tb then -2 else -1
                     let narrow = Tensor.slice (wide.Shape.Length + columnAxis) 0 40 wide
-                    let inPlace = Tensor.matmulWith ta tb a narrow None
-                    let packed = Tensor.matmulWith ta tb a wide None
-                    let firstColumns = Tensor.slice (packed.Shape.Length - 1) 0 40 packed
+                    let firstColumns (c: Tensor) = Tensor.slice (c.Shape.Length - 1) 0 40 c
+                    let asStored = Tensor.matmulWith false tb a wide None
+                    let packed = Tensor.matmulWith true tb aStoredTransposed wide None
+                    let transposedInPlace = Tensor.matmulWith true tb aStoredTransposed narrow None
+                    let where = sprintf "transB %b, %d batches, %dx%d" tb batches m k
+                    Expect.sequenceEqual (bits asStored) (bits packed) ("A as stored against A transposed, packed: " + where)
 
                     Expect.sequenceEqual
-                        (bits (inPlace.ToArray()))
-                        (bits (firstColumns.ToArray()))
-                        (sprintf "transA %b, transB %b, %d batches, %dx%d" ta tb batches m k)
+                        (bits transposedInPlace)
+                        (bits (firstColumns packed))
+                        ("A transposed, in place against packed: " + where)
             }
 
             test "bias is added to every row of the fused product" {

@@ -170,19 +170,6 @@ module internal Gemm =
         emit 6 (Avx.Permute2x128(u2, u6, 0x31uy))
         emit 7 (Avx.Permute2x128(u3, u7, 0x31uy))
 
-    /// Eight k-slots of a 6-row panel from the six rows' next 8 values (row r from load r): their transpose with two
-    /// zero rows, each slot written as 8 floats whose last two the next slot's store overwrites; the eighth slot is
-    /// written as 4 + 2 so that nothing lands past the eight slots.
-    let inline private transposeSix ([<InlineIfLambda>] load: int -> Vector256<float32>) (slot: nativeptr<float32>) =
-        transpose8 (fun r -> if r < 6 then load r else Vector256<float32>.Zero) (fun i v ->
-            let at = NativePtr.add slot (i * MR)
-
-            if i < 7 then
-                store at v
-            else
-                store at (v.GetLower())
-                store (NativePtr.add at 4) (v.GetUpper().GetLower()))
-
     /// Packs rows [k0, k0+kc) × columns [j0, j0+nr) of op(B) into dst (kc×nr, zero-padded).
     let private packB (nr: int) (b: Operand) (batch: int) (k0: int) (kc: int) (j0: int) (cols: int) (dst: nativeptr<float32>) =
         use pSrc = fixed b.Data
@@ -278,24 +265,6 @@ module internal Gemm =
 
                     for r in 0 .. MR - 1 do
                         NativePtr.set slot r (if r < prows then NativePtr.get from r else 0.0f)
-            elif prows = MR then
-                // Six rows read side by side: 8 values of each, transposed in registers, then one at a time.
-                let row r = NativePtr.add src ((r0 + r) * a.Ld + k0)
-                let mutable kk = 0
-
-                if Avx.IsSupported then
-                    while kk + 8 <= kc do
-                        transposeSix (fun r -> eightAt (row r) kk) (NativePtr.add panel (kk * MR))
-
-                        kk <- kk + 8
-
-                while kk < kc do
-                    let slot = NativePtr.add panel (kk * MR)
-
-                    for r in 0 .. MR - 1 do
-                        NativePtr.set slot r (NativePtr.get (row r) kk)
-
-                    kk <- kk + 1
             else
                 for kk in 0 .. kc - 1 do
                     let slot = NativePtr.add panel (kk * MR)
@@ -361,8 +330,8 @@ module internal Gemm =
             struct (NativePtr.add aStored (i * a.Ld + k0), a.Ld, 1)
 
     /// Packs op(A)'s rows [i0, i0 + rows) of batch bi, k-range [k0, k0 + kc), into pA: all of them, or when readsInPlace
-    /// only a ragged last panel (the whole 6-row panels are then read where A is stored: packing pays for itself only
-    /// when a panel is read for many panels of B). Returns how many rows are read in place.
+    /// only a ragged last panel (the whole 6-row panels are then read where A is stored). Returns how many rows are
+    /// read in place.
     let private prepareA (a: Operand) bi i0 rows k0 kc (pA: nativeptr<float32>) readsInPlace =
         let fullRows = if readsInPlace then rows / MR * MR else 0
 
@@ -401,6 +370,9 @@ module internal Gemm =
             /// Rows per block of C, blocks per batch.
             Mc: int
             MBlocks: int
+            /// Whether whole 6-row panels of A are read where A is stored rather than packed: always for A as stored
+            /// (a panel's six rows are six runs of kc floats, read as well as a packed panel, so the copy is saved); for
+            /// a transposed A, whose panel is kc short runs of six floats, only when one or two panels of B read it.
             ReadsAInPlace: bool
             /// Whether the pieces are split across threads.
             InParallel: bool
@@ -544,7 +516,7 @@ module internal Gemm =
                     PanelSize = KC * nr
                     Mc = ((m + mBlocks - 1) / mBlocks + MR - 1) / MR * MR
                     MBlocks = mBlocks
-                    ReadsAInPlace = panels <= 2 // n ≤ 2·NR
+                    ReadsAInPlace = not a.Trans || panels <= 2
                     InParallel = int64 batches * int64 m * int64 n * int64 k >= 300_000L
                 }
 
