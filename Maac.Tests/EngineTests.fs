@@ -289,6 +289,28 @@ let tests =
                     [| 0xd16cfe09u; 0x94fdccebu; 0x5001e420u; 0x24126ea1u |]
             }
 
+            test "a stretch of random values is the same values whichever index it starts at" {
+                // A Philox block gives four values: a stretch may start and end inside one, and every start and length
+                // must give the values of one fill from index 0 (as the pieces of a parallel fill do).
+                let k = key 77
+                let all = Array.zeroCreate<float32> 300
+                let uniformAll = Array.zeroCreate<float32> 300
+                RandomKey.fillNormal k (Span all) 0
+                RandomKey.fillUniform k (Span uniformAll) 0
+
+                for start in [ 0; 1; 2; 3; 4; 5; 31; 33; 100 ] do
+                    for length in [ 0; 1; 7; 31; 32; 33; 64; 150 ] do
+                        let part = Array.zeroCreate<float32> length
+                        RandomKey.fillNormal k (Span part) start
+                        Expect.sequenceEqual part all.[start .. start + length - 1] (sprintf "normal from %d, %d values" start length)
+                        RandomKey.fillUniform k (Span part) start
+
+                        Expect.sequenceEqual
+                            part
+                            uniformAll.[start .. start + length - 1]
+                            (sprintf "uniform from %d, %d values" start length)
+            }
+
             test "random tensors: same key same values, split keys differ, moments are right" {
                 let k = key 42
                 Expect.sequenceEqual ((Tensor.randn k [| 1000 |]).ToArray()) ((Tensor.randn k [| 1000 |]).ToArray()) "same key, same values"
