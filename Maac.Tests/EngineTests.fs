@@ -262,6 +262,22 @@ let tests =
                         ("A transposed, in place against packed: " + where)
             }
 
+            test "an edge panel of at most 8 columns gives the bits of a whole panel" {
+                // A panel with at most 8 columns inside C runs on an 8-column kernel; with B widened to whole panels
+                // the same columns come from the full tile. 200 and 36 columns leave 8 and 4 in the last 32-column
+                // panel, 1 column uses the 16-column panel; ragged rows (13, 150) and two k-ranges (300), with bias.
+                let bits (x: Tensor) = x.ToArray() |> Array.map BitConverter.SingleToInt32Bits
+
+                for n, whole, m, k in [ 200, 224, 13, 300; 36, 64, 150, 37; 1, 16, 150, 300 ] do
+                    let a = uniform (n + 1) [| m; k |] -1.0f 1.0f
+                    let wide = uniform (n + 2) [| k; whole |] -1.0f 1.0f
+                    let bias = uniform (n + 3) [| whole |] -1.0f 1.0f
+                    let first (x: Tensor) = Tensor.slice (x.Rank - 1) 0 n x
+                    let edge = Tensor.matmulWith false false a (first wide) (Some(first bias))
+                    let full = Tensor.matmulWith false false a wide (Some bias)
+                    Expect.sequenceEqual (bits edge) (bits (first full)) (sprintf "%d of %d columns, %dx%d" n whole m k)
+            }
+
             test "bias is added to every row of the fused product" {
                 let x = uniform 3 [| 5; 4 |] -1.0f 1.0f
                 let w = uniform 4 [| 4; 3 |] -1.0f 1.0f

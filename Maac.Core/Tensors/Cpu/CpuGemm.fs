@@ -140,6 +140,37 @@ module internal Gemm =
         | true, _ -> kernel512Direct kc a rowStride kStride b c ldc acc bias
         | false, _ -> kernel256Direct kc a rowStride kStride b c ldc acc bias
 
+    /// The first 8 columns of an edge tile, C[6 × 8] = A[6×kc] · B panel's first 8 columns (its rows nr floats apart),
+    /// one 256-bit vector per row, written to the tile buffer (ldc apart) for storeEdge: for a panel with at most 8
+    /// columns inside C (the last of a 200-column product, a critic's value), a quarter of the 512-bit tile's
+    /// multiply-adds or half the 256-bit one's. Each element is the same chain of fused multiply-adds as in the full
+    /// tile. A is read as by the full kernel (kStride 0: a packed panel).
+    let private narrowKernel kc (a: nativeptr<float32>) rowStride kStride (b: nativeptr<float32>) nr (c: nativeptr<float32>) ldc =
+        let rowStride, kStride = if kStride = 0 then 1, MR else rowStride, kStride
+        let mutable row0, row1, row2 = Vector256<float32>.Zero, Vector256<float32>.Zero, Vector256<float32>.Zero
+        let mutable row3, row4, row5 = Vector256<float32>.Zero, Vector256<float32>.Zero, Vector256<float32>.Zero
+        let mutable pa = a
+        let mutable pb = b
+
+        for _ in 1..kc do
+            let b0: Vector256<float32> = load pb
+            let inline update (r: int) (acc: Vector256<float32>) = mulAdd256 (broadcast256 (NativePtr.get pa (r * rowStride))) b0 acc
+            row0 <- update 0 row0
+            row1 <- update 1 row1
+            row2 <- update 2 row2
+            row3 <- update 3 row3
+            row4 <- update 4 row4
+            row5 <- update 5 row5
+            pa <- NativePtr.add pa kStride
+            pb <- NativePtr.add pb nr
+
+        store c row0
+        store (NativePtr.add c ldc) row1
+        store (NativePtr.add c (2 * ldc)) row2
+        store (NativePtr.add c (3 * ldc)) row3
+        store (NativePtr.add c (4 * ldc)) row4
+        store (NativePtr.add c (5 * ldc)) row5
+
     /// The 8 floats from p + k.
     let inline private eightAt (p: nativeptr<float32>) (k: int) : Vector256<float32> = load (NativePtr.add p k)
 
@@ -341,12 +372,16 @@ module internal Gemm =
         fullRows
 
     /// One MR × nr tile of C (+)= A · B panel: straight into C when the tile lies inside it, else computed into `tile`
-    /// and its inside part stored by storeEdge.
+    /// (its first 8 columns only, when no more lie inside C) and its inside part stored by storeEdge.
     let private multiplyTile wide kc (struct (aPanel, rowStride, kStride)) bPanel tile nr cTile n prows cols acc biasRow =
         if prows = MR && cols = nr then
             kernel wide kc aPanel rowStride kStride bPanel cTile n acc biasRow
         else
-            kernel wide kc aPanel rowStride kStride bPanel tile nr false NativePtr.nullPtr
+            if cols <= 8 then
+                narrowKernel kc aPanel rowStride kStride bPanel nr tile nr
+            else
+                kernel wide kc aPanel rowStride kStride bPanel tile nr false NativePtr.nullPtr
+
             storeEdge tile nr cTile n prows cols acc biasRow
 
     /// One product's operands and blocking, for the functions that run its pieces.
