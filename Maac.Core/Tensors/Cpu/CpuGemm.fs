@@ -57,28 +57,38 @@ module internal Gemm =
     let inline private load (p: nativeptr<float32>) : 'V = Unsafe.ReadUnaligned<'V>(NativePtr.toVoidPtr p)
     let inline private store (p: nativeptr<float32>) (v: 'V) = Unsafe.WriteUnaligned<'V>(NativePtr.toVoidPtr p, v)
 
-    /// One row of the tile, two vectors: added to C when accumulating, else to the bias row when there is one.
-    let inline private storeRow (c: nativeptr<float32>) (acc: bool) (bias: nativeptr<float32>) (struct (v0: 'V, v1: 'V)) =
+    /// One row of the tile, two vectors (the first alone when not two): added to C when accumulating, else to the bias
+    /// row when there is one.
+    let inline private storeRow (two: bool) (c: nativeptr<float32>) (acc: bool) (bias: nativeptr<float32>) (struct (v0: 'V, v1: 'V)) =
         let lanes = sizeof<'V> / sizeof<float32>
         let p1 = NativePtr.add c lanes
 
         if acc then
             store c (load c + v0)
-            store p1 (load p1 + v1)
+
+            if two then
+                store p1 (load p1 + v1)
         elif not (NativePtr.isNullPtr bias) then
             store c (load bias + v0)
-            store p1 (load (NativePtr.add bias lanes) + v1)
+
+            if two then
+                store p1 (load (NativePtr.add bias lanes) + v1)
         else
             store c v0
-            store p1 v1
 
-    /// C[6 × 2w] (+)= A[6×kc] · Bpanel[kc×2w] for vectors 'V of w floats, given their broadcast and fused
-    /// multiply-add; written once and inlined for each width. A's element (r, k) is read at a + r·rowStride +
-    /// k·kStride: a packed panel (1, 6) or A where it is stored. Each row's two accumulators are one struct pair,
-    /// which the JIT keeps in two registers.
+            if two then
+                store p1 v1
+
+    /// C[6 × 2w] (+)= A[6×kc] · Bpanel[kc×2w] for vectors 'V of w floats (C[6 × w] with one vector per row when not
+    /// two), given their broadcast and fused multiply-add; written once and inlined for each width. A's element (r, k)
+    /// is read at a + r·rowStride + k·kStride: a packed panel (1, 6) or A where it is stored; B's rows are bStride
+    /// floats apart. Each row's accumulators are one struct pair, which the JIT keeps in two registers (one when not
+    /// two: the second stays unused and its code is dropped).
     let inline private microKernel
+        (two: bool)
         ([<InlineIfLambda>] broadcast: float32 -> 'V)
         ([<InlineIfLambda>] mulAdd: 'V -> 'V -> 'V -> 'V)
+        (bStride: int)
         (kc: int)
         (a: nativeptr<float32>)
         (rowStride: int)
@@ -97,11 +107,11 @@ module internal Gemm =
 
         for _ in 1..kc do
             let b0: 'V = load pb
-            let b1: 'V = load (NativePtr.add pb lanes)
+            let b1: 'V = if two then load (NativePtr.add pb lanes) else b0
 
             let inline update (r: int) (struct (c0: 'V, c1: 'V)) =
                 let x = broadcast (NativePtr.get pa (r * rowStride))
-                struct (mulAdd x b0 c0, mulAdd x b1 c1)
+                struct (mulAdd x b0 c0, (if two then mulAdd x b1 c1 else c1))
 
             row0 <- update 0 row0
             row1 <- update 1 row1
@@ -110,14 +120,14 @@ module internal Gemm =
             row4 <- update 4 row4
             row5 <- update 5 row5
             pa <- NativePtr.add pa kStride
-            pb <- NativePtr.add pb (2 * lanes)
+            pb <- NativePtr.add pb bStride
 
-        storeRow c acc bias row0
-        storeRow (NativePtr.add c ldc) acc bias row1
-        storeRow (NativePtr.add c (2 * ldc)) acc bias row2
-        storeRow (NativePtr.add c (3 * ldc)) acc bias row3
-        storeRow (NativePtr.add c (4 * ldc)) acc bias row4
-        storeRow (NativePtr.add c (5 * ldc)) acc bias row5
+        storeRow two c acc bias row0
+        storeRow two (NativePtr.add c ldc) acc bias row1
+        storeRow two (NativePtr.add c (2 * ldc)) acc bias row2
+        storeRow two (NativePtr.add c (3 * ldc)) acc bias row3
+        storeRow two (NativePtr.add c (4 * ldc)) acc bias row4
+        storeRow two (NativePtr.add c (5 * ldc)) acc bias row5
 
     let inline private broadcast512 (x: float32) = Vector512.Create x
     let inline private mulAdd512 (x: Vector512<float32>) y z = Vector512.FusedMultiplyAdd(x, y, z)
@@ -125,11 +135,14 @@ module internal Gemm =
     let inline private mulAdd256 (x: Vector256<float32>) y z = Vector256.FusedMultiplyAdd(x, y, z)
 
     // Packed panels: their strides are constants the JIT folds into the addressing.
-    let private kernel512 kc a b c ldc acc bias = microKernel broadcast512 mulAdd512 kc a 1 MR b c ldc acc bias
-    let private kernel256 kc a b c ldc acc bias = microKernel broadcast256 mulAdd256 kc a 1 MR b c ldc acc bias
+    let private kernel512 kc a b c ldc acc bias = microKernel true broadcast512 mulAdd512 (columns true) kc a 1 MR b c ldc acc bias
+    let private kernel256 kc a b c ldc acc bias = microKernel true broadcast256 mulAdd256 (columns false) kc a 1 MR b c ldc acc bias
     // A read where it is stored.
-    let private kernel512Direct kc a rs ks b c ldc acc bias = microKernel broadcast512 mulAdd512 kc a rs ks b c ldc acc bias
-    let private kernel256Direct kc a rs ks b c ldc acc bias = microKernel broadcast256 mulAdd256 kc a rs ks b c ldc acc bias
+    let private kernel512Direct kc a rs ks b c ldc acc bias =
+        microKernel true broadcast512 mulAdd512 (columns true) kc a rs ks b c ldc acc bias
+
+    let private kernel256Direct kc a rs ks b c ldc acc bias =
+        microKernel true broadcast256 mulAdd256 (columns false) kc a rs ks b c ldc acc bias
 
     /// C tile (+)= A · B panel, A a packed panel (kStride = 0) or read in place with the given strides; when not
     /// accumulating, a non-null bias row (NR values) is added. Both read the same values in the same order.
@@ -147,29 +160,7 @@ module internal Gemm =
     /// tile. A is read as by the full kernel (kStride 0: a packed panel).
     let private narrowKernel kc (a: nativeptr<float32>) rowStride kStride (b: nativeptr<float32>) nr (c: nativeptr<float32>) ldc =
         let rowStride, kStride = if kStride = 0 then 1, MR else rowStride, kStride
-        let mutable row0, row1, row2 = Vector256<float32>.Zero, Vector256<float32>.Zero, Vector256<float32>.Zero
-        let mutable row3, row4, row5 = Vector256<float32>.Zero, Vector256<float32>.Zero, Vector256<float32>.Zero
-        let mutable pa = a
-        let mutable pb = b
-
-        for _ in 1..kc do
-            let b0: Vector256<float32> = load pb
-            let inline update (r: int) (acc: Vector256<float32>) = mulAdd256 (broadcast256 (NativePtr.get pa (r * rowStride))) b0 acc
-            row0 <- update 0 row0
-            row1 <- update 1 row1
-            row2 <- update 2 row2
-            row3 <- update 3 row3
-            row4 <- update 4 row4
-            row5 <- update 5 row5
-            pa <- NativePtr.add pa kStride
-            pb <- NativePtr.add pb nr
-
-        store c row0
-        store (NativePtr.add c ldc) row1
-        store (NativePtr.add c (2 * ldc)) row2
-        store (NativePtr.add c (3 * ldc)) row3
-        store (NativePtr.add c (4 * ldc)) row4
-        store (NativePtr.add c (5 * ldc)) row5
+        microKernel false broadcast256 mulAdd256 nr kc a rowStride kStride b c ldc false NativePtr.nullPtr
 
     /// The 8 floats from p + k.
     let inline private eightAt (p: nativeptr<float32>) (k: int) : Vector256<float32> = load (NativePtr.add p k)
