@@ -186,7 +186,8 @@ let tests =
                 match Library.unavailableReason () with
                 | Some reason -> skipOrFail reason
                 | None ->
-                    let path = IO.Path.Combine(IO.Directory.CreateTempSubdirectory("maac-state").FullName, "filtered.xml")
+                    use folder = new TempFolder("maac-state")
+                    let path = IO.Path.Combine(folder.Path, "filtered.xml")
 
                     IO.File.WriteAllText(
                         path,

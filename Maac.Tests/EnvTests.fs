@@ -259,7 +259,8 @@ let tests =
                         if not (File.Exists "/usr/include/mujoco/mujoco.h") then
                             skipOrFail "the headers (Debian package libmujoco-dev) are not installed"
 
-                        let dir = Directory.CreateTempSubdirectory("maac-layout").FullName
+                        use folder = new TempFolder("maac-layout")
+                        let dir = folder.Path
                         let src = Path.Combine(AppContext.BaseDirectory, "layout_probe.c")
 
                         let run (file: string) (args: string) =
@@ -282,7 +283,8 @@ let tests =
 
                     test "an unstable simulation truncates the episode and says so in info" {
                         requireMuJoCo ()
-                        let path = Path.Combine(Directory.CreateTempSubdirectory("maac-unstable").FullName, "unstable.xml")
+                        use folder = new TempFolder("maac-unstable")
+                        let path = Path.Combine(folder.Path, "unstable.xml")
 
                         File.WriteAllText(
                             path,

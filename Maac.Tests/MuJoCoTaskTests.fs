@@ -10,6 +10,7 @@ open Maac
 open Maac.Tensors
 open Maac.Envs
 open Maac.Envs.MuJoCo
+open Maac.Tests.Support
 
 let private requireMuJoCo () =
     match Library.unavailableReason () with
@@ -400,7 +401,8 @@ let tests =
 
             test "a model file for a newer MuJoCo is refused naming the installed version" {
                 requireMuJoCo ()
-                let path = Path.Combine(Directory.CreateTempSubdirectory("maac-newer").FullName, "newer.xml")
+                use folder = new TempFolder("maac-newer")
+                let path = Path.Combine(folder.Path, "newer.xml")
                 // gravcomp (MuJoCo 2.3.3) is what Gymnasium's own re-exported model files carry.
                 File.WriteAllText(path, "<mujoco><worldbody><body gravcomp=\"0\"><geom size=\"0.1\"/></body></worldbody></mujoco>")
 

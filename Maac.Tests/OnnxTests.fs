@@ -12,6 +12,7 @@ open Maac.Envs
 open Maac.Algorithms
 open Maac.Persistence
 open Maac.Training
+open Maac.Tests.Support
 
 /// Runs an ONNX model file on a batch of observations with ONNX Runtime alone.
 let private runOnnx (path: string) (observations: float32[][]) =
@@ -60,7 +61,8 @@ let tests =
 
                         use t = new Trainer(s, Algorithms.find algo, Tasks.find env)
                         t.Run(150, ignore, ignore, Threading.CancellationToken.None)
-                        let path = Path.Combine(Directory.CreateTempSubdirectory("maac-onnx").FullName, "policy.onnx")
+                        use folder = new TempFolder("maac-onnx")
+                        let path = Path.Combine(folder.Path, "policy.onnx")
                         t.ExportOnnx path
                         let rng = Random 5
 
@@ -94,7 +96,8 @@ let tests =
                                 }
                         }
 
-                    let path = Path.Combine(Directory.CreateTempSubdirectory("maac-onnx-bounds").FullName, "policy.onnx")
+                    use folder = new TempFolder("maac-onnx-bounds")
+                    let path = Path.Combine(folder.Path, "policy.onnx")
                     File.WriteAllBytes(path, OnnxExport.model saturated [| -3.0f; 0.0f |] [| 3.0f; 10.0f |])
                     let actions = runOnnx path [| [| 0.1f; -0.2f |]; [| 0.0f; 0.0f |] |]
 

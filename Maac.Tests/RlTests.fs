@@ -407,7 +407,8 @@ let tests =
 
             test "a resumed run ends with the same parameters as an uninterrupted one" {
                 let s = { tiny "Pendulum" "maac" with Steps = 400 }
-                let dir = Directory.CreateTempSubdirectory("maac-resume").FullName
+                use folder = new TempFolder("maac-resume")
+                let dir = folder.Path
                 let path = Path.Combine(dir, "checkpoint.safetensors")
                 use whole = runTrainer s Algorithms.maac 400 (fun _ _ -> ())
                 use _first = runTrainer s Algorithms.maac 200 (fun t _ -> t.SaveCheckpoint path)
@@ -430,7 +431,8 @@ let tests =
 
             test "corrupt and mismatched checkpoints are refused with clear errors" {
                 let s = tiny "Pendulum" "sac"
-                let dir = Directory.CreateTempSubdirectory("maac-corrupt").FullName
+                use folder = new TempFolder("maac-corrupt")
+                let dir = folder.Path
                 let path = Path.Combine(dir, "checkpoint.safetensors")
                 use _t = runTrainer s Algorithms.sac 200 (fun t _ -> t.SaveCheckpoint path)
                 let bytes = File.ReadAllBytes path
@@ -448,7 +450,8 @@ let tests =
                 // `experiment checkpoint-fuzz --run DIR` runs ~300 cases; here every family with about a fifth of them, on a
                 // checkpoint written in the middle of an episode (so it holds the running episode and the environment's state).
                 let s = { tiny "Pendulum" "mbpo" with Steps = 300 }
-                let dir = Directory.CreateTempSubdirectory("maac-fuzz-run").FullName
+                use folder = new TempFolder("maac-fuzz-run")
+                let dir = folder.Path
                 RunFolder.create dir s
                 use trainer = runTrainer s Algorithms.mbpo 250 (fun _ _ -> ())
                 trainer.SaveCheckpoint(RunFolder.checkpointFile dir)
@@ -472,7 +475,8 @@ let tests =
             }
 
             test "nothing non-finite is written: a NaN in any tensor is refused naming it, the previous file stays" {
-                let dir = Directory.CreateTempSubdirectory("maac-nonfinite").FullName
+                use folder = new TempFolder("maac-nonfinite")
+                let dir = folder.Path
                 let path = Path.Combine(dir, "c.safetensors")
                 let good = [ { Name = "a"; Shape = [| 2 |]; Values = [| 1.0f; 2.0f |] } ]
                 Checkpoint.save path good Map.empty
@@ -490,7 +494,8 @@ let tests =
             }
 
             test "a killed checkpoint write leaves no temporary file behind after the next write" {
-                let dir = Directory.CreateTempSubdirectory("maac-stale").FullName
+                use folder = new TempFolder("maac-stale")
+                let dir = folder.Path
                 let path = Path.Combine(dir, "checkpoint.safetensors")
                 File.WriteAllText(Path.Combine(dir, ".checkpoint.safetensors.99999.tmp"), "half written")
                 Checkpoint.save path [ { Name = "a"; Shape = [| 1 |]; Values = [| 1.0f |] } ] Map.empty
@@ -560,7 +565,8 @@ let tests =
             }
 
             test "settings round-trip through config.json; malformed settings files are refused with their path" {
-                let dir = Directory.CreateTempSubdirectory("maac-config").FullName
+                use folder = new TempFolder("maac-config")
+                let dir = folder.Path
                 let s = tiny "Pendulum" "mbpo"
                 RunFolder.writeSettings dir s
                 Expect.equal (RunFolder.readSettings dir) s "round trip"

@@ -25,7 +25,8 @@ let private tiny =
         RealCapacity = 1000
     }
 
-let private folder (name: string) = Directory.CreateTempSubdirectory("maac-" + name).FullName
+/// A fresh temporary folder for a test, deleted with its contents when disposed.
+let private folder (name: string) = new TempFolder("maac-" + name)
 
 /// Trains a tiny run into a folder the way the command line does.
 let private trainInto (dir: string) (s: Settings) (until: int) =
@@ -150,7 +151,8 @@ let tests =
             }
 
             test "a checkpoint refuses settings edited since it was written (the budget aside)" {
-                let dir = folder "edited"
+                use runFolder = folder "edited"
+                let dir = runFolder.Path
                 trainInto dir tiny 200
                 let config = RunFolder.configFile dir
                 let o = JsonNode.Parse(File.ReadAllText config).AsObject()
@@ -173,7 +175,8 @@ let tests =
             }
 
             test "resuming: a budget below the checkpoint's step is refused; a raised one continues and is recorded" {
-                let dir = folder "budget"
+                use runFolder = folder "budget"
+                let dir = runFolder.Path
                 trainInto dir tiny 200
                 let task = Tasks.find "Pendulum"
                 let e = errorOf (fun () -> (RunFolder.resume dir task (Some 150) :> IDisposable).Dispose())
@@ -185,7 +188,8 @@ let tests =
             }
 
             test "metrics.csv always holds exactly the rows up to the checkpoint (a kill between the two writes, a stale file)" {
-                let dir = folder "metrics"
+                use runFolder = folder "metrics"
+                let dir = runFolder.Path
                 trainInto dir tiny 200
                 let rows () = RunFolder.readRows dir |> Array.map (fun r -> r.Step)
                 Expect.equal (rows ()) [| 100; 200 |] "rows at 100 and 200"
@@ -208,12 +212,14 @@ let tests =
             }
 
             test "run folders: foreign files are refused, a run killed before its first checkpoint can start again" {
-                let dir = folder "foreign"
+                use runFolder = folder "foreign"
+                let dir = runFolder.Path
                 File.WriteAllText(Path.Combine(dir, "thesis.tex"), "mine")
                 let e = errorOf (fun () -> RunFolder.create dir tiny)
                 Expect.stringContains e.Message "thesis.tex" "names the foreign file"
                 Expect.equal (File.ReadAllText(Path.Combine(dir, "thesis.tex"))) "mine" "untouched"
-                let killed = folder "killed"
+                use killedFolder = folder "killed"
+                let killed = killedFolder.Path
                 RunFolder.create killed tiny
                 RunFolder.create killed tiny // the same run again: allowed, nothing was trained yet
                 let other = errorOf (fun () -> RunFolder.create killed { tiny with Seed = 5L })

@@ -20,6 +20,19 @@ let configFew = { config with maxTest = 25 }
 
 let key (seed: int) = RandomKey.ofSeed (int64 seed)
 
+/// A fresh folder in the system's temporary folder, named from prefix, deleted with everything in it when disposed
+/// (a test's files do not outlive the test).
+type TempFolder(prefix: string) =
+    let folder = System.IO.Directory.CreateTempSubdirectory(prefix)
+
+    /// The folder's full path.
+    member _.Path = folder.FullName
+
+    interface IDisposable with
+        member _.Dispose() =
+            if System.IO.Directory.Exists folder.FullName then
+                System.IO.Directory.Delete(folder.FullName, true)
+
 /// Adam's hyper-parameters at its first step (learning rate 1e-3, β = (0.9, 0.999), ε = 1e-8, bias corrections
 /// 1 − β¹), for tests of the fused update.
 let adamHyperAtStepOne =

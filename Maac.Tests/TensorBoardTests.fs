@@ -12,6 +12,7 @@ open Maac.Algorithms
 open Maac.Persistence
 open Maac.Training
 open Maac.Envs
+open Maac.Tests.Support
 
 /// One decoded Event.
 type private Event = { WallTime: float; Step: int64; FileVersion: string option; Scalars: (string * float32) list }
@@ -85,7 +86,8 @@ let tests =
             }
 
             test "a short MBPO run's event file: file version first, scalars equal to metrics.csv, every CRC valid" {
-                let dir = Directory.CreateTempSubdirectory("maac-tensorboard").FullName
+                use folder = new TempFolder("maac-tensorboard")
+                let dir = folder.Path
 
                 try
                     let s = { RlTests.tiny "Pendulum" "mbpo" with Steps = 400 }
