@@ -153,6 +153,9 @@ module internal Gemm =
         | true, _ -> kernel512Direct kc a rowStride kStride b c ldc acc bias
         | false, _ -> kernel256Direct kc a rowStride kStride b c ldc acc bias
 
+    /// The columns narrowKernel computes: one 256-bit vector.
+    let private narrowColumns = Vector256<float32>.Count
+
     /// The first 8 columns of an edge tile, C[6 × 8] = A[6×kc] · B panel's first 8 columns (its rows nr floats apart),
     /// one 256-bit vector per row, written to the tile buffer (ldc apart) for storeEdge: for a panel with at most 8
     /// columns inside C (the last of a 200-column product, a critic's value), a quarter of the 512-bit tile's
@@ -368,7 +371,7 @@ module internal Gemm =
         if prows = MR && cols = nr then
             kernel wide kc aPanel rowStride kStride bPanel cTile n acc biasRow
         else
-            if cols <= 8 then
+            if cols <= narrowColumns then
                 narrowKernel kc aPanel rowStride kStride bPanel nr tile nr
             else
                 kernel wide kc aPanel rowStride kStride bPanel tile nr false NativePtr.nullPtr
