@@ -2,6 +2,8 @@
 module Maac.Tests.EngineTests
 
 open System
+open System.Runtime.InteropServices
+open System.Runtime.Intrinsics
 open Expecto
 open FsCheck
 open FsCheck.FSharp
@@ -117,10 +119,93 @@ let private genWideBroadcastPair =
         return (if swap then (b.[drop..], a) else (a, b.[drop..])), seed
     }
 
+/// The first float among the bit patterns start, start + stride, … below start + count·stride where the sixteen-lane
+/// f differs from the scalar g, if any (patterns taken sixteen at a time, both NaN counting as equal).
+let private firstDifference
+    (f: Vector512<float32> -> Vector512<float32>)
+    (g: float32 -> float32)
+    (stride: int64)
+    (start: int64)
+    (count: int64)
+    =
+    let lanes = Array.zeroCreate<float32> 16
+    let expected = Array.zeroCreate<float32> 16
+    let mutable found = None
+    let mutable bits = start
+
+    while found.IsNone && bits < start + count * stride do
+        for j in 0..15 do
+            lanes.[j] <- BitConverter.UInt32BitsToSingle(uint32 (bits + int64 j * stride))
+            expected.[j] <- g lanes.[j]
+
+        let v = f (Vector512.Create<float32>(ReadOnlySpan<float32>(lanes)))
+
+        if not (Vector512.EqualsAll(v.AsInt32(), Vector512.Create<float32>(ReadOnlySpan<float32>(expected)).AsInt32())) then
+            for j in 0..15 do
+                let got = v.GetElement j
+
+                if
+                    found.IsNone
+                    && BitConverter.SingleToInt32Bits got <> BitConverter.SingleToInt32Bits expected.[j]
+                    && not (Single.IsNaN got && Single.IsNaN expected.[j])
+                then
+                    found <- Some(lanes.[j], got, expected.[j])
+
+        bits <- bits + 16L * stride
+
+    found
+
+[<System.Runtime.InteropServices.DllImport("libc", EntryPoint = "gnu_get_libc_version")>]
+extern nativeint private gnuLibcVersion()
+
 let tests =
     testList
         "engine"
         [
+            test "the vector exp and log are on with glibc and AVX-512, and give MathF's bits for every float" {
+                // The sampling kernels' formulas are defined by MathF (the C library's expf and logf). The vector
+                // functions take glibc's steps and are enabled where the start-up check finds MathF's bits; here
+                // that must be every float glibc computes on its main path (exp: |x| < 88; log: normal x > 0), and
+                // every 101st bit pattern of the rest, which MathF computes lane by lane.
+                let glibc =
+                    try
+                        System.Version.Parse(Marshal.PtrToStringAnsi(gnuLibcVersion ())) >= System.Version(2, 28)
+                    with
+                    | :? DllNotFoundException
+                    | :? EntryPointNotFoundException -> false
+
+                Expect.equal LibmVector.Enabled (X86.Avx512F.IsSupported && glibc) "enabled exactly with glibc 2.28 or later and AVX-512"
+
+                if LibmVector.Enabled then
+                    let ranges =
+                        [
+                            "exp", LibmVector.exp, MathF.Exp, [ 1L, 0L, 0x42b00000L; 1L, 0x80000000L, 0x42b00000L ]
+                            "exp",
+                            LibmVector.exp,
+                            MathF.Exp,
+                            [ 101L, 0x42b00000L, 0x3d500000L / 101L; 101L, 0xc2b00000L, 0x3d500000L / 101L ]
+                            "log", LibmVector.log, MathF.Log, [ 1L, 0x00800000L, 0x7f000000L ]
+                            "log", LibmVector.log, MathF.Log, [ 101L, 0L, 0x800000L / 101L; 101L, 0x7f800000L, 0x80800000L / 101L ]
+                        ]
+
+                    let pieces =
+                        [|
+                            for name, f, g, spans in ranges do
+                                for stride, start, count in spans do
+                                    let size = 1L <<< 24
+
+                                    for first in 0L .. size .. count - 1L do
+                                        yield name, f, g, stride, start + first * stride, min size (count - first)
+                        |]
+
+                    let failures =
+                        pieces
+                        |> Array.Parallel.choose (fun (name, f, g, stride, start, count) ->
+                            firstDifference f g stride start count
+                            |> Option.map (fun (x, got, expected) -> sprintf "%s(%g) is %g, MathF gives %g" name x got expected))
+
+                    Expect.isEmpty failures (String.concat "; " failures)
+            }
             test "softplus holds float32 accuracy over the whole range, down to x = -87 (CPU kernel and scalar formula)" {
                 // A few float32 roundings: 4e-7 relative would do; 2e-6 leaves room for exp's and log's own error.
                 // Without log1p, 1 + eˣ rounds to 1 for x ≤ -17 (softplus 0) and is 17% off at x = -15.

@@ -8,6 +8,7 @@ open FsCheck
 open FsCheck.FSharp
 open Maac
 open Maac.Tensors
+open Maac.Tensors.Cpu
 open Maac.Tests.Support
 
 let private cpu = Backends.Get Device.Cpu
@@ -181,58 +182,70 @@ let tests =
             }
             test "the CPU Gaussian-head kernels give the per-element formulas' bits, rows split across pieces" {
                 // 3001 rows of 7 outputs: the kernels' pieces of 2,048 elements start inside rows, where each piece
-                // finds its first element's row and column.
-                let rows, d = 3001, 7
+                // finds its first element's row and column, and runs of 16 lanes span rows. 1001 rows of 18, with
+                // raw log-variances out to ±120, where e^−|hi − r| is below the smallest float (lanes that MathF
+                // computes). Element by element, and with the vector exp and log where the processor has them.
+                let check (rows: int) (d: int) (spread: float32) =
+                    let at = sprintf "%d rows of %d, vector exp and log %b" rows d LibmVector.InUse
 
-                let xs =
-                    [|
-                        values 81 [| rows; 2 * d |] -3.0f 3.0f
-                        values 82 [| d |] 0.0f 1.0f
-                        values 83 [| d |] -3.0f -1.5f
-                        values 84 [| rows; d |] -2.0f 2.0f
-                        values 85 [| rows; d |] -1.0f 1.0f
-                    |]
+                    let xs =
+                        [|
+                            values 81 [| rows; 2 * d |] -spread spread
+                            values 82 [| d |] 0.0f 1.0f
+                            values 83 [| d |] -3.0f -1.5f
+                            values 84 [| rows; d |] -2.0f 2.0f
+                            values 85 [| rows; d |] -1.0f 1.0f
+                        |]
 
-                let h, hi, lo, e, g =
-                    xs.[0].ToArray(), xs.[1].ToArray(), xs.[2].ToArray(), xs.[3].ToArray(), xs.[4].ToArray()
+                    let h, hi, lo, e, g =
+                        xs.[0].ToArray(), xs.[1].ToArray(), xs.[2].ToArray(), xs.[3].ToArray(), xs.[4].ToArray()
 
-                let bits (values: float32[]) = Array.map BitConverter.SingleToInt32Bits values
-                let mean i j = h.[i * 2 * d + j]
-                let raw i j = h.[i * 2 * d + d + j]
+                    let bits (values: float32[]) = Array.map BitConverter.SingleToInt32Bits values
+                    let mean i j = h.[i * 2 * d + j]
+                    let raw i j = h.[i * 2 * d + d + j]
 
-                Expect.sequenceEqual
-                    (bits ((Fused.run cpu GaussianHead.sample () xs.[0..3]).[0].ToArray()))
-                    (bits (
-                        Array.init (rows * d) (fun k ->
-                            GaussianHeadFormulas.Sample(mean (k / d) (k % d), raw (k / d) (k % d), hi.[k % d], lo.[k % d], e.[k]))
-                    ))
-                    "samples"
-
-                let byRaw k = raw (k / d) (k % d), hi.[k % d], lo.[k % d], e.[k], g.[k]
-
-                let head =
-                    Array.init (rows * 2 * d) (fun c ->
-                        let i, j = c / (2 * d), c % (2 * d)
-
-                        if j < d then
-                            g.[i * d + j]
-                        else
-                            GaussianHeadFormulas.RawGrad(byRaw (i * d + j - d)))
-
-                for input, expected in
-                    [
-                        HeadInput, head
-                        MaxLogVarInput, Array.init (rows * d) (byRaw >> GaussianHeadFormulas.MaxGrad)
-                        MinLogVarInput, Array.init (rows * d) (byRaw >> GaussianHeadFormulas.MinGrad)
-                        NoiseInput,
-                        Array.init (rows * d) (fun k ->
-                            let r, upper, lower, _, gk = byRaw k
-                            GaussianHeadFormulas.NoiseGrad(r, upper, lower, gk))
-                    ] do
                     Expect.sequenceEqual
-                        (bits ((Fused.run cpu GaussianHead.gradient input xs).[0].ToArray()))
-                        (bits expected)
-                        (sprintf "gradient in %A" input)
+                        (bits ((Fused.run cpu GaussianHead.sample () xs.[0..3]).[0].ToArray()))
+                        (bits (
+                            Array.init (rows * d) (fun k ->
+                                GaussianHeadFormulas.Sample(mean (k / d) (k % d), raw (k / d) (k % d), hi.[k % d], lo.[k % d], e.[k]))
+                        ))
+                        ("samples, " + at)
+
+                    let byRaw k = raw (k / d) (k % d), hi.[k % d], lo.[k % d], e.[k], g.[k]
+
+                    let head =
+                        Array.init (rows * 2 * d) (fun c ->
+                            let i, j = c / (2 * d), c % (2 * d)
+
+                            if j < d then
+                                g.[i * d + j]
+                            else
+                                GaussianHeadFormulas.RawGrad(byRaw (i * d + j - d)))
+
+                    for input, expected in
+                        [
+                            HeadInput, head
+                            MaxLogVarInput, Array.init (rows * d) (byRaw >> GaussianHeadFormulas.MaxGrad)
+                            MinLogVarInput, Array.init (rows * d) (byRaw >> GaussianHeadFormulas.MinGrad)
+                            NoiseInput,
+                            Array.init (rows * d) (fun k ->
+                                let r, upper, lower, _, gk = byRaw k
+                                GaussianHeadFormulas.NoiseGrad(r, upper, lower, gk))
+                        ] do
+                        Expect.sequenceEqual
+                            (bits ((Fused.run cpu GaussianHead.gradient input xs).[0].ToArray()))
+                            (bits expected)
+                            (sprintf "gradient in %A, %s" input at)
+
+                for vectors in List.distinct [ false; LibmVector.Enabled ] do
+                    LibmVector.InUse <- vectors
+
+                    try
+                        for rows, d, spread in [ 3001, 7, 3.0f; 1001, 18, 120.0f ] do
+                            check rows d spread
+                    finally
+                        LibmVector.InUse <- LibmVector.Enabled
             }
             test "the CPU tanh-Gaussian kernels give the bits of the per-element formulas the GPU kernels call" {
                 // The CPU kernels compute σ, u and dL/dm once per element and pass them to the formulas' steps; the

@@ -88,15 +88,18 @@ module internal Elementwise =
             | Cos -> TensorPrimitives.Cos(s, d)
             | other -> invalidOp (sprintf "no primitive for %A" other))
 
-    /// 512-bit loops for the transcendental-heavy swish kernels on processors with AVX-512 (twice the
-    /// lanes per exp); elements of a ragged tail take the same 512-bit formula, padded with zeros.
-    let inline private load512 (src: float32[]) (i: int) (stop: int) =
+    // 512-bit loops for the transcendental-heavy swish kernels on processors with AVX-512 (twice the
+    // lanes per exp); elements of a ragged tail take the same 512-bit formula, padded with zeros.
+
+    /// Loads a 512-bit vector at i, the lanes at or past stop read as zero.
+    let inline load512 (src: float32[]) (i: int) (stop: int) =
         if i + Vector512<float32>.Count <= stop then
             Vector512.Create<float32>(ReadOnlySpan<float32>(src, i, Vector512<float32>.Count))
         else
             Vector512.Create(load src i stop, padded256 src (i + 8) (stop - i - 8))
 
-    let inline private store512 (v: Vector512<float32>) (dst: float32[]) (i: int) (stop: int) =
+    /// Stores the first min(16, stop − i) lanes of v at i.
+    let inline store512 (v: Vector512<float32>) (dst: float32[]) (i: int) (stop: int) =
         storeLanes Vector512<float32>.Count (fun () -> v.CopyTo(dst, i)) (fun j -> v.[j]) dst i stop
 
     let inline private sigmoid512 (x: Vector512<float32>) = Vector512<float32>.One / (Vector512<float32>.One + Vector512.Exp(-x))

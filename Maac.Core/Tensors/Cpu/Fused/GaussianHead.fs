@@ -1,10 +1,47 @@
 namespace Maac.Tensors.Cpu
 
+#nowarn "9"
+
+open System.Runtime.Intrinsics
+open Microsoft.FSharp.NativeInterop
 open Maac.Tensors
 
-/// CPU kernels of fused Gaussian-head sampling and its gradient (formulas in GaussianHeadFormulas),
-/// element-parallel.
+/// GaussianHeadFormulas on sixteen lanes: each lane has the bits of the scalar formula (LaneMath's functions, the
+/// same float operations in the same order; only where LibmVector.Enabled).
+module internal GaussianHeadLanes =
+    type private V = Vector512<float32>
+
+    let private half = Vector512.Create 0.5f
+
+    /// The bounded log-variance v = lo + softplus(hi − softplus(hi − r) − lo) (GaussianHeadFormulas.LogVar).
+    let inline private logVar (r: V) (hi: V) (lo: V) = lo + LaneMath.softplus (hi - LaneMath.softplus (hi - r) - lo)
+
+    /// GaussianHeadFormulas.Sample: μ + e^(v/2)·e.
+    let sample (mean: V) (r: V) (hi: V) (lo: V) (e: V) = mean + LibmVector.exp (half * logVar r hi lo) * e
+
+    /// GaussianHeadFormulas.NoiseGrad: g·e^(v/2).
+    let noiseGrad (r: V) (hi: V) (lo: V) (g: V) = g * LibmVector.exp (half * logVar r hi lo)
+
+    /// GaussianHeadFormulas.RawGrad, MaxGrad or MinGrad (by input) for the samples' gradient g, from the formulas'
+    /// shared steps (GradientSteps: the gap hi − r, t, and e^−|·| of each).
+    let gradient (input: GaussianHeadInput) (r: V) (hi: V) (lo: V) (e: V) (g: V) =
+        let gap = hi - r
+        let expNegAbsGap = LaneMath.expNegAbs gap
+        let t = hi - LaneMath.softplusFrom gap expNegAbsGap - lo
+        let expNegAbsT = LaneMath.expNegAbs t
+        let byLogVar = half * LibmVector.exp (half * (lo + LaneMath.softplusFrom t expNegAbsT)) * e
+        let gByLogVar, sigmaT = g * byLogVar, LaneMath.sigmoidFrom t expNegAbsT
+
+        match input with
+        | MaxLogVarInput -> gByLogVar * sigmaT * (V.One - LaneMath.sigmoidFrom gap expNegAbsGap)
+        | MinLogVarInput -> gByLogVar * (V.One - sigmaT)
+        | _ -> gByLogVar * sigmaT * LaneMath.sigmoidFrom gap expNegAbsGap
+
+/// CPU kernels of fused Gaussian-head sampling and its gradient (formulas in GaussianHeadFormulas), element-parallel:
+/// sixteen elements at a time by GaussianHeadLanes where LibmVector.InUse, else element by element.
 module internal GaussianHeadCpu =
+    type private V = Vector512<float32>
+
     /// f k i c for the elements k in [start, start + length) of rows `width` wide, k = i·width + c: the row and column
     /// advanced with k, not divided out of it for each element.
     let inline private forElements (start: int) (length: int) (width: int) ([<InlineIfLambda>] f: int -> int -> int -> unit) =
@@ -19,6 +56,49 @@ module internal GaussianHeadCpu =
                 c <- 0
                 i <- i + 1
 
+    /// The lanes of a head's elements: for runs of up to 16 elements k of [R, D], each element's mean, raw
+    /// log-variance and bounds copied into 16-float lanes (the noise and gradients, stored contiguously, are read in
+    /// place by the caller). f k i j n means raw hi lo for each run: k its first element, (i, j) that element's row
+    /// and column, n ≤ 16 its length.
+    let inline private forLanes
+        (h: float32[])
+        (hi: float32[])
+        (lo: float32[])
+        (d: int)
+        (start: int)
+        (length: int)
+        ([<InlineIfLambda>] f: int -> int -> int -> int -> V -> V -> V -> V -> unit)
+        =
+        let lanes = NativePtr.stackalloc<float32> 64
+
+        for l in 0..63 do
+            NativePtr.set lanes l 0.0f
+
+        let lane (buffer: int) = NativePtr.add lanes (16 * buffer)
+        let load (buffer: int) = Vector512.Load(lane buffer)
+        let stop = start + length
+        let mutable k = start
+        let mutable i = start / d
+        let mutable j = start % d
+
+        while k < stop do
+            let n = min 16 (stop - k)
+            let i0, j0 = i, j
+
+            for l in 0 .. n - 1 do
+                NativePtr.set (lane 0) l h.[i * 2 * d + j]
+                NativePtr.set (lane 1) l h.[i * 2 * d + d + j]
+                NativePtr.set (lane 2) l hi.[j]
+                NativePtr.set (lane 3) l lo.[j]
+                j <- j + 1
+
+                if j = d then
+                    j <- 0
+                    i <- i + 1
+
+            f k i0 j0 n (load 0) (load 1) (load 2) (load 3)
+            k <- k + n
+
     /// The samples.
     let sample =
         CpuFusedKernel.define GaussianHead.sample (fun () inputs shapes outputs ->
@@ -27,29 +107,51 @@ module internal GaussianHeadCpu =
             let dst = outputs.[0]
 
             Workers.forChunks dst.Length (Elementwise.Chunk / 8) (fun s len ->
-                forElements s len d (fun k i j ->
-                    dst.[k] <- GaussianHeadFormulas.Sample(h.[i * 2 * d + j], h.[i * 2 * d + d + j], hi.[j], lo.[j], e.[k]))))
+                if LibmVector.InUse then
+                    forLanes h hi lo d s len (fun k _ _ n mean raw upper lower ->
+                        let v = GaussianHeadLanes.sample mean raw upper lower (Elementwise.load512 e k (k + n))
+                        Elementwise.store512 v dst k (k + n))
+                else
+                    forElements s len d (fun k i j ->
+                        dst.[k] <- GaussianHeadFormulas.Sample(h.[i * 2 * d + j], h.[i * 2 * d + d + j], hi.[j], lo.[j], e.[k]))))
 
-    /// The gradient in one input (per row for the bounds).
+    /// The gradient in one input: per element of [R, D] for the bounds (which the caller sums over rows) and the
+    /// noise; for the head [R, 2D], the samples' gradient for the means, then the raw log-variances'.
     let gradient =
         CpuFusedKernel.define GaussianHead.gradient (fun input inputs shapes outputs ->
             let h, hi, lo, e, gv = inputs.[0], inputs.[1], inputs.[2], inputs.[3], inputs.[4]
             let d = shapes.[3].[1]
             let dst = outputs.[0]
-            let width = if input = HeadInput then 2 * d else d
+            // Where element (i, j) of [R, D] goes: the head's gradient has the means' first in each row.
+            let rawAt i j = if input = HeadInput then i * 2 * d + d + j else i * d + j
 
-            Workers.forChunks dst.Length (Elementwise.Chunk / 8) (fun s len ->
-                forElements s len width (fun k i c ->
-                    let j = if c < d then c else c - d
-                    let r, x, gk = h.[i * 2 * d + d + j], e.[i * d + j], gv.[i * d + j]
+            Workers.forChunks gv.Length (Elementwise.Chunk / 8) (fun s len ->
+                if input = HeadInput then
+                    forElements s len d (fun k i j -> dst.[i * 2 * d + j] <- gv.[k])
 
-                    dst.[k] <-
-                        match input with
-                        | HeadInput ->
-                            if c < d then
-                                gk
-                            else
-                                GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk)
-                        | MaxLogVarInput -> GaussianHeadFormulas.MaxGrad(r, hi.[j], lo.[j], x, gk)
-                        | MinLogVarInput -> GaussianHeadFormulas.MinGrad(r, hi.[j], lo.[j], x, gk)
-                        | NoiseInput -> GaussianHeadFormulas.NoiseGrad(r, hi.[j], lo.[j], gk))))
+                if LibmVector.InUse then
+                    let result = NativePtr.stackalloc<float32> 16
+
+                    forLanes h hi lo d s len (fun k i j n _ raw upper lower ->
+                        let g = Elementwise.load512 gv k (k + n)
+
+                        let v =
+                            match input with
+                            | NoiseInput -> GaussianHeadLanes.noiseGrad raw upper lower g
+                            | _ -> GaussianHeadLanes.gradient input raw upper lower (Elementwise.load512 e k (k + n)) g
+
+                        if input = HeadInput then
+                            v.Store result
+                            forElements (i * d + j) n d (fun at row column -> dst.[rawAt row column] <- NativePtr.get result (at - k))
+                        else
+                            Elementwise.store512 v dst k (k + n))
+                else
+                    forElements s len d (fun k i j ->
+                        let r, x, gk = h.[i * 2 * d + d + j], e.[k], gv.[k]
+
+                        dst.[rawAt i j] <-
+                            match input with
+                            | NoiseInput -> GaussianHeadFormulas.NoiseGrad(r, hi.[j], lo.[j], gk)
+                            | MaxLogVarInput -> GaussianHeadFormulas.MaxGrad(r, hi.[j], lo.[j], x, gk)
+                            | MinLogVarInput -> GaussianHeadFormulas.MinGrad(r, hi.[j], lo.[j], x, gk)
+                            | HeadInput -> GaussianHeadFormulas.RawGrad(r, hi.[j], lo.[j], x, gk))))
