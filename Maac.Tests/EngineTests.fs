@@ -162,11 +162,12 @@ let tests =
     testList
         "engine"
         [
-            test "the vector exp and log are on with glibc and AVX-512, and give MathF's bits for every float" {
-                // The sampling kernels' formulas are defined by MathF (the C library's expf and logf). The vector
-                // functions take glibc's steps and are enabled where the start-up check finds MathF's bits; here
-                // that must be every float glibc computes on its main path (exp: |x| < 88; log: normal x > 0), and
-                // every 101st bit pattern of the rest, which MathF computes lane by lane.
+            test "the vector exp, log and tanh are on with glibc and AVX-512, and give MathF's bits for every float" {
+                // The sampling kernels' formulas are defined by MathF (the C library's expf, logf and tanhf). The
+                // vector functions take glibc's steps and are enabled where the start-up check finds MathF's bits;
+                // here that must hold for every float glibc computes on its main path (exp: |x| < 88; log: normal
+                // x > 0; tanh: 0 ≤ x < 22, through every branch of expm1), and every 101st bit pattern of the rest
+                // (MathF lane by lane; tanh: ±1, below zero the same steps with the sign set).
                 let glibc =
                     try
                         System.Version.Parse(Marshal.PtrToStringAnsi(gnuLibcVersion ())) >= System.Version(2, 28)
@@ -174,7 +175,7 @@ let tests =
                     | :? DllNotFoundException
                     | :? EntryPointNotFoundException -> false
 
-                Expect.equal LibmVector.Enabled (X86.Avx512F.IsSupported && glibc) "enabled exactly with glibc 2.28 or later and AVX-512"
+                Expect.equal LibmVector.Enabled (X86.Avx512F.IsSupported && glibc) "on exactly with glibc 2.28 or later and AVX-512"
 
                 if LibmVector.Enabled then
                     let ranges =
@@ -186,6 +187,8 @@ let tests =
                             [ 101L, 0x42b00000L, 0x3d500000L / 101L; 101L, 0xc2b00000L, 0x3d500000L / 101L ]
                             "log", LibmVector.log, MathF.Log, [ 1L, 0x00800000L, 0x7f000000L ]
                             "log", LibmVector.log, MathF.Log, [ 101L, 0L, 0x800000L / 101L; 101L, 0x7f800000L, 0x80800000L / 101L ]
+                            "tanh", LibmVector.tanh, MathF.Tanh, [ 1L, 0L, 0x41b00000L ]
+                            "tanh", LibmVector.tanh, MathF.Tanh, [ 101L, 0x41b00000L, 0xbe500000L / 101L ]
                         ]
 
                     let pieces =

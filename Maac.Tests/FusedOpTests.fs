@@ -250,11 +250,13 @@ let tests =
             test "the CPU tanh-Gaussian kernels give the bits of the per-element formulas the GPU kernels call" {
                 // The CPU kernels compute σ, u and dL/dm once per element and pass them to the formulas' steps; the
                 // whole-element formulas recompute them. Same operations on the same values, so every bit must agree
-                // (inside and outside the clamp range: head values in [−2, 2], bounds [−1, 1]).
+                // (inside and outside the clamp range: head values in [−2, 2], bounds [−1, 1]). Also 3001 rows of 6
+                // (several pieces, runs of 16 lanes spanning rows) with heads out to ±12, where tanh is ±1 and
+                // expm1 takes every branch, and 700 rows of 1. Element by element, and with the vector exp and tanh
+                // where the processor has them.
                 let bits (xs: float32[]) = Array.map BitConverter.SingleToInt32Bits xs
 
-                for seed in 0..19 do
-                    let xs = tanhGaussianInputs (1000 * seed + 17)
+                let check (seed: int) (xs: RawTensor[]) =
                     let n, a = xs.[1].Shape.[0], xs.[1].Shape.[1]
                     let h, e = xs.[0].ToArray(), xs.[1].ToArray()
                     let lo, hi = bounds.Lo, bounds.Hi
@@ -272,8 +274,16 @@ let tests =
                                 0.0f
                                 [ 0 .. a - 1 ])
 
-                    Expect.sequenceEqual (bits (outputs.[0].ToArray())) (bits action) (sprintf "actions, seed %d" seed)
-                    Expect.sequenceEqual (bits (outputs.[1].ToArray())) (bits logProb) (sprintf "log-densities, seed %d" seed)
+                    Expect.sequenceEqual
+                        (bits (outputs.[0].ToArray()))
+                        (bits action)
+                        (sprintf "actions, seed %d, vector exp and tanh %b" seed LibmVector.InUse)
+
+                    Expect.sequenceEqual
+                        (bits (outputs.[1].ToArray()))
+                        (bits logProb)
+                        (sprintf "log-densities, seed %d, vector exp and tanh %b" seed LibmVector.InUse)
+
                     let grads = withGradients seed xs [| [| n; a |]; [| n |] |]
                     let gA, gL = grads.[2].ToArray(), grads.[3].ToArray()
                     let args k = m (k / a) (k % a), r (k / a) (k % a), e.[k], lo, hi, gA.[k], gL.[k / a]
@@ -293,12 +303,30 @@ let tests =
                             else
                                 TanhGaussianFormulas.LogStdGrad(args (i * a + j - a)))
 
-                    Expect.sequenceEqual (bits byHead) (bits expectedHead) (sprintf "head gradient, seed %d" seed)
+                    Expect.sequenceEqual
+                        (bits byHead)
+                        (bits expectedHead)
+                        (sprintf "head gradient, seed %d, vector exp and tanh %b" seed LibmVector.InUse)
 
                     Expect.sequenceEqual
                         (bits byNoise)
                         (bits (Array.init (n * a) (args >> TanhGaussianFormulas.NoiseGrad)))
-                        (sprintf "noise gradient, seed %d" seed)
+                        (sprintf "noise gradient, seed %d, vector exp and tanh %b" seed LibmVector.InUse)
+
+                let wide (seed: int) (n: int) (a: int) =
+                    [| values seed [| n; 2 * a |] -12.0f 12.0f; values (seed + 1) [| n; a |] -4.0f 4.0f |]
+
+                for vectors in List.distinct [ false; LibmVector.Enabled ] do
+                    LibmVector.InUse <- vectors
+
+                    try
+                        for seed in 0..19 do
+                            check seed (tanhGaussianInputs (1000 * seed + 17))
+
+                        check 101 (wide 101 3001 6)
+                        check 102 (wide 102 700 1)
+                    finally
+                        LibmVector.InUse <- LibmVector.Enabled
             }
             test "the CPU product + activation equals its composition bit for bit (edge tiles, k-blocks, batches)" {
                 // The kernel activates each stored block with the element-wise kernels' own vector formulas, so no

@@ -4,18 +4,21 @@ open System
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 
-/// e^x and log x for sixteen floats at a time with the bits of the C library's expf and logf, which MathF.Exp and
-/// MathF.Log call: the sampling formulas are defined by those (a run's results are the same on every backend that
-/// keeps them), and one library call per element costs more than the rest of their arithmetic.
+/// e^x, log x and tanh x for sixteen floats at a time with the bits of the C library's expf, logf and tanhf, which
+/// MathF.Exp, MathF.Log and MathF.Tanh call: the sampling formulas are defined by those (a run's results are the same
+/// on every backend that keeps them), and one library call per element costs more than the rest of their arithmetic.
 ///
-/// glibc 2.28 and later computes both in double precision from a short table and a polynomial (expf: x/ln 2 split
-/// into k/32 + r, 2^(k/32) from a 32-entry table, a cubic in r; logf: x = 2^k·z with z near one of 16 table points c,
-/// log c from the table, a cubic in z/c − 1), and on a processor with fused multiply-add runs a build that fuses its
-/// multiply-adds. The functions below take the same steps with the same fused operations on eight doubles per vector,
-/// the tables read by two-register permutes; the lanes that glibc sends to its special cases (|x| ≥ 88 and non-finite
-/// x for exp; x below the smallest normal float, negative or non-finite for log) are computed by MathF itself.
-/// `Enabled` is true only where the processor has AVX-512 and both functions give MathF's bits on a set of test values
-/// at start-up; elsewhere the kernels call MathF element by element. A test holds both to MathF over every float.
+/// glibc 2.28 and later computes expf and logf in double precision from a short table and a polynomial (expf: x/ln 2
+/// split into k/32 + r, 2^(k/32) from a 32-entry table, a cubic in r; logf: x = 2^k·z with z near one of 16 table
+/// points c, log c from the table, a cubic in z/c − 1), and on a processor with fused multiply-add runs a build that
+/// fuses its multiply-adds; its tanhf is fdlibm's, in float arithmetic through expm1f (a reduction by ln 2 and a
+/// rational approximation, with a final step for each range of k). The functions below take the same steps with the
+/// same operations, eight doubles or sixteen floats per vector, every branch computed and the lane's own selected,
+/// the tables read by two-register permutes; the lanes that glibc sends to its special cases (|x| ≥ 88 and
+/// non-finite x for exp; x below the smallest normal float, negative or non-finite for log; non-finite x for tanh)
+/// are computed by MathF itself. `Enabled` is true only where the processor has AVX-512 and all three give MathF's
+/// bits on a set of test values at start-up; elsewhere the kernels call MathF element by element. A test holds them
+/// to MathF over every float of their main paths.
 module internal LibmVector =
     /// The doubles with the given 64-bit patterns.
     let private doubles (bits: uint64[]) = Array.map BitConverter.UInt64BitsToDouble bits
@@ -182,8 +185,8 @@ module internal LibmVector =
     let inline private narrow (lower: Vector512<float>) (upper: Vector512<float>) =
         Vector512.Create(Avx512F.ConvertToVector256Single lower, Avx512F.ConvertToVector256Single upper)
 
-    /// glibc's expf on each lane (AVX-512 only).
-    let private vectorExp (x: Vector512<float32>) =
+    /// glibc's expf on each lane: e^x with MathF.Exp's bits (only where Enabled).
+    let exp (x: Vector512<float32>) =
         let main =
             narrow (expOf (Avx512F.ConvertToVector512Double(x.GetLower()))) (expOf (Avx512F.ConvertToVector512Double(x.GetUpper())))
 
@@ -191,8 +194,8 @@ module internal LibmVector =
         let abstop = Avx512F.And(Avx512F.ShiftRightLogical(x.AsUInt32(), 20uy), Vector512.Create 0x7ffu)
         scalarLanes (Vector512.GreaterThan(abstop.AsInt32(), Vector512.Create 0x42a)) x main MathF.Exp
 
-    /// glibc's logf on each lane (AVX-512 only).
-    let private vectorLog (x: Vector512<float32>) =
+    /// glibc's logf on each lane: log x with MathF.Log's bits (only where Enabled).
+    let log (x: Vector512<float32>) =
         let ix = x.AsInt32()
         let tmp = Avx512F.Subtract(ix, Vector512.Create 0x3f330000)
         let index = Avx512F.And(Avx512F.ShiftRightLogical(tmp, 19uy), Vector512.Create 15)
@@ -205,6 +208,107 @@ module internal LibmVector =
         // glibc's special cases: ix − 0x00800000 ≥ 0x7f000000 unsigned (subnormal, zero, negative, infinite, NaN).
         let offset = Avx512F.Subtract(ix, Vector512.Create 0x00800000).AsUInt32()
         scalarLanes (Vector512.GreaterThanOrEqual(offset, Vector512.Create 0x7f000000u).AsInt32()) x main MathF.Log
+
+    // tanhf and the expm1f it calls (fdlibm's, in float arithmetic without fused operations): constants by bits.
+    let private float32Of (bits: uint32) = BitConverter.UInt32BitsToSingle bits
+    let private invLn2 = float32Of 0x3fb8aa3bu
+    let private ln2Hi = float32Of 0x3f317180u
+    let private ln2Lo = float32Of 0x3717f7d1u
+    let private expm1Q1 = float32Of 0xbd088889u
+    let private expm1Q2 = float32Of 0x3ad00d01u
+    let private expm1Q3 = float32Of 0xb8a670cdu
+    let private expm1Q4 = float32Of 0x36867e54u
+    let private expm1Q5 = float32Of 0xb457edbbu
+
+    /// Lanes of v where mask (all bits set or none) is set, else of w.
+    let inline private pick (mask: Vector512<int>) (v: Vector512<float32>) (w: Vector512<float32>) =
+        Vector512.ConditionalSelect(mask.AsSingle(), v, w)
+
+    /// glibc's expm1f on each lane below 27·ln 2 in magnitude or positive below 88.72 (the arguments tanhf gives it).
+    let private expm1 (x: Vector512<float32>) =
+        let c (v: float32) = Vector512.Create v
+        let ci (v: int) = Vector512.Create v
+        let hx = Vector512.BitwiseAnd(x.AsInt32(), ci 0x7fffffff)
+        let negative = Vector512.LessThan(x.AsInt32(), Vector512<int>.Zero)
+        // Reduction: x = k·ln 2 + reduced (+ c, the rounding of reduced): k = ±1 between 0.5 and 1.5 ln 2, else
+        // the nearest integer to x/ln 2 above 1.5 ln 2, k = 0 below.
+        let general = Vector512.GreaterThanOrEqual(hx, ci 0x3f851592)
+        let reducedAtAll = Vector512.GreaterThan(hx, ci 0x3eb17218)
+
+        let kGeneral =
+            Avx512F.ConvertToVector512Int32WithTruncation(invLn2 * x + pick negative (c (-0.5f)) (c 0.5f))
+
+        let t = Avx512F.ConvertToVector512Single kGeneral
+        let hi = pick general (x - t * c ln2Hi) (pick negative (x + c ln2Hi) (x - c ln2Hi))
+        let lo = pick general (t * c ln2Lo) (pick negative (c (-ln2Lo)) (c ln2Lo))
+
+        let kNear =
+            Vector512.ConditionalSelect(general, kGeneral, Vector512.ConditionalSelect(negative, ci (-1), ci 1))
+
+        let k = Vector512.ConditionalSelect(reducedAtAll, kNear, Vector512<int>.Zero)
+        let r = pick reducedAtAll (hi - lo) x
+        let correction = (hi - r) - lo
+        // The rational approximation on the reduced argument.
+        let hfx = r * c 0.5f
+        let hxs = r * hfx
+
+        let r1 =
+            ((((c expm1Q5 * hxs + c expm1Q4) * hxs + c expm1Q3) * hxs + c expm1Q2) * hxs + c expm1Q1) * hxs
+            + c 1.0f
+
+        let t3 = c 3.0f - hfx * r1
+        let e0 = ((r1 - t3) / (c 6.0f - r * t3)) * hxs
+        let atZero = r - (r * e0 - hxs)
+        let e = ((r * (e0 - correction)) - correction) - hxs
+        let atMinusOne = (r - e) * c 0.5f - c 0.5f
+
+        let atOne =
+            pick (Vector512.LessThan(r, c (-0.25f)).AsInt32()) (c (-2.0f) * (e - (r + c 0.5f))) ((r - e) + (r - e) + c 1.0f)
+
+        let scaled (y: Vector512<float32>) = (y.AsInt32() + Vector512.ShiftLeft(k, 23)).AsSingle()
+        let farOut = scaled (c 1.0f - (e - r)) - c 1.0f
+        let twoPowMinusK = Vector512.ShiftLeft(ci 0x7f - k, 23).AsSingle()
+        let upTo56 = scaled ((r - (e + twoPowMinusK)) + c 1.0f)
+
+        let oneMinusTwoPowMinusK =
+            (ci 0x3f800000 - Avx512F.ShiftRightArithmeticVariable(ci 0x1000000, k.AsUInt32())).AsSingle()
+
+        let upTo22 = scaled (oneMinusTwoPowMinusK - (e - r))
+
+        let byK =
+            pick
+                (Vector512.Equals(k, Vector512<int>.Zero))
+                atZero
+                (pick
+                    (Vector512.Equals(k, ci (-1)))
+                    atMinusOne
+                    (pick
+                        (Vector512.Equals(k, ci 1))
+                        atOne
+                        (pick
+                            (Vector512.BitwiseOr(Vector512.LessThan(k, ci (-1)), Vector512.GreaterThan(k, ci 56)))
+                            farOut
+                            (pick (Vector512.GreaterThan(k, ci 22)) upTo56 upTo22))))
+
+        // |x| below 2^−25: x itself; x at or below −27·ln 2: −1.
+        pick
+            (Vector512.LessThan(hx, ci 0x33000000))
+            x
+            (pick (Vector512.BitwiseAnd(negative, Vector512.GreaterThanOrEqual(hx, ci 0x4195b844))) (c (-1.0f)) byK)
+
+    /// glibc's tanhf on each lane with MathF.Tanh's bits (only where Enabled): 1 − 2/(expm1(2|x|) + 2) from |x| = 1
+    /// to 22, −t/(t + 2) with t = expm1(−2|x|) below, ±1 from 22 on, x·(1 + x) below 2^−55, the sign of x.
+    let tanh (x: Vector512<float32>) =
+        let c (v: float32) = Vector512.Create v
+        let ix = Vector512.BitwiseAnd(x.AsInt32(), Vector512.Create 0x7fffffff)
+        let ax = ix.AsSingle()
+        let fromOne = Vector512.GreaterThanOrEqual(ix, Vector512.Create 0x3f800000)
+        let t = expm1 (pick fromOne (ax + ax) (ax * c (-2.0f)))
+        let z = pick fromOne (c 1.0f - c 2.0f / (t + c 2.0f)) (-t / (t + c 2.0f))
+        let z = pick (Vector512.GreaterThanOrEqual(ix, Vector512.Create 0x41b00000)) (c 1.0f) z
+        let signed = pick (Vector512.LessThan(x.AsInt32(), Vector512<int>.Zero)) -z z
+        let result = pick (Vector512.LessThanOrEqual(ix, Vector512.Create 0x23ffffff)) (x * (c 1.0f + x)) signed
+        scalarLanes (Vector512.GreaterThanOrEqual(ix, Vector512.Create 0x7f800000)) x result MathF.Tanh
 
     /// Floats spread over every exponent and the special cases, for the start-up check.
     let private probes () =
@@ -230,18 +334,12 @@ module internal LibmVector =
                 Seq.forall (fun lane -> same (v.GetElement lane) (g xs.[start + lane])) [ 0..15 ])
             [ 0..16 .. xs.Length - 16 ]
 
-    /// True where exp and log may be called: AVX-512, and MathF's bits on the start-up probes.
+    /// True where exp, log and tanh may be called: AVX-512, and MathF's bits on the start-up probes.
     let Enabled =
         Avx512F.IsSupported
         && (let xs = probes ()
-            agrees vectorExp MathF.Exp xs && agrees vectorLog MathF.Log xs)
+            agrees exp MathF.Exp xs && agrees log MathF.Log xs && agrees tanh MathF.Tanh xs)
 
-    /// Whether the kernels call exp and log: Enabled, unless a test sets it false to run their element-by-element
+    /// Whether the kernels call exp, log and tanh: Enabled, unless a test sets it false to run their element-by-element
     /// path (the same bits either way).
     let mutable InUse = Enabled
-
-    /// e^x of each lane with MathF.Exp's bits (only where Enabled).
-    let exp (x: Vector512<float32>) = vectorExp x
-
-    /// log x of each lane with MathF.Log's bits (only where Enabled).
-    let log (x: Vector512<float32>) = vectorLog x

@@ -30,7 +30,8 @@ module internal GaussianHeadLanes =
         let t = hi - LaneMath.softplusFrom gap expNegAbsGap - lo
         let expNegAbsT = LaneMath.expNegAbs t
         let byLogVar = half * LibmVector.exp (half * (lo + LaneMath.softplusFrom t expNegAbsT)) * e
-        let gByLogVar, sigmaT = g * byLogVar, LaneMath.sigmoidFrom t expNegAbsT
+        let gByLogVar = g * byLogVar
+        let sigmaT = LaneMath.sigmoidFrom t expNegAbsT
 
         match input with
         | MaxLogVarInput -> gByLogVar * sigmaT * (V.One - LaneMath.sigmoidFrom gap expNegAbsGap)
@@ -40,8 +41,6 @@ module internal GaussianHeadLanes =
 /// CPU kernels of fused Gaussian-head sampling and its gradient (formulas in GaussianHeadFormulas), element-parallel:
 /// sixteen elements at a time by GaussianHeadLanes where LibmVector.InUse, else element by element.
 module internal GaussianHeadCpu =
-    type private V = Vector512<float32>
-
     /// f k i c for the elements k in [start, start + length) of rows `width` wide, k = i·width + c: the row and column
     /// advanced with k, not divided out of it for each element.
     let inline private forElements (start: int) (length: int) (width: int) ([<InlineIfLambda>] f: int -> int -> int -> unit) =
@@ -56,49 +55,6 @@ module internal GaussianHeadCpu =
                 c <- 0
                 i <- i + 1
 
-    /// The lanes of a head's elements: for runs of up to 16 elements k of [R, D], each element's mean, raw
-    /// log-variance and bounds copied into 16-float lanes (the noise and gradients, stored contiguously, are read in
-    /// place by the caller). f k i j n means raw hi lo for each run: k its first element, (i, j) that element's row
-    /// and column, n ≤ 16 its length.
-    let inline private forLanes
-        (h: float32[])
-        (hi: float32[])
-        (lo: float32[])
-        (d: int)
-        (start: int)
-        (length: int)
-        ([<InlineIfLambda>] f: int -> int -> int -> int -> V -> V -> V -> V -> unit)
-        =
-        let lanes = NativePtr.stackalloc<float32> 64
-
-        for l in 0..63 do
-            NativePtr.set lanes l 0.0f
-
-        let lane (buffer: int) = NativePtr.add lanes (16 * buffer)
-        let load (buffer: int) = Vector512.Load(lane buffer)
-        let stop = start + length
-        let mutable k = start
-        let mutable i = start / d
-        let mutable j = start % d
-
-        while k < stop do
-            let n = min 16 (stop - k)
-            let i0, j0 = i, j
-
-            for l in 0 .. n - 1 do
-                NativePtr.set (lane 0) l h.[i * 2 * d + j]
-                NativePtr.set (lane 1) l h.[i * 2 * d + d + j]
-                NativePtr.set (lane 2) l hi.[j]
-                NativePtr.set (lane 3) l lo.[j]
-                j <- j + 1
-
-                if j = d then
-                    j <- 0
-                    i <- i + 1
-
-            f k i0 j0 n (load 0) (load 1) (load 2) (load 3)
-            k <- k + n
-
     /// The samples.
     let sample =
         CpuFusedKernel.define GaussianHead.sample (fun () inputs shapes outputs ->
@@ -108,7 +64,7 @@ module internal GaussianHeadCpu =
 
             Workers.forChunks dst.Length (Elementwise.Chunk / 8) (fun s len ->
                 if LibmVector.InUse then
-                    forLanes h hi lo d s len (fun k _ _ n mean raw upper lower ->
+                    HeadLanes.forRuns h d hi lo [||] s len (fun k _ _ n mean raw upper lower _ ->
                         let v = GaussianHeadLanes.sample mean raw upper lower (Elementwise.load512 e k (k + n))
                         Elementwise.store512 v dst k (k + n))
                 else
@@ -132,7 +88,7 @@ module internal GaussianHeadCpu =
                 if LibmVector.InUse then
                     let result = NativePtr.stackalloc<float32> 16
 
-                    forLanes h hi lo d s len (fun k i j n _ raw upper lower ->
+                    HeadLanes.forRuns h d hi lo [||] s len (fun k i j n _ raw upper lower _ ->
                         let g = Elementwise.load512 gv k (k + n)
 
                         let v =
