@@ -14,13 +14,14 @@ open Maac.Tests.Support
 
 /// A deterministic one-dimensional path: the action is always 1 with log π = the state, s' = s + a, r = s, and the
 /// terminal value 10·s whatever the action (so K actions at the horizon average to the same). Every call's
-/// (part, rows, terminal action shape) is recorded.
+/// (part, copies and states' shape for the policy, states' shape for the model, terminal action shape) is recorded.
 let private toyParts (calls: ResizeArray<string * int[]>) =
     {
         Act =
-            fun _ s ->
-                calls.Add(("act", s.Shape))
-                Tensor.fullLike s 1.0f, Tensor.squeeze -1 s
+            fun _ copies s ->
+                calls.Add(("act", Array.append [| copies |] s.Shape))
+                let repeated = Tensor.repeatRows copies s
+                Tensor.fullLike repeated 1.0f, Tensor.squeeze -1 repeated
         Step =
             fun _ s a ->
                 calls.Add(("step", s.Shape))
@@ -62,9 +63,11 @@ let tests =
                     calls |> Seq.filter (fst >> (=) part) |> Seq.map snd |> List.ofSeq
 
                 Expect.equal (shapes "step" paths) [ [| 6; 1 |]; [| 6; 1 |] ] "3 paths for each of 2 starts"
+                // The policy gets the 2 starts once, with 3 copies (its head once per start), then each path's state.
+                Expect.equal (shapes "act" paths) [ [| 3; 2; 1 |]; [| 1; 6; 1 |]; [| 1; 6; 1 |] ] "the policy's states"
                 Expect.equal (shapes "terminal" paths) [ [| 1; 6; 1 |] ] "one terminal action per path"
                 Expect.equal (shapes "step" atHorizon) [ [| 2; 1 |]; [| 2; 1 |] ] "one path per start"
-                Expect.equal (shapes "act" atHorizon |> List.last) [| 6; 1 |] "3 actions drawn at each last state"
+                Expect.equal (shapes "act" atHorizon |> List.last) [| 3; 2; 1 |] "3 actions drawn at each last state"
                 Expect.equal (shapes "terminal" atHorizon) [ [| 3; 2; 1 |] ] "the terminal sees the 3 actions of each state"
                 // The toy path is deterministic, so both placements estimate the same return.
                 Expect.floatClose Accuracy.high last whole "same value on a deterministic path"

@@ -273,6 +273,40 @@ let tests =
                 Expect.equal (bits steve) (bits expected) "the same bits"
             }
 
+            test "the MAAC objective runs the policy once per start state: the value of acting on copies, bit for bit" {
+                // K = 5 whole paths from 50 starts: the first actions come from the policy's head on the 50 starts,
+                // repeated, where an Act that samples one action per row runs the network on all 250 rows. Rows are
+                // computed alike whatever the batch, so the value is the same float; the gradient sums each start's 5
+                // copies before the network's products instead of inside them. Each parameter's gradient is a sum of
+                // a few hundred terms of size ≤ 1, so the two orders differ by at most ~250·2⁻²⁴·Σ|terms| ≈ 1e-4.
+                let ctx, _, buffer = fittedContext 70
+                let policy = TanhGaussianPolicy.init (key 71) 3 1 [| 40; 24 |]
+                let critics = Critics.init (key 72) 3 1 [| 16 |]
+                let obs = (buffer.Sample(key 73, 50)).Obs
+                let choices = Objectives.wholePaths 5
+
+                let objective (act: TanhGaussianPolicy -> RandomKey -> int -> Tensor -> Tensor * Tensor) (p: TanhGaussianPolicy) =
+                    let parts = { Objectives.maacParts (Some ctx) critics p with Act = act p }
+                    Objectives.pathwiseWith choices 0.99f 3 parts 0.2f (key 74) obs
+
+                let v1, g1 = Diff.valueAndGradParams (objective TanhGaussianPolicy.sampleCopies) policy
+
+                let v2, g2 =
+                    Diff.valueAndGradParams (objective (fun p -> PathwiseParts.actOnCopies (TanhGaussianPolicy.sample p))) policy
+
+                Expect.equal (bits v1) (bits v2) "the same value"
+
+                Array.iter2
+                    (fun (a: Tensor) (b: Tensor) ->
+                        Array.iter2
+                            (fun (x: float32) (y: float32) ->
+                                Expect.floatClose { absolute = 1e-4; relative = 1e-4 } (float x) (float y) "gradient")
+                            (a.ToArray())
+                            (b.ToArray()))
+                    (Parameters.tensors g1)
+                    (Parameters.tensors g2)
+            }
+
             test "STEVE candidates take the smaller twin critic: a critic raised by 5 everywhere changes nothing" {
                 let ctx, _, buffer = fittedContext 35
                 let policy = TanhGaussianPolicy.init (key 36) 3 1 [| 16 |]

@@ -53,7 +53,7 @@ module PathwiseGradient =
             // One sample per path: the terminal action comes as [1, N, a].
             let parts =
                 {
-                    Act = linearPolicy (float32 p.NoiseStd) kt
+                    Act = PathwiseParts.actOnCopies (linearPolicy (float32 p.NoiseStd) kt)
                     Step = step
                     Terminal = fun s a -> terminal s (Tensor.squeeze 0 a)
                 }

@@ -108,6 +108,12 @@ module TanhGaussianPolicy =
     /// composition, which its CPU and GPU kernels are tested against.
     let sample (p: TanhGaussianPolicy) (key: RandomKey) (obs: Tensor) = sampleFromHead p key (head p obs)
 
+    /// K reparameterised samples for each observation [N, o]: actions [K·N, act] and log-probabilities [K·N] in K
+    /// blocks of N rows, as sample p key (Tensor.repeatRows K obs) gives them, bit for bit; the network runs once per
+    /// observation, so its gradient sums the K copies before its products (the same sums in another order).
+    let sampleCopies (p: TanhGaussianPolicy) (key: RandomKey) (copies: int) (obs: Tensor) =
+        sampleFromHead p key (Tensor.repeatRows copies (head p obs))
+
     /// The number of action dimensions.
     let actionDim (p: TanhGaussianPolicy) = (Array.last p.Net.Layers).Bias.Shape.[0] / 2
 

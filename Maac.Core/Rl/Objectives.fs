@@ -24,14 +24,24 @@ type Temperature =
 /// (another policy class, true dynamics instead of a learned model, another terminal value).
 type PathwiseParts =
     {
-        /// A reparameterised action and its log-probability for each row of states: key → states → (actions, log π).
-        Act: RandomKey -> Tensor -> Tensor * Tensor
+        /// K reparameterised actions for each row of states and their log-probabilities: key → K → states [N, o] →
+        /// (actions [K·N, a], log π [K·N]), in K blocks of N rows (the states' rows as Tensor.repeatRows K lays
+        /// them out). A policy whose samples start from a per-state head can compute it once per state
+        /// (TanhGaussianPolicy.sampleCopies); PathwiseParts.actOnCopies makes this from one action per row.
+        Act: RandomKey -> int -> Tensor -> Tensor * Tensor
         /// One model step: key → states → actions → (next states, rewards, done flags), all differentiable except done.
         Step: RandomKey -> Tensor -> Tensor -> Tensor * Tensor * Tensor
         /// The value that closes the horizon: states [N, o] → K actions at each [K, N, a] → values [N] (K = 1 when
         /// every path has its own terminal action).
         Terminal: Tensor -> Tensor -> Tensor
     }
+
+/// Building pathwise parts.
+module PathwiseParts =
+    /// An Act from a sampler of one action per row of states: the states repeated K times (Tensor.repeatRows), then
+    /// sampled.
+    let actOnCopies (sample: RandomKey -> Tensor -> Tensor * Tensor) =
+        fun (key: RandomKey) (copies: int) (states: Tensor) -> sample key (Tensor.repeatRows copies states)
 
 /// Where the K samples per start state of the pathwise objective are drawn.
 type SamplePlacement =
@@ -76,10 +86,17 @@ module Objectives =
         if choices.Samples < 1 then
             invalidArg "samples" (sprintf "at least one sample per start state is needed, got %d" choices.Samples)
 
-        let pathsPerStart, actionsAtEnd =
-            match choices.Placement with
-            | WholePaths -> choices.Samples, 1
-            | ActionsAtHorizon -> 1, choices.Samples
+        let pathsPerStart =
+            if choices.Placement = WholePaths then
+                choices.Samples
+            else
+                1
+
+        let actionsAtEnd =
+            if choices.Placement = ActionsAtHorizon then
+                choices.Samples
+            else
+                1
 
         let paysEntropy t =
             match choices.Entropy with
@@ -88,8 +105,15 @@ module Objectives =
 
         let keys = RandomKey.split (2 * horizon + 1) key
 
+        // At t = 0 the states are the start states, once per path: the policy acts on the starts with that many
+        // copies (its head once per start state, where it has one).
         let stepAt (t: int) (s: Tensor) =
-            let a, logp = parts.Act keys.[2 * t] s
+            let a, logp =
+                if t = 0 then
+                    parts.Act keys.[0] pathsPerStart obs
+                else
+                    parts.Act keys.[2 * t] 1 s
+
             let next, r, d = parts.Step keys.[2 * t + 1] s a
             next, (if paysEntropy t then r - alpha * logp else r), d
 
@@ -97,7 +121,7 @@ module Objectives =
             ImaginedPath.start (Tensor.repeatRows pathsPerStart obs) |> ImaginedPath.unroll gamma horizon stepAt
 
         let rows = path.State.Shape.[0]
-        let a, logp = parts.Act keys.[2 * horizon] (Tensor.repeatRows actionsAtEnd path.State)
+        let a, logp = parts.Act keys.[2 * horizon] actionsAtEnd path.State
         let value = parts.Terminal path.State (Tensor.reshape [| actionsAtEnd; rows; -1 |] a)
 
         let terminal =
@@ -119,7 +143,7 @@ module Objectives =
     /// termination), and the smaller of the twin critics (each averaged over the terminal actions) at the horizon.
     let maacParts (ctx: ModelContext option) (critics: Critics) (policy: TanhGaussianPolicy) =
         {
-            Act = fun k s -> TanhGaussianPolicy.sample policy k s
+            Act = TanhGaussianPolicy.sampleCopies policy
             Step =
                 fun k s a ->
                     match ctx with
