@@ -112,6 +112,17 @@ let private policyBits (a: AgentState) =
     |> Array.collect (fun t -> t.ToArray())
     |> Array.map BitConverter.SingleToInt32Bits
 
+/// Every element of two policy gradients within the accuracy.
+let private expectCloseGradients (accuracy: Accuracy) (g1: TanhGaussianPolicy) (g2: TanhGaussianPolicy) =
+    Array.iter2
+        (fun (a: Tensor) (b: Tensor) ->
+            Array.iter2
+                (fun (x: float32) (y: float32) -> Expect.floatClose accuracy (float x) (float y) "gradient")
+                (a.ToArray())
+                (b.ToArray()))
+        (Parameters.tensors g1)
+        (Parameters.tensors g2)
+
 let tests =
     testList
         "learning"
@@ -126,16 +137,7 @@ let tests =
                 // The same quantity summed in a different order: equal up to float32 rounding of a mean of
                 // 20 terms (a few units in the last place, relative 1e-6).
                 Expect.floatClose { absolute = 1e-7; relative = 1e-6 } (float (Tensor.toScalar v1)) (float (Tensor.toScalar v2)) "same loss"
-
-                Array.iter2
-                    (fun (a: Tensor) (b: Tensor) ->
-                        Array.iter2
-                            (fun (x: float32) (y: float32) ->
-                                Expect.floatClose { absolute = 1e-8; relative = 1e-5 } (float x) (float y) "same gradient")
-                            (a.ToArray())
-                            (b.ToArray()))
-                    (Parameters.tensors g1)
-                    (Parameters.tensors g2)
+                expectCloseGradients { absolute = 1e-8; relative = 1e-5 } g1 g2
             }
 
             test "the MAAC objective's gradient through the learned model matches finite differences" {
@@ -295,16 +297,7 @@ let tests =
                     Diff.valueAndGradParams (objective (fun p -> PathwiseParts.actOnCopies (TanhGaussianPolicy.sample p))) policy
 
                 Expect.equal (bits v1) (bits v2) "the same value"
-
-                Array.iter2
-                    (fun (a: Tensor) (b: Tensor) ->
-                        Array.iter2
-                            (fun (x: float32) (y: float32) ->
-                                Expect.floatClose { absolute = 1e-4; relative = 1e-4 } (float x) (float y) "gradient")
-                            (a.ToArray())
-                            (b.ToArray()))
-                    (Parameters.tensors g1)
-                    (Parameters.tensors g2)
+                expectCloseGradients { absolute = 1e-4; relative = 1e-4 } g1 g2
             }
 
             test "STEVE candidates take the smaller twin critic: a critic raised by 5 everywhere changes nothing" {

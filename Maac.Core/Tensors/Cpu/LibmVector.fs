@@ -20,46 +20,24 @@ open System.Runtime.Intrinsics.X86
 /// bits on a set of test values at start-up; elsewhere the kernels call MathF element by element. A test holds them
 /// to MathF over every float of their main paths.
 module internal LibmVector =
-    /// The doubles with the given 64-bit patterns.
-    let private doubles (bits: uint64[]) = Array.map BitConverter.UInt64BitsToDouble bits
+    /// The doubles whose 64-bit patterns the text lists in hexadecimal, separated by spaces or lines.
+    let private doubles (hex: string) =
+        hex.Split([| ' '; '\r'; '\n' |], StringSplitOptions.RemoveEmptyEntries)
+        |> Array.map (fun bits -> BitConverter.UInt64BitsToDouble(Convert.ToUInt64(bits, 16)))
 
     // expf: 2^(i/32) with i·2^52/32 taken from its bits, so that adding k·2^47 scales it by 2^(k div 32).
     let private expTable =
         doubles
-            [|
-                0x3ff0000000000000UL
-                0x3fefd9b0d3158574UL
-                0x3fefb5586cf9890fUL
-                0x3fef9301d0125b51UL
-                0x3fef72b83c7d517bUL
-                0x3fef54873168b9aaUL
-                0x3fef387a6e756238UL
-                0x3fef1e9df51fdee1UL
-                0x3fef06fe0a31b715UL
-                0x3feef1a7373aa9cbUL
-                0x3feedea64c123422UL
-                0x3feece086061892dUL
-                0x3feebfdad5362a27UL
-                0x3feeb42b569d4f82UL
-                0x3feeab07dd485429UL
-                0x3feea47eb03a5585UL
-                0x3feea09e667f3bcdUL
-                0x3fee9f75e8ec5f74UL
-                0x3feea11473eb0187UL
-                0x3feea589994cce13UL
-                0x3feeace5422aa0dbUL
-                0x3feeb737b0cdc5e5UL
-                0x3feec49182a3f090UL
-                0x3feed503b23e255dUL
-                0x3feee89f995ad3adUL
-                0x3feeff76f2fb5e47UL
-                0x3fef199bdd85529cUL
-                0x3fef3720dcef9069UL
-                0x3fef5818dcfba487UL
-                0x3fef7c97337b9b5fUL
-                0x3fefa4afa2a490daUL
-                0x3fefd0765b6e4540UL
-            |]
+            """
+            3ff0000000000000 3fefd9b0d3158574 3fefb5586cf9890f 3fef9301d0125b51
+            3fef72b83c7d517b 3fef54873168b9aa 3fef387a6e756238 3fef1e9df51fdee1
+            3fef06fe0a31b715 3feef1a7373aa9cb 3feedea64c123422 3feece086061892d
+            3feebfdad5362a27 3feeb42b569d4f82 3feeab07dd485429 3feea47eb03a5585
+            3feea09e667f3bcd 3fee9f75e8ec5f74 3feea11473eb0187 3feea589994cce13
+            3feeace5422aa0db 3feeb737b0cdc5e5 3feec49182a3f090 3feed503b23e255d
+            3feee89f995ad3ad 3feeff76f2fb5e47 3fef199bdd85529c 3fef3720dcef9069
+            3fef5818dcfba487 3fef7c97337b9b5f 3fefa4afa2a490da 3fefd0765b6e4540
+            """
 
     let private invLn2Times32 = BitConverter.UInt64BitsToDouble 0x40471547652b82feUL
     let private roundingShift = BitConverter.UInt64BitsToDouble 0x4338000000000000UL
@@ -71,45 +49,21 @@ module internal LibmVector =
     // near its middle: log x = log1p(z/c − 1) + log c + k·ln 2.
     let private logInvC =
         doubles
-            [|
-                0x3ff661ec79f8f3beUL
-                0x3ff571ed4aaf883dUL
-                0x3ff49539f0f010b0UL
-                0x3ff3c995b0b80385UL
-                0x3ff30d190c8864a5UL
-                0x3ff25e227b0b8ea0UL
-                0x3ff1bb4a4a1a343fUL
-                0x3ff12358f08ae5baUL
-                0x3ff0953f419900a7UL
-                0x3ff0000000000000UL
-                0x3fee608cfd9a47acUL
-                0x3feca4b31f026aa0UL
-                0x3feb2036576afce6UL
-                0x3fe9c2d163a1aa2dUL
-                0x3fe886e6037841edUL
-                0x3fe767dcf5534862UL
-            |]
+            """
+            3ff661ec79f8f3be 3ff571ed4aaf883d 3ff49539f0f010b0 3ff3c995b0b80385
+            3ff30d190c8864a5 3ff25e227b0b8ea0 3ff1bb4a4a1a343f 3ff12358f08ae5ba
+            3ff0953f419900a7 3ff0000000000000 3fee608cfd9a47ac 3feca4b31f026aa0
+            3feb2036576afce6 3fe9c2d163a1aa2d 3fe886e6037841ed 3fe767dcf5534862
+            """
 
     let private logC =
         doubles
-            [|
-                0xbfd57bf7808caadeUL
-                0xbfd2bef0a7c06ddbUL
-                0xbfd01eae7f513a67UL
-                0xbfcb31d8a68224e9UL
-                0xbfc6574f0ac07758UL
-                0xbfc1aa2bc79c8100UL
-                0xbfba4e76ce8c0e5eUL
-                0xbfb1973c5a611cccUL
-                0xbfa252f438e10c1eUL
-                0x0000000000000000UL
-                0x3faaa5aa5df25984UL
-                0x3fbc5e53aa362eb4UL
-                0x3fc526e57720db08UL
-                0x3fcbc2860d224770UL
-                0x3fd1058bc8a07ee1UL
-                0x3fd4043057b6ee09UL
-            |]
+            """
+            bfd57bf7808caade bfd2bef0a7c06ddb bfd01eae7f513a67 bfcb31d8a68224e9
+            bfc6574f0ac07758 bfc1aa2bc79c8100 bfba4e76ce8c0e5e bfb1973c5a611ccc
+            bfa252f438e10c1e 0000000000000000 3faaa5aa5df25984 3fbc5e53aa362eb4
+            3fc526e57720db08 3fcbc2860d224770 3fd1058bc8a07ee1 3fd4043057b6ee09
+            """
 
     let private ln2 = BitConverter.UInt64BitsToDouble 0x3fe62e42fefa39efUL
     let private logA0 = BitConverter.UInt64BitsToDouble 0xbfd00ea348b88334UL
