@@ -41,20 +41,6 @@ module internal GaussianHeadLanes =
 /// CPU kernels of fused Gaussian-head sampling and its gradient (formulas in GaussianHeadFormulas), element-parallel:
 /// sixteen elements at a time by GaussianHeadLanes where LibmVector.InUse, else element by element.
 module internal GaussianHeadCpu =
-    /// f k i c for the elements k in [start, start + length) of rows `width` wide, k = i·width + c: the row and column
-    /// advanced with k, not divided out of it for each element.
-    let inline private forElements (start: int) (length: int) (width: int) ([<InlineIfLambda>] f: int -> int -> int -> unit) =
-        let mutable i = start / width
-        let mutable c = start % width
-
-        for k in start .. start + length - 1 do
-            f k i c
-            c <- c + 1
-
-            if c = width then
-                c <- 0
-                i <- i + 1
-
     /// The samples.
     let sample =
         CpuFusedKernel.define GaussianHead.sample (fun () inputs shapes outputs ->
@@ -64,11 +50,11 @@ module internal GaussianHeadCpu =
 
             Workers.forChunks dst.Length (Elementwise.Chunk / 8) (fun s len ->
                 if LibmVector.InUse then
-                    HeadLanes.forRuns h d hi lo [||] s len (fun k _ _ n mean raw upper lower _ ->
+                    HeadLanes.forRuns h d hi lo [||] s len (fun k n mean raw upper lower _ ->
                         let v = GaussianHeadLanes.sample mean raw upper lower (Elementwise.load512 e k (k + n))
                         Elementwise.store512 v dst k (k + n))
                 else
-                    forElements s len d (fun k i j ->
+                    HeadLanes.forElements s len d (fun k i j ->
                         dst.[k] <- GaussianHeadFormulas.Sample(h.[i * 2 * d + j], h.[i * 2 * d + d + j], hi.[j], lo.[j], e.[k]))))
 
     /// The gradient in one input: per element of [R, D] for the bounds (which the caller sums over rows) and the
@@ -83,12 +69,12 @@ module internal GaussianHeadCpu =
 
             Workers.forChunks gv.Length (Elementwise.Chunk / 8) (fun s len ->
                 if input = HeadInput then
-                    forElements s len d (fun k i j -> dst.[i * 2 * d + j] <- gv.[k])
+                    HeadLanes.forElements s len d (fun k i j -> dst.[i * 2 * d + j] <- gv.[k])
 
                 if LibmVector.InUse then
                     let result = NativePtr.stackalloc<float32> 16
 
-                    HeadLanes.forRuns h d hi lo [||] s len (fun k i j n _ raw upper lower _ ->
+                    HeadLanes.forRuns h d hi lo [||] s len (fun k n _ raw upper lower _ ->
                         let g = Elementwise.load512 gv k (k + n)
 
                         let v =
@@ -98,11 +84,11 @@ module internal GaussianHeadCpu =
 
                         if input = HeadInput then
                             v.Store result
-                            forElements (i * d + j) n d (fun at row column -> dst.[rawAt row column] <- NativePtr.get result (at - k))
+                            HeadLanes.forElements k n d (fun at row column -> dst.[rawAt row column] <- NativePtr.get result (at - k))
                         else
                             Elementwise.store512 v dst k (k + n))
                 else
-                    forElements s len d (fun k i j ->
+                    HeadLanes.forElements s len d (fun k i j ->
                         let r, x, gk = h.[i * 2 * d + d + j], e.[k], gv.[k]
 
                         dst.[rawAt i j] <-

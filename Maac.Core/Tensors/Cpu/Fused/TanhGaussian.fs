@@ -59,24 +59,19 @@ module internal TanhGaussianCpu =
                     let terms = NativePtr.stackalloc<float32> 16
                     let mutable total = 0.0f
 
-                    HeadLanes.forRuns h a [||] [||] [||] (r0 * a) (count * a) (fun k i j n m r _ _ _ ->
+                    HeadLanes.forRuns h a [||] [||] [||] (r0 * a) (count * a) (fun k n m r _ _ _ ->
                         let x = Elementwise.load512 e k (k + n)
                         let ls = TanhGaussianLanes.logStd r b.Lo b.Hi
                         let u = TanhGaussianLanes.unsquashed m (LibmVector.exp ls) x
                         Elementwise.store512 (LibmVector.tanh u) action k (k + n)
                         (TanhGaussianLanes.logProbTermAt ls u x).Store terms
-                        let mutable row = i
-                        let mutable column = j
 
-                        for l in 0 .. n - 1 do
-                            total <- total + NativePtr.get terms l
-                            column <- column + 1
+                        HeadLanes.forElements k n a (fun at row column ->
+                            total <- total + NativePtr.get terms (at - k)
 
-                            if column = a then
+                            if column = a - 1 then
                                 logProb.[row] <- total
-                                total <- 0.0f
-                                column <- 0
-                                row <- row + 1)
+                                total <- 0.0f))
                 else
                     for i in r0 .. r0 + count - 1 do
                         let mutable total = 0.0f
@@ -103,7 +98,7 @@ module internal TanhGaussianCpu =
                 if LibmVector.InUse then
                     let result = NativePtr.stackalloc<float32> 32
 
-                    HeadLanes.forRuns h a [||] [||] gl (r0 * a) (count * a) (fun k i j n m r _ _ gL ->
+                    HeadLanes.forRuns h a [||] [||] gl (r0 * a) (count * a) (fun k n m r _ _ gL ->
                         let x = Elementwise.load512 e k (k + n)
                         let gA = Elementwise.load512 ga k (k + n)
                         // dL/dm and σ are shared by the gradients (the formulas' own steps, computed once).
@@ -116,17 +111,10 @@ module internal TanhGaussianCpu =
                         else
                             meanGrad.Store result
                             (TanhGaussianLanes.logStdGradAt r lo hi meanGrad sigma x gL).Store(NativePtr.add result 16)
-                            let mutable row = i
-                            let mutable column = j
 
-                            for l in 0 .. n - 1 do
-                                d.[row * 2 * a + column] <- NativePtr.get result l
-                                d.[row * 2 * a + a + column] <- NativePtr.get result (16 + l)
-                                column <- column + 1
-
-                                if column = a then
-                                    column <- 0
-                                    row <- row + 1)
+                            HeadLanes.forElements k n a (fun at row column ->
+                                d.[row * 2 * a + column] <- NativePtr.get result (at - k)
+                                d.[row * 2 * a + a + column] <- NativePtr.get result (16 + at - k)))
                 else
                     for i in r0 .. r0 + count - 1 do
                         let gL = gl.[i]
