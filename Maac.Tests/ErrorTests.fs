@@ -64,6 +64,18 @@ let tests =
                     |> ignore)
                 |> contains [ "gaussianHeadSample"; "[2]"; "[3]" ]
             }
+            test "repeating rows fewer than once names the operation and the count" {
+                for k in [ 0; -1 ] do
+                    let message =
+                        try
+                            Tensor.repeatRows k (Tensor.ones [| 2; 3 |]) |> ignore
+                            failtest "expected an exception"
+                            ""
+                        with :? System.ArgumentException as e ->
+                            e.Message
+
+                    contains [ "repeatRows"; sprintf "got %d" k ] message
+            }
             test "ofArray with the wrong count" {
                 messageOf (fun () -> Tensor.ofArray [| 2; 2 |] [| 1.0f |] |> ignore)
                 |> contains [ "1 values"; "[2, 2]" ]

@@ -371,6 +371,9 @@ module Tensor =
 
     /// x [N, …] repeated k times along its first axis: [k·N, …], rows [i·N, (i+1)·N) a copy of x (x itself when k = 1).
     let repeatRows (k: int) (x: Tensor) =
+        if k < 1 then
+            invalidArg "k" (sprintf "repeatRows: the number of copies must be at least 1, got %d" k)
+
         if k = 1 then
             x
         else
