@@ -162,7 +162,7 @@ let tests =
     testList
         "engine"
         [
-            test "the vector exp, log and tanh are on with glibc and AVX-512, and give MathF's bits for every float" {
+            test "the vector exp, log and tanh are on with glibc and AVX-512, and give MathF's bits on every float of their main paths" {
                 // The sampling kernels' formulas are defined by MathF (the C library's expf, logf and tanhf). The
                 // vector functions take glibc's steps and are enabled where the start-up check finds MathF's bits;
                 // here that must hold for every float glibc computes on its main path (exp: |x| < 88; log: normal
